@@ -1,0 +1,345 @@
+"""Find the browser, build its launch, run one persona session.
+
+Station builds the browser's whole command line itself (Playwright's
+defaults are all dropped) so that nothing betrays automation or weakens
+security: no `--enable-automation`, no disabled popup blocker or phishing
+protection, no partitioning turned off. What a persona presents is set with
+the browser's own switches and environment where they exist, because those
+reach every scope (frames, workers, HTTP headers) alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from outreach_station import paths
+from outreach_station.errors import BrowserError, EnvironmentProblem
+from outreach_station.fingerprint import Fingerprint
+
+if TYPE_CHECKING:
+    from playwright.async_api import BrowserContext, Page
+
+BrowserSource = Literal["STATION_BROWSER", "policy", "playwright", "system"]
+
+SYSTEM_CANDIDATES = (
+    "chromium",
+    "chromium-browser",
+    "google-chrome",
+    "google-chrome-stable",
+)
+# Debian's /usr/bin/chromium is a shell wrapper that adds its own switches
+# (remote extensions, API keys); the real binary is launched directly so that
+# station alone decides the command line.
+DEBIAN_WRAPPED = {Path("/usr/bin/chromium"): Path("/usr/lib/chromium/chromium")}
+
+# Chromium phones home at start unless told not to; these keep it quiet
+# without weakening any protection a person relies on.
+QUIET_SWITCHES = (
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-breakpad",
+    "--disable-search-engine-choice-screen",
+)
+
+VERSION_RE = re.compile(r"(\d+)\.(\d+)\.(\d+)\.(\d+)")
+
+
+@dataclass(frozen=True)
+class BrowserExecutable:
+    path: Path
+    source: BrowserSource
+    version: str
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
+
+    def describe(self) -> str:
+        return f"Chromium {self.version} at {self.path} (from {self.source})"
+
+
+def _playwright_chromium() -> Path | None:
+    """Playwright's own downloaded Chromium, if one was ever installed here."""
+    base = os.environ.get("PLAYWRIGHT_BROWSERS_PATH")
+    root = Path(base) if base and base != "0" else Path.home() / ".cache" / "ms-playwright"
+    candidates = sorted(root.glob("chromium-*/chrome-linux*/chrome"), reverse=True)
+    candidates += sorted(root.glob("chromium-*/chrome-mac*/Chromium.app/Contents/MacOS/Chromium"))
+    candidates += sorted(root.glob("chromium-*/chrome-win*/chrome.exe"))
+    return next((c for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
+
+
+def _engine_version(executable: Path) -> str:
+    """The browser's own version, cached by file identity: asking costs ~0.1 s."""
+    stat = executable.stat()
+    key = f"{executable}:{stat.st_mtime_ns}:{stat.st_size}"
+    cache = paths.cache_dir() / "engine-versions.json"
+    known: dict[str, str] = {}
+    with contextlib.suppress(OSError, ValueError):
+        known = json.loads(cache.read_text())
+    if key in known:
+        return known[key]
+    try:
+        out = subprocess.run(
+            [str(executable), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BrowserError(f"cannot run the browser at {executable}: {exc}") from None
+    match = VERSION_RE.search(out)
+    if not match:
+        raise BrowserError(
+            f"{executable} did not report a Chromium version (said {out.strip()[:80]!r})"
+        )
+    known[key] = match.group(0)
+    with contextlib.suppress(OSError):
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(known))
+    return known[key]
+
+
+def find_browser(policy_executable: Path | None = None) -> BrowserExecutable:
+    """Find Chromium: STATION_BROWSER, the policy's, Playwright's own, then the system's."""
+    found: tuple[Path, BrowserSource] | None = None
+    override = paths.browser_override()
+    if policy_executable is not None:
+        found = (policy_executable, "policy")
+    elif override:
+        found = (Path(override), "STATION_BROWSER")
+    elif (own := _playwright_chromium()) is not None:
+        found = (own, "playwright")
+    else:
+        for name in SYSTEM_CANDIDATES:
+            hit = shutil.which(name)
+            if hit:
+                found = (Path(hit), "system")
+                break
+    if found is None:
+        raise BrowserError(
+            "no Chromium found. Install the distribution's package "
+            "(Debian/Ubuntu: 'sudo apt-get install chromium chromium-l10n') "
+            f"or point {paths.ENV_BROWSER} at a Chromium or Chrome executable"
+        )
+    path, source = found
+    path = DEBIAN_WRAPPED.get(path, path)
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise BrowserError(f"the browser {path} (from {source}) is not an executable file")
+    return BrowserExecutable(path=path, source=source, version=_engine_version(path))
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything needed to start one persona's browser; built without side effects."""
+
+    executable: Path
+    user_data_dir: Path
+    args: tuple[str, ...]
+    env: dict[str, str | float | bool] = field(hash=False)
+    headless: bool
+    context_options: dict[str, Any] = field(hash=False)
+
+
+def build_launch(
+    *,
+    browser: BrowserExecutable,
+    fingerprint: Fingerprint,
+    user_data_dir: Path,
+    headless: bool,
+    base_env: dict[str, str] | None = None,
+    is_root: bool | None = None,
+) -> LaunchSpec:
+    """The command line, environment and emulation for a persona's browser."""
+    env: dict[str, str | float | bool] = dict(os.environ if base_env is None else base_env)
+    # The zone and language are the process's own, so every frame and worker
+    # agrees on them without any per-page override.
+    env["TZ"] = fingerprint.timezone
+    env["LANGUAGE"] = fingerprint.locale.replace("-", "_")
+    args = [
+        f"--user-data-dir={user_data_dir}",
+        "--remote-debugging-pipe",
+        *QUIET_SWITCHES,
+        # Removes navigator.webdriver and the "controlled by automated software" bar.
+        "--disable-blink-features=AutomationControlled",
+        f"--lang={fingerprint.locale}",
+        f"--accept-lang={','.join(fingerprint.languages)}",
+        f"--user-agent={fingerprint.user_agent(browser.major)}",
+        f"--window-size={fingerprint.viewport_width},{fingerprint.viewport_height + 85}",
+    ]
+    if headless:
+        args.append("--headless")
+        if not fingerprint.mobile:
+            # A headless renderer has no pointing device; present a mouse like a desktop.
+            args.append(
+                "--blink-settings=primaryHoverType=2,availableHoverTypes=2,"
+                "primaryPointerType=4,availablePointerTypes=4"
+            )
+    if os.geteuid() == 0 if is_root is None else is_root:
+        # Chromium refuses to start as root with its sandbox on; only then is it off.
+        args.append("--no-sandbox")
+    args.append("about:blank")
+    context_options: dict[str, Any] = {
+        "viewport": {"width": fingerprint.viewport_width, "height": fingerprint.viewport_height},
+        "screen": {"width": fingerprint.screen_width, "height": fingerprint.screen_height},
+        "device_scale_factor": fingerprint.device_scale_factor,
+        "is_mobile": fingerprint.mobile,
+        "has_touch": fingerprint.touch,
+        "accept_downloads": False,
+    }
+    return LaunchSpec(
+        executable=browser.path,
+        user_data_dir=user_data_dir,
+        args=tuple(args),
+        env=env,
+        headless=headless,
+        context_options=context_options,
+    )
+
+
+def require_display(headless: bool) -> None:
+    if headless or sys.platform in ("win32", "darwin"):
+        return
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise EnvironmentProblem(
+            "no display: run station inside a desktop session, or pass --headless "
+            "(no window; end the session with Ctrl-C)"
+        )
+
+
+SessionHook = Callable[["BrowserContext", "Page"], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class SessionOutcome:
+    """How a browser session ended."""
+
+    ended_by: Literal["window-closed", "signal", "hook-done", "browser-exited"]
+    signal_name: str | None = None
+    start_page_error: str | None = None
+
+
+async def run_session(
+    spec: LaunchSpec,
+    url: str,
+    *,
+    hook: SessionHook | None = None,
+    close_after_hook: bool = False,
+    on_ready: Callable[[str], None] | None = None,
+) -> SessionOutcome:
+    """Run the browser until the person closes it, a signal arrives, or the hook is done.
+
+    SIGINT, SIGTERM and SIGHUP close the browser through the protocol, the
+    way a person quitting would, so Chromium writes its cookie store out
+    before it exits.
+    """
+    from playwright.async_api import Error as PlaywrightError
+    from playwright.async_api import async_playwright
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    closed = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    for sig in handled:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        async with async_playwright() as pw:
+            try:
+                context = await pw.chromium.launch_persistent_context(
+                    str(spec.user_data_dir),
+                    executable_path=str(spec.executable),
+                    headless=spec.headless,
+                    ignore_default_args=True,
+                    args=list(spec.args),
+                    env=dict(spec.env),
+                    handle_sigint=False,
+                    handle_sigterm=True,
+                    handle_sighup=True,
+                    **spec.context_options,
+                )
+            except PlaywrightError as exc:
+                raise BrowserError(
+                    f"the browser at {spec.executable} failed to start: {str(exc).splitlines()[0]}"
+                ) from None
+            context.on("close", lambda _ctx: closed.set())
+
+            def watch(page: Page) -> None:
+                page.on("close", lambda _p: None if context.pages else closed.set())
+
+            for existing in context.pages:
+                watch(existing)
+            context.on("page", watch)
+            page = context.pages[0] if context.pages else await context.new_page()
+            start_error: str | None = None
+            try:
+                await page.goto(url, wait_until="load")
+            except PlaywrightError as exc:
+                # The person sees the browser's own error page and can retry by hand.
+                start_error = str(exc).splitlines()[0]
+            if on_ready is not None:
+                on_ready(page.url)
+            ended_by: Literal["window-closed", "signal", "hook-done", "browser-exited"]
+            if hook is not None and not stop.is_set():
+                await _race(hook(context, page), stop, closed)
+            if close_after_hook and hook is not None and not (stop.is_set() or closed.is_set()):
+                ended_by = "hook-done"
+            else:
+                await _first(stop, closed)
+                ended_by = "signal" if stop.is_set() else "window-closed"
+            if not closed.is_set():
+                with contextlib.suppress(PlaywrightError):
+                    await context.close()
+            elif ended_by == "window-closed" and context.pages:
+                ended_by = "browser-exited"
+            return SessionOutcome(
+                ended_by=ended_by,
+                signal_name=received[0] if received else None,
+                start_page_error=start_error,
+            )
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def _race(work: Awaitable[None], *events: asyncio.Event) -> None:
+    """Run `work` unless one of `events` fires first (then `work` is cancelled)."""
+    task = asyncio.ensure_future(work)
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait([task, *waiters], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()
+    finally:
+        task.cancel()
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,70 @@
+"""The `station` command line: a thin edge over `outreach_station.api`.
+
+Every `StationError` is caught once, here, and printed as one line on stderr
+with its exit code; a traceback appears only with `--debug`.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from outreach_station.errors import StationError
+
+
+class StationGroup(TyperGroup):
+    # typer vendors click and exposes its Context only as typer.Context, a subclass.
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except StationError as exc:
+            if isinstance(ctx.obj, dict) and ctx.obj.get("debug"):
+                traceback.print_exc()
+            typer.echo(f"station: error: {exc.message}", err=True)
+            raise typer.Exit(int(exc.exit_code)) from None
+
+
+app = typer.Typer(
+    name="station",
+    cls=StationGroup,
+    help=(
+        "Organisation-owned, isolated browser personas for outreach work.\n\n"
+        "Start of a shift: 'station open <platform>'. After a block: 'station rotate <platform>'. "
+        "New here? Try 'station open demo'."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    *,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show a traceback when something fails.")
+    ] = False,
+) -> None:
+    ctx.obj = {"debug": debug}
+
+
+def _register() -> None:
+    from outreach_station.cli import open as open_cmd
+    from outreach_station.cli import persona, platforms
+
+    app.add_typer(persona.app, name="persona")
+    app.command("open")(open_cmd.open_command)
+    app.command("platforms")(platforms.platforms_command)
+
+
+_register()
+
+
+def main() -> None:
+    app(prog_name="station")

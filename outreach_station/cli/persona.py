@@ -1,0 +1,116 @@
+"""`station persona ...`: create and inspect personas."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from outreach_station import api
+from outreach_station.cli._output import echo_json, table
+from outreach_station.fingerprint import Fingerprint
+from outreach_station.registry import Persona
+
+app = typer.Typer(help="Create and inspect personas.", no_args_is_help=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _summary(persona: Persona) -> str:
+    try:
+        return Fingerprint.from_dict(persona.fingerprint).summary()
+    except Exception:
+        return "(outdated fingerprint)"
+
+
+def _as_json(persona: Persona) -> dict[str, Any]:
+    data = persona.to_json()
+    data["fingerprint_summary"] = _summary(persona)
+    return data
+
+
+def _when(persona: Persona, attr: str) -> str:
+    moment = getattr(persona, attr)
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else "never"
+
+
+@app.command("new")
+def new(
+    platform: Annotated[str, typer.Argument(help="Platform id, as listed by 'station platforms'.")],
+    *,
+    label: Annotated[str, typer.Option(help="A note for staff, e.g. who set it up.")] = "",
+    json: JsonOption = False,
+) -> None:
+    """Create a persona for a platform and print its id.
+
+    It becomes the platform's active persona if there is none, else it waits
+    as standby.
+
+    Example: station persona new demo --label "evening shift"
+    """
+    persona = api.create_persona(platform, label=label)
+    if json:
+        echo_json(_as_json(persona))
+    else:
+        typer.echo(persona.id)
+
+
+@app.command("list")
+def list_(
+    *,
+    platform: Annotated[str | None, typer.Option(help="Only this platform's personas.")] = None,
+    json: JsonOption = False,
+) -> None:
+    """List personas: id, platform, status, label, created, last opened.
+
+    Example: station persona list --platform demo
+    """
+    personas = api.list_personas(platform_id=platform)
+    if json:
+        echo_json([_as_json(p) for p in personas])
+        return
+    if not personas:
+        typer.echo("no personas yet; 'station persona new <platform>' creates one")
+        return
+    table(
+        ["ID", "PLATFORM", "STATUS", "LABEL", "CREATED", "LAST OPENED", "FINGERPRINT"],
+        [
+            [
+                p.id,
+                p.platform,
+                p.status,
+                p.label,
+                _when(p, "created"),
+                _when(p, "last_opened"),
+                _summary(p),
+            ]
+            for p in personas
+        ],
+    )
+
+
+@app.command("show")
+def show(
+    persona_id: Annotated[str, typer.Argument(metavar="ID", help="The persona's id.")],
+    *,
+    json: JsonOption = False,
+) -> None:
+    """Show one persona in full.
+
+    Example: station persona show k7q2m9x4ab3d
+    """
+    persona = api.get_persona(persona_id)
+    if json:
+        echo_json(_as_json(persona))
+        return
+    rows = [
+        ("id", persona.id),
+        ("platform", persona.platform),
+        ("label", persona.label),
+        ("status", persona.status),
+        ("created", _when(persona, "created")),
+        ("last opened", _when(persona, "last_opened")),
+        ("fingerprint", _summary(persona)),
+    ]
+    for key, value in rows:
+        typer.echo(f"{key + ':':<13} {value}")

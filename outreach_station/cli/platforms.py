@@ -1,0 +1,46 @@
+"""`station platforms`: the platform profiles station knows."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from outreach_station import api
+from outreach_station.cli._output import echo_json, info, table
+
+
+def platforms_command(
+    *,
+    json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """List the platforms (built-in demo and profile files) and any broken profiles.
+
+    Example: station platforms --json
+    """
+    catalogue = api.platforms()
+    for problem in catalogue.problems:
+        info(f"station: warning: {problem.message}")
+    items = sorted(catalogue.platforms.values(), key=lambda p: (not p.builtin, p.id))
+    if json:
+        echo_json(
+            [
+                {
+                    "id": p.id,
+                    "name": p.name,
+                    "start_url": p.start_url,
+                    "device": p.device,
+                    "locale": p.locale,
+                    "languages": list(p.accept_languages),
+                    "timezone": p.timezone,
+                    "min_standby": p.min_standby,
+                    "source": p.source,
+                }
+                for p in items
+            ]
+        )
+        return
+    table(
+        ["ID", "NAME", "DEVICE", "LOCALE", "TIMEZONE", "START URL"],
+        [[p.id, p.name, p.device, p.locale, p.timezone, p.start_url] for p in items],
+    )

@@ -1,0 +1,120 @@
+"""Every location station uses, built in one place.
+
+Nothing else in the package calls platformdirs or reads the environment
+variables below; tests point `STATION_HOME` at a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "outreach-station"
+
+ENV_HOME = "STATION_HOME"
+ENV_POLICY = "STATION_POLICY"
+ENV_BROWSER = "STATION_BROWSER"
+ENV_PROFILES = "STATION_PROFILES"
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class StationPaths:
+    """The directories and files of one station home."""
+
+    home: Path
+
+    @property
+    def registry(self) -> Path:
+        return self.home / "registry.sqlite3"
+
+    @property
+    def personas(self) -> Path:
+        return self.home / "personas"
+
+    def persona_dir(self, persona_id: str) -> Path:
+        return self.personas / persona_id
+
+    @property
+    def locks(self) -> Path:
+        return self.home / "locks"
+
+    def persona_lock(self, persona_id: str) -> Path:
+        return self.locks / f"{persona_id}.lock"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def user_config(self) -> Path:
+        return self.home / "config.toml"
+
+    @property
+    def user_profiles(self) -> Path:
+        return self.home / "profiles"
+
+
+def station_home() -> Path:
+    """The root of all user state: `STATION_HOME`, else platformdirs' user data dir."""
+    override = os.environ.get(ENV_HOME)
+    if override:
+        return Path(override).expanduser().resolve()
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def current() -> StationPaths:
+    return StationPaths(home=station_home())
+
+
+def builtin_profiles_dir() -> Path:
+    """Platform profiles shipped with station.
+
+    A wheel carries them inside the package; a source checkout (editable
+    install) has them at the top of the repository.
+    """
+    packaged = PACKAGE_DIR / "profiles"
+    if packaged.is_dir():
+        return packaged
+    return PACKAGE_DIR.parent / "profiles"
+
+
+def extra_profiles_dirs() -> list[Path]:
+    """Extra platform-profile directories from `STATION_PROFILES` (os.pathsep separated)."""
+    raw = os.environ.get(ENV_PROFILES, "")
+    return [Path(p).expanduser() for p in raw.split(os.pathsep) if p]
+
+
+def system_policy_file() -> Path:
+    """The system policy: `STATION_POLICY`, else platformdirs' site config dir."""
+    override = os.environ.get(ENV_POLICY)
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.site_config_dir(APP_NAME, appauthor=False)) / "policy.toml"
+
+
+def browser_override() -> str | None:
+    return os.environ.get(ENV_BROWSER) or None
+
+
+def runtime_base() -> tuple[Path, bool]:
+    """Where open personas' plaintext workspaces live, and whether it is RAM-backed.
+
+    `$XDG_RUNTIME_DIR`, then `/dev/shm`, both memory-backed on Linux; otherwise
+    the user cache dir, which the caller must warn about.
+    """
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and Path(xdg).is_dir() and os.access(xdg, os.W_OK):
+        return Path(xdg) / APP_NAME, True
+    shm = Path("/dev/shm")  # noqa: S108 - RAM-backed by design, private 0700 subdir
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return shm / f"{APP_NAME}-{os.getuid()}", True
+    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)) / "workspaces", False
+
+
+def cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))

@@ -1,0 +1,290 @@
+"""The persona registry: a small repository over SQLite.
+
+Every persona and its lifecycle state live here. State changes go through
+`transition`, the one place that enforces which lifecycle moves make sense;
+a partial unique index makes "at most one active persona per platform" hold
+even against concurrent writers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from outreach_station.errors import (
+    EnvironmentProblem,
+    NotFoundError,
+    StateError,
+    StationError,
+    UsageError,
+)
+
+Status = Literal["standby", "active", "blocked", "retired"]
+STATUSES: tuple[Status, ...] = ("standby", "active", "blocked", "retired")
+
+# Lower-case base32 without padding: safe in file names, unambiguous to read aloud.
+PERSONA_ID_RE = re.compile(r"^[a-z2-7]{12}$")
+_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+
+ALLOWED_TRANSITIONS: dict[Status, frozenset[Status]] = {
+    "standby": frozenset({"active", "blocked", "retired"}),
+    "active": frozenset({"standby", "blocked", "retired"}),
+    "blocked": frozenset({"retired"}),
+    "retired": frozenset(),
+}
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE personas (
+        id TEXT PRIMARY KEY,
+        platform TEXT NOT NULL,
+        label TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL CHECK (status IN ('standby', 'active', 'blocked', 'retired')),
+        created TEXT NOT NULL,
+        last_opened TEXT,
+        status_changed TEXT NOT NULL,
+        status_reason TEXT NOT NULL DEFAULT '',
+        fingerprint TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX one_active_persona_per_platform
+        ON personas (platform) WHERE status = 'active';
+    CREATE INDEX personas_by_platform ON personas (platform, status);
+    """,
+)
+
+
+@dataclass(frozen=True)
+class Persona:
+    id: str
+    platform: str
+    label: str
+    status: Status
+    created: datetime
+    last_opened: datetime | None
+    status_changed: datetime
+    status_reason: str
+    fingerprint: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "platform": self.platform,
+            "label": self.label,
+            "status": self.status,
+            "created": _iso(self.created),
+            "last_opened": _iso(self.last_opened) if self.last_opened else None,
+            "status_changed": _iso(self.status_changed),
+            "status_reason": self.status_reason,
+            "fingerprint": self.fingerprint,
+        }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def new_persona_id() -> str:
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+
+
+def validate_persona_id(persona_id: str) -> str:
+    """Refuse anything that is not exactly a persona id (path-like ids included)."""
+    if not PERSONA_ID_RE.fullmatch(persona_id):
+        raise UsageError(
+            f"malformed persona id {persona_id!r}: expected 12 characters a-z and 2-7, "
+            "as printed by 'station persona list'"
+        )
+    return persona_id
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Registry:
+    """Personas in SQLite. Use as a context manager so the connection is closed."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], datetime] = _utcnow) -> None:
+        self.path = path
+        self.clock = clock
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+        except (OSError, sqlite3.OperationalError) as exc:
+            raise EnvironmentProblem(
+                f"cannot open the registry at {path}: {getattr(exc, 'strerror', None) or exc}; "
+                "check that STATION_HOME is writable"
+            ) from None
+        self._conn.row_factory = sqlite3.Row
+        try:
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._migrate()
+        except sqlite3.OperationalError as exc:
+            self._conn.close()
+            raise EnvironmentProblem(
+                f"cannot use the registry at {path}: {exc}; check that STATION_HOME is writable"
+            ) from None
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """An IMMEDIATE transaction: writers queue instead of failing half-way."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, applied TEXT NOT NULL)"
+            )
+            row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+            current = row[0] or 0
+            if current > len(MIGRATIONS):
+                raise StationError(
+                    f"the registry at {self.path} was written by a newer station "
+                    f"(schema {current}); upgrade station"
+                )
+            for version in range(current + 1, len(MIGRATIONS) + 1):
+                for statement in MIGRATIONS[version - 1].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, applied) VALUES (?, ?)",
+                    (version, _iso(self.clock())),
+                )
+
+    def schema_version(self) -> int:
+        row = self._conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)
+
+    @staticmethod
+    def _row(row: sqlite3.Row) -> Persona:
+        return Persona(
+            id=row["id"],
+            platform=row["platform"],
+            label=row["label"],
+            status=row["status"],
+            created=_parse_time(row["created"]),
+            last_opened=_parse_time(row["last_opened"]) if row["last_opened"] else None,
+            status_changed=_parse_time(row["status_changed"]),
+            status_reason=row["status_reason"],
+            fingerprint=json.loads(row["fingerprint"]),
+        )
+
+    def create(
+        self,
+        platform: str,
+        *,
+        fingerprint: dict[str, Any],
+        label: str = "",
+        standby: bool = False,
+    ) -> Persona:
+        """Add a persona: active if its platform has none and standby is not asked."""
+        now = _iso(self.clock())
+        with self.transaction() as conn:
+            has_active = conn.execute(
+                "SELECT 1 FROM personas WHERE platform = ? AND status = 'active'", (platform,)
+            ).fetchone()
+            status: Status = "standby" if standby or has_active else "active"
+            persona_id = new_persona_id()
+            conn.execute(
+                "INSERT INTO personas (id, platform, label, status, created, status_changed, "
+                "fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (persona_id, platform, label, status, now, now, json.dumps(fingerprint)),
+            )
+        return self.get(persona_id)
+
+    def get(self, persona_id: str) -> Persona:
+        validate_persona_id(persona_id)
+        row = self._conn.execute("SELECT * FROM personas WHERE id = ?", (persona_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no persona with id '{persona_id}'")
+        return self._row(row)
+
+    def list(self, *, platform: str | None = None, status: Status | None = None) -> list[Persona]:
+        query = "SELECT * FROM personas WHERE 1 = 1"
+        args: list[str] = []
+        if platform is not None:
+            query += " AND platform = ?"
+            args.append(platform)
+        if status is not None:
+            query += " AND status = ?"
+            args.append(status)
+        query += " ORDER BY created, id"
+        return [self._row(r) for r in self._conn.execute(query, args)]
+
+    def active(self, platform: str) -> Persona | None:
+        row = self._conn.execute(
+            "SELECT * FROM personas WHERE platform = ? AND status = 'active'", (platform,)
+        ).fetchone()
+        return self._row(row) if row else None
+
+    def mark_opened(self, persona_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE personas SET last_opened = ? WHERE id = ?",
+                (_iso(self.clock()), persona_id),
+            )
+
+    def set_fingerprint(self, persona_id: str, fingerprint: dict[str, Any]) -> Persona:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE personas SET fingerprint = ? WHERE id = ?",
+                (json.dumps(fingerprint), persona_id),
+            )
+        return self.get(persona_id)
+
+    def transition(self, persona_id: str, to: Status, *, reason: str = "") -> Persona:
+        """Move a persona to another lifecycle state, refusing moves that make no sense."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT * FROM personas WHERE id = ?", (persona_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no persona with id '{persona_id}'")
+            current: Status = row["status"]
+            if to not in ALLOWED_TRANSITIONS[current]:
+                raise StateError(
+                    f"persona {persona_id} is {current}; it cannot become {to}"
+                    + (" (a retired persona never comes back)" if current == "retired" else "")
+                )
+            if to == "active":
+                other = conn.execute(
+                    "SELECT id FROM personas WHERE platform = ? AND status = 'active'",
+                    (row["platform"],),
+                ).fetchone()
+                if other is not None:
+                    raise StateError(
+                        f"platform {row['platform']} already has an active persona ({other[0]})"
+                    )
+            conn.execute(
+                "UPDATE personas SET status = ?, status_changed = ?, status_reason = ? "
+                "WHERE id = ?",
+                (to, _iso(self.clock()), reason, persona_id),
+            )
+        return self.get(persona_id)

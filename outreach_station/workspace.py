@@ -1,0 +1,85 @@
+"""A persona's profile directory while it is open, and the lock that guards it.
+
+Only one station process may have a persona open: the lock is an exclusive
+`flock` on a per-persona lock file, which the kernel releases by itself if
+station is killed, so a crash never leaves a persona locked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from outreach_station.errors import BusyError, EnvironmentProblem
+from outreach_station.paths import StationPaths
+
+
+@dataclass(frozen=True)
+class PersonaLock:
+    persona_id: str
+    path: Path
+    fd: int
+
+
+def _mkdir_private(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise EnvironmentProblem(
+            f"cannot create {path}: {exc.strerror}; check that STATION_HOME is writable"
+        ) from None
+
+
+@contextlib.contextmanager
+def persona_lock(station: StationPaths, persona_id: str) -> Iterator[PersonaLock]:
+    """Hold a persona exclusively, or raise BusyError if another station has it."""
+    _mkdir_private(station.locks)
+    path = station.persona_lock(persona_id)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot create the lock file {path}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise BusyError(
+                f"persona {persona_id} is already open in another station session "
+                f"(process {holder}); close that browser first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield PersonaLock(persona_id=persona_id, path=path, fd=fd)
+    finally:
+        # Closing the descriptor releases the flock.
+        os.close(fd)
+
+
+def is_locked(station: StationPaths, persona_id: str) -> bool:
+    """Whether some process holds the persona open right now."""
+    path = station.persona_lock(persona_id)
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def profile_dir(station: StationPaths, persona_id: str) -> Path:
+    """The persona's browser profile directory, created private (0700)."""
+    path = station.persona_dir(persona_id) / "profile"
+    _mkdir_private(path)
+    return path

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Set up outreach-station on this machine, then run the demo or the test suite.
+#
+#   bash setup.sh demo   # install what is missing, then: station open demo
+#   bash setup.sh test   # install what is missing, then: the whole test suite
+#   bash setup.sh        # install only
+#
+# As root, missing Debian/Ubuntu packages are installed with apt-get; otherwise
+# the exact command to run is printed and nothing is changed.
+set -euo pipefail
+cd "$(dirname "$0")"
+job="${1:-install}"
+case "$job" in demo|test|install) ;; *) echo "usage: bash setup.sh [demo|test|install]" >&2; exit 2 ;; esac
+
+PYTHON="${PYTHON:-python3}"
+VENV="${STATION_VENV:-.venv}"
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+have_browser() {
+  [ -n "${STATION_BROWSER:-}" ] && [ -x "${STATION_BROWSER}" ] && { say "browser: STATION_BROWSER=${STATION_BROWSER}"; return 0; }
+  local own
+  own=$(ls -d "${PLAYWRIGHT_BROWSERS_PATH:-$HOME/.cache/ms-playwright}"/chromium-*/chrome-linux*/chrome 2>/dev/null | sort -r | head -n1 || true)
+  [ -n "$own" ] && { say "browser: Playwright's own Chromium at $own"; return 0; }
+  local name
+  for name in chromium chromium-browser google-chrome google-chrome-stable; do
+    command -v "$name" >/dev/null 2>&1 && { say "browser: the system's $(command -v "$name")"; return 0; }
+  done
+  return 1
+}
+
+missing=()
+have_browser || missing+=(chromium chromium-l10n)
+if [ -x /usr/bin/chromium ] && [ ! -d /usr/lib/chromium/locales ] || { [ -d /usr/lib/chromium/locales ] && [ ! -e /usr/lib/chromium/locales/sv.pak ]; }; then
+  # Without the translations Chromium's Intl locale falls back to en-US whatever --lang says.
+  missing+=(chromium-l10n)
+fi
+"$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if [ "$job" = test ]; then
+  command -v Xvfb >/dev/null || missing+=(xvfb xauth)
+  command -v gnome-keyring-daemon >/dev/null || missing+=(gnome-keyring)
+  command -v dbus-run-session >/dev/null || missing+=(dbus dbus-x11)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    say "missing system packages. Run, then try again:"
+    echo "  sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c 'import outreach_station, pytest, mypy' 2>/dev/null \
+   || [ pyproject.toml -nt "$VENV/.station-installed" ]; then
+  say "installing outreach-station and its dependencies into $VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+  touch "$VENV/.station-installed"
+fi
+
+case "$job" in
+  install)
+    say "done: $VENV/bin/station --help"
+    ;;
+  demo)
+    if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]; then
+      exec "$VENV/bin/station" open demo
+    fi
+    say "no display here: opening the demo headless; its findings are printed below."
+    exec "$VENV/bin/station" open demo --headless --print-findings
+    ;;
+  test)
+    # A real Secret Service for the keyring tests: gnome-keyring in a private D-Bus session.
+    exec dbus-run-session -- bash -c '
+      eval "$(printf station-test | gnome-keyring-daemon --unlock --components=secrets)"
+      export GNOME_KEYRING_CONTROL
+      set -e
+      "$0/bin/ruff" check outreach_station tests bench
+      "$0/bin/ruff" format --check outreach_station tests bench
+      "$0/bin/mypy"
+      exec "$0/bin/python" -m pytest "${@}"
+    ' "$VENV" "${@:2}"
+    ;;
+esac

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.site import TestSite
+
+
+@pytest.fixture(autouse=True)
+def isolation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point every station location at tmp_path: no test touches the real home."""
+    home = tmp_path / "station-home"
+    monkeypatch.setenv("STATION_HOME", str(home))
+    monkeypatch.setenv("STATION_POLICY", str(tmp_path / "no-policy.toml"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("STATION_PROFILES", raising=False)
+    monkeypatch.delenv("STATION_BROWSER", raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("TERM", "dumb")
+    return home
+
+
+class StationRunner(CliRunner):
+    """CliRunner that lets unexpected exceptions surface (as hatch's does)."""
+
+    def invoke(self, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+        from outreach_station.cli import app
+
+        kwargs.setdefault("catch_exceptions", False)
+        return super().invoke(app, *args, **kwargs)
+
+
+@pytest.fixture
+def runner() -> StationRunner:
+    return StationRunner()
+
+
+@pytest.fixture(scope="session")
+def site() -> Iterator[TestSite]:
+    with TestSite() as served:
+        yield served
+
+
+def _free_display() -> int:
+    for number in range(90, 200):
+        if (
+            not Path(f"/tmp/.X11-unix/X{number}").exists()
+            and not Path(f"/tmp/.X{number}-lock").exists()
+        ):
+            return number
+    raise RuntimeError("no free X display number")
+
+
+@pytest.fixture(scope="session")
+def xvfb() -> Iterator[str]:
+    """A virtual display for headed tests."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
+    number = _free_display()
+    proc = subprocess.Popen(
+        ["Xvfb", f":{number}", "-screen", "0", "1920x1080x24", "-nolisten", "tcp"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not Path(f"/tmp/.X11-unix/X{number}").exists():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError("Xvfb did not start")
+        time.sleep(0.05)
+    yield f":{number}"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def display(xvfb: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("DISPLAY", xvfb)
+    return xvfb
+
+
+@pytest.fixture
+def no_display(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def station_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    return env
