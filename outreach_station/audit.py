@@ -1,0 +1,658 @@
+"""The audit trail: a hash-chained, append-only JSON Lines log of lifecycle events.
+
+The log shows that an account was the organisation's and was used at work; IT
+ships it to a log collector. It records *that* something happened to a persona,
+never what a person saw or typed: no page content, no URLs, no secrets. The
+`detail` validation below is there to make that hard to get wrong.
+
+File format (one record per line, UTF-8, each line ending in ``\\n``)::
+
+    {"seq":1,"time":"2026-11-03T09:15:02.123456Z","user":"anna","host":"ws-12",
+     "event":"persona.opened","persona":"p-7","platform":"instagram",
+     "detail":{},"prev":"000...000","hash":"9f2c..."}
+
+Fields appear in exactly that order, with no whitespace and non-ASCII text
+unescaped. ``hash`` is the SHA-256 hex digest of the UTF-8 bytes of
+``json.dumps(record_without_hash, sort_keys=True, separators=(",", ":"),
+ensure_ascii=False)``; ``prev`` is the previous record's ``hash``, or
+`GENESIS` (64 zeros) for the first record. Anyone can re-check a log with a
+few lines of Python or jq from this description.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+from outreach_station.errors import EnvironmentProblem, IntegrityError, SecurityError, UsageError
+from outreach_station.paths import StationPaths
+from outreach_station.paths import current as current_paths
+
+GENESIS: Final = "0" * 64
+AUDIT_FILE_NAME: Final = "audit.jsonl"
+
+MAX_DETAIL_KEYS: Final = 12
+MAX_DETAIL_KEY_LENGTH: Final = 32
+MAX_DETAIL_STR_LENGTH: Final = 200
+# Keeps ints exactly representable for log collectors that parse JSON numbers as doubles.
+MAX_DETAIL_INT: Final = 2**53 - 1
+MAX_ID_LENGTH: Final = 64
+
+_TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
+_FIELDS: Final = (
+    "seq",
+    "time",
+    "user",
+    "host",
+    "event",
+    "persona",
+    "platform",
+    "detail",
+    "prev",
+    "hash",
+)
+_TAIL_CHUNK: Final = 64 * 1024
+
+DetailValue = str | int | bool
+
+
+class EventName(StrEnum):
+    """The closed set of things the audit trail records."""
+
+    PERSONA_CREATED = "persona.created"
+    PERSONA_OPENED = "persona.opened"
+    PERSONA_CLOSED = "persona.closed"
+    PERSONA_BLOCKED = "persona.blocked"
+    PERSONA_ROTATED = "persona.rotated"
+    PERSONA_RETIRED = "persona.retired"
+    PERSONA_SHREDDED = "persona.shredded"
+    PERSONA_RECOVERED = "persona.recovered"
+    KIT_SECRET_REVEALED = "kit.secret_revealed"  # noqa: S105 - an event name, not a secret
+    KIT_UPDATED = "kit.updated"
+    POLICY_VIOLATION = "policy.violation"
+    POLICY_LOOSENING_IGNORED = "policy.loosening_ignored"
+    VAULT_INITIALISED = "vault.initialised"
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One record of the audit trail, as written or as read back."""
+
+    seq: int
+    time: datetime
+    user: str
+    host: str
+    event: EventName
+    persona: str | None
+    platform: str | None
+    # Read-only view; left out of __hash__ because a mapping is not hashable.
+    detail: Mapping[str, DetailValue] = field(hash=False)
+    prev: str
+    hash: str
+
+    def to_record(self) -> dict[str, Any]:
+        """The record as a JSON-ready dict, fields in file order."""
+        return {
+            "seq": self.seq,
+            "time": format_time(self.time),
+            "user": self.user,
+            "host": self.host,
+            "event": self.event.value,
+            "persona": self.persona,
+            "platform": self.platform,
+            "detail": dict(sorted(self.detail.items())),
+            "prev": self.prev,
+            "hash": self.hash,
+        }
+
+    def to_line(self) -> str:
+        """The record's one canonical line in the file, without the newline."""
+        return json.dumps(self.to_record(), separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The verdict of `AuditLog.verify`.
+
+    `count` is the number of records found intact before the first bad line
+    (all of them when `ok`); `last_hash` is the hash of the last intact record,
+    which a caller can keep elsewhere as an anchor for a later `verify`.
+    """
+
+    ok: bool
+    count: int
+    first_bad_line: int | None
+    reason: str | None
+    last_hash: str | None = None
+
+
+def format_time(moment: datetime) -> str:
+    """UTC ISO-8601 with microseconds and a ``Z``, the only time form in the log."""
+    if moment.tzinfo is None:
+        raise ValueError("audit times must be timezone-aware")
+    return moment.astimezone(UTC).strftime(_TIME_FORMAT)
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    """SHA-256 hex over the canonical JSON of every field except ``hash``."""
+    body = {key: value for key, value in record.items() if key != "hash"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def default_path(paths: StationPaths | None = None) -> Path:
+    """Where the audit log lives unless a policy puts it elsewhere."""
+    return (paths or current_paths()).logs / AUDIT_FILE_NAME
+
+
+# Key words that name page content, places visited or secrets. Keys are
+# snake_case, so matching whole words avoids refusing e.g. "security" for "uri".
+_FORBIDDEN_KEY_WORDS: Final = frozenset(
+    {
+        "url", "uri", "href", "link", "domain", "query", "search",
+        "password", "passwd", "pwd", "pass", "passphrase", "secret", "token", "cookie",
+        "credential", "otp", "totp", "pin", "key", "seed",
+        "card", "pan", "cvv", "cvc", "iban", "account_number", "ssn",
+        "content", "html", "page", "body", "text", "message", "title", "screenshot",
+    }
+)  # fmt: skip
+# Allowed although they contain a forbidden word: identifiers of keys are not keys.
+_ALLOWED_KEY_EXCEPTIONS: Final = frozenset({"key_id", "key_version"})
+# Substrings refused anywhere in a key, because no harmless key contains them.
+_FORBIDDEN_KEY_SUBSTRINGS: Final = (
+    "password",
+    "passphrase",
+    "secret",
+    "token",
+    "cookie",
+    "credential",
+)
+_KEY_PATTERN: Final = re.compile(r"[a-z][a-z0-9_]*")
+_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# A run of 13 or more digits, optionally grouped by single spaces or dashes:
+# every payment card number looks like this. Deliberately not Luhn-gated, so a
+# caller cannot pass one value today and have a similar one refused tomorrow.
+_CARD_LIKE: Final = re.compile(r"\d(?:[ -]?\d){12,}")
+_URL_LIKE: Final = re.compile(
+    r"[a-z][a-z0-9+.-]*://"  # any scheme://
+    r"|\b(?:mailto|javascript|data|file|about|chrome|blob):"
+    r"|\bwww\."
+    r"|\b(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}(?::\d+)?/",  # host.tld/path
+    re.IGNORECASE,
+)
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+_HEX64: Final = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_key(key: object) -> str:
+    if not isinstance(key, str):
+        raise UsageError("audit detail keys must be strings")
+    if len(key) > MAX_DETAIL_KEY_LENGTH or not _KEY_PATTERN.fullmatch(key):
+        raise UsageError(
+            f"audit detail key {key[:MAX_DETAIL_KEY_LENGTH]!r} is not snake_case "
+            f"(a-z, 0-9, _; at most {MAX_DETAIL_KEY_LENGTH} characters)"
+        )
+    if key in _ALLOWED_KEY_EXCEPTIONS:
+        return key
+    words = key.split("_")
+    # Singular and plural both name the same thing ("cookies", "urls").
+    stems = {word.removesuffix("s") for word in words} | set(words)
+    if (
+        stems & _FORBIDDEN_KEY_WORDS
+        or key in _FORBIDDEN_KEY_WORDS
+        or any(sub in key for sub in _FORBIDDEN_KEY_SUBSTRINGS)
+    ):
+        raise UsageError(
+            f"audit detail key {key!r} is refused: the audit trail never records "
+            "page content, addresses visited or secrets"
+        )
+    return key
+
+
+def _check_value(key: str, value: object) -> DetailValue:
+    # The value itself never goes into a message: it may be the secret.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if abs(value) > MAX_DETAIL_INT:
+            raise UsageError(f"audit detail {key!r} is an integer out of range")
+        if _CARD_LIKE.fullmatch(str(abs(value))):
+            raise UsageError(f"audit detail {key!r} is refused: it looks like a card number")
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_DETAIL_STR_LENGTH:
+            raise UsageError(
+                f"audit detail {key!r} is longer than {MAX_DETAIL_STR_LENGTH} characters"
+            )
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"audit detail {key!r} is not valid Unicode text") from None
+        if _CONTROL.search(value):
+            raise UsageError(f"audit detail {key!r} contains control characters")
+        if _CARD_LIKE.search(value):
+            raise UsageError(f"audit detail {key!r} is refused: it looks like a card number")
+        if _URL_LIKE.search(value):
+            raise UsageError(f"audit detail {key!r} is refused: it looks like a URL")
+        return value
+    raise UsageError(
+        f"audit detail {key!r} must be a string, integer or boolean, not {type(value).__name__}"
+    )
+
+
+def validate_detail(detail: Mapping[str, object] | None) -> dict[str, DetailValue]:
+    """Check a detail mapping for `AuditLog.append`; raise `UsageError` if it is refused.
+
+    Flat, at most `MAX_DETAIL_KEYS` snake_case keys, values str/int/bool of
+    bounded size; keys that name secrets, addresses or page content and values
+    that look like a URL or a card number are refused.
+    """
+    if detail is None:
+        return {}
+    if not isinstance(detail, Mapping):
+        raise UsageError("audit detail must be a mapping")
+    if len(detail) > MAX_DETAIL_KEYS:
+        raise UsageError(f"audit detail has more than {MAX_DETAIL_KEYS} keys")
+    checked: dict[str, DetailValue] = {}
+    for raw_key, value in detail.items():
+        key = _check_key(raw_key)
+        checked[key] = _check_value(key, value)
+    return dict(sorted(checked.items()))
+
+
+def _check_id(kind: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_ID_LENGTH or not _ID_PATTERN.fullmatch(value):
+        raise UsageError(
+            f"audit {kind} must be an identifier (letters, digits, . _ -; "
+            f"at most {MAX_ID_LENGTH} characters)"
+        )
+    return value
+
+
+def _event_name(event: EventName | str) -> EventName:
+    try:
+        return EventName(event)
+    except ValueError:
+        known = ", ".join(e.value for e in EventName)
+        raise UsageError(f"unknown audit event {event!r}; known events: {known}") from None
+
+
+def _os_user() -> str:
+    # The account the process runs as, not $USER/$LOGNAME, which anyone can set.
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        return str(os.geteuid())
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _BadRecord(Exception):
+    """A line that is not a well-formed record; only used inside this module."""
+
+
+def _decode(raw: bytes) -> dict[str, Any]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _BadRecord("not valid UTF-8") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        raise _BadRecord("not valid JSON") from None
+    if not isinstance(data, dict):
+        raise _BadRecord("not a JSON object")
+    if tuple(data) != _FIELDS:
+        raise _BadRecord("fields missing, extra or out of order")
+    return data
+
+
+def _parse_record(raw: bytes) -> AuditEvent:
+    """Parse one line (without its newline) into an event; it must be canonical."""
+    data = _decode(raw)
+    text = raw.decode("utf-8")
+    seq, when, user, host = data["seq"], data["time"], data["user"], data["host"]
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise _BadRecord("seq is not a positive integer")
+    try:
+        moment = datetime.strptime(when, _TIME_FORMAT).replace(tzinfo=UTC)
+    except (TypeError, ValueError):
+        raise _BadRecord("time is not UTC ISO-8601 ending in Z") from None
+    if not isinstance(user, str) or not isinstance(host, str):
+        raise _BadRecord("user or host is not a string")
+    try:
+        event = EventName(data["event"])
+    except ValueError:
+        raise _BadRecord("unknown event name") from None
+    persona, platform = data["persona"], data["platform"]
+    if not (persona is None or isinstance(persona, str)) or not (
+        platform is None or isinstance(platform, str)
+    ):
+        raise _BadRecord("persona or platform is neither a string nor null")
+    detail = data["detail"]
+    if not isinstance(detail, dict) or not all(
+        isinstance(v, str | int | bool) for v in detail.values()
+    ):
+        raise _BadRecord("detail is not a flat object of strings, integers and booleans")
+    prev, digest = data["prev"], data["hash"]
+    if not isinstance(prev, str) or not _HEX64.fullmatch(prev):
+        raise _BadRecord("prev is not a SHA-256 hex digest")
+    if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+        raise _BadRecord("hash is not a SHA-256 hex digest")
+    record = AuditEvent(
+        seq=seq,
+        time=moment,
+        user=user,
+        host=host,
+        event=event,
+        persona=persona,
+        platform=platform,
+        detail=MappingProxyType(dict(detail)),
+        prev=prev,
+        hash=digest,
+    )
+    # Byte-for-byte canonical form: no edit, however harmless it looks, goes unseen.
+    if record.to_line() != text:
+        raise _BadRecord("line is not in canonical form (edited?)")
+    if record_hash(data) != digest:
+        raise _BadRecord("hash does not match the record's content (edited?)")
+    return record
+
+
+def _split_lines(data: bytes) -> tuple[list[bytes], bytes]:
+    """Complete lines (without newlines) and the incomplete rest after the last newline."""
+    *lines, rest = data.split(b"\n")
+    return lines, rest
+
+
+class AuditLog:
+    """The audit log at `path`: append under an exclusive lock, read, verify.
+
+    Several processes may append at once: each append takes an exclusive
+    `fcntl.flock` on the file, reads the last record's hash and seq under that
+    lock, writes one line and fsyncs before unlocking, so lines never
+    interleave and the chain never forks. Readers take a shared lock and so
+    never see half a line from a live writer.
+    """
+
+    def __init__(self, path: Path, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.path = path
+        self._clock = clock or _utc_now
+
+    def append(
+        self,
+        event: EventName | str,
+        *,
+        persona: str | None = None,
+        platform: str | None = None,
+        detail: Mapping[str, object] | None = None,
+    ) -> AuditEvent:
+        """Append one record and return it.
+
+        Refused with `UsageError` before anything is written if the event is
+        unknown, an id is malformed or `detail` breaks the rules of
+        `validate_detail`. If the log ends in half a line (a crash during a
+        write) that fragment is kept as evidence, closed with a newline, and
+        the chain continues from the last whole record; `verify` will keep
+        naming the fragment. If the last whole line is not a valid record the
+        log has been altered and the append is refused with `IntegrityError`
+        rather than chaining onto it.
+        """
+        name = _event_name(event)
+        persona_id = _check_id("persona", persona)
+        platform_id = _check_id("platform", platform)
+        checked = validate_detail(detail)
+        user, host = _os_user(), socket.gethostname()
+
+        fd = self._open_for_append()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            last, fragment = self._tail(fd)
+            # Time is read under the lock so file order and time order agree
+            # (unless the system clock itself steps back).
+            body: dict[str, Any] = {
+                "seq": last.seq + 1 if last else 1,
+                "time": format_time(self._clock()),
+                "user": user,
+                "host": host,
+                "event": name.value,
+                "persona": persona_id,
+                "platform": platform_id,
+                "detail": checked,
+                "prev": last.hash if last else GENESIS,
+            }
+            body["hash"] = record_hash(body)
+            record = _parse_record(
+                json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+            )
+            data = record.to_line().encode("utf-8") + b"\n"
+            if fragment:
+                data = b"\n" + data
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # also releases the lock
+        return record
+
+    def records(
+        self, *, persona: str | None = None, since: datetime | None = None
+    ) -> list[AuditEvent]:
+        """Every well-formed record, oldest first, optionally filtered.
+
+        `persona` keeps records of that persona id; `since` (timezone-aware)
+        keeps records at or after that moment. This reads, it does not judge:
+        malformed lines are skipped, and `verify` is what says whether the
+        log is intact.
+        """
+        if since is not None and since.tzinfo is None:
+            raise UsageError("since must be timezone-aware")
+        data = self._read_all()
+        lines, _ = _split_lines(data)
+        found: list[AuditEvent] = []
+        for raw in lines:
+            try:
+                record = _parse_record(raw)
+            except _BadRecord:
+                continue
+            if persona is not None and record.persona != persona:
+                continue
+            if since is not None and record.time < since:
+                continue
+            found.append(record)
+        return found
+
+    def verify(self, *, anchor: tuple[int, str] | None = None) -> VerifyResult:
+        """Check the whole chain and name the first bad line and why.
+
+        Detected: any edited byte of a record (its hash or canonical form no
+        longer matches), a removed, inserted or reordered record (``prev`` no
+        longer matches the hash of the line before, and ``seq`` is not one
+        more than the line before), a forged record even with a correctly
+        recomputed hash (the record after it no longer chains), and a tail cut
+        inside a line (the last line has no newline, as after a crash during a
+        write).
+
+        Not detectable from the file alone: a tail cut cleanly at a record
+        boundary (what remains is a valid shorter chain), or a rewrite that
+        recomputes every hash from the edit to the end. Catching those needs
+        an external anchor: a copy shipped to a log collector, or a recorded
+        ``(seq, hash)`` pair passed as `anchor`, which must then be present.
+        """
+        data = self._read_all()
+        if not data:
+            return _anchor_result(anchor, 0, None, {}) or VerifyResult(True, 0, None, None)
+        lines, rest = _split_lines(data)
+        prev_hash = GENESIS
+        prev_seq = 0
+        seen: dict[int, str] = {}
+        for number, raw in enumerate(lines, start=1):
+            try:
+                record = _parse_record(raw)
+            except _BadRecord as bad:
+                return VerifyResult(False, len(seen), number, str(bad), _last(seen))
+            problems = []
+            if record.prev != prev_hash:
+                what = "the genesis value" if number == 1 else f"the hash of line {number - 1}"
+                problems.append(f"prev does not match {what}")
+            if record.seq != prev_seq + 1:
+                problems.append(f"seq is {record.seq}, expected {prev_seq + 1}")
+            if problems:
+                reason = "; ".join(problems) + " (a record was removed, inserted or reordered)"
+                return VerifyResult(False, len(seen), number, reason, _last(seen))
+            prev_hash, prev_seq = record.hash, record.seq
+            seen[record.seq] = record.hash
+        if rest:
+            reason = "last line is incomplete (cut during a write, or truncated)"
+            return VerifyResult(False, len(seen), len(lines) + 1, reason, _last(seen))
+        return _anchor_result(anchor, len(seen), len(lines) + 1, seen) or VerifyResult(
+            True, len(seen), None, None, _last(seen)
+        )
+
+    def _open_for_append(self) -> int:
+        _make_private_dirs(self.path.parent)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        existed = self.path.exists()
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            raise _open_error(self.path, exc) from None
+        if not existed:
+            # Make the new directory entry durable along with the first record.
+            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        return fd
+
+    def _tail(self, fd: int) -> tuple[AuditEvent | None, bool]:
+        """The last whole record (None if there is none) and whether a fragment follows it."""
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return None, False
+        chunk = _TAIL_CHUNK
+        while True:
+            start = max(0, size - chunk)
+            data = os.pread(fd, size - start, start)
+            lines, rest = _split_lines(data)
+            # The first line of a chunk that does not start at 0 may be cut.
+            whole = lines if start == 0 else lines[1:]
+            if whole:
+                try:
+                    return _parse_record(whole[-1]), bool(rest)
+                except _BadRecord as bad:
+                    line_no = data.count(b"\n") if start == 0 else None
+                    where = f"line {line_no}" if line_no else "its last whole line"
+                    raise IntegrityError(
+                        f"audit log {self.path} is damaged at {where} ({bad}); "
+                        "refusing to chain onto it, run `station audit verify`"
+                    ) from None
+            if start == 0:
+                return None, bool(rest)
+            chunk *= 2
+
+    def _read_all(self) -> bytes:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return b""
+        except OSError as exc:
+            raise _open_error(self.path, exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            chunks = []
+            while block := os.read(fd, 1 << 20):
+                chunks.append(block)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+
+def default_log() -> AuditLog:
+    """The audit log at its default location in the current station home."""
+    return AuditLog(default_path())
+
+
+def _last(seen: dict[int, str]) -> str | None:
+    return next(reversed(seen.values()), None)
+
+
+def _anchor_result(
+    anchor: tuple[int, str] | None, count: int, next_line: int | None, seen: dict[int, str]
+) -> VerifyResult | None:
+    if anchor is None:
+        return None
+    seq, digest = anchor
+    if seen.get(seq) == digest:
+        return None
+    if seq in seen:
+        reason = f"record {seq} does not match the anchor (the log was rewritten)"
+        return VerifyResult(False, count, seq, reason, _last(seen))
+    reason = f"record {seq} named by the anchor is missing (the log was truncated)"
+    return VerifyResult(False, count, next_line or 1, reason, _last(seen))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _make_private_dirs(directory: Path) -> None:
+    missing = []
+    for candidate in (directory, *directory.parents):
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    for new in reversed(missing):
+        try:
+            new.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # another process made it first
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot create {new}: {exc.strerror}") from None
+        os.chmod(new, 0o700)  # mkdir's mode is filtered by the umask
+
+
+def _open_error(path: Path, exc: OSError) -> Exception:
+    if exc.errno == errno.ELOOP:
+        return SecurityError(f"audit log {path} is a symbolic link; refusing to follow it")
+    return EnvironmentProblem(f"cannot open audit log {path}: {exc.strerror}")
+
+
+def parse_since(text: str) -> datetime:
+    """Parse a `--since` value: a date or an ISO-8601 date-time.
+
+    A date means the start of that day, and a date-time without an offset is
+    taken in the machine's local time zone, because that is what a person
+    typing it means; ``Z`` or an offset are honoured as given.
+    """
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"cannot read {text!r} as a date; use YYYY-MM-DD or an ISO-8601 date-time "
+            "such as 2026-11-03T09:00 or 2026-11-03T09:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # naive means local time
+    return moment.astimezone(UTC)

@@ -1,0 +1,140 @@
+"""`station audit`: list the audit trail and verify its hash chain."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from outreach_station.audit import AuditEvent, AuditLog, default_log, parse_since
+from outreach_station.errors import IntegrityError, UsageError
+
+app = typer.Typer(
+    rich_markup_mode=None,
+    name="audit",
+    invoke_without_command=True,
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+_COLUMNS = ("SEQ", "TIME (UTC)", "USER", "HOST", "EVENT", "PERSONA", "PLATFORM", "DETAIL")
+
+
+def _log() -> AuditLog:
+    # The system policy may relocate the log (`audit.path`); warnings about
+    # ignored user settings belong to the commands that act on them, not here.
+    from outreach_station.policy import load_policy
+
+    relocated = load_policy(warn=lambda _line: None).policy.audit.path
+    return AuditLog(relocated) if relocated is not None else default_log()
+
+
+def _records(count: int) -> str:
+    return f"{count} record" if count == 1 else f"{count} records"
+
+
+def _row(record: AuditEvent) -> tuple[str, ...]:
+    detail = " ".join(f"{key}={value}" for key, value in record.detail.items())
+    return (
+        str(record.seq),
+        record.time.strftime("%Y-%m-%d %H:%M:%S"),
+        record.user,
+        record.host,
+        record.event.value,
+        record.persona or "-",
+        record.platform or "-",
+        detail or "-",
+    )
+
+
+def render_table(records: list[AuditEvent]) -> str:
+    """Records as a plain, aligned text table (no colour, safe to pipe)."""
+    rows = [_COLUMNS, *(_row(record) for record in records)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+@app.callback()
+def audit(
+    ctx: typer.Context,
+    *,
+    persona: Annotated[
+        str | None, typer.Option("--persona", help="Only records of this persona id.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Only records at or after this date or ISO-8601 date-time "
+            "(local time unless it ends in Z or an offset).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """List the audit trail, oldest first.
+
+    Example: station audit --persona p-7 --since 2026-11-01
+    """
+    if ctx.invoked_subcommand is not None:
+        if persona is not None or since is not None or as_json:
+            raise UsageError(
+                "--persona, --since and --json before a subcommand belong to the listing; "
+                f"put options after `{ctx.invoked_subcommand}`"
+            )
+        return
+    log = _log()
+    records = log.records(persona=persona, since=parse_since(since) if since else None)
+    if as_json:
+        typer.echo(json.dumps([r.to_record() for r in records], indent=2, ensure_ascii=False))
+    elif records:
+        typer.echo(render_table(records))
+    else:
+        typer.echo("No audit records.")
+    verdict = log.verify()
+    if not verdict.ok:
+        # Listing skips damaged lines; say so rather than look complete.
+        typer.echo(
+            f"warning: audit log damaged at line {verdict.first_bad_line}: {verdict.reason}; "
+            "run `station audit verify`",
+            err=True,
+        )
+
+
+@app.command()
+def verify(
+    *,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+) -> None:
+    """Check the audit log's hash chain; exit non-zero naming the first bad line.
+
+    Detects edited, removed, inserted and reordered records and a last line cut
+    mid-way. A tail cut exactly between records cannot be seen from the file
+    alone; compare with the copy your log collector holds.
+
+    Example: station audit verify --json
+    """
+    log = _log()
+    result = log.verify()
+    if as_json:
+        payload = {
+            "ok": result.ok,
+            "count": result.count,
+            "first_bad_line": result.first_bad_line,
+            "reason": result.reason,
+            "last_hash": result.last_hash,
+            "path": str(log.path),
+        }
+        typer.echo(json.dumps(payload, indent=2))
+    if not result.ok:
+        raise IntegrityError(
+            f"audit log {log.path} is damaged at line {result.first_bad_line}: {result.reason} "
+            f"({_records(result.count)} before it intact)"
+        )
+    if not as_json:
+        typer.echo(f"Audit log intact: {_records(result.count)} in {log.path}")
