@@ -1,0 +1,88 @@
+"""`station policy`: see the policy in force, check a policy file before rollout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from outreach_station import policy as core
+from outreach_station.cli._output import echo_json, info, table
+
+app = typer.Typer(
+    rich_markup_mode=None,
+    name="policy",
+    help=(
+        "See the policy in force and check policy files before rollout.\n\n"
+        "Built-in defaults < your user config < the system policy set by IT; "
+        "a user config may only tighten. Example: station policy show"
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+
+def _warn(message: str) -> None:
+    info(f"station: warning: {message}")
+
+
+def _state(path: Path, loaded: bool) -> str:
+    return f"{path}" if loaded else f"{path} (not present)"
+
+
+@app.command("show")
+def show(
+    *,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print a JSON object {key: {value, source}} for scripts."),
+    ] = False,
+) -> None:
+    """Show the effective policy and where each value comes from.
+
+    Sources are 'default', 'user config <path>' or 'system policy <path>'.
+    User config values that would loosen the policy are ignored, with a
+    warning on stderr.
+
+    Example: station policy show --json
+    """
+    effective = core.load_policy(warn=_warn)
+    if as_json:
+        echo_json(effective.as_json())
+        return
+    typer.echo(f"System policy: {_state(effective.system_path, effective.system_loaded)}")
+    typer.echo(f"User config:   {_state(effective.user_path, effective.user_loaded)}")
+    typer.echo("")
+    table(
+        ["KEY", "VALUE", "SOURCE"],
+        [[s.key, s.render(), str(s.source)] for s in effective.settings],
+    )
+
+
+@app.command("check")
+def check(
+    file: Annotated[Path, typer.Argument(help="The policy file to validate.", show_default=False)],
+    *,
+    installed: Annotated[
+        bool,
+        typer.Option(
+            "--installed",
+            help="Also require the file to be trusted where it lies: owned by root, "
+            "writable by root only, in directories only root can change.",
+        ),
+    ] = False,
+) -> None:
+    """Validate a policy file before rolling it out to laptops.
+
+    Reports every unknown key, wrong type or out-of-range value with its file
+    and line, and exits non-zero; prints 'OK: FILE is a valid policy'
+    otherwise.
+
+    Example: station policy check ./policy.toml
+    """
+    core.validate_policy_file(file)
+    if installed:
+        core.check_trusted(file)
+    typer.echo(f"OK: {file} is a valid policy")
