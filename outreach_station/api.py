@@ -7,12 +7,14 @@ this module prints; it reports progress through a `notify` callback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 from outreach_station import paths
+from outreach_station.audit import AuditLog
 from outreach_station.browser import (
     SessionHook,
     SessionOutcome,
@@ -21,7 +23,7 @@ from outreach_station.browser import (
     require_display,
     run_session,
 )
-from outreach_station.errors import StateError, UsageError
+from outreach_station.errors import BusyError, StateError, UsageError
 from outreach_station.fingerprint import Fingerprint, generate
 from outreach_station.platforms import (
     INSPECTOR_URL,
@@ -30,7 +32,7 @@ from outreach_station.platforms import (
     load_catalogue,
 )
 from outreach_station.registry import Persona, Registry, validate_persona_id
-from outreach_station.workspace import persona_lock, profile_dir
+from outreach_station.workspace import is_locked, persona_lock, platform_lock, profile_dir
 
 Notify = Callable[[str], None]
 
@@ -51,14 +53,43 @@ def registry() -> Registry:
     return Registry(paths.current().registry)
 
 
+def audit_log() -> AuditLog:
+    """The audit log, where the system policy puts it (else under STATION_HOME)."""
+    from outreach_station.audit import AuditLog, default_path
+
+    return AuditLog(default_path())
+
+
+def audit(event: str, persona: Persona | None = None, **detail: str | int | bool) -> None:
+    audit_log().append(
+        event,
+        persona=persona.id if persona else None,
+        platform=persona.platform if persona else None,
+        detail=detail or None,
+    )
+
+
 def create_persona(platform_id: str, *, label: str = "", standby: bool = False) -> Persona:
-    """Create a persona for a platform with a freshly drawn fingerprint."""
+    """Create one persona for a platform with a freshly drawn fingerprint."""
+    return create_personas(platform_id, label=label, standby=standby)[0]
+
+
+def create_personas(
+    platform_id: str, *, label: str = "", standby: bool = False, count: int = 1
+) -> list[Persona]:
+    """Create `count` personas for a platform, each with its own freshly drawn fingerprint."""
+    if count < 1 or count > 100:
+        raise UsageError(f"--count must be between 1 and 100, got {count}")
     profile = platform(platform_id)
-    fingerprint = generate(profile)
+    created = []
     with registry() as reg:
-        return reg.create(
-            profile.id, fingerprint=fingerprint.to_dict(), label=label, standby=standby
-        )
+        for _ in range(count):
+            persona = reg.create(
+                profile.id, fingerprint=generate(profile).to_dict(), label=label, standby=standby
+            )
+            audit("persona.created", persona, status=persona.status)
+            created.append(persona)
+    return created
 
 
 def list_personas(*, platform_id: str | None = None) -> list[Persona]:
@@ -97,7 +128,9 @@ def _choose_persona(
     if active is not None:
         return active, False
     fingerprint = generate(profile)
-    return reg.create(profile.id, fingerprint=fingerprint.to_dict()), True
+    persona = reg.create(profile.id, fingerprint=fingerprint.to_dict())
+    audit("persona.created", persona, status=persona.status)
+    return persona, True
 
 
 def open_platform(
@@ -169,3 +202,154 @@ def open_platform(
     with registry() as reg:
         persona = reg.get(persona.id)
     return OpenResult(persona=persona, created=created, outcome=outcome)
+
+
+@dataclass(frozen=True)
+class RotateResult:
+    platform: str
+    blocked: Persona | None
+    active: Persona
+    created: bool
+    closed_session: bool
+
+
+def _holder_pid(station: paths.StationPaths, persona_id: str) -> int | None:
+    try:
+        text = station.persona_lock(persona_id).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def close_open_session(persona: Persona, *, timeout: float = 60.0) -> bool:
+    """Ask the station process that has `persona` open to close it; wait until it has.
+
+    Returns whether a session was open. The holder reseals the profile as it
+    closes, exactly as when a person closes the window.
+    """
+    import os
+    import signal
+    import time
+
+    station = paths.current()
+    if not is_locked(station, persona.id):
+        return False
+    pid = _holder_pid(station, persona.id)
+    if pid is None or pid == os.getpid():
+        raise BusyError(f"persona {persona.id} is open and its station process is unknown")
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while is_locked(station, persona.id):
+        if time.monotonic() > deadline:
+            raise BusyError(
+                f"persona {persona.id} is still open in process {pid} after {timeout:.0f} s"
+            )
+        time.sleep(0.05)
+    return True
+
+
+ROTATION_GRACE_SECONDS = 30
+
+
+def rotate(
+    platform_id: str, *, reason: str = "", force: bool = False, notify: Notify = _quiet
+) -> RotateResult:
+    """Mark the platform's active persona blocked and bring a fresh one in its place.
+
+    The new persona shares nothing with the blocked one: it is a standby
+    persona (drawn with its own fingerprint when it was created) or a brand
+    new one. Two rotations of one platform at once, or a second one within
+    `ROTATION_GRACE_SECONDS` of the first: the second is refused, unless forced.
+    """
+    profile = platform(platform_id)
+    station = paths.current()
+    with platform_lock(station, profile.id, action="rotated"):
+        with registry() as reg:
+            current = reg.active(profile.id)
+            now = reg.clock()
+        if (
+            current is not None
+            and not force
+            and current.status_reason in ("promoted by rotation", "created by rotation")
+            and (now - current.status_changed).total_seconds() < ROTATION_GRACE_SECONDS
+        ):
+            # Two people reacting to the same block must not burn the fresh persona too.
+            raise BusyError(
+                f"platform {profile.id} was rotated moments ago; persona {current.id} is the "
+                "fresh one and was left alone. If it is blocked too, run again with --force"
+            )
+        closed = False
+        if current is not None:
+            closed = close_open_session(current)
+            if closed:
+                notify(f"closed the open session of persona {current.id}")
+        with registry() as reg:
+            blocked, active, created = reg.rotate(
+                profile.id,
+                reason=reason or "blocked by the platform",
+                fresh_fingerprint=lambda: generate(profile).to_dict(),
+            )
+    if blocked is not None:
+        audit("persona.blocked", blocked, closed_session=closed)
+    if created:
+        audit("persona.created", active, status=active.status)
+    audit(
+        "persona.rotated",
+        active,
+        replaced=blocked.id if blocked else "none",
+        created=created,
+    )
+    return RotateResult(
+        platform=profile.id, blocked=blocked, active=active, created=created, closed_session=closed
+    )
+
+
+@dataclass(frozen=True)
+class PlatformStatus:
+    platform: PlatformProfile
+    active: Persona | None
+    standby: int
+    blocked: int
+    open_personas: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+def status() -> list[PlatformStatus]:
+    """Per platform: the active persona, the standby pool, what is open, and warnings."""
+    catalogue = platforms()
+    station = paths.current()
+    with registry() as reg:
+        personas = reg.list()
+    ids = sorted({*catalogue.platforms, *(p.platform for p in personas)})
+    result = []
+    for platform_id in ids:
+        profile = catalogue.platforms.get(platform_id)
+        mine = [p for p in personas if p.platform == platform_id]
+        if profile is None:
+            if all(p.status in ("blocked", "retired") for p in mine):
+                continue
+            profile = PlatformProfile(
+                id=platform_id, name="(no profile)", start_url="", source="missing"
+            )
+        active = next((p for p in mine if p.status == "active"), None)
+        standby = sum(p.status == "standby" for p in mine)
+        warnings = []
+        if profile.source == "missing":
+            warnings.append("its platform profile is missing or broken")
+        if standby < profile.min_standby:
+            warnings.append(f"standby pool below minimum ({standby} of {profile.min_standby})")
+        opened = tuple(
+            p.id for p in mine if p.status in ("active", "standby") and is_locked(station, p.id)
+        )
+        result.append(
+            PlatformStatus(
+                platform=profile,
+                active=active,
+                standby=standby,
+                blocked=sum(p.status == "blocked" for p in mine),
+                open_personas=opened,
+                warnings=tuple(warnings),
+            )
+        )
+    return result

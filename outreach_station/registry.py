@@ -237,7 +237,7 @@ class Registry:
         if status is not None:
             query += " AND status = ?"
             args.append(status)
-        query += " ORDER BY created, id"
+        query += " ORDER BY created, rowid"
         return [self._row(r) for r in self._conn.execute(query, args)]
 
     def active(self, platform: str) -> Persona | None:
@@ -260,6 +260,51 @@ class Registry:
                 (json.dumps(fingerprint), persona_id),
             )
         return self.get(persona_id)
+
+    def rotate(
+        self, platform: str, *, reason: str, fresh_fingerprint: Callable[[], dict[str, Any]]
+    ) -> tuple[Persona | None, Persona, bool]:
+        """Block the platform's active persona and put another in its place, atomically.
+
+        Promotes the oldest standby persona, or creates a fresh one with
+        `fresh_fingerprint()` when the pool is empty. Returns the blocked
+        persona (None if the platform had no active one), the new active
+        persona, and whether it was created.
+        """
+        now = _iso(self.clock())
+        with self.transaction() as conn:
+            active = conn.execute(
+                "SELECT id FROM personas WHERE platform = ? AND status = 'active'", (platform,)
+            ).fetchone()
+            if active is not None:
+                conn.execute(
+                    "UPDATE personas SET status = 'blocked', status_changed = ?, "
+                    "status_reason = ? WHERE id = ?",
+                    (now, reason, active["id"]),
+                )
+            standby = conn.execute(
+                "SELECT id FROM personas WHERE platform = ? AND status = 'standby' "
+                "ORDER BY created, rowid LIMIT 1",
+                (platform,),
+            ).fetchone()
+            created = standby is None
+            if standby is not None:
+                new_id = standby["id"]
+                conn.execute(
+                    "UPDATE personas SET status = 'active', status_changed = ?, "
+                    "status_reason = ? WHERE id = ?",
+                    (now, "promoted by rotation", new_id),
+                )
+            else:
+                new_id = new_persona_id()
+                conn.execute(
+                    "INSERT INTO personas (id, platform, label, status, created, "
+                    "status_changed, status_reason, fingerprint) "
+                    "VALUES (?, ?, '', 'active', ?, ?, 'created by rotation', ?)",
+                    (new_id, platform, now, now, json.dumps(fresh_fingerprint())),
+                )
+        blocked = self.get(active["id"]) if active is not None else None
+        return blocked, self.get(new_id), created
 
     def transition(self, persona_id: str, to: Status, *, reason: str = "") -> Persona:
         """Move a persona to another lifecycle state, refusing moves that make no sense."""

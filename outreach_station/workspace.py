@@ -11,7 +11,7 @@ import contextlib
 import errno
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +36,8 @@ def _mkdir_private(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def persona_lock(station: StationPaths, persona_id: str) -> Iterator[PersonaLock]:
-    """Hold a persona exclusively, or raise BusyError if another station has it."""
-    _mkdir_private(station.locks)
-    path = station.persona_lock(persona_id)
+def _exclusive(path: Path, busy: Callable[[str], BusyError]) -> Iterator[int]:
+    _mkdir_private(path.parent)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
@@ -51,16 +49,41 @@ def persona_lock(station: StationPaths, persona_id: str) -> Iterator[PersonaLock
             if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
                 raise
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise BusyError(
-                f"persona {persona_id} is already open in another station session "
-                f"(process {holder}); close that browser first"
-            ) from None
+            raise busy(holder) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield PersonaLock(persona_id=persona_id, path=path, fd=fd)
+        yield fd
     finally:
         # Closing the descriptor releases the flock.
         os.close(fd)
+
+
+@contextlib.contextmanager
+def platform_lock(station: StationPaths, platform_id: str, *, action: str) -> Iterator[None]:
+    """Serialise changes to one platform's personas (a rotation) across processes."""
+    path = station.locks / f"platform-{platform_id}.lock"
+    with _exclusive(
+        path,
+        lambda holder: BusyError(
+            f"platform {platform_id} is being {action} by another station (process {holder}); "
+            "nothing was changed"
+        ),
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def persona_lock(station: StationPaths, persona_id: str) -> Iterator[PersonaLock]:
+    """Hold a persona exclusively, or raise BusyError if another station has it."""
+    path = station.persona_lock(persona_id)
+    with _exclusive(
+        path,
+        lambda holder: BusyError(
+            f"persona {persona_id} is already open in another station session "
+            f"(process {holder}); close that browser first"
+        ),
+    ) as fd:
+        yield PersonaLock(persona_id=persona_id, path=path, fd=fd)
 
 
 def is_locked(station: StationPaths, persona_id: str) -> bool:

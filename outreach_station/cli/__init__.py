@@ -28,6 +28,7 @@ class StationGroup(TyperGroup):
 
 
 app = typer.Typer(
+    rich_markup_mode=None,
     name="station",
     cls=StationGroup,
     help=(
@@ -55,12 +56,16 @@ def _root(
 
 
 def _register() -> None:
+    from outreach_station.cli import audit, lifecycle, persona, platforms, policy
     from outreach_station.cli import open as open_cmd
-    from outreach_station.cli import persona, platforms
 
     app.add_typer(persona.app, name="persona")
+    app.add_typer(audit.app, name="audit", help="List the audit trail and verify its chain.")
+    app.add_typer(policy.app, name="policy", help="Show the effective policy; check a file.")
     app.command("open")(open_cmd.open_command)
     app.command("platforms")(platforms.platforms_command)
+    app.command("rotate")(lifecycle.rotate_command)
+    app.command("status")(lifecycle.status_command)
 
 
 _register()

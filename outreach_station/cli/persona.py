@@ -11,7 +11,7 @@ from outreach_station.cli._output import echo_json, table
 from outreach_station.fingerprint import Fingerprint
 from outreach_station.registry import Persona
 
-app = typer.Typer(help="Create and inspect personas.", no_args_is_help=True)
+app = typer.Typer(rich_markup_mode=None, help="Create and inspect personas.", no_args_is_help=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -39,20 +39,25 @@ def new(
     platform: Annotated[str, typer.Argument(help="Platform id, as listed by 'station platforms'.")],
     *,
     label: Annotated[str, typer.Option(help="A note for staff, e.g. who set it up.")] = "",
+    standby: Annotated[
+        bool, typer.Option("--standby", help="Keep it in the standby pool even if none is active.")
+    ] = False,
+    count: Annotated[int, typer.Option(help="How many to create (1-100).")] = 1,
     json: JsonOption = False,
 ) -> None:
-    """Create a persona for a platform and print its id.
+    """Create personas for a platform and print their ids, one a line.
 
-    It becomes the platform's active persona if there is none, else it waits
-    as standby.
+    A persona becomes the platform's active persona if there is none (and
+    --standby is not given), else it waits as standby for 'station rotate'.
 
-    Example: station persona new demo --label "evening shift"
+    Example: station persona new demo --standby --count 3
     """
-    persona = api.create_persona(platform, label=label)
+    personas = api.create_personas(platform, label=label, standby=standby, count=count)
     if json:
-        echo_json(_as_json(persona))
+        echo_json(_as_json(personas[0]) if count == 1 else [_as_json(p) for p in personas])
     else:
-        typer.echo(persona.id)
+        for persona in personas:
+            typer.echo(persona.id)
 
 
 @app.command("list")
