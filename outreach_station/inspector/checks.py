@@ -1,0 +1,130 @@
+"""Coherence checks over an inspector report: what a website could catch.
+
+Each check compares values that a real browser keeps consistent: between the
+page, its iframe and its workers, between JavaScript and the HTTP headers,
+and against the persona's stored fingerprint when one is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from outreach_station.fingerprint import Fingerprint
+
+SCOPES = ("main", "iframe", "dedicated_worker", "shared_worker", "service_worker")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    expected: str
+    seen: str
+
+
+def _scope_values(report: Mapping[str, Any], key: str) -> dict[str, Any]:
+    scopes = report.get("scopes", {})
+    return {name: (scopes.get(name) or {}).get(key) for name in SCOPES}
+
+
+def _agree(name: str, values: Mapping[str, Any], expected: Any | None = None) -> Check:
+    first = next(iter(values.values()), None)
+    target = first if expected is None else expected
+    bad = {scope: v for scope, v in values.items() if v != target}
+    if not bad:
+        return Check(name, True, str(target), "same in every scope")
+    scope, value = next(iter(bad.items()))
+    return Check(name, False, str(target), f"{scope}: {value}")
+
+
+def _brands(report: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        scope: tuple(b.get("brand") for b in (data or {}).get("brands", []))
+        if isinstance(data, Mapping)
+        else None
+        for scope, data in _scope_values(report, "ua_data").items()
+    }
+
+
+def run_checks(
+    report: Mapping[str, Any],
+    *,
+    fingerprint: Fingerprint | None = None,
+    engine_major: int | None = None,
+) -> list[Check]:
+    """Every check, in a stable order; a failed one names the two values that disagree."""
+    headers = report.get("headers", {})
+    screen = report.get("screen", {})
+    media = report.get("media", {})
+    expected_ua = (
+        fingerprint.user_agent(engine_major)
+        if fingerprint is not None and engine_major is not None
+        else None
+    )
+    checks = []
+    for scope, error in _scope_values(report, "error").items():
+        checks.append(Check(f"{scope} collected", error is None, "values", str(error)))
+    uas = _scope_values(report, "user_agent")
+    uas["http header"] = headers.get("user-agent")
+    checks.append(_agree("user agent", uas, expected_ua))
+    tells = [v for v in (*uas.values(), headers.get("sec-ch-ua", "")) if v and "Headless" in str(v)]
+    checks.append(Check("no HeadlessChrome", not tells, "absent", tells[0] if tells else "absent"))
+    webdriver = _scope_values(report, "webdriver")
+    page_webdriver = {k: webdriver[k] for k in ("main", "iframe")}
+    checks.append(_agree("navigator.webdriver", page_webdriver, False))
+    checks.append(_agree("client hint brands", _brands(report)))
+    if engine_major is not None:
+        brands = (report.get("scopes", {}).get("main") or {}).get("ua_data") or {}
+        majors = {b.get("brand"): b.get("version") for b in brands.get("brands", [])}
+        seen = majors.get("Chromium") or majors.get("Google Chrome")
+        checks.append(
+            Check(
+                "brand version is the engine's",
+                seen == str(engine_major),
+                str(engine_major),
+                str(seen),
+            )
+        )
+    checks.append(_agree("navigator.platform", _scope_values(report, "platform")))
+    checks.append(_agree("hardware concurrency", _scope_values(report, "hardware_concurrency")))
+    checks.append(_agree("device memory", _scope_values(report, "device_memory")))
+    langs = {k: tuple(v) if v else v for k, v in _scope_values(report, "languages").items()}
+    checks.append(
+        _agree("languages", langs, fingerprint.languages if fingerprint is not None else None)
+    )
+    main_langs = langs.get("main") or ()
+    header_langs = tuple(
+        part.split(";")[0].strip() for part in str(headers.get("accept-language", "")).split(",")
+    )
+    checks.append(
+        Check(
+            "Accept-Language matches languages",
+            header_langs == tuple(main_langs),
+            ",".join(main_langs),
+            str(headers.get("accept-language")),
+        )
+    )
+    checks.append(
+        _agree(
+            "time zone",
+            _scope_values(report, "time_zone"),
+            fingerprint.timezone if fingerprint is not None else None,
+        )
+    )
+    checks.append(_agree("Intl locale", _scope_values(report, "locale")))
+    if fingerprint is not None:
+        want = f"{fingerprint.screen_width}x{fingerprint.screen_height}"
+        got = f"{screen.get('width')}x{screen.get('height')}"
+        checks.append(Check("screen size", want == got, want, got))
+        want = f"{fingerprint.viewport_width}x{fingerprint.viewport_height}"
+        got = f"{screen.get('inner_width')}x{screen.get('inner_height')}"
+        checks.append(Check("window size", want == got, want, got))
+        want_dpr = f"{fingerprint.device_scale_factor:g}"
+        got_dpr = f"{screen.get('device_pixel_ratio')}"
+        checks.append(Check("device pixel ratio", want_dpr == got_dpr, want_dpr, got_dpr))
+    css = f"{media.get('device_width')}x{media.get('device_height')}"
+    js = f"{screen.get('width')}x{screen.get('height')}"
+    checks.append(Check("CSS device size matches screen", css == js, js, css))
+    return checks
