@@ -73,7 +73,7 @@ case "$job" in
       exec "$VENV/bin/station" open demo
     fi
     say "no display here: opening the demo headless; its findings are printed below."
-    exec "$VENV/bin/station" open demo --headless --print-findings
+    exec "$VENV/bin/station" open demo --headless
     ;;
   test)
     # A real Secret Service for the keyring tests: gnome-keyring in a private D-Bus session.

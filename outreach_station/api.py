@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from outreach_station import paths
 from outreach_station.audit import AuditLog
 from outreach_station.browser import (
+    BrowserExecutable,
     SessionHook,
     SessionOutcome,
     build_launch,
@@ -30,9 +32,15 @@ from outreach_station.platforms import (
     PlatformCatalogue,
     PlatformProfile,
     load_catalogue,
+    profile_dirs,
 )
+from outreach_station.policy import EffectivePolicy, Policy
 from outreach_station.registry import Persona, Registry, validate_persona_id
 from outreach_station.workspace import is_locked, persona_lock, platform_lock, profile_dir
+
+if TYPE_CHECKING:
+    from outreach_station.inspector import InspectorServer
+    from outreach_station.inspector.checks import Check
 
 Notify = Callable[[str], None]
 
@@ -41,12 +49,22 @@ def _quiet(_message: str) -> None:
     return None
 
 
-def platforms() -> PlatformCatalogue:
-    return load_catalogue()
+def effective_policy(notify: Notify | None = None) -> EffectivePolicy:
+    """The policy in force: built-in defaults < user config < system policy."""
+    from outreach_station.policy import load_policy
+
+    return load_policy(warn=notify or _quiet)
 
 
-def platform(platform_id: str) -> PlatformProfile:
-    return load_catalogue().get(platform_id)
+def platforms(policy: Policy | None = None) -> PlatformCatalogue:
+    policy = policy or effective_policy().policy
+    return load_catalogue(
+        profile_dirs(policy.platforms.profiles_dir), allowed=policy.platforms.allowed
+    )
+
+
+def platform(platform_id: str, policy: Policy | None = None) -> PlatformProfile:
+    return platforms(policy).get(platform_id)
 
 
 def registry() -> Registry:
@@ -57,7 +75,7 @@ def audit_log() -> AuditLog:
     """The audit log, where the system policy puts it (else under STATION_HOME)."""
     from outreach_station.audit import AuditLog, default_path
 
-    return AuditLog(default_path())
+    return AuditLog(effective_policy().policy.audit.path or default_path())
 
 
 def audit(event: str, persona: Persona | None = None, **detail: str | int | bool) -> None:
@@ -112,6 +130,36 @@ class OpenResult:
     outcome: SessionOutcome
 
 
+def _report_hook(
+    server: InspectorServer,
+    persona: Persona,
+    engine_major: int,
+    on_report: Callable[[Mapping[str, Any], list[Check]], None],
+) -> SessionHook:
+    from outreach_station.inspector.checks import run_checks
+
+    async def hook(_context: Any, _page: Any) -> None:
+        report = await asyncio.get_running_loop().run_in_executor(
+            None, server.wait_for_report, 30.0
+        )
+        fingerprint = Fingerprint.from_dict(persona.fingerprint)
+        on_report(report, run_checks(report, fingerprint=fingerprint, engine_major=engine_major))
+
+    return hook
+
+
+def _browser(effective: EffectivePolicy) -> BrowserExecutable:
+    from outreach_station.policy import SourceKind
+
+    setting = effective.setting("browser.executable")
+    chosen = setting.value if isinstance(setting.value, Path) else None
+    by_system = setting.source.kind is SourceKind.SYSTEM
+    return find_browser(
+        policy_executable=chosen if by_system else None,
+        user_executable=None if by_system else chosen,
+    )
+
+
 def _choose_persona(
     reg: Registry, profile: PlatformProfile, persona_id: str | None
 ) -> tuple[Persona, bool]:
@@ -142,20 +190,21 @@ def open_platform(
     notify: Notify = _quiet,
     hook: SessionHook | None = None,
     close_after_hook: bool = False,
-    on_inspector: Callable[[Any], SessionHook] | None = None,
+    on_report: Callable[[Mapping[str, Any], list[Check]], None] | None = None,
 ) -> OpenResult:
     """Open a platform in its persona's own browser and wait until the session ends.
 
     `hook` (for tests and self-checks) runs against the live browser once the
     start page has loaded; with `close_after_hook` the session ends when it
-    returns. `on_inspector` receives the demo inspector server, when one is
-    started, and returns a hook to run.
+    returns. When the start page is the built-in inspector, `on_report` gets
+    what it saw of the persona and the coherence checks over it.
     """
-    profile = platform(platform_id)
+    effective = effective_policy(notify)
+    profile = platform(platform_id, effective.policy)
     if url is not None and not url.startswith(("http://", "https://")):
         raise UsageError(f"--url must be an http:// or https:// address, got {url!r}")
     require_display(headless)
-    browser = find_browser()
+    browser = _browser(effective)
     station = paths.current()
     with registry() as reg:
         persona, created = _choose_persona(reg, profile, persona_id)
@@ -169,8 +218,8 @@ def open_platform(
 
             server = stack.enter_context(InspectorServer())
             target = server.url
-            if on_inspector is not None and hook is None:
-                hook = on_inspector(server)
+            if on_report is not None and hook is None:
+                hook = _report_hook(server, persona, browser.major, on_report)
         fingerprint = Fingerprint.from_dict(persona.fingerprint)
         spec = build_launch(
             browser=browser,

@@ -31,7 +31,7 @@ from outreach_station.fingerprint import Fingerprint
 if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Page
 
-BrowserSource = Literal["STATION_BROWSER", "policy", "playwright", "system"]
+BrowserSource = Literal["policy", "STATION_BROWSER", "user config", "playwright", "system"]
 
 SYSTEM_CANDIDATES = (
     "chromium",
@@ -115,14 +115,23 @@ def _engine_version(executable: Path) -> str:
     return known[key]
 
 
-def find_browser(policy_executable: Path | None = None) -> BrowserExecutable:
-    """Find Chromium: STATION_BROWSER, the policy's, Playwright's own, then the system's."""
+def find_browser(
+    policy_executable: Path | None = None, user_executable: Path | None = None
+) -> BrowserExecutable:
+    """Find Chromium.
+
+    In order: the system policy's `browser.executable` (staff cannot change
+    it), `STATION_BROWSER`, the user config's, Playwright's own Chromium, then
+    the system's Chromium or Chrome on PATH.
+    """
     found: tuple[Path, BrowserSource] | None = None
     override = paths.browser_override()
     if policy_executable is not None:
         found = (policy_executable, "policy")
     elif override:
         found = (Path(override), "STATION_BROWSER")
+    elif user_executable is not None:
+        found = (user_executable, "user config")
     elif (own := _playwright_chromium()) is not None:
         found = (own, "playwright")
     else:

@@ -89,12 +89,23 @@ def extra_profiles_dirs() -> list[Path]:
     return [Path(p).expanduser() for p in raw.split(os.pathsep) if p]
 
 
-def system_policy_file() -> Path:
-    """The system policy: `STATION_POLICY`, else platformdirs' site config dir."""
-    override = os.environ.get(ENV_POLICY)
-    if override:
-        return Path(override).expanduser()
+def installed_policy_file() -> Path:
+    """Where an image puts the system policy: platformdirs' site config dir."""
     return Path(platformdirs.site_config_dir(APP_NAME, appauthor=False)) / "policy.toml"
+
+
+def system_policy_file() -> Path:
+    """The system policy in force.
+
+    `STATION_POLICY` points elsewhere for tests and image builds, but never
+    while a policy is installed: otherwise staff could escape the policy by
+    setting an environment variable.
+    """
+    installed = installed_policy_file()
+    override = os.environ.get(ENV_POLICY)
+    if override and not installed.exists():
+        return Path(override).expanduser()
+    return installed
 
 
 def browser_override() -> str | None:

@@ -219,16 +219,25 @@ def load_profile_file(path: Path) -> PlatformProfile:
     return parse_profile(path, data)
 
 
-def profile_dirs() -> list[Path]:
-    return [
+def profile_dirs(system_dir: Path | None = None) -> list[Path]:
+    """Profile directories, lowest precedence first: shipped, user, STATION_PROFILES, system."""
+    dirs = [
         paths.builtin_profiles_dir(),
-        *paths.extra_profiles_dirs(),
         paths.current().user_profiles,
+        *paths.extra_profiles_dirs(),
     ]
+    if system_dir is not None:
+        dirs.append(system_dir)
+    return dirs
 
 
-def load_catalogue(dirs: Iterable[Path] | None = None) -> PlatformCatalogue:
-    """All platforms: built-in demo first, then every readable profile file."""
+def load_catalogue(
+    dirs: Iterable[Path] | None = None, *, allowed: Iterable[str] | None = None
+) -> PlatformCatalogue:
+    """All platforms: built-in demo first, then every readable profile file.
+
+    With `allowed` (the system policy's list), every other platform is left out.
+    """
     found: dict[str, PlatformProfile] = {DEMO_ID: demo_profile()}
     problems: list[ProfileProblem] = []
     for directory in profile_dirs() if dirs is None else dirs:
@@ -246,4 +255,8 @@ def load_catalogue(dirs: Iterable[Path] | None = None) -> PlatformCatalogue:
                 continue
             problems = [p for p in problems if p.path.stem != path.stem]
             found[profile.id] = profile
+    if allowed is not None:
+        keep = set(allowed)
+        found = {k: v for k, v in found.items() if k in keep}
+        problems = [p for p in problems if p.path.stem in keep]
     return PlatformCatalogue(platforms=found, problems=tuple(problems))

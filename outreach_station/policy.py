@@ -643,7 +643,8 @@ def _read_text(path: Path) -> str | None:
     """The file's text, or None if there is no file."""
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
+        # A home that cannot exist holds no config; using it fails later, clearly.
         return None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from outreach_station.errors import NotFoundError, StateError, UsageError
-from outreach_station.registry import Registry, validate_persona_id
+from outreach_station.registry import MIGRATIONS, Registry, validate_persona_id
 
 FP = {"version": 1}
 
@@ -37,11 +37,11 @@ def test_migrations_are_recorded_and_idempotent(tmp_path: Path) -> None:
     path = tmp_path / "r.sqlite3"
     Registry(path).close()
     with Registry(path) as again:
-        assert again.schema_version() == 1
+        assert again.schema_version() == len(MIGRATIONS)
     conn = sqlite3.connect(path)
     rows = conn.execute("SELECT version FROM schema_migrations").fetchall()
     conn.close()
-    assert rows == [(1,)]
+    assert rows == [(v,) for v in range(1, len(MIGRATIONS) + 1)]
 
 
 def test_retired_never_comes_back(reg: Registry) -> None:

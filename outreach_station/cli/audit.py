@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from outreach_station.audit import AuditEvent, AuditLog, default_log, parse_since
+from outreach_station.audit import AuditEvent, AuditLog, parse_since
 from outreach_station.errors import IntegrityError, UsageError
 
 app = typer.Typer(
@@ -23,12 +23,9 @@ _COLUMNS = ("SEQ", "TIME (UTC)", "USER", "HOST", "EVENT", "PERSONA", "PLATFORM",
 
 
 def _log() -> AuditLog:
-    # The system policy may relocate the log (`audit.path`); warnings about
-    # ignored user settings belong to the commands that act on them, not here.
-    from outreach_station.policy import load_policy
+    from outreach_station import api
 
-    relocated = load_policy(warn=lambda _line: None).policy.audit.path
-    return AuditLog(relocated) if relocated is not None else default_log()
+    return api.audit_log()
 
 
 def _records(count: int) -> str:

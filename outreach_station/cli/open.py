@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from outreach_station import api
 from outreach_station.cli._output import info
+
+if TYPE_CHECKING:
+    from outreach_station.inspector.checks import Check
 
 
 def open_command(
@@ -29,11 +32,42 @@ def open_command(
 
     Stays in the foreground until you close the last window (or press
     Ctrl-C); the session is saved either way. The first open of a platform
-    creates its persona.
+    creates its persona. Headless, the demo platform prints what it saw.
 
     Example: station open demo
     """
+    from outreach_station import api
+
     result = api.open_platform(
-        platform, persona_id=persona, url=url, headless=headless, notify=info
+        platform,
+        persona_id=persona,
+        url=url,
+        headless=headless,
+        notify=info,
+        on_report=print_findings if headless else None,
     )
     info(f"persona {result.persona.id} closed ({result.outcome.ended_by})")
+
+
+def print_findings(report: Mapping[str, Any], checks: list[Check]) -> None:
+    """What the demo's inspector saw, for a person without a window to look at."""
+    main = report.get("scopes", {}).get("main") or {}
+    screen = report.get("screen", {})
+    typer.echo("What a website sees of this persona:")
+    for key, value in (
+        ("user agent", main.get("user_agent")),
+        ("languages", ", ".join(main.get("languages") or [])),
+        ("Accept-Language", report.get("headers", {}).get("accept-language")),
+        ("time zone", main.get("time_zone")),
+        ("screen", f"{screen.get('width')}x{screen.get('height')}"),
+        ("window", f"{screen.get('inner_width')}x{screen.get('inner_height')}"),
+        ("webdriver", main.get("webdriver")),
+        ("cookies present", ", ".join(report.get("storage", {}).get("cookies") or []) or "none"),
+        ("fingerprint hash", report.get("hash")),
+    ):
+        typer.echo(f"  {key + ':':<17} {value}")
+    failed = [c for c in checks if not c.ok]
+    typer.echo(f"Coherence checks: {len(checks) - len(failed)} of {len(checks)} pass")
+    for check in failed:
+        typer.echo(f"  FAIL {check.name}: expected {check.expected}, saw {check.seen}")
+    typer.echo("Press Ctrl-C to end the session.")
