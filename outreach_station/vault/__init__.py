@@ -1,0 +1,51 @@
+"""The vault: key management and the sealed-profile format.
+
+Import-cheap on purpose (the CLI imports it at start-up): `cryptography` and
+`keyring` are imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+from outreach_station.vault.keys import (
+    SEALED_SUFFIX,
+    WRAPPED_KEY_FILE,
+    PassphraseCallback,
+    PassphrasePurpose,
+    Vault,
+    VaultMode,
+    VaultSettings,
+    check_persona_id,
+    read_settings,
+)
+from outreach_station.vault.passphrase import ScryptParams
+from outreach_station.vault.sealed import (
+    DEFAULT_CHUNK_SIZE,
+    SKIPPED_DIR_NAMES,
+    ProgressCallback,
+    SealStats,
+    new_path,
+    seal_dir,
+    unseal_file,
+    verify_file,
+)
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "SEALED_SUFFIX",
+    "SKIPPED_DIR_NAMES",
+    "WRAPPED_KEY_FILE",
+    "PassphraseCallback",
+    "PassphrasePurpose",
+    "ProgressCallback",
+    "ScryptParams",
+    "SealStats",
+    "Vault",
+    "VaultMode",
+    "VaultSettings",
+    "check_persona_id",
+    "new_path",
+    "read_settings",
+    "seal_dir",
+    "unseal_file",
+    "verify_file",
+]
