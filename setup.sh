@@ -39,6 +39,7 @@ if [ "$job" = test ]; then
   command -v Xvfb >/dev/null || missing+=(xvfb xauth)
   command -v gnome-keyring-daemon >/dev/null || missing+=(gnome-keyring)
   command -v dbus-run-session >/dev/null || missing+=(dbus dbus-x11)
+  command -v xclip >/dev/null || missing+=(xclip)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)

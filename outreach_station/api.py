@@ -36,11 +36,12 @@ from outreach_station.platforms import (
 )
 from outreach_station.policy import EffectivePolicy, Policy
 from outreach_station.registry import Persona, Registry, validate_persona_id
-from outreach_station.workspace import is_locked, persona_lock, platform_lock, profile_dir
+from outreach_station.workspace import is_locked, open_workspace, platform_lock
 
 if TYPE_CHECKING:
     from outreach_station.inspector import InspectorServer
     from outreach_station.inspector.checks import Check
+    from outreach_station.vault import PassphraseCallback, ProgressCallback, Vault
 
 Notify = Callable[[str], None]
 
@@ -181,6 +182,67 @@ def _choose_persona(
     return persona, True
 
 
+def open_vault(
+    *, passphrase_prompt: PassphraseCallback | None = None, policy: Policy | None = None
+) -> Vault:
+    """The vault of this station home, created (master key in the keyring) on first use."""
+    from outreach_station.vault import Vault
+
+    policy = policy or effective_policy().policy
+    vault = Vault.init(
+        paths.current(),
+        allow_passphrase=policy.vault.allow_passphrase,
+        passphrase_prompt=passphrase_prompt,
+    )
+    return vault
+
+
+def init_vault(
+    *, passphrase: bool = False, passphrase_prompt: PassphraseCallback | None = None
+) -> Vault:
+    """Create the master key (in the OS keyring, or wrapped by a passphrase) if none exists."""
+    from outreach_station.vault import Vault, VaultMode, read_settings
+
+    station = paths.current()
+    fresh = read_settings(station) is None
+    vault = Vault.init(
+        station,
+        mode=VaultMode.PASSPHRASE if passphrase else VaultMode.KEYRING,
+        allow_passphrase=effective_policy().policy.vault.allow_passphrase,
+        passphrase_prompt=passphrase_prompt,
+    )
+    if fresh:
+        audit("vault.initialised", mode=str(vault.settings.mode))
+    return vault
+
+
+class _DeferredSignals:
+    """Hold SIGINT/SIGTERM/SIGHUP while a profile is unsealed or sealed.
+
+    A shift ending in the middle of sealing must not leave half a
+    generation: the signal is remembered and acted on once sealing is done.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            self._previous.setdefault(sig, signal.getsignal(sig))
+            signal.signal(
+                sig, lambda number, _frame: self.received.append(signal.Signals(number).name)
+            )
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def open_platform(
     platform_id: str,
     *,
@@ -191,13 +253,18 @@ def open_platform(
     hook: SessionHook | None = None,
     close_after_hook: bool = False,
     on_report: Callable[[Mapping[str, Any], list[Check]], None] | None = None,
+    passphrase_prompt: PassphraseCallback | None = None,
+    progress: Callable[[str], ProgressCallback | None] | None = None,
 ) -> OpenResult:
     """Open a platform in its persona's own browser and wait until the session ends.
 
-    `hook` (for tests and self-checks) runs against the live browser once the
-    start page has loaded; with `close_after_hook` the session ends when it
-    returns. When the start page is the built-in inspector, `on_report` gets
-    what it saw of the persona and the coherence checks over it.
+    The persona's sealed profile is unsealed into a private RAM-backed
+    workspace for the session and sealed again afterwards. `hook` (for tests
+    and self-checks) runs against the live browser once the start page has
+    loaded; with `close_after_hook` the session ends when it returns. When the
+    start page is the built-in inspector, `on_report` gets what it saw of the
+    persona and the coherence checks over it. `progress(action)` may return a
+    callback that is told how sealing or unsealing proceeds.
     """
     effective = effective_policy(notify)
     profile = platform(platform_id, effective.policy)
@@ -205,47 +272,69 @@ def open_platform(
         raise UsageError(f"--url must be an http:// or https:// address, got {url!r}")
     require_display(headless)
     browser = _browser(effective)
+    vault = open_vault(passphrase_prompt=passphrase_prompt, policy=effective.policy)
     station = paths.current()
     with registry() as reg:
         persona, created = _choose_persona(reg, profile, persona_id)
     if created:
         notify(f"created persona {persona.id} for {profile.id}")
-    with ExitStack() as stack:
-        stack.enter_context(persona_lock(station, persona.id))
-        target = url or profile.start_url
-        if target == INSPECTOR_URL:
-            from outreach_station.inspector import InspectorServer
-
-            server = stack.enter_context(InspectorServer())
-            target = server.url
-            if on_report is not None and hook is None:
-                hook = _report_hook(server, persona, browser.major, on_report)
-        fingerprint = Fingerprint.from_dict(persona.fingerprint)
-        spec = build_launch(
-            browser=browser,
-            fingerprint=fingerprint,
-            user_data_dir=profile_dir(station, persona.id),
-            headless=headless,
-        )
-        notify(f"using {browser.describe()}")
-        with registry() as reg:
-            reg.mark_opened(persona.id)
-        outcome = asyncio.run(
-            run_session(
-                spec,
-                target,
-                hook=hook,
-                close_after_hook=close_after_hook,
-                on_ready=lambda where: notify(
-                    f"persona {persona.id} open at {where}"
-                    + (
-                        " (headless: no window; press Ctrl-C to end)"
-                        if headless
-                        else " (close the window to end)"
-                    )
-                ),
+    deferred = _DeferredSignals()
+    deferred.install()
+    try:
+        with ExitStack() as stack:
+            workspace = stack.enter_context(
+                open_workspace(
+                    station,
+                    persona.id,
+                    vault,
+                    notify=notify,
+                    progress=progress,
+                    on_recovered=lambda r: audit("persona.recovered", persona, resealed=r.resealed),
+                )
             )
-        )
+            target = url or profile.start_url
+            if target == INSPECTOR_URL:
+                from outreach_station.inspector import InspectorServer
+
+                server = stack.enter_context(InspectorServer())
+                target = server.url
+                if on_report is not None and hook is None:
+                    hook = _report_hook(server, persona, browser.major, on_report)
+            spec = build_launch(
+                browser=browser,
+                fingerprint=Fingerprint.from_dict(persona.fingerprint),
+                user_data_dir=workspace.profile,
+                home=workspace.home,
+                headless=headless,
+            )
+            notify(f"using {browser.describe()}")
+            with registry() as reg:
+                reg.mark_opened(persona.id)
+            audit("persona.opened", persona, headless=headless)
+            if deferred.received:
+                outcome = SessionOutcome(ended_by="signal", signal_name=deferred.received[0])
+            else:
+                outcome = asyncio.run(
+                    run_session(
+                        spec,
+                        target,
+                        hook=hook,
+                        close_after_hook=close_after_hook,
+                        on_ready=lambda where: notify(
+                            f"persona {persona.id} open at {where}"
+                            + (
+                                " (headless: no window; press Ctrl-C to end)"
+                                if headless
+                                else " (close the window to end)"
+                            )
+                        ),
+                    )
+                )
+            # asyncio put the default handlers back; sealing must not be interrupted.
+            deferred.install()
+    finally:
+        deferred.restore()
+    audit("persona.closed", persona, ended_by=outcome.ended_by)
     if outcome.start_page_error:
         notify(f"the start page did not load: {outcome.start_page_error}")
     with registry() as reg:

@@ -170,12 +170,25 @@ def build_launch(
     browser: BrowserExecutable,
     fingerprint: Fingerprint,
     user_data_dir: Path,
+    home: Path,
     headless: bool,
     base_env: dict[str, str] | None = None,
     is_root: bool | None = None,
 ) -> LaunchSpec:
-    """The command line, environment and emulation for a persona's browser."""
+    """The command line, environment and emulation for a persona's browser.
+
+    The browser gets `home` as its HOME and XDG directories: Chromium keeps
+    some state outside the profile (crash reports, the NSS certificate
+    store), and that must belong to the persona, not to the person.
+    """
     env: dict[str, str | float | bool] = dict(os.environ if base_env is None else base_env)
+    for name, sub in (
+        ("HOME", ""),
+        ("XDG_CONFIG_HOME", ".config"),
+        ("XDG_CACHE_HOME", ".cache"),
+        ("XDG_DATA_HOME", ".local/share"),
+    ):
+        env[name] = str(home / sub) if sub else str(home)
     # The zone and language are the process's own, so every frame and worker
     # agrees on them without any per-page override.
     env["TZ"] = fingerprint.timezone

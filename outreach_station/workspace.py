@@ -1,8 +1,14 @@
-"""A persona's profile directory while it is open, and the lock that guards it.
+"""A persona's profile while it is open: its lock, its unsealed workspace, recovery.
 
 Only one station process may have a persona open: the lock is an exclusive
 `flock` on a per-persona lock file, which the kernel releases by itself if
 station is killed, so a crash never leaves a persona locked.
+
+At rest a persona exists only as its sealed profile (see `vault`). While it
+is open, the plaintext lives in a private 0700 directory on RAM-backed
+storage (`$XDG_RUNTIME_DIR` or `/dev/shm`), and a small marker beside the
+sealed file records that it is open, so that a crash can be told apart from
+a clean close and mended by `recover`.
 """
 
 from __future__ import annotations
@@ -10,13 +16,23 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
+import json
 import os
+import shutil
+import signal
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from outreach_station.errors import BusyError, EnvironmentProblem
+from outreach_station import paths
+from outreach_station.errors import BusyError, EnvironmentProblem, StationError
 from outreach_station.paths import StationPaths
+
+if TYPE_CHECKING:
+    from outreach_station.vault import ProgressCallback, Vault
 
 
 @dataclass(frozen=True)
@@ -101,8 +117,212 @@ def is_locked(station: StationPaths, persona_id: str) -> bool:
     return False
 
 
-def profile_dir(station: StationPaths, persona_id: str) -> Path:
-    """The persona's browser profile directory, created private (0700)."""
-    path = station.persona_dir(persona_id) / "profile"
-    _mkdir_private(path)
-    return path
+SEALED_NAME = "profile.sealed"
+OPEN_MARKER = "open.json"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A persona's unsealed profile, private to this process while it is open.
+
+    `directory` is what gets sealed. It holds the browser's user-data dir
+    (`profile`) and a private `home` the browser gets as HOME and XDG dirs, so
+    that nothing Chromium keeps outside its profile (crash reports, the NSS
+    certificate store) lands in, or is read from, the person's own home.
+    """
+
+    persona_id: str
+    directory: Path
+    sealed_file: Path
+    ram_backed: bool
+
+    @property
+    def profile(self) -> Path:
+        return self.directory / "profile"
+
+    @property
+    def home(self) -> Path:
+        return self.directory / "home"
+
+
+def workspace_root(station: StationPaths) -> tuple[Path, bool]:
+    """Where this station home's open profiles live, and whether that is RAM."""
+    base, ram = paths.runtime_base()
+    # One station home's workspaces never meet another's (tests, several homes).
+    tag = hashlib.sha256(str(station.home).encode()).hexdigest()[:12]
+    return base / tag, ram
+
+
+def workspace_dir(station: StationPaths, persona_id: str) -> Path:
+    return workspace_root(station)[0] / persona_id
+
+
+def sealed_file(station: StationPaths, persona_id: str) -> Path:
+    return station.persona_dir(persona_id) / SEALED_NAME
+
+
+def _marker(station: StationPaths, persona_id: str) -> Path:
+    return station.persona_dir(persona_id) / OPEN_MARKER
+
+
+def wipe(directory: Path) -> None:
+    """Remove a plaintext workspace; the browser must have exited."""
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _stop_orphaned_browser(directory: Path, notify: Callable[[str], None]) -> None:
+    """A killed station can leave its Chromium running on the workspace: stop it first."""
+    try:
+        target = os.readlink(directory / "profile" / "SingletonLock")
+    except OSError:
+        return
+    _host, _, pid_text = target.rpartition("-")
+    if not pid_text.isdigit():
+        return
+    pid = int(pid_text)
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        if sig == signal.SIGTERM:
+            notify(f"stopping a browser left running on {directory.name} (process {pid})")
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    persona_id: str
+    resealed: bool
+    lost_since: str | None
+
+
+def recover(
+    station: StationPaths,
+    persona_id: str,
+    vault: Vault,
+    *,
+    notify: Callable[[str], None],
+    progress: ProgressCallback | None = None,
+) -> Recovery | None:
+    """Mend what a crash left behind for a persona; the caller holds its lock.
+
+    A leftover plaintext workspace is sealed as the newest generation (nothing
+    lost). If the workspace is gone but the persona was marked open (RAM
+    cleared by a reboot), the last sealed generation stands and the person is
+    told what was lost.
+    """
+    from outreach_station.vault import seal_dir
+
+    directory = workspace_dir(station, persona_id)
+    marker = _marker(station, persona_id)
+    opened_at: str | None = None
+    if marker.exists():
+        with contextlib.suppress(OSError, ValueError):
+            opened_at = str(json.loads(marker.read_text()).get("opened"))
+    if directory.is_dir() and any(directory.iterdir()):
+        _stop_orphaned_browser(directory, notify)
+        notify(f"persona {persona_id} was not closed cleanly; sealing the profile it left open")
+        seal_dir(
+            directory,
+            sealed_file(station, persona_id),
+            vault.ensure_data_key(persona_id),
+            persona_id,
+            progress,
+        )
+        wipe(directory)
+        marker.unlink(missing_ok=True)
+        notify(f"persona {persona_id} recovered: nothing of its last session was lost")
+        return Recovery(persona_id=persona_id, resealed=True, lost_since=None)
+    if directory.exists():
+        wipe(directory)
+    if marker.exists():
+        marker.unlink()
+        when = opened_at or "its last open"
+        notify(
+            f"persona {persona_id} was not closed cleanly and its open profile is gone "
+            f"(the machine restarted?): what happened since {when} is lost; "
+            "the last sealed profile is used"
+        )
+        return Recovery(persona_id=persona_id, resealed=False, lost_since=when)
+    return None
+
+
+def needs_recovery(station: StationPaths, persona_id: str) -> bool:
+    return _marker(station, persona_id).exists() or workspace_dir(station, persona_id).exists()
+
+
+@contextlib.contextmanager
+def open_workspace(
+    station: StationPaths,
+    persona_id: str,
+    vault: Vault,
+    *,
+    notify: Callable[[str], None],
+    progress: Callable[[str], ProgressCallback | None] | None = None,
+    on_recovered: Callable[[Recovery], None] | None = None,
+) -> Iterator[Workspace]:
+    """Unseal a persona's profile into a private RAM-backed directory; reseal it after.
+
+    Holds the persona's lock throughout. The plaintext exists only while the
+    block runs: it is sealed as a new generation and wiped afterwards. If
+    sealing fails the plaintext is kept where it is, so that the next command
+    can recover it, and the error says so.
+    """
+    from outreach_station.vault import seal_dir, unseal_file
+
+    def bar(action: str) -> ProgressCallback | None:
+        return progress(action) if progress is not None else None
+
+    with persona_lock(station, persona_id):
+        recovered = recover(station, persona_id, vault, notify=notify, progress=bar("sealing"))
+        if recovered is not None and on_recovered is not None:
+            on_recovered(recovered)
+        root, ram = workspace_root(station)
+        if not ram:
+            notify(
+                f"warning: no RAM-backed directory here; the open profile lives on disk in {root}"
+            )
+        _mkdir_private(root.parent)
+        _mkdir_private(root)
+        directory = workspace_dir(station, persona_id)
+        _mkdir_private(directory)
+        sealed = sealed_file(station, persona_id)
+        key = vault.ensure_data_key(persona_id)
+        if sealed.exists():
+            try:
+                unseal_file(sealed, directory, key, persona_id, bar("unsealing"))
+            except BaseException:
+                wipe(directory)
+                raise
+        workspace = Workspace(
+            persona_id=persona_id, directory=directory, sealed_file=sealed, ram_backed=ram
+        )
+        _mkdir_private(workspace.profile)
+        _mkdir_private(workspace.home)
+        marker = _marker(station, persona_id)
+        marker.write_text(json.dumps({"opened": _now(), "workspace": str(directory)}))
+        try:
+            yield workspace
+        finally:
+            try:
+                seal_dir(directory, sealed, key, persona_id, bar("sealing"))
+            except BaseException as exc:
+                raise StationError(
+                    f"persona {persona_id} could not be sealed ({exc}); its open profile is "
+                    f"kept in {directory} and the next station command will retry"
+                ) from exc
+            wipe(directory)
+            marker.unlink(missing_ok=True)
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

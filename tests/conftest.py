@@ -4,6 +4,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +16,15 @@ from tests.site import TestSite
 
 
 @pytest.fixture(autouse=True)
-def isolation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point every station location at tmp_path: no test touches the real home."""
+def isolation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Point every station location at tmp_path: no test touches the real home.
+
+    Open profiles go to a private directory on /dev/shm (RAM, as in use),
+    removed after the test.
+    """
     home = tmp_path / "station-home"
+    runtime = Path(tempfile.mkdtemp(prefix="station-test-", dir="/dev/shm"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     monkeypatch.setenv("STATION_HOME", str(home))
     monkeypatch.setenv("STATION_POLICY", str(tmp_path / "no-policy.toml"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -27,7 +34,8 @@ def isolation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setenv("TERM", "dumb")
-    return home
+    yield home
+    shutil.rmtree(runtime, ignore_errors=True)
 
 
 class StationRunner(CliRunner):

@@ -31,6 +31,7 @@ def test_launch_has_no_automation_switches_and_carries_the_persona(tmp_path: Pat
         browser=ENGINE,
         fingerprint=fp,
         user_data_dir=tmp_path,
+        home=tmp_path / "h",
         headless=True,
         base_env={"PATH": "/bin"},
         is_root=False,
@@ -44,7 +45,16 @@ def test_launch_has_no_automation_switches_and_carries_the_persona(tmp_path: Pat
     assert "--accept-lang=sv-SE,sv,en-US,en" in args
     assert "--headless" in args
     assert args[-1] == "about:blank"
-    assert spec.env == {"PATH": "/bin", "TZ": "Europe/Stockholm", "LANGUAGE": "sv_SE"}
+    h = tmp_path / "h"
+    assert spec.env == {
+        "PATH": "/bin",
+        "TZ": "Europe/Stockholm",
+        "LANGUAGE": "sv_SE",
+        "HOME": str(h),
+        "XDG_CONFIG_HOME": str(h / ".config"),
+        "XDG_CACHE_HOME": str(h / ".cache"),
+        "XDG_DATA_HOME": str(h / ".local/share"),
+    }
     assert spec.context_options["viewport"] == {
         "width": fp.viewport_width,
         "height": fp.viewport_height,
@@ -57,6 +67,7 @@ def test_sandbox_is_off_only_for_root(tmp_path: Path) -> None:
         browser=ENGINE,
         fingerprint=fp,
         user_data_dir=tmp_path,
+        home=tmp_path,
         headless=False,
         is_root=True,
     )

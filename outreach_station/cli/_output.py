@@ -30,3 +30,48 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
 
 def is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+class Progress:
+    """Progress of a long step on stderr, shown only once it takes more than a moment."""
+
+    def __init__(self, label: str, *, delay: float = 0.5) -> None:
+        import time
+
+        self._time = time.monotonic
+        self.label = label
+        self.started = self._time()
+        self.delay = delay
+        self.shown = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._time() - self.started < self.delay or total <= 0:
+            return
+        percent = min(100, done * 100 // total)
+        # A line per tenth keeps logs readable; a terminal gets the same lines.
+        if percent // 10 > self.shown // 10 or (percent == 100 and self.shown < 100):
+            self.shown = percent
+            info(f"{self.label}: {percent}% ({done / 1e6:.0f} of {total / 1e6:.0f} MB)")
+
+
+def progress_for(persona_hint: str = "profile") -> Any:
+    """A factory the core calls per step ('sealing', 'unsealing') to get a progress callback."""
+
+    def make(action: str) -> Progress:
+        return Progress(f"{action} {persona_hint}")
+
+    return make
+
+
+def ask_passphrase(purpose: Any) -> str:
+    """Ask for the vault passphrase without echo; twice when creating it."""
+    from outreach_station.vault import PassphrasePurpose
+
+    creating = purpose is PassphrasePurpose.CREATE
+    value: str = typer.prompt(
+        "New vault passphrase" if creating else "Vault passphrase",
+        hide_input=True,
+        confirmation_prompt=creating,
+        err=True,
+    )
+    return value

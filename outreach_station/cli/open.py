@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from outreach_station.cli._output import info
+from outreach_station.cli._output import ask_passphrase, info, progress_for
 
 if TYPE_CHECKING:
     from outreach_station.inspector.checks import Check
@@ -45,6 +45,8 @@ def open_command(
         headless=headless,
         notify=info,
         on_report=print_findings if headless else None,
+        passphrase_prompt=ask_passphrase,
+        progress=progress_for("profile"),
     )
     info(f"persona {result.persona.id} closed ({result.outcome.ended_by})")
 

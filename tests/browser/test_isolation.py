@@ -1,7 +1,8 @@
 """Personas never see each other's state; a persona's state comes back.
 
 Real Chromium against the loopback test site: cookies, localStorage,
-IndexedDB, Cache Storage, service workers and the HTTP cache.
+IndexedDB, Cache Storage and service workers come back on reopen; the HTTP
+cache is never shared (it is not sealed: the browser rebuilds it).
 """
 
 from __future__ import annotations
@@ -95,8 +96,6 @@ def test_state_is_isolated_between_personas_and_survives_reopen(
     assert "station_db_alpha" in again["idb"]
     assert again["caches"] == ["station_cache_alpha"]
     assert again["workers"] == 1
-    # A's own cache survived too: the script was not fetched again.
-    assert site.requests["/cached.js"] == cached_after_a + 2
 
 
 def test_open_without_persona_uses_the_active_one_and_creates_it_first(platforms: Path) -> None:
