@@ -58,6 +58,24 @@ MIGRATIONS: tuple[str, ...] = (
         ON personas (platform) WHERE status = 'active';
     CREATE INDEX personas_by_platform ON personas (platform, status);
     """,
+    # Identity kits (outreach_station.kit). Secrets are not here: they live in the
+    # OS keyring. The unique indexes keep two personas from sharing a detail even
+    # when two processes write at once.
+    """
+    CREATE TABLE kits (
+        persona_id TEXT PRIMARY KEY REFERENCES personas (id) ON DELETE CASCADE,
+        username TEXT NOT NULL DEFAULT '',
+        email TEXT NOT NULL DEFAULT '',
+        phone TEXT NOT NULL DEFAULT '',
+        card_label TEXT NOT NULL DEFAULT '',
+        card_last4 TEXT NOT NULL DEFAULT ''
+            CHECK (card_last4 = '' OR (length(card_last4) = 4 AND card_last4 NOT GLOB '*[^0-9]*')),
+        updated TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX kits_unique_username ON kits (lower(username)) WHERE username <> '';
+    CREATE UNIQUE INDEX kits_unique_email ON kits (lower(email)) WHERE email <> '';
+    CREATE UNIQUE INDEX kits_unique_phone ON kits (phone) WHERE phone <> '';
+    """,
 )
 
 
@@ -333,3 +351,14 @@ class Registry:
                 (to, _iso(self.clock()), reason, persona_id),
             )
         return self.get(persona_id)
+
+    def kit_row(self, persona_id: str) -> dict[str, str] | None:
+        """One persona's identity-kit row as stored, or None (see `outreach_station.kit`)."""
+        row = self._conn.execute(
+            "SELECT * FROM kits WHERE persona_id = ?", (persona_id,)
+        ).fetchone()
+        return dict(row) if row else None
+
+    def kit_rows(self) -> tuple[dict[str, str], ...]:
+        """Every identity-kit row as stored, whatever the persona's status."""
+        return tuple(dict(r) for r in self._conn.execute("SELECT * FROM kits ORDER BY persona_id"))

@@ -57,13 +57,18 @@ def _root(
 
 def _register() -> None:
     from outreach_station.cli import audit, lifecycle, persona, platforms, policy
+    from outreach_station.cli import init as init_cmd
     from outreach_station.cli import open as open_cmd
 
     app.add_typer(persona.app, name="persona")
     app.add_typer(audit.app, name="audit", help="List the audit trail and verify its chain.")
     app.add_typer(policy.app, name="policy", help="Show the effective policy; check a file.")
+    app.command("init")(init_cmd.init_command)
     app.command("open")(open_cmd.open_command)
     app.command("platforms")(platforms.platforms_command)
+    from outreach_station.cli import report as report_cmd
+
+    app.command("report")(report_cmd.report_command)
     app.command("rotate")(lifecycle.rotate_command)
     app.command("status")(lifecycle.status_command)
 

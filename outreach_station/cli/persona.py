@@ -119,3 +119,13 @@ def show(
     ]
     for key, value in rows:
         typer.echo(f"{key + ':':<13} {value}")
+
+
+def _register_kit() -> None:
+    # The kit command lives in its own module; it joins this group here.
+    from outreach_station.cli import kit as kit_cli
+
+    app.command("kit")(kit_cli.kit_command)
+
+
+_register_kit()

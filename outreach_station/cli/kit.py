@@ -1,0 +1,129 @@
+"""`station persona kit <id>`: show, change and reveal a persona's identity kit."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from outreach_station import kit
+from outreach_station.cli._output import echo_json, info
+from outreach_station.errors import UsageError
+
+_FIELDS = ", ".join(kit.DETAIL_FIELDS)
+_SECRETS = ", ".join(kit.SECRET_FIELDS)
+
+
+def _read_secret(persona_id: str, field: str) -> str:
+    """Ask for a secret: hidden prompt on a terminal, else one line of stdin."""
+    if sys.stdin.isatty():
+        value: str = typer.prompt(
+            f"{field} for persona {persona_id}",
+            hide_input=True,
+            confirmation_prompt=True,
+            err=True,
+        )
+        return value
+    line = sys.stdin.readline()
+    if not line:
+        raise UsageError(f"no {field} on stdin; pipe it in, one line per --set-secret")
+    return line
+
+
+def _render(view: kit.KitView) -> None:
+    states = {
+        field: "unknown (keyring unavailable)" if state is None else "set" if state else "not set"
+        for field, state in view.secrets.items()
+    }
+    rows = [
+        ("persona", view.kit.persona_id),
+        *((field, view.kit.value(field) or "-") for field in kit.DETAIL_FIELDS),
+        *states.items(),
+        ("updated", view.kit.updated.strftime("%Y-%m-%d %H:%M") if view.kit.updated else "never"),
+    ]
+    for key, value in rows:
+        typer.echo(f"{key + ':':<12} {value}")
+
+
+def kit_command(
+    persona_id: Annotated[str, typer.Argument(metavar="ID", help="The persona's id.")],
+    *,
+    assignments: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="FIELD=VALUE",
+            help=f"Set a detail ({_FIELDS}); repeatable; an empty VALUE clears it. "
+            "card-last4 takes exactly 4 digits: full card numbers are refused.",
+        ),
+    ] = None,
+    set_secret: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set-secret",
+            metavar="SECRET",
+            help=f"Store a secret ({_SECRETS}) in the OS keyring; it is asked for "
+            "(hidden), or read as one line of stdin when that is not a terminal.",
+        ),
+    ] = None,
+    reveal: Annotated[
+        str | None,
+        typer.Option(
+            "--reveal",
+            metavar="SECRET",
+            help="Copy a secret to the clipboard, cleared after 30 seconds. Audited.",
+        ),
+    ] = None,
+    print_: Annotated[
+        bool,
+        typer.Option("--print", help="With --reveal: print the secret to stdout instead."),
+    ] = False,
+    json: Annotated[bool, typer.Option("--json", help="Print the kit as JSON.")] = False,
+) -> None:
+    """Show or change a persona's organisation-owned identity kit.
+
+    Secrets are shown only as set / not set; they are never taken from the
+    command line.
+
+    Example: station persona kit k7q2m9x4ab3d --set email=k7@example.org --set card-last4=4821
+    """
+    if print_ and reveal is None:
+        raise UsageError("--print only works together with --reveal SECRET")
+    secret_fields = list(dict.fromkeys(set_secret or []))
+    for field in [*secret_fields, *([reveal] if reveal else [])]:
+        if field not in kit.SECRET_FIELDS:
+            raise UsageError(f"unknown kit secret {field!r}; the secrets are {_SECRETS}")
+    changes = kit.parse_assignments(assignments or [])
+    # Every input is read and checked before anything is written.
+    kit.get_kit(persona_id)
+    for field, raw in changes.items():
+        kit.normalise_detail(field, raw)
+    secret_values = {
+        field: kit.normalise_secret(field, _read_secret(persona_id, field))
+        for field in secret_fields
+    }
+
+    if changes:
+        kit.update_kit(persona_id, changes)
+        info(f"kit of persona {persona_id} updated: {', '.join(changes)}")
+    for field, value in secret_values.items():
+        kit.set_secret(persona_id, field, value)
+        info(f"{field} of persona {persona_id} stored in the OS keyring")
+
+    if reveal is not None:
+        if print_:
+            typer.echo(kit.reveal_for_print(persona_id, reveal))
+            return
+        copied = kit.reveal_to_clipboard(persona_id, reveal)
+        info(
+            f"{reveal} of persona {persona_id} copied to the clipboard ({copied.tool}); "
+            f"it is cleared in {copied.clear_after:g} seconds unless you copy something else"
+        )
+        return
+
+    view = kit.show_kit(persona_id)
+    if json:
+        echo_json(view.to_json())
+    else:
+        _render(view)

@@ -1,0 +1,55 @@
+"""`station report`: figures for management on personas created, blocked and their lifetimes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from outreach_station import report
+from outreach_station.audit import parse_since
+from outreach_station.cli._output import echo_json, info
+from outreach_station.errors import UsageError
+
+
+def report_command(
+    *,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="DATE",
+            help="Only personas created and blocks from this date (YYYY-MM-DD or ISO-8601).",
+        ),
+    ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            metavar="FILE",
+            help="Also write one self-contained HTML page with charts, for management.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --html: overwrite an existing file.")
+    ] = False,
+    json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Report per platform: personas created, blocks, lifetime until block, blocks per month.
+
+    Aggregates only: no persona ids, labels or kit details appear, so the
+    output can be passed on as it is.
+
+    Example: station report --since 2026-01-01 --html persona-report.html
+    """
+    if force and html is None:
+        raise UsageError("--force only applies to --html FILE")
+    figures = report.management_report(since=parse_since(since) if since else None)
+    if html is not None:
+        written = report.write_report_file(html, report.render_html(figures), force=force)
+        info(f"wrote {written}")
+    if json:
+        echo_json(figures.to_json())
+    else:
+        typer.echo(report.render_text(figures))

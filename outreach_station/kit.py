@@ -1,0 +1,766 @@
+"""A persona's identity kit: organisation-owned account details, and its secrets.
+
+Staff once signed up on platforms with their private payment cards, so the
+platforms took them for buyers. A kit records the organisation's own details
+for one persona instead: account username, email alias, phone number and a
+*reference* to the organisation's payment instrument (an internal label and
+the last four digits; never a card number). The details live in the registry
+(`kits` table); the account password and the one-time-code (TOTP) seed live
+only in the OS keyring, under service "outreach-station" and entries
+``kit:<persona_id>:password`` / ``kit:<persona_id>:totp-seed``.
+
+Rules enforced here, the one writer of kits:
+
+- No value that looks like a full card number (a run of 12 or more digits,
+  optionally split by spaces, dashes or dots) is accepted in any field, secrets
+  included, whether or not it passes the Luhn check: a rule that depends on a
+  checksum lets one mistyped number through and refuses its neighbour.
+- Two personas never share a username, email or phone, whatever their status
+  or platform (`kit_in_use_elsewhere`; unique indexes back it against races).
+- The kit of a blocked or retired persona is frozen, so its details cannot be
+  cleared and handed to a new persona.
+- Secrets never reach argv, logs, exception messages or the audit trail; every
+  reveal and every change is audited with field names only.
+
+Run as ``python -m outreach_station.kit clear-clipboard`` this module is also
+the detached helper that clears the clipboard after a reveal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from outreach_station import paths
+from outreach_station.audit import AuditLog, EventName
+from outreach_station.errors import (
+    EnvironmentProblem,
+    NotFoundError,
+    SecurityError,
+    StateError,
+    StationError,
+    UsageError,
+)
+from outreach_station.registry import Persona, Registry, validate_persona_id
+
+# The service name the vault uses for the master key, so all of station's
+# entries sit together in the keyring (vault.backends.SERVICE).
+KEYRING_SERVICE: Final = "outreach-station"
+
+# Public field names, as typed on the command line; columns use underscores.
+DETAIL_FIELDS: Final = ("username", "email", "phone", "card-label", "card-last4")
+SECRET_FIELDS: Final = ("password", "totp-seed")
+SecretField = Literal["password", "totp-seed"]
+RevealHow = Literal["clipboard", "print"]
+
+CLIPBOARD_CLEAR_SECONDS: Final = 30.0
+MAX_FIELD_LENGTH: Final = 200
+MAX_SECRET_LENGTH: Final = 1024
+
+_COLUMNS: Final = {field: field.replace("-", "_") for field in DETAIL_FIELDS}
+# Identity details no two personas may share (the payment reference may be shared:
+# an organisation often has one card).
+UNIQUE_FIELDS: Final = ("username", "email", "phone")
+
+# Twelve or more digits with at most two separators between neighbours: every
+# payment card number (12-19 digits) however it is grouped, and anything longer.
+_CARD_LIKE: Final = re.compile(r"\d(?:[\s.\-]{0,2}\d){11,}")
+_EMAIL: Final = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_PHONE: Final = re.compile(r"\+?[0-9][0-9 ()\-]*")
+_LAST4: Final = re.compile(r"[0-9]{4}")
+_BASE32: Final = re.compile(r"[A-Z2-7]+=*")
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+_BLOCKED_STATES: Final = ("blocked", "retired")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Kit:
+    """The non-secret identity details of one persona ('' means not set)."""
+
+    persona_id: str
+    username: str = ""
+    email: str = ""
+    phone: str = ""
+    card_label: str = ""
+    card_last4: str = ""
+    updated: datetime | None = None
+
+    def value(self, field: str) -> str:
+        return str(getattr(self, _COLUMNS[field]))
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {field: self.value(field) or None for field in DETAIL_FIELDS}
+        data["persona"] = self.persona_id
+        data["updated"] = _iso(self.updated) if self.updated else None
+        return data
+
+
+@dataclass(frozen=True)
+class KitView:
+    """A kit as shown to a person: details plus whether each secret is stored.
+
+    A secret's state is None when the keyring could not be asked.
+    """
+
+    kit: Kit
+    secrets: Mapping[str, bool | None] = dataclasses.field(hash=False)
+
+    def to_json(self) -> dict[str, Any]:
+        data = self.kit.to_json()
+        data["secrets"] = {
+            field: ("unknown" if state is None else "set" if state else "not set")
+            for field, state in self.secrets.items()
+        }
+        return data
+
+
+@dataclass(frozen=True)
+class ClipboardTool:
+    """A command-line clipboard program and how to copy, read and clear with it."""
+
+    name: str
+    copy: tuple[str, ...]
+    paste: tuple[str, ...]
+    clear: tuple[str, ...]
+    # Whether `clear` reads its (empty) new content from stdin.
+    clear_reads_stdin: bool = False
+
+
+@dataclass(frozen=True)
+class ClipboardCopy:
+    """What a clipboard reveal did: which tool, and when the clearer acts."""
+
+    tool: str
+    clear_after: float
+    clearer_pid: int
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# ---------------------------------------------------------------- validation
+
+
+def looks_like_card_number(value: str) -> bool:
+    """True if `value` holds a run of 12 or more digits, however grouped."""
+    return _CARD_LIKE.search(value) is not None
+
+
+def _refuse_card_number(field: str, value: str) -> None:
+    if looks_like_card_number(value):
+        raise UsageError(
+            f"{field}: refused, it contains what looks like a full payment card number "
+            "(12 or more digits). Station never stores card numbers: record the card's "
+            "internal label with card-label and its last four digits with card-last4. "
+            "Nothing was written."
+        )
+
+
+def normalise_detail(field: str, raw: str) -> str:
+    """The stored form of one kit detail, or `UsageError` if it is not acceptable.
+
+    An empty string clears the field.
+    """
+    if field in SECRET_FIELDS:
+        raise UsageError(
+            f"{field} is a secret and is never taken from the command line; "
+            f"use --set-secret {field}, which asks for it"
+        )
+    if field not in DETAIL_FIELDS:
+        raise UsageError(f"unknown kit field {field!r}; the fields are {', '.join(DETAIL_FIELDS)}")
+    value = raw.strip()
+    _refuse_card_number(field, value)
+    if not value:
+        return ""
+    if len(value) > MAX_FIELD_LENGTH:
+        raise UsageError(f"{field}: longer than {MAX_FIELD_LENGTH} characters")
+    if _CONTROL.search(value):
+        raise UsageError(f"{field}: contains control characters")
+    if field == "email":
+        if not _EMAIL.fullmatch(value):
+            raise UsageError(f"email: {value!r} is not an email address (name@example.org)")
+        return value.lower()
+    if field == "phone":
+        digits = re.sub(r"\D", "", value)
+        if not _PHONE.fullmatch(value) or not 6 <= len(digits) <= 11:
+            raise UsageError(
+                f"phone: {value!r} is not a phone number (6 to 11 digits, optionally "
+                "starting with + and grouped by spaces, dashes or brackets)"
+            )
+        return ("+" if value.startswith("+") else "") + digits
+    if field == "card-last4" and not _LAST4.fullmatch(value):
+        raise UsageError("card-last4: must be exactly the last 4 digits of the organisation's card")
+    return value
+
+
+def _check_secret_field(field: str) -> None:
+    if field not in SECRET_FIELDS:
+        raise UsageError(
+            f"unknown kit secret {field!r}; the secrets are {', '.join(SECRET_FIELDS)}"
+        )
+
+
+def normalise_secret(field: str, raw: str) -> str:
+    """The stored form of a secret, or `UsageError` (never naming the value)."""
+    _check_secret_field(field)
+    value = raw.rstrip("\r\n")
+    if not value.strip():
+        raise UsageError(f"{field}: empty; nothing was stored")
+    if len(value) > MAX_SECRET_LENGTH:
+        raise UsageError(f"{field}: longer than {MAX_SECRET_LENGTH} characters")
+    if _CONTROL.search(value):
+        raise UsageError(f"{field}: contains control characters")
+    _refuse_card_number(field, value)
+    if field == "totp-seed":
+        # Authenticator apps show seeds in groups and in either case.
+        value = re.sub(r"[\s-]", "", value).upper()
+        if not _BASE32.fullmatch(value) or len(value.rstrip("=")) < 16:
+            raise UsageError(
+                "totp-seed: not a base32 seed (letters A-Z and digits 2-7, at least 16 of them)"
+            )
+    return value
+
+
+# ---------------------------------------------------------------- registry access
+
+
+@contextmanager
+def _registry(registry: Registry | None) -> Iterator[Registry]:
+    if registry is not None:
+        yield registry
+        return
+    with Registry(paths.current().registry) as opened:
+        yield opened
+
+
+def _persona(reg: Registry, persona_id: str) -> Persona:
+    return reg.get(validate_persona_id(persona_id))
+
+
+def _kit_from_row(persona_id: str, row: Mapping[str, Any] | None) -> Kit:
+    if row is None:
+        return Kit(persona_id=persona_id)
+    return Kit(
+        persona_id=persona_id,
+        username=row["username"],
+        email=row["email"],
+        phone=row["phone"],
+        card_label=row["card_label"],
+        card_last4=row["card_last4"],
+        updated=datetime.fromisoformat(row["updated"].replace("Z", "+00:00")),
+    )
+
+
+def _same(field: str, a: str, b: str) -> bool:
+    # Usernames and emails are case-insensitive on every platform we know.
+    return a.lower() == b.lower() if field in ("username", "email") else a == b
+
+
+def kit_in_use_elsewhere(registry: Registry, persona_id: str, field: str, value: str) -> bool:
+    """Whether another persona (any status, any platform) already carries this detail.
+
+    `value` is compared in its stored form, so "+46 70-123 45 67" matches
+    "+46701234567" and email case does not matter.
+    """
+    if field not in DETAIL_FIELDS:
+        raise UsageError(f"unknown kit field {field!r}")
+    wanted = normalise_detail(field, value)
+    if not wanted:
+        return False
+    column = _COLUMNS[field]
+    return any(
+        row["persona_id"] != persona_id and _same(field, row[column], wanted)
+        for row in registry.kit_rows()
+    )
+
+
+def get_kit(persona_id: str, *, registry: Registry | None = None) -> Kit:
+    """The persona's kit (all fields empty if none was recorded)."""
+    with _registry(registry) as reg:
+        _persona(reg, persona_id)
+        return _kit_from_row(persona_id, reg.kit_row(persona_id))
+
+
+def show_kit(persona_id: str, *, registry: Registry | None = None) -> KitView:
+    """The kit with each secret's state; 'unknown' rather than failing without a keyring."""
+    kit = get_kit(persona_id, registry=registry)
+    states: dict[str, bool | None] = {}
+    for field in SECRET_FIELDS:
+        try:
+            states[field] = _read_secret(persona_id, field) is not None
+        except (EnvironmentProblem, SecurityError):
+            states[field] = None
+    return KitView(kit=kit, secrets=states)
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, str]:
+    """``FIELD=VALUE`` strings into a mapping; a repeated field is an error."""
+    changes: dict[str, str] = {}
+    for item in items:
+        field, sep, value = item.partition("=")
+        field = field.strip().lower()
+        if not sep:
+            raise UsageError(
+                f"--set expects FIELD=VALUE (fields: {', '.join(DETAIL_FIELDS)}); "
+                "an empty VALUE clears the field"
+            )
+        if field in SECRET_FIELDS:
+            # The value is already in argv by now; at least it goes no further.
+            raise UsageError(
+                f"{field} is a secret and is never taken from the command line; "
+                f"use --set-secret {field}, which asks for it"
+            )
+        if field in changes:
+            raise UsageError(f"--set {field}=... given twice")
+        changes[field] = value
+    return changes
+
+
+def update_kit(
+    persona_id: str,
+    changes: Mapping[str, str],
+    *,
+    registry: Registry | None = None,
+    log: AuditLog | None = None,
+) -> Kit:
+    """Set (or, with '', clear) kit details; all or nothing, audited as `kit.updated`.
+
+    Every value is checked before anything is written, so one refused value
+    leaves the kit exactly as it was.
+    """
+    if not changes:
+        raise UsageError("nothing to change")
+    normalised = {field: normalise_detail(field, raw) for field, raw in changes.items()}
+    with _registry(registry) as reg:
+        persona = _persona(reg, persona_id)
+        _require_changeable(persona)
+        for field in UNIQUE_FIELDS:
+            value = normalised.get(field)
+            if value and kit_in_use_elsewhere(reg, persona.id, field, value):
+                raise StateError(
+                    f"{field}: another persona already uses this {field}; two personas "
+                    "never share identity details (a blocked persona's details stay "
+                    "reserved too). Nothing was written."
+                )
+        current = _kit_from_row(persona.id, reg.kit_row(persona.id))
+        merged = {col: current.value(field) for field, col in _COLUMNS.items()}
+        merged.update({_COLUMNS[field]: value for field, value in normalised.items()})
+        changed = sorted(f for f in normalised if normalised[f] != current.value(f))
+        if not changed:
+            return current
+        try:
+            with reg.transaction() as conn:
+                conn.execute(
+                    "INSERT INTO kits (persona_id, username, email, phone, card_label, "
+                    "card_last4, updated) VALUES (:persona_id, :username, :email, :phone, "
+                    ":card_label, :card_last4, :updated) ON CONFLICT (persona_id) DO UPDATE "
+                    "SET username = excluded.username, email = excluded.email, "
+                    "phone = excluded.phone, card_label = excluded.card_label, "
+                    "card_last4 = excluded.card_last4, updated = excluded.updated",
+                    {**merged, "persona_id": persona.id, "updated": _iso(reg.clock())},
+                )
+                # Inside the transaction: a change the audit trail cannot record
+                # is rolled back rather than made silently.
+                _audit_log(log).append(
+                    EventName.KIT_UPDATED,
+                    persona=persona.id,
+                    platform=persona.platform,
+                    detail={"fields": ",".join(changed)},
+                )
+        except sqlite3.IntegrityError:
+            # Another process took the same detail between our check and write.
+            raise StateError(
+                "another persona already uses one of these details; nothing was written"
+            ) from None
+        return _kit_from_row(persona.id, reg.kit_row(persona.id))
+
+
+def _require_changeable(persona: Persona) -> None:
+    if persona.status in _BLOCKED_STATES:
+        raise StateError(
+            f"persona {persona.id} is {persona.status}: its kit is kept as it was, so its "
+            "details can never move to another persona"
+        )
+
+
+# ---------------------------------------------------------------- secrets (keyring)
+
+
+def secret_entry(persona_id: str, field: str) -> str:
+    """The keyring entry (the 'username' in keyring's terms) of one kit secret."""
+    return f"kit:{validate_persona_id(persona_id)}:{field}"
+
+
+def _keyring() -> Any:
+    from outreach_station.vault.backends import check_backend
+
+    return check_backend().backend
+
+
+def _keyring_problem(action: str, exc: Exception) -> EnvironmentProblem:
+    from keyring.errors import KeyringLocked
+
+    from outreach_station.vault.backends import INSTALL_HINT, UNLOCK_HINT
+
+    if isinstance(exc, KeyringLocked):
+        return EnvironmentProblem(f"the OS keyring is locked. {UNLOCK_HINT}")
+    # The exception text is left out: a backend might echo what it was given.
+    return EnvironmentProblem(
+        f"the OS keyring failed while {action} ({type(exc).__name__}). {INSTALL_HINT}"
+    )
+
+
+def _read_secret(persona_id: str, field: str) -> str | None:
+    backend = _keyring()
+    try:
+        value = backend.get_password(KEYRING_SERVICE, secret_entry(persona_id, field))
+    except Exception as exc:
+        raise _keyring_problem(f"reading the {field}", exc) from None
+    return None if value is None else str(value)
+
+
+def set_secret(
+    persona_id: str,
+    field: str,
+    value: str,
+    *,
+    registry: Registry | None = None,
+    log: AuditLog | None = None,
+) -> None:
+    """Store a kit secret in the OS keyring (checked, then read back); audited."""
+    stored = normalise_secret(field, value)
+    with _registry(registry) as reg:
+        persona = _persona(reg, persona_id)
+    _require_changeable(persona)
+    backend = _keyring()
+    entry = secret_entry(persona.id, field)
+    try:
+        backend.set_password(KEYRING_SERVICE, entry, stored)
+    except Exception as exc:
+        raise _keyring_problem(f"storing the {field}", exc) from None
+    if _read_secret(persona.id, field) != stored:
+        raise EnvironmentProblem(
+            f"the OS keyring accepted the {field} but did not return it; it cannot be used"
+        )
+    _audit_log(log).append(
+        EventName.KIT_UPDATED,
+        persona=persona.id,
+        platform=persona.platform,
+        detail={"fields": field},
+    )
+
+
+def delete_kit_secrets(persona_id: str) -> list[str]:
+    """Remove the persona's secrets from the OS keyring; the fields that were there.
+
+    Used when a persona is shredded; missing entries are not an error, so it is
+    safe to call twice.
+    """
+    from keyring.errors import PasswordDeleteError
+
+    backend = _keyring()
+    removed: list[str] = []
+    for field in SECRET_FIELDS:
+        entry = secret_entry(persona_id, field)
+        try:
+            backend.delete_password(KEYRING_SERVICE, entry)
+        except PasswordDeleteError:
+            continue
+        except Exception as exc:
+            raise _keyring_problem(f"deleting the {field}", exc) from None
+        removed.append(field)
+    for field in removed:
+        if _read_secret(persona_id, field) is not None:
+            raise EnvironmentProblem(f"the OS keyring did not delete the {field}")
+    return removed
+
+
+def _secret_to_reveal(
+    persona_id: str, field: str, how: RevealHow, registry: Registry | None, log: AuditLog | None
+) -> str:
+    _check_secret_field(field)
+    with _registry(registry) as reg:
+        persona = _persona(reg, persona_id)
+    value = _read_secret(persona.id, field)
+    if value is None:
+        raise NotFoundError(
+            f"persona {persona.id} has no {field} stored; set one with "
+            f"'station persona kit {persona.id} --set-secret {field}'"
+        )
+    # Audited before it is shown: a reveal the trail cannot record does not happen.
+    _audit_log(log).append(
+        EventName.KIT_SECRET_REVEALED,
+        persona=persona.id,
+        platform=persona.platform,
+        detail={"field": field, "how": how},
+    )
+    return value
+
+
+def reveal_for_print(
+    persona_id: str, field: str, *, registry: Registry | None = None, log: AuditLog | None = None
+) -> str:
+    """The secret itself, for an explicit `--print`; audited as a print reveal."""
+    return _secret_to_reveal(persona_id, field, "print", registry, log)
+
+
+def reveal_to_clipboard(
+    persona_id: str,
+    field: str,
+    *,
+    clear_after: float = CLIPBOARD_CLEAR_SECONDS,
+    registry: Registry | None = None,
+    log: AuditLog | None = None,
+) -> ClipboardCopy:
+    """Copy the secret to the clipboard and start a detached clearer; audited.
+
+    The clearer empties the clipboard after `clear_after` seconds, but only if
+    it still holds this secret, and survives this process exiting.
+    """
+    tool = find_clipboard()
+    if tool is None:
+        raise EnvironmentProblem(
+            "no clipboard tool found (wl-copy for Wayland, xclip or xsel for X11, with "
+            "WAYLAND_DISPLAY or DISPLAY set); install one, e.g. 'sudo apt install xclip', "
+            "or add --print to print the secret to the terminal instead"
+        )
+    value = _secret_to_reveal(persona_id, field, "clipboard", registry, log)
+    data = value.encode("utf-8")
+    copy_to_clipboard(tool, data)
+    salt = secrets.token_bytes(32)
+    try:
+        pid = start_clearer(tool, salt, _digest(salt, data), clear_after)
+    except StationError:
+        _run_clear(tool)
+        raise
+    return ClipboardCopy(tool=tool.name, clear_after=clear_after, clearer_pid=pid)
+
+
+# ---------------------------------------------------------------- clipboard
+
+
+def find_clipboard(env: Mapping[str, str] | None = None) -> ClipboardTool | None:
+    """The clipboard program for this session, Wayland first, or None."""
+    env = os.environ if env is None else env
+    if env.get("WAYLAND_DISPLAY") and (wl_copy := shutil.which("wl-copy")):
+        wl_paste = shutil.which("wl-paste")
+        if wl_paste:
+            return ClipboardTool(
+                name="wl-copy",
+                copy=(wl_copy,),
+                paste=(wl_paste, "--no-newline"),
+                clear=(wl_copy, "--clear"),
+            )
+    if env.get("DISPLAY"):
+        if xclip := shutil.which("xclip"):
+            return ClipboardTool(
+                name="xclip",
+                copy=(xclip, "-selection", "clipboard", "-in"),
+                paste=(xclip, "-selection", "clipboard", "-out"),
+                clear=(xclip, "-selection", "clipboard", "-in"),
+                clear_reads_stdin=True,
+            )
+        if xsel := shutil.which("xsel"):
+            return ClipboardTool(
+                name="xsel",
+                copy=(xsel, "--clipboard", "--input"),
+                paste=(xsel, "--clipboard", "--output"),
+                clear=(xsel, "--clipboard", "--clear"),
+            )
+    return None
+
+
+def _digest(salt: bytes, data: bytes) -> str:
+    # Keyed, so the value handed to the clearer says nothing about the secret.
+    return hmac.new(salt, data, hashlib.sha256).hexdigest()
+
+
+def copy_to_clipboard(tool: ClipboardTool, data: bytes) -> None:
+    """Put `data` on the clipboard (via stdin, never argv) and check it arrived."""
+    try:
+        # The tools fork a child that serves the selection; it inherits stdout and
+        # stderr, so pipes there would keep run() waiting until the selection is lost.
+        done = subprocess.run(
+            tool.copy,
+            input=data,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EnvironmentProblem(f"{tool.name} failed ({type(exc).__name__})") from None
+    if done.returncode != 0:
+        raise EnvironmentProblem(
+            f"{tool.name} could not set the clipboard (exit code {done.returncode}); "
+            "is the display reachable? Add --print to print the secret instead"
+        )
+    # The serving child may take a moment to own the selection.
+    deadline = time.monotonic() + 2.0
+    while read_clipboard(tool) != data:
+        if time.monotonic() > deadline:
+            _run_clear(tool)
+            raise EnvironmentProblem(
+                f"{tool.name} did not keep the secret on the clipboard; add --print to "
+                "print it instead"
+            )
+        time.sleep(0.05)
+
+
+def read_clipboard(tool: ClipboardTool) -> bytes | None:
+    """The clipboard's content, or None if it cannot be read (empty, no owner)."""
+    try:
+        done = subprocess.run(
+            tool.paste, capture_output=True, timeout=5, check=False, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _run_clear(tool: ClipboardTool) -> None:
+    # Best effort: a clipboard that cannot be cleared cannot be helped from here.
+    with suppress(OSError, subprocess.TimeoutExpired):
+        subprocess.run(
+            tool.clear,
+            input=b"" if tool.clear_reads_stdin else None,
+            stdin=None if tool.clear_reads_stdin else subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+            check=False,
+        )
+
+
+def clear_if_unchanged(tool: ClipboardTool, salt: bytes, digest: str) -> bool:
+    """Clear the clipboard if it still holds the secret whose keyed digest is `digest`.
+
+    Something the person copied since is left alone.
+    """
+    current = read_clipboard(tool)
+    if current is None or not hmac.compare_digest(_digest(salt, current), digest):
+        return False
+    _run_clear(tool)
+    return True
+
+
+def start_clearer(tool: ClipboardTool, salt: bytes, digest: str, after: float) -> int:
+    """Start the detached clearer and return its pid.
+
+    Only the tool's name and the delay go into argv; the salt and keyed digest
+    travel on stdin. The helper forks once more and returns, so the clearer
+    belongs to no one here and outlives this process and its terminal.
+    """
+    env = dict(os.environ)
+    # A source checkout is not on sys.path by default in a fresh interpreter.
+    package_root = str(paths.PACKAGE_DIR.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    argv = [
+        sys.executable,
+        "-m",
+        "outreach_station.kit",
+        "clear-clipboard",
+        "--tool",
+        tool.name,
+        "--after",
+        f"{after:g}",
+    ]
+    try:
+        helper = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            cwd="/",
+        )
+        out, _ = helper.communicate(f"{salt.hex()} {digest}\n".encode("ascii"), timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EnvironmentProblem(
+            f"could not start the clipboard clearer ({type(exc).__name__}); the clipboard "
+            "was cleared again"
+        ) from None
+    text = out.decode("ascii", "replace").strip()
+    if helper.returncode != 0 or not text.isdigit():
+        raise EnvironmentProblem(
+            "the clipboard clearer did not start; the clipboard was cleared again"
+        )
+    return int(text)
+
+
+def _tool_by_name(name: str) -> ClipboardTool:
+    tool = find_clipboard()
+    if tool is None or tool.name != name:
+        raise EnvironmentProblem(f"clipboard tool {name} is not available")
+    return tool
+
+
+def _clearer_main(argv: Sequence[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m outreach_station.kit")
+    sub = parser.add_subparsers(dest="command", required=True)
+    clear = sub.add_parser("clear-clipboard", help="clear the clipboard later if unchanged")
+    clear.add_argument("--tool", required=True, choices=("wl-copy", "xclip", "xsel"))
+    clear.add_argument("--after", required=True, type=float)
+    args = parser.parse_args(argv)
+    salt_hex, _, digest = sys.stdin.readline().strip().partition(" ")
+    salt = bytes.fromhex(salt_hex)
+    tool = _tool_by_name(args.tool)
+    sys.stdin.close()
+    child = os.fork()
+    if child:
+        # The parent's one line tells the starter who will do the clearing.
+        sys.stdout.write(f"{child}\n")
+        sys.stdout.flush()
+        return 0
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    time.sleep(max(0.0, args.after))
+    try:
+        clear_if_unchanged(tool, salt, digest)
+    finally:
+        # The forked copy must not run the parent's exit handlers a second time.
+        os._exit(0)
+
+
+# ---------------------------------------------------------------- audit
+
+
+def _audit_log(log: AuditLog | None) -> AuditLog:
+    """The given log, else the one the policy names (`api.audit_log`)."""
+    if log is not None:
+        return log
+    from outreach_station import api
+
+    return api.audit_log()
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(_clearer_main(sys.argv[1:]))
+    except (StationError, ValueError) as exc:
+        sys.stderr.write(f"clipboard clearer: {exc}\n")
+        sys.exit(1)

@@ -1,0 +1,577 @@
+"""The management report: is the organisation's online presence sustainable?
+
+Per platform: personas created, blocks, how long personas lived until they
+were blocked (median, quartiles, a histogram) and blocks per month; as text,
+JSON or one self-contained HTML page with charts drawn here as inline SVG.
+
+Aggregates only, by design: no persona id, label, kit detail or status
+reason ever reaches a report, so it can be mailed to management as it is.
+
+Where block times come from: a persona that was blocked and later retired
+keeps only its *latest* status change in the registry, so the registry alone
+cannot say when it was blocked. The audit trail can: every block is recorded
+as a `persona.blocked` event with the persona's id and the time. So the
+earliest `persona.blocked` event of a persona is its block time; a persona
+with no such event but the status `blocked` (blocked before the audit trail
+existed, or by a tool that does not audit) falls back to the registry's
+`status_changed`. A persona retired after a block that the audit trail never
+saw is not counted as blocked: nothing recorded says it was. Creation times
+come from the registry, or from `persona.created` events for personas no
+longer in it (shredded), so history survives a shred.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import statistics
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from outreach_station import paths
+from outreach_station.audit import AuditLog, EventName
+from outreach_station.errors import EnvironmentProblem, UsageError
+from outreach_station.registry import Registry
+
+ALL_PLATFORMS: Final = "all platforms"
+
+# Lifetime histogram buckets in days: [lower, upper), the last one open.
+LIFETIME_BUCKETS: Final[tuple[tuple[float, float, str], ...]] = (
+    (0.0, 1.0, "<1 d"),
+    (1.0, 7.0, "1-7 d"),
+    (7.0, 30.0, "7-30 d"),
+    (30.0, 90.0, "30-90 d"),
+    (90.0, 180.0, "90-180 d"),
+    (180.0, 365.0, "180-365 d"),
+    (365.0, math.inf, ">=365 d"),
+)
+
+_SECONDS_PER_DAY: Final = 86400.0
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _month(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m")
+
+
+@dataclass(frozen=True)
+class LifetimeStats:
+    """Days from creation to block: five-number summary and mean."""
+
+    count: int
+    minimum: float | None = None
+    q1: float | None = None
+    median: float | None = None
+    q3: float | None = None
+    maximum: float | None = None
+    mean: float | None = None
+
+    @classmethod
+    def of(cls, days: Sequence[float]) -> LifetimeStats:
+        if not days:
+            return cls(count=0)
+        ordered = sorted(days)
+        if len(ordered) == 1:
+            q1 = q3 = ordered[0]
+        else:
+            q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
+        return cls(
+            count=len(ordered),
+            minimum=_round(ordered[0]),
+            q1=_round(q1),
+            median=_round(statistics.median(ordered)),
+            q3=_round(q3),
+            maximum=_round(ordered[-1]),
+            mean=_round(statistics.fmean(ordered)),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "min": self.minimum,
+            "q1": self.q1,
+            "median": self.median,
+            "q3": self.q3,
+            "max": self.maximum,
+            "mean": self.mean,
+        }
+
+
+def _round(value: float) -> float:
+    return round(value, 1)
+
+
+@dataclass(frozen=True)
+class PlatformFigures:
+    """The figures of one platform (or of all platforms together)."""
+
+    platform: str
+    personas_created: int
+    blocks: int
+    lifetime: LifetimeStats
+    # Counts per LIFETIME_BUCKETS entry, in order.
+    histogram: tuple[int, ...]
+    # Every month of the report's range, oldest first, zero months included.
+    blocks_per_month: Mapping[str, int] = field(hash=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "platform": self.platform,
+            "personas_created": self.personas_created,
+            "blocks": self.blocks,
+            "lifetime_days": self.lifetime.to_json(),
+            "lifetime_histogram": [
+                {"bucket": label, "count": count}
+                for (_, _, label), count in zip(LIFETIME_BUCKETS, self.histogram, strict=True)
+            ],
+            "blocks_per_month": dict(self.blocks_per_month),
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    generated: datetime
+    since: datetime | None
+    months: tuple[str, ...]
+    platforms: tuple[PlatformFigures, ...]
+    total: PlatformFigures
+    # How many block times came from the audit trail, how many from the registry.
+    block_sources: Mapping[str, int] = field(hash=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "generated": _iso(self.generated),
+            "since": _iso(self.since) if self.since else None,
+            "months": list(self.months),
+            "platforms": [p.to_json() for p in self.platforms],
+            "total": self.total.to_json(),
+            "block_time_sources": dict(self.block_sources),
+        }
+
+
+@dataclass
+class _Life:
+    platform: str
+    created: datetime | None = None
+    blocked: datetime | None = None
+    source: str = ""
+
+
+def _lives(registry: Registry, log: AuditLog | None) -> dict[str, _Life]:
+    lives: dict[str, _Life] = {}
+    for persona in registry.list():
+        lives[persona.id] = _Life(platform=persona.platform, created=persona.created)
+    if log is not None:
+        for record in log.records():
+            if record.persona is None:
+                continue
+            if record.event is EventName.PERSONA_CREATED:
+                life = lives.setdefault(record.persona, _Life(platform=record.platform or ""))
+                if life.created is None:
+                    life.created = record.time
+            elif record.event is EventName.PERSONA_BLOCKED:
+                life = lives.setdefault(record.persona, _Life(platform=record.platform or ""))
+                # A persona is blocked once; a repeated event (a retried
+                # command) must not move its block time later.
+                if life.blocked is None or record.time < life.blocked:
+                    life.blocked, life.source = record.time, "audit"
+    for persona in registry.list(status="blocked"):
+        life = lives[persona.id]
+        if life.blocked is None:
+            life.blocked, life.source = persona.status_changed, "registry"
+    for life in lives.values():
+        if not life.platform:
+            life.platform = "(unknown)"
+    return lives
+
+
+def _months(first: datetime, last: datetime) -> tuple[str, ...]:
+    year, month = first.astimezone(UTC).year, first.astimezone(UTC).month
+    end = _month(last)
+    found: list[str] = []
+    while True:
+        label = f"{year:04d}-{month:02d}"
+        found.append(label)
+        if label >= end:
+            return tuple(found)
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+
+
+def _figures(
+    platform: str, lives: Iterable[_Life], since: datetime | None, months: Sequence[str]
+) -> PlatformFigures:
+    created = 0
+    lifetimes: list[float] = []
+    per_month = dict.fromkeys(months, 0)
+    blocks = 0
+    for life in lives:
+        if life.created is not None and (since is None or life.created >= since):
+            created += 1
+        if life.blocked is None or (since is not None and life.blocked < since):
+            continue
+        blocks += 1
+        per_month[_month(life.blocked)] = per_month.get(_month(life.blocked), 0) + 1
+        if life.created is not None:
+            # Clock steps between machines must not produce negative lives.
+            seconds = max(0.0, (life.blocked - life.created).total_seconds())
+            lifetimes.append(seconds / _SECONDS_PER_DAY)
+    histogram = tuple(
+        sum(1 for days in lifetimes if low <= days < high) for low, high, _ in LIFETIME_BUCKETS
+    )
+    return PlatformFigures(
+        platform=platform,
+        personas_created=created,
+        blocks=blocks,
+        lifetime=LifetimeStats.of(lifetimes),
+        histogram=histogram,
+        blocks_per_month=dict(sorted(per_month.items())),
+    )
+
+
+def build_report(
+    registry: Registry,
+    log: AuditLog | None,
+    *,
+    since: datetime | None = None,
+    now: datetime | None = None,
+) -> Report:
+    """Aggregate the registry and the audit trail into a `Report`."""
+    if since is not None and since.tzinfo is None:
+        raise UsageError("since must be timezone-aware")
+    moment = now or _utcnow()
+    lives = _lives(registry, log)
+    times = [
+        t
+        for life in lives.values()
+        for t in (life.created, life.blocked)
+        if t is not None and (since is None or t >= since)
+    ]
+    first = since if since is not None else min(times, default=None)
+    months = _months(first, max([moment, *times])) if first is not None else ()
+    by_platform: dict[str, list[_Life]] = {}
+    for life in lives.values():
+        by_platform.setdefault(life.platform, []).append(life)
+    platforms = tuple(
+        _figures(name, group, since, months) for name, group in sorted(by_platform.items())
+    )
+    sources = {"audit": 0, "registry": 0}
+    for life in lives.values():
+        if life.blocked is not None and (since is None or life.blocked >= since):
+            sources[life.source] += 1
+    return Report(
+        generated=moment,
+        since=since,
+        months=months,
+        platforms=platforms,
+        total=_figures(ALL_PLATFORMS, lives.values(), since, months),
+        block_sources=sources,
+    )
+
+
+def management_report(
+    *, since: datetime | None = None, clock: Callable[[], datetime] = _utcnow
+) -> Report:
+    """The report for the current station home and its configured audit log."""
+    from outreach_station import api
+
+    log = api.audit_log()
+    with Registry(paths.current().registry, clock=clock) as registry:
+        return build_report(registry, log, since=since, now=clock())
+
+
+# ---------------------------------------------------------------- text
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def render_text(report: Report) -> str:
+    """A plain table for the terminal: one row per platform, then blocks per month."""
+    headers = ["PLATFORM", "CREATED", "BLOCKS", "MEDIAN DAYS", "MIN", "Q1", "Q3", "MAX"]
+    rows = [
+        [
+            fig.platform,
+            str(fig.personas_created),
+            str(fig.blocks),
+            _num(fig.lifetime.median),
+            _num(fig.lifetime.minimum),
+            _num(fig.lifetime.q1),
+            _num(fig.lifetime.q3),
+            _num(fig.lifetime.maximum),
+        ]
+        for fig in (*report.platforms, report.total)
+    ]
+    scope = f"since {_iso(report.since)}" if report.since else "all time"
+    lines = [f"Persona report, {scope} (generated {_iso(report.generated)})", ""]
+    if not report.platforms:
+        return "\n".join([*lines, "no personas yet; nothing to report"])
+    lines += _table(headers, rows)
+    if report.months:
+        lines += ["", "Blocks per month"]
+        month_headers = ["MONTH", *(fig.platform.upper() for fig in report.platforms), "TOTAL"]
+        month_rows = [
+            [
+                month,
+                *(str(fig.blocks_per_month.get(month, 0)) for fig in report.platforms),
+                str(report.total.blocks_per_month.get(month, 0)),
+            ]
+            for month in report.months
+        ]
+        lines += _table(month_headers, month_rows)
+    lines += [
+        "",
+        "Lifetime = days from creation to block. Block times: "
+        f"{report.block_sources.get('audit', 0)} from the audit trail, "
+        f"{report.block_sources.get('registry', 0)} from the registry.",
+    ]
+    return "\n".join(lines)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    cells = [list(headers), *[list(r) for r in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    out = []
+    for index, row in enumerate(cells):
+        out.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if index == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return out
+
+
+# ---------------------------------------------------------------- HTML
+
+# Distinguishable for the common colour-vision deficiencies (Okabe & Ito).
+_PALETTE: Final = (
+    "#0072b2",
+    "#e69f00",
+    "#009e73",
+    "#cc79a7",
+    "#56b4e9",
+    "#d55e00",
+    "#f0e442",
+    "#000000",
+)
+
+_CSS: Final = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem;
+       color: #1a1a1a; padding: 0 1rem; }
+h1 { font-size: 1.5rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
+table { border-collapse: collapse; margin: 0.5rem 0; }
+th, td { border-bottom: 1px solid #ccc; padding: 0.3rem 0.8rem; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+tr.total td { font-weight: bold; }
+.note { color: #555; font-size: 0.9rem; }
+svg { display: block; margin: 0.5rem 0; max-width: 100%; height: auto; }
+svg text { font-family: system-ui, sans-serif; font-size: 11px; fill: #1a1a1a; }
+"""
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _nice_max(value: int) -> int:
+    if value <= 5:
+        return max(value, 1)
+    magnitude = int(10 ** int(math.log10(value)))
+    for step in (1, 2, 5):
+        if value <= step * magnitude:
+            return step * magnitude
+    return 10 * magnitude
+
+
+def bar_chart_svg(
+    title: str, categories: Sequence[str], series: Sequence[tuple[str, Sequence[int]]]
+) -> str:
+    """A grouped bar chart as an inline SVG element (no script, no external reference)."""
+    left, right, top, bottom = 44, 16, 40, 64
+    per_bar = 12
+    group = max(28, per_bar * max(len(series), 1) + 10)
+    plot_w = max(520, group * max(len(categories), 1))
+    plot_h = 200
+    width, height = left + plot_w + right, top + plot_h + bottom
+    peak = _nice_max(max((v for _, values in series for v in values), default=0))
+    tick_step = max(1, peak // 5) if peak > 5 else 1
+    parts = [
+        f'<svg role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'aria-label="{_e(title)}">',
+        f"<title>{_e(title)}</title>",
+    ]
+    for index, (name, _) in enumerate(series):
+        x = left + index * 130
+        colour = _PALETTE[index % len(_PALETTE)]
+        parts.append(f'<rect x="{x}" y="8" width="10" height="10" fill="{colour}"/>')
+        parts.append(f'<text x="{x + 14}" y="17">{_e(name)}</text>')
+    for tick in range(0, peak + 1, tick_step):
+        y = top + plot_h - plot_h * tick / peak
+        parts.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#ddd"/>'
+        )
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick}</text>')
+    slot = plot_w / max(len(categories), 1)
+    for c_index, category in enumerate(categories):
+        x0 = left + c_index * slot + (slot - per_bar * len(series)) / 2
+        for s_index, (name, values) in enumerate(series):
+            value = values[c_index]
+            bar_h = plot_h * value / peak
+            bar_x = x0 + s_index * per_bar
+            colour = _PALETTE[s_index % len(_PALETTE)]
+            parts.append(
+                f'<rect x="{bar_x:.1f}" y="{top + plot_h - bar_h:.1f}" width="{per_bar - 2}" '
+                f'height="{bar_h:.1f}" fill="{colour}"><title>{_e(name)}, {_e(category)}: '
+                f"{value}</title></rect>"
+            )
+        label_x = left + c_index * slot + slot / 2
+        label_y = top + plot_h + 14
+        parts.append(
+            f'<text x="{label_x:.1f}" y="{label_y}" text-anchor="end" '
+            f'transform="rotate(-40 {label_x:.1f} {label_y})">{_e(category)}</text>'
+        )
+    parts.append(
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" '
+        'stroke="#333"/>'
+    )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render_html(report: Report) -> str:
+    """One self-contained HTML page: inline CSS and SVG, no script, nothing fetched."""
+    scope = f"since {_iso(report.since)}" if report.since else "all time"
+    rows = []
+    for fig in (*report.platforms, report.total):
+        css = ' class="total"' if fig is report.total else ""
+        cells = [
+            fig.platform,
+            fig.personas_created,
+            fig.blocks,
+            _num(fig.lifetime.median),
+            _num(fig.lifetime.minimum),
+            _num(fig.lifetime.q1),
+            _num(fig.lifetime.q3),
+            _num(fig.lifetime.maximum),
+        ]
+        rows.append(f"<tr{css}>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+    head = "".join(
+        f"<th>{_e(h)}</th>"
+        for h in (
+            "Platform",
+            "Personas created",
+            "Blocks",
+            "Median lifetime (days)",
+            "Min",
+            "Q1",
+            "Q3",
+            "Max",
+        )
+    )
+    months_chart = bar_chart_svg(
+        "Blocks per month",
+        report.months,
+        [
+            (fig.platform, [fig.blocks_per_month.get(m, 0) for m in report.months])
+            for fig in report.platforms
+        ],
+    )
+    lifetime_chart = bar_chart_svg(
+        "Persona lifetime until block (number of personas per lifetime range)",
+        [label for _, _, label in LIFETIME_BUCKETS],
+        [(fig.platform, list(fig.histogram)) for fig in report.platforms],
+    )
+    sources = report.block_sources
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            "<title>Outreach station: persona report</title>",
+            f"<style>{_CSS}</style>",
+            "</head>",
+            "<body>",
+            "<h1>Outreach personas: sustainability report</h1>",
+            f'<p class="note">Scope: {_e(scope)}. Generated {_e(_iso(report.generated))}. '
+            "Aggregates only: no persona, account or person is named.</p>",
+            "<h2>Per platform</h2>",
+            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>",
+            '<p class="note">Lifetime: days from a persona\'s creation until it was blocked. '
+            f"Block times: {sources.get('audit', 0)} from the audit trail, "
+            f"{sources.get('registry', 0)} from the registry.</p>",
+            "<h2>Blocks per month</h2>",
+            months_chart if report.months else "<p>No data yet.</p>",
+            "<h2>Lifetime until block</h2>",
+            lifetime_chart,
+            "</body>",
+            "</html>",
+            "",
+        ]
+    )
+
+
+def write_report_file(path: Path, content: str, *, force: bool = False) -> Path:
+    """Write `content` to `path` atomically; refuse an existing file unless `force`.
+
+    The file appears complete or not at all: it is written beside its target
+    and then linked (no overwrite) or renamed (overwrite) into place.
+    """
+    target = path.expanduser()
+    directory = target.parent if str(target.parent) else Path()
+    if target.is_dir():
+        raise UsageError(f"{target} is a directory; give a file name such as report.html")
+    if target.exists() and not force:
+        raise UsageError(f"{target} already exists; add --force to overwrite it")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=".station-report-", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot write in {directory}: {exc.strerror}") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp makes 0600; a report for management is an ordinary document.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        if force:
+            os.replace(tmp, target)
+        else:
+            _place_new(tmp, target)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot write {target}: {exc.strerror}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _place_new(tmp: Path, target: Path) -> None:
+    """Move `tmp` to `target`, which must not exist, even if another writer races us."""
+    refused = UsageError(f"{target} already exists; add --force to overwrite it")
+    try:
+        # link() refuses an existing target: no window in which a half file shows.
+        os.link(tmp, target)
+        return
+    except FileExistsError:
+        raise refused from None
+    except OSError:
+        pass  # file systems without hard links (FAT, some network shares)
+    try:
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        raise refused from None
+    os.replace(tmp, target)

@@ -1,0 +1,120 @@
+"""`station report` through the root app, on a history written with an injected clock."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from outreach_station import kit, paths
+from outreach_station.errors import ExitCode
+from outreach_station.registry import Registry
+
+FP = {"version": 1}
+START = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+
+
+@dataclass
+class Clock:
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def ids() -> list[str]:
+    """demo: blocked after 2, 10 and 30 days; other: one active persona."""
+    clock = Clock(START)
+    made: list[str] = []
+    with Registry(paths.current().registry, clock=clock) as reg:
+        for number, days in enumerate((2, 10, 30)):
+            clock.now = START + timedelta(days=31 * number)
+            persona = reg.create(
+                "demo", fingerprint=FP, label=f"Secret-Label-{number}", standby=True
+            )
+            made.append(persona.id)
+            kit.update_kit(persona.id, {"email": f"hidden{number}@example.org"}, registry=reg)
+            clock.now += timedelta(days=days)
+            reg.transition(persona.id, "blocked", reason="Secret reason")
+        clock.now = START
+        made.append(reg.create("other", fingerprint=FP, label="Secret-Label-x").id)
+    return made
+
+
+def _leaks(text: str, ids: list[str]) -> list[str]:
+    found = [pid for pid in ids if pid in text]
+    return found + [w for w in ("Secret", "hidden", "example.org") if w in text]
+
+
+def test_text_report(runner: Any, ids: list[str]) -> None:
+    result = runner.invoke(["report"])
+    assert result.exit_code == 0, result.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if line}
+    assert rows["demo"] == ["3", "3", "10", "2", "6", "20", "30"]
+    assert rows["other"] == ["1", "0", "-", "-", "-", "-", "-"]
+    assert rows["2026-01"][:2] == ["1", "0"]
+    assert _leaks(result.stdout, ids) == []
+
+
+def test_json_report_and_since(runner: Any, ids: list[str]) -> None:
+    data = json.loads(runner.invoke(["report", "--json"]).stdout)
+    demo = next(p for p in data["platforms"] if p["platform"] == "demo")
+    assert demo["lifetime_days"]["median"] == 10.0
+    assert demo["blocks"] == 3
+    assert data["total"]["personas_created"] == 4
+    assert data["block_time_sources"] == {"audit": 0, "registry": 3}
+    assert _leaks(json.dumps(data), ids) == []
+
+    later = json.loads(runner.invoke(["report", "--json", "--since", "2026-02-01"]).stdout)
+    demo = next(p for p in later["platforms"] if p["platform"] == "demo")
+    assert (demo["personas_created"], demo["blocks"], demo["lifetime_days"]["median"]) == (
+        2,
+        2,
+        20.0,
+    )
+    assert later["since"].startswith("2026-0")
+
+
+def test_html_file_written_once_then_forced(runner: Any, ids: list[str], tmp_path: Path) -> None:
+    target = tmp_path / "out" / "report.html"
+    target.parent.mkdir()
+
+    result = runner.invoke(["report", "--html", str(target)])
+    assert result.exit_code == 0, result.stderr
+    assert f"wrote {target}" in result.stderr
+    page = target.read_text(encoding="utf-8")
+    assert "<svg" in page
+    assert "http" not in page.lower()
+    assert "src=" not in page.lower()
+    assert _leaks(page, ids) == []
+
+    target.write_text("kept", encoding="utf-8")
+    again = runner.invoke(["report", "--html", str(target)])
+    assert again.exit_code == ExitCode.USAGE
+    assert "already exists; add --force" in again.stderr
+    assert target.read_text(encoding="utf-8") == "kept"
+
+    forced = runner.invoke(["report", "--html", str(target), "--force"])
+    assert forced.exit_code == 0
+    assert target.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["report.html"]
+
+
+def test_report_usage_errors(runner: Any) -> None:
+    forced = runner.invoke(["report", "--force"])
+    assert forced.exit_code == ExitCode.USAGE
+    assert "--force only applies to --html" in forced.stderr
+    bad = runner.invoke(["report", "--since", "last tuesday"])
+    assert bad.exit_code == ExitCode.USAGE
+    assert "cannot read 'last tuesday' as a date" in bad.stderr
+
+
+def test_empty_report(runner: Any) -> None:
+    result = runner.invoke(["report"])
+    assert result.exit_code == 0
+    assert "no personas yet" in result.stdout
