@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,18 @@ from outreach_station.platforms import (
 )
 from outreach_station.policy import EffectivePolicy, Policy
 from outreach_station.registry import Persona, Registry, validate_persona_id
-from outreach_station.workspace import is_locked, open_workspace, platform_lock
+from outreach_station.workspace import (
+    Recovery,
+    is_locked,
+    needs_recovery,
+    open_workspace,
+    persona_lock,
+    platform_lock,
+    recover,
+    sealed_file,
+    wipe,
+    workspace_dir,
+)
 
 if TYPE_CHECKING:
     from outreach_station.inspector import InspectorServer
@@ -422,6 +434,8 @@ def rotate(
             closed = close_open_session(current)
             if closed:
                 notify(f"closed the open session of persona {current.id}")
+            elif needs_recovery(station, current.id):
+                recover_persona(current, notify=notify)
         with registry() as reg:
             blocked, active, created = reg.rotate(
                 profile.id,
@@ -453,10 +467,11 @@ class PlatformStatus:
     warnings: tuple[str, ...]
 
 
-def status() -> list[PlatformStatus]:
+def status(*, notify: Notify = _quiet) -> list[PlatformStatus]:
     """Per platform: the active persona, the standby pool, what is open, and warnings."""
     catalogue = platforms()
     station = paths.current()
+    enforce_retention(notify=notify)
     with registry() as reg:
         personas = reg.list()
     ids = sorted({*catalogue.platforms, *(p.platform for p in personas)})
@@ -480,6 +495,12 @@ def status() -> list[PlatformStatus]:
         opened = tuple(
             p.id for p in mine if p.status in ("active", "standby") and is_locked(station, p.id)
         )
+        warnings.extend(
+            f"persona {p.id} was not closed cleanly; 'station open {platform_id} --persona "
+            f"{p.id}' recovers it"
+            for p in mine
+            if p.id not in opened and p.status != "retired" and needs_recovery(station, p.id)
+        )
         result.append(
             PlatformStatus(
                 platform=profile,
@@ -491,3 +512,86 @@ def status() -> list[PlatformStatus]:
             )
         )
     return result
+
+
+def recover_persona(persona: Persona, *, notify: Notify = _quiet) -> Recovery | None:
+    """Reseal what a crash left of a persona's open profile (see `workspace.recover`)."""
+    station = paths.current()
+    with persona_lock(station, persona.id):
+        recovered = recover(station, persona.id, open_vault(), notify=notify)
+    if recovered is not None:
+        audit("persona.recovered", persona, resealed=recovered.resealed)
+    return recovered
+
+
+@dataclass(frozen=True)
+class Shredded:
+    persona: Persona
+    key_destroyed: bool
+    profile_deleted: bool
+    secrets_deleted: tuple[str, ...]
+
+
+def shred_persona(persona_id: str, *, reason: str, event_reason: str = "retired") -> Shredded:
+    """Retire a persona for good: destroy its data key, sealed profile and kit secrets.
+
+    The registry row stays (as retired) so reports and the audit trail keep
+    their history, and its kit details stay reserved so they are never
+    handed to another persona. Refused while the persona is open.
+    """
+    from outreach_station.kit import delete_kit_secrets
+    from outreach_station.vault import Vault, new_path, read_settings
+
+    station = paths.current()
+    persona = get_persona(persona_id)
+    if persona.status == "retired":
+        raise StateError(f"persona {persona.id} is already retired")
+    with persona_lock(station, persona.id):
+        key_destroyed = False
+        if read_settings(station) is not None:
+            key_destroyed = Vault.open(station).shred(persona.id)
+        sealed = sealed_file(station, persona.id)
+        profile_deleted = sealed.exists()
+        sealed.unlink(missing_ok=True)
+        new_path(sealed).unlink(missing_ok=True)
+        wipe(workspace_dir(station, persona.id))
+        secrets_deleted = tuple(delete_kit_secrets(persona.id))
+        with registry() as reg:
+            persona = reg.transition(persona.id, "retired", reason=reason)
+    audit(
+        "persona.shredded", persona, crypto_shredded=key_destroyed, profile_deleted=profile_deleted
+    )
+    audit("persona.retired", persona, why=event_reason)
+    return Shredded(
+        persona=persona,
+        key_destroyed=key_destroyed,
+        profile_deleted=profile_deleted,
+        secrets_deleted=secrets_deleted,
+    )
+
+
+def enforce_retention(*, now: datetime | None = None, notify: Notify = _quiet) -> list[Shredded]:
+    """Shred blocked personas older than the policy's `retention.blocked_days` (0: keep)."""
+    days = effective_policy().policy.retention.blocked_days
+    if days <= 0:
+        return []
+    with registry() as reg:
+        moment = now or reg.clock()
+        expired = [
+            p
+            for p in reg.list(status="blocked")
+            if (moment - p.status_changed).total_seconds() >= days * 86400
+        ]
+    done = []
+    for persona in expired:
+        if is_locked(paths.current(), persona.id):
+            continue  # open right now (evidence being looked at): next time
+        done.append(
+            shred_persona(
+                persona.id,
+                reason=f"retention of {days} days after the block expired",
+                event_reason="retention",
+            )
+        )
+        notify(f"persona {persona.id} ({persona.platform}) shredded: blocked over {days} days ago")
+    return done

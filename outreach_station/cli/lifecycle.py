@@ -60,7 +60,10 @@ def status_command(*, json: JsonOption = False) -> None:
     """
     from outreach_station import api
 
-    rows = api.status()
+    rows = api.status(notify=info)
+    for s in rows:
+        for warning in s.warnings:
+            info(f"station: warning: {s.platform.id}: {warning}")
     if json:
         echo_json(
             [
@@ -91,6 +94,3 @@ def status_command(*, json: JsonOption = False) -> None:
             for s in rows
         ],
     )
-    for s in rows:
-        for warning in s.warnings:
-            info(f"station: warning: {s.platform.id}: {warning}")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Any
 
 import typer
 
 from outreach_station import api
 from outreach_station.cli._output import echo_json, table
+from outreach_station.errors import StateError, UsageError
 from outreach_station.fingerprint import Fingerprint
 from outreach_station.registry import Persona
 
@@ -129,3 +131,46 @@ def _register_kit() -> None:
 
 
 _register_kit()
+
+
+@app.command("retire")
+def retire(
+    persona_id: Annotated[str, typer.Argument(metavar="ID", help="The persona's id.")],
+    *,
+    reason: Annotated[str, typer.Option(help="Why, for the record.")] = "retired by staff",
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Do not ask for confirmation (for scripts).")
+    ] = False,
+    json: JsonOption = False,
+) -> None:
+    """Retire a persona for good: its profile and kit secrets are destroyed at once.
+
+    Its data key is destroyed (crypto-shredding), so its sealed profile can
+    never be read again; the record of it stays. Asks for confirmation.
+
+    Example: station persona retire k7q2m9x4ab3d
+    """
+    persona = api.get_persona(persona_id)
+    if persona.status == "retired":
+        raise StateError(f"persona {persona.id} is already retired")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError("retiring destroys the profile for good: confirm with --yes")
+        typer.confirm(
+            f"Destroy persona {persona.id} ({persona.platform}, {persona.status}) for good?",
+            abort=True,
+            err=True,
+        )
+    done = api.shred_persona(persona.id, reason=reason)
+    if json:
+        echo_json(
+            {
+                "id": done.persona.id,
+                "status": done.persona.status,
+                "key_destroyed": done.key_destroyed,
+                "profile_deleted": done.profile_deleted,
+                "secrets_deleted": list(done.secrets_deleted),
+            }
+        )
+    else:
+        typer.echo(f"persona {done.persona.id} retired; its profile can no longer be read")
