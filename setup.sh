@@ -77,15 +77,19 @@ case "$job" in
     exec "$VENV/bin/station" open demo --headless
     ;;
   test)
-    # A real Secret Service for the keyring tests: gnome-keyring in a private D-Bus session.
+    # A real Secret Service for the keyring tests: gnome-keyring in a private D-Bus
+    # session, keeping its keyring in a fresh directory so that no keyring of this
+    # machine's user (with another password) is touched or gets in the way.
     exec dbus-run-session -- bash -c '
-      eval "$(printf station-test | gnome-keyring-daemon --unlock --components=secrets)"
+      keyrings=$(mktemp -d)
+      trap "rm -rf \"$keyrings\"" EXIT
+      eval "$(printf station-test | XDG_DATA_HOME="$keyrings" gnome-keyring-daemon --unlock --components=secrets)"
       export GNOME_KEYRING_CONTROL
       set -e
       "$0/bin/ruff" check outreach_station tests bench
       "$0/bin/ruff" format --check outreach_station tests bench
       "$0/bin/mypy"
-      exec "$0/bin/python" -m pytest "${@}"
+      "$0/bin/python" -m pytest "${@}"
     ' "$VENV" "${@:2}"
     ;;
 esac

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from outreach_station.audit import AuditEvent, AuditLog, parse_since
+from outreach_station.cli._lazy import lazy_module
 from outreach_station.errors import IntegrityError, UsageError
+
+if TYPE_CHECKING:
+    from outreach_station import audit as core
+    from outreach_station.audit import AuditEvent, AuditLog
+else:
+    core = lazy_module("outreach_station.audit")
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -86,7 +92,7 @@ def audit(
             )
         return
     log = _log()
-    records = log.records(persona=persona, since=parse_since(since) if since else None)
+    records = log.records(persona=persona, since=core.parse_since(since) if since else None)
     if as_json:
         typer.echo(json.dumps([r.to_record() for r in records], indent=2, ensure_ascii=False))
     elif records:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from outreach_station import kit
+from outreach_station.cli._lazy import lazy_module
 from outreach_station.cli._output import echo_json, info
 from outreach_station.errors import UsageError
+
+if TYPE_CHECKING:
+    from outreach_station import kit
+else:
+    kit = lazy_module("outreach_station.kit")
 
 _FIELDS = ", ".join(kit.DETAIL_FIELDS)
 _SECRETS = ", ".join(kit.SECRET_FIELDS)

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from outreach_station import api
 from outreach_station.cli._output import echo_json, info, table
 
 
@@ -18,6 +17,8 @@ def platforms_command(
 
     Example: station platforms --json
     """
+    from outreach_station import api
+
     catalogue = api.platforms()
     for problem in catalogue.problems:
         info(f"station: warning: {problem.message}")

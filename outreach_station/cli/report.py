@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from outreach_station import report
-from outreach_station.audit import parse_since
+from outreach_station.cli._lazy import lazy_module
 from outreach_station.cli._output import echo_json, info
 from outreach_station.errors import UsageError
+
+if TYPE_CHECKING:
+    from outreach_station import report
+else:
+    report = lazy_module("outreach_station.report")
+
+
+def parse_since(text: str) -> datetime:
+    from outreach_station.audit import parse_since as parse
+
+    return parse(text)
 
 
 def report_command(
