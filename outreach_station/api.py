@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from outreach_station import paths
+from outreach_station import network, paths
 from outreach_station.audit import AuditLog
 from outreach_station.browser import (
     BrowserExecutable,
@@ -26,7 +26,7 @@ from outreach_station.browser import (
     require_display,
     run_session,
 )
-from outreach_station.errors import BusyError, StateError, UsageError
+from outreach_station.errors import BrowserError, BusyError, StateError, UsageError
 from outreach_station.fingerprint import Fingerprint, generate
 from outreach_station.platforms import (
     INSPECTOR_URL,
@@ -35,7 +35,7 @@ from outreach_station.platforms import (
     load_catalogue,
     profile_dirs,
 )
-from outreach_station.policy import EffectivePolicy, Policy
+from outreach_station.policy import LOOSENING_IGNORED_EVENT, EffectivePolicy, Policy
 from outreach_station.registry import Persona, Registry, validate_persona_id
 from outreach_station.workspace import (
     Recovery,
@@ -152,13 +152,22 @@ def _report_hook(
     from outreach_station.inspector.checks import run_checks
 
     async def hook(_context: Any, _page: Any) -> None:
-        report = await asyncio.get_running_loop().run_in_executor(
-            None, server.wait_for_report, 30.0
-        )
+        report = await await_report(server)
         fingerprint = Fingerprint.from_dict(persona.fingerprint)
         on_report(report, run_checks(report, fingerprint=fingerprint, engine_major=engine_major))
 
     return hook
+
+
+async def await_report(server: InspectorServer, timeout: float = 30.0) -> Mapping[str, Any]:
+    """The inspector's report, awaited in short steps so a signal can end the wait at once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (report := server.last_report()) is None:
+        if loop.time() > deadline:
+            raise BrowserError(f"the inspector page sent no report within {timeout:g} s")
+        await asyncio.sleep(0.05)
+    return report
 
 
 def _browser(effective: EffectivePolicy) -> BrowserExecutable:
@@ -194,15 +203,40 @@ def _choose_persona(
     return persona, True
 
 
+@dataclass(frozen=True)
+class _Egress:
+    args: list[str]
+    login: dict[str, str] | None
+
+
+def _egress(reg: Registry, persona: Persona, profile: PlatformProfile) -> _Egress:
+    """The persona's proxy (assigned from the platform's pool if it has none)."""
+    setting = network.assign_from_pool(reg, persona, profile.proxies)
+    if setting is None and profile.require_proxy:
+        raise StateError(
+            f"platform {profile.id} requires a proxy and persona {persona.id} has none; "
+            f"set one with 'station persona proxy {persona.id} URL' or add 'proxies' "
+            "to the platform profile"
+        )
+    return _Egress(
+        args=network.browser_args(setting), login=network.playwright_proxy(setting, persona.id)
+    )
+
+
 def open_vault(
     *, passphrase_prompt: PassphraseCallback | None = None, policy: Policy | None = None
 ) -> Vault:
     """The vault of this station home, created (master key in the keyring) on first use."""
-    from outreach_station.vault import Vault
+    from outreach_station.vault import Vault, VaultMode, read_settings
 
     policy = policy or effective_policy().policy
+    station = paths.current()
+    settings = read_settings(station)
+    # A home set up with `station init --passphrase` is opened in that mode;
+    # asking for keyring mode there would refuse it at every open.
     vault = Vault.init(
-        paths.current(),
+        station,
+        mode=settings.mode if settings is not None else VaultMode.KEYRING,
         allow_passphrase=policy.vault.allow_passphrase,
         passphrase_prompt=passphrase_prompt,
     )
@@ -267,6 +301,7 @@ def open_platform(
     on_report: Callable[[Mapping[str, Any], list[Check]], None] | None = None,
     passphrase_prompt: PassphraseCallback | None = None,
     progress: Callable[[str], ProgressCallback | None] | None = None,
+    minute_seconds: float = 60.0,
 ) -> OpenResult:
     """Open a platform in its persona's own browser and wait until the session ends.
 
@@ -276,18 +311,28 @@ def open_platform(
     loaded; with `close_after_hook` the session ends when it returns. When the
     start page is the built-in inspector, `on_report` gets what it saw of the
     persona and the coherence checks over it. `progress(action)` may return a
-    callback that is told how sealing or unsealing proceeds.
+    callback that is told how sealing or unsealing proceeds. `minute_seconds`
+    is how long a policy minute lasts for the session limits (tests, drills).
     """
+    from outreach_station.lockdown import check_start_url, lockdown_for
+
     effective = effective_policy(notify)
     profile = platform(platform_id, effective.policy)
     if url is not None and not url.startswith(("http://", "https://")):
         raise UsageError(f"--url must be an http:// or https:// address, got {url!r}")
+    lockdown = lockdown_for(effective.policy, profile.id, minute=minute_seconds)
+    if url is not None:
+        check_start_url(lockdown, url)
+    for ignored in effective.ignored:
+        # Which key and why, never the value: an allowlist would name hosts.
+        audit_log().append(LOOSENING_IGNORED_EVENT, detail=ignored.audit_detail())
     require_display(headless)
     browser = _browser(effective)
     vault = open_vault(passphrase_prompt=passphrase_prompt, policy=effective.policy)
     station = paths.current()
     with registry() as reg:
         persona, created = _choose_persona(reg, profile, persona_id)
+        egress = _egress(reg, persona, profile)
     if created:
         notify(f"created persona {persona.id} for {profile.id}")
     deferred = _DeferredSignals()
@@ -318,7 +363,11 @@ def open_platform(
                 user_data_dir=workspace.profile,
                 home=workspace.home,
                 headless=headless,
+                lockdown=lockdown,
+                network_args=tuple(egress.args),
+                proxy=egress.login,
             )
+            network.harden_preferences(workspace.profile)
             notify(f"using {browser.describe()}")
             with registry() as reg:
                 reg.mark_opened(persona.id)
@@ -339,6 +388,10 @@ def open_platform(
                                 if headless
                                 else " (close the window to end)"
                             )
+                        ),
+                        lockdown=lockdown,
+                        on_violation=lambda kind, host: audit(
+                            "policy.violation", persona, kind=kind, host=host
                         ),
                     )
                 )
@@ -442,6 +495,9 @@ def rotate(
                 reason=reason or "blocked by the platform",
                 fresh_fingerprint=lambda: generate(profile).to_dict(),
             )
+            if profile.proxies:
+                # The new persona must not leave through the address that was just blocked.
+                network.assign_from_pool(reg, active, profile.proxies, force_new=True)
     if blocked is not None:
         audit("persona.blocked", blocked, closed_session=closed)
     if created:
@@ -595,3 +651,84 @@ def enforce_retention(*, now: datetime | None = None, notify: Notify = _quiet) -
         )
         notify(f"persona {persona.id} ({persona.platform}) shredded: blocked over {days} days ago")
     return done
+
+
+def refresh_fingerprint(persona_id: str) -> Persona:
+    """Draw a new fingerprint for a persona (its platform's constraints, today's tables)."""
+    validate_persona_id(persona_id)
+    with registry() as reg:
+        persona = reg.get(persona_id)
+    if persona.status in ("blocked", "retired"):
+        raise StateError(f"persona {persona.id} is {persona.status}; its fingerprint stays")
+    profile = platform(persona.platform)
+    if is_locked(paths.current(), persona.id):
+        raise BusyError(f"persona {persona.id} is open; close it before refreshing its fingerprint")
+    with registry() as reg:
+        updated = reg.set_fingerprint(persona.id, generate(profile).to_dict())
+    audit("persona.fingerprint_refreshed", updated)
+    return updated
+
+
+def set_proxy(persona_id: str, url: str | None, *, password: str | None = None) -> str:
+    """Set (or with None, clear) a persona's own proxy; returns what is now in force."""
+    validate_persona_id(persona_id)
+    with registry() as reg:
+        persona = reg.get(persona_id)
+        if url is None:
+            network.clear_persona_proxy(reg, persona.id)
+            audit("persona.proxy_cleared", persona)
+            return "none"
+        setting = network.set_persona_proxy(reg, persona, url, password=password)
+    # The audit names the server only: the user name may identify a paid account.
+    audit("persona.proxy_set", persona, server=setting.server)
+    return setting.describe()
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    persona: Persona
+    checks: list[Check]
+    report: Mapping[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+
+def check_persona(
+    persona_id: str, *, notify: Notify = _quiet, stun: str | None = None
+) -> CheckResult:
+    """Open the persona headless against the built-in inspector and run every check."""
+    persona = get_persona(persona_id)
+    got: dict[str, Any] = {}
+
+    def on_report(report: Mapping[str, Any], checks: list[Check]) -> None:
+        got["report"], got["checks"] = report, checks
+
+    from outreach_station.inspector import InspectorServer
+
+    with InspectorServer() as server:
+        url = server.page_url(stun=stun)
+        engine = _browser(effective_policy()).major
+
+        async def hook(_context: Any, _page: Any) -> None:
+            from outreach_station.inspector.checks import run_checks
+
+            report = await asyncio.get_running_loop().run_in_executor(
+                None, server.wait_for_report, 30.0
+            )
+            fingerprint = Fingerprint.from_dict(persona.fingerprint)
+            on_report(report, run_checks(report, fingerprint=fingerprint, engine_major=engine))
+
+        open_platform(
+            persona.platform,
+            persona_id=persona.id,
+            url=url,
+            headless=True,
+            notify=notify,
+            hook=hook,
+            close_after_hook=True,
+        )
+    if "checks" not in got:
+        raise StateError(f"the inspector got no report from persona {persona.id}")
+    return CheckResult(persona=persona, checks=got["checks"], report=got["report"])

@@ -26,10 +26,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from outreach_station import paths
 from outreach_station.errors import BrowserError, EnvironmentProblem
-from outreach_station.fingerprint import Fingerprint
+from outreach_station.fingerprint import Fingerprint, fingerprint_args
 
 if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Page
+
+    from outreach_station.lockdown import Lockdown, OnViolation
 
 BrowserSource = Literal["policy", "STATION_BROWSER", "user config", "playwright", "system"]
 
@@ -174,6 +176,9 @@ def build_launch(
     headless: bool,
     base_env: dict[str, str] | None = None,
     is_root: bool | None = None,
+    lockdown: Lockdown | None = None,
+    network_args: tuple[str, ...] = (),
+    proxy: dict[str, str] | None = None,
 ) -> LaunchSpec:
     """The command line, environment and emulation for a persona's browser.
 
@@ -201,8 +206,8 @@ def build_launch(
         "--disable-blink-features=AutomationControlled",
         f"--lang={fingerprint.locale}",
         f"--accept-lang={','.join(fingerprint.languages)}",
-        f"--user-agent={fingerprint.user_agent(browser.major)}",
-        f"--window-size={fingerprint.viewport_width},{fingerprint.viewport_height + 85}",
+        *fingerprint_args(fingerprint, browser.major, headless=headless),
+        *network_args,
     ]
     if headless:
         args.append("--headless")
@@ -215,6 +220,8 @@ def build_launch(
     if os.geteuid() == 0 if is_root is None else is_root:
         # Chromium refuses to start as root with its sandbox on; only then is it off.
         args.append("--no-sandbox")
+    if lockdown is not None:
+        args.extend(lockdown.switches())
     args.append("about:blank")
     context_options: dict[str, Any] = {
         "viewport": {"width": fingerprint.viewport_width, "height": fingerprint.viewport_height},
@@ -224,6 +231,11 @@ def build_launch(
         "has_touch": fingerprint.touch,
         "accept_downloads": False,
     }
+    if lockdown is not None:
+        context_options.update(lockdown.context_options())
+    if proxy is not None:
+        # Playwright answers the proxy's login over the pipe; network_args name the server.
+        context_options["proxy"] = proxy
     return LaunchSpec(
         executable=browser.path,
         user_data_dir=user_data_dir,
@@ -251,7 +263,9 @@ SessionHook = Callable[["BrowserContext", "Page"], Awaitable[None]]
 class SessionOutcome:
     """How a browser session ended."""
 
-    ended_by: Literal["window-closed", "signal", "hook-done", "browser-exited"]
+    ended_by: Literal[
+        "window-closed", "signal", "hook-done", "browser-exited", "time-limit", "idle-limit"
+    ]
     signal_name: str | None = None
     start_page_error: str | None = None
 
@@ -263,6 +277,8 @@ async def run_session(
     hook: SessionHook | None = None,
     close_after_hook: bool = False,
     on_ready: Callable[[str], None] | None = None,
+    lockdown: Lockdown | None = None,
+    on_violation: OnViolation | None = None,
 ) -> SessionOutcome:
     """Run the browser until the person closes it, a signal arrives, or the hook is done.
 
@@ -305,6 +321,7 @@ async def run_session(
                     f"the browser at {spec.executable} failed to start: {str(exc).splitlines()[0]}"
                 ) from None
             context.on("close", lambda _ctx: closed.set())
+            guard = await _guard(context, spec, lockdown, on_violation)
 
             def watch(page: Page) -> None:
                 page.on("close", lambda _p: None if context.pages else closed.set())
@@ -321,14 +338,17 @@ async def run_session(
                 start_error = str(exc).splitlines()[0]
             if on_ready is not None:
                 on_ready(page.url)
-            ended_by: Literal["window-closed", "signal", "hook-done", "browser-exited"]
+            ended_by: Literal[
+                "window-closed", "signal", "hook-done", "browser-exited", "time-limit", "idle-limit"
+            ]
             if hook is not None and not stop.is_set():
-                await _race(hook(context, page), stop, closed)
+                await _race(hook(context, page), stop, closed, *guard.events)
             if close_after_hook and hook is not None and not (stop.is_set() or closed.is_set()):
                 ended_by = "hook-done"
             else:
-                await _first(stop, closed)
-                ended_by = "signal" if stop.is_set() else "window-closed"
+                await _first(stop, closed, *guard.events)
+                ended_by = "signal" if stop.is_set() else guard.reason or "window-closed"
+            await guard.close()
             if not closed.is_set():
                 with contextlib.suppress(PlaywrightError):
                     await context.close()
@@ -342,6 +362,32 @@ async def run_session(
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
+
+
+class _NoGuard:
+    events: tuple[asyncio.Event, ...] = ()
+    reason: None = None
+
+    async def close(self) -> None:
+        return None
+
+
+async def _guard(
+    context: BrowserContext,
+    spec: LaunchSpec,
+    lockdown: Lockdown | None,
+    on_violation: OnViolation | None,
+) -> Any:
+    """The IT policy's enforcement on the live browser (see lockdown.py)."""
+    if lockdown is None:
+        return _NoGuard()
+    from outreach_station.lockdown import SessionGuard
+
+    guard = SessionGuard(
+        lockdown, downloads_dir=Path(str(spec.env["HOME"])) / "Downloads", on_violation=on_violation
+    )
+    await guard.install(context)
+    return guard
 
 
 async def _first(*events: asyncio.Event) -> None:

@@ -5,6 +5,13 @@ platform (device class, locale, timezone), and stored in the registry. The
 browser version is deliberately *not* stored: the user agent names the major
 version of the engine that actually runs, filled in at launch, so that the
 user agent never contradicts what the engine itself reveals.
+
+Only what the engine can present identically in every scope (page, iframes,
+workers, HTTP headers, CSS) is chosen per persona: screen and window, device
+pixel ratio, touch, languages, time zone. The operating system, CPU count,
+memory and GPU are the machine's own, because a switch cannot change them in
+workers and a per-page override is caught by comparing scopes. See
+docs/fingerprints.md.
 """
 
 from __future__ import annotations
@@ -13,22 +20,26 @@ import secrets
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from outreach_station.errors import StationError
+from outreach_station.errors import StateError
 from outreach_station.platforms import PlatformProfile
 
-FINGERPRINT_VERSION = 1
+# 2: mobile personas present the engine's own Linux user agent (an Android
+# one was contradicted by navigator.platform and the client hints in every
+# worker); platform, client-hint platform, colour depth and available screen
+# are stored so that checks can hold the browser to them.
+FINGERPRINT_VERSION = 2
 
-# The engine here is Chromium on Linux: a desktop persona presents exactly
-# that, because navigator.platform and other engine-level values cannot be
-# changed coherently in every scope by a switch.
+# The engine here is Chromium on Linux: every persona presents exactly that,
+# because navigator.platform and the client-hint platform cannot be changed
+# coherently in every scope by a switch. This is Chromium's own reduced user
+# agent string, word for word.
 DESKTOP_UA = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/{major}.0.0.0 Safari/537.36"
 )
-MOBILE_UA = (
-    "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/{major}.0.0.0 Mobile Safari/537.36"
-)
+MOBILE_UA = DESKTOP_UA
+ENGINE_PLATFORM = "Linux x86_64"
+ENGINE_UA_PLATFORM = "Linux"
 
 # (width, height, weight): common desktop screens, weighted roughly by how
 # often they are seen on desktop browsers in Europe.
@@ -72,6 +83,14 @@ class Fingerprint:
     device_scale_factor: float
     mobile: bool
     touch: bool
+    # What navigator.platform and the Sec-CH-UA-Platform hint say: the engine's own.
+    platform: str = ENGINE_PLATFORM
+    ua_platform: str = ENGINE_UA_PLATFORM
+    color_depth: int = 24
+    # A persona's browser is the only window on its screen, maximised; Chromium
+    # reports the whole screen as available when it has no panel to avoid.
+    avail_width: int = 0
+    avail_height: int = 0
 
     def user_agent(self, engine_major: int) -> str:
         return self.user_agent_template.format(major=engine_major)
@@ -90,16 +109,39 @@ class Fingerprint:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fingerprint:
+        """A stored fingerprint; version 1 is upgraded, anything else refused."""
+        if data.get("version") == 1:
+            data = upgrade_v1(data)
         names = {f.name for f in fields(cls)}
         missing = names - set(data)
         if missing or data.get("version") != FINGERPRINT_VERSION:
-            raise StationError(
+            raise StateError(
                 "this persona's stored fingerprint is from another station version; "
                 "run 'station persona refresh-fingerprint <id>'"
             )
         values = {k: v for k, v in data.items() if k in names}
         values["languages"] = tuple(values["languages"])
         return cls(**values)
+
+
+def upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 to 2: keep the screen and languages, present the engine's own OS.
+
+    The persona keeps what a website remembered of it (screen, window,
+    languages, zone); only the Android user agent of mobile personas goes,
+    because it was contradicted in every worker anyway.
+    """
+    upgraded = dict(data)
+    upgraded.update(
+        version=FINGERPRINT_VERSION,
+        user_agent_template=DESKTOP_UA,
+        platform=ENGINE_PLATFORM,
+        ua_platform=ENGINE_UA_PLATFORM,
+        color_depth=24,
+        avail_width=data.get("screen_width", 0),
+        avail_height=data.get("screen_height", 0),
+    )
+    return upgraded
 
 
 def _weighted_choice(options: tuple[Any, ...], weight_index: int) -> Any:
@@ -132,6 +174,8 @@ def generate(platform: PlatformProfile) -> Fingerprint:
             device_scale_factor=dpr,
             mobile=True,
             touch=True,
+            avail_width=width,
+            avail_height=height,
         )
     width, height, _ = _weighted_choice(DESKTOP_SCREENS, 2)
     # A maximised window: the screen less a desktop panel and the browser's own bars.
@@ -151,4 +195,28 @@ def generate(platform: PlatformProfile) -> Fingerprint:
         device_scale_factor=1.0,
         mobile=False,
         touch=False,
+        avail_width=width,
+        avail_height=height,
     )
+
+
+def fingerprint_args(fingerprint: Fingerprint, engine_major: int, *, headless: bool) -> list[str]:
+    """The switches that present `fingerprint`, for browser.build_launch.
+
+    Headed, the engine's own user agent is already the stored one, and
+    overriding it would empty the high-entropy client hints (architecture,
+    full version list) in every scope; only headless needs the override, to
+    hide "HeadlessChrome". --ozone-override-screen-size was tried and left
+    out: with it headless framed the window and outgrew the screen.
+    """
+    if not headless:
+        # Room for the tab strip and toolbar, like a maximised window.
+        chrome_ui = fingerprint.screen_height - fingerprint.viewport_height
+        height = fingerprint.viewport_height + min(85, max(chrome_ui, 0))
+        return [f"--window-size={fingerprint.viewport_width},{height}"]
+    return [
+        f"--user-agent={fingerprint.user_agent(engine_major)}",
+        # No --window-size: headless then reports the emulated viewport as
+        # the outer window; with one it added a phantom frame (8x131 px) and
+        # the window outgrew the screen.
+    ]

@@ -43,6 +43,9 @@ class PlatformProfile:
     timezone: str = "Europe/Stockholm"
     min_standby: int = 0
     source: str = "built-in"
+    # Egress proxies handed out to the platform's personas (outreach_station.network).
+    proxies: tuple[str, ...] = ()
+    require_proxy: bool = False
     builtin: bool = False
 
     @property
@@ -120,6 +123,8 @@ _ALLOWED_KEYS = {
     "languages",
     "timezone",
     "min_standby",
+    "proxies",
+    "require_proxy",
 }
 
 
@@ -182,6 +187,7 @@ def parse_profile(path: Path, data: Mapping[str, Any]) -> PlatformProfile:
     min_standby = data.get("min_standby", 0)
     if isinstance(min_standby, bool) or not isinstance(min_standby, int) or min_standby < 0:
         raise _field_error(path, "min_standby", "a whole number >= 0", min_standby)
+    proxies, require_proxy = _network_fields(path, data)
     return PlatformProfile(
         id=platform_id,
         name=text("name"),
@@ -192,7 +198,19 @@ def parse_profile(path: Path, data: Mapping[str, Any]) -> PlatformProfile:
         timezone=timezone,
         min_standby=min_standby,
         source=str(path),
+        proxies=proxies,
+        require_proxy=require_proxy,
     )
+
+
+def _network_fields(path: Path, data: Mapping[str, Any]) -> tuple[tuple[str, ...], bool]:
+    from outreach_station.network import validate_pool
+
+    proxies = validate_pool(path, data.get("proxies", []))
+    require_proxy = data.get("require_proxy", False)
+    if not isinstance(require_proxy, bool):
+        raise _field_error(path, "require_proxy", "true or false", require_proxy)
+    return proxies, require_proxy
 
 
 def _is_timezone(name: str) -> bool:

@@ -76,6 +76,18 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX kits_unique_email ON kits (lower(email)) WHERE email <> '';
     CREATE UNIQUE INDEX kits_unique_phone ON kits (phone) WHERE phone <> '';
     """,
+    # Each persona's egress proxy (outreach_station.network). A password, if
+    # any, is in the OS keyring, never here. `source` says whether a person
+    # set it or it was assigned from the platform's pool.
+    """
+    CREATE TABLE persona_proxies (
+        persona_id TEXT PRIMARY KEY REFERENCES personas (id) ON DELETE CASCADE,
+        url TEXT NOT NULL,
+        username TEXT NOT NULL DEFAULT '',
+        source TEXT NOT NULL CHECK (source IN ('persona', 'pool')),
+        updated TEXT NOT NULL
+    );
+    """,
 )
 
 

@@ -71,6 +71,12 @@ def _register() -> None:
     app.command("report")(report_cmd.report_command)
     app.command("rotate")(lifecycle.rotate_command)
     app.command("status")(lifecycle.status_command)
+    from outreach_station.cli import check as check_cmd
+
+    app.command("check")(check_cmd.check_command)
+    from outreach_station.cli import doctor as doctor_cmd
+
+    app.command("doctor")(doctor_cmd.doctor_command)
 
 
 _register()

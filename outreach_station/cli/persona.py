@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from outreach_station import api
+from outreach_station.cli._lazy import lazy_module
 from outreach_station.cli._output import echo_json, table
 from outreach_station.errors import StateError, UsageError
-from outreach_station.fingerprint import Fingerprint
-from outreach_station.registry import Persona
+
+if TYPE_CHECKING:
+    from outreach_station import api
+    from outreach_station.registry import Persona
+else:
+    api = lazy_module("outreach_station.api")
 
 app = typer.Typer(rich_markup_mode=None, help="Create and inspect personas.", no_args_is_help=True)
 
@@ -19,6 +23,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 
 
 def _summary(persona: Persona) -> str:
+    from outreach_station.fingerprint import Fingerprint
+
     try:
         return Fingerprint.from_dict(persona.fingerprint).summary()
     except Exception:
@@ -174,3 +180,40 @@ def retire(
         )
     else:
         typer.echo(f"persona {done.persona.id} retired; its profile can no longer be read")
+
+
+@app.command("refresh-fingerprint")
+def refresh_fingerprint(
+    persona_id: Annotated[str, typer.Argument(metavar="ID", help="The persona's id.")],
+) -> None:
+    """Draw a new fingerprint for a persona (websites will see a different browser).
+
+    Example: station persona refresh-fingerprint k7q2m9x4ab3d
+    """
+    persona = api.refresh_fingerprint(persona_id)
+    typer.echo(f"{persona.id}: {_summary(persona)}")
+
+
+@app.command("proxy")
+def proxy(
+    persona_id: Annotated[str, typer.Argument(metavar="ID", help="The persona's id.")],
+    url: Annotated[
+        str | None,
+        typer.Argument(help="http://[user@]host:port or socks5://host:port; no password."),
+    ] = None,
+    *,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the persona's proxy.")] = False,
+) -> None:
+    """Send a persona's traffic through its own proxy.
+
+    With a user name in the URL, the password is asked for with a hidden
+    prompt and kept in the OS keyring, never on the command line.
+
+    Example: station persona proxy k7q2m9x4ab3d http://outreach@proxy.example:3128
+    """
+    if clear == (url is not None):
+        raise typer.BadParameter("give either a proxy URL or --clear")
+    password = None
+    if url is not None and "@" in url:
+        password = typer.prompt("proxy password", hide_input=True, default="", show_default=False)
+    typer.echo(api.set_proxy(persona_id, url, password=password or None))

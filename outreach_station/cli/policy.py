@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from outreach_station import policy as core
+from outreach_station.cli._lazy import lazy_module
 from outreach_station.cli._output import echo_json, info, table
+
+if TYPE_CHECKING:
+    from outreach_station import policy as core
+else:
+    core = lazy_module("outreach_station.policy")
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -86,3 +91,40 @@ def check(
     if installed:
         core.check_trusted(file)
     typer.echo(f"OK: {file} is a valid policy")
+
+
+@app.command("apply-browser")
+def apply_browser(
+    *,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print the file and where it goes; write nothing."),
+    ] = False,
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="Chromium's managed policy directory "
+            "(default /etc/chromium/policies/managed; Chrome: /etc/opt/chrome/policies/managed).",
+        ),
+    ] = None,
+) -> None:
+    """Install the Chromium managed policy that backs the station policy machine-wide.
+
+    Blocks downloads, extension installs, file:// addresses and (when the
+    policy says so) printing in every Chromium window, including what station
+    cannot reach per launch such as Ctrl-P. Needs root; run it when building
+    the image and after changing the system policy.
+
+    Example: sudo station policy apply-browser --dry-run
+    """
+    from outreach_station import lockdown
+
+    effective = core.load_policy(warn=_warn)
+    target = lockdown.managed_policy_file(directory)
+    if dry_run:
+        info(f"would write {target} (root-owned, mode 0644):")
+        typer.echo(lockdown.render_managed_policy(effective.policy), nl=False)
+        return
+    written = lockdown.install_managed_policy(effective.policy, directory)
+    typer.echo(f"wrote {written}")

@@ -1,0 +1,46 @@
+"""`station check <persona>`: what a website would catch, checked headless."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from outreach_station import api
+from outreach_station.cli._output import echo_json, table
+from outreach_station.errors import CheckFailed
+
+
+def check_command(
+    persona_id: Annotated[str, typer.Argument(metavar="ID", help="The persona's id.")],
+    *,
+    json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Open a persona headless against the built-in inspector and check its coherence.
+
+    Every value a website can read is collected from the page, an iframe,
+    dedicated, shared and service workers, the HTTP headers and WebRTC, and
+    compared. Exits non-zero if any check fails.
+
+    Example: station check k7q2m9x4ab3d
+    """
+    result = api.check_persona(persona_id, notify=lambda m: typer.echo(m, err=True))
+    if json:
+        echo_json(
+            {
+                "persona": result.persona.id,
+                "ok": result.ok,
+                "checks": [
+                    {"name": c.name, "ok": c.ok, "expected": c.expected, "seen": c.seen}
+                    for c in result.checks
+                ],
+            }
+        )
+    else:
+        table(
+            ["CHECK", "RESULT", "EXPECTED", "SEEN"],
+            [[c.name, "pass" if c.ok else "FAIL", c.expected, c.seen] for c in result.checks],
+        )
+    failed = [c.name for c in result.checks if not c.ok]
+    if failed:
+        raise CheckFailed(f"{len(failed)} check(s) failed: {', '.join(failed)}")

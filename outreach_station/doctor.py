@@ -1,0 +1,295 @@
+"""`station doctor`: is this machine fit to open personas, and if not, what to do.
+
+Each check returns a `Finding` (ok / warn / fail, what was seen, how to fix
+it) and never raises for the thing it checks: a broken keyring is a finding,
+not a crash. Whatever a test needs to provoke for real but cannot (the clock,
+free disk, where the managed browser policy lives) is a parameter.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final, Literal
+
+from outreach_station import paths
+from outreach_station.errors import StationError
+
+Verdict = Literal["ok", "warn", "fail"]
+
+GIB: Final = 1024**3
+MIB: Final = 1024**2
+DISK_WARN_BYTES: Final = 2 * GIB
+DISK_FAIL_BYTES: Final = 500 * MIB
+# No clock can be earlier than the day this release was made: a machine that
+# says so has lost its time (dead RTC battery, no NTP), and audit times and
+# TLS certificates go wrong with it.
+RELEASE_DATE: Final = datetime(2026, 11, 1, tzinfo=UTC)
+_PROBE_ENTRY: Final = "doctor-probe"
+
+
+@dataclass(frozen=True)
+class Finding:
+    name: str
+    verdict: Verdict
+    detail: str
+    fix: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"check": self.name, "verdict": self.verdict, "detail": self.detail, "fix": self.fix}
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    findings: tuple[Finding, ...]
+
+    @property
+    def failed(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.verdict == "fail")
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _free_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
+def _existing(path: Path) -> Path:
+    """`path` or the nearest directory above it that exists."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+# --- the checks ---------------------------------------------------------------
+
+
+def check_browser() -> Finding:
+    from outreach_station import api
+
+    try:
+        try:
+            effective = api.effective_policy()
+        except StationError:
+            from outreach_station.browser import find_browser
+
+            found = find_browser()
+        else:
+            found = api._browser(effective)  # honours the policy's choice
+    except StationError as exc:
+        return Finding(
+            "browser",
+            "fail",
+            exc.message,
+            "sudo apt-get install chromium chromium-l10n (or set browser.executable in the policy)",
+        )
+    return Finding("browser", "ok", found.describe())
+
+
+def check_keyring() -> Finding:
+    from outreach_station.vault.backends import SERVICE, check_backend
+
+    try:
+        backend = check_backend()
+    except StationError as exc:
+        return Finding("keyring", "fail", exc.message, "see docs/it-deployment.md, 'Keyring'")
+    try:
+        # A read of an entry that never exists: harmless, but it must unlock.
+        backend.backend.get_password(SERVICE, _PROBE_ENTRY)
+    except Exception as exc:  # any backend failure is the finding itself
+        return Finding(
+            "keyring",
+            "fail",
+            f"{backend.description} could not be read ({type(exc).__name__})",
+            "log in to the desktop session so the login keyring is unlocked",
+        )
+    return Finding("keyring", "ok", f"{backend.description}, unlocked")
+
+
+def check_workspace() -> Finding:
+    base, ram = paths.runtime_base()
+    if ram:
+        return Finding("workspace", "ok", f"open profiles live in RAM under {base.parent}")
+    return Finding(
+        "workspace",
+        "warn",
+        f"no RAM-backed directory; open profiles would be written to disk in {base}",
+        "run station in a login session (XDG_RUNTIME_DIR) or make /dev/shm writable",
+    )
+
+
+def check_policy() -> tuple[Finding, object | None]:
+    """The policy finding, and the effective policy when it loaded."""
+    from outreach_station.policy import check_trusted, load_policy
+
+    system = paths.system_policy_file()
+    try:
+        effective = load_policy()
+        if system.exists():
+            check_trusted(system)
+    except StationError as exc:
+        return (
+            Finding(
+                "policy",
+                "fail",
+                exc.message,
+                f"fix the file, then: station policy check --installed {system}",
+            ),
+            None,
+        )
+    if not effective.system_loaded:
+        return (
+            Finding(
+                "policy",
+                "warn",
+                f"no system policy at {system}: built-in defaults apply",
+                "install the organisation's policy.toml there (root-owned, 0644)",
+            ),
+            effective,
+        )
+    return Finding("policy", "ok", f"valid and trusted: {system}"), effective
+
+
+def check_audit(path: Path) -> Finding:
+    from outreach_station.audit import AuditLog
+
+    where = _existing(path)
+    if where != path and not where.is_dir():
+        return Finding(
+            "audit log",
+            "fail",
+            f"cannot create {path}: {where} is not a directory",
+            f"remove or move {where}, or set audit.path in the policy",
+        )
+    if not os.access(where if where != path else path, os.W_OK):
+        return Finding(
+            "audit log", "fail", f"{path} is not writable", f"give this user write access to {path}"
+        )
+    try:
+        result = AuditLog(path).verify()
+    except (StationError, OSError) as exc:
+        message = exc.message if isinstance(exc, StationError) else str(exc.strerror)
+        return Finding(
+            "audit log", "fail", f"{path}: {message}", "check the path and its permissions"
+        )
+    if not result.ok:
+        return Finding(
+            "audit log",
+            "fail",
+            f"{path}: chain broken at line {result.first_bad_line}: {result.reason}",
+            "keep the file as evidence, report it to IT, and run 'station audit verify'",
+        )
+    return Finding("audit log", "ok", f"{path}: writable, {result.count} records, chain intact")
+
+
+def check_disk(free: int, where: Path) -> Finding:
+    shown = f"{free / GIB:.1f} GiB free under {where}"
+    if free < DISK_FAIL_BYTES:
+        return Finding("disk", "fail", shown, "free disk space: sealing a profile needs room")
+    if free < DISK_WARN_BYTES:
+        return Finding("disk", "warn", shown, "free some disk space soon")
+    return Finding("disk", "ok", shown)
+
+
+def check_clock(now: datetime, newest_record: datetime | None) -> Finding:
+    if now < RELEASE_DATE:
+        return Finding(
+            "clock",
+            "fail",
+            f"the clock says {now:%Y-%m-%d %H:%M} UTC, "
+            f"before this release ({RELEASE_DATE:%Y-%m-%d})",
+            "set the time (timedatectl set-ntp true)",
+        )
+    if newest_record is not None and now < newest_record:
+        return Finding(
+            "clock",
+            "fail",
+            f"the clock says {now:%Y-%m-%d %H:%M} UTC, before the newest audit record "
+            f"({newest_record:%Y-%m-%d %H:%M} UTC)",
+            "set the time (timedatectl set-ntp true)",
+        )
+    return Finding("clock", "ok", f"{now:%Y-%m-%d %H:%M} UTC")
+
+
+def check_personas() -> Finding:
+    from outreach_station.registry import Registry
+    from outreach_station.workspace import is_locked, needs_recovery
+
+    station = paths.current()
+    if not station.registry.exists():
+        return Finding("personas", "ok", "no personas yet")
+    with Registry(station.registry) as reg:
+        personas = reg.list()
+    left = [p for p in personas if needs_recovery(station, p.id) and not is_locked(station, p.id)]
+    if left:
+        names = ", ".join(f"{p.id} ({p.platform})" for p in left)
+        first = left[0]
+        return Finding(
+            "personas",
+            "fail",
+            f"left unsealed after a crash: {names}",
+            f"open and close each to reseal it, e.g. station open {first.platform} "
+            f"--persona {first.id}",
+        )
+    return Finding("personas", "ok", f"{len(personas)} personas, none left unsealed")
+
+
+def check_managed_policy(policy: object | None, directory: Path | None) -> Finding:
+    from outreach_station.lockdown import managed_policy_status
+    from outreach_station.policy import Policy
+
+    chosen = policy if isinstance(policy, Policy) else Policy()
+    status = managed_policy_status(chosen, directory)
+    fix = f"sudo station policy apply-browser (writes {status.path})"
+    if status.state == "matches":
+        return Finding("browser policy", "ok", f"{status.path} matches the policy")
+    if status.state == "unsupported":
+        return Finding(
+            "browser policy",
+            "warn",
+            "not on Linux: deploy the Chromium policy with GPO or a configuration profile",
+            "see docs/it-deployment.md",
+        )
+    what = "missing" if status.state == "missing" else "differs from the policy"
+    return Finding("browser policy", "warn", f"{status.path} {what}", fix)
+
+
+def run_doctor(
+    *,
+    clock: Callable[[], datetime] = _utc_now,
+    free_bytes: Callable[[Path], int] = _free_bytes,
+    managed_dir: Path | None = None,
+) -> DoctorReport:
+    """Every check, in the order a person fixes them."""
+    from outreach_station.audit import AuditLog, default_path
+    from outreach_station.policy import Policy
+
+    findings = [check_browser(), check_keyring(), check_workspace()]
+    policy_finding, effective = check_policy()
+    findings.append(policy_finding)
+    policy = getattr(effective, "policy", None)
+    audit_path = (policy.audit.path if isinstance(policy, Policy) else None) or default_path()
+    findings.append(check_audit(audit_path))
+    home = _existing(paths.station_home())
+    findings.append(check_disk(free_bytes(home), home))
+    newest: datetime | None = None
+    try:
+        records = AuditLog(audit_path).records()
+    except (StationError, OSError):
+        records = []
+    if records:
+        newest = max(r.time for r in records)
+    findings.append(check_clock(clock(), newest))
+    findings.append(check_personas())
+    findings.append(check_managed_policy(policy, managed_dir))
+    return DoctorReport(tuple(findings))

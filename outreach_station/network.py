@@ -1,0 +1,316 @@
+"""Each persona's network identity: its egress proxy and WebRTC containment.
+
+A persona's proxy is set by a person (`station persona proxy <id> URL`) or
+assigned from its platform profile's `proxies = [...]` pool the first time
+it opens (and afresh at rotation: a new persona never inherits the blocked
+one's address). The URL and user name are in the registry; a password only
+ever in the OS keyring, read at launch and handed to the browser through the
+automation pipe, so it reaches no command line, log or error message.
+
+Chromium sends DNS through a SOCKS5 proxy itself (it never resolves a host
+it reaches through `socks5://`), and through an HTTP proxy by sending it the
+host name. WebRTC is kept to proxied connections by the profile preference
+`webrtc.ip_handling_policy`: a STUN server then never learns the real
+public address, and no local address appears among the candidates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+from outreach_station.errors import ConfigError, EnvironmentProblem, StateError, UsageError
+from outreach_station.registry import Persona, Registry, validate_persona_id
+
+ProxyScheme = Literal["http", "socks5"]
+KEYRING_SERVICE: Final = "outreach-station"
+# Chromium's only policy that keeps WebRTC off the real network interfaces
+# while leaving it usable through a proxy. (The command-line switch
+# --force-webrtc-ip-handling-policy was tried: Chromium 156 ignores it.)
+WEBRTC_POLICY: Final = "disable_non_proxied_udp"
+
+
+class HiddenStr(str):
+    """A secret as the plain string a library needs, that never shows in a repr."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
+@dataclass(frozen=True)
+class ProxySetting:
+    """Where a persona's traffic leaves: never holds the password."""
+
+    scheme: ProxyScheme
+    host: str
+    port: int
+    username: str = ""
+    source: Literal["persona", "pool"] = "persona"
+
+    @property
+    def server(self) -> str:
+        """The address the browser is given: no user name, no password."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    def describe(self) -> str:
+        who = f" as {self.username}" if self.username else ""
+        origin = "set on the persona" if self.source == "persona" else "from the platform pool"
+        return f"{self.server}{who} ({origin})"
+
+
+def parse_proxy_url(text: str, *, where: str = "proxy") -> ProxySetting:
+    """`http://host:port`, `socks5://host:port` or `socks5h://...`, optionally `user@`.
+
+    A password in the URL is refused: it would sit in shell history, argv
+    and profile files. It is asked for with a hidden prompt instead.
+    """
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError:
+        raise UsageError(f"{where}: not a proxy URL like 'socks5://host:1080'") from None
+    scheme = {"http": "http", "socks5": "socks5", "socks5h": "socks5"}.get(parts.scheme)
+    if scheme is None:
+        raise UsageError(
+            f"{where}: the scheme must be http, socks5 or socks5h, got {parts.scheme or 'none'!r}"
+        )
+    if parts.password is not None:
+        raise UsageError(
+            f"{where}: put no password in the URL (it would land in shell history and process "
+            "lists); give the user name in the URL and type the password at the prompt"
+        )
+    if not parts.hostname or port is None:
+        raise UsageError(f"{where}: a proxy URL needs a host and a port, like 'socks5://host:1080'")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise UsageError(f"{where}: a proxy URL has only scheme, host and port")
+    return ProxySetting(
+        scheme=scheme,  # type: ignore[arg-type]  # one of the two by the mapping above
+        host=parts.hostname,
+        port=port,
+        username=parts.username or "",
+    )
+
+
+def validate_pool(path: Path, raw: object) -> tuple[str, ...]:
+    """The `proxies` field of a platform profile: a list of proxy URLs without passwords."""
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise ConfigError(
+            f"{path}: field 'proxies': expected a list of URLs like ['socks5://host:1080'], "
+            f"got {type(raw).__name__}"
+        )
+    for item in raw:
+        try:
+            parse_proxy_url(item)
+        except UsageError as exc:
+            raise ConfigError(f"{path}: field 'proxies': {exc.message}") from None
+    if len(set(raw)) != len(raw):
+        raise ConfigError(f"{path}: field 'proxies': lists the same proxy twice")
+    return tuple(raw)
+
+
+# ---------------------------------------------------------------- storage
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def get_proxy(reg: Registry, persona_id: str) -> ProxySetting | None:
+    with reg.transaction() as conn:
+        row = conn.execute(
+            "SELECT url, username, source FROM persona_proxies WHERE persona_id = ?",
+            (persona_id,),
+        ).fetchone()
+    if row is None:
+        return None
+    setting = parse_proxy_url(row["url"])
+    return ProxySetting(
+        scheme=setting.scheme,
+        host=setting.host,
+        port=setting.port,
+        username=row["username"],
+        source=row["source"],
+    )
+
+
+def _store(reg: Registry, persona_id: str, setting: ProxySetting) -> None:
+    with reg.transaction() as conn:
+        conn.execute(
+            "INSERT INTO persona_proxies (persona_id, url, username, source, updated) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (persona_id) DO UPDATE SET url = excluded.url, "
+            "username = excluded.username, source = excluded.source, updated = excluded.updated",
+            (persona_id, setting.server, setting.username, setting.source, _now()),
+        )
+
+
+def password_entry(persona_id: str) -> str:
+    """The keyring entry that holds a persona's proxy password."""
+    return f"proxy:{validate_persona_id(persona_id)}"
+
+
+def _keyring() -> Any:
+    from outreach_station.vault.backends import check_backend
+
+    return check_backend().backend
+
+
+def _keyring_problem(action: str, exc: Exception) -> EnvironmentProblem:
+    from outreach_station.vault.backends import INSTALL_HINT
+
+    # The exception text is left out: a backend might echo what it was given.
+    return EnvironmentProblem(
+        f"the OS keyring failed while {action} ({type(exc).__name__}). {INSTALL_HINT}"
+    )
+
+
+def read_password(persona_id: str) -> HiddenStr | None:
+    try:
+        value = _keyring().get_password(KEYRING_SERVICE, password_entry(persona_id))
+    except EnvironmentProblem:
+        raise
+    except Exception as exc:
+        raise _keyring_problem("reading the proxy password", exc) from None
+    return None if value is None else HiddenStr(value)
+
+
+def _set_password(persona_id: str, password: str | None) -> None:
+    backend = _keyring()
+    entry = password_entry(persona_id)
+    try:
+        if password:
+            backend.set_password(KEYRING_SERVICE, entry, password)
+        else:
+            with contextlib.suppress(Exception):
+                backend.delete_password(KEYRING_SERVICE, entry)
+    except Exception as exc:
+        raise _keyring_problem("storing the proxy password", exc) from None
+
+
+def set_persona_proxy(
+    reg: Registry, persona: Persona, url: str, *, password: str | None = None
+) -> ProxySetting:
+    """Give `persona` its own proxy; a password goes to the keyring only."""
+    if persona.status in ("blocked", "retired"):
+        raise StateError(f"persona {persona.id} is {persona.status}; its proxy cannot change")
+    setting = parse_proxy_url(url)
+    if password and not setting.username:
+        raise UsageError("a proxy password needs a user name: put it in the URL, 'user@host'")
+    if password and setting.scheme == "socks5":
+        # Chromium cannot authenticate to a SOCKS5 proxy; it would silently fail to connect.
+        raise UsageError(
+            "Chromium cannot log in to a SOCKS5 proxy; use an http:// proxy for one that "
+            "needs a password, or a SOCKS5 proxy that accepts this machine without one"
+        )
+    _set_password(persona.id, password)
+    _store(reg, persona.id, setting)
+    return setting
+
+
+def clear_persona_proxy(reg: Registry, persona_id: str) -> bool:
+    with reg.transaction() as conn:
+        gone = conn.execute(
+            "DELETE FROM persona_proxies WHERE persona_id = ?", (persona_id,)
+        ).rowcount
+    _set_password(persona_id, None)
+    return bool(gone)
+
+
+def assign_from_pool(
+    reg: Registry, persona: Persona, pool: tuple[str, ...], *, force_new: bool = False
+) -> ProxySetting | None:
+    """The persona's proxy, drawn from `pool` when it has none (or `force_new`).
+
+    A pool proxy already used by a blocked persona of the platform is the
+    last choice: the platform has seen that address get blocked. Among the
+    rest, the least used is taken, ties broken at random.
+    """
+    current = get_proxy(reg, persona.id)
+    if current is not None and (current.source == "persona" or not force_new):
+        return current
+    if not pool:
+        return current
+    with reg.transaction() as conn:
+        rows = conn.execute(
+            "SELECT p.url, s.status FROM persona_proxies p JOIN personas s ON s.id = p.persona_id "
+            "WHERE s.platform = ? AND p.persona_id <> ?",
+            (persona.platform, persona.id),
+        ).fetchall()
+    servers = {item: parse_proxy_url(item).server for item in pool}
+    burnt = {r["url"] for r in rows if r["status"] == "blocked"}
+    if current is not None:
+        burnt.add(current.server)
+    uses = {item: sum(r["url"] == servers[item] for r in rows) for item in pool}
+    ranked = sorted(
+        pool,
+        key=lambda item: (servers[item] in burnt, uses[item], secrets.randbelow(1 << 16)),
+    )
+    chosen = parse_proxy_url(ranked[0])
+    setting = ProxySetting(
+        scheme=chosen.scheme,
+        host=chosen.host,
+        port=chosen.port,
+        username=chosen.username,
+        source="pool",
+    )
+    _store(reg, persona.id, setting)
+    return setting
+
+
+# ---------------------------------------------------------------- launch
+
+
+def browser_args(setting: ProxySetting | None) -> list[str]:
+    """Switches for the persona's proxy: the server only, never a credential."""
+    if setting is None:
+        return []
+    # Loopback is bypassed by Chromium's default rule, so station's own
+    # inspector stays reachable; everything else goes through the proxy.
+    return [f"--proxy-server={setting.server}"]
+
+
+def playwright_proxy(setting: ProxySetting | None, persona_id: str) -> dict[str, str] | None:
+    """Playwright's `proxy` option: it answers the proxy's login over the pipe."""
+    if setting is None or not setting.username:
+        return None
+    password = read_password(persona_id)
+    if password is None:
+        raise StateError(
+            f"persona {persona_id}'s proxy needs a password and the keyring has none; "
+            f"run 'station persona proxy {persona_id} URL' again"
+        )
+    return {"server": setting.server, "username": setting.username, "password": password}
+
+
+def harden_preferences(profile_dir: Path) -> None:
+    """Keep WebRTC to proxied paths, in the profile's own preferences file.
+
+    Chromium reads `Default/Preferences` at start; the value is set before
+    every launch, so a person changing it in a session does not keep it.
+    """
+    prefs_path = profile_dir / "Default" / "Preferences"
+    prefs: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        loaded = json.loads(prefs_path.read_text(encoding="utf-8"))
+        if isinstance(loaded, dict):
+            prefs = loaded
+    webrtc = prefs.get("webrtc")
+    if not isinstance(webrtc, dict):
+        webrtc = {}
+    webrtc["ip_handling_policy"] = WEBRTC_POLICY
+    webrtc["multiple_routes_enabled"] = False
+    webrtc["nonproxied_udp_enabled"] = False
+    prefs["webrtc"] = webrtc
+    prefs_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = prefs_path.with_name(".Preferences.station")
+    tmp.write_text(json.dumps(prefs), encoding="utf-8")
+    os.replace(tmp, prefs_path)
