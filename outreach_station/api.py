@@ -69,8 +69,8 @@ def effective_policy(notify: Notify | None = None) -> EffectivePolicy:
     return load_policy(warn=notify or _quiet)
 
 
-def platforms(policy: Policy | None = None) -> PlatformCatalogue:
-    policy = policy or effective_policy().policy
+def platforms(policy: Policy | None = None, *, notify: Notify | None = None) -> PlatformCatalogue:
+    policy = policy or effective_policy(notify).policy
     return load_catalogue(
         profile_dirs(policy.platforms.profiles_dir), allowed=policy.platforms.allowed
     )
@@ -209,18 +209,42 @@ class _Egress:
     login: dict[str, str] | None
 
 
-def _egress(reg: Registry, persona: Persona, profile: PlatformProfile) -> _Egress:
-    """The persona's proxy (assigned from the platform's pool if it has none)."""
+def _egress(
+    reg: Registry, persona: Persona, profile: PlatformProfile, *, required: bool = False
+) -> _Egress:
+    """The persona's proxy (assigned from the platform's pool if it has none).
+
+    `required`: the system policy's `platform.<id>.require_proxy`, on top of the profile's.
+    """
     setting = network.assign_from_pool(reg, persona, profile.proxies)
-    if setting is None and profile.require_proxy:
+    if setting is None and (required or profile.require_proxy):
         raise StateError(
             f"platform {profile.id} requires a proxy and persona {persona.id} has none; "
             f"set one with 'station persona proxy {persona.id} URL' or add 'proxies' "
             "to the platform profile"
         )
     return _Egress(
-        args=network.browser_args(setting), login=network.playwright_proxy(setting, persona.id)
+        args=[*network.webrtc_args(), *network.browser_args(setting)],
+        login=network.playwright_proxy(setting, persona.id),
     )
+
+
+def _proxy_required(
+    reg: Registry, policy: Policy, profile: PlatformProfile, persona_id: str | None
+) -> bool:
+    """Whether the profile or the policy requires a proxy; refused early if none can be had.
+
+    A fresh persona would have no proxy to go out through, so that case is
+    refused before one is created.
+    """
+    required = policy.rules_for(profile.id).require_proxy or profile.require_proxy
+    if required and not profile.proxies and persona_id is None and not reg.active(profile.id):
+        raise StateError(
+            f"platform {profile.id} requires a proxy and has no proxy pool for a new "
+            "persona; add 'proxies' to the platform profile, or create a persona "
+            "('station persona new') and set its proxy ('station persona proxy ID URL')"
+        )
+    return required
 
 
 def open_vault(
@@ -331,8 +355,9 @@ def open_platform(
     vault = open_vault(passphrase_prompt=passphrase_prompt, policy=effective.policy)
     station = paths.current()
     with registry() as reg:
+        required = _proxy_required(reg, effective.policy, profile, persona_id)
         persona, created = _choose_persona(reg, profile, persona_id)
-        egress = _egress(reg, persona, profile)
+        egress = _egress(reg, persona, profile, required=required)
     if created:
         notify(f"created persona {persona.id} for {profile.id}")
     deferred = _DeferredSignals()
@@ -367,7 +392,6 @@ def open_platform(
                 network_args=tuple(egress.args),
                 proxy=egress.login,
             )
-            network.harden_preferences(workspace.profile)
             notify(f"using {browser.describe()}")
             with registry() as reg:
                 reg.mark_opened(persona.id)
@@ -680,7 +704,7 @@ def set_proxy(persona_id: str, url: str | None, *, password: str | None = None) 
             return "none"
         setting = network.set_persona_proxy(reg, persona, url, password=password)
     # The audit names the server only: the user name may identify a paid account.
-    audit("persona.proxy_set", persona, server=setting.server)
+    audit("persona.proxy_set", persona, scheme=setting.scheme, host=setting.host, port=setting.port)
     return setting.describe()
 
 

@@ -84,6 +84,9 @@ class EventName(StrEnum):
     POLICY_VIOLATION = "policy.violation"
     POLICY_LOOSENING_IGNORED = "policy.loosening_ignored"
     VAULT_INITIALISED = "vault.initialised"
+    PERSONA_PROXY_SET = "persona.proxy_set"
+    PERSONA_PROXY_CLEARED = "persona.proxy_cleared"
+    PERSONA_FINGERPRINT_REFRESHED = "persona.fingerprint_refreshed"
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from outreach_station import paths
+from outreach_station.emulation import install_window
 from outreach_station.errors import BrowserError, EnvironmentProblem
-from outreach_station.fingerprint import Fingerprint, fingerprint_args
+from outreach_station.fingerprint import Fingerprint, fingerprint_args, outer_window
 
 if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Page
@@ -165,6 +166,8 @@ class LaunchSpec:
     env: dict[str, str | float | bool] = field(hash=False)
     headless: bool
     context_options: dict[str, Any] = field(hash=False)
+    # Outer window size set per page through the protocol (headless desktop only).
+    window: tuple[int, int] | None = None
 
 
 def build_launch(
@@ -243,6 +246,7 @@ def build_launch(
         env=env,
         headless=headless,
         context_options=context_options,
+        window=outer_window(fingerprint) if headless else None,
     )
 
 
@@ -321,6 +325,7 @@ async def run_session(
                     f"the browser at {spec.executable} failed to start: {str(exc).splitlines()[0]}"
                 ) from None
             context.on("close", lambda _ctx: closed.set())
+            await install_window(context, spec.window)
             guard = await _guard(context, spec, lockdown, on_violation)
 
             def watch(page: Page) -> None:

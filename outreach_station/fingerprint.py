@@ -200,23 +200,36 @@ def generate(platform: PlatformProfile) -> Fingerprint:
     )
 
 
+def outer_window(fingerprint: Fingerprint) -> tuple[int, int] | None:
+    """The outer window size a desktop persona presents: its viewport plus the browser's bars.
+
+    None for a phone: mobile emulation already reports the viewport as the
+    window, as a phone's browser does.
+    """
+    if fingerprint.mobile:
+        return None
+    chrome_ui = fingerprint.screen_height - fingerprint.viewport_height
+    height = fingerprint.viewport_height + min(85, max(chrome_ui, 0))
+    return fingerprint.viewport_width, min(height, fingerprint.screen_height)
+
+
 def fingerprint_args(fingerprint: Fingerprint, engine_major: int, *, headless: bool) -> list[str]:
     """The switches that present `fingerprint`, for browser.build_launch.
 
     Headed, the engine's own user agent is already the stored one, and
     overriding it would empty the high-entropy client hints (architecture,
     full version list) in every scope; only headless needs the override, to
-    hide "HeadlessChrome". --ozone-override-screen-size was tried and left
-    out: with it headless framed the window and outgrew the screen.
+    hide "HeadlessChrome". In headless the --user-agent switch also gives
+    every new window a phantom frame (outer = viewport + 8x131 px, measured on
+    Chromium 156), so the outer window is set per page through the protocol
+    instead (emulation.install_window, from LaunchSpec.window).
+    --ozone-override-screen-size was tried and left out: with it headless
+    framed the window and outgrew the screen.
     """
     if not headless:
-        # Room for the tab strip and toolbar, like a maximised window.
+        # A real window on the display: sized like a maximised browser (a
+        # phone persona gets a phone-sized window).
         chrome_ui = fingerprint.screen_height - fingerprint.viewport_height
         height = fingerprint.viewport_height + min(85, max(chrome_ui, 0))
         return [f"--window-size={fingerprint.viewport_width},{height}"]
-    return [
-        f"--user-agent={fingerprint.user_agent(engine_major)}",
-        # No --window-size: headless then reports the emulated viewport as
-        # the outer window; with one it added a phantom frame (8x131 px) and
-        # the window outgrew the screen.
-    ]
+    return [f"--user-agent={fingerprint.user_agent(engine_major)}"]

@@ -9,16 +9,22 @@ automation pipe, so it reaches no command line, log or error message.
 
 Chromium sends DNS through a SOCKS5 proxy itself (it never resolves a host
 it reaches through `socks5://`), and through an HTTP proxy by sending it the
-host name. WebRTC is kept to proxied connections by the profile preference
-`webrtc.ip_handling_policy`: a STUN server then never learns the real
-public address, and no local address appears among the candidates.
+host name. Chromium bypasses the proxy for loopback addresses by default;
+that is kept, so station's own inspector on 127.0.0.1 stays reachable (a
+remote proxy could not reach this machine's loopback anyway).
+
+WebRTC is kept off every non-proxied UDP path by the switch
+`--webrtc-ip-handling-policy=disable_non_proxied_udp` on every launch, with
+or without a proxy: a STUN server then never learns the real public
+address, and no host candidate (not even an mDNS name) is gathered.
+Measured on Chromium 156 (tests/browser/test_webrtc.py): this switch works;
+`--force-webrtc-ip-handling-policy` and a `webrtc.ip_handling_policy` value
+written into the profile's Preferences file were both ignored.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,10 +37,12 @@ from outreach_station.registry import Persona, Registry, validate_persona_id
 
 ProxyScheme = Literal["http", "socks5"]
 KEYRING_SERVICE: Final = "outreach-station"
-# Chromium's only policy that keeps WebRTC off the real network interfaces
-# while leaving it usable through a proxy. (The command-line switch
-# --force-webrtc-ip-handling-policy was tried: Chromium 156 ignores it.)
+# Chromium's only IP handling policy that keeps WebRTC off the real network
+# interfaces while leaving it usable through a proxy (TURN over TCP).
 WEBRTC_POLICY: Final = "disable_non_proxied_udp"
+# The switch Chromium 156 reads for it (a look-alike, --force-webrtc-ip-
+# handling-policy, is silently ignored: the tests prove which one works).
+WEBRTC_SWITCH: Final = f"--webrtc-ip-handling-policy={WEBRTC_POLICY}"
 
 
 class HiddenStr(str):
@@ -291,26 +299,6 @@ def playwright_proxy(setting: ProxySetting | None, persona_id: str) -> dict[str,
     return {"server": setting.server, "username": setting.username, "password": password}
 
 
-def harden_preferences(profile_dir: Path) -> None:
-    """Keep WebRTC to proxied paths, in the profile's own preferences file.
-
-    Chromium reads `Default/Preferences` at start; the value is set before
-    every launch, so a person changing it in a session does not keep it.
-    """
-    prefs_path = profile_dir / "Default" / "Preferences"
-    prefs: dict[str, Any] = {}
-    with contextlib.suppress(OSError, ValueError):
-        loaded = json.loads(prefs_path.read_text(encoding="utf-8"))
-        if isinstance(loaded, dict):
-            prefs = loaded
-    webrtc = prefs.get("webrtc")
-    if not isinstance(webrtc, dict):
-        webrtc = {}
-    webrtc["ip_handling_policy"] = WEBRTC_POLICY
-    webrtc["multiple_routes_enabled"] = False
-    webrtc["nonproxied_udp_enabled"] = False
-    prefs["webrtc"] = webrtc
-    prefs_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = prefs_path.with_name(".Preferences.station")
-    tmp.write_text(json.dumps(prefs), encoding="utf-8")
-    os.replace(tmp, prefs_path)
+def webrtc_args() -> list[str]:
+    """Switches that keep WebRTC from revealing any address, given on every launch."""
+    return [WEBRTC_SWITCH]

@@ -7,6 +7,7 @@ variables below; tests point `STATION_HOME` at a temporary directory.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +91,15 @@ def extra_profiles_dirs() -> list[Path]:
 
 
 def installed_policy_file() -> Path:
-    """Where an image puts the system policy: platformdirs' site config dir."""
+    """Where an image puts the system policy.
+
+    On Linux always `/etc/xdg/outreach-station/policy.toml`: platformdirs'
+    site config dir follows `XDG_CONFIG_DIRS`, which any user can set, and a
+    policy that an environment variable can move is no policy. Elsewhere
+    platformdirs' site config dir, which no user setting moves.
+    """
+    if sys.platform.startswith("linux"):
+        return Path("/etc/xdg") / APP_NAME / "policy.toml"
     return Path(platformdirs.site_config_dir(APP_NAME, appauthor=False)) / "policy.toml"
 
 

@@ -15,6 +15,36 @@ from typer.testing import CliRunner
 from tests.site import TestSite
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under the README's test command, the real parts must be there: never skip them."""
+    if not os.environ.get("STATION_TEST_REQUIRE_REAL_PARTS"):
+        return
+    import keyring
+
+    backend = keyring.get_keyring()
+    name = f"{type(backend).__module__}.{type(backend).__qualname__}"
+    if name != "keyring.backends.SecretService.Keyring":
+        pytest.exit(f"no real Secret Service (keyring chose {name}); run 'bash setup.sh test'", 3)
+    for tool in ("Xvfb", "xclip"):
+        if shutil.which(tool) is None:
+            pytest.exit(f"{tool} is missing; run 'bash setup.sh test'", 3)
+    from outreach_station.browser import find_browser
+    from outreach_station.errors import BrowserError
+
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="station-test-cache-")
+    try:
+        find_browser()  # it caches the engine version: not in the real home
+    except BrowserError as exc:
+        pytest.exit(str(exc), 3)
+    finally:
+        shutil.rmtree(os.environ["XDG_CACHE_HOME"], ignore_errors=True)
+        if saved is None:
+            del os.environ["XDG_CACHE_HOME"]
+        else:
+            os.environ["XDG_CACHE_HOME"] = saved
+
+
 @pytest.fixture(autouse=True)
 def isolation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Point every station location at tmp_path: no test touches the real home.

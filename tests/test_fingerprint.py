@@ -76,3 +76,72 @@ def test_headed_launch_keeps_the_engines_own_user_agent() -> None:
     headless = fingerprint_args(fp, 156, headless=True)
     assert f"--user-agent={fp.user_agent(156)}" in headless
     assert not any(a.startswith("--window-size") for a in headless)
+
+
+def test_outer_window_is_a_maximised_browser_within_the_screen() -> None:
+    from outreach_station.fingerprint import outer_window
+
+    for _ in range(50):
+        fp = generate(DESKTOP)
+        outer = outer_window(fp)
+        assert outer is not None
+        assert outer[0] == fp.screen_width
+        assert fp.viewport_height < outer[1] <= fp.screen_height
+        assert outer[1] - fp.viewport_height <= 85
+    assert outer_window(generate(MOBILE)) is None
+
+
+def _misc(**changes: object) -> dict[str, object]:
+    good: dict[str, object] = {
+        "plugins_length": 5,
+        "mime_types_length": 2,
+        "pdf_viewer_enabled": True,
+        "window_chrome": True,
+        "chrome_app": "object",
+        "chrome_load_times": "function",
+        "chrome_csi": "function",
+        "automation_globals": [],
+        "notification_permission": "default",
+        "notification_query": "prompt",
+        "console_serialized": False,
+    }
+    return {**good, **changes}
+
+
+@pytest.mark.parametrize(
+    ("change", "failing"),
+    [
+        ({"automation_globals": ["cdc_adoQpoasnfa76pfcZLmcfl_Array"]}, "no automation globals"),
+        ({"chrome_load_times": "undefined"}, "window.chrome shape"),
+        ({"plugins_length": 0}, "plugins and MIME types"),
+        ({"notification_permission": "denied"}, "notification permission agrees"),
+        ({"console_serialized": True}, "console does not serialize"),
+    ],
+)
+def test_automation_checks_catch_each_tell(change: dict[str, object], failing: str) -> None:
+    from outreach_station.inspector.checks import _automation_checks
+
+    assert all(c.ok for c in _automation_checks(_misc()))
+    bad = [c for c in _automation_checks(_misc(**change)) if not c.ok]
+    assert [c.name for c in bad] and bad[0].name.startswith(failing)
+    assert len(bad) == 1
+
+
+def test_window_checks_catch_the_phantom_frame() -> None:
+    from outreach_station.inspector.checks import _window_checks
+
+    screen = {
+        "width": 1920,
+        "height": 1080,
+        "avail_width": 1920,
+        "avail_height": 1080,
+        "inner_width": 1920,
+        "inner_height": 995,
+        "outer_width": 1920,
+        "outer_height": 1080,
+    }
+    assert all(c.ok for c in _window_checks(screen))
+    phantom = dict(screen, outer_width=1928, outer_height=1126)
+    bad = [c for c in _window_checks(phantom) if not c.ok]
+    assert [c.name for c in bad] == ["outer window fits the screen"]
+    assert bad[0].seen == "1928x1126" and bad[0].expected == "<= 1920x1080"

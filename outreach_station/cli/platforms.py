@@ -19,7 +19,7 @@ def platforms_command(
     """
     from outreach_station import api
 
-    catalogue = api.platforms()
+    catalogue = api.platforms(notify=info)
     for problem in catalogue.problems:
         info(f"station: warning: {problem.message}")
     items = sorted(catalogue.platforms.values(), key=lambda p: (not p.builtin, p.id))

@@ -128,11 +128,8 @@ def run_checks(
     js = f"{screen.get('width')}x{screen.get('height')}"
     checks.append(Check("CSS device size matches screen", css == js, js, css))
     checks.extend(_identity_checks(report, fingerprint))
-    # NOT YET ENFORCED: headless desktop personas show an outer window 8x131 px
-    # larger than the viewport, which can exceed the screen (measured on
-    # Chromium 156; cause not found yet). _window_checks reports it; add it
-    # here once build_launch fixes the cause, or every headless check fails.
-    checks.extend(c for c in _window_checks(screen) if not c.name.startswith("outer"))
+    checks.extend(_window_checks(screen))
+    checks.extend(_automation_checks(report.get("misc") or {}))
     checks.append(_webrtc_check(report.get("webrtc") or {}))
     return checks
 
@@ -211,6 +208,66 @@ def _window_checks(screen: Mapping[str, Any]) -> list[Check]:
         ok = 0 < w <= bound[0] and 0 < h <= bound[1]
         out.append(Check(label, ok, f"<= {bound[0]}x{bound[1]}", f"{w}x{h}"))
     return out
+
+
+# Notification.permission and the Permissions API name the same state in two words.
+_NOTIFICATION_STATES = {"default": "prompt", "granted": "granted", "denied": "denied"}
+
+
+def _automation_checks(misc: Mapping[str, Any]) -> list[Check]:
+    """What a driver or a headless build leaves in the page, against what desktop Chromium shows."""
+    globals_seen = list(misc.get("automation_globals") or [])
+    permission = misc.get("notification_permission")
+    queried = misc.get("notification_query")
+    chrome_shape = {
+        "window.chrome": misc.get("window_chrome"),
+        "chrome.app": misc.get("chrome_app"),
+        "chrome.loadTimes": misc.get("chrome_load_times"),
+        "chrome.csi": misc.get("chrome_csi"),
+    }
+    want_shape = {
+        "window.chrome": True,
+        "chrome.app": "object",
+        "chrome.loadTimes": "function",
+        "chrome.csi": "function",
+    }
+    bad_shape = {k: v for k, v in chrome_shape.items() if v != want_shape[k]}
+    plugins = (misc.get("plugins_length"), misc.get("mime_types_length"))
+    # Chromium with its PDF viewer lists five plugins and two MIME types, always
+    # the same ones; without the viewer, none.
+    want_plugins = (5, 2) if misc.get("pdf_viewer_enabled") else (0, 0)
+    return [
+        Check(
+            "no automation globals",
+            not globals_seen,
+            "none",
+            ", ".join(globals_seen) or "none",
+        ),
+        Check(
+            "window.chrome shape",
+            not bad_shape,
+            "object with app, loadTimes, csi",
+            ", ".join(f"{k}: {v}" for k, v in bad_shape.items()) or "as expected",
+        ),
+        Check(
+            "plugins and MIME types",
+            plugins == want_plugins,
+            f"{want_plugins[0]} plugins, {want_plugins[1]} MIME types",
+            f"{plugins[0]} plugins, {plugins[1]} MIME types",
+        ),
+        Check(
+            "notification permission agrees with the Permissions API",
+            _NOTIFICATION_STATES.get(str(permission)) == queried,
+            f"{permission} -> {_NOTIFICATION_STATES.get(str(permission))}",
+            str(queried),
+        ),
+        Check(
+            "console does not serialize for a debugger",
+            misc.get("console_serialized") is False,
+            "False",
+            str(misc.get("console_serialized")),
+        ),
+    ]
 
 
 def _webrtc_check(webrtc: Mapping[str, Any]) -> Check:

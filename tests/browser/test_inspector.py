@@ -7,8 +7,6 @@ import json
 import os
 import re
 import socket
-import struct
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +17,7 @@ import pytest
 from outreach_station.errors import BrowserError
 from outreach_station.inspector import SCOPE_NAMES, InspectorServer, fingerprint_hash
 from outreach_station.inspector.server import canonical_json, cookie_names, echo_headers
+from tests.proxies import StunServer as _StunServer
 
 CHROMIUM = "/usr/bin/chromium"
 BASE_ARGS = [
@@ -472,47 +471,6 @@ def test_a_value_faked_in_the_page_only_is_marked_as_disagreeing(
     assert cores_class == "disagree"
     assert "differs" in cores_text
     assert ua_class != "disagree"
-
-
-class _StunServer:
-    """Answers STUN binding requests claiming the client is at 203.0.113.7 (TEST-NET-3)."""
-
-    MAPPED = "203.0.113.7"
-    COOKIE = 0x2112A442
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.requests = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, peer = self.sock.recvfrom(2048)
-            except TimeoutError:
-                continue
-            if len(data) < 20 or struct.unpack("!H", data[:2])[0] != 0x0001:
-                continue
-            self.requests += 1
-            txid = data[8:20]
-            ip = struct.unpack("!I", socket.inet_aton(self.MAPPED))[0] ^ self.COOKIE
-            port = peer[1] ^ (self.COOKIE >> 16)
-            attr = struct.pack("!HHBBHI", 0x0020, 8, 0, 1, port, ip)
-            header = struct.pack("!HHI", 0x0101, len(attr), self.COOKIE) + txid
-            self.sock.sendto(header + attr, peer)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
 
 
 @browser

@@ -55,7 +55,7 @@ def secret_service() -> Iterator[None]:
     backend = keyring.get_keyring()
     name = f"{type(backend).__module__}.{type(backend).__qualname__}"
     if name != SECRET_SERVICE:
-        pytest.skip(f"needs a real Secret Service (run inside /tmp/kr.sh); keyring chose {name}")
+        pytest.skip(f"needs a real Secret Service (bash setup.sh test); keyring chose {name}")
     yield
     # Leave the session keyring as we found it.
     settings = read_settings(paths.current())

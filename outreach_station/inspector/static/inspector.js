@@ -215,6 +215,16 @@
     return await S.sha256Hex(canvas.toDataURL());
   }
 
+  // A console message's arguments are only serialized when a protocol client
+  // has Runtime enabled (DevTools open, or a driver): then the getter runs.
+  function consoleTell() {
+    let touched = false;
+    const probe = new Error("station probe");
+    Object.defineProperty(probe, "stack", { configurable: true, get() { touched = true; return ""; } });
+    console.debug(probe);
+    return touched;
+  }
+
   async function miscSection() {
     let gl = null;
     const out = gather({
@@ -231,7 +241,25 @@
       webgl_unmasked_vendor: () => gl && gl.unmasked_vendor,
       webgl_unmasked_renderer: () => gl && gl.unmasked_renderer,
       canvas_hash: () => null,
+      // Automation tells: what a protocol client or a driver leaves behind.
+      mime_types_length: () => navigator.mimeTypes.length,
+      chrome_runtime: () => typeof (window.chrome || {}).runtime,
+      chrome_app: () => typeof (window.chrome || {}).app,
+      chrome_load_times: () => typeof (window.chrome || {}).loadTimes,
+      chrome_csi: () => typeof (window.chrome || {}).csi,
+      automation_globals: () => Object.getOwnPropertyNames(window)
+        .filter((name) => /^(\$?cdc_|__webdriver|__selenium|__driver|__playwright|__pw_|_phantom|callPhantom|domAutomation)/.test(name))
+        .sort(),
+      console_serialized: () => consoleTell(),
+      notification_query: () => null,
     });
+    try {
+      const status = await S.withTimeout(
+        navigator.permissions.query({ name: "notifications" }), 3000, "permissions.query");
+      out.notification_query = status.state;
+    } catch (err) {
+      out.error = (out.error ? out.error + "; " : "") + "notification_query: " + S.errorText(err);
+    }
     try {
       out.canvas_hash = await canvasHash();
     } catch (err) {
