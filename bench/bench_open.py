@@ -160,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
 
         env = dict(os.environ)
         exe = [sys.executable, "-m", "outreach_station"]
+        # An installed package has its bytecode compiled; an editable checkout run
+        # with PYTHONDONTWRITEBYTECODE would compile every module on every start.
+        package = Path(api.__file__).parent
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True)
         help_s = _wall([*exe, "--help"], env, 10)
         list_s = _wall([*exe, "persona", "list"], env, 10)
         api.create_personas("bench", standby=True, count=12)

@@ -6,7 +6,6 @@ this module prints; it reports progress through a `notify` callback.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
@@ -161,6 +160,8 @@ def _report_hook(
 
 async def await_report(server: InspectorServer, timeout: float = 30.0) -> Mapping[str, Any]:
     """The inspector's report, awaited in short steps so a signal can end the wait at once."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while (report := server.last_report()) is None:
@@ -313,7 +314,7 @@ class _DeferredSignals:
             signal.signal(sig, handler)
 
 
-def open_platform(
+def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in one place
     platform_id: str,
     *,
     persona_id: str | None = None,
@@ -399,6 +400,8 @@ def open_platform(
             if deferred.received:
                 outcome = SessionOutcome(ended_by="signal", signal_name=deferred.received[0])
             else:
+                import asyncio  # here: keeps it off the start-up path of other commands
+
                 outcome = asyncio.run(
                     run_session(
                         spec,
@@ -738,9 +741,7 @@ def check_persona(
         async def hook(_context: Any, _page: Any) -> None:
             from outreach_station.inspector.checks import run_checks
 
-            report = await asyncio.get_running_loop().run_in_executor(
-                None, server.wait_for_report, 30.0
-            )
+            report = await await_report(server)
             fingerprint = Fingerprint.from_dict(persona.fingerprint)
             on_report(report, run_checks(report, fingerprint=fingerprint, engine_major=engine))
 

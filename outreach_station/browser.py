@@ -10,7 +10,6 @@ reach every scope (frames, workers, HTTP headers) alike.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -30,6 +29,8 @@ from outreach_station.errors import BrowserError, EnvironmentProblem
 from outreach_station.fingerprint import Fingerprint, fingerprint_args, outer_window
 
 if TYPE_CHECKING:
+    import asyncio
+
     from playwright.async_api import BrowserContext, Page
 
     from outreach_station.lockdown import Lockdown, OnViolation
@@ -274,7 +275,7 @@ class SessionOutcome:
     start_page_error: str | None = None
 
 
-async def run_session(
+async def run_session(  # noqa: PLR0915 - the session loop reads best in one place
     spec: LaunchSpec,
     url: str,
     *,
@@ -290,6 +291,8 @@ async def run_session(
     way a person quitting would, so Chromium writes its cookie store out
     before it exits.
     """
+    import asyncio
+
     from playwright.async_api import Error as PlaywrightError
     from playwright.async_api import async_playwright
 
@@ -396,6 +399,8 @@ async def _guard(
 
 
 async def _first(*events: asyncio.Event) -> None:
+    import asyncio
+
     waiters = [asyncio.ensure_future(e.wait()) for e in events]
     try:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -406,6 +411,8 @@ async def _first(*events: asyncio.Event) -> None:
 
 async def _race(work: Awaitable[None], *events: asyncio.Event) -> None:
     """Run `work` unless one of `events` fires first (then `work` is cancelled)."""
+    import asyncio
+
     task = asyncio.ensure_future(work)
     waiters = [asyncio.ensure_future(e.wait()) for e in events]
     try:

@@ -11,11 +11,12 @@ is nothing for them to contradict. See docs/fingerprints.md.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import asyncio
+
     from playwright.async_api import BrowserContext, Page
 
 
@@ -40,6 +41,8 @@ async def install_window(context: BrowserContext, size: tuple[int, int] | None) 
     """Set the outer window of every page now open and of every page opened later."""
     if size is None:
         return
+    import asyncio
+
     pending: set[asyncio.Task[None]] = set()
 
     def on_page(page: Page) -> None:

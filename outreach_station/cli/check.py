@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from outreach_station import api
+from outreach_station.cli._lazy import lazy_module
 from outreach_station.cli._output import echo_json, table
 from outreach_station.errors import CheckFailed
+
+if TYPE_CHECKING:
+    from outreach_station import api
+else:
+    api = lazy_module("outreach_station.api")
 
 
 def check_command(

@@ -244,3 +244,10 @@ def test_clipboard_reveal_for_real(runner: Any, secret_service: list[str], displ
     )
     # Leave no secret behind; the clearer will then find other content and leave it.
     kit.copy_to_clipboard(tool, b"test over")
+
+
+def test_help_names_exactly_the_kit_fields() -> None:
+    from outreach_station.cli import kit as cli_kit
+
+    assert ", ".join(kit.DETAIL_FIELDS) == cli_kit._FIELDS
+    assert ", ".join(kit.SECRET_FIELDS) == cli_kit._SECRETS
