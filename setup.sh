@@ -3,6 +3,7 @@
 #
 #   bash setup.sh demo   # install what is missing, then: station open demo
 #   bash setup.sh test   # install what is missing, then: the whole test suite
+#   bash setup.sh bench  # install what is missing, then: the benchmarks in bench/
 #   bash setup.sh        # install only
 #
 # As root, missing Debian/Ubuntu packages are installed with apt-get; otherwise
@@ -10,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 job="${1:-install}"
-case "$job" in demo|test|install) ;; *) echo "usage: bash setup.sh [demo|test|install]" >&2; exit 2 ;; esac
+case "$job" in demo|test|bench|install) ;; *) echo "usage: bash setup.sh [demo|test|bench|install]" >&2; exit 2 ;; esac
 
 PYTHON="${PYTHON:-python3}"
 VENV="${STATION_VENV:-.venv}"
@@ -35,7 +36,11 @@ if [ -x /usr/bin/chromium ] && [ ! -d /usr/lib/chromium/locales ] || { [ -d /usr
   missing+=(chromium-l10n)
 fi
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
-if [ "$job" = test ]; then
+if [ "$job" != install ]; then
+  command -v gnome-keyring-daemon >/dev/null || missing+=(gnome-keyring)
+  command -v dbus-run-session >/dev/null || missing+=(dbus dbus-x11)
+fi
+if [ "$job" = test ] || [ "$job" = bench ]; then
   command -v Xvfb >/dev/null || missing+=(xvfb xauth)
   command -v gnome-keyring-daemon >/dev/null || missing+=(gnome-keyring)
   command -v dbus-run-session >/dev/null || missing+=(dbus dbus-x11)
@@ -70,13 +75,27 @@ case "$job" in
     say "done: $VENV/bin/station --help"
     ;;
   demo)
-    if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]; then
-      exec "$VENV/bin/station" open demo
+    headless=()
+    if [ -z "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]; then
+      say "no display here: opening the demo headless; its findings are printed below."
+      headless=(--headless)
     fi
-    say "no display here: opening the demo headless; its findings are printed below."
-    exec "$VENV/bin/station" open demo --headless
+    if [ -n "${DBUS_SESSION_BUS_ADDRESS:-}" ]; then
+      exec "$VENV/bin/station" open demo "${headless[@]}"
+    fi
+    # No desktop session, so no keyring service: station refuses to seal without
+    # one. For the demo only, run a throwaway keyring and a throwaway station home.
+    say "no keyring service here (no desktop session): the demo uses a temporary keyring"
+    say "and a temporary station home, both removed when it ends."
+    exec dbus-run-session -- bash -c '
+      scratch=$(mktemp -d)
+      trap "rm -rf \"$scratch\"" EXIT
+      eval "$(printf demo | XDG_DATA_HOME="$scratch/keyrings" gnome-keyring-daemon --unlock --components=secrets)"
+      export GNOME_KEYRING_CONTROL STATION_HOME="$scratch/home"
+      "$0/bin/station" open demo "${@}"
+    ' "$VENV" "${headless[@]}"
     ;;
-  test)
+  test|bench)
     # A real Secret Service for the keyring tests: gnome-keyring in a private D-Bus
     # session, keeping its keyring in a fresh directory so that no keyring of this
     # machine's user (with another password) is touched or gets in the way.
@@ -85,13 +104,18 @@ case "$job" in
       trap "rm -rf \"$keyrings\"" EXIT
       eval "$(printf station-test | XDG_DATA_HOME="$keyrings" gnome-keyring-daemon --unlock --components=secrets)"
       export GNOME_KEYRING_CONTROL
+      set -e
+      if [ "$1" = bench ]; then
+        PYTHONPATH=. "$0/bin/python" bench/bench_open.py
+        PYTHONPATH=. "$0/bin/python" bench/bench_seal.py
+        exit
+      fi
       # Keyring, browser and display tests must run here, never be skipped.
       export STATION_TEST_REQUIRE_REAL_PARTS=1
-      set -e
       "$0/bin/ruff" check outreach_station tests bench
       "$0/bin/ruff" format --check outreach_station tests bench
       "$0/bin/mypy"
-      "$0/bin/python" -m pytest "${@}"
-    ' "$VENV" "${@:2}"
+      "$0/bin/python" -m pytest "${@:2}"
+    ' "$VENV" "$job" "${@:2}"
     ;;
 esac
