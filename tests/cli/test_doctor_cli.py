@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from outreach_station.audit import AuditLog, default_path
 from outreach_station.errors import ExitCode
 
@@ -63,3 +65,65 @@ def test_apply_browser_dry_run_and_install(runner: Any, tmp_path: Path) -> None:
     done = runner.invoke(["policy", "apply-browser", "--dir", str(target)])
     assert done.exit_code == 0
     assert json.loads((target / "outreach-station.json").read_text()) == json.loads(dry.stdout)
+
+
+LOCKED_DOCTOR = r"""
+import json, secretstorage
+from outreach_station.doctor import check_keyring
+
+connection = secretstorage.dbus_init()
+collection = secretstorage.get_default_collection(connection)
+collection.lock()
+assert collection.is_locked()
+finding = check_keyring()
+print(json.dumps({"verdict": finding.verdict, "detail": finding.detail, "fix": finding.fix}))
+"""
+
+
+def test_doctor_fails_on_a_locked_keyring(tmp_path: Path) -> None:
+    # A private D-Bus session with its own keyring: locking the shared one
+    # could not be undone without a prompt.
+    for name in ("h", "run", "keyrings"):
+        (tmp_path / name).mkdir(mode=0o700)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path / "h"),
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+        "STATION_HOME": str(tmp_path / "home"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    shell = (
+        f'eval "$(XDG_DATA_HOME={tmp_path / "keyrings"} '
+        'gnome-keyring-daemon --unlock --components=secrets)"; '
+        "export GNOME_KEYRING_CONTROL; "
+        f'exec "{sys.executable}" -c "$0"'
+    )
+    done = subprocess.run(
+        ["dbus-run-session", "--", "bash", "-c", shell, LOCKED_DOCTOR],
+        input="doctor-test-password\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    finding = json.loads(done.stdout.strip().splitlines()[-1])
+    assert finding["verdict"] == "fail"
+    assert "could not be read" in finding["detail"]
+    assert "unlocked" in finding["fix"]
+
+
+def test_doctor_fails_on_a_malformed_policy(
+    runner: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[browser]\ndownloads = maybe\n")
+    policy.chmod(0o644)
+    monkeypatch.setenv("STATION_POLICY", str(policy))
+    result = runner.invoke(["doctor", "--json"])
+    assert result.exit_code == ExitCode.CHECK_FAILED
+    (finding,) = [f for f in json.loads(result.stdout) if f["check"] == "policy"]
+    assert finding["verdict"] == "fail"
+    assert str(policy) in finding["detail"]
+    assert "station policy check --installed" in finding["fix"]
