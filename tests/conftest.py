@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.keyrings import secret_service  # noqa: F401 - a fixture for every test module
 from tests.site import TestSite
 
 

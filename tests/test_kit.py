@@ -26,6 +26,7 @@ from outreach_station.errors import (
     UsageError,
 )
 from outreach_station.registry import Persona, Registry
+from tests.keyrings import require_secret_service
 
 FP = {"version": 1}
 
@@ -259,10 +260,7 @@ def test_a_change_the_audit_trail_cannot_record_is_not_made(reg: Registry) -> No
 @pytest.fixture
 def secret_service() -> Iterator[list[str]]:
     """A real Secret Service; the persona ids a test registers get their entries removed."""
-    backend = keyring.get_keyring()
-    name = f"{type(backend).__module__}.{type(backend).__qualname__}"
-    if name != "keyring.backends.SecretService.Keyring":
-        pytest.skip(f"needs a real Secret Service; keyring chose {name}")
+    require_secret_service()
     used: list[str] = []
     yield used
     for persona_id in used:

@@ -40,7 +40,6 @@ from tests.site import TestSite
 
 pytestmark = [pytest.mark.browser, pytest.mark.keyring]
 
-SECRET_SERVICE = "keyring.backends.SecretService.Keyring"
 COOKIE_NAME = b"station_flush"
 # Bytes of the test site's pages, as Chromium's HTTP cache would store them.
 PAGE_MARKERS = (b"<h1>Test site</h1>", b"window.cachedLoaded = true;")
@@ -48,20 +47,6 @@ BIG_FILE_BYTES = 150 * 1024 * 1024
 
 
 # -- fixtures and helpers ----------------------------------------------------------
-
-
-@pytest.fixture
-def secret_service() -> Iterator[None]:
-    backend = keyring.get_keyring()
-    name = f"{type(backend).__module__}.{type(backend).__qualname__}"
-    if name != SECRET_SERVICE:
-        pytest.skip(f"needs a real Secret Service (bash setup.sh test); keyring chose {name}")
-    yield
-    # Leave the session keyring as we found it.
-    settings = read_settings(paths.current())
-    if settings is not None:
-        with contextlib.suppress(keyring.errors.PasswordDeleteError):
-            keyring.delete_password(vault_backends.SERVICE, settings.keyring_entry)
 
 
 @pytest.fixture

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +17,10 @@ from outreach_station.vault import read_settings
 from outreach_station.vault.keys import MASTER_FILE, SETTINGS_FILE
 from tests.browser.test_demo import read_findings
 from tests.browser.test_open import wait_open
-from tests.browser.test_sealed_open import SECRET_SERVICE, start_station
+from tests.browser.test_sealed_open import start_station
+from tests.keyrings import SECRET_SERVICE
 
 PASSPHRASE = "lantern-orchard-7-quiet"
-
-
-@pytest.fixture
-def secret_service() -> Iterator[None]:
-    backend = keyring.get_keyring()
-    name = f"{type(backend).__module__}.{type(backend).__qualname__}"
-    if name != SECRET_SERVICE:
-        pytest.skip(f"needs a real Secret Service (bash setup.sh test); keyring chose {name}")
-    yield
-    settings = read_settings(paths.current())
-    if settings is not None:
-        with contextlib.suppress(keyring.errors.PasswordDeleteError):
-            keyring.delete_password(vault_backends.SERVICE, settings.keyring_entry)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from outreach_station import api, kit, paths
 from outreach_station.audit import EventName
 from outreach_station.errors import ExitCode
 from outreach_station.registry import Registry
+from tests.keyrings import require_secret_service
 
 FP = {"version": 1}
 PASSWORD = "Cli-secret-Probe-73q"
@@ -42,10 +43,7 @@ def _all_output(result: Any) -> str:
 
 @pytest.fixture
 def secret_service() -> Iterator[list[str]]:
-    backend = keyring.get_keyring()
-    name = f"{type(backend).__module__}.{type(backend).__qualname__}"
-    if name != "keyring.backends.SecretService.Keyring":
-        pytest.skip(f"needs a real Secret Service; keyring chose {name}")
+    require_secret_service()
     used: list[str] = []
     yield used
     for persona_id in used:

@@ -39,6 +39,7 @@ from outreach_station.vault import (
 )
 from outreach_station.vault import backends as backends_mod
 from outreach_station.vault import passphrase as passphrase_mod
+from tests.keyrings import require_secret_service
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET_SERVICE = "keyring.backends.SecretService.Keyring"
@@ -64,9 +65,7 @@ def fresh_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def secret_service(paths: StationPaths) -> Iterator[None]:
-    backend = keyring.get_keyring()
-    if _backend_name(backend) != SECRET_SERVICE:
-        pytest.skip(f"needs a real Secret Service; keyring chose {_backend_name(backend)}")
+    require_secret_service()
     yield
     # Leave the real keyring as we found it.
     settings = read_settings(paths)
