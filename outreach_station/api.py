@@ -198,6 +198,16 @@ def _choose_persona(
     active = reg.active(profile.id)
     if active is not None:
         return active, False
+    standby = reg.list(platform=profile.id, status="standby")
+    if standby:
+        # The pool exists to be used: the oldest standby persona becomes active.
+        try:
+            return reg.transition(standby[0].id, "active", reason="promoted at open"), False
+        except StateError:
+            # Another station promoted one at the same moment: use that one.
+            if (active := reg.active(profile.id)) is not None:
+                return active, False
+            raise
     fingerprint = generate(profile)
     persona = reg.create(profile.id, fingerprint=fingerprint.to_dict())
     audit("persona.created", persona, status=persona.status)

@@ -167,3 +167,14 @@ def test_retire_needs_confirmation_then_destroys_for_good(runner: Any) -> None:
     again = runner.invoke(["open", "demo", "--persona", persona.id, "--headless"])
     assert again.exit_code == ExitCode.STATE
     assert f"persona {persona.id} is retired and cannot be opened" in again.stderr
+
+
+@pytest.mark.browser
+def test_open_promotes_the_oldest_standby_when_none_is_active() -> None:
+    older, newer = api.create_personas("demo", standby=True, count=2)
+    result = api.open_platform("demo", headless=True, hook=_noop, close_after_hook=True)
+    assert not result.created
+    assert result.persona.id == older.id
+    assert result.persona.status == "active"
+    assert api.get_persona(newer.id).status == "standby"
+    assert len(api.list_personas(platform_id="demo")) == 2
