@@ -46,6 +46,10 @@ if [ "$job" = test ] || [ "$job" = bench ]; then
   command -v dbus-run-session >/dev/null || missing+=(dbus dbus-x11)
   command -v xclip >/dev/null || missing+=(xclip)
 fi
+if [ "$job" = test ]; then
+  # npm installs the third-party fingerprinting libraries for tests/browser/test_thirdparty.py.
+  command -v npm >/dev/null || missing+=(nodejs npm)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -68,6 +72,13 @@ if ! "$VENV/bin/python" -c 'import outreach_station, pytest, mypy' 2>/dev/null \
   say "installing outreach-station and its dependencies into $VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
   touch "$VENV/.station-installed"
+fi
+thirdparty=tests/thirdparty
+if [ "$job" = test ] && { [ ! -d "$thirdparty/node_modules" ] \
+     || [ "$thirdparty/package-lock.json" -nt "$thirdparty/node_modules" ]; }; then
+  say "installing the third-party fingerprinting libraries into $thirdparty/node_modules"
+  npm ci --prefix "$thirdparty" --no-audit --no-fund --silent
+  touch "$thirdparty/node_modules"
 fi
 
 case "$job" in

@@ -1,0 +1,266 @@
+"""Issue 4's acceptance, measured with independent third-party libraries.
+
+The open-source FingerprintJS (visitorId and its components) and BotD (bot
+detection), installed from npm into tests/thirdparty/node_modules by
+`bash setup.sh test` (`npm ci --prefix tests/thirdparty`), run in a page
+served on loopback and opened with `api.open_platform(..., url=...)`, the
+path of `station open --url`. Nothing here patches what they read: the
+assertions state what they actually saw.
+
+What they see, measured on Debian 12 / Chromium 156 (FingerprintJS 5.2.0,
+BotD 2.0.0): no bot, headed or headless; one visitor per persona across
+sealed sessions; and personas told apart ONLY by FingerprintJS's
+`screenResolution`. Canvas, WebGL, audio, fonts, hardware, languages and
+zone are the machine's or the platform's, so two personas of one platform
+that drew the same screen are one visitor to FingerprintJS: that part of the
+acceptance is an expected failure below, named by its components.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from outreach_station import api, paths, workspace
+from outreach_station.registry import Persona
+from tests.browser.test_isolation import write_platform
+
+pytestmark = pytest.mark.browser
+
+HARNESS = Path(__file__).resolve().parents[1] / "thirdparty"
+NODE_MODULES = HARNESS / "node_modules"
+LIBRARIES = ("@fingerprintjs/fingerprintjs", "@fingerprintjs/botd")
+PLATFORM = "fp-harness"
+
+# What separates two personas of one platform in FingerprintJS's eyes today:
+# the stored screen. Every other component is the machine's (canvas, WebGL,
+# audio, fonts, CPU, memory) or the platform's (languages, zone).
+DIFFERING = {"screenResolution"}
+
+
+class Harness:
+    """A loopback server for page.html and the libraries' browser bundles."""
+
+    def __init__(self) -> None:
+        root = HARNESS
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                if path in ("/", "/page.html"):
+                    self._send(root / "page.html", "text/html; charset=utf-8")
+                    return
+                target = (root / path.lstrip("/")).resolve()
+                # Only the installed packages, nothing else of the repository.
+                if path.endswith(".js") and target.is_relative_to(NODE_MODULES.resolve()):
+                    self._send(target, "text/javascript")
+                else:
+                    self.send_error(404)
+
+            def _send(self, file: Path, ctype: str) -> None:
+                if not file.is_file():
+                    self.send_error(404)
+                    return
+                body = file.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/"
+
+    def __enter__(self) -> Harness:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture(scope="module")
+def harness() -> Iterator[Harness]:
+    missing = [name for name in LIBRARIES if not (NODE_MODULES / name / "package.json").is_file()]
+    if missing:
+        reason = (
+            f"{', '.join(missing)} not installed in {NODE_MODULES}; "
+            "run 'npm ci --prefix tests/thirdparty' (bash setup.sh test does)"
+        )
+        if os.environ.get("STATION_TEST_REQUIRE_REAL_PARTS"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with Harness() as served:
+        yield served
+
+
+@pytest.fixture
+def platform_dir(
+    tmp_path: Path, harness: Harness, monkeypatch: pytest.MonkeyPatch, secret_service: None
+) -> Path:
+    monkeypatch.setenv("STATION_HOME", str(tmp_path / "station-home"))
+    directory = tmp_path / "profiles"
+    write_platform(directory, PLATFORM, harness.url)
+    monkeypatch.setenv("STATION_PROFILES", str(directory))
+    return directory
+
+
+def observe(harness: Harness, persona: Persona, *, headless: bool) -> dict[str, Any]:
+    """What FingerprintJS and BotD saw of one session of `persona`."""
+    seen: dict[str, Any] = {}
+
+    async def hook(_context: Any, page: Any) -> None:
+        await page.wait_for_function("() => window.thirdparty !== undefined", timeout=60_000)
+        seen.update(await page.evaluate("window.thirdparty"))
+
+    api.open_platform(
+        PLATFORM,
+        persona_id=persona.id,
+        url=harness.url,
+        headless=headless,
+        hook=hook,
+        close_after_hook=True,
+    )
+    assert "fingerprintError" not in seen, seen["fingerprintError"]
+    assert "botdError" not in seen, seen["botdError"]
+    return seen
+
+
+def screen(persona: Persona) -> tuple[int, int]:
+    return persona.fingerprint["screen_width"], persona.fingerprint["screen_height"]
+
+
+def differing(one: dict[str, Any], other: dict[str, Any]) -> set[str]:
+    assert set(one["components"]) == set(other["components"])
+    return {
+        name
+        for name, component in one["components"].items()
+        if component["hash"] != other["components"][name]["hash"]
+    }
+
+
+def assert_human(seen: dict[str, Any]) -> None:
+    """BotD's verdict and every one of its detectors (inconsistencies included)."""
+    assert seen["botd"] == {"bot": False}, seen["botd"]
+    flagged = {name for name, result in seen["botdDetections"].items() if result["bot"]}
+    assert not flagged, flagged
+    # Its detectors that look for contradictions, present and passed.
+    assert {
+        "detectLanguagesLengthInconsistency",
+        "detectMimeTypesConsistent",
+        "detectPluginsLengthInconsistency",
+        "detectEvalLengthInconsistency",
+        "detectWebDriver",
+        "detectUserAgent",
+        "detectWindowSize",
+    } <= set(seen["botdDetections"])
+
+
+def persona_pair(same_screen: bool) -> tuple[Persona, Persona]:
+    """Two personas of one platform whose drawn screens are (or are not) the same.
+
+    Fingerprints are drawn at random; a few dozen draws over ten screens
+    give both kinds of pair with certainty for all practical purposes.
+    """
+    drawn: list[Persona] = []
+    for _ in range(60):
+        new = api.create_persona(PLATFORM)
+        for old in drawn:
+            if (screen(old) == screen(new)) == same_screen:
+                return old, new
+        drawn.append(new)
+    raise AssertionError("sixty drawn fingerprints gave no such pair")
+
+
+def test_headless_same_persona_is_one_visitor_across_sealed_sessions_and_no_bot(
+    platform_dir: Path, harness: Harness
+) -> None:
+    persona = api.create_persona(PLATFORM)
+    first = observe(harness, persona, headless=True)
+    sealed = workspace.sealed_file(paths.current(), persona.id)
+    assert sealed.is_file()
+    sealed_after_first = sealed.read_bytes()
+    second = observe(harness, persona, headless=True)
+    # The second session ran from the profile sealed after the first, and resealed it.
+    assert sealed.read_bytes() != sealed_after_first
+
+    assert len(first["visitorId"]) == 32
+    assert first["visitorId"] == second["visitorId"]
+    assert differing(first, second) == set()
+    # FingerprintJS read every component without an error.
+    assert [n for n, c in first["components"].items() if c["error"]] == []
+    # What it saw of the persona is what station stored.
+    stored = persona.fingerprint
+    assert sorted(first["components"]["screenResolution"]["value"], reverse=True) == sorted(
+        [stored["screen_width"], stored["screen_height"]], reverse=True
+    )
+    assert first["components"]["timezone"]["value"] == stored["timezone"]
+    assert first["components"]["languages"]["value"][0][0] == stored["languages"][0]
+    assert first["components"]["touchSupport"]["value"]["maxTouchPoints"] == 0
+    assert_human(first)
+    assert_human(second)
+
+
+@pytest.mark.headed
+def test_headed_same_persona_is_one_visitor_and_no_bot(
+    platform_dir: Path, harness: Harness, display: str
+) -> None:
+    persona = api.create_persona(PLATFORM)
+    first = observe(harness, persona, headless=False)
+    second = observe(harness, persona, headless=False)
+
+    assert_human(first)
+    assert_human(second)
+    assert first["visitorId"] == second["visitorId"]
+    assert differing(first, second) == set()
+    # Headed keeps the engine's full client hints, which headless empties.
+    assert first["components"]["userAgentData"]["value"]["platform"] == "Linux"
+
+
+def test_personas_differ_to_fingerprintjs_only_by_their_screen(
+    platform_dir: Path, harness: Harness
+) -> None:
+    one, other = persona_pair(same_screen=False)
+    seen_one = observe(harness, one, headless=True)
+    seen_other = observe(harness, other, headless=True)
+
+    assert seen_one["visitorId"] != seen_other["visitorId"]
+    # The truth today: the screen is all that tells them apart. When a
+    # per-persona value (fonts, say) starts to count, this set grows and the
+    # test says so.
+    assert differing(seen_one, seen_other) == DIFFERING
+    # The machine's own, shared by every persona on it.
+    for name in ("canvas", "webGlBasics", "audio", "fonts", "hardwareConcurrency", "math"):
+        assert seen_one["components"][name] == seen_other["components"][name], name
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "issue 4: two personas of one platform that drew the same screen are one "
+        "FingerprintJS visitor; only screenResolution differs between personas, while "
+        "canvas, webGlBasics, webGlExtensions, audio, fonts, fontPreferences, "
+        "hardwareConcurrency, deviceMemory, math, languages and timezone are the "
+        "machine's or the platform's"
+    ),
+)
+def test_different_personas_are_different_visitors(platform_dir: Path, harness: Harness) -> None:
+    one, other = persona_pair(same_screen=True)
+    seen_one = observe(harness, one, headless=True)
+    seen_other = observe(harness, other, headless=True)
+
+    assert seen_one["visitorId"] != seen_other["visitorId"], differing(seen_one, seen_other)
