@@ -649,6 +649,8 @@ def shred_persona(persona_id: str, *, reason: str, event_reason: str = "retired"
         new_path(sealed).unlink(missing_ok=True)
         wipe(workspace_dir(station, persona.id))
         secrets_deleted = tuple(delete_kit_secrets(persona.id))
+        # The proxy's address stays on record (the pool avoids it); its password goes.
+        network.forget_password(persona.id)
         with registry() as reg:
             persona = reg.transition(persona.id, "retired", reason=reason)
     audit(

@@ -224,6 +224,11 @@ def set_persona_proxy(
     return setting
 
 
+def forget_password(persona_id: str) -> None:
+    """Remove a persona's proxy password from the keyring (when it is shredded)."""
+    _set_password(persona_id, None)
+
+
 def clear_persona_proxy(reg: Registry, persona_id: str) -> bool:
     with reg.transaction() as conn:
         gone = conn.execute(

@@ -178,3 +178,15 @@ def test_open_promotes_the_oldest_standby_when_none_is_active() -> None:
     assert result.persona.status == "active"
     assert api.get_persona(newer.id).status == "standby"
     assert len(api.list_personas(platform_id="demo")) == 2
+
+
+def test_shredding_forgets_the_proxy_password(secret_service: None) -> None:
+    from outreach_station import network
+
+    persona = api.create_persona("demo")
+    with api.registry() as reg:
+        network.set_persona_proxy(reg, persona, "http://staff@127.0.0.1:3128", password="pw-1")
+    assert network.read_password(persona.id) is not None
+    api.shred_persona(persona.id, reason="test")
+    assert network.read_password(persona.id) is None
+    assert api.get_persona(persona.id).status == "retired"
