@@ -156,17 +156,20 @@ def _weighted_choice(options: tuple[Any, ...], weight_index: int) -> Any:
 
 def generate(platform: PlatformProfile) -> Fingerprint:
     """Draw a new fingerprint for a persona of `platform`."""
+    common: dict[str, Any] = {
+        "version": FINGERPRINT_VERSION,
+        "locale": platform.locale,
+        "languages": platform.accept_languages,
+        "timezone": platform.timezone,
+    }
     if platform.device == "mobile":
         width, height, dpr, _ = _weighted_choice(MOBILE_SCREENS, 3)
         # A phone browser's viewport is the screen less the status and URL bars.
         viewport_height = height - (56 + 24)
         return Fingerprint(
-            version=FINGERPRINT_VERSION,
+            **common,
             device="mobile",
             user_agent_template=MOBILE_UA,
-            locale=platform.locale,
-            languages=platform.accept_languages,
-            timezone=platform.timezone,
             screen_width=width,
             screen_height=height,
             viewport_width=width,
@@ -182,12 +185,9 @@ def generate(platform: PlatformProfile) -> Fingerprint:
     panel = (0, 27, 32, 48)[secrets.randbelow(4)]
     chrome_ui = 85 + secrets.randbelow(3) * 2
     return Fingerprint(
-        version=FINGERPRINT_VERSION,
+        **common,
         device="desktop",
         user_agent_template=DESKTOP_UA,
-        locale=platform.locale,
-        languages=platform.accept_languages,
-        timezone=platform.timezone,
         screen_width=width,
         screen_height=height,
         viewport_width=width,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 PAGE = b"""<!doctype html><html lang="sv"><head><meta charset="utf-8"><title>Test site</title>
 <script src="/cached.js"></script></head><body><h1>Test site</h1></body></html>"""
@@ -17,7 +17,47 @@ PAGE = b"""<!doctype html><html lang="sv"><head><meta charset="utf-8"><title>Tes
 SERVICE_WORKER = b"self.addEventListener('fetch', () => {});"
 
 
-class TestSite:
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that logs nothing and answers in one call."""
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+    def _send(self, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 and an ephemeral port, as a context manager."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class TestSite(LoopbackServer):
     __test__ = False  # not a pytest test class
 
     def __init__(self) -> None:
@@ -25,10 +65,7 @@ class TestSite:
         self.headers: list[dict[str, str]] = []
         site = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return None
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 site.requests[path] += 1
@@ -53,26 +90,4 @@ class TestSite:
                 else:
                     self.send_error(404)
 
-            def _send(self, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                for key, value in (extra or {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/"
-
-    def __enter__(self) -> TestSite:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(Handler)

@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from outreach_station.lockdown import Lockdown
 from outreach_station.platforms import PlatformProfile
 from outreach_station.workspace import needs_recovery
 from tests.browser.test_isolation import write_platform
+from tests.site import LoopbackServer, QuietHandler
 
 pytestmark = pytest.mark.browser
 
@@ -34,17 +33,14 @@ PLATFORM = PlatformProfile(id="site-one", name="t", start_url="http://127.0.0.1/
 SECRET_BYTES = b"station-download-marker-" + b"x" * 64
 
 
-class LockdownSite:
+class LockdownSite(LoopbackServer):
     __test__ = False
 
     def __init__(self) -> None:
         self.paths: list[str] = []
         site = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return None
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 site.paths.append(f"{self.headers.get('Host', '').split(':')[0]}{path}")
@@ -68,27 +64,12 @@ class LockdownSite:
                 else:
                     self._send(b"<h1>hello from the site</h1>", "text/html")
 
-            def _send(self, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                for key, value in (extra or {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(body)
+        super().__init__(Handler)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.other = f"http://localhost:{self.port}/"
-
-    def __enter__(self) -> LockdownSite:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    @property
+    def other(self) -> str:
+        """The same server under another host name: off any allowlist of 127.0.0.1."""
+        return f"http://localhost:{self.port}/"
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,7 @@ acceptance is an expected failure below, named by its components.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ import pytest
 from outreach_station import api, paths, workspace
 from outreach_station.registry import Persona
 from tests.browser.test_isolation import write_platform
+from tests.site import LoopbackServer, QuietHandler
 
 pytestmark = pytest.mark.browser
 
@@ -44,53 +43,32 @@ PLATFORM = "fp-harness"
 DIFFERING = {"screenResolution"}
 
 
-class Harness:
+class Harness(LoopbackServer):
     """A loopback server for page.html and the libraries' browser bundles."""
 
     def __init__(self) -> None:
         root = HARNESS
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return None
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 if path in ("/", "/page.html"):
-                    self._send(root / "page.html", "text/html; charset=utf-8")
+                    self._file(root / "page.html", "text/html; charset=utf-8")
                     return
                 target = (root / path.lstrip("/")).resolve()
                 # Only the installed packages, nothing else of the repository.
                 if path.endswith(".js") and target.is_relative_to(NODE_MODULES.resolve()):
-                    self._send(target, "text/javascript")
+                    self._file(target, "text/javascript")
                 else:
                     self.send_error(404)
 
-            def _send(self, file: Path, ctype: str) -> None:
-                if not file.is_file():
+            def _file(self, file: Path, ctype: str) -> None:
+                if file.is_file():
+                    self._send(file.read_bytes(), ctype)
+                else:
                     self.send_error(404)
-                    return
-                body = file.read_bytes()
-                self.send_response(200)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/"
-
-    def __enter__(self) -> Harness:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture(scope="module")
