@@ -105,7 +105,12 @@ def create_persona(platform_id: str, *, label: str = "", standby: bool = False) 
 
 
 def create_personas(
-    platform_id: str, *, label: str = "", standby: bool = False, count: int = 1
+    platform_id: str,
+    *,
+    label: str = "",
+    standby: bool = False,
+    count: int = 1,
+    notify: Notify = _quiet,
 ) -> list[Persona]:
     """Create `count` personas for a platform, each with its own freshly drawn fingerprint."""
     if count < 1 or count > 100:
@@ -113,13 +118,45 @@ def create_personas(
     profile = platform(platform_id)
     created = []
     with registry() as reg:
+        draw = FingerprintDrawer(reg, notify=notify)
         for _ in range(count):
             persona = reg.create(
-                profile.id, fingerprint=generate(profile).to_dict(), label=label, standby=standby
+                profile.id, fingerprint=draw(profile).to_dict(), label=label, standby=standby
             )
             audit("persona.created", persona, status=persona.status)
             created.append(persona)
     return created
+
+
+class FingerprintDrawer:
+    """Draws fingerprints that no persona in the registry already presents.
+
+    Blocked and retired personas count too: a rotated persona must not look
+    like the device the platform just blocked.
+    """
+
+    def __init__(self, reg: Registry, *, notify: Notify = _quiet) -> None:
+        from outreach_station.fonts import inventory
+
+        self._fonts = inventory()
+        self._notify = notify
+        self._taken: set[str] = set()
+        for persona in reg.list():
+            with contextlib.suppress(StateError, TypeError, ValueError):
+                stored = Fingerprint.from_dict(dict(persona.fingerprint))
+                self._taken.add(stored.device_key(self._fonts.notable))
+
+    def __call__(self, profile: PlatformProfile) -> Fingerprint:
+        fingerprint = generate(profile, fonts=self._fonts, avoid=self._taken)
+        key = fingerprint.device_key(self._fonts.notable)
+        if key in self._taken:
+            self._notify(
+                "warning: the new persona looks like the same device as another persona: this "
+                "machine offers too few screens, font families or processors to tell them "
+                "apart (see 'station doctor')"
+            )
+        self._taken.add(key)
+        return fingerprint
 
 
 def list_personas(*, platform_id: str | None = None) -> list[Persona]:
@@ -148,12 +185,20 @@ def _report_hook(
     engine_major: int,
     on_report: Callable[[Mapping[str, Any], list[Check]], None],
 ) -> SessionHook:
+    """The checks `station check` runs, for any session that opens the inspector (the demo too)."""
     from outreach_station.inspector.checks import run_checks
 
     async def hook(_context: Any, _page: Any) -> None:
+        import asyncio
+
         report = await await_report(server)
         fingerprint = Fingerprint.from_dict(persona.fingerprint)
-        on_report(report, run_checks(report, fingerprint=fingerprint, engine_major=engine_major))
+        # The same list the page probed with; read once per server (fontconfig's tools).
+        installed = await asyncio.to_thread(server.installed_fonts)
+        checks = run_checks(
+            report, fingerprint=fingerprint, engine_major=engine_major, installed_fonts=installed
+        )
+        on_report(report, checks)
 
     return hook
 
@@ -184,7 +229,7 @@ def _browser(effective: EffectivePolicy) -> BrowserExecutable:
 
 
 def _choose_persona(
-    reg: Registry, profile: PlatformProfile, persona_id: str | None
+    reg: Registry, profile: PlatformProfile, persona_id: str | None, notify: Notify
 ) -> tuple[Persona, bool]:
     if persona_id is not None:
         persona = reg.get(validate_persona_id(persona_id))
@@ -208,7 +253,7 @@ def _choose_persona(
             if (active := reg.active(profile.id)) is not None:
                 return active, False
             raise
-    fingerprint = generate(profile)
+    fingerprint = FingerprintDrawer(reg, notify=notify)(profile)
     persona = reg.create(profile.id, fingerprint=fingerprint.to_dict())
     audit("persona.created", persona, status=persona.status)
     return persona, True
@@ -367,7 +412,7 @@ def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in o
     station = paths.current()
     with registry() as reg:
         required = _proxy_required(reg, effective.policy, profile, persona_id)
-        persona, created = _choose_persona(reg, profile, persona_id)
+        persona, created = _choose_persona(reg, profile, persona_id, notify)
         egress = _egress(reg, persona, profile, required=required)
     if created:
         notify(f"created persona {persona.id} for {profile.id}")
@@ -530,7 +575,7 @@ def rotate(
             blocked, active, created = reg.rotate(
                 profile.id,
                 reason=reason or "blocked by the platform",
-                fresh_fingerprint=lambda: generate(profile).to_dict(),
+                fresh_fingerprint=lambda: FingerprintDrawer(reg, notify=notify)(profile).to_dict(),
             )
             if profile.proxies:
                 # The new persona must not leave through the address that was just blocked.
@@ -703,7 +748,7 @@ def refresh_fingerprint(persona_id: str) -> Persona:
     if is_locked(paths.current(), persona.id):
         raise BusyError(f"persona {persona.id} is open; close it before refreshing its fingerprint")
     with registry() as reg:
-        updated = reg.set_fingerprint(persona.id, generate(profile).to_dict())
+        updated = reg.set_fingerprint(persona.id, FingerprintDrawer(reg)(profile).to_dict())
     audit("persona.fingerprint_refreshed", updated)
     return updated
 
@@ -749,14 +794,8 @@ def check_persona(
     with InspectorServer() as server:
         url = server.page_url(stun=stun)
         engine = _browser(effective_policy()).major
-
-        async def hook(_context: Any, _page: Any) -> None:
-            from outreach_station.inspector.checks import run_checks
-
-            report = await await_report(server)
-            fingerprint = Fingerprint.from_dict(persona.fingerprint)
-            on_report(report, run_checks(report, fingerprint=fingerprint, engine_major=engine))
-
+        # One hook for both: `station check` and the demo give the same verdicts.
+        hook = _report_hook(server, persona, engine, on_report)
         open_platform(
             persona.platform,
             persona_id=persona.id,

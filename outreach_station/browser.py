@@ -27,11 +27,12 @@ from outreach_station import paths
 from outreach_station.emulation import install_window
 from outreach_station.errors import BrowserError, EnvironmentProblem
 from outreach_station.fingerprint import Fingerprint, fingerprint_args, outer_window
+from outreach_station.fonts import write_config as write_font_config
 
 if TYPE_CHECKING:
     import asyncio
 
-    from playwright.async_api import BrowserContext, Page
+    from playwright.async_api import BrowserContext, Page, Playwright
 
     from outreach_station.lockdown import Lockdown, OnViolation
 
@@ -169,6 +170,10 @@ class LaunchSpec:
     context_options: dict[str, Any] = field(hash=False)
     # Outer window size set per page through the protocol (headless desktop only).
     window: tuple[int, int] | None = None
+    # The font families the browser may see (fonts.write_config); (): all installed.
+    fonts: tuple[str, ...] = ()
+    # Logical processors the browser runs on (its hardwareConcurrency); 0: all.
+    cpus: int = 0
 
 
 def build_launch(
@@ -248,7 +253,32 @@ def build_launch(
         headless=headless,
         context_options=context_options,
         window=outer_window(fingerprint) if headless else None,
+        fonts=fingerprint.fonts,
+        cpus=fingerprint.hardware_concurrency,
     )
+
+
+def limit_cpus(count: int) -> set[int] | None:
+    """Run the calling thread, and the processes it starts, on `count` of its CPUs.
+
+    Chromium reports the CPUs it may run on as navigator.hardwareConcurrency
+    in every renderer, so the browser started under this affinity presents
+    `count` in the page and in every worker alike. Returns the previous set
+    for `restore_cpus`, or None when nothing changed (0, or not fewer than
+    the machine has).
+    """
+    if count <= 0 or not hasattr(os, "sched_setaffinity"):
+        return None
+    allowed = os.sched_getaffinity(0)
+    if count >= len(allowed):
+        return None
+    os.sched_setaffinity(0, sorted(allowed)[:count])
+    return allowed
+
+
+def restore_cpus(previous: set[int] | None) -> None:
+    if previous is not None:
+        os.sched_setaffinity(0, previous)
 
 
 def require_display(headless: bool) -> None:
@@ -308,25 +338,14 @@ async def run_session(  # noqa: PLR0915 - the session loop reads best in one pla
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     for sig in handled:
         loop.add_signal_handler(sig, on_signal, sig)
+    write_font_config(Path(str(spec.env["XDG_CONFIG_HOME"])), spec.fonts)
+    # The Playwright driver and the browser it starts inherit this thread's
+    # CPUs; the thread gets all of them back once the browser runs.
+    cpus_before = limit_cpus(spec.cpus)
     try:
         async with async_playwright() as pw:
-            try:
-                context = await pw.chromium.launch_persistent_context(
-                    str(spec.user_data_dir),
-                    executable_path=str(spec.executable),
-                    headless=spec.headless,
-                    ignore_default_args=True,
-                    args=list(spec.args),
-                    env=dict(spec.env),
-                    handle_sigint=False,
-                    handle_sigterm=True,
-                    handle_sighup=True,
-                    **spec.context_options,
-                )
-            except PlaywrightError as exc:
-                raise BrowserError(
-                    f"the browser at {spec.executable} failed to start: {str(exc).splitlines()[0]}"
-                ) from None
+            context = await _launch(pw, spec, cpus_before)
+            cpus_before = None
             context.on("close", lambda _ctx: closed.set())
             await install_window(context, spec.window)
             guard = await _guard(context, spec, lockdown, on_violation)
@@ -368,8 +387,34 @@ async def run_session(  # noqa: PLR0915 - the session loop reads best in one pla
                 start_page_error=start_error,
             )
     finally:
+        restore_cpus(cpus_before)
         for sig in handled:
             loop.remove_signal_handler(sig)
+
+
+async def _launch(pw: Playwright, spec: LaunchSpec, cpus_before: set[int] | None) -> BrowserContext:
+    """Start the browser; this thread gets its CPUs back whether or not it started."""
+    from playwright.async_api import Error as PlaywrightError
+
+    try:
+        return await pw.chromium.launch_persistent_context(
+            str(spec.user_data_dir),
+            executable_path=str(spec.executable),
+            headless=spec.headless,
+            ignore_default_args=True,
+            args=list(spec.args),
+            env=dict(spec.env),
+            handle_sigint=False,
+            handle_sigterm=True,
+            handle_sighup=True,
+            **spec.context_options,
+        )
+    except PlaywrightError as exc:
+        raise BrowserError(
+            f"the browser at {spec.executable} failed to start: {str(exc).splitlines()[0]}"
+        ) from None
+    finally:
+        restore_cpus(cpus_before)
 
 
 class _NoGuard:

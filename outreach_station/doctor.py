@@ -18,6 +18,7 @@ from typing import Final, Literal
 
 from outreach_station import paths
 from outreach_station.errors import StationError
+from outreach_station.fonts import FontInventory
 
 Verdict = Literal["ok", "warn", "fail"]
 
@@ -201,6 +202,34 @@ def check_disk(free: int, where: Path) -> Finding:
     return Finding("disk", "ok", shown)
 
 
+def check_variety(fonts: FontInventory, cpus: int) -> Finding:
+    """How many distinct devices this machine can give personas beyond their screens."""
+    from outreach_station.fingerprint import CPU_COUNTS
+
+    cpu_choices = max(1, sum(1 for count, _ in CPU_COUNTS if count <= cpus))
+    if not fonts.families:
+        return Finding(
+            "persona variety",
+            "warn",
+            "fontconfig lists no fonts: every persona presents the machine's fonts",
+            "install fontconfig (fc-list, fc-match) and the fonts staff need",
+        )
+    font_choices = 2 ** len(set(fonts.notable) - set(fonts.essential))
+    detail = (
+        f"{font_choices} default-font sets x {cpu_choices} processor counts per screen "
+        f"({len(fonts.families)} font families, {cpus} CPUs)"
+    )
+    if font_choices * cpu_choices < 4:
+        return Finding(
+            "persona variety",
+            "warn",
+            detail + ": personas of one platform differ mostly by their screen",
+            "install fonts that stand in for Arial and Times New Roman "
+            "(Debian: fonts-liberation fonts-croscore); see docs/fingerprints.md",
+        )
+    return Finding("persona variety", "ok", detail)
+
+
 def check_clock(now: datetime, newest_record: datetime | None) -> Finding:
     if now < RELEASE_DATE:
         return Finding(
@@ -272,6 +301,8 @@ def run_doctor(
 ) -> DoctorReport:
     """Every check, in the order a person fixes them."""
     from outreach_station.audit import AuditLog, default_path
+    from outreach_station.fingerprint import machine_cpus
+    from outreach_station.fonts import inventory
     from outreach_station.policy import Policy
 
     findings = [check_browser(), check_keyring(), check_workspace()]
@@ -291,5 +322,6 @@ def run_doctor(
         newest = max(r.time for r in records)
     findings.append(check_clock(clock(), newest))
     findings.append(check_personas())
+    findings.append(check_variety(inventory(), machine_cpus()))
     findings.append(check_managed_policy(policy, managed_dir))
     return DoctorReport(tuple(findings))

@@ -8,26 +8,34 @@ user agent never contradicts what the engine itself reveals.
 
 Only what the engine can present identically in every scope (page, iframes,
 workers, HTTP headers, CSS) is chosen per persona: screen and window, device
-pixel ratio, touch, languages, time zone. The operating system, CPU count,
-memory and GPU are the machine's own, because a switch cannot change them in
-workers and a per-page override is caught by comparing scopes. See
-docs/fingerprints.md.
+pixel ratio, touch, languages, time zone, the font families (a per-persona
+fontconfig, see fonts.py) and the number of logical processors (the CPU
+affinity the browser is started with). The operating system, memory and GPU
+are the machine's own, because a switch cannot change them in workers and a
+per-page override is caught by comparing scopes. See docs/fingerprints.md.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from outreach_station.errors import StateError
+from outreach_station.fonts import FontInventory
 from outreach_station.platforms import PlatformProfile
 
 # 2: mobile personas present the engine's own Linux user agent (an Android
 # one was contradicted by navigator.platform and the client hints in every
 # worker); platform, client-hint platform, colour depth and available screen
 # are stored so that checks can hold the browser to them.
-FINGERPRINT_VERSION = 2
+# 3: each persona presents its own subset of the machine's font families and
+# its own number of logical processors; two personas on one machine were the
+# same device to third-party fingerprinting except for the screen.
+FINGERPRINT_VERSION = 3
 
 # The engine here is Chromium on Linux: every persona presents exactly that,
 # because navigator.platform and the client-hint platform cannot be changed
@@ -64,6 +72,25 @@ MOBILE_SCREENS: tuple[tuple[int, int, float, int], ...] = (
     (412, 892, 2.625, 6),
     (360, 780, 3.0, 4),
 )
+# (logical processors, weight): navigator.hardwareConcurrency of desktop
+# computers, estimated by us from public hardware surveys' CPU shares (not a
+# measured dataset). A persona is never given more than the machine has.
+CPU_COUNTS: tuple[tuple[int, int], ...] = (
+    (2, 5),
+    (4, 22),
+    (6, 7),
+    (8, 28),
+    (12, 13),
+    (16, 15),
+    (20, 4),
+    (24, 3),
+    (32, 3),
+)
+# Each optional font family (not the machine's choice for a generic family)
+# is kept by a persona with this probability.
+FONT_KEEP = (2, 3)
+# Draws tried to find a device no other persona on this machine already is.
+DISTINCT_ATTEMPTS = 200
 
 
 @dataclass(frozen=True)
@@ -91,20 +118,51 @@ class Fingerprint:
     # reports the whole screen as available when it has no panel to avoid.
     avail_width: int = 0
     avail_height: int = 0
+    # The font families the persona presents (sorted); empty: every installed one.
+    fonts: tuple[str, ...] = ()
+    # navigator.hardwareConcurrency; 0: the machine's own.
+    hardware_concurrency: int = 0
 
     def user_agent(self, engine_major: int) -> str:
         return self.user_agent_template.format(major=engine_major)
 
     def summary(self) -> str:
         kind = "mobile" if self.mobile else "desktop"
+        cpus = f"{self.hardware_concurrency} CPUs" if self.hardware_concurrency else "machine CPUs"
+        fonts = f"{len(self.fonts)} font families" if self.fonts else "machine fonts"
         return (
             f"{kind} {self.screen_width}x{self.screen_height}@{self.device_scale_factor:g}x, "
-            f"{self.locale}, {self.timezone}"
+            f"{self.locale}, {self.timezone}, {cpus}, {fonts}"
+        )
+
+    def device_key(self, notable_fonts: Collection[str] = ()) -> str:
+        """What makes this persona a device of its own on this machine.
+
+        Two personas with equal keys look like one device to a website that
+        reads the screen, the fonts that common family names resolve to
+        (`notable_fonts`, FontInventory.notable), the processor count,
+        languages and zone. Differences in other fonts count for nothing
+        here: only a website probing for those very families would see them.
+        """
+        notable = set(notable_fonts)
+        fonts = notable & set(self.fonts) if self.fonts else notable
+        return json.dumps(
+            [
+                self.device,
+                self.screen_width,
+                self.screen_height,
+                self.device_scale_factor,
+                list(self.languages),
+                self.timezone,
+                sorted(fonts),
+                self.hardware_concurrency,
+            ]
         )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["languages"] = list(self.languages)
+        data["fonts"] = list(self.fonts)
         return data
 
     @classmethod
@@ -112,6 +170,8 @@ class Fingerprint:
         """A stored fingerprint; version 1 is upgraded, anything else refused."""
         if data.get("version") == 1:
             data = upgrade_v1(data)
+        if data.get("version") == 2:
+            data = upgrade_v2(data)
         names = {f.name for f in fields(cls)}
         missing = names - set(data)
         if missing or data.get("version") != FINGERPRINT_VERSION:
@@ -121,6 +181,7 @@ class Fingerprint:
             )
         values = {k: v for k, v in data.items() if k in names}
         values["languages"] = tuple(values["languages"])
+        values["fonts"] = tuple(values["fonts"])
         return cls(**values)
 
 
@@ -133,7 +194,7 @@ def upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
     """
     upgraded = dict(data)
     upgraded.update(
-        version=FINGERPRINT_VERSION,
+        version=2,
         user_agent_template=DESKTOP_UA,
         platform=ENGINE_PLATFORM,
         ua_platform=ENGINE_UA_PLATFORM,
@@ -142,6 +203,25 @@ def upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
         avail_height=data.get("screen_height", 0),
     )
     return upgraded
+
+
+def upgrade_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 to 3: the persona keeps presenting the machine's fonts and processors.
+
+    Websites remember what they saw; an upgrade changes nothing a persona
+    shows. `station persona refresh-fingerprint` draws its own fonts and
+    processor count.
+    """
+    upgraded = dict(data)
+    upgraded.update(version=FINGERPRINT_VERSION, fonts=[], hardware_concurrency=0)
+    return upgraded
+
+
+def machine_cpus() -> int:
+    """The logical processors this process may run on (what Chromium would report)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1  # pragma: no cover - Linux has sched_getaffinity
 
 
 def _weighted_choice(options: tuple[Any, ...], weight_index: int) -> Any:
@@ -154,13 +234,60 @@ def _weighted_choice(options: tuple[Any, ...], weight_index: int) -> Any:
     return options[-1]  # pragma: no cover - unreachable with positive weights
 
 
-def generate(platform: PlatformProfile) -> Fingerprint:
-    """Draw a new fingerprint for a persona of `platform`."""
+def draw_cpus(machine: int) -> int:
+    """A believable processor count the machine can give: never more than it has."""
+    fitting = tuple(option for option in CPU_COUNTS if option[0] <= machine)
+    if not fitting:
+        return machine
+    count: int = _weighted_choice(fitting, 1)[0]
+    return count
+
+
+def draw_fonts(fonts: FontInventory) -> tuple[str, ...]:
+    """The machine's generic families plus a random part of the rest; () without fontconfig."""
+    if not fonts.families:
+        return ()
+    keep, out_of = FONT_KEEP
+    kept = set(fonts.essential)
+    kept.update(f for f in fonts.optional if secrets.randbelow(out_of) < keep)
+    return tuple(sorted(kept))
+
+
+def generate(
+    platform: PlatformProfile,
+    *,
+    fonts: FontInventory | None = None,
+    cpus: int | None = None,
+    avoid: Collection[str] = (),
+) -> Fingerprint:
+    """Draw a new fingerprint for a persona of `platform`.
+
+    `fonts` and `cpus` are what the machine offers (read from it when not
+    given). A draw whose `device_key(fonts.notable)` is in `avoid` (the
+    other personas on this machine) is drawn again; if the machine offers too little variety
+    the last draw is returned and the caller can tell by its key.
+    """
+    if fonts is None:
+        from outreach_station.fonts import inventory
+
+        fonts = inventory()
+    cpus = machine_cpus() if cpus is None else cpus
+    drawn = _draw(platform, fonts, cpus)
+    for _ in range(DISTINCT_ATTEMPTS):
+        if drawn.device_key(fonts.notable) not in avoid:
+            break
+        drawn = _draw(platform, fonts, cpus)
+    return drawn
+
+
+def _draw(platform: PlatformProfile, fonts: FontInventory, cpus: int) -> Fingerprint:
     common: dict[str, Any] = {
         "version": FINGERPRINT_VERSION,
         "locale": platform.locale,
         "languages": platform.accept_languages,
         "timezone": platform.timezone,
+        "fonts": draw_fonts(fonts),
+        "hardware_concurrency": draw_cpus(cpus),
     }
     if platform.device == "mobile":
         width, height, dpr, _ = _weighted_choice(MOBILE_SCREENS, 3)

@@ -59,6 +59,10 @@ def test_launch_has_no_automation_switches_and_carries_the_persona(tmp_path: Pat
         "width": fp.viewport_width,
         "height": fp.viewport_height,
     }
+    # Fonts and processors are applied by run_session (a file, an affinity), not argv.
+    assert spec.fonts == fp.fonts and spec.fonts
+    assert spec.cpus == fp.hardware_concurrency > 0
+    assert not any("font" in a.lower() for a in args)
 
 
 def test_sandbox_is_off_only_for_root(tmp_path: Path) -> None:

@@ -150,6 +150,28 @@ def test_healthy_machine_passes(tmp_path: Path) -> None:
         "disk",
         "clock",
         "personas",
+        "persona variety",
         "browser policy",
     ]
     assert os.environ["STATION_HOME"] in finding(report, "audit log").detail
+
+
+def test_persona_variety_warns_when_personas_could_only_differ_by_screen() -> None:
+    from outreach_station.doctor import check_variety
+    from outreach_station.fonts import FontInventory
+
+    dejavu = ("DejaVu Sans", "DejaVu Sans Mono", "DejaVu Serif")
+    only_dejavu = FontInventory(dejavu, dejavu, dejavu)
+    found = check_variety(only_dejavu, 2)
+    assert found.verdict == "warn"
+    assert "1 default-font sets x 1 processor counts" in found.detail
+    assert "fonts-liberation" in found.fix
+    liberation = FontInventory(
+        (*dejavu, "Liberation Sans", "Liberation Serif"),
+        dejavu,
+        (*dejavu, "Liberation Sans", "Liberation Serif"),
+    )
+    assert check_variety(liberation, 2).verdict == "ok"
+    assert check_variety(only_dejavu, 8).verdict == "ok"  # 2, 4, 6, 8 processors
+    bare = check_variety(FontInventory((), ()), 8)
+    assert bare.verdict == "warn" and "fontconfig" in bare.fix

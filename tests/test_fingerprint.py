@@ -1,10 +1,41 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from outreach_station.errors import StateError
-from outreach_station.fingerprint import Fingerprint, fingerprint_args, generate
+from outreach_station.fingerprint import (
+    CPU_COUNTS,
+    Fingerprint,
+    draw_cpus,
+    fingerprint_args,
+    generate,
+)
+from outreach_station.fonts import FontInventory
 from outreach_station.platforms import PlatformProfile
+
+# The families of this test machine, as fonts.inventory() reads them.
+FONTS = FontInventory(
+    families=(
+        "DejaVu Math TeX Gyre",
+        "DejaVu Sans",
+        "DejaVu Sans Mono",
+        "DejaVu Serif",
+        "Liberation Mono",
+        "Liberation Sans",
+        "Liberation Sans Narrow",
+        "Liberation Serif",
+    ),
+    essential=("DejaVu Sans", "DejaVu Serif", "DejaVu Sans Mono"),
+    notable=(
+        "DejaVu Sans",
+        "DejaVu Sans Mono",
+        "DejaVu Serif",
+        "Liberation Sans",
+        "Liberation Serif",
+    ),
+)
 
 DESKTOP = PlatformProfile(id="d", name="d", start_url="https://x.se/")
 MOBILE = PlatformProfile(
@@ -57,10 +88,88 @@ def test_version_1_is_upgraded_keeping_the_screen() -> None:
         del old[key]
     old["version"] = 1
     old["user_agent_template"] = "Mozilla/5.0 (Linux; Android 10; K) Chrome/{major}.0.0.0 Mobile"
+    for key in ("fonts", "hardware_concurrency"):
+        del old[key]
     fp = Fingerprint.from_dict(old)
-    assert fp.version == 2
+    assert fp.version == 3
     assert fp.screen_width == old["screen_width"] and fp.avail_height == old["screen_height"]
     assert "Android" not in fp.user_agent(156)
+    # Upgraded personas keep presenting the machine's fonts and processors.
+    assert fp.fonts == () and fp.hardware_concurrency == 0
+
+
+def test_version_2_is_upgraded_keeping_everything_a_website_saw() -> None:
+    new = generate(DESKTOP, fonts=FONTS, cpus=8)
+    old = new.to_dict()
+    del old["fonts"], old["hardware_concurrency"]
+    old["version"] = 2
+    fp = Fingerprint.from_dict(old)
+    assert fp.version == 3
+    assert fp.fonts == () and fp.hardware_concurrency == 0
+    assert (fp.screen_width, fp.viewport_height, fp.languages) == (
+        new.screen_width,
+        new.viewport_height,
+        new.languages,
+    )
+
+
+def test_processor_count_is_believable_and_never_more_than_the_machine_has() -> None:
+    counts = {draw_cpus(8) for _ in range(300)}
+    assert counts <= {2, 4, 6, 8} and len(counts) >= 3
+    assert {draw_cpus(2) for _ in range(50)} == {2}
+    # A machine smaller than every tabled computer presents its own count.
+    assert draw_cpus(1) == 1
+    assert generate(DESKTOP, fonts=FONTS, cpus=64).hardware_concurrency in {
+        c for c, _ in CPU_COUNTS
+    }
+
+
+def test_fonts_keep_the_generic_families_and_vary_the_rest() -> None:
+    drawn = [generate(DESKTOP, fonts=FONTS, cpus=4).fonts for _ in range(200)]
+    for fonts in drawn:
+        assert set(FONTS.essential) <= set(fonts) <= set(FONTS.families)
+        assert list(fonts) == sorted(fonts)
+    optional = {f for fonts in drawn for f in fonts if f not in FONTS.essential}
+    assert optional == set(FONTS.optional)
+    assert len(set(drawn)) > 8
+    # Without fontconfig the persona presents what the machine has.
+    assert generate(DESKTOP, fonts=FontInventory((), ()), cpus=4).fonts == ()
+
+
+def test_generate_avoids_the_devices_other_personas_already_are() -> None:
+    taken: set[str] = set()
+    for _ in range(30):
+        fp = generate(DESKTOP, fonts=FONTS, cpus=8, avoid=taken)
+        key = fp.device_key(FONTS.notable)
+        assert key not in taken
+        taken.add(key)
+    # A machine offering one font set and one CPU count has only the six
+    # phone screens to give: the seventh draw comes back taken, and its key
+    # tells the caller.
+    bare = FontInventory(("DejaVu Sans",), ("DejaVu Sans",), ("DejaVu Sans",))
+    phones: set[str] = set()
+    for _ in range(6):
+        phones.add(generate(MOBILE, fonts=bare, cpus=1, avoid=phones).device_key(bare.notable))
+    assert len(phones) == 6
+    assert generate(MOBILE, fonts=bare, cpus=1, avoid=phones).device_key(bare.notable) in phones
+
+
+def test_device_key_counts_only_fonts_that_default_text_is_drawn_with() -> None:
+    fp = generate(DESKTOP, fonts=FONTS, cpus=8)
+    notable = FONTS.notable
+    with_math = replace(fp, fonts=tuple(sorted({*fp.fonts, "DejaVu Math TeX Gyre"})))
+    without_math = replace(fp, fonts=tuple(f for f in fp.fonts if f != "DejaVu Math TeX Gyre"))
+    assert with_math.device_key(notable) == without_math.device_key(notable)
+    with_arial = replace(fp, fonts=tuple(sorted({*fp.fonts, "Liberation Sans"})))
+    without_arial = replace(fp, fonts=tuple(f for f in fp.fonts if f != "Liberation Sans"))
+    assert with_arial.device_key(notable) != without_arial.device_key(notable)
+    assert replace(fp, hardware_concurrency=4).device_key(notable) != replace(
+        fp, hardware_concurrency=8
+    ).device_key(notable)
+    # An upgraded persona (fonts ()) presents every installed font.
+    assert replace(fp, fonts=()).device_key(notable) == replace(
+        fp, fonts=FONTS.families
+    ).device_key(notable)
 
 
 def test_unknown_versions_are_refused_clearly() -> None:

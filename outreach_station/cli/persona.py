@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from outreach_station.cli._lazy import lazy_module
-from outreach_station.cli._output import echo_json, table
+from outreach_station.cli._output import echo_json, info, table
 from outreach_station.errors import StateError, UsageError
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def new(
 
     Example: station persona new demo --standby --count 3
     """
-    personas = api.create_personas(platform, label=label, standby=standby, count=count)
+    personas = api.create_personas(platform, label=label, standby=standby, count=count, notify=info)
     if json:
         echo_json(_as_json(personas[0]) if count == 1 else [_as_json(p) for p in personas])
     else:

@@ -9,11 +9,10 @@ assertions state what they actually saw.
 
 What they see, measured on Debian 12 / Chromium 156 (FingerprintJS 5.2.0,
 BotD 2.0.0): no bot, headed or headless; one visitor per persona across
-sealed sessions; and personas told apart ONLY by FingerprintJS's
-`screenResolution`. Canvas, WebGL, audio, fonts, hardware, languages and
-zone are the machine's or the platform's, so two personas of one platform
-that drew the same screen are one visitor to FingerprintJS: that part of the
-acceptance is an expected failure below, named by its components.
+sealed sessions; and a different visitor for every persona station draws.
+Two personas with one screen are told apart by their fonts (FingerprintJS's
+`fontPreferences` and `canvas`) and processor count (`hardwareConcurrency`);
+WebGL, audio, device memory and math stay the machine's.
 """
 
 from __future__ import annotations
@@ -26,6 +25,8 @@ from typing import Any
 import pytest
 
 from outreach_station import api, paths, workspace
+from outreach_station.fingerprint import machine_cpus
+from outreach_station.fonts import inventory
 from outreach_station.registry import Persona
 from tests.browser.test_isolation import write_platform
 from tests.site import LoopbackServer, QuietHandler
@@ -36,11 +37,6 @@ HARNESS = Path(__file__).resolve().parents[1] / "thirdparty"
 NODE_MODULES = HARNESS / "node_modules"
 LIBRARIES = ("@fingerprintjs/fingerprintjs", "@fingerprintjs/botd")
 PLATFORM = "fp-harness"
-
-# What separates two personas of one platform in FingerprintJS's eyes today:
-# the stored screen. Every other component is the machine's (canvas, WebGL,
-# audio, fonts, CPU, memory) or the platform's (languages, zone).
-DIFFERING = {"screenResolution"}
 
 
 class Harness(LoopbackServer):
@@ -118,10 +114,6 @@ def observe(harness: Harness, persona: Persona, *, headless: bool) -> dict[str, 
     return seen
 
 
-def screen(persona: Persona) -> tuple[int, int]:
-    return persona.fingerprint["screen_width"], persona.fingerprint["screen_height"]
-
-
 def differing(one: dict[str, Any], other: dict[str, Any]) -> set[str]:
     assert set(one["components"]) == set(other["components"])
     return {
@@ -146,22 +138,6 @@ def assert_human(seen: dict[str, Any]) -> None:
         "detectUserAgent",
         "detectWindowSize",
     } <= set(seen["botdDetections"])
-
-
-def persona_pair(same_screen: bool) -> tuple[Persona, Persona]:
-    """Two personas of one platform whose drawn screens are (or are not) the same.
-
-    Fingerprints are drawn at random; a few dozen draws over ten screens
-    give both kinds of pair with certainty for all practical purposes.
-    """
-    drawn: list[Persona] = []
-    for _ in range(60):
-        new = api.create_persona(PLATFORM)
-        for old in drawn:
-            if (screen(old) == screen(new)) == same_screen:
-                return old, new
-        drawn.append(new)
-    raise AssertionError("sixty drawn fingerprints gave no such pair")
 
 
 def test_headless_same_persona_is_one_visitor_across_sealed_sessions_and_no_bot(
@@ -209,36 +185,56 @@ def test_headed_same_persona_is_one_visitor_and_no_bot(
     assert first["components"]["userAgentData"]["value"]["platform"] == "Linux"
 
 
-def test_personas_differ_to_fingerprintjs_only_by_their_screen(
+def with_fingerprint(persona: Persona, **changes: Any) -> Persona:
+    """`persona` with parts of its stored fingerprint replaced, in the real registry."""
+    with api.registry() as reg:
+        return reg.set_fingerprint(persona.id, {**persona.fingerprint, **changes})
+
+
+def test_fonts_and_processors_make_personas_different_devices(
     platform_dir: Path, harness: Harness
 ) -> None:
-    one, other = persona_pair(same_screen=False)
-    seen_one = observe(harness, one, headless=True)
-    seen_other = observe(harness, other, headless=True)
+    """Same screen, different fonts and processor count: FingerprintJS sees two devices."""
+    machine = inventory()
+    assert {"Liberation Sans", "Liberation Serif"} <= set(machine.notable), machine
+    base = api.create_persona(PLATFORM)
+    shared = {k: base.fingerprint[k] for k in ("screen_width", "screen_height")}
+    many = with_fingerprint(
+        base, **shared, fonts=list(machine.families), hardware_concurrency=machine_cpus()
+    )
+    few = with_fingerprint(
+        api.create_persona(PLATFORM),
+        **shared,
+        fonts=list(machine.essential),
+        hardware_concurrency=1,
+    )
+    cpus_before = os.sched_getaffinity(0)
+    seen_many = observe(harness, many, headless=True)
+    seen_few = observe(harness, few, headless=True)
+    # The browser ran on one CPU; station itself has all of them back.
+    assert os.sched_getaffinity(0) == cpus_before
 
-    assert seen_one["visitorId"] != seen_other["visitorId"]
-    # The truth today: the screen is all that tells them apart. When a
-    # per-persona value (fonts, say) starts to count, this set grows and the
-    # test says so.
-    assert differing(seen_one, seen_other) == DIFFERING
-    # The machine's own, shared by every persona on it.
-    for name in ("canvas", "webGlBasics", "audio", "fonts", "hardwareConcurrency", "math"):
-        assert seen_one["components"][name] == seen_other["components"][name], name
+    assert seen_many["visitorId"] != seen_few["visitorId"]
+    changed = differing(seen_many, seen_few)
+    # The drawn text (default, sans-serif and serif fonts) and the CPU count.
+    assert {"fontPreferences", "canvas", "hardwareConcurrency"} <= changed, changed
+    assert "screenResolution" not in changed
+    assert seen_many["components"]["hardwareConcurrency"]["value"] == machine_cpus()
+    assert seen_few["components"]["hardwareConcurrency"]["value"] == 1
+    assert_human(seen_many)
+    assert_human(seen_few)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "issue 4: two personas of one platform that drew the same screen are one "
-        "FingerprintJS visitor; only screenResolution differs between personas, while "
-        "canvas, webGlBasics, webGlExtensions, audio, fonts, fontPreferences, "
-        "hardwareConcurrency, deviceMemory, math, languages and timezone are the "
-        "machine's or the platform's"
-    ),
-)
 def test_different_personas_are_different_visitors(platform_dir: Path, harness: Harness) -> None:
-    one, other = persona_pair(same_screen=True)
-    seen_one = observe(harness, one, headless=True)
-    seen_other = observe(harness, other, headless=True)
+    """Personas drawn by station for one platform: each one its own FingerprintJS visitor."""
+    personas = [api.create_persona(PLATFORM) for _ in range(4)]
+    seen = [observe(harness, persona, headless=True) for persona in personas]
 
-    assert seen_one["visitorId"] != seen_other["visitorId"], differing(seen_one, seen_other)
+    visitors = [s["visitorId"] for s in seen]
+    assert len(set(visitors)) == len(visitors), [p.fingerprint for p in personas]
+    for persona, one in zip(personas, seen, strict=True):
+        assert_human(one)
+        assert (
+            one["components"]["hardwareConcurrency"]["value"]
+            == (persona.fingerprint["hardware_concurrency"])
+        )
