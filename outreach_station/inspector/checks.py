@@ -7,7 +7,7 @@ and against the persona's stored fingerprint when one is given.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,8 +53,14 @@ def run_checks(
     *,
     fingerprint: Fingerprint | None = None,
     engine_major: int | None = None,
+    installed_fonts: Collection[str] | None = None,
 ) -> list[Check]:
-    """Every check, in a stable order; a failed one names the two values that disagree."""
+    """Every check, in a stable order; a failed one names the two values that disagree.
+
+    `installed_fonts` are the families installed on the machine (what the
+    inspector server probed for); with them and a fingerprint, the families
+    the browser shows must be the persona's.
+    """
     headers = report.get("headers", {})
     screen = report.get("screen", {})
     media = report.get("media", {})
@@ -88,7 +94,7 @@ def run_checks(
             )
         )
     checks.append(_agree("navigator.platform", _scope_values(report, "platform")))
-    checks.append(_agree("hardware concurrency", _scope_values(report, "hardware_concurrency")))
+    checks.extend(_device_checks(report, fingerprint, installed_fonts))
     checks.append(_agree("device memory", _scope_values(report, "device_memory")))
     langs = {k: tuple(v) if v else v for k, v in _scope_values(report, "languages").items()}
     checks.append(
@@ -131,6 +137,77 @@ def run_checks(
     checks.extend(_window_checks(screen))
     checks.extend(_automation_checks(report.get("misc") or {}))
     checks.append(_webrtc_check(report.get("webrtc") or {}))
+    return checks
+
+
+def _device_checks(
+    report: Mapping[str, Any],
+    fingerprint: Fingerprint | None,
+    installed_fonts: Collection[str] | None,
+) -> list[Check]:
+    """Processors and fonts: the same in every scope, and the persona's when it has its own."""
+    cores = _scope_values(report, "hardware_concurrency")
+    checks = [_agree("hardware concurrency", cores)]
+    # 0 is a persona that presents the machine's own processor count.
+    if fingerprint is not None and fingerprint.hardware_concurrency > 0:
+        checks.append(
+            _agree("hardware concurrency is the persona's", cores, fingerprint.hardware_concurrency)
+        )
+    checks.extend(_font_checks(report, fingerprint, installed_fonts))
+    return checks
+
+
+def _font_list(value: Any) -> frozenset[str] | None:
+    if not isinstance(value, list | tuple):
+        return None
+    return frozenset(str(v) for v in value)
+
+
+def _names(families: Collection[str]) -> str:
+    return ", ".join(sorted(families)) or "none"
+
+
+def _difference(want: frozenset[str], got: frozenset[str] | None) -> str:
+    """What `got` lacks and adds against `want`, as "missing: X; extra: Y"."""
+    if got is None:
+        return "no fonts detected (the scope could not measure)"
+    parts = []
+    if want - got:
+        parts.append(f"missing: {_names(want - got)}")
+    if got - want:
+        parts.append(f"extra: {_names(got - want)}")
+    return "; ".join(parts) or "same"
+
+
+def _font_checks(
+    report: Mapping[str, Any],
+    fingerprint: Fingerprint | None,
+    installed_fonts: Collection[str] | None,
+) -> list[Check]:
+    """Every scope sees the same families; with the machine's list, exactly the persona's."""
+    detected = {scope: _font_list(v) for scope, v in _scope_values(report, "fonts").items()}
+    main = detected["main"]
+    odd = {scope: v for scope, v in detected.items() if v != main}
+    main_text = _names(main) if main is not None else "None"
+    if odd:
+        scope, value = next(iter(odd.items()))
+        diff = _difference(main or frozenset(), value)
+        agree = Check("fonts", False, f"main: {main_text}", f"{scope}: {diff}")
+    else:
+        agree = Check("fonts", main is not None, main_text, "same in every scope")
+    checks = [agree]
+    if fingerprint is None or installed_fonts is None:
+        return checks
+    installed = frozenset(installed_fonts)
+    # () is a persona from before fonts were chosen per persona: the machine's set.
+    want = frozenset(fingerprint.fonts) if fingerprint.fonts else installed
+    bad = {
+        scope: _difference(want, None if got is None else got & installed)
+        for scope, got in detected.items()
+        if got is None or got & installed != want
+    }
+    seen = next((f"{scope}: {diff}" for scope, diff in bad.items()), "same in every scope")
+    checks.append(Check("fonts are the persona's", not bad, _names(want), seen))
     return checks
 
 

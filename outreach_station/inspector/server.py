@@ -28,6 +28,9 @@ Report structure, version 1 (keys are stable; add keys, never rename them):
           "timezone_offset": int,            # new Date().getTimezoneOffset()
           "http": {name: value} | null,      # identity headers of a fetch made from this scope
           "http_error": str | null,
+          "fonts": [str, ...] | null,        # sorted: the families of /fonts.json this scope
+                                             # can draw with (text width differs from the
+                                             # generic fallbacks); null if it could not tell
           "error": str | null},              # set when the scope failed; all values are then null
       },
       "headers": {lower-case name: value},   # request headers of the page's fetch to /headers;
@@ -52,6 +55,10 @@ Report structure, version 1 (keys are stable; add keys, never rename them):
     }
 
 The report never holds a cookie or storage value, only names.
+
+`/fonts.json` lists the families every scope probes for: the machine's
+installed families (read once per server, at the first request) and the
+common family names websites probe (`fonts.COMMON_FAMILIES`).
 
 The page is plain HTML, CSS and JavaScript under `static/` with no external
 resources. The server uses only the standard library, so importing this module
@@ -180,7 +187,8 @@ def identity_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
 # What goes into the hash (hash_material), the same in static/collect.js:
 #   version;
 #   scopes.<each of the five>: every field except timezone_offset (it moves
-#     with daylight saving time; time_zone carries the identity);
+#     with daylight saving time; time_zone carries the identity), fonts
+#     included;
 #   headers: only IDENTITY_HEADER names (user-agent, accept-language,
 #     accept-encoding, dnt, sec-gpc, sec-ch-*);
 #   screen, media, misc: every field;
@@ -379,6 +387,9 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path == "/headers":
             self._send_json(HTTPStatus.OK, echo_headers(list(self.headers.items())))
             return
+        if url.path == "/fonts.json":
+            self._send_json(HTTPStatus.OK, {"families": list(self.server.inspector.probe_fonts())})
+            return
         if url.path == "/favicon.ico":
             # Browsers ask for it unprompted; a 404 would show as a console error.
             self._send(HTTPStatus.NO_CONTENT)
@@ -464,6 +475,8 @@ class InspectorServer:
         self._cond = threading.Condition()
         self._report: dict[str, Any] | None = None
         self.static: dict[str, bytes] = {}
+        self._fonts_lock = threading.Lock()
+        self._installed_fonts: tuple[str, ...] | None = None
 
     # -- lifecycle --
 
@@ -538,6 +551,27 @@ class InspectorServer:
         if stun is None:
             return self.url
         return f"{self.url}?{urlencode({'stun': stun})}"
+
+    # -- fonts --
+
+    def installed_fonts(self) -> tuple[str, ...]:
+        """The font families installed on the machine, read once per server (at first use).
+
+        Lazily: most servers (and `station --help`) never need them, and
+        fontconfig's tools take a moment.
+        """
+        with self._fonts_lock:
+            if self._installed_fonts is None:
+                from outreach_station.fonts import inventory
+
+                self._installed_fonts = inventory().families
+            return self._installed_fonts
+
+    def probe_fonts(self) -> tuple[str, ...]:
+        """The families each scope looks for: the installed ones and the commonly probed names."""
+        from outreach_station.fonts import COMMON_FAMILIES
+
+        return tuple(sorted({*self.installed_fonts(), *COMMON_FAMILIES}))
 
     # -- reports --
 

@@ -10,13 +10,15 @@ import json
 import sqlite3
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from outreach_station import api, paths, workspace
+from outreach_station import api, fonts, paths, workspace
 from outreach_station.cli import app
 from outreach_station.errors import ExitCode
 from outreach_station.fingerprint import Fingerprint
+from outreach_station.inspector import SCOPE_NAMES
 from tests.browser.test_isolation import write_platform
 
 pytestmark = pytest.mark.browser
@@ -31,7 +33,7 @@ PLATFORMS = (
 
 
 @pytest.fixture
-def profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, secret_service: None) -> Path:
     monkeypatch.setenv("STATION_HOME", str(tmp_path / "home"))
     directory = tmp_path / "profiles"
     for platform_id, device, locale, zone in PLATFORMS:
@@ -54,21 +56,19 @@ def test_twenty_personas_pass_every_check_distinct_and_stable(profiles: Path) ->
         result = api.check_persona(persona.id)
         assert result.ok, (persona.id, persona.fingerprint, _failed(result))
         names = {c.name for c in result.checks}
-        # The window and automation checks are part of every run now.
-        assert {"outer window fits the screen", "no automation globals"} <= names
+        # The window, automation, font and processor checks are part of every run.
+        assert {
+            "outer window fits the screen",
+            "no automation globals",
+            "fonts",
+            "fonts are the persona's",
+            "hardware concurrency is the persona's",
+        } <= names
         hashes[persona.id] = result.report["hash"]
 
-    # The hash is a function of the stored fingerprint on one machine: the CPU,
-    # memory, GPU and canvas are the machine's own, so two personas that drew
-    # the same screen, window, languages and zone look alike, and any two
-    # that drew differently are told apart.
-    by_fingerprint: dict[str, set[str]] = {}
-    for persona in personas:
-        key = json.dumps(persona.fingerprint, sort_keys=True)
-        by_fingerprint.setdefault(key, set()).add(hashes[persona.id])
-    assert all(len(h) == 1 for h in by_fingerprint.values())
-    assert len(set(hashes.values())) == len(by_fingerprint)
-    assert len(by_fingerprint) >= 12, Counter(hashes.values()).most_common(3)
+    # No two personas are drawn as the same device (screen, languages, zone,
+    # notable fonts, processors), and the hash tells every one apart.
+    assert len(set(hashes.values())) == 20, Counter(hashes.values()).most_common(3)
 
     # Reopened: the profile was sealed when the first check closed it, and
     # is unsealed from that for the second; the persona looks the same.
@@ -78,6 +78,32 @@ def test_twenty_personas_pass_every_check_distinct_and_stable(profiles: Path) ->
         again = api.check_persona(persona.id)
         assert again.ok, _failed(again)
         assert again.report["hash"] == hashes[persona.id]
+
+
+def _store(persona_id: str, **changes: Any) -> None:
+    """Edit the stored fingerprint through the registry, starting from the persona's own."""
+    with api.registry() as reg:
+        reg.set_fingerprint(persona_id, dict(reg.get(persona_id).fingerprint, **changes))
+
+
+def test_persona_with_the_essential_fonts_and_one_processor(profiles: Path) -> None:
+    inventory = fonts.inventory()
+    essential = ["DejaVu Sans", "DejaVu Sans Mono", "DejaVu Serif"]
+    assert set(essential) <= set(inventory.families), inventory
+    persona = api.create_persona("desk-se")
+    _store(persona.id, fonts=essential, hardware_concurrency=1)
+
+    result = api.check_persona(persona.id)
+    assert result.ok, _failed(result)
+    scopes = result.report["scopes"]
+    for name in SCOPE_NAMES:
+        assert scopes[name]["error"] is None, name
+        installed_seen = sorted(set(scopes[name]["fonts"]) & set(inventory.families))
+        assert installed_seen == essential, (name, scopes[name]["fonts"])
+        assert scopes[name]["hardware_concurrency"] == 1, name
+    by_name = {c.name: c for c in result.checks}
+    assert by_name["fonts are the persona's"].expected == ", ".join(essential)
+    assert by_name["hardware concurrency is the persona's"].expected == "1"
 
 
 def test_window_is_a_maximised_browser_on_the_persona_screen(profiles: Path) -> None:
@@ -120,3 +146,18 @@ def test_cli_check_output_and_exit_codes(profiles: Path) -> None:
     assert text.exit_code == ExitCode.CHECK_FAILED
     assert "FAIL" in text.output and "Win32" in text.output
     assert "Linux x86_64" in text.output
+
+
+def test_cli_check_fails_for_a_font_the_browser_cannot_show(profiles: Path) -> None:
+    from typer.testing import CliRunner
+
+    persona = api.create_persona("desk-gb")
+    claimed = sorted([*Fingerprint.from_dict(persona.fingerprint).fonts, "Nonexistent Sans"])
+    _store(persona.id, fonts=claimed)
+
+    bad = CliRunner().invoke(app, ["check", persona.id, "--json"])
+    assert bad.exit_code == ExitCode.CHECK_FAILED, bad.output
+    failed = [c for c in json.loads(bad.stdout)["checks"] if not c["ok"]]
+    assert [c["name"] for c in failed] == ["fonts are the persona's"]
+    assert "Nonexistent Sans" in failed[0]["expected"]
+    assert failed[0]["seen"] == "main: missing: Nonexistent Sans"

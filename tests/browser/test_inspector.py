@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from outreach_station.errors import BrowserError
+from outreach_station.fonts import COMMON_FAMILIES, inventory
 from outreach_station.inspector import SCOPE_NAMES, InspectorServer, fingerprint_hash
 from outreach_station.inspector.server import canonical_json, cookie_names, echo_headers
 from tests.proxies import StunServer as _StunServer
@@ -209,6 +210,20 @@ def test_server_binds_loopback_only_and_stays_quiet(
     assert err == ""
 
 
+def test_fonts_list_is_the_installed_families_and_the_common_names(
+    server: InspectorServer,
+) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn.request("GET", "/fonts.json")
+    response = conn.getresponse()
+    listed = json.loads(response.read())["families"]
+    conn.close()
+    assert response.status == 200
+    assert response.getheader("Content-Type") == "application/json"
+    assert listed == sorted({*inventory().families, *COMMON_FAMILIES})
+    assert listed == list(server.probe_fonts())
+
+
 def test_report_endpoint_refuses_cross_origin_and_non_json(server: InspectorServer) -> None:
     def post(body: bytes, headers: dict[str, str]) -> int:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
@@ -270,6 +285,12 @@ def test_report_arrives_from_all_five_scopes(
     assert re.fullmatch(r"[0-9a-f]{64}", report["misc"]["canvas_hash"])
     # The inspector removes its own service worker again.
     assert report["storage"]["service_workers"] == 0
+    # Fonts, measured with the same code in every scope: with no persona font
+    # file the browser shows every installed family.
+    fonts = all_scopes(report, "fonts")
+    assert fonts == dict.fromkeys(SCOPE_NAMES, fonts["main"])
+    assert fonts["main"] == sorted(fonts["main"])
+    assert set(server.installed_fonts()) <= set(fonts["main"]) <= set(server.probe_fonts())
     assert fingerprint_hash(report) == report["hash"]
 
 

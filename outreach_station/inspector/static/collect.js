@@ -16,7 +16,15 @@
   const SCOPE_KEYS = [
     "user_agent", "platform", "language", "languages", "hardware_concurrency", "device_memory",
     "webdriver", "ua_data", "time_zone", "locale", "timezone_offset", "http", "http_error",
+    "fonts",
   ];
+  // Font detection by text width: a family is available when text set in
+  // "<family>", <base> is not as wide as in <base> alone for some base. Each
+  // base is a different fallback, so a family equal to one of them still
+  // differs from the other two.
+  const FONT_BASES = ["monospace", "sans-serif", "serif"];
+  const FONT_SAMPLE = "mmmmmmmmmmlli WQ@#0123456789 fiflÅé";
+  const FONT_SIZE_PX = 72;
 
   function errorText(err) {
     if (err && typeof err === "object" && "message" in err) {
@@ -85,6 +93,37 @@
     return await response.json();
   }
 
+  async function fetchFontNames() {
+    const response = await withTimeout(
+      fetch("/fonts.json", { cache: "no-store", credentials: "same-origin" }), 4000,
+      "fetch /fonts.json");
+    if (!response.ok) throw new Error("/fonts.json answered " + response.status);
+    const data = await response.json();
+    if (!data || !Array.isArray(data.families)) throw new Error("/fonts.json has no families");
+    return data.families.filter((name) => typeof name === "string");
+  }
+
+  function quoteFamily(name) {
+    return '"' + name.replace(/\\/g, "\\\\").replace(/"/g, '\\"') + '"';
+  }
+
+  // OffscreenCanvas exists in windows and in every kind of worker, so all
+  // scopes measure with the very same code.
+  function detectFonts(names) {
+    if (typeof OffscreenCanvas !== "function") throw new Error("OffscreenCanvas is not available");
+    const ctx = new OffscreenCanvas(8, 8).getContext("2d");
+    if (!ctx) throw new Error("OffscreenCanvas has no 2d context");
+    const width = (font) => {
+      ctx.font = FONT_SIZE_PX + "px " + font;
+      return ctx.measureText(FONT_SAMPLE).width;
+    };
+    const base = {};
+    for (const generic of FONT_BASES) base[generic] = width(generic);
+    const found = names.filter((name) =>
+      FONT_BASES.some((generic) => width(quoteFamily(name) + ", " + generic) !== base[generic]));
+    return Array.from(new Set(found)).sort();
+  }
+
   function emptyScope(error) {
     const scope = {};
     for (const key of SCOPE_KEYS) scope[key] = null;
@@ -119,6 +158,11 @@
       problems.push("ua_data: " + errorText(err));
     }
     try {
+      scope.fonts = detectFonts(await fetchFontNames());
+    } catch (err) {
+      problems.push("fonts: " + errorText(err));
+    }
+    try {
       scope.http = identityHeaders(await fetchHeaders());
     } catch (err) {
       scope.http_error = errorText(err);
@@ -132,7 +176,7 @@
   // Fields in the hash (the same list is in server.py):
   //   version;
   //   scopes.<all five>: every field except timezone_offset (moves with
-  //     daylight saving time; time_zone carries the identity);
+  //     daylight saving time; time_zone carries the identity), fonts included;
   //   headers: only identity headers (user-agent, accept-language,
   //     accept-encoding, dnt, sec-gpc, sec-ch-*);
   //   screen, media, misc: every field;
@@ -220,6 +264,7 @@
     errorText,
     withTimeout,
     fetchHeaders,
+    detectFonts,
     sha256Hex,
     canonical,
     hashMaterial,

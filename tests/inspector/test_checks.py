@@ -1,0 +1,122 @@
+"""The coherence checks over a report, fed hand-made reports (no browser)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from outreach_station.fingerprint import generate
+from outreach_station.fonts import COMMON_FAMILIES, FontInventory
+from outreach_station.inspector import SCOPE_NAMES
+from outreach_station.inspector.checks import Check, run_checks
+from outreach_station.platforms import PlatformProfile
+
+INSTALLED = (
+    "DejaVu Sans",
+    "DejaVu Sans Mono",
+    "DejaVu Serif",
+    "Liberation Sans",
+    "Liberation Serif",
+)
+ESSENTIAL = ("DejaVu Sans", "DejaVu Sans Mono", "DejaVu Serif")
+FONTS = FontInventory(families=INSTALLED, essential=ESSENTIAL, notable=INSTALLED)
+FINGERPRINT = replace(
+    generate(PlatformProfile(id="d", name="d", start_url="https://x.se/"), fonts=FONTS, cpus=4),
+    fonts=ESSENTIAL,
+    hardware_concurrency=2,
+)
+
+
+def report(fonts: list[str] | None, cores: int = 2, **per_scope: Any) -> dict[str, Any]:
+    scopes = {name: {"fonts": fonts, "hardware_concurrency": cores} for name in SCOPE_NAMES}
+    for name, values in per_scope.items():
+        scopes[name].update(values)
+    return {"scopes": scopes}
+
+
+def check(checks: list[Check], name: str) -> Check:
+    return next(c for c in checks if c.name == name)
+
+
+def test_fonts_pass_when_every_scope_shows_the_personas_families() -> None:
+    # Common names that resolve to a visible family (Arial to Liberation Sans)
+    # are detected too; only installed families are compared.
+    seen = [*ESSENTIAL, "Arial", "system-ui"]
+    checks = run_checks(report(seen), fingerprint=FINGERPRINT, installed_fonts=INSTALLED)
+    agree = check(checks, "fonts")
+    assert agree.ok, agree
+    persona = check(checks, "fonts are the persona's")
+    assert persona == Check(
+        "fonts are the persona's",
+        True,
+        "DejaVu Sans, DejaVu Sans Mono, DejaVu Serif",
+        "same in every scope",
+    )
+
+
+def test_fonts_fail_naming_what_is_missing_and_what_is_extra() -> None:
+    claimed = replace(FINGERPRINT, fonts=(*ESSENTIAL, "Nonexistent Sans"))
+    seen = [*ESSENTIAL, "Liberation Serif"]
+    persona = check(
+        run_checks(report(seen), fingerprint=claimed, installed_fonts=INSTALLED),
+        "fonts are the persona's",
+    )
+    assert not persona.ok
+    assert persona.expected == "DejaVu Sans, DejaVu Sans Mono, DejaVu Serif, Nonexistent Sans"
+    assert persona.seen == "main: missing: Nonexistent Sans; extra: Liberation Serif"
+
+
+def test_a_persona_without_its_own_fonts_presents_every_installed_family() -> None:
+    machine = replace(FINGERPRINT, fonts=())
+    everything = [*INSTALLED, *COMMON_FAMILIES]
+    ok = run_checks(report(everything), fingerprint=machine, installed_fonts=INSTALLED)
+    assert check(ok, "fonts are the persona's").ok
+    short = run_checks(report(list(ESSENTIAL)), fingerprint=machine, installed_fonts=INSTALLED)
+    failed = check(short, "fonts are the persona's")
+    assert not failed.ok
+    assert failed.seen == "main: missing: Liberation Sans, Liberation Serif"
+
+
+def test_fonts_must_agree_between_scopes() -> None:
+    odd = report(list(ESSENTIAL), shared_worker={"fonts": [*ESSENTIAL, "Liberation Sans"]})
+    checks = run_checks(odd, fingerprint=FINGERPRINT, installed_fonts=INSTALLED)
+    agree = check(checks, "fonts")
+    assert not agree.ok
+    assert agree.expected == "main: DejaVu Sans, DejaVu Sans Mono, DejaVu Serif"
+    assert agree.seen == "shared_worker: extra: Liberation Sans"
+    assert check(checks, "fonts are the persona's").seen == "shared_worker: extra: Liberation Sans"
+    # A scope that could not measure is a disagreement, not a pass.
+    unmeasured = report(list(ESSENTIAL), service_worker={"fonts": None})
+    agree = check(run_checks(unmeasured), "fonts")
+    assert not agree.ok
+    assert agree.seen == "service_worker: no fonts detected (the scope could not measure)"
+
+
+def test_persona_font_check_needs_the_fingerprint_and_the_installed_list() -> None:
+    names = {c.name for c in run_checks(report(list(ESSENTIAL)), fingerprint=FINGERPRINT)}
+    assert "fonts" in names
+    assert "fonts are the persona's" not in names
+
+
+def test_hardware_concurrency_is_the_personas() -> None:
+    ok = check(
+        run_checks(report([], cores=2), fingerprint=FINGERPRINT),
+        "hardware concurrency is the persona's",
+    )
+    assert ok.ok
+    bad = check(
+        run_checks(
+            report([], cores=2, service_worker={"hardware_concurrency": 4}), fingerprint=FINGERPRINT
+        ),
+        "hardware concurrency is the persona's",
+    )
+    assert (bad.ok, bad.expected, bad.seen) == (False, "2", "service_worker: 4")
+    wrong = check(
+        run_checks(report([], cores=8), fingerprint=FINGERPRINT),
+        "hardware concurrency is the persona's",
+    )
+    assert (wrong.ok, wrong.seen) == (False, "main: 8")
+    # 0 is the machine's own count: nothing to hold the browser to.
+    machine = replace(FINGERPRINT, hardware_concurrency=0)
+    names = {c.name for c in run_checks(report([], cores=8), fingerprint=machine)}
+    assert "hardware concurrency is the persona's" not in names
