@@ -204,9 +204,8 @@ def check_disk(free: int, where: Path) -> Finding:
 
 def check_variety(fonts: FontInventory, cpus: int) -> Finding:
     """How many distinct devices this machine can give personas beyond their screens."""
-    from outreach_station.fingerprint import CPU_COUNTS
-
-    cpu_choices = max(1, sum(1 for count, _ in CPU_COUNTS if count <= cpus))
+    # The population has every count from 2 up; the browser gets at most the machine's.
+    cpu_choices = max(1, cpus - 1)
     if not fonts.families:
         return Finding(
             "persona variety",

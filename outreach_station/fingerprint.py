@@ -20,8 +20,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import struct
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, fields
+from functools import cache
 from typing import Any
 
 from outreach_station.errors import StateError
@@ -49,48 +51,23 @@ MOBILE_UA = DESKTOP_UA
 ENGINE_PLATFORM = "Linux x86_64"
 ENGINE_UA_PLATFORM = "Linux"
 
-# (width, height, weight): common desktop screens, weighted roughly by how
-# often they are seen on desktop browsers in Europe.
-DESKTOP_SCREENS: tuple[tuple[int, int, int], ...] = (
-    (1920, 1080, 40),
-    (1366, 768, 12),
-    (1536, 864, 10),
-    (1440, 900, 7),
-    (2560, 1440, 8),
-    (1600, 900, 6),
-    (1680, 1050, 4),
-    (1280, 1024, 3),
-    (1280, 800, 4),
-    (1920, 1200, 6),
-)
-# (css width, css height, device pixel ratio, weight): common phone viewports.
-MOBILE_SCREENS: tuple[tuple[int, int, float, int], ...] = (
-    (393, 873, 2.75, 10),
-    (412, 915, 2.625, 12),
-    (360, 800, 3.0, 10),
-    (384, 854, 2.8125, 6),
-    (412, 892, 2.625, 6),
-    (360, 780, 3.0, 4),
-)
-# (logical processors, weight): navigator.hardwareConcurrency of desktop
-# computers, estimated by us from public hardware surveys' CPU shares (not a
-# measured dataset). A persona is never given more than the machine has.
-CPU_COUNTS: tuple[tuple[int, int], ...] = (
-    (2, 5),
-    (4, 22),
-    (6, 7),
-    (8, 28),
-    (12, 13),
-    (16, 15),
-    (20, 4),
-    (24, 3),
-    (32, 3),
-)
+# Screens, pixel ratios and processor counts are drawn from browserforge's
+# Bayesian network over Apify's fingerprint datapoints (real browsers'
+# fingerprints, maintained upstream): Chrome on Linux for desktop personas,
+# Chrome on Android for phone personas, so screen, ratio and processor count
+# come together as one real device had them. Draws outside these bounds
+# (phones in the desktop data, 800x600 virtual machines) are drawn again.
+DESKTOP_BOUNDS = {"width": (1280, 3840), "height": (720, 2160)}
+DESKTOP_RATIOS = (1.0, 1.25, 1.5, 1.75, 2.0)
+MOBILE_BOUNDS = {"width": (320, 480), "height": (640, 1100), "ratio": (2.0, 4.0)}
+# Draws tried for a device whose processor count fits the machine; beyond
+# that the screen is kept and the processor count is the machine's own.
+SAMPLE_ATTEMPTS = 3000
 # Each optional font family (not the machine's choice for a generic family)
 # is kept by a persona with this probability.
 FONT_KEEP = (2, 3)
 # Draws tried to find a device no other persona on this machine already is.
-DISTINCT_ATTEMPTS = 200
+DISTINCT_ATTEMPTS = 60
 
 
 @dataclass(frozen=True)
@@ -224,23 +201,62 @@ def machine_cpus() -> int:
     return os.cpu_count() or 1  # pragma: no cover - Linux has sched_getaffinity
 
 
-def _weighted_choice(options: tuple[Any, ...], weight_index: int) -> Any:
-    total = sum(option[weight_index] for option in options)
-    pick = secrets.randbelow(total)
-    for option in options:
-        pick -= option[weight_index]
-        if pick < 0:
-            return option
-    return options[-1]  # pragma: no cover - unreachable with positive weights
+@dataclass(frozen=True)
+class Device:
+    """What one real device of the population had: screen, pixel ratio, processors."""
+
+    width: int
+    height: int
+    ratio: float
+    cpus: int
 
 
-def draw_cpus(machine: int) -> int:
-    """A believable processor count the machine can give: never more than it has."""
-    fitting = tuple(option for option in CPU_COUNTS if option[0] <= machine)
-    if not fitting:
-        return machine
-    count: int = _weighted_choice(fitting, 1)[0]
-    return count
+@cache
+def _population(device: str) -> Any:
+    from browserforge.fingerprints import FingerprintGenerator
+
+    os_name = "android" if device == "mobile" else "linux"
+    return FingerprintGenerator(browser="chrome", os=os_name, device=device)
+
+
+def plausible(device: str, width: int, height: int, ratio: float) -> bool:
+    """Whether a drawn screen is one a persona of `device` can present believably."""
+    if device == "mobile":
+        (w_lo, w_hi), (h_lo, h_hi) = MOBILE_BOUNDS["width"], MOBILE_BOUNDS["height"]
+        r_lo, r_hi = MOBILE_BOUNDS["ratio"]
+        return w_lo <= width <= w_hi and h_lo <= height <= h_hi and r_lo <= ratio <= r_hi
+    (w_lo, w_hi), (h_lo, h_hi) = DESKTOP_BOUNDS["width"], DESKTOP_BOUNDS["height"]
+    return w_lo <= width <= w_hi and h_lo <= height <= h_hi and ratio in DESKTOP_RATIOS
+
+
+def sample_device(device: str, machine: int) -> Device:
+    """One device of the real population whose processor count this machine can give.
+
+    The browser is started on that many CPUs, so the count is never more than
+    the machine has; the screen is conditioned on it (a 2-CPU computer's
+    screen, not a workstation's). A machine too small for the population
+    gives its own count.
+    """
+    population = _population(device)
+    fallback: Device | None = None
+    for _ in range(SAMPLE_ATTEMPTS):
+        drawn = population.generate()
+        screen, navigator = drawn.screen, drawn.navigator
+        width, height = int(screen.width), int(screen.height)
+        # Chromium keeps the ratio as a 32-bit float and reports that value.
+        ratio = struct.unpack("<f", struct.pack("<f", float(screen.devicePixelRatio)))[0]
+        if not plausible(device, width, height, ratio):
+            continue
+        cpus = int(navigator.hardwareConcurrency or 0)
+        if 2 <= cpus <= machine:
+            return Device(width, height, ratio, cpus)
+        if machine < 2:
+            return Device(width, height, ratio, machine)
+        if fallback is None:
+            fallback = Device(width, height, ratio, machine)
+    if fallback is None:  # pragma: no cover - the population always has plausible screens
+        raise StateError(f"no believable {device} screen could be drawn; report this")
+    return fallback
 
 
 def draw_fonts(fonts: FontInventory) -> tuple[str, ...]:
@@ -287,10 +303,11 @@ def _draw(platform: PlatformProfile, fonts: FontInventory, cpus: int) -> Fingerp
         "languages": platform.accept_languages,
         "timezone": platform.timezone,
         "fonts": draw_fonts(fonts),
-        "hardware_concurrency": draw_cpus(cpus),
     }
+    drawn = sample_device(platform.device, cpus)
+    common["hardware_concurrency"] = drawn.cpus
+    width, height = drawn.width, drawn.height
     if platform.device == "mobile":
-        width, height, dpr, _ = _weighted_choice(MOBILE_SCREENS, 3)
         # A phone browser's viewport is the screen less the status and URL bars.
         viewport_height = height - (56 + 24)
         return Fingerprint(
@@ -301,13 +318,12 @@ def _draw(platform: PlatformProfile, fonts: FontInventory, cpus: int) -> Fingerp
             screen_height=height,
             viewport_width=width,
             viewport_height=viewport_height,
-            device_scale_factor=dpr,
+            device_scale_factor=drawn.ratio,
             mobile=True,
             touch=True,
             avail_width=width,
             avail_height=height,
         )
-    width, height, _ = _weighted_choice(DESKTOP_SCREENS, 2)
     # A maximised window: the screen less a desktop panel and the browser's own bars.
     panel = (0, 27, 32, 48)[secrets.randbelow(4)]
     chrome_ui = 85 + secrets.randbelow(3) * 2
@@ -319,7 +335,7 @@ def _draw(platform: PlatformProfile, fonts: FontInventory, cpus: int) -> Fingerp
         screen_height=height,
         viewport_width=width,
         viewport_height=height - panel - chrome_ui,
-        device_scale_factor=1.0,
+        device_scale_factor=drawn.ratio,
         mobile=False,
         touch=False,
         avail_width=width,

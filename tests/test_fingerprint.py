@@ -1,16 +1,19 @@
 from __future__ import annotations
 
+import struct
+from collections import Counter
 from dataclasses import replace
 
 import pytest
 
+from outreach_station import fingerprint
 from outreach_station.errors import StateError
 from outreach_station.fingerprint import (
-    CPU_COUNTS,
     Fingerprint,
-    draw_cpus,
     fingerprint_args,
     generate,
+    plausible,
+    sample_device,
 )
 from outreach_station.fonts import FontInventory
 from outreach_station.platforms import PlatformProfile
@@ -77,7 +80,8 @@ def test_round_trip_through_storage() -> None:
 
 def test_personas_get_varied_fingerprints() -> None:
     screens = {
-        (generate(DESKTOP).screen_width, generate(DESKTOP).viewport_height) for _ in range(40)
+        (fp.screen_width, fp.viewport_height)
+        for fp in (generate(DESKTOP, fonts=FONTS, cpus=8) for _ in range(40))
     }
     assert len(screens) > 3
 
@@ -113,15 +117,32 @@ def test_version_2_is_upgraded_keeping_everything_a_website_saw() -> None:
     )
 
 
-def test_processor_count_is_believable_and_never_more_than_the_machine_has() -> None:
-    counts = {draw_cpus(8) for _ in range(300)}
-    assert counts <= {2, 4, 6, 8} and len(counts) >= 3
-    assert {draw_cpus(2) for _ in range(50)} == {2}
-    # A machine smaller than every tabled computer presents its own count.
-    assert draw_cpus(1) == 1
-    assert generate(DESKTOP, fonts=FONTS, cpus=64).hardware_concurrency in {
-        c for c, _ in CPU_COUNTS
-    }
+def test_devices_come_from_the_real_population_and_fit_the_machine() -> None:
+    desktops = [sample_device("desktop", 8) for _ in range(300)]
+    assert all(2 <= d.cpus <= 8 for d in desktops)
+    assert all(plausible("desktop", d.width, d.height, d.ratio) for d in desktops)
+    assert len({d.cpus for d in desktops}) >= 4
+    assert len({(d.width, d.height) for d in desktops}) >= 8
+    # The most common desktop screen of the population is the most common draw.
+    common = Counter((d.width, d.height) for d in desktops).most_common(1)[0][0]
+    assert common == (1920, 1080)
+    phones = [sample_device("mobile", 8) for _ in range(100)]
+    assert all(plausible("mobile", d.width, d.height, d.ratio) for d in phones)
+    assert all(d.ratio >= 2 for d in phones)
+    # Stored as the engine holds it (a 32-bit float), so the page reports it exactly.
+    assert all(struct.unpack("<f", struct.pack("<f", d.ratio))[0] == d.ratio for d in phones)
+    # A two-CPU machine gives two-CPU devices; a one-CPU machine its own count.
+    assert {sample_device("desktop", 2).cpus for _ in range(20)} == {2}
+    assert {sample_device("mobile", 1).cpus for _ in range(5)} == {1}
+
+
+def test_implausible_screens_are_refused() -> None:
+    assert plausible("desktop", 1920, 1080, 1.0)
+    assert not plausible("desktop", 800, 600, 1.0)  # a virtual machine's default
+    assert not plausible("desktop", 393, 873, 2.75)  # a phone in the desktop data
+    assert not plausible("desktop", 1661, 935, 1.15625)  # an odd zoom factor
+    assert plausible("mobile", 412, 915, 2.625)
+    assert not plausible("mobile", 320, 480, 1.0)
 
 
 def test_fonts_keep_the_generic_families_and_vary_the_rest() -> None:
@@ -143,15 +164,20 @@ def test_generate_avoids_the_devices_other_personas_already_are() -> None:
         key = fp.device_key(FONTS.notable)
         assert key not in taken
         taken.add(key)
-    # A machine offering one font set and one CPU count has only the six
-    # phone screens to give: the seventh draw comes back taken, and its key
-    # tells the caller.
+
+
+def test_a_machine_with_too_little_variety_returns_a_taken_device(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A seam: the population reduced to a single device, one font set.
+    one = fingerprint.Device(1920, 1080, 1.0, 2)
+    monkeypatch.setattr(fingerprint, "sample_device", lambda _device, _machine: one)
     bare = FontInventory(("DejaVu Sans",), ("DejaVu Sans",), ("DejaVu Sans",))
-    phones: set[str] = set()
-    for _ in range(6):
-        phones.add(generate(MOBILE, fonts=bare, cpus=1, avoid=phones).device_key(bare.notable))
-    assert len(phones) == 6
-    assert generate(MOBILE, fonts=bare, cpus=1, avoid=phones).device_key(bare.notable) in phones
+    first = generate(DESKTOP, fonts=bare, cpus=2)
+    taken = {first.device_key(bare.notable)}
+    again = generate(DESKTOP, fonts=bare, cpus=2, avoid=taken)
+    # Returned all the same; its key tells the caller it is not a new device.
+    assert again.device_key(bare.notable) in taken
 
 
 def test_device_key_counts_only_fonts_that_default_text_is_drawn_with() -> None:
@@ -191,7 +217,7 @@ def test_outer_window_is_a_maximised_browser_within_the_screen() -> None:
     from outreach_station.fingerprint import outer_window
 
     for _ in range(50):
-        fp = generate(DESKTOP)
+        fp = generate(DESKTOP, fonts=FONTS, cpus=8)
         outer = outer_window(fp)
         assert outer is not None
         assert outer[0] == fp.screen_width
