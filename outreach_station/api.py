@@ -181,23 +181,20 @@ class OpenResult:
 
 def _report_hook(
     server: InspectorServer,
-    persona: Persona,
-    engine_major: int,
     on_report: Callable[[Mapping[str, Any], list[Check]], None],
 ) -> SessionHook:
-    """The checks `station check` runs, for any session that opens the inspector (the demo too)."""
-    from outreach_station.inspector.checks import run_checks
+    """The checks `station check` runs, for any session that opens the inspector (the demo too).
+
+    They come from `server.check_report`, the function that gives the page its
+    verdicts, against the persona and engine the server was made with.
+    """
 
     async def hook(_context: Any, _page: Any) -> None:
         import asyncio
 
         report = await await_report(server)
-        fingerprint = Fingerprint.from_dict(persona.fingerprint)
-        # The same list the page probed with; read once per server (fontconfig's tools).
-        installed = await asyncio.to_thread(server.installed_fonts)
-        checks = run_checks(
-            report, fingerprint=fingerprint, engine_major=engine_major, installed_fonts=installed
-        )
+        # Off the loop: the first call reads the installed fonts (fontconfig's tools).
+        checks = await asyncio.to_thread(server.check_report, report)
         on_report(report, checks)
 
     return hook
@@ -434,10 +431,16 @@ def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in o
             if target == INSPECTOR_URL:
                 from outreach_station.inspector import InspectorServer
 
-                server = stack.enter_context(InspectorServer())
+                # What the checks need, so that the page shows `station check`'s verdicts.
+                server = stack.enter_context(
+                    InspectorServer(
+                        fingerprint=Fingerprint.from_dict(persona.fingerprint),
+                        engine_major=browser.major,
+                    )
+                )
                 target = server.url
                 if on_report is not None and hook is None:
-                    hook = _report_hook(server, persona, browser.major, on_report)
+                    hook = _report_hook(server, on_report)
             spec = build_launch(
                 browser=browser,
                 fingerprint=Fingerprint.from_dict(persona.fingerprint),
@@ -791,11 +794,12 @@ def check_persona(
 
     from outreach_station.inspector import InspectorServer
 
-    with InspectorServer() as server:
+    engine = _browser(effective_policy()).major
+    fingerprint = Fingerprint.from_dict(persona.fingerprint)
+    with InspectorServer(fingerprint=fingerprint, engine_major=engine) as server:
         url = server.page_url(stun=stun)
-        engine = _browser(effective_policy()).major
         # One hook for both: `station check` and the demo give the same verdicts.
-        hook = _report_hook(server, persona, engine, on_report)
+        hook = _report_hook(server, on_report)
         open_platform(
             persona.platform,
             persona_id=persona.id,

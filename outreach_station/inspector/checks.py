@@ -7,8 +7,9 @@ and against the persona's stored fingerprint when one is given.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from outreach_station.fingerprint import Fingerprint
@@ -22,6 +23,10 @@ class Check:
     ok: bool
     expected: str
     seen: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The check as the inspector page receives it: name, ok, expected, seen."""
+        return asdict(self)
 
 
 def _scope_values(report: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -37,6 +42,15 @@ def _agree(name: str, values: Mapping[str, Any], expected: Any | None = None) ->
         return Check(name, True, str(target), "same in every scope")
     scope, value = next(iter(bad.items()))
     return Check(name, False, str(target), f"{scope}: {value}")
+
+
+def _ratio_check(stored: float, seen: Any) -> Check:
+    """The page's devicePixelRatio is the stored one, as the engine's 32-bit float holds it."""
+    try:
+        ok = math.isclose(float(seen), stored, rel_tol=1e-6)
+    except (TypeError, ValueError):
+        ok = False
+    return Check("device pixel ratio", ok, f"{stored!r}", f"{seen!r}")
 
 
 def _brands(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -127,9 +141,9 @@ def run_checks(
         want = f"{fingerprint.viewport_width}x{fingerprint.viewport_height}"
         got = f"{screen.get('inner_width')}x{screen.get('inner_height')}"
         checks.append(Check("window size", want == got, want, got))
-        want_dpr = f"{fingerprint.device_scale_factor:g}"
-        got_dpr = f"{screen.get('device_pixel_ratio')}"
-        checks.append(Check("device pixel ratio", want_dpr == got_dpr, want_dpr, got_dpr))
+        checks.append(
+            _ratio_check(fingerprint.device_scale_factor, screen.get("device_pixel_ratio"))
+        )
     css = f"{media.get('device_width')}x{media.get('device_height')}"
     js = f"{screen.get('width')}x{screen.get('height')}"
     checks.append(Check("CSS device size matches screen", css == js, js, css))

@@ -7,6 +7,13 @@ worker), renders them as a table, and POSTs them back as a JSON report.
 `station check` loads it headless and compares the report with the persona's
 stored fingerprint; a newcomer opens it to see what the tool does.
 
+The server answers the POST with the coherence checks over the report
+(`InspectorServer.check_report`, the very function `station check` uses), and
+the page shows them, so the demo's verdicts are `station check`'s:
+
+    {"checks": [{"name": str, "ok": bool, "expected": str, "seen": str}, ...] | null,
+     "error": str | null}               # why there are no checks, when there are none
+
 Report structure, version 1 (keys are stable; add keys, never rename them):
 
     {
@@ -78,10 +85,14 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from outreach_station.errors import BrowserError, StateError, UsageError
+
+if TYPE_CHECKING:
+    from outreach_station.fingerprint import Fingerprint
+    from outreach_station.inspector.checks import Check
 
 HOST = "127.0.0.1"
 REPORT_VERSION = 1
@@ -415,12 +426,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         status, report = self._receive_report()
-        if report is not None:
-            self.server.inspector._store_report(report)
-        else:
+        if report is None:
             # The body may be unread; it must not be taken for the next request.
             self.close_connection = True
-        self._send(status)
+            self._send(status)
+            return
+        inspector = self.server.inspector
+        inspector._store_report(report)
+        try:
+            checks = inspector.check_report(report)
+        except Exception as exc:  # a malformed report still counts as received
+            answer: dict[str, Any] = {"checks": None, "error": f"{type(exc).__name__}: {exc}"}
+        else:
+            answer = {"checks": [check.as_json() for check in checks], "error": None}
+        self._send_json(status, answer)
 
     def _receive_report(self) -> tuple[HTTPStatus, dict[str, Any] | None]:  # noqa: PLR0911 - one guard per refusal
         if not self._host_ok():
@@ -446,7 +465,7 @@ class _Handler(BaseHTTPRequestHandler):
             return HTTPStatus.BAD_REQUEST, None
         if not isinstance(report, dict):
             return HTTPStatus.BAD_REQUEST, None
-        return HTTPStatus.NO_CONTENT, report
+        return HTTPStatus.OK, report
 
 
 def _http_only_cookies(query: str) -> list[str]:
@@ -463,13 +482,22 @@ def _http_only_cookies(query: str) -> list[str]:
 class InspectorServer:
     """The inspector site on 127.0.0.1 and an ephemeral port, served from a daemon thread.
 
+    With the persona's `fingerprint` and the browser's `engine_major`, the
+    checks compare the report with them, as `station check` does; without,
+    only what a report must agree with itself (see `checks.run_checks`).
+
     Example:
-        with InspectorServer() as server:
+        with InspectorServer(fingerprint=fp, engine_major=browser.major) as server:
             page.goto(server.url)
             report = server.wait_for_report(timeout=30)
+            checks = server.check_report(report)
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, fingerprint: Fingerprint | None = None, engine_major: int | None = None
+    ) -> None:
+        self.fingerprint = fingerprint
+        self.engine_major = engine_major
         self._httpd: _Httpd | None = None
         self._thread: threading.Thread | None = None
         self._cond = threading.Condition()
@@ -574,6 +602,23 @@ class InspectorServer:
         return tuple(sorted({*self.installed_fonts(), *COMMON_FAMILIES}))
 
     # -- reports --
+
+    def check_report(self, report: Mapping[str, Any]) -> list[Check]:
+        """The coherence checks over `report`: what `station check` reports and the page shows.
+
+        One function for both, so the demo page and `station check` cannot
+        disagree. The installed fonts are the list the page probed with.
+        """
+        from outreach_station.inspector.checks import run_checks
+
+        return run_checks(
+            report,
+            fingerprint=self.fingerprint,
+            engine_major=self.engine_major,
+            # Only the persona font check reads them; without a fingerprint
+            # there is no reason to ask fontconfig.
+            installed_fonts=self.installed_fonts() if self.fingerprint is not None else None,
+        )
 
     def _store_report(self, report: dict[str, Any]) -> None:
         with self._cond:

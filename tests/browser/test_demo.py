@@ -5,9 +5,13 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+from typing import Any
 
 import pytest
 
+from outreach_station import api
+from outreach_station.fingerprint import Fingerprint
+from outreach_station.inspector.checks import Check
 from tests.browser.test_open import start_station, wait_open
 
 pytestmark = pytest.mark.browser
@@ -43,3 +47,63 @@ def test_headless_demo_prints_what_a_website_sees() -> None:
     match = re.search(r"Coherence checks: (\d+) of (\d+) pass", text)
     assert match and match.group(1) == match.group(2), text
     assert "FAIL" not in text
+
+
+# The verdict table as the page renders it: each row's four cells, as text.
+ROWS = "rows => rows.map(r => Array.from(r.cells, c => c.textContent))"
+
+
+def demo_page_verdicts(persona_id: str) -> dict[str, Any]:
+    """Open the demo for the persona, as `station open demo` does, and read what its page shows."""
+    seen: dict[str, Any] = {}
+
+    async def read_page(_context: Any, page: Any) -> None:
+        await page.locator("body[data-ready='1']").wait_for(state="attached", timeout=30_000)
+        seen["summary"] = await page.locator("#verdict-summary").inner_text()
+        seen["status"] = await page.locator("#status").inner_text()
+        seen["rows"] = await page.locator("#verdict-table tbody tr").evaluate_all(ROWS)
+
+    api.open_platform(
+        "demo", persona_id=persona_id, headless=True, hook=read_page, close_after_hook=True
+    )
+    return seen
+
+
+def as_rows(checks: list[Check]) -> list[list[str]]:
+    """`station check`'s checks as the page lists them: failures first, otherwise in order."""
+    rows = [[c.name, "pass" if c.ok else "FAIL", c.expected, c.seen] for c in checks]
+    return sorted(rows, key=lambda row: row[1] == "pass")
+
+
+def test_demo_page_shows_the_verdicts_of_station_check(secret_service: None) -> None:
+    persona = api.create_persona("demo")
+    page = demo_page_verdicts(persona.id)
+    checks = api.check_persona(persona.id).checks
+
+    # Same checks, same verdicts, in the same order, persona checks included.
+    assert [row[:2] for row in page["rows"]] == [row[:2] for row in as_rows(checks)]
+    assert {"fonts are the persona's", "user agent", "screen size"} <= {c.name for c in checks}
+    assert all(c.ok for c in checks), [c for c in checks if not c.ok]
+    assert page["summary"] == f"{len(checks)} of {len(checks)} checks pass"
+    assert page["status"].startswith(f"Done. {len(checks)} of {len(checks)} checks pass.")
+
+
+def test_demo_page_shows_a_font_the_browser_cannot_show_as_failed(secret_service: None) -> None:
+    persona = api.create_persona("demo")
+    claimed = sorted([*Fingerprint.from_dict(persona.fingerprint).fonts, "Nonexistent Sans"])
+    with api.registry() as reg:
+        reg.set_fingerprint(persona.id, {**persona.fingerprint, "fonts": claimed})
+
+    page = demo_page_verdicts(persona.id)
+    checks = api.check_persona(persona.id).checks
+
+    failed = [c for c in checks if not c.ok]
+    assert [c.name for c in failed] == ["fonts are the persona's"]
+    # The failure comes first on the page, with the same expected and seen text.
+    name, result, expected, seen = page["rows"][0]
+    assert (name, result) == ("fonts are the persona's", "FAIL")
+    assert "Nonexistent Sans" in expected
+    assert expected == failed[0].expected
+    assert seen == failed[0].seen == "main: missing: Nonexistent Sans"
+    assert [row[:2] for row in page["rows"]] == [row[:2] for row in as_rows(checks)]
+    assert page["summary"] == f"{len(checks) - 1} of {len(checks)} checks pass"

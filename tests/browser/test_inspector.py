@@ -17,6 +17,7 @@ import pytest
 from outreach_station.errors import BrowserError
 from outreach_station.fonts import COMMON_FAMILIES, inventory
 from outreach_station.inspector import SCOPE_NAMES, InspectorServer, fingerprint_hash
+from outreach_station.inspector.checks import run_checks
 from outreach_station.inspector.server import canonical_json, cookie_names, echo_headers
 from tests.proxies import StunServer as _StunServer
 
@@ -97,6 +98,15 @@ def set_state(context: BrowserContext, server: InspectorServer, query: str) -> N
     page = tab(context)
     page.goto(f"{server.url}set-state?{query}")
     page.locator("body[data-ready='1']").wait_for(state="attached", timeout=10_000)
+
+
+def read_verdicts(page: Page) -> dict[str, Any]:
+    """The verdict table as the page renders it: the summary line and each row's four cells."""
+    summary = page.locator("#verdict-summary").inner_text()
+    rows = page.locator("#verdict-table tbody tr").evaluate_all(
+        "rows => rows.map(r => Array.from(r.cells, c => c.textContent))"
+    )
+    return {"summary": summary, "rows": rows}
 
 
 def tab(context: BrowserContext) -> Page:
@@ -225,12 +235,15 @@ def test_fonts_list_is_the_installed_families_and_the_common_names(
 
 
 def test_report_endpoint_refuses_cross_origin_and_non_json(server: InspectorServer) -> None:
+    answers: list[bytes] = []
+
     def post(body: bytes, headers: dict[str, str]) -> int:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
         conn.request("POST", "/report", body=body, headers=headers)
-        status = conn.getresponse().status
+        response = conn.getresponse()
+        answers.append(response.read())
         conn.close()
-        return status
+        return response.status
 
     good = json.dumps({"version": 1, "hash": "x"}).encode()
     # A form post or text/plain beacon from a website the persona visits.
@@ -242,8 +255,18 @@ def test_report_endpoint_refuses_cross_origin_and_non_json(server: InspectorServ
     with pytest.raises(BrowserError, match="no report"):
         server.wait_for_report(timeout=0.2)
 
-    assert post(good, {"Content-Type": "application/json", "Origin": server.origin}) == 204
+    assert post(good, {"Content-Type": "application/json", "Origin": server.origin}) == 200
     assert server.wait_for_report(timeout=1) == {"version": 1, "hash": "x"}
+    # The answer is the checks over the report (no persona given: only self-agreement).
+    checks = [c.as_json() for c in run_checks({"version": 1, "hash": "x"})]
+    assert json.loads(answers[-1]) == {"checks": checks, "error": None}
+
+    # A report the checks cannot read is still received; the answer says why there are none.
+    odd = json.dumps({"version": 1, "scopes": 5}).encode()
+    assert post(odd, {"Content-Type": "application/json"}) == 200
+    assert server.wait_for_report(timeout=1) == {"version": 1, "scopes": 5}
+    answer = json.loads(answers[-1])
+    assert answer["checks"] is None and answer["error"].startswith("AttributeError")
 
 
 # --- in Chromium ---------------------------------------------------------------
@@ -260,6 +283,7 @@ def test_report_arrives_from_all_five_scopes(
         in_page = page.evaluate("window.__stationReport")
         heading = page.locator("h1").inner_text()
         table_text = page.locator("#results").inner_text()
+        verdicts = read_verdicts(page)
 
     assert report["version"] == 1
     assert set(report["scopes"]) == set(SCOPE_NAMES)
@@ -292,6 +316,14 @@ def test_report_arrives_from_all_five_scopes(
     assert fonts["main"] == sorted(fonts["main"])
     assert set(server.installed_fonts()) <= set(fonts["main"]) <= set(server.probe_fonts())
     assert fingerprint_hash(report) == report["hash"]
+    # The page shows the server's checks, which with no persona only ask for agreement.
+    checks = server.check_report(report)
+    assert verdicts["rows"] == sorted(
+        ([c.name, "pass" if c.ok else "FAIL", c.expected, c.seen] for c in checks),
+        key=lambda row: row[1] == "pass",
+    )
+    passed = sum(c.ok for c in checks)
+    assert verdicts["summary"] == f"{passed} of {len(checks)} checks pass"
 
 
 @browser

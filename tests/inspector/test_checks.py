@@ -120,3 +120,14 @@ def test_hardware_concurrency_is_the_personas() -> None:
     machine = replace(FINGERPRINT, hardware_concurrency=0)
     names = {c.name for c in run_checks(report([], cores=8), fingerprint=machine)}
     assert "hardware concurrency is the persona's" not in names
+
+
+def test_pixel_ratio_is_compared_as_the_engines_float() -> None:
+    from outreach_station.inspector.checks import _ratio_check
+
+    # Drawn as 2.69896, held by Chromium as a 32-bit float.
+    assert _ratio_check(2.698957920074463, 2.698957920074463).ok
+    assert _ratio_check(2.75, 2.75).ok
+    bad = _ratio_check(2.75, 3)
+    assert not bad.ok and (bad.expected, bad.seen) == ("2.75", "3")
+    assert not _ratio_check(1.0, None).ok

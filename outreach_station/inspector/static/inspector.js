@@ -1,7 +1,8 @@
 // The inspector page: gathers every scope and section into one report (see
 // the docstring of server.py for its structure), hashes it, posts it to
-// /report and shows it as tables. Each part is guarded so that one failure
-// becomes an error string in the report instead of a broken page.
+// /report and shows it as tables, with the checks station answers the post
+// with (the same as `station check`). Each part is guarded so that one
+// failure becomes an error string in the report instead of a broken page.
 "use strict";
 
 (async function () {
@@ -465,6 +466,46 @@
       { hash: report.hash }));
   }
 
+  // The checks come from station (its answer to the report), never from this
+  // page: they are `station check`'s, computed once, in one place.
+  function renderVerdicts(answer) {
+    const root = document.getElementById("verdicts");
+    root.replaceChildren();
+    root.appendChild(el("h2", "Coherence checks"));
+    if (!answer || !Array.isArray(answer.checks)) {
+      const why = (answer && answer.error) || "no verdicts came back";
+      root.appendChild(el("p", "station could not check this report: " + why, "check-error"));
+      return null;
+    }
+    const checks = answer.checks;
+    const failed = checks.filter((c) => !c.ok);
+    const passed = checks.filter((c) => c.ok);
+    const summary = passed.length + " of " + checks.length + " checks pass";
+    const line = root.appendChild(el("p", summary, failed.length ? "summary some-failed" : "summary"));
+    line.id = "verdict-summary";
+    const table = el("table");
+    table.id = "verdict-table";
+    table.appendChild(el("caption",
+      "The checks \"station check\" runs on this persona" + (failed.length ? ", failures first" : "")));
+    const head = el("tr");
+    for (const h of ["Check", "Result", "Expected", "Seen"]) {
+      const th = head.appendChild(el("th", h));
+      th.scope = "col";
+    }
+    table.appendChild(el("thead")).appendChild(head);
+    const body = table.appendChild(el("tbody"));
+    for (const c of [...failed, ...passed]) {
+      const row = body.appendChild(el("tr", undefined, c.ok ? "check-passed" : "check-failed"));
+      const th = row.appendChild(el("th", c.name));
+      th.scope = "row";
+      row.appendChild(el("td", c.ok ? "pass" : "FAIL", "result"));
+      row.appendChild(el("td", show(c.expected)));
+      row.appendChild(el("td", show(c.seen)));
+    }
+    root.appendChild(table);
+    return summary;
+  }
+
   // --- run ----------------------------------------------------------------------
 
   const status = document.getElementById("status");
@@ -514,9 +555,20 @@
       body: JSON.stringify(report),
     });
     if (!response.ok) throw new Error("the server answered " + response.status);
-    status.textContent = "Done. Fingerprint hash " + report.hash;
+    let answer = null;
+    try {
+      answer = await response.json();
+    } catch (err) {
+      answer = { checks: null, error: "unreadable answer: " + S.errorText(err) };
+    }
+    const summary = renderVerdicts(answer);
+    status.textContent = "Done. " + (summary ? summary + ". " : "") +
+      "Fingerprint hash " + report.hash;
   } catch (err) {
     status.textContent = "Done, but station did not receive the report: " + S.errorText(err);
+    try {
+      renderVerdicts({ checks: null, error: "it did not receive the report" });
+    } catch (_) { /* the status line already says it */ }
   }
   // Set last, so whoever waits for it can also rely on the POST having been made.
   document.body.dataset.ready = "1";
