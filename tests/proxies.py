@@ -39,6 +39,9 @@ class Record:
     authorizations: list[str | None] = field(default_factory=list)
     # SOCKS5: how each target was given ("domain", "ipv4" or "ipv6").
     address_types: list[str] = field(default_factory=list)
+    # The local port of every connection the proxy opened onward: a site that
+    # sees a request from one of these ports got it through the proxy.
+    outbound_ports: set[int] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def hosts(self) -> list[str]:
@@ -181,6 +184,8 @@ class _HttpHandler(BaseRequestHandler):
             client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
             return True
         with socket.create_connection(where, timeout=IO_TIMEOUT) as upstream:
+            with proxy.record.lock:
+                proxy.record.outbound_ports.add(upstream.getsockname()[1])
             if method == "CONNECT":
                 client.sendall(b"HTTP/1.1 200 Connection Established\r\n\r\n")
                 _relay(client, upstream)
@@ -274,6 +279,8 @@ class _SocksHandler(BaseRequestHandler):
             return
         with socket.create_connection(where, timeout=IO_TIMEOUT) as upstream:
             bound_host, bound_port = upstream.getsockname()[:2]
+            with proxy.record.lock:
+                proxy.record.outbound_ports.add(bound_port)
             client.sendall(
                 b"\x05\x00\x00\x01" + socket.inet_aton(bound_host) + struct.pack("!H", bound_port)
             )

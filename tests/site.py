@@ -63,12 +63,15 @@ class TestSite(LoopbackServer):
     def __init__(self) -> None:
         self.requests: Counter[str] = Counter()
         self.headers: list[dict[str, str]] = []
+        # The client port each request came from (see proxies.Record.outbound_ports).
+        self.peer_ports: list[int] = []
         site = self
 
         class Handler(QuietHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 site.requests[path] += 1
+                site.peer_ports.append(self.client_address[1])
                 site.headers.append({k.lower(): v for k, v in self.headers.items()})
                 if path == "/cached.js":
                     self._send(
