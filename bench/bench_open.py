@@ -124,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     (work / "profiles").mkdir()
     (work / "profiles" / "bench.toml").write_text(f'name = "Bench"\nstart_url = "{url}"\n')
+    # No standby pool: every rotation draws a fresh persona (fonts, population, registry).
+    (work / "profiles" / "bench-fresh.toml").write_text(
+        f'name = "Bench, no pool"\nstart_url = "{url}"\n'
+    )
 
     from outreach_station import api
     from outreach_station.browser import find_browser
@@ -173,6 +177,13 @@ def main(argv: list[str] | None = None) -> int:
             api.rotate("bench", reason="bench", force=True)
             rotations.append(time.perf_counter() - started)
         rotate_cli = _wall([*exe, "rotate", "bench", "--force"], env, 5)
+        api.create_persona("bench-fresh")
+        fresh = []
+        for _ in range(6):
+            started = time.perf_counter()
+            api.rotate("bench-fresh", reason="bench", force=True)
+            fresh.append(time.perf_counter() - started)
+        fresh_cli = _wall([*exe, "rotate", "bench-fresh", "--force"], env, 5)
     finally:
         server.shutdown()
         shutil.rmtree(work, ignore_errors=True)
@@ -192,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         "station_persona_list_s": list_s,
         "rotate_api_s": med(rotations),
         "rotate_cli_s": rotate_cli,
+        "rotate_fresh_api_s": med(fresh),
+        "rotate_fresh_cli_s": fresh_cli,
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -213,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"station persona list              {list_s * 1000:.0f} ms (goal <= 200 ms)")
         print(f"rotate (core)                     {result['rotate_api_s'] * 1000:.0f} ms")
         print(f"station rotate (whole command)    {rotate_cli * 1000:.0f} ms")
+        print(f"rotate, fresh persona (core)      {result['rotate_fresh_api_s'] * 1000:.0f} ms")
+        print(f"station rotate, fresh persona     {fresh_cli * 1000:.0f} ms")
     return 0
 
 
