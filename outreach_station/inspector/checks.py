@@ -53,6 +53,17 @@ def _ratio_check(stored: float, seen: Any) -> Check:
     return Check("device pixel ratio", ok, f"{stored!r}", f"{seen!r}")
 
 
+def _resolution_check(ratio: Any, resolution: Any) -> Check:
+    """CSS `resolution` (probed in hundredths of a dppx) agrees with devicePixelRatio."""
+    try:
+        # The largest hundredth the media query accepts: the ratio rounded down,
+        # or just above it when the ratio is a 32-bit float (2.55 held as 2.5499999).
+        ok = -1e-6 <= float(ratio) - float(resolution) < 0.01 + 1e-6
+    except (TypeError, ValueError):
+        ok = False
+    return Check("CSS resolution matches devicePixelRatio", ok, f"{ratio!r}", f"{resolution!r}")
+
+
 def _brands(report: Mapping[str, Any]) -> dict[str, Any]:
     return {
         scope: tuple(b.get("brand") for b in (data or {}).get("brands", []))
@@ -147,6 +158,7 @@ def run_checks(
     css = f"{media.get('device_width')}x{media.get('device_height')}"
     js = f"{screen.get('width')}x{screen.get('height')}"
     checks.append(Check("CSS device size matches screen", css == js, js, css))
+    checks.append(_resolution_check(screen.get("device_pixel_ratio"), media.get("resolution_dppx")))
     checks.extend(_identity_checks(report, fingerprint))
     checks.extend(_window_checks(screen))
     checks.extend(_automation_checks(report.get("misc") or {}))

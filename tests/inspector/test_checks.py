@@ -131,3 +131,17 @@ def test_pixel_ratio_is_compared_as_the_engines_float() -> None:
     bad = _ratio_check(2.75, 3)
     assert not bad.ok and (bad.expected, bad.seen) == ("2.75", "3")
     assert not _ratio_check(1.0, None).ok
+
+
+def test_css_resolution_must_follow_the_pixel_ratio() -> None:
+    from outreach_station.inspector.checks import _resolution_check
+
+    assert _resolution_check(2.75, 2.75).ok
+    assert _resolution_check(2.698957920074463, 2.69).ok
+    # 2.55 as the engine holds it; CSS accepts 2.55dppx (measured, Chromium 156).
+    assert _resolution_check(2.549999952316284, 2.55).ok
+    assert not _resolution_check(2.5, 2.55).ok
+    assert _resolution_check(1, 1).ok
+    bad = _resolution_check(2.625, 1)
+    assert not bad.ok and (bad.expected, bad.seen) == ("2.625", "1")
+    assert not _resolution_check(1.0, None).ok
