@@ -25,7 +25,13 @@ from outreach_station.browser import (
     require_display,
     run_session,
 )
-from outreach_station.errors import BrowserError, BusyError, StateError, UsageError
+from outreach_station.errors import (
+    BrowserError,
+    BusyError,
+    StateError,
+    StationError,
+    UsageError,
+)
 from outreach_station.fingerprint import Fingerprint, generate
 from outreach_station.platforms import (
     INSPECTOR_URL,
@@ -415,6 +421,8 @@ def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in o
         notify(f"created persona {persona.id} for {profile.id}")
     deferred = _DeferredSignals()
     deferred.install()
+    opened = False
+    outcome: SessionOutcome | None = None
     try:
         with ExitStack() as stack:
             workspace = stack.enter_context(
@@ -455,6 +463,7 @@ def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in o
             with registry() as reg:
                 reg.mark_opened(persona.id)
             audit("persona.opened", persona, headless=headless)
+            opened = True
             if deferred.received:
                 outcome = SessionOutcome(ended_by="signal", signal_name=deferred.received[0])
             else:
@@ -484,6 +493,11 @@ def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in o
             deferred.install()
     finally:
         deferred.restore()
+        if opened and outcome is None:
+            # The browser failed to start or the session broke off: every opened
+            # persona is closed in the audit trail, after its profile was resealed.
+            with contextlib.suppress(StationError, OSError):
+                audit("persona.closed", persona, ended_by="failed")
     audit("persona.closed", persona, ended_by=outcome.ended_by)
     if outcome.start_page_error:
         notify(f"the start page did not load: {outcome.start_page_error}")

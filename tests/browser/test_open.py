@@ -186,3 +186,29 @@ def test_headed_session_shows_no_automation_and_applies_the_persona(
     seen, cmdlines = probe_session(headless=False)
     assert_no_tells_and_settings_applied(seen, cmdlines, site)
     assert not any("--headless" in a for argv in cmdlines for a in argv)
+
+
+def test_a_browser_that_fails_to_start_still_closes_the_persona_in_the_audit_trail(
+    platform_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, secret_service: None
+) -> None:
+    from outreach_station import paths, workspace
+    from outreach_station.errors import BrowserError
+
+    # Says it is Chromium 156 when asked, and exits at once when started.
+    fake = tmp_path / "chromium"
+    fake.write_text(
+        '#!/bin/sh\n[ "$1" = --version ] && echo "Chromium 156.0.1.2 built on Test" && exit 0\n'
+        "exit 3\n"
+    )
+    fake.chmod(0o755)
+    persona = api.create_persona("site-one")
+    monkeypatch.setenv("STATION_BROWSER", str(fake))
+    with pytest.raises(BrowserError, match="failed to start"):
+        api.open_platform("site-one", headless=True)
+
+    events = [(r.event, dict(r.detail)) for r in api.audit_log().records() if r.persona]
+    assert [e for e, _d in events][-2:] == ["persona.opened", "persona.closed"]
+    assert events[-1][1] == {"ended_by": "failed"}
+    # The workspace was sealed and removed as after any session: nothing left open.
+    assert workspace.sealed_file(paths.current(), persona.id).is_file()
+    assert not workspace.needs_recovery(paths.current(), persona.id)
