@@ -18,10 +18,9 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 # The generic families every page relies on; the machine's choice for each is
 # always kept so that text in any script still finds a font.
@@ -94,6 +93,8 @@ def inventory() -> FontInventory:
     families = sorted({line.strip() for line in listed.splitlines() if line.strip()})
     if not families:
         return FontInventory(families=(), essential=(), notable=())
+    from concurrent.futures import ThreadPoolExecutor  # here: off every command's start-up
+
     names = (*GENERICS, *DEFAULT_FAMILIES)
     with ThreadPoolExecutor(max_workers=4) as pool:
         matches = list(
