@@ -105,6 +105,18 @@ def _wall(argv: list[str], env: dict[str, str], runs: int) -> float:
     return statistics.median(times)
 
 
+def _rotations(platform: str, runs: int) -> list[float]:
+    """Seconds of each of `runs` rotations of `platform` through the core API."""
+    from outreach_station import api
+
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        api.rotate(platform, reason="bench", force=True)
+        times.append(time.perf_counter() - started)
+    return times
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
@@ -129,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         f'name = "Bench, no pool"\nstart_url = "{url}"\n'
     )
 
-    from outreach_station import api
+    from outreach_station import api, paths
     from outreach_station.browser import find_browser
     from outreach_station.vault import unseal_file
     from outreach_station.workspace import sealed_file
@@ -138,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         persona = api.create_persona("bench")
         for _ in range(2):  # a profile that has been used: sealed, with its databases
             _station("bench", persona.id)
-        station_paths = api.paths.current()
+        station_paths = paths.current()
         plain = work / "plain-profile"
         unseal_file(
             sealed_file(station_paths, persona.id),
@@ -171,18 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         help_s = _wall([*exe, "--help"], env, 10)
         list_s = _wall([*exe, "persona", "list"], env, 10)
         api.create_personas("bench", standby=True, count=12)
-        rotations = []
-        for _ in range(6):
-            started = time.perf_counter()
-            api.rotate("bench", reason="bench", force=True)
-            rotations.append(time.perf_counter() - started)
+        rotations = _rotations("bench", 6)
         rotate_cli = _wall([*exe, "rotate", "bench", "--force"], env, 5)
         api.create_persona("bench-fresh")
-        fresh = []
-        for _ in range(6):
-            started = time.perf_counter()
-            api.rotate("bench-fresh", reason="bench", force=True)
-            fresh.append(time.perf_counter() - started)
+        fresh = _rotations("bench-fresh", 6)
         fresh_cli = _wall([*exe, "rotate", "bench-fresh", "--force"], env, 5)
     finally:
         server.shutdown()

@@ -27,7 +27,6 @@ from outreach_station import paths
 from outreach_station.emulation import install_window
 from outreach_station.errors import BrowserError, EnvironmentProblem
 from outreach_station.fingerprint import Fingerprint, fingerprint_args, outer_window
-from outreach_station.fonts import write_config as write_font_config
 
 if TYPE_CHECKING:
     import asyncio
@@ -338,6 +337,8 @@ async def run_session(  # noqa: PLR0915 - the session loop reads best in one pla
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     for sig in handled:
         loop.add_signal_handler(sig, on_signal, sig)
+    from outreach_station.fonts import write_config as write_font_config
+
     write_font_config(Path(str(spec.env["XDG_CONFIG_HOME"])), spec.fonts)
     # The Playwright driver and the browser it starts inherit this thread's
     # CPUs; the thread gets all of them back once the browser runs.

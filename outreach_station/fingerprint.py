@@ -24,11 +24,13 @@ import struct
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, fields
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from outreach_station.errors import StateError
-from outreach_station.fonts import FontInventory
 from outreach_station.platforms import PlatformProfile
+
+if TYPE_CHECKING:
+    from outreach_station.fonts import FontInventory
 
 # 2: mobile personas present the engine's own Linux user agent (an Android
 # one was contradicted by navigator.platform and the client hints in every
