@@ -339,11 +339,12 @@ async def run_session(  # noqa: PLR0915 - the session loop reads best in one pla
         loop.add_signal_handler(sig, on_signal, sig)
     from outreach_station.fonts import write_config as write_font_config
 
-    write_font_config(Path(str(spec.env["XDG_CONFIG_HOME"])), spec.fonts)
-    # The Playwright driver and the browser it starts inherit this thread's
-    # CPUs; the thread gets all of them back once the browser runs.
-    cpus_before = limit_cpus(spec.cpus)
+    cpus_before: set[int] | None = None
     try:
+        write_font_config(Path(str(spec.env["XDG_CONFIG_HOME"])), spec.fonts)
+        # The Playwright driver and the browser it starts inherit this thread's
+        # CPUs; the thread gets all of them back once the browser runs.
+        cpus_before = limit_cpus(spec.cpus)
         async with async_playwright() as pw:
             context = await _launch(pw, spec, cpus_before)
             cpus_before = None

@@ -118,10 +118,11 @@ class Fingerprint:
         """What makes this persona a device of its own on this machine.
 
         Two personas with equal keys look like one device to a website that
-        reads the screen, the fonts that common family names resolve to
-        (`notable_fonts`, FontInventory.notable), the processor count,
-        languages and zone. Differences in other fonts count for nothing
-        here: only a website probing for those very families would see them.
+        reads the screen, the fonts that the generic and the browser's default
+        family names resolve to (`notable_fonts`, FontInventory.notable), the
+        processor count, languages and zone. Differences in other fonts count
+        for nothing here: only a website probing for those very families
+        would see them.
         """
         notable = set(notable_fonts)
         fonts = notable & set(self.fonts) if self.fonts else notable
@@ -282,8 +283,9 @@ def generate(
 
     `fonts` and `cpus` are what the machine offers (read from it when not
     given). A draw whose `device_key(fonts.notable)` is in `avoid` (the
-    other personas on this machine) is drawn again; if the machine offers too little variety
-    the last draw is returned and the caller can tell by its key.
+    other personas on this machine) is drawn again; if the machine offers
+    too little variety the last draw is returned and the caller can tell by
+    its key.
     """
     if fonts is None:
         from outreach_station.fonts import inventory

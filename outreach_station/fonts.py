@@ -14,6 +14,7 @@ from existing personas, which keeps them stable.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -69,9 +70,11 @@ def _fontconfig(args: list[str]) -> str | None:
     if tool is None:
         return None
     # Listed as the persona's browser sees the machine: without the person's
-    # own ~/.config/fontconfig (the browser never reads it).
+    # own ~/.config/fontconfig (the browser never reads it), with any
+    # FONTCONFIG_* setting of the image (the browser inherits those).
     with tempfile.TemporaryDirectory(prefix="station-fc-") as empty:
-        env = {"HOME": empty, "XDG_CONFIG_HOME": empty, "PATH": "/usr/bin:/bin"}
+        env = {k: v for k, v in os.environ.items() if k.startswith("FONTCONFIG_")}
+        env.update(HOME=empty, XDG_CONFIG_HOME=empty, PATH="/usr/bin:/bin")
         try:
             done = subprocess.run(
                 [tool, *args[1:]],

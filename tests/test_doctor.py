@@ -172,6 +172,7 @@ def test_persona_variety_warns_when_personas_could_only_differ_by_screen() -> No
         (*dejavu, "Liberation Sans", "Liberation Serif"),
     )
     assert check_variety(liberation, 2).verdict == "ok"
-    assert check_variety(only_dejavu, 8).verdict == "ok"  # 2, 4, 6, 8 processors
+    eight = check_variety(only_dejavu, 8)  # 2 to 8 processors
+    assert eight.verdict == "ok" and "1 default-font sets x 7 processor counts" in eight.detail
     bare = check_variety(FontInventory((), ()), 8)
     assert bare.verdict == "warn" and "fontconfig" in bare.fix
