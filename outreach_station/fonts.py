@@ -8,8 +8,11 @@ the persona's browser already has a private HOME and XDG_CONFIG_HOME, so a
 file there gives each persona its own font set without touching the system.
 
 The file is an accept-list: every font is rejected except the families the
-persona presents. Fonts installed on the machine later therefore stay hidden
-from existing personas, which keeps them stable.
+persona presents, and of those only the faces Chromium can draw (TrueType and
+CFF: it refuses Type 1 and bitmap fonts, and a Type 1 face that fontconfig
+preferred would hide the family from the page). Fonts installed on the
+machine later therefore stay hidden from existing personas, which keeps them
+stable.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ COMMON_FAMILIES = (
 )
 
 CONFIG_RELATIVE = Path("fontconfig") / "fonts.conf"
+# The font formats Chromium renders (fontconfig's names for them).
+RENDERABLE = ("TrueType", "CFF")
 
 
 @dataclass(frozen=True)
@@ -92,8 +97,14 @@ def _fontconfig(args: list[str]) -> str | None:
 
 def inventory() -> FontInventory:
     """The installed families, read with fontconfig's own tools (empty without them)."""
-    listed = _fontconfig(["fc-list", "--format", "%{family[0]}\n"]) or ""
-    families = sorted({line.strip() for line in listed.splitlines() if line.strip()})
+    listed = _fontconfig(["fc-list", "--format", "%{fontformat}\t%{family[0]}\n"]) or ""
+    families = sorted(
+        {
+            family.strip()
+            for form, _tab, family in (line.partition("\t") for line in listed.splitlines())
+            if form in RENDERABLE and family.strip()
+        }
+    )
     if not families:
         return FontInventory(families=(), essential=(), notable=())
     from concurrent.futures import ThreadPoolExecutor  # here: off every command's start-up
@@ -114,12 +125,24 @@ def inventory() -> FontInventory:
     return FontInventory(families=tuple(families), essential=essential, notable=notable)
 
 
-def config_xml(families: Iterable[str]) -> str:
-    """A fontconfig file that shows only `families`: every other font is rejected."""
-    accepted = "\n".join(
-        f'      <pattern><patelt name="family"><string>{escape(name)}</string></patelt></pattern>'
-        for name in sorted(set(families))
+def _pattern(family: str | None, form: str) -> str:
+    family_elt = (
+        f'<patelt name="family"><string>{escape(family)}</string></patelt>' if family else ""
     )
+    return (
+        f"      <pattern>{family_elt}"
+        f'<patelt name="fontformat"><string>{form}</string></patelt></pattern>'
+    )
+
+
+def config_xml(families: Iterable[str]) -> str:
+    """A fontconfig file that shows only the TrueType and CFF faces of `families`.
+
+    With no families: every TrueType and CFF face (the machine's own set,
+    without the formats Chromium refuses).
+    """
+    names: list[str | None] = sorted(set(families)) or [None]
+    accepted = "\n".join(_pattern(name, form) for name in names for form in RENDERABLE)
     return (
         '<?xml version="1.0"?>\n'
         '<!DOCTYPE fontconfig SYSTEM "urn:fontconfig:fonts.dtd">\n'
@@ -135,17 +158,13 @@ def config_xml(families: Iterable[str]) -> str:
     )
 
 
-def write_config(config_home: Path, families: tuple[str, ...]) -> Path | None:
-    """Write the persona's font file under its XDG_CONFIG_HOME; none for the machine's own set.
+def write_config(config_home: Path, families: tuple[str, ...]) -> Path:
+    """Write the persona's font file under its XDG_CONFIG_HOME.
 
-    An empty `families` means the persona presents every installed font (a
-    persona from before fonts were chosen per persona); any file left from an
-    earlier open is then removed.
+    An empty `families` means the persona presents every installed family (a
+    persona from before fonts were chosen per persona).
     """
     path = config_home / CONFIG_RELATIVE
-    if not families:
-        path.unlink(missing_ok=True)
-        return None
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.write_text(config_xml(families), encoding="utf-8")
     return path

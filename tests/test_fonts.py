@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from outreach_station.browser import limit_cpus, restore_cpus
-from outreach_station.fonts import CONFIG_RELATIVE, config_xml, inventory, write_config
+from outreach_station.fonts import (
+    CONFIG_RELATIVE,
+    RENDERABLE,
+    config_xml,
+    inventory,
+    write_config,
+)
 
 
 def fc(config_home: Path, *args: str) -> str:
@@ -75,15 +81,40 @@ def test_config_with_every_family_changes_nothing(tmp_path: Path) -> None:
 def test_config_is_well_formed_for_any_family_name() -> None:
     text = config_xml(["Q&A <Sans>", 'Say "Hi"'])
     root = ET.fromstring(text.split("\n", 2)[2])  # noqa: S314 - our own output, no DOCTYPE
-    names = [e.text for e in root.iter("string")]
-    assert names == ["Q&A <Sans>", 'Say "Hi"']
+    accepted = [
+        {e.get("name"): e.findtext("string") for e in pattern.iter("patelt")}
+        for accept in root.iter("acceptfont")
+        for pattern in accept.iter("pattern")
+    ]
+    assert accepted == [
+        {"family": name, "fontformat": form}
+        for name in ("Q&A <Sans>", 'Say "Hi"')
+        for form in ("TrueType", "CFF")
+    ]
 
 
-def test_no_families_means_the_machines_own_and_removes_an_old_file(tmp_path: Path) -> None:
-    write_config(tmp_path, ("DejaVu Sans",))
-    assert (tmp_path / CONFIG_RELATIVE).is_file()
-    assert write_config(tmp_path, ()) is None
-    assert not (tmp_path / CONFIG_RELATIVE).exists()
+def test_no_families_means_every_family_in_the_formats_chromium_draws(tmp_path: Path) -> None:
+    machine = inventory()
+    write_config(tmp_path, ())
+    listed = fc(tmp_path, "fc-list", "--format", "%{fontformat}\t%{family[0]}\n").splitlines()
+    assert {line.split("\t")[1] for line in listed} == set(machine.families)
+    assert {line.split("\t")[0] for line in listed} <= set(RENDERABLE)
+
+
+def test_a_family_with_type1_faces_gets_its_face_chromium_can_draw(tmp_path: Path) -> None:
+    everything = fc(tmp_path / "none", "fc-list", "--format", "%{fontformat}\t%{family[0]}\n")
+    type1 = {
+        f for form, f in (line.split("\t") for line in everything.splitlines()) if form == "Type 1"
+    }
+    both = sorted(type1 & set(inventory().families))
+    if not both:
+        pytest.skip("no font family here has both Type 1 and TrueType/CFF faces")
+    family = both[0]
+    # Without the persona's file, fontconfig may prefer the Type 1 face, which
+    # Chromium refuses: the family would vanish from the page.
+    write_config(tmp_path, (family,))
+    form = fc(tmp_path, "fc-match", "--format", "%{fontformat}|%{family[0]}", family)
+    assert form in {f"{r}|{family}" for r in RENDERABLE}
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")

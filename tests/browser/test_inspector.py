@@ -277,7 +277,13 @@ def test_report_endpoint_refuses_cross_origin_and_non_json(server: InspectorServ
 def test_report_arrives_from_all_five_scopes(
     pw: Playwright, server: InspectorServer, tmp_path: Path
 ) -> None:
-    with chromium(pw, tmp_path / "profile") as context:
+    from outreach_station.fonts import write_config
+
+    # The font file station writes for a persona that presents the machine's fonts.
+    config = tmp_path / "config"
+    write_config(config, ())
+    env = {**os.environ, "XDG_CONFIG_HOME": str(config)}
+    with chromium(pw, tmp_path / "profile", env=env) as context:
         report = inspect(context, server)
         page = context.pages[0]
         in_page = page.evaluate("window.__stationReport")
@@ -309,8 +315,8 @@ def test_report_arrives_from_all_five_scopes(
     assert re.fullmatch(r"[0-9a-f]{64}", report["misc"]["canvas_hash"])
     # The inspector removes its own service worker again.
     assert report["storage"]["service_workers"] == 0
-    # Fonts, measured with the same code in every scope: with no persona font
-    # file the browser shows every installed family.
+    # Fonts, measured with the same code in every scope: with the font file of
+    # a persona that presents the machine's fonts, every installed family.
     fonts = all_scopes(report, "fonts")
     assert fonts == dict.fromkeys(SCOPE_NAMES, fonts["main"])
     assert fonts["main"] == sorted(fonts["main"])
