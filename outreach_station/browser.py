@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from outreach_station import paths
-from outreach_station.emulation import install_window
+from outreach_station.emulation import ScreenEmulation, install_screen, install_window
 from outreach_station.errors import BrowserError, EnvironmentProblem
 from outreach_station.fingerprint import Fingerprint, fingerprint_args, outer_window
 
@@ -169,6 +169,8 @@ class LaunchSpec:
     context_options: dict[str, Any] = field(hash=False)
     # Outer window size set per page through the protocol (headless desktop only).
     window: tuple[int, int] | None = None
+    # Headed desktop: the screen presented per page while the window stays real.
+    screen: ScreenEmulation | None = None
     # The font families the browser may see (fonts.write_config); (): all installed.
     fonts: tuple[str, ...] = ()
     # Logical processors the browser runs on (its hardwareConcurrency); 0: all.
@@ -231,14 +233,29 @@ def build_launch(
     if lockdown is not None:
         args.extend(lockdown.switches())
     args.append("about:blank")
-    context_options: dict[str, Any] = {
-        "viewport": {"width": fingerprint.viewport_width, "height": fingerprint.viewport_height},
-        "screen": {"width": fingerprint.screen_width, "height": fingerprint.screen_height},
-        "device_scale_factor": fingerprint.device_scale_factor,
-        "is_mobile": fingerprint.mobile,
-        "has_touch": fingerprint.touch,
-        "accept_downloads": False,
-    }
+    screen: ScreenEmulation | None = None
+    context_options: dict[str, Any] = {"accept_downloads": False}
+    if headless or fingerprint.mobile:
+        context_options.update(
+            viewport={"width": fingerprint.viewport_width, "height": fingerprint.viewport_height},
+            screen={"width": fingerprint.screen_width, "height": fingerprint.screen_height},
+            device_scale_factor=fingerprint.device_scale_factor,
+            is_mobile=fingerprint.mobile,
+            has_touch=fingerprint.touch,
+        )
+    else:
+        # A person's desktop window: the page gets the real window's size, which
+        # follows resizing and never runs off the display; only the screen and
+        # pixel ratio are the persona's (emulation.ScreenGuard).
+        context_options["no_viewport"] = True
+        screen_w, screen_h = fingerprint.screen_width, fingerprint.screen_height
+        screen = ScreenEmulation(
+            width=screen_w,
+            height=screen_h,
+            ratio=fingerprint.device_scale_factor,
+            window=outer_window(fingerprint)
+            or (fingerprint.screen_width, fingerprint.screen_height),
+        )
     if lockdown is not None:
         context_options.update(lockdown.context_options())
     if proxy is not None:
@@ -252,6 +269,7 @@ def build_launch(
         headless=headless,
         context_options=context_options,
         window=outer_window(fingerprint) if headless else None,
+        screen=screen,
         fonts=fingerprint.fonts,
         cpus=fingerprint.hardware_concurrency,
     )
@@ -350,6 +368,7 @@ async def run_session(  # noqa: PLR0915 - the session loop reads best in one pla
             cpus_before = None
             context.on("close", lambda _ctx: closed.set())
             await install_window(context, spec.window)
+            screen_guard = await install_screen(context, spec.screen)
             guard = await _guard(context, spec, lockdown, on_violation)
 
             def watch(page: Page) -> None:
@@ -378,6 +397,8 @@ async def run_session(  # noqa: PLR0915 - the session loop reads best in one pla
                 await _first(stop, closed, *guard.events)
                 ended_by = "signal" if stop.is_set() else guard.reason or "window-closed"
             await guard.close()
+            if screen_guard is not None:
+                await screen_guard.close()
             if not closed.is_set():
                 with contextlib.suppress(PlaywrightError):
                     await context.close()

@@ -79,6 +79,43 @@ def test_sandbox_is_off_only_for_root(tmp_path: Path) -> None:
     assert "--headless" not in spec.args
 
 
+def test_headed_desktop_keeps_the_real_window_and_presents_the_screen(tmp_path: Path) -> None:
+    fp = generate(PLATFORM)
+    spec = build_launch(
+        browser=ENGINE,
+        fingerprint=fp,
+        user_data_dir=tmp_path,
+        home=tmp_path / "h",
+        headless=False,
+        base_env={"PATH": "/bin"},
+        is_root=False,
+    )
+    # No viewport emulation: the page follows the window the person sizes.
+    assert spec.context_options == {"accept_downloads": False, "no_viewport": True}
+    assert spec.screen is not None and spec.window is None
+    assert (spec.screen.width, spec.screen.height, spec.screen.ratio) == (
+        fp.screen_width,
+        fp.screen_height,
+        fp.device_scale_factor,
+    )
+    assert spec.screen.window[0] == fp.screen_width
+    assert f"--window-size={spec.screen.window[0]},{spec.screen.window[1]}" in spec.args
+    # A phone persona keeps Playwright's full emulation headed too (touch, phone viewport).
+    phone = generate(PlatformProfile(id="m", name="m", start_url="https://x.se/", device="mobile"))
+    mobile = build_launch(
+        browser=ENGINE,
+        fingerprint=phone,
+        user_data_dir=tmp_path,
+        home=tmp_path / "h",
+        headless=False,
+        base_env={"PATH": "/bin"},
+        is_root=False,
+    )
+    assert mobile.screen is None
+    assert mobile.context_options["viewport"]["width"] == phone.viewport_width
+    assert mobile.context_options["is_mobile"] is True
+
+
 def test_station_browser_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     exe = fake_browser(tmp_path)
     monkeypatch.setenv("STATION_BROWSER", str(exe))

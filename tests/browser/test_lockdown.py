@@ -18,7 +18,7 @@ import pytest
 
 from outreach_station import api
 from outreach_station.audit import AuditLog, default_path
-from outreach_station.browser import LaunchSpec, build_launch, find_browser, run_session
+from outreach_station.browser import build_launch, find_browser, run_session
 from outreach_station.errors import ExitCode
 from outreach_station.fingerprint import generate
 from outreach_station.lockdown import Lockdown
@@ -107,9 +107,7 @@ def run(
     )
     if extra_args:
         # Stand in for what a person does by hand (install an extension, press F12).
-        spec = LaunchSpec(
-            **{**dataclasses.asdict(spec), "args": (*spec.args[:-1], *extra_args, "about:blank")}
-        )
+        spec = dataclasses.replace(spec, args=(*spec.args[:-1], *extra_args, "about:blank"))
     violations: list[tuple[str, str]] = []
     seen: dict[str, Any] = {}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -18,6 +19,9 @@ from tests.browser.test_isolation import write_platform
 from tests.site import TestSite
 
 pytestmark = pytest.mark.browser
+
+# The virtual display of the headed tests (tests/conftest.py starts Xvfb so).
+XVFB_SIZE = (1920, 1080)
 
 PROBE = """async () => {
   const blob = new Blob([`postMessage({ua: navigator.userAgent, langs: navigator.languages,
@@ -141,7 +145,7 @@ def probe_session(headless: bool) -> tuple[dict[str, Any], list[list[str]]]:
 
 
 def assert_no_tells_and_settings_applied(
-    seen: dict[str, Any], cmdlines: list[list[str]], site: TestSite
+    seen: dict[str, Any], cmdlines: list[list[str]], site: TestSite, *, headed: bool = False
 ) -> None:
     assert seen["webdriver"] is False
     assert seen["worker"]["webdriver"] is None  # WorkerNavigator has no webdriver
@@ -157,7 +161,12 @@ def assert_no_tells_and_settings_applied(
     persona = api.list_personas(platform_id="site-one")[-1]
     fp = persona.fingerprint
     assert seen["screen"] == [fp["screen_width"], fp["screen_height"]]
-    assert seen["inner"] == [fp["viewport_width"], fp["viewport_height"]]
+    if headed:
+        # The page has the real window, no larger than the persona's nor the display.
+        assert 0 < seen["inner"][0] <= min(fp["viewport_width"], XVFB_SIZE[0])
+        assert 0 < seen["inner"][1] <= min(fp["viewport_height"], XVFB_SIZE[1])
+    else:
+        assert seen["inner"] == [fp["viewport_width"], fp["viewport_height"]]
     browser_process = [a for a in cmdlines if not any(x.startswith("--type=") for x in a)]
     assert len(browser_process) == 1, cmdlines
     for argv in browser_process:
@@ -184,8 +193,87 @@ def test_headed_session_shows_no_automation_and_applies_the_persona(
     platform_dir: Path, site: TestSite, display: str
 ) -> None:
     seen, cmdlines = probe_session(headless=False)
-    assert_no_tells_and_settings_applied(seen, cmdlines, site)
+    assert_no_tells_and_settings_applied(seen, cmdlines, site, headed=True)
     assert not any("--headless" in a for argv in cmdlines for a in argv)
+
+
+WINDOW_PROBE = """() => ({
+  inner: [innerWidth, innerHeight], outer: [outerWidth, outerHeight],
+  screen: [screen.width, screen.height], avail: [screen.availWidth, screen.availHeight],
+  ratio: devicePixelRatio, cssWidth: matchMedia(`(device-width: ${screen.width}px)`).matches,
+})"""
+
+
+def open_headed_with_screen(width: int, height: int, ratio: float, work: Any) -> dict[str, Any]:
+    """A headed session of a persona given this screen; `work(context, page)` runs in it."""
+    persona = api.create_persona("site-one")
+    chrome_ui = persona.fingerprint["screen_height"] - persona.fingerprint["viewport_height"]
+    with api.registry() as reg:
+        reg.set_fingerprint(
+            persona.id,
+            {
+                **persona.fingerprint,
+                "screen_width": width,
+                "screen_height": height,
+                "avail_width": width,
+                "avail_height": height,
+                "viewport_width": width,
+                "viewport_height": height - chrome_ui,
+                "device_scale_factor": ratio,
+            },
+        )
+    seen: dict[str, Any] = {}
+
+    async def hook(context: Any, page: Any) -> None:
+        seen.update(await work(context, page))
+
+    api.open_platform("site-one", persona_id=persona.id, hook=hook, close_after_hook=True)
+    return seen
+
+
+@pytest.mark.headed
+def test_headed_window_fits_a_display_smaller_than_the_persona_screen(
+    platform_dir: Path, display: str
+) -> None:
+    async def work(context: Any, page: Any) -> dict[str, Any]:
+        first = await page.evaluate(WINDOW_PROBE)
+        other = await context.new_page()
+        await other.goto(page.url)
+        await asyncio.sleep(0.5)  # the new tab's screen is set as it opens
+        return {"first": first, "new_tab": await other.evaluate(WINDOW_PROBE)}
+
+    seen = open_headed_with_screen(2560, 1440, 1.25, work)
+    first = seen["first"]
+    # The persona's screen and pixel ratio, on a 1920x1080 display...
+    assert first["screen"] == [2560, 1440] and first["avail"] == [2560, 1440]
+    assert first["ratio"] == 1.25 and first["cssWidth"] is True
+    # ...and a window the person can see whole: within the real display.
+    assert first["outer"][0] <= XVFB_SIZE[0] and first["outer"][1] <= XVFB_SIZE[1]
+    assert first["inner"][0] <= first["outer"][0] and first["inner"][1] < first["outer"][1]
+    assert seen["new_tab"]["screen"] == [2560, 1440] and seen["new_tab"]["ratio"] == 1.25
+
+
+@pytest.mark.headed
+def test_headed_window_is_kept_within_the_persona_screen(platform_dir: Path, display: str) -> None:
+    async def work(context: Any, page: Any) -> dict[str, Any]:
+        session = await context.new_cdp_session(page)
+        window = await session.send("Browser.getWindowForTarget")
+        # The person drags the window larger than the persona's screen.
+        await session.send(
+            "Browser.setWindowBounds",
+            {"windowId": window["windowId"], "bounds": {"width": 1900, "height": 1060}},
+        )
+        await asyncio.sleep(0.3)
+        stretched = await page.evaluate(WINDOW_PROBE)
+        await asyncio.sleep(2.5)
+        return {"stretched": stretched, "after": await page.evaluate(WINDOW_PROBE)}
+
+    seen = open_headed_with_screen(1366, 768, 1.0, work)
+    assert seen["stretched"]["outer"][0] > 1366  # it did grow...
+    after = seen["after"]
+    # ...and station put it back: never a window larger than its screen.
+    assert after["outer"][0] <= 1366 and after["outer"][1] <= 768
+    assert after["screen"] == [1366, 768]
 
 
 def test_a_browser_that_fails_to_start_still_closes_the_persona_in_the_audit_trail(
