@@ -141,7 +141,7 @@ def config_xml(families: Iterable[str]) -> str:
     With no families: every TrueType and CFF face (the machine's own set,
     without the formats Chromium refuses).
     """
-    names: list[str | None] = sorted(set(families)) or [None]
+    names: list[str | None] = [*sorted(set(families))] or [None]
     accepted = "\n".join(_pattern(name, form) for name in names for form in RENDERABLE)
     return (
         '<?xml version="1.0"?>\n'
