@@ -440,10 +440,13 @@ def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in o
                 from outreach_station.inspector import InspectorServer
 
                 # What the checks need, so that the page shows `station check`'s verdicts.
+                fingerprint = Fingerprint.from_dict(persona.fingerprint)
                 server = stack.enter_context(
                     InspectorServer(
-                        fingerprint=Fingerprint.from_dict(persona.fingerprint),
+                        fingerprint=fingerprint,
                         engine_major=browser.major,
+                        # Headed desktop: the page has the real window (browser.build_launch).
+                        real_window=not headless and not fingerprint.mobile,
                     )
                 )
                 target = server.url

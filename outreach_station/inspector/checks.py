@@ -44,6 +44,32 @@ def _agree(name: str, values: Mapping[str, Any], expected: Any | None = None) ->
     return Check(name, False, str(target), f"{scope}: {value}")
 
 
+def _stored_screen_checks(
+    screen: Mapping[str, Any], fingerprint: Fingerprint, *, real_window: bool
+) -> list[Check]:
+    """Screen, window and pixel ratio against the persona's stored ones."""
+    want = f"{fingerprint.screen_width}x{fingerprint.screen_height}"
+    got = f"{screen.get('width')}x{screen.get('height')}"
+    checks = [Check("screen size", want == got, want, got)]
+    got = f"{screen.get('inner_width')}x{screen.get('inner_height')}"
+    if real_window:
+        fits = _fits(screen, fingerprint.screen_width, fingerprint.screen_height)
+        checks.append(Check("window size", fits, f"<= {want}", got))
+    else:
+        want = f"{fingerprint.viewport_width}x{fingerprint.viewport_height}"
+        checks.append(Check("window size", want == got, want, got))
+    checks.append(_ratio_check(fingerprint.device_scale_factor, screen.get("device_pixel_ratio")))
+    return checks
+
+
+def _fits(screen: Mapping[str, Any], width: int, height: int) -> bool:
+    try:
+        inner_w, inner_h = int(screen["inner_width"]), int(screen["inner_height"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return 0 < inner_w <= width and 0 < inner_h <= height
+
+
 def _ratio_check(stored: float, seen: Any) -> Check:
     """The page's devicePixelRatio is the stored one, as the engine's 32-bit float holds it."""
     try:
@@ -79,12 +105,15 @@ def run_checks(
     fingerprint: Fingerprint | None = None,
     engine_major: int | None = None,
     installed_fonts: Collection[str] | None = None,
+    real_window: bool = False,
 ) -> list[Check]:
     """Every check, in a stable order; a failed one names the two values that disagree.
 
     `installed_fonts` are the families installed on the machine (what the
     inspector server probed for); with them and a fingerprint, the families
-    the browser shows must be the persona's.
+    the browser shows must be the persona's. `real_window`: a headed desktop
+    session, whose page has the real window (sized by the display and the
+    person) rather than the stored viewport; it must then fit the screen.
     """
     headers = report.get("headers", {})
     screen = report.get("screen", {})
@@ -146,15 +175,7 @@ def run_checks(
     )
     checks.append(_agree("Intl locale", _scope_values(report, "locale")))
     if fingerprint is not None:
-        want = f"{fingerprint.screen_width}x{fingerprint.screen_height}"
-        got = f"{screen.get('width')}x{screen.get('height')}"
-        checks.append(Check("screen size", want == got, want, got))
-        want = f"{fingerprint.viewport_width}x{fingerprint.viewport_height}"
-        got = f"{screen.get('inner_width')}x{screen.get('inner_height')}"
-        checks.append(Check("window size", want == got, want, got))
-        checks.append(
-            _ratio_check(fingerprint.device_scale_factor, screen.get("device_pixel_ratio"))
-        )
+        checks.extend(_stored_screen_checks(screen, fingerprint, real_window=real_window))
     css = f"{media.get('device_width')}x{media.get('device_height')}"
     js = f"{screen.get('width')}x{screen.get('height')}"
     checks.append(Check("CSS device size matches screen", css == js, js, css))

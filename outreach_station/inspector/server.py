@@ -494,10 +494,16 @@ class InspectorServer:
     """
 
     def __init__(
-        self, *, fingerprint: Fingerprint | None = None, engine_major: int | None = None
+        self,
+        *,
+        fingerprint: Fingerprint | None = None,
+        engine_major: int | None = None,
+        real_window: bool = False,
     ) -> None:
         self.fingerprint = fingerprint
         self.engine_major = engine_major
+        # A headed desktop session: the page has the real window (checks.run_checks).
+        self.real_window = real_window
         self._httpd: _Httpd | None = None
         self._thread: threading.Thread | None = None
         self._cond = threading.Condition()
@@ -618,6 +624,7 @@ class InspectorServer:
             # Only the persona font check reads them; without a fingerprint
             # there is no reason to ask fontconfig.
             installed_fonts=self.installed_fonts() if self.fingerprint is not None else None,
+            real_window=self.real_window,
         )
 
     def _store_report(self, report: dict[str, Any]) -> None:

@@ -53,7 +53,7 @@ def test_headless_demo_prints_what_a_website_sees() -> None:
 ROWS = "rows => rows.map(r => Array.from(r.cells, c => c.textContent))"
 
 
-def demo_page_verdicts(persona_id: str) -> dict[str, Any]:
+def demo_page_verdicts(persona_id: str, *, headless: bool = True) -> dict[str, Any]:
     """Open the demo for the persona, as `station open demo` does, and read what its page shows."""
     seen: dict[str, Any] = {}
 
@@ -64,7 +64,7 @@ def demo_page_verdicts(persona_id: str) -> dict[str, Any]:
         seen["rows"] = await page.locator("#verdict-table tbody tr").evaluate_all(ROWS)
 
     api.open_platform(
-        "demo", persona_id=persona_id, headless=True, hook=read_page, close_after_hook=True
+        "demo", persona_id=persona_id, headless=headless, hook=read_page, close_after_hook=True
     )
     return seen
 
@@ -107,3 +107,26 @@ def test_demo_page_shows_a_font_the_browser_cannot_show_as_failed(secret_service
     assert seen == failed[0].seen == "main: missing: Nonexistent Sans"
     assert [row[:2] for row in page["rows"]] == [row[:2] for row in as_rows(checks)]
     assert page["summary"] == f"{len(checks) - 1} of {len(checks)} checks pass"
+
+
+@pytest.mark.headed
+def test_headed_demo_page_passes_every_check_in_the_real_window(
+    secret_service: None, display: str
+) -> None:
+    """Headed, the page has the real window: the checks hold it to the screen, not the viewport."""
+    persona = api.create_persona("demo")
+    fp = persona.fingerprint
+    # Larger than the 1920x1080 test display: the window is fitted to the display.
+    chrome_ui = fp["screen_height"] - fp["viewport_height"]
+    big = {"screen_width": 2560, "screen_height": 1440, "avail_width": 2560, "avail_height": 1440}
+    with api.registry() as reg:
+        reg.set_fingerprint(
+            persona.id,
+            {**fp, **big, "viewport_width": 2560, "viewport_height": 1440 - chrome_ui},
+        )
+    page = demo_page_verdicts(persona.id, headless=False)
+    failed = [row for row in page["rows"] if row[1] != "pass"]
+    assert failed == []
+    window = next(row for row in page["rows"] if row[0] == "window size")
+    assert window[2] == "<= 2560x1440"
+    assert page["summary"].endswith("checks pass") and not failed

@@ -145,3 +145,32 @@ def test_css_resolution_must_follow_the_pixel_ratio() -> None:
     bad = _resolution_check(2.625, 1)
     assert not bad.ok and (bad.expected, bad.seen) == ("2.625", "1")
     assert not _resolution_check(1.0, None).ok
+
+
+def test_a_real_window_must_fit_the_screen_not_match_the_viewport() -> None:
+    from outreach_station.fingerprint import generate
+    from outreach_station.fonts import FontInventory
+    from outreach_station.inspector.checks import _stored_screen_checks
+    from outreach_station.platforms import PlatformProfile
+
+    fp = generate(
+        PlatformProfile(id="d", name="d", start_url="https://x.se/"),
+        fonts=FontInventory(("DejaVu Sans",), ("DejaVu Sans",)),
+        cpus=2,
+    )
+    screen = {
+        "width": fp.screen_width,
+        "height": fp.screen_height,
+        "inner_width": fp.screen_width - 600,
+        "inner_height": fp.screen_height - 400,
+        "device_pixel_ratio": fp.device_scale_factor,
+    }
+
+    def window(checks: list[Any]) -> Any:
+        return next(c for c in checks if c.name == "window size")
+
+    assert not window(_stored_screen_checks(screen, fp, real_window=False)).ok
+    fitted = window(_stored_screen_checks(screen, fp, real_window=True))
+    assert fitted.ok and fitted.expected == f"<= {fp.screen_width}x{fp.screen_height}"
+    wider = dict(screen, inner_width=fp.screen_width + 1)
+    assert not window(_stored_screen_checks(wider, fp, real_window=True)).ok
