@@ -94,19 +94,22 @@ class ScreenGuard:
 
         self._context.on("page", self._on_page)
         for page in self._context.pages:
-            await self.present(page)
+            await self.present(page, fit_window=True)
         self._watch = asyncio.ensure_future(self._keep_windows())
         return self
 
     def _on_page(self, page: Page) -> None:
         import asyncio
 
-        task = asyncio.ensure_future(self.present(page))
+        # A tab or a window a page opens keeps the size it was given (a small
+        # sign-in popup stays small); only a window larger than the screen is
+        # put back, by _keep_windows.
+        task = asyncio.ensure_future(self.present(page, fit_window=False))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def present(self, page: Page) -> None:
-        """The persona's screen for `page`, and its window fitted to the real display."""
+    async def present(self, page: Page, *, fit_window: bool) -> None:
+        """The persona's screen for `page`; with `fit_window`, its window sized to the display."""
         from playwright.async_api import Error as PlaywrightError
 
         with contextlib.suppress(PlaywrightError):
@@ -129,6 +132,8 @@ class ScreenGuard:
             )
             self._sessions[page] = session
             page.on("close", self._forget)
+            if not fit_window:
+                return
             left, top, free_w, free_h = real["result"]["value"]
             want_w, want_h = self._screen.window
             await self._set_window(

@@ -374,8 +374,12 @@ def fingerprint_args(fingerprint: Fingerprint, engine_major: int, *, headless: b
     framed the window and outgrew the screen.
     """
     if not headless:
-        # A real window on the display: sized like a maximised browser (a
-        # phone persona gets a phone-sized window).
+        if not fingerprint.mobile:
+            # A desktop window is sized through the protocol once it exists
+            # (emulation.ScreenGuard): the switch would give every window the
+            # same size, a page's small popup too.
+            return []
+        # A phone persona gets a phone-sized window.
         chrome_ui = fingerprint.screen_height - fingerprint.viewport_height
         height = fingerprint.viewport_height + min(85, max(chrome_ui, 0))
         return [f"--window-size={fingerprint.viewport_width},{height}"]

@@ -239,8 +239,16 @@ def test_headed_window_fits_a_display_smaller_than_the_persona_screen(
         first = await page.evaluate(WINDOW_PROBE)
         other = await context.new_page()
         await other.goto(page.url)
-        await asyncio.sleep(0.5)  # the new tab's screen is set as it opens
-        return {"first": first, "new_tab": await other.evaluate(WINDOW_PROBE)}
+        async with page.expect_popup() as opened:
+            await page.evaluate("window.open(location.href, '', 'width=500,height=600')")
+        popup = await opened.value
+        await popup.wait_for_load_state()
+        await asyncio.sleep(0.5)  # a new page's screen is set as it opens
+        return {
+            "first": first,
+            "new_tab": await other.evaluate(WINDOW_PROBE),
+            "popup": await popup.evaluate(WINDOW_PROBE),
+        }
 
     seen = open_headed_with_screen(2560, 1440, 1.25, work)
     first = seen["first"]
@@ -251,6 +259,10 @@ def test_headed_window_fits_a_display_smaller_than_the_persona_screen(
     assert first["outer"][0] <= XVFB_SIZE[0] and first["outer"][1] <= XVFB_SIZE[1]
     assert first["inner"][0] <= first["outer"][0] and first["inner"][1] < first["outer"][1]
     assert seen["new_tab"]["screen"] == [2560, 1440] and seen["new_tab"]["ratio"] == 1.25
+    # A popup a page opens keeps the size it asked for, on the persona's screen.
+    popup = seen["popup"]
+    assert popup["screen"] == [2560, 1440]
+    assert popup["inner"][0] == 500 and popup["outer"][0] < 1000
 
 
 @pytest.mark.headed
