@@ -9,13 +9,26 @@ from pathlib import Path
 import pytest
 
 from outreach_station import browser
-from outreach_station.browser import BrowserExecutable, build_launch, find_browser
+from outreach_station.browser import BrowserExecutable, LaunchSpec, build_launch, find_browser
 from outreach_station.errors import BrowserError
-from outreach_station.fingerprint import generate
+from outreach_station.fingerprint import Fingerprint, generate
 from outreach_station.platforms import PlatformProfile
 
 PLATFORM = PlatformProfile(id="d", name="d", start_url="https://x.se/")
 ENGINE = BrowserExecutable(path=Path("/opt/chromium"), source="system", version="156.0.1.2")
+
+
+def launch(fingerprint: Fingerprint, tmp_path: Path, *, headless: bool) -> LaunchSpec:
+    """The launch of a persona for a non-root user with a bare environment."""
+    return build_launch(
+        browser=ENGINE,
+        fingerprint=fingerprint,
+        user_data_dir=tmp_path,
+        home=tmp_path / "h",
+        headless=headless,
+        base_env={"PATH": "/bin"},
+        is_root=False,
+    )
 
 
 def fake_browser(tmp_path: Path, name: str = "chromium", version: str = "157.0.7000.1") -> Path:
@@ -27,15 +40,7 @@ def fake_browser(tmp_path: Path, name: str = "chromium", version: str = "157.0.7
 
 def test_launch_has_no_automation_switches_and_carries_the_persona(tmp_path: Path) -> None:
     fp = generate(PLATFORM)
-    spec = build_launch(
-        browser=ENGINE,
-        fingerprint=fp,
-        user_data_dir=tmp_path,
-        home=tmp_path / "h",
-        headless=True,
-        base_env={"PATH": "/bin"},
-        is_root=False,
-    )
+    spec = launch(fp, tmp_path, headless=True)
     args = spec.args
     assert "--enable-automation" not in args
     assert "--no-sandbox" not in args
@@ -81,15 +86,7 @@ def test_sandbox_is_off_only_for_root(tmp_path: Path) -> None:
 
 def test_headed_desktop_keeps_the_real_window_and_presents_the_screen(tmp_path: Path) -> None:
     fp = generate(PLATFORM)
-    spec = build_launch(
-        browser=ENGINE,
-        fingerprint=fp,
-        user_data_dir=tmp_path,
-        home=tmp_path / "h",
-        headless=False,
-        base_env={"PATH": "/bin"},
-        is_root=False,
-    )
+    spec = launch(fp, tmp_path, headless=False)
     # No viewport emulation: the page follows the window the person sizes.
     assert spec.context_options == {"accept_downloads": False, "no_viewport": True}
     assert spec.screen is not None and spec.window is None
@@ -103,15 +100,7 @@ def test_headed_desktop_keeps_the_real_window_and_presents_the_screen(tmp_path: 
     assert not any(a.startswith("--window-size") for a in spec.args)
     # A phone persona keeps Playwright's full emulation headed too (touch, phone viewport).
     phone = generate(PlatformProfile(id="m", name="m", start_url="https://x.se/", device="mobile"))
-    mobile = build_launch(
-        browser=ENGINE,
-        fingerprint=phone,
-        user_data_dir=tmp_path,
-        home=tmp_path / "h",
-        headless=False,
-        base_env={"PATH": "/bin"},
-        is_root=False,
-    )
+    mobile = launch(phone, tmp_path, headless=False)
     assert mobile.screen is None
     assert mobile.context_options["viewport"]["width"] == phone.viewport_width
     assert mobile.context_options["is_mobile"] is True
