@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,29 @@ def test_retention_shreds_blocked_personas_only_after_the_configured_days() -> N
     assert ("persona.shredded", persona.id) in events
     # The new active persona was not touched.
     assert api.status()[0].active is not None
+
+
+@pytest.mark.browser
+def test_open_at_the_start_of_a_shift_shreds_what_retention_let_go() -> None:
+    persona = _sealed_persona()
+    station = paths.current()
+    blocked = api.rotate("demo", reason="blocked").blocked
+    assert blocked is not None and sealed_file(station, persona.id).exists()
+    # 91 days pass (the registry's own record of when it was blocked, moved back).
+    long_ago = blocked.status_changed - timedelta(days=91)
+    with sqlite3.connect(station.registry) as db:
+        db.execute(
+            "UPDATE personas SET status_changed = ? WHERE id = ?",
+            (long_ago.isoformat().replace("+00:00", "Z"), persona.id),
+        )
+    assert api.get_persona(persona.id).status_changed == long_ago
+
+    said: list[str] = []
+    api.open_platform("demo", headless=True, hook=_noop, close_after_hook=True, notify=said.append)
+
+    assert api.get_persona(persona.id).status == "retired"
+    assert not sealed_file(station, persona.id).exists()
+    assert any(persona.id in line and "shredded" in line for line in said), said
 
 
 @pytest.mark.browser
