@@ -124,6 +124,7 @@ def show(
         ("created", _when(persona, "created")),
         ("last opened", _when(persona, "last_opened")),
         ("fingerprint", _summary(persona)),
+        ("fonts", ", ".join(persona.fingerprint.get("fonts") or ()) or "the machine's"),
     ]
     for key, value in rows:
         typer.echo(f"{key + ':':<13} {value}")

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from outreach_station import api
 from outreach_station.errors import ExitCode
 
 
@@ -34,6 +35,10 @@ def test_new_prints_id_then_list_and_show(runner: Any) -> None:
     assert f"id:           {persona_id}" in shown.stdout
     assert "status:       active" in shown.stdout
     assert "Europe/Stockholm" in shown.stdout
+    # The persona's own font families, by name.
+    fonts_line = next(line for line in shown.stdout.splitlines() if line.startswith("fonts:"))
+    stored = api.get_persona(persona_id).fingerprint["fonts"]
+    assert stored and fonts_line == f"fonts:        {', '.join(stored)}"
 
 
 def test_json_outputs(runner: Any) -> None:
@@ -46,6 +51,8 @@ def test_json_outputs(runner: Any) -> None:
     shown = json.loads(runner.invoke(["persona", "show", first["id"], "--json"]).stdout)
     assert shown["fingerprint"]["timezone"] == "Europe/Stockholm"
     assert shown["fingerprint_summary"].startswith("desktop ")
+    assert shown["fingerprint"]["fonts"] == sorted(shown["fingerprint"]["fonts"])
+    assert shown["fingerprint"]["hardware_concurrency"] >= 1
 
 
 def test_empty_list_is_helpful(runner: Any) -> None:
