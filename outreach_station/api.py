@@ -410,14 +410,14 @@ def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in o
         # Which key and why, never the value: an allowlist would name hosts.
         audit_log().append(LOOSENING_IGNORED_EVENT, detail=ignored.audit_detail())
     require_display(headless)
-    # The start of a shift is when expired blocked personas go; a failure here
-    # must not keep staff offline, so it is said and the open goes on.
+    browser = _browser(effective)
+    vault = open_vault(passphrase_prompt=passphrase_prompt, policy=effective.policy)
+    # The start of a shift is when expired blocked personas go (once everything
+    # above has said yes); a failure here must not keep staff offline.
     try:
         enforce_retention(notify=notify)
     except StationError as exc:
         notify(f"warning: blocked personas past their retention were not shredded: {exc}")
-    browser = _browser(effective)
-    vault = open_vault(passphrase_prompt=passphrase_prompt, policy=effective.policy)
     station = paths.current()
     with registry() as reg:
         required = _proxy_required(reg, effective.policy, profile, persona_id)
