@@ -1,12 +1,18 @@
 """What a persona presents that no switch can set: applied per page through the protocol.
 
-Only what the engine then keeps coherent in every scope belongs here. Today
-that is the outer window of a headless desktop persona: headless Chromium
-gives every window it opens the size it likes (with the --user-agent switch,
-the viewport plus a phantom 8x131 px frame, larger than the emulated screen),
-and `Browser.setWindowBounds` is the one way to make the outer window that of
-a maximised browser on the persona's screen. Workers have no window, so there
-is nothing for them to contradict. See docs/fingerprints.md.
+Only what the engine then keeps coherent in every scope belongs here: things
+of the window and the screen, which workers do not have, so there is nothing
+for them to contradict. See docs/fingerprints.md.
+
+- Headless desktop (`install_window`): headless Chromium gives every window
+  it opens the size it likes (with the --user-agent switch, the viewport plus
+  a phantom 8x131 px frame, larger than the emulated screen), and
+  `Browser.setWindowBounds` is the one way to make the outer window that of a
+  maximised browser on the persona's screen.
+- Headed desktop (`install_screen`): the page keeps the real window, so that
+  nothing runs off a laptop display smaller than the persona's screen; the
+  persona's screen and pixel ratio are set per page, and windows are kept
+  within that screen.
 """
 
 from __future__ import annotations
