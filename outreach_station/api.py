@@ -425,6 +425,7 @@ def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in o
         egress = _egress(reg, persona, profile, required=required)
     if created:
         notify(f"created persona {persona.id} for {profile.id}")
+    fingerprint = Fingerprint.from_dict(persona.fingerprint)
     deferred = _DeferredSignals()
     deferred.install()
     opened = False
@@ -441,26 +442,9 @@ def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in o
                     on_recovered=lambda r: audit("persona.recovered", persona, resealed=r.resealed),
                 )
             )
-            target = url or profile.start_url
-            if target == INSPECTOR_URL:
-                from outreach_station.inspector import InspectorServer
-
-                # What the checks need, so that the page shows `station check`'s verdicts.
-                fingerprint = Fingerprint.from_dict(persona.fingerprint)
-                server = stack.enter_context(
-                    InspectorServer(
-                        fingerprint=fingerprint,
-                        engine_major=browser.major,
-                        # Headed desktop: the page has the real window (browser.build_launch).
-                        real_window=not headless and not fingerprint.mobile,
-                    )
-                )
-                target = server.url
-                if on_report is not None and hook is None:
-                    hook = _report_hook(server, on_report)
             spec = build_launch(
                 browser=browser,
-                fingerprint=Fingerprint.from_dict(persona.fingerprint),
+                fingerprint=fingerprint,
                 user_data_dir=workspace.profile,
                 home=workspace.home,
                 headless=headless,
@@ -468,6 +452,22 @@ def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in o
                 network_args=tuple(egress.args),
                 proxy=egress.login,
             )
+            target = url or profile.start_url
+            if target == INSPECTOR_URL:
+                from outreach_station.inspector import InspectorServer
+
+                # What the checks need, so that the page shows `station check`'s verdicts.
+                server = stack.enter_context(
+                    InspectorServer(
+                        fingerprint=fingerprint,
+                        engine_major=browser.major,
+                        # Headed desktop: the page has the real window, not a viewport.
+                        real_window=spec.screen is not None,
+                    )
+                )
+                target = server.url
+                if on_report is not None and hook is None:
+                    hook = _report_hook(server, on_report)
             notify(f"using {browser.describe()}")
             with registry() as reg:
                 reg.mark_opened(persona.id)

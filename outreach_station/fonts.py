@@ -70,34 +70,38 @@ class FontInventory:
         return tuple(f for f in self.families if f not in self.essential)
 
 
-def _fontconfig(args: list[str]) -> str | None:
+def _fontconfig(args: list[str], env: dict[str, str]) -> str | None:
     tool = shutil.which(args[0])
     if tool is None:
         return None
+    try:
+        done = subprocess.run(
+            [tool, *args[1:]],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def inventory() -> FontInventory:
+    """The installed families, read with fontconfig's own tools (empty without them)."""
     # Listed as the persona's browser sees the machine: without the person's
     # own ~/.config/fontconfig (the browser never reads it), with any
     # FONTCONFIG_* setting of the image (the browser inherits those).
     with tempfile.TemporaryDirectory(prefix="station-fc-") as empty:
         env = {k: v for k, v in os.environ.items() if k.startswith("FONTCONFIG_")}
         env.update(HOME=empty, XDG_CONFIG_HOME=empty, PATH="/usr/bin:/bin")
-        try:
-            done = subprocess.run(
-                [tool, *args[1:]],
-                capture_output=True,
-                text=True,
-                timeout=20,
-                check=False,
-                env=env,
-                stdin=subprocess.DEVNULL,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-    return done.stdout if done.returncode == 0 else None
+        return _inventory(env)
 
 
-def inventory() -> FontInventory:
-    """The installed families, read with fontconfig's own tools (empty without them)."""
-    listed = _fontconfig(["fc-list", "--format", "%{fontformat}\t%{family[0]}\n"]) or ""
+def _inventory(env: dict[str, str]) -> FontInventory:
+    listed = _fontconfig(["fc-list", "--format", "%{fontformat}\t%{family[0]}\n"], env) or ""
     families = sorted(
         {
             family.strip()
@@ -114,7 +118,7 @@ def inventory() -> FontInventory:
         matches = list(
             pool.map(
                 lambda name: (
-                    _fontconfig(["fc-match", "--format", "%{family[0]}", name]) or ""
+                    _fontconfig(["fc-match", "--format", "%{family[0]}", name], env) or ""
                 ).strip(),
                 names,
             )
