@@ -73,6 +73,19 @@ def _missing_parts() -> dict[str, str]:
     return missing
 
 
+def _skip_browser_under_managed_policy(items: list[pytest.Item]) -> None:
+    """Chromium itself reads this machine's managed policy, and no launch option
+    turns that off: with one installed, browser tests would test IT's policy."""
+    managed = sorted(
+        str(f) for d in paths.MANAGED_BROWSER_POLICY_DIRS if d.is_dir() for f in d.glob("*.json")
+    )
+    if managed:
+        reason = f"this machine has a managed Chromium policy ({', '.join(managed)})"
+        for item in items:
+            if "browser" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Outside `bash setup.sh test`, skip (with the reason) what needs a part that is missing.
 
@@ -83,6 +96,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for fixture, marker in _FIXTURE_MARKERS.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(marker)
+    _skip_browser_under_managed_policy(items)
     if os.environ.get("STATION_TEST_REQUIRE_REAL_PARTS"):
         return
     wanted = {m for item in items for m in ("keyring", "headed", "browser") if m in item.keywords}
