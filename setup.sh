@@ -15,7 +15,12 @@ case "$job" in demo|test|bench|install) ;; *) echo "usage: bash setup.sh [demo|t
 
 PYTHON="${PYTHON:-python3}"
 VENV="${STATION_VENV:-.venv}"
+# The tests also run on the distribution's own Python (what staff laptops
+# have, e.g. Debian 12's 3.11.2), in a second venv, when it is another one.
+SYSTEM_PYTHON=/usr/bin/python3
+SYSTEM_VENV="${STATION_SYSTEM_VENV:-.venv-system}"
 say() { printf 'setup: %s\n' "$*" >&2; }
+interpreter() { "$1" -c 'import os, sys; print(os.path.realpath(sys.executable))' 2>/dev/null || echo "$1"; }
 
 have_browser() {
   [ -n "${STATION_BROWSER:-}" ] && [ -x "${STATION_BROWSER}" ] && { say "browser: STATION_BROWSER=${STATION_BROWSER}"; return 0; }
@@ -36,6 +41,14 @@ if [ -x /usr/bin/chromium ] && [ ! -d /usr/lib/chromium/locales ] || { [ -d /usr
   missing+=(chromium-l10n)
 fi
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+pythons=("$PYTHON")
+venvs=("$VENV")
+if [ "$job" = test ] && [ -x "$SYSTEM_PYTHON" ] \
+   && [ "$(interpreter "$SYSTEM_PYTHON")" != "$(interpreter "$PYTHON")" ]; then
+  "$SYSTEM_PYTHON" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+  pythons+=("$SYSTEM_PYTHON")
+  venvs+=("$SYSTEM_VENV")
+fi
 if [ "$job" != install ]; then
   command -v gnome-keyring-daemon >/dev/null || missing+=(gnome-keyring)
   command -v dbus-run-session >/dev/null || missing+=(dbus dbus-x11)
@@ -63,16 +76,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-if [ ! -x "$VENV/bin/python" ]; then
-  say "creating $VENV"
-  "$PYTHON" -m venv "$VENV"
-fi
-if ! "$VENV/bin/python" -c 'import outreach_station, pytest, mypy' 2>/dev/null \
-   || [ pyproject.toml -nt "$VENV/.station-installed" ]; then
-  say "installing outreach-station and its dependencies into $VENV"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
-  touch "$VENV/.station-installed"
-fi
+install_into() {  # PYTHON VENV
+  if [ ! -x "$2/bin/python" ]; then
+    say "creating $2 with $1"
+    "$1" -m venv "$2"
+  fi
+  if ! "$2/bin/python" -c 'import outreach_station, pytest, mypy' 2>/dev/null \
+     || [ pyproject.toml -nt "$2/.station-installed" ]; then
+    say "installing outreach-station and its dependencies into $2"
+    "$2/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+    touch "$2/.station-installed"
+  fi
+}
+for i in "${!venvs[@]}"; do
+  install_into "${pythons[$i]}" "${venvs[$i]}"
+done
 thirdparty=tests/thirdparty
 if [ "$job" = test ] && { [ ! -d "$thirdparty/node_modules" ] \
      || [ "$thirdparty/package-lock.json" -nt "$thirdparty/node_modules" ]; }; then
@@ -116,17 +134,32 @@ case "$job" in
       eval "$(printf station-test | XDG_DATA_HOME="$keyrings" gnome-keyring-daemon --unlock --components=secrets)"
       export GNOME_KEYRING_CONTROL
       set -e
-      if [ "$1" = bench ]; then
-        PYTHONPATH=. "$0/bin/python" bench/bench_open.py
-        PYTHONPATH=. "$0/bin/python" bench/bench_seal.py
+      job=$1 count=$2
+      venvs=("${@:3:$count}")
+      shift $((2 + count))
+      if [ "$job" = bench ]; then
+        PYTHONPATH=. "${venvs[0]}/bin/python" bench/bench_open.py
+        PYTHONPATH=. "${venvs[0]}/bin/python" bench/bench_seal.py
         exit
       fi
       # Keyring, browser and display tests must run here, never be skipped.
       export STATION_TEST_REQUIRE_REAL_PARTS=1
-      "$0/bin/ruff" check outreach_station tests bench
-      "$0/bin/ruff" format --check outreach_station tests bench
-      "$0/bin/mypy"
-      "$0/bin/python" -m pytest "${@:2}"
-    ' "$VENV" "$job" "${@:2}"
+      "${venvs[0]}/bin/ruff" check outreach_station tests bench
+      "${venvs[0]}/bin/ruff" format --check outreach_station tests bench
+      failed=()
+      for venv in "${venvs[@]}"; do
+        version=$("$venv/bin/python" -c "import platform; print(platform.python_version())")
+        printf "setup: mypy and pytest on Python %s (%s)\n" "$version" "$venv" >&2
+        "$venv/bin/mypy" || { failed+=("mypy on Python $version"); continue; }
+        status=0
+        "$venv/bin/python" -m pytest "$@" || status=$?
+        # 5 is "no tests collected": a run that tested nothing has not passed.
+        [ "$status" = 0 ] || failed+=("pytest on Python $version (exit $status)")
+      done
+      if [ ${#failed[@]} -gt 0 ]; then
+        printf "setup: failed: %s\n" "${failed[@]}" >&2
+        exit 1
+      fi
+    ' setup-test "$job" "${#venvs[@]}" "${venvs[@]}" "${@:2}"
     ;;
 esac

@@ -9,7 +9,9 @@ free disk, where the managed browser policy lives) is a parameter.
 from __future__ import annotations
 
 import os
+import platform
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +33,9 @@ DISK_FAIL_BYTES: Final = 500 * MIB
 # TLS certificates go wrong with it.
 RELEASE_DATE: Final = datetime(2026, 11, 1, tzinfo=UTC)
 _PROBE_ENTRY: Final = "doctor-probe"
+# The oldest Python station runs on: pyproject.toml's requires-python (a test
+# keeps the two equal).
+MIN_PYTHON: Final = (3, 11)
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,22 @@ def _existing(path: Path) -> Path:
 
 
 # --- the checks ---------------------------------------------------------------
+
+
+def check_python(version: tuple[int, ...] | None = None) -> Finding:
+    """The running Python, failing below `MIN_PYTHON`."""
+    running = tuple(sys.version_info[:3]) if version is None else version
+    shown = ".".join(str(part) for part in running)
+    where = f"Python {shown} ({platform.python_implementation()}, {sys.executable})"
+    if running[:2] < MIN_PYTHON:
+        needed = ".".join(str(part) for part in MIN_PYTHON)
+        return Finding(
+            "python",
+            "fail",
+            f"{where}: station needs Python {needed} or newer",
+            f"install station with Python {needed}+ (Debian 12: sudo apt-get install python3)",
+        )
+    return Finding("python", "ok", where)
 
 
 def check_browser() -> Finding:
@@ -304,7 +325,7 @@ def run_doctor(
     from outreach_station.fonts import inventory
     from outreach_station.policy import Policy
 
-    findings = [check_browser(), check_keyring(), check_workspace()]
+    findings = [check_python(), check_browser(), check_keyring(), check_workspace()]
     policy_finding, effective = check_policy()
     findings.append(policy_finding)
     policy = getattr(effective, "policy", None)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import quote, urlsplit
 
+from outreach_station import paths
 from outreach_station.errors import SecurityError
 
 if TYPE_CHECKING:
@@ -47,12 +48,6 @@ OnViolation = Callable[[str, str], None]  # (kind, host): never a whole URL
 LimitReason = Literal["time-limit", "idle-limit"]
 
 MANAGED_FILE_NAME: Final = "outreach-station.json"
-# Where Chromium reads mandatory policies on Linux: Debian/Ubuntu's chromium
-# package, then Google Chrome. (Windows: registry/GPO; macOS: a profile.)
-MANAGED_POLICY_DIRS: Final = (
-    Path("/etc/chromium/policies/managed"),
-    Path("/etc/opt/chrome/policies/managed"),
-)
 # The page shown instead of a blocked address; `.invalid` never resolves,
 # so only station's interception can answer it.
 BLOCKED_ORIGIN: Final = "https://blocked.station.invalid"
@@ -189,7 +184,7 @@ def render_managed_policy(policy: Policy) -> str:
 
 
 def managed_policy_file(directory: Path | None = None) -> Path:
-    return (directory or MANAGED_POLICY_DIRS[0]) / MANAGED_FILE_NAME
+    return (directory or paths.managed_browser_policy_dirs()[0]) / MANAGED_FILE_NAME
 
 
 ManagedState = Literal["matches", "differs", "missing", "unsupported"]

@@ -90,6 +90,38 @@ def extra_profiles_dirs() -> list[Path]:
     return [Path(p).expanduser() for p in raw.split(os.pathsep) if p]
 
 
+# Where Chromium reads mandatory (managed) policies on Linux: Debian/Ubuntu's
+# chromium package, then Google Chrome. (Windows: registry/GPO; macOS: a profile.)
+MANAGED_BROWSER_POLICY_DIRS = (
+    Path("/etc/chromium/policies/managed"),
+    Path("/etc/opt/chrome/policies/managed"),
+)
+
+# The root under which the machine's installed policies are looked for. Only
+# Python code can move it (the test suite's isolation fixture, so that no
+# test reads or changes this machine's policy); an environment variable
+# would let staff step out of the policy.
+_system_root: dict[str, Path] = {}
+
+
+def set_test_system_root(root: Path | None) -> None:
+    """Look for installed policies below `root` instead of `/`; None restores `/`. Tests only."""
+    if root is None:
+        _system_root.clear()
+    else:
+        _system_root["root"] = root
+
+
+def _on_system(path: Path) -> Path:
+    root = _system_root.get("root")
+    return path if root is None else root / path.relative_to(path.anchor)
+
+
+def managed_browser_policy_dirs() -> tuple[Path, ...]:
+    """Where Chromium and Chrome read the policy `station policy apply-browser` writes."""
+    return tuple(_on_system(directory) for directory in MANAGED_BROWSER_POLICY_DIRS)
+
+
 def installed_policy_file() -> Path:
     """Where an image puts the system policy.
 
@@ -99,8 +131,9 @@ def installed_policy_file() -> Path:
     platformdirs' site config dir, which no user setting moves.
     """
     if sys.platform.startswith("linux"):
-        return Path("/etc/xdg") / APP_NAME / "policy.toml"
-    return Path(platformdirs.site_config_dir(APP_NAME, appauthor=False)) / "policy.toml"
+        return _on_system(Path("/etc/xdg") / APP_NAME / "policy.toml")
+    site = Path(platformdirs.site_config_dir(APP_NAME, appauthor=False))
+    return _on_system(site / "policy.toml")
 
 
 def system_policy_file() -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from outreach_station import paths
 from tests.keyrings import secret_service  # noqa: F401 - a fixture for every test module
 from tests.site import TestSite
 
@@ -46,6 +47,78 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             os.environ["XDG_CACHE_HOME"] = saved
 
 
+# Fixtures that bring a real part with them: a test using one needs that part.
+_FIXTURE_MARKERS = {"secret_service": "keyring", "xvfb": "headed", "display": "headed"}
+
+
+def _missing_parts() -> dict[str, str]:
+    """Which real parts this run lacks (marker -> reason); found once per session."""
+    from tests.keyrings import SECRET_SERVICE, backend_name
+
+    missing: dict[str, str] = {}
+    if backend_name() != SECRET_SERVICE:
+        missing["keyring"] = (
+            f"needs a real Secret Service (keyring chose {backend_name()}); "
+            "run 'bash setup.sh test'"
+        )
+    if shutil.which("Xvfb") is None:
+        missing["headed"] = "needs Xvfb for a virtual display (apt-get install xvfb)"
+    from outreach_station.browser import find_browser
+    from outreach_station.errors import BrowserError
+
+    try:
+        find_browser()
+    except BrowserError as exc:
+        missing["browser"] = f"needs Chromium: {exc}"
+    return missing
+
+
+def _skip_browser_under_managed_policy(items: list[pytest.Item]) -> None:
+    """Chromium itself reads this machine's managed policy, and no launch option
+    turns that off: with one installed, browser tests would test IT's policy."""
+    managed = sorted(
+        str(f) for d in paths.MANAGED_BROWSER_POLICY_DIRS if d.is_dir() for f in d.glob("*.json")
+    )
+    if managed:
+        reason = f"this machine has a managed Chromium policy ({', '.join(managed)})"
+        for item in items:
+            if "browser" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Outside `bash setup.sh test`, skip (with the reason) what needs a part that is missing.
+
+    Under setup.sh test (STATION_TEST_REQUIRE_REAL_PARTS) nothing is skipped
+    for that reason: pytest_sessionstart has already refused a run without them.
+    """
+    for item in items:
+        for fixture, marker in _FIXTURE_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
+    _skip_browser_under_managed_policy(items)
+    if os.environ.get("STATION_TEST_REQUIRE_REAL_PARTS"):
+        return
+    wanted = {m for item in items for m in ("keyring", "headed", "browser") if m in item.keywords}
+    if not wanted:
+        return
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="station-test-cache-")
+    try:
+        missing = _missing_parts()  # find_browser caches the engine version: not in the real home
+    finally:
+        shutil.rmtree(os.environ["XDG_CACHE_HOME"], ignore_errors=True)
+        if saved is None:
+            del os.environ["XDG_CACHE_HOME"]
+        else:
+            os.environ["XDG_CACHE_HOME"] = saved
+    for item in items:
+        for marker, reason in missing.items():
+            if marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
+                break
+
+
 @pytest.fixture(autouse=True)
 def isolation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Point every station location at tmp_path: no test touches the real home.
@@ -54,6 +127,9 @@ def isolation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     removed after the test.
     """
     home = tmp_path / "station-home"
+    # No test reads or changes this machine's installed policies: the station
+    # policy and the managed browser policy are looked for below an empty root.
+    paths.set_test_system_root(tmp_path / "system-root")
     runtime = Path(tempfile.mkdtemp(prefix="station-test-", dir="/dev/shm"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     monkeypatch.setenv("STATION_HOME", str(home))
@@ -65,8 +141,11 @@ def isolation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setenv("TERM", "dumb")
-    yield home
-    shutil.rmtree(runtime, ignore_errors=True)
+    try:
+        yield home
+    finally:
+        paths.set_test_system_root(None)
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 class StationRunner(CliRunner):

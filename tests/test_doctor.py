@@ -142,6 +142,7 @@ def test_healthy_machine_passes(tmp_path: Path) -> None:
     report = run(tmp_path, free_bytes=lambda _p: 50 * doctor.GIB, clock=lambda: datetime.now(UTC))
     assert report.ok, [f for f in report.findings if f.verdict == "fail"]
     assert [f.name for f in report.findings] == [
+        "python",
         "browser",
         "keyring",
         "workspace",

@@ -455,4 +455,6 @@ def test_the_installed_policy_cannot_be_moved_by_the_environment(
 ) -> None:
     # XDG_CONFIG_DIRS moves platformdirs' site config dir; it must not move the policy.
     monkeypatch.setenv("XDG_CONFIG_DIRS", str(tmp_path))
+    paths.set_test_system_root(None)  # only the path is computed; nothing of /etc is read
     assert paths.installed_policy_file() == Path("/etc/xdg/outreach-station/policy.toml")
+    assert paths.managed_browser_policy_dirs()[0] == Path("/etc/chromium/policies/managed")

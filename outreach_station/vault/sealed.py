@@ -434,6 +434,207 @@ class _ChunkReader(io.RawIOBase):
         return self._base
 
 
+class UnsafeArchiveError(IntegrityError):
+    """An authenticated sealed profile whose archive reaches outside its directory.
+
+    Station never packs such a member, so the file was made by someone who
+    holds the persona's key: evidence, not a glitch.
+    """
+
+
+def _unsafe(persona_id: str, path: Path, member: str, why: str) -> UnsafeArchiveError:
+    return UnsafeArchiveError(
+        f"refused to unseal {path} (persona {persona_id!r}): archive member {member!r} {why}; "
+        "station never writes that, so someone holding the key made this file: "
+        "keep it and report it to IT"
+    )
+
+
+class _Refusal(Exception):
+    """One member fails the checks; `member` names it when found after the fact."""
+
+    def __init__(self, why: str, member: str = "") -> None:
+        super().__init__(why)
+        self.member = member
+
+
+_SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+Parts = tuple[str, ...]
+
+
+def _parts(name: str) -> Parts:
+    """The path components of an archive name that must stay below the target."""
+    if name.startswith("/"):
+        raise _Refusal("has an absolute path")
+    parts = tuple(p for p in name.split("/") if p not in ("", "."))
+    if ".." in parts:
+        raise _Refusal("has a '..' component")
+    if not parts:
+        raise _Refusal("names the profile directory itself")
+    return parts
+
+
+def _symlink_stays_inside(parts: Parts, target: str) -> bool:
+    """Whether `target`, read from the link's own directory, never climbs above the top."""
+    if not target or target.startswith("/"):
+        return False
+    depth = len(parts) - 1
+    for component in target.split("/"):
+        if component in ("", "."):
+            continue
+        depth += -1 if component == ".." else 1
+        if depth < 0:
+            return False
+    return True
+
+
+class _Extractor:
+    """Writes archive members below one directory, refusing anything that reaches out.
+
+    Our own checks, the same on every Python (tarfile's `filter=` is missing
+    before 3.11.4, and Debian 12 ships 3.11.2): no absolute names, no `..`,
+    no devices, FIFOs or other special members, no setuid/setgid/sticky bits,
+    no member written below a symlink or over a name already extracted, no
+    symlink whose target leaves the directory (checked on the names, then
+    again on the finished tree, since a target may climb through another
+    link), and hard links only to regular files extracted before them.
+    Every write goes through directory descriptors opened with O_NOFOLLOW
+    and creates with O_EXCL, so even a gap in these checks cannot follow a
+    link out of the directory.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self._root_path = root
+        self._root = os.open(root, _DIR_FLAGS)
+        self._seen: set[Parts] = set()
+        self._implicit: set[Parts] = set()  # parents made before their own member
+        self._symlinks: list[tuple[Parts, str]] = []
+        self._regular: set[Parts] = set()
+        self._dirs: list[tuple[Parts, int, float]] = []
+        self._cached: tuple[Parts, int] | None = None
+
+    def __enter__(self) -> _Extractor:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._drop_cache()
+        os.close(self._root)
+
+    def _drop_cache(self) -> None:
+        if self._cached is not None:
+            os.close(self._cached[1])
+            self._cached = None
+
+    def _parent(self, parents: Parts) -> int:
+        """A descriptor of the directory `parents`, made 0700 where missing; do not close it."""
+        if self._cached is not None and self._cached[0] == parents:
+            return self._cached[1]
+        symlinks = {link for link, _ in self._symlinks}
+        fd = os.dup(self._root)
+        try:
+            for i, name in enumerate(parents):
+                prefix = parents[: i + 1]
+                if prefix in symlinks:
+                    raise _Refusal(f"would be written through the symlink {'/'.join(prefix)!r}")
+                if prefix not in self._seen:
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                    self._seen.add(prefix)
+                    self._implicit.add(prefix)
+                try:
+                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except OSError:
+                    raise _Refusal(
+                        f"lies below {'/'.join(prefix)!r}, which is not a directory"
+                    ) from None
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        self._drop_cache()
+        self._cached = (parents, fd)
+        return fd
+
+    def extract(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        parts = _parts(member.name)
+        if member.mode & _SPECIAL_BITS:
+            raise _Refusal("has setuid, setgid or sticky bits")
+        if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+            raise _Refusal("is a device, FIFO or other special file")
+        if parts in self._seen and not (member.isdir() and parts in self._implicit):
+            raise _Refusal("appears twice or replaces an earlier member")
+        parent = self._parent(parts[:-1])
+        name = parts[-1]
+        mode = stat.S_IMODE(member.mode)
+        if member.isdir():
+            if parts in self._implicit:
+                self._implicit.discard(parts)
+            else:
+                os.mkdir(name, 0o700, dir_fd=parent)
+            self._dirs.append((parts, mode, member.mtime))
+        elif member.issym():
+            if not _symlink_stays_inside(parts, member.linkname):
+                raise _Refusal(f"is a symlink to {member.linkname!r}, outside the profile")
+            os.symlink(member.linkname, name, dir_fd=parent)
+            self._symlinks.append((parts, member.linkname))
+        elif member.islnk():
+            target = _parts(member.linkname)
+            if target not in self._regular:
+                raise _Refusal(
+                    f"is a hard link to {member.linkname!r}, not a file extracted before it"
+                )
+            os.link(
+                "/".join(target),
+                name,
+                src_dir_fd=self._root,
+                dst_dir_fd=parent,
+                follow_symlinks=False,
+            )
+        else:
+            self._write(tar, member, parent, name, mode)
+            self._regular.add(parts)
+        self._seen.add(parts)
+
+    @staticmethod
+    def _write(
+        tar: tarfile.TarFile, member: tarfile.TarInfo, parent: int, name: str, mode: int
+    ) -> None:
+        import shutil
+
+        source = tar.extractfile(member)
+        if source is None:  # pragma: no cover - only for non-files
+            raise _Refusal("has no data")
+        fd = os.open(name, _NEW_FILE_FLAGS, PRIVATE_FILE, dir_fd=parent)
+        with source, open(fd, "wb") as out:
+            shutil.copyfileobj(source, out, DEFAULT_CHUNK_SIZE)
+            out.flush()
+            os.fchmod(fd, mode)
+            os.utime(fd, (member.mtime, member.mtime))
+
+    def finish(self) -> None:
+        """Check where every symlink really points, then give directories their modes."""
+        self._drop_cache()
+        top = os.path.realpath(self._root_path)
+        for parts, target in self._symlinks:
+            resolved = os.path.realpath(os.path.join(self._root_path, *parts))
+            if os.path.commonpath([top, resolved]) != top:
+                raise _Refusal(
+                    f"is a symlink to {target!r}, which leads outside the profile through "
+                    "another link",
+                    "/".join(parts),
+                )
+        # Deepest first: a parent's mode might keep us out of its children.
+        for parts, mode, mtime in sorted(self._dirs, key=lambda d: len(d[0]), reverse=True):
+            fd = os.open(os.path.join(self._root_path, *parts), _DIR_FLAGS)
+            try:
+                os.fchmod(fd, mode)
+                os.utime(fd, (mtime, mtime))
+            finally:
+                os.close(fd)
+
+
 def verify_file(
     src_file: Path,
     key: bytes,
@@ -473,8 +674,10 @@ def unseal_file(
     """Decrypt and extract a sealed profile into `dest_dir` (created 0700 if missing, else empty).
 
     Streams: each chunk is authenticated before any of its bytes reach
-    tarfile, and extraction uses tarfile's "data" filter (no absolute paths,
-    no "..", no devices, no links leaving `dest_dir`). A fault found late,
+    tarfile, and every member passes station's own checks (see `_Extractor`)
+    before anything is written: an archive only a key holder could have made
+    that reaches outside `dest_dir` or makes special files raises
+    `UnsafeArchiveError`. A fault found late,
     such as truncation, is only detected after earlier files were written,
     so on ANY exception `dest_dir` may hold a partial profile: the caller
     must wipe it and must not use it. `progress(done, total)` counts sealed
@@ -500,20 +703,27 @@ def unseal_file(
                 counts["chunks"] += 1
                 yield chunk
 
-        def counted_members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
-            for member in tar:
-                counts["files"] += int(member.isreg())
-                counts["directories"] += int(member.isdir())
-                yield member
-
         reader = _ChunkReader(counted_chunks())
         try:
-            with tarfile.TarFile(
-                fileobj=reader,
-                mode="r",
-                copybufsize=DEFAULT_CHUNK_SIZE,
-            ) as tar:
-                tar.extractall(dest_dir, members=counted_members(tar), filter="data")
+            with (
+                tarfile.TarFile(
+                    fileobj=reader,
+                    mode="r",
+                    copybufsize=DEFAULT_CHUNK_SIZE,
+                ) as tar,
+                _Extractor(dest_dir) as extractor,
+            ):
+                for member in tar:
+                    try:
+                        extractor.extract(tar, member)
+                    except _Refusal as refusal:
+                        raise _unsafe(persona_id, src_file, member.name, str(refusal)) from None
+                    counts["files"] += int(member.isreg())
+                    counts["directories"] += int(member.isdir())
+                try:
+                    extractor.finish()
+                except _Refusal as refusal:
+                    raise _unsafe(persona_id, src_file, refusal.member, str(refusal)) from None
             plaintext = reader.drain()
         except tarfile.TarError as exc:
             # Authenticated bytes that are not a valid archive were written

@@ -27,6 +27,16 @@ def test_doctor_json_and_table(runner: Any) -> None:
     assert table.stdout.splitlines()[0].split() == ["CHECK", "VERDICT", "DETAIL", "FIX"]
 
 
+def test_doctor_reports_the_running_python(runner: Any) -> None:
+    result = runner.invoke(["doctor", "--json"])
+    (row,) = [f for f in json.loads(result.stdout) if f["check"] == "python"]
+    running = ".".join(str(part) for part in sys.version_info[:3])
+    assert row["verdict"] == "ok"
+    assert row["detail"].startswith(f"Python {running} (CPython, {sys.executable})")
+    assert json.loads(result.stdout)[0]["check"] == "python"  # checked first
+
+
+@pytest.mark.keyring  # doctor's keyring row fails without one
 def test_doctor_fails_on_a_tampered_audit_log(runner: Any) -> None:
     AuditLog(default_path()).append("vault.initialised", detail={"mode": "keyring"})
     default_path().write_text(default_path().read_text().replace("keyring", "kEyring"))

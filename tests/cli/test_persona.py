@@ -4,6 +4,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from outreach_station import api
 from outreach_station.errors import ExitCode
 
@@ -70,6 +72,7 @@ def test_unknown_platform(runner: Any, isolation: Path) -> None:
     assert not (isolation / "registry.sqlite3").exists()
 
 
+@pytest.mark.keyring  # `open` checks the keyring first
 def test_malformed_and_unknown_persona_ids(runner: Any, isolation: Path) -> None:
     runner.invoke(["persona", "new", "demo"])
     before = (isolation / "registry.sqlite3").read_bytes()
