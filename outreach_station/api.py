@@ -44,6 +44,7 @@ from outreach_station.policy import LOOSENING_IGNORED_EVENT, EffectivePolicy, Po
 from outreach_station.registry import Persona, Registry, validate_persona_id
 from outreach_station.workspace import (
     Recovery,
+    SealedState,
     is_locked,
     needs_recovery,
     open_workspace,
@@ -664,6 +665,14 @@ def status(*, notify: Notify = _quiet) -> list[PlatformStatus]:
             f"{p.id}' recovers it"
             for p in mine
             if p.id not in opened and p.status != "retired" and needs_recovery(station, p.id)
+        )
+        warnings.extend(
+            problem
+            for p in mine
+            if p.id not in opened
+            and p.status != "retired"
+            and not needs_recovery(station, p.id)
+            and (problem := SealedState(station, p.id).problem()) is not None
         )
         result.append(
             PlatformStatus(

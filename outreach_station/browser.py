@@ -18,7 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -341,7 +341,6 @@ async def run_session(  # noqa: PLR0915 - the session loop reads best in one pla
     import asyncio
 
     from playwright.async_api import Error as PlaywrightError
-    from playwright.async_api import async_playwright
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -363,7 +362,7 @@ async def run_session(  # noqa: PLR0915 - the session loop reads best in one pla
         # The Playwright driver and the browser it starts inherit this thread's
         # CPUs; the thread gets all of them back once the browser runs.
         cpus_before = limit_cpus(spec.cpus)
-        async with async_playwright() as pw:
+        async with _playwright() as pw:
             context = await _launch(pw, spec, cpus_before)
             cpus_before = None
             context.on("close", lambda _ctx: closed.set())
@@ -413,6 +412,45 @@ async def run_session(  # noqa: PLR0915 - the session loop reads best in one pla
         restore_cpus(cpus_before)
         for sig in handled:
             loop.remove_signal_handler(sig)
+
+
+@contextlib.asynccontextmanager
+async def _playwright() -> AsyncIterator[Playwright]:
+    """Playwright, its driver started in a session (and process group) of its own.
+
+    A logout or a service stop signals station's whole process group. The
+    driver would then send the browser `Browser.close` on its own, at once,
+    and a cookie or localStorage item a page had just set was lost. Out of
+    the group, only station hears the signal, and it closes the context
+    (pages first, so the stores are written) before it seals the profile.
+    The browser itself is already in its own group (Playwright starts it
+    detached).
+    """
+    import asyncio
+
+    from playwright.async_api import async_playwright
+
+    manager = async_playwright()
+    spawn = asyncio.create_subprocess_exec
+
+    async def in_own_session(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        kwargs.setdefault("start_new_session", True)
+        return await spawn(*args, **kwargs)
+
+    # Playwright starts its driver with asyncio.create_subprocess_exec and no
+    # way to ask for a new session; only that one call runs while this is set.
+    asyncio.create_subprocess_exec = in_own_session
+    try:
+        pw = await manager.__aenter__()
+    finally:
+        asyncio.create_subprocess_exec = spawn
+    try:
+        yield pw
+    except BaseException as exc:
+        await manager.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    else:
+        await manager.__aexit__(None, None, None)
 
 
 async def _launch(pw: Playwright, spec: LaunchSpec, cpus_before: set[int] | None) -> BrowserContext:

@@ -10,6 +10,7 @@ import secrets
 import shutil
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -238,3 +239,37 @@ def test_status_problem_names_what_is_wrong(vault: Vault) -> None:
     assert "is missing" in (state.problem() or "")
     shutil.rmtree(_sealed().parent)
     assert "is missing" in (state.problem() or "")
+
+
+def test_status_warns_and_doctor_fails_for_a_rolled_back_persona(
+    secret_service: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: Any
+) -> None:
+    from outreach_station import api, doctor
+
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "site-one.toml").write_text('name = "S"\nstart_url = "http://127.0.0.1/"\n')
+    monkeypatch.setenv("STATION_PROFILES", str(profiles))
+    persona = api.create_persona("site-one")
+    vault = api.open_vault()
+    for value in ("first", "second"):
+        with workspace.open_workspace(paths.current(), persona.id, vault, notify=print) as ws:
+            (ws.profile / "value.txt").write_text(value)
+    sealed = workspace.sealed_file(paths.current(), persona.id)
+    clean = runner.invoke(["status"])
+    assert clean.exit_code == 0
+    assert "generation" not in clean.output
+    row = next(f for f in doctor.run_doctor().findings if f.name == "sealed profiles")
+    assert row.verdict == "ok"
+
+    sealed.unlink()
+    result = runner.invoke(["status"])
+    assert result.exit_code == 0
+    assert f"persona {persona.id}: its sealed profile {sealed} is missing" in result.output
+    row = next(f for f in doctor.run_doctor().findings if f.name == "sealed profiles")
+    assert row.verdict == "fail"
+    assert persona.id in row.detail
+    assert "generation 2 is on record" in row.detail
+    checked = runner.invoke(["doctor"])
+    assert checked.exit_code != 0
+    assert persona.id in checked.output
