@@ -24,6 +24,7 @@ from outreach_station.browser import (
     find_browser,
     require_display,
     run_session,
+    scratch_dir,
 )
 from outreach_station.errors import (
     BrowserError,
@@ -452,6 +453,7 @@ def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in o
                 lockdown=lockdown,
                 network_args=tuple(egress.args),
                 proxy=egress.login,
+                scratch=scratch_dir(workspace.directory),
             )
             target = url or profile.start_url
             if target == INSPECTOR_URL:

@@ -60,6 +60,20 @@ QUIET_SWITCHES = (
     "--disable-search-engine-choice-screen",
 )
 
+# Chromium makes its scratch directory in TMPDIR and binds its singleton socket
+# there: TMPDIR/org.chromium.Chromium.XXXXXX/SingletonSocket must fit a Unix
+# socket path (107 bytes) or the browser aborts at start.
+SCRATCH_PREFIX = "org.chromium.Chromium."
+_SOCKET_TAIL = len(f"/{SCRATCH_PREFIX}XXXXXX/SingletonSocket")
+_SOCKET_PATH_MAX = 107
+
+
+def scratch_dir(candidate: Path) -> Path | None:
+    """`candidate` as the browser's TMPDIR, or None when its socket path would not fit."""
+    if len(os.fsencode(candidate)) + _SOCKET_TAIL > _SOCKET_PATH_MAX:
+        return None
+    return candidate
+
 VERSION_RE = re.compile(r"(\d+)\.(\d+)\.(\d+)\.(\d+)")
 
 
@@ -189,12 +203,14 @@ def build_launch(
     lockdown: Lockdown | None = None,
     network_args: tuple[str, ...] = (),
     proxy: dict[str, str] | None = None,
+    scratch: Path | None = None,
 ) -> LaunchSpec:
     """The command line, environment and emulation for a persona's browser.
 
     The browser gets `home` as its HOME and XDG directories: Chromium keeps
     some state outside the profile (crash reports, the NSS certificate
     store), and that must belong to the persona, not to the person.
+    `scratch` (an existing private directory, see `scratch_dir`) is its TMPDIR.
     """
     env: dict[str, str | float | bool] = dict(os.environ if base_env is None else base_env)
     for name, sub in (
@@ -206,6 +222,10 @@ def build_launch(
         env[name] = str(home / sub) if sub else str(home)
     # The zone and language are the process's own, so every frame and worker
     # agrees on them without any per-page override.
+    if scratch is not None:
+        # Chromium's scratch files (org.chromium.Chromium.*, left behind when it
+        # is killed) belong in the persona's private workspace, not in /tmp.
+        env["TMPDIR"] = str(scratch)
     env["TZ"] = fingerprint.timezone
     env["LANGUAGE"] = fingerprint.locale.replace("-", "_")
     args = [
@@ -214,6 +234,10 @@ def build_launch(
         *QUIET_SWITCHES,
         # Removes navigator.webdriver and the "controlled by automated software" bar.
         "--disable-blink-features=AutomationControlled",
+        # The cookie key stays in the profile (sealed by station), not in the
+        # person's keyring, where it was shared by every persona and their own
+        # Chromium, and deleting it lost every persona's cookies.
+        "--password-store=basic",
         f"--lang={fingerprint.locale}",
         f"--accept-lang={','.join(fingerprint.languages)}",
         *fingerprint_args(fingerprint, browser.major, headless=headless),

@@ -297,6 +297,25 @@ def _stop_orphaned_browser(directory: Path, notify: Callable[[str], None]) -> No
             time.sleep(0.05)
 
 
+def _remove_outside_scratch(directory: Path) -> None:
+    """A killed browser whose TMPDIR was the system's leaves its scratch folder there."""
+    import tempfile
+
+    try:
+        target = Path(os.readlink(directory / "profile" / "SingletonSocket"))
+    except OSError:
+        return
+    scratch = target.parent
+    if (
+        scratch.parent == Path(tempfile.gettempdir())
+        and scratch.name.startswith("org.chromium.Chromium.")
+        and scratch.is_dir()
+        and not scratch.is_symlink()
+        and scratch.stat().st_uid == os.getuid()
+    ):
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 @dataclass(frozen=True)
 class Recovery:
     persona_id: str
@@ -327,6 +346,7 @@ def recover(
             opened_at = str(json.loads(marker.read_text()).get("opened"))
     if directory.is_dir() and any(directory.iterdir()):
         _stop_orphaned_browser(directory, notify)
+        _remove_outside_scratch(directory)
         notify(f"persona {persona_id} was not closed cleanly; sealing the profile it left open")
         # The leftover plaintext is newer than any sealed file, whatever its generation.
         SealedState(station, persona_id).seal(

@@ -89,6 +89,8 @@ SKIPPED_DIR_NAMES = frozenset(
 )
 # SingletonLock/Socket/Cookie tie a profile to a running process and host.
 SKIPPED_FILE_PREFIX = "Singleton"
+# The browser's scratch directories when its TMPDIR is the workspace (browser.scratch_dir).
+SKIPPED_TOP_DIR_PREFIX = "org.chromium.Chromium."
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,9 @@ def _walk(root: Path) -> tuple[list[_Entry], int]:
             relative = f"{prefix}{child.name}"
             st = child.stat(follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
-                if depth <= 1 and child.name in SKIPPED_DIR_NAMES:
+                if (depth <= 1 and child.name in SKIPPED_DIR_NAMES) or (
+                    depth == 0 and child.name.startswith(SKIPPED_TOP_DIR_PREFIX)
+                ):
                     skipped += 1
                     continue
                 entries.append(_Entry(relative, child.path, st))

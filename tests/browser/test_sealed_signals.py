@@ -6,12 +6,12 @@ Real Chromium, real keyring, real signals to a real `station open` process
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
+import shutil
 import signal
+import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,6 +22,7 @@ import pytest
 from outreach_station import api
 from tests.browser.test_open import browser_cmdlines, wait_open
 from tests.browser.test_sealed_open import (
+    browser_pids,
     kill_browsers,
     marker_of,
     platform_dir,  # noqa: F401 - a fixture
@@ -33,7 +34,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.keyring]
 
 
 class StoreSite:
-    """`/set?v=X`: the page sets a cookie and localStorage to X from script; `/get`: a blank page."""
+    """`/set?v=X`: a page whose script sets a cookie and localStorage to X; `/get`: blank."""
 
     def __init__(self) -> None:
         class Handler(BaseHTTPRequestHandler):
@@ -138,17 +139,37 @@ def test_a_signal_right_after_a_write_keeps_cookie_and_local_storage(
     assert browser_cmdlines(persona.id) == []
 
 
+@pytest.mark.parametrize("runtime", ["short", "long"])
 def test_sigkill_of_the_group_is_recovered_without_claiming_nothing_was_lost(
     platform_dir: Path,  # noqa: F811 - the fixture
     store_site: StoreSite,
+    runtime: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if runtime == "short":
+        # As /run/user/1000 is: short enough for the browser's socket under the workspace.
+        short = Path(tempfile.mkdtemp(prefix="s", dir="/dev/shm"))
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(short))
     persona = api.create_persona("site-one")
     value = f"v{secrets.token_hex(6)}"
     proc = open_and_write(persona.id, store_site, value)
+    socket_dir = Path(os.readlink(workspace_of(persona.id) / "profile" / "SingletonSocket")).parent
+    if runtime == "short":
+        # The browser's scratch space is the private workspace, and it is used there.
+        assert socket_dir.parent == workspace_of(persona.id)
+    else:
+        # Too long a path for the browser's socket: it keeps the system's temp dir.
+        assert socket_dir.parent == Path(tempfile.gettempdir())
+    assert socket_dir.name.startswith(CHROMIUM_SCRATCH)
+    # Everything dies at once, the browser included (its own process group), as
+    # when a session is torn down: frozen first, so it cannot tidy up as it goes.
+    for pid in browser_pids(persona.id):
+        os.kill(pid, signal.SIGSTOP)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     kill_browsers(persona.id)
     assert marker_of(persona.id).exists()
+    assert socket_dir.is_dir()  # what a kill leaves behind
 
     proc = start_station("open", "site-one", "--persona", persona.id, "--headless")
     try:
@@ -160,5 +181,10 @@ def test_sigkill_of_the_group_is_recovered_without_claiming_nothing_was_lost(
     assert "nothing of its last session was lost" not in opened
     assert f"persona {persona.id} recovered: the profile it left open is sealed" in opened
     assert "changes from its last moments may be missing" in opened
-    with contextlib.suppress(Exception):
-        time.sleep(0)
+    assert not workspace_of(persona.id).exists()
+    assert not socket_dir.exists()
+    if runtime == "short":
+        shutil.rmtree(short, ignore_errors=True)
+
+
+CHROMIUM_SCRATCH = "org.chromium.Chromium."
