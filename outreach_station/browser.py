@@ -74,6 +74,7 @@ def scratch_dir(candidate: Path) -> Path | None:
         return None
     return candidate
 
+
 VERSION_RE = re.compile(r"(\d+)\.(\d+)\.(\d+)\.(\d+)")
 
 

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -433,6 +434,7 @@ def open_workspace(
         )
         _mkdir_private(workspace.profile)
         _mkdir_private(workspace.home)
+        _move_cookies_off_the_keyring(workspace, notify)
         marker = _marker(station, persona_id)
         marker.write_text(json.dumps({"opened": _now(), "workspace": str(directory)}))
         try:
@@ -447,6 +449,23 @@ def open_workspace(
                 ) from exc
             wipe(directory)
             marker.unlink(missing_ok=True)
+
+
+def _move_cookies_off_the_keyring(workspace: Workspace, notify: Callable[[str], None]) -> None:
+    """Cookies sealed when the browser kept its key in the keyring (see cookie_key)."""
+    from outreach_station.cookie_key import migrate_profile
+
+    try:
+        done = migrate_profile(workspace.profile)
+    except (OSError, sqlite3.Error) as exc:
+        notify(f"warning: the cookies of persona {workspace.persona_id} were not checked: {exc}")
+        return
+    if done.left:
+        notify(
+            f"warning: {done.left} cookies of persona {workspace.persona_id} are encrypted with "
+            "a 'Chromium Safe Storage' key that the keyring no longer gives: the browser will "
+            "drop them, so sign in to that platform again"
+        )
 
 
 def _now() -> str:
