@@ -345,6 +345,10 @@ def recover(
     if marker.exists():
         with contextlib.suppress(OSError, ValueError):
             opened_at = str(json.loads(marker.read_text()).get("opened"))
+    if directory.is_dir() and not marker.exists():
+        # Killed while unsealing (the marker is written once unsealing is done):
+        # a partial copy of the sealed profile, which stands as it is.
+        wipe(directory)
     if directory.is_dir() and any(directory.iterdir()):
         _stop_orphaned_browser(directory, notify)
         _remove_outside_scratch(directory)

@@ -273,3 +273,21 @@ def test_status_warns_and_doctor_fails_for_a_rolled_back_persona(
     checked = runner.invoke(["doctor"])
     assert checked.exit_code != 0
     assert persona.id in checked.output
+
+
+def test_a_kill_while_unsealing_leaves_the_sealed_profile_standing(vault: Vault) -> None:
+    _session(vault, "first")
+    sealed_before = _sealed().read_bytes()
+    # What a SIGKILL halfway through unsealing leaves: part of the profile, no open marker
+    # (bench/drill_seal_kill.py does it for real).
+    partial = workspace.workspace_dir(paths.current(), PERSONA) / "profile"
+    partial.mkdir(parents=True)
+    (partial / "half-written").write_bytes(b"x" * 100)
+    seen: list[str] = []
+    with workspace.open_workspace(paths.current(), PERSONA, vault, notify=seen.append) as ws:
+        assert (ws.profile / "value.txt").read_text() == "first"
+        assert not (ws.profile / "half-written").exists()
+    assert not any("recovered" in m for m in seen), seen
+    with Registry(paths.current().registry) as reg:
+        assert reg.sealed_generation(PERSONA) == (2, None)  # one seal: this session's
+    assert _sealed().read_bytes() != sealed_before
