@@ -291,3 +291,45 @@ def test_a_kill_while_unsealing_leaves_the_sealed_profile_standing(vault: Vault)
     with Registry(paths.current().registry) as reg:
         assert reg.sealed_generation(PERSONA) == (2, None)  # one seal: this session's
     assert _sealed().read_bytes() != sealed_before
+
+
+def test_station_open_refuses_a_rolled_back_profile_in_one_line(
+    secret_service: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: Any
+) -> None:
+    from outreach_station import api
+    from outreach_station.errors import ExitCode
+
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "site-one.toml").write_text('name = "S"\nstart_url = "http://127.0.0.1:9/"\n')
+    monkeypatch.setenv("STATION_PROFILES", str(profiles))
+    persona = api.create_persona("site-one")
+    vault = api.open_vault()
+    for value in ("first", "second"):
+        with workspace.open_workspace(paths.current(), persona.id, vault, notify=print) as ws:
+            (ws.profile / "value.txt").write_text(value)
+    sealed = workspace.sealed_file(paths.current(), persona.id)
+    old = sealed.read_bytes()
+    with workspace.open_workspace(paths.current(), persona.id, vault, notify=print) as ws:
+        (ws.profile / "value.txt").write_text("third")
+    newest = sealed.read_bytes()
+
+    for damage, expected in (
+        (old, "is generation 2, generation 3 is on record"),
+        (None, "is missing, generation 3 is on record"),
+    ):
+        if damage is None:
+            sealed.unlink()
+        else:
+            sealed.write_bytes(damage)
+        result = runner.invoke(["open", "site-one", "--headless"])
+        assert result.exit_code == ExitCode.INTEGRITY
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"station: error: persona {persona.id}: its sealed profile")
+        assert expected in lines[0]
+        assert (sealed.read_bytes() if damage is not None else None) == damage
+        assert not workspace.needs_recovery(paths.current(), persona.id)
+    sealed.write_bytes(newest)
+    with workspace.open_workspace(paths.current(), persona.id, vault, notify=print) as ws:
+        assert (ws.profile / "value.txt").read_text() == "third"
