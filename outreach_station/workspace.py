@@ -209,10 +209,15 @@ class SealedState:
         if found is not None and found == pending:
             return None
         what = "a file without a generation (format 1)" if found is None else f"generation {found}"
+        why = (
+            "the registry is older than the file (restored or replaced?)"
+            if found is not None and found > max(current, pending or 0)
+            else "an older copy was put back or the file was replaced"
+        )
         return (
             f"persona {self.persona_id}: its sealed profile {self.file} is {what}, {expected} "
-            "is on record: an older copy was put back or the file was replaced; refusing to "
-            "open or overwrite it. Put the newest profile.sealed back, or retire the persona"
+            f"is on record: {why}; refusing to open or overwrite it. Put the newest "
+            "profile.sealed back, or retire the persona"
         )
 
     def accept(self, found: int | None, *, exists: bool = True) -> None:

@@ -333,3 +333,18 @@ def test_station_open_refuses_a_rolled_back_profile_in_one_line(
     sealed.write_bytes(newest)
     with workspace.open_workspace(paths.current(), persona.id, vault, notify=print) as ws:
         assert (ws.profile / "value.txt").read_text() == "third"
+
+
+def test_a_registry_older_than_the_file_is_refused_too(vault: Vault) -> None:
+    _session(vault, "first")
+    _session(vault, "second")
+    with Registry(paths.current().registry) as reg:
+        reg.commit_sealed_generation(PERSONA, 1)  # as if the registry came from a backup
+    newest = _sealed().read_bytes()
+    with pytest.raises(IntegrityError, match=r"is generation 2, generation 1 is on record: the "):
+        _value(vault)
+    assert "the registry is older than the file" in (
+        workspace.SealedState(paths.current(), PERSONA).problem() or ""
+    )
+    assert _sealed().read_bytes() == newest
+    _nothing_left()
