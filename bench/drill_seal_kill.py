@@ -133,8 +133,10 @@ def main() -> int:  # noqa: PLR0912 - one drill, step by step
                         elif moment == "reseal":
                             proc.send_signal(signal.SIGTERM)
                             _wait(
-                                lambda: new_path(sealed).exists()
-                                and new_path(sealed).stat().st_size > 8 << 20
+                                lambda: (
+                                    new_path(sealed).exists()
+                                    and new_path(sealed).stat().st_size > 8 << 20
+                                )
                             )
                         else:
                             before = sealed.stat().st_ino
