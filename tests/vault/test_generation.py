@@ -348,3 +348,18 @@ def test_a_registry_older_than_the_file_is_refused_too(vault: Vault) -> None:
     )
     assert _sealed().read_bytes() == newest
     _nothing_left()
+
+
+def test_a_refused_key_leaves_no_workspace_behind(vault: Vault, runner: Any) -> None:
+    _session(vault, "first")
+    wrapped = vault.wrapped_key_path(PERSONA)
+    data = bytearray(wrapped.read_bytes())
+    data[-1] ^= 0x01
+    wrapped.write_bytes(bytes(data))
+    sealed_before = _sealed().read_bytes()
+    with pytest.raises(IntegrityError):
+        _value(vault)
+    # Nothing that `station status` would take for a crash.
+    _nothing_left()
+    assert _sealed().read_bytes() == sealed_before
+    assert wrapped.read_bytes() == bytes(data)
