@@ -134,13 +134,24 @@ LOCKED_MID_SESSION = textwrap.dedent(
     with workspace.open_workspace(station, persona, vault, notify=lambda m: None) as ws:
         (ws.profile / "value.txt").write_text("second")
         connection = secretstorage.dbus_init()
-        for collection in secretstorage.get_all_collections(connection):
-            collection.lock()
+        if sys.argv[2] == "locked":
+            for collection in secretstorage.get_all_collections(connection):
+                collection.lock()
+        else:
+            # The keyring daemon of this private session goes away (crashed, logged out).
+            import os, signal, time
+            from jeepney import DBusAddress, new_method_call
+            bus = DBusAddress("/org/freedesktop/DBus", bus_name="org.freedesktop.DBus",
+                              interface="org.freedesktop.DBus")
+            reply = connection.send_and_get_reply(new_method_call(
+                bus, "GetConnectionUnixProcessID", "s", ("org.freedesktop.secrets",)))
+            os.kill(reply.body[0], signal.SIGKILL)
+            time.sleep(0.5)
         try:
             Vault.open(station).data_key(persona)
             out["locked"] = False
         except StationError as exc:
-            out["locked"] = "locked" in exc.message
+            out["locked"] = "keyring" in exc.message
     out["needs_recovery"] = workspace.needs_recovery(station, persona)
     with Registry(station.registry) as reg:
         out["record"] = list(reg.sealed_generation(persona))
@@ -152,7 +163,8 @@ LOCKED_MID_SESSION = textwrap.dedent(
 )
 
 
-def test_the_keyring_locked_mid_session_still_reseals(tmp_path: Path) -> None:
+@pytest.mark.parametrize("what", ["locked", "gone"])
+def test_the_keyring_locked_or_gone_mid_session_still_reseals(tmp_path: Path, what: str) -> None:
     # Locking the shared test keyring would break the other tests, and it cannot
     # be unlocked again without a prompt: a private keyring session.
     if shutil.which("dbus-run-session") is None or shutil.which("gnome-keyring-daemon") is None:
@@ -171,7 +183,7 @@ def test_the_keyring_locked_mid_session_still_reseals(tmp_path: Path) -> None:
     shell = (
         'eval "$(gnome-keyring-daemon --unlock --components=secrets)"; '
         "export GNOME_KEYRING_CONTROL; "
-        f'exec "{sys.executable}" "$0" {PERSONA}'
+        f'exec "{sys.executable}" "$0" {PERSONA} {what}'
     )
     done = subprocess.run(
         ["dbus-run-session", "--", "bash", "-c", shell, str(script)],
@@ -184,7 +196,7 @@ def test_the_keyring_locked_mid_session_still_reseals(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    assert out["locked"] is True  # the keyring really was locked mid-session
+    assert out["locked"] is True  # the keyring really was unusable mid-session
     assert out["needs_recovery"] is False
     assert out["record"] == [2, None]
     assert out["reopened"] == "second"
