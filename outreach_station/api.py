@@ -24,6 +24,7 @@ from outreach_station.browser import (
     find_browser,
     require_display,
     run_session,
+    scratch_dir,
 )
 from outreach_station.errors import (
     BrowserError,
@@ -44,6 +45,7 @@ from outreach_station.policy import LOOSENING_IGNORED_EVENT, EffectivePolicy, Po
 from outreach_station.registry import Persona, Registry, validate_persona_id
 from outreach_station.workspace import (
     Recovery,
+    SealedState,
     is_locked,
     needs_recovery,
     open_workspace,
@@ -451,6 +453,7 @@ def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in o
                 lockdown=lockdown,
                 network_args=tuple(egress.args),
                 proxy=egress.login,
+                scratch=scratch_dir(workspace.directory),
             )
             target = url or profile.start_url
             if target == INSPECTOR_URL:
@@ -664,6 +667,14 @@ def status(*, notify: Notify = _quiet) -> list[PlatformStatus]:
             f"{p.id}' recovers it"
             for p in mine
             if p.id not in opened and p.status != "retired" and needs_recovery(station, p.id)
+        )
+        warnings.extend(
+            problem
+            for p in mine
+            if p.id not in opened
+            and p.status != "retired"
+            and not needs_recovery(station, p.id)
+            and (problem := SealedState(station, p.id).problem()) is not None
         )
         result.append(
             PlatformStatus(

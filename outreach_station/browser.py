@@ -18,7 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -59,6 +59,21 @@ QUIET_SWITCHES = (
     "--disable-breakpad",
     "--disable-search-engine-choice-screen",
 )
+
+# Chromium makes its scratch directory in TMPDIR and binds its singleton socket
+# there: TMPDIR/org.chromium.Chromium.XXXXXX/SingletonSocket must fit a Unix
+# socket path (107 bytes) or the browser aborts at start.
+SCRATCH_PREFIX = "org.chromium.Chromium."
+_SOCKET_TAIL = len(f"/{SCRATCH_PREFIX}XXXXXX/SingletonSocket")
+_SOCKET_PATH_MAX = 107
+
+
+def scratch_dir(candidate: Path) -> Path | None:
+    """`candidate` as the browser's TMPDIR, or None when its socket path would not fit."""
+    if len(os.fsencode(candidate)) + _SOCKET_TAIL > _SOCKET_PATH_MAX:
+        return None
+    return candidate
+
 
 VERSION_RE = re.compile(r"(\d+)\.(\d+)\.(\d+)\.(\d+)")
 
@@ -189,12 +204,14 @@ def build_launch(
     lockdown: Lockdown | None = None,
     network_args: tuple[str, ...] = (),
     proxy: dict[str, str] | None = None,
+    scratch: Path | None = None,
 ) -> LaunchSpec:
     """The command line, environment and emulation for a persona's browser.
 
     The browser gets `home` as its HOME and XDG directories: Chromium keeps
     some state outside the profile (crash reports, the NSS certificate
     store), and that must belong to the persona, not to the person.
+    `scratch` (an existing private directory, see `scratch_dir`) is its TMPDIR.
     """
     env: dict[str, str | float | bool] = dict(os.environ if base_env is None else base_env)
     for name, sub in (
@@ -206,6 +223,10 @@ def build_launch(
         env[name] = str(home / sub) if sub else str(home)
     # The zone and language are the process's own, so every frame and worker
     # agrees on them without any per-page override.
+    if scratch is not None:
+        # Chromium's scratch files (org.chromium.Chromium.*, left behind when it
+        # is killed) belong in the persona's private workspace, not in /tmp.
+        env["TMPDIR"] = str(scratch)
     env["TZ"] = fingerprint.timezone
     env["LANGUAGE"] = fingerprint.locale.replace("-", "_")
     args = [
@@ -214,6 +235,10 @@ def build_launch(
         *QUIET_SWITCHES,
         # Removes navigator.webdriver and the "controlled by automated software" bar.
         "--disable-blink-features=AutomationControlled",
+        # The cookie key stays in the profile (sealed by station), not in the
+        # person's keyring, where it was shared by every persona and their own
+        # Chromium, and deleting it lost every persona's cookies.
+        "--password-store=basic",
         f"--lang={fingerprint.locale}",
         f"--accept-lang={','.join(fingerprint.languages)}",
         *fingerprint_args(fingerprint, browser.major, headless=headless),
@@ -341,7 +366,6 @@ async def run_session(  # noqa: PLR0915 - the session loop reads best in one pla
     import asyncio
 
     from playwright.async_api import Error as PlaywrightError
-    from playwright.async_api import async_playwright
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -363,7 +387,7 @@ async def run_session(  # noqa: PLR0915 - the session loop reads best in one pla
         # The Playwright driver and the browser it starts inherit this thread's
         # CPUs; the thread gets all of them back once the browser runs.
         cpus_before = limit_cpus(spec.cpus)
-        async with async_playwright() as pw:
+        async with _playwright() as pw:
             context = await _launch(pw, spec, cpus_before)
             cpus_before = None
             context.on("close", lambda _ctx: closed.set())
@@ -413,6 +437,45 @@ async def run_session(  # noqa: PLR0915 - the session loop reads best in one pla
         restore_cpus(cpus_before)
         for sig in handled:
             loop.remove_signal_handler(sig)
+
+
+@contextlib.asynccontextmanager
+async def _playwright() -> AsyncIterator[Playwright]:
+    """Playwright, its driver started in a session (and process group) of its own.
+
+    A logout or a service stop signals station's whole process group. The
+    driver would then send the browser `Browser.close` on its own, at once,
+    and a cookie or localStorage item a page had just set was lost. Out of
+    the group, only station hears the signal, and it closes the context
+    (pages first, so the stores are written) before it seals the profile.
+    The browser itself is already in its own group (Playwright starts it
+    detached).
+    """
+    import asyncio
+
+    from playwright.async_api import async_playwright
+
+    manager = async_playwright()
+    spawn = asyncio.create_subprocess_exec
+
+    async def in_own_session(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        kwargs.setdefault("start_new_session", True)
+        return await spawn(*args, **kwargs)
+
+    # Playwright starts its driver with asyncio.create_subprocess_exec and no
+    # way to ask for a new session; only that one call runs while this is set.
+    asyncio.create_subprocess_exec = in_own_session
+    try:
+        pw = await manager.__aenter__()
+    finally:
+        asyncio.create_subprocess_exec = spawn
+    try:
+        yield pw
+    except BaseException as exc:
+        await manager.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    else:
+        await manager.__aexit__(None, None, None)
 
 
 async def _launch(pw: Playwright, spec: LaunchSpec, cpus_before: set[int] | None) -> BrowserContext:

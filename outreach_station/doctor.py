@@ -293,6 +293,35 @@ def check_personas() -> Finding:
     return Finding("personas", "ok", f"{len(personas)} personas, none left unsealed")
 
 
+def check_sealed_state() -> Finding:
+    """Each persona's sealed profile is the generation the registry expects (none put back)."""
+    from outreach_station.registry import Registry
+    from outreach_station.workspace import SealedState, is_locked, needs_recovery
+
+    station = paths.current()
+    if not station.registry.exists():
+        return Finding("sealed profiles", "ok", "no personas yet")
+    with Registry(station.registry) as reg:
+        personas = [p for p in reg.list() if p.status != "retired"]
+    problems = [
+        problem
+        for p in personas
+        if not is_locked(station, p.id)
+        and not needs_recovery(station, p.id)
+        and (problem := SealedState(station, p.id).problem()) is not None
+    ]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return Finding(
+            "sealed profiles",
+            "fail",
+            problems[0] + more,
+            "restore the newest profile.sealed of each from a backup, or retire the persona "
+            "(station persona retire ID); report it to IT if nobody here replaced it",
+        )
+    return Finding("sealed profiles", "ok", f"{len(personas)} personas, each at its generation")
+
+
 def check_managed_policy(policy: object | None, directory: Path | None) -> Finding:
     from outreach_station.lockdown import managed_policy_status
     from outreach_station.policy import Policy
@@ -342,6 +371,7 @@ def run_doctor(
         newest = max(r.time for r in records)
     findings.append(check_clock(clock(), newest))
     findings.append(check_personas())
+    findings.append(check_sealed_state())
     findings.append(check_variety(inventory(), machine_cpus()))
     findings.append(check_managed_policy(policy, managed_dir))
     return DoctorReport(tuple(findings))

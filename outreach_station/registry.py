@@ -88,6 +88,18 @@ MIGRATIONS: tuple[str, ...] = (
         updated TEXT NOT NULL
     );
     """,
+    # The generation of each persona's newest sealed profile (outreach_station.
+    # workspace.SealedState): an older genuine file put back, or the file gone,
+    # is refused. `pending` is the generation being renamed into place right
+    # now; after a crash between rename and commit either one is accepted.
+    """
+    CREATE TABLE sealed_generations (
+        persona_id TEXT PRIMARY KEY,
+        generation INTEGER NOT NULL CHECK (generation >= 0),
+        pending INTEGER CHECK (pending IS NULL OR pending > generation),
+        updated TEXT NOT NULL
+    );
+    """,
 )
 
 
@@ -374,3 +386,33 @@ class Registry:
     def kit_rows(self) -> tuple[dict[str, str], ...]:
         """Every identity-kit row as stored, whatever the persona's status."""
         return tuple(dict(r) for r in self._conn.execute("SELECT * FROM kits ORDER BY persona_id"))
+
+    def sealed_generation(self, persona_id: str) -> tuple[int, int | None]:
+        """The persona's sealed generation on record and the one pending (0, None: never sealed)."""
+        row = self._conn.execute(
+            "SELECT generation, pending FROM sealed_generations WHERE persona_id = ?",
+            (persona_id,),
+        ).fetchone()
+        if row is None:
+            return 0, None
+        return int(row["generation"]), None if row["pending"] is None else int(row["pending"])
+
+    def begin_sealed_generation(self, persona_id: str, generation: int) -> None:
+        """Record `generation` as pending: called just before its file is renamed into place."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO sealed_generations (persona_id, generation, pending, updated) "
+                "VALUES (?, 0, ?, ?) ON CONFLICT (persona_id) DO UPDATE SET "
+                "pending = excluded.pending, updated = excluded.updated",
+                (persona_id, generation, _iso(self.clock())),
+            )
+
+    def commit_sealed_generation(self, persona_id: str, generation: int) -> None:
+        """`generation` is the persona's sealed profile now; nothing is pending."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO sealed_generations (persona_id, generation, pending, updated) "
+                "VALUES (?, ?, NULL, ?) ON CONFLICT (persona_id) DO UPDATE SET "
+                "generation = excluded.generation, pending = NULL, updated = excluded.updated",
+                (persona_id, generation, _iso(self.clock())),
+            )

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,11 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from outreach_station import paths
-from outreach_station.errors import BusyError, EnvironmentProblem, StationError
+from outreach_station.errors import BusyError, EnvironmentProblem, IntegrityError, StationError
 from outreach_station.paths import StationPaths
 
 if TYPE_CHECKING:
-    from outreach_station.vault import ProgressCallback, Vault
+    from outreach_station.vault import ProgressCallback, SealStats, Vault
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,112 @@ def _marker(station: StationPaths, persona_id: str) -> Path:
     return station.persona_dir(persona_id) / OPEN_MARKER
 
 
+@dataclass(frozen=True)
+class SealedState:
+    """Which generation of a persona's sealed profile is the current one: the one place that says.
+
+    The registry records the generation of the newest sealed file, and the
+    one being renamed into place while a seal finishes. Anything else is
+    refused before a byte of it is opened, and never sealed over: an older
+    genuine file put back, a file newer than the record, or the file gone.
+    A crash between the rename and the record leaves either generation
+    acceptable, never an older one. A persona never sealed has generation 0
+    and no file; a version-1 file (no generation) is accepted while nothing
+    is on record, and gets a generation at its next seal.
+    """
+
+    station: StationPaths
+    persona_id: str
+
+    @property
+    def file(self) -> Path:
+        return sealed_file(self.station, self.persona_id)
+
+    def on_record(self) -> tuple[int, int | None]:
+        from outreach_station.registry import Registry
+
+        with Registry(self.station.registry) as reg:
+            return reg.sealed_generation(self.persona_id)
+
+    def _refusal(self, found: int | None, exists: bool) -> str | None:
+        current, pending = self.on_record()
+        expected = f"generation {current}" + (f" (or {pending})" if pending is not None else "")
+        if not exists:
+            if current == 0:
+                return None
+            return (
+                f"persona {self.persona_id}: its sealed profile {self.file} is missing, "
+                f"{expected} is on record; refusing to open it as a blank profile. Put the "
+                "newest profile.sealed back, or retire the persona"
+            )
+        if found == current or (found is None and current == 0):
+            return None
+        if found is not None and found == pending:
+            return None
+        what = "a file without a generation (format 1)" if found is None else f"generation {found}"
+        why = (
+            "the registry is older than the file (restored or replaced?)"
+            if found is not None and found > max(current, pending or 0)
+            else "an older copy was put back or the file was replaced"
+        )
+        return (
+            f"persona {self.persona_id}: its sealed profile {self.file} is {what}, {expected} "
+            f"is on record: {why}; refusing to open or overwrite it. Put the newest "
+            "profile.sealed back, or retire the persona"
+        )
+
+    def accept(self, found: int | None, *, exists: bool = True) -> None:
+        """Raise IntegrityError unless `found` (None: format 1) is the generation on record."""
+        refusal = self._refusal(found, exists)
+        if refusal is not None:
+            raise IntegrityError(refusal)
+        _current, pending = self.on_record()
+        if exists and found is not None and found == pending:
+            # The last seal renamed its file into place but crashed before recording it.
+            from outreach_station.registry import Registry
+
+            with Registry(self.station.registry) as reg:
+                reg.commit_sealed_generation(self.persona_id, found)
+
+    def check_file(self) -> None:
+        """Refuse a missing file the registry expects; a present one is checked as it opens."""
+        if not self.file.exists():
+            self.accept(None, exists=False)
+
+    def problem(self) -> str | None:
+        """What is wrong with the sealed file, from its unauthenticated header (status, doctor)."""
+        from outreach_station.vault import peek_generation
+
+        try:
+            found = peek_generation(self.file, self.persona_id)
+        except FileNotFoundError:
+            return self._refusal(None, exists=False)
+        except (OSError, StationError) as exc:
+            return f"persona {self.persona_id}: its sealed profile {self.file} is unreadable: {exc}"
+        return self._refusal(found, exists=True)
+
+    def seal(self, directory: Path, key: bytes, progress: ProgressCallback | None) -> SealStats:
+        """Seal `directory` as the next generation, recorded in the registry as it lands."""
+        from outreach_station.registry import Registry
+        from outreach_station.vault import seal_dir
+
+        with Registry(self.station.registry) as reg:
+            current, pending = reg.sealed_generation(self.persona_id)
+            # Past a pending one too: a generation number is never reused for other contents.
+            generation = max(current, pending or 0) + 1
+            stats = seal_dir(
+                directory,
+                self.file,
+                key,
+                self.persona_id,
+                progress,
+                generation=generation,
+                before_replace=lambda: reg.begin_sealed_generation(self.persona_id, generation),
+            )
+            reg.commit_sealed_generation(self.persona_id, generation)
+        return stats
+
+
 def wipe(directory: Path) -> None:
     """Remove a plaintext workspace; the browser must have exited."""
     shutil.rmtree(directory, ignore_errors=True)
@@ -196,6 +303,25 @@ def _stop_orphaned_browser(directory: Path, notify: Callable[[str], None]) -> No
             time.sleep(0.05)
 
 
+def _remove_outside_scratch(directory: Path) -> None:
+    """A killed browser whose TMPDIR was the system's leaves its scratch folder there."""
+    import tempfile
+
+    try:
+        target = Path(os.readlink(directory / "profile" / "SingletonSocket"))
+    except OSError:
+        return
+    scratch = target.parent
+    if (
+        scratch.parent == Path(tempfile.gettempdir())
+        and scratch.name.startswith("org.chromium.Chromium.")
+        and scratch.is_dir()
+        and not scratch.is_symlink()
+        and scratch.stat().st_uid == os.getuid()
+    ):
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 @dataclass(frozen=True)
 class Recovery:
     persona_id: str
@@ -218,27 +344,32 @@ def recover(
     cleared by a reboot), the last sealed generation stands and the person is
     told what was lost.
     """
-    from outreach_station.vault import seal_dir
-
     directory = workspace_dir(station, persona_id)
     marker = _marker(station, persona_id)
     opened_at: str | None = None
     if marker.exists():
         with contextlib.suppress(OSError, ValueError):
             opened_at = str(json.loads(marker.read_text()).get("opened"))
+    if directory.is_dir() and not marker.exists():
+        # Killed while unsealing (the marker is written once unsealing is done):
+        # a partial copy of the sealed profile, which stands as it is.
+        wipe(directory)
     if directory.is_dir() and any(directory.iterdir()):
         _stop_orphaned_browser(directory, notify)
+        _remove_outside_scratch(directory)
         notify(f"persona {persona_id} was not closed cleanly; sealing the profile it left open")
-        seal_dir(
-            directory,
-            sealed_file(station, persona_id),
-            vault.ensure_data_key(persona_id),
-            persona_id,
-            progress,
+        # The leftover plaintext is newer than any sealed file, whatever its generation.
+        SealedState(station, persona_id).seal(
+            directory, vault.ensure_data_key(persona_id), progress
         )
         wipe(directory)
         marker.unlink(missing_ok=True)
-        notify(f"persona {persona_id} recovered: nothing of its last session was lost")
+        # What the browser had not yet written when it was killed is not in the
+        # workspace, and nothing here can know how much that was.
+        notify(
+            f"persona {persona_id} recovered: the profile it left open is sealed; its browser "
+            "was stopped without closing, so changes from its last moments may be missing"
+        )
         return Recovery(persona_id=persona_id, resealed=True, lost_since=None)
     if directory.exists():
         wipe(directory)
@@ -275,7 +406,7 @@ def open_workspace(
     sealing fails the plaintext is kept where it is, so that the next command
     can recover it, and the error says so.
     """
-    from outreach_station.vault import seal_dir, unseal_file
+    from outreach_station.vault import unseal_file
 
     def bar(action: str) -> ProgressCallback | None:
         return progress(action) if progress is not None else None
@@ -289,15 +420,21 @@ def open_workspace(
             notify(
                 f"warning: no RAM-backed directory here; the open profile lives on disk in {root}"
             )
+        state = SealedState(station, persona_id)
+        sealed = state.file
+        # Everything that can refuse runs before the workspace exists: a refused
+        # open leaves nothing behind that would look like a crash.
+        state.check_file()
+        key = vault.ensure_data_key(persona_id)
         _mkdir_private(root.parent)
         _mkdir_private(root)
         directory = workspace_dir(station, persona_id)
         _mkdir_private(directory)
-        sealed = sealed_file(station, persona_id)
-        key = vault.ensure_data_key(persona_id)
         if sealed.exists():
             try:
-                unseal_file(sealed, directory, key, persona_id, bar("unsealing"))
+                unseal_file(
+                    sealed, directory, key, persona_id, bar("unsealing"), check=state.accept
+                )
             except BaseException:
                 wipe(directory)
                 raise
@@ -306,13 +443,14 @@ def open_workspace(
         )
         _mkdir_private(workspace.profile)
         _mkdir_private(workspace.home)
+        _move_cookies_off_the_keyring(workspace, notify)
         marker = _marker(station, persona_id)
         marker.write_text(json.dumps({"opened": _now(), "workspace": str(directory)}))
         try:
             yield workspace
         finally:
             try:
-                seal_dir(directory, sealed, key, persona_id, bar("sealing"))
+                state.seal(directory, key, bar("sealing"))
             except BaseException as exc:
                 raise StationError(
                     f"persona {persona_id} could not be sealed ({exc}); its open profile is "
@@ -320,6 +458,23 @@ def open_workspace(
                 ) from exc
             wipe(directory)
             marker.unlink(missing_ok=True)
+
+
+def _move_cookies_off_the_keyring(workspace: Workspace, notify: Callable[[str], None]) -> None:
+    """Cookies sealed when the browser kept its key in the keyring (see cookie_key)."""
+    from outreach_station.cookie_key import migrate_profile
+
+    try:
+        done = migrate_profile(workspace.profile)
+    except (OSError, sqlite3.Error) as exc:
+        notify(f"warning: the cookies of persona {workspace.persona_id} were not checked: {exc}")
+        return
+    if done.left:
+        notify(
+            f"warning: {done.left} cookies of persona {workspace.persona_id} are encrypted with "
+            "a 'Chromium Safe Storage' key that the keyring no longer gives: the browser will "
+            "drop them, so sign in to that platform again"
+        )
 
 
 def _now() -> str:

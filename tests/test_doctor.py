@@ -151,6 +151,7 @@ def test_healthy_machine_passes(tmp_path: Path) -> None:
         "disk",
         "clock",
         "personas",
+        "sealed profiles",
         "persona variety",
         "browser policy",
     ]

@@ -2,7 +2,8 @@
 
 Layout (docs/sealed-format.md has it byte by byte):
 
-    header (48 bytes): magic, version, suite, chunk size, 32-byte salt, reserved
+    header (56 bytes): magic, version, suite, chunk size, 32-byte salt, reserved,
+                       generation (version 1: 48 bytes, no generation)
     chunk 0 .. chunk n: ciphertext of `chunk size` plaintext bytes + 16-byte tag;
                         the last chunk is shorter than `chunk size` (possibly empty)
 
@@ -46,11 +47,17 @@ if TYPE_CHECKING:
 ProgressCallback = Callable[[int, int], None]
 
 MAGIC = b"\x89OSSEAL\n"
-VERSION = 1
+# Version 2 adds the generation to the header, so that the registry can tell
+# an older genuine file put back from the newest one. Version 1 is still read.
+VERSION = 2
+LEGACY_VERSION = 1
 # Suite 1: HKDF-SHA256 subkey, AES-256-GCM chunks, pax tar payload.
 SUITE = 1
 _HEADER = struct.Struct(">8sBBI32sH")
-HEADER_BYTES = _HEADER.size
+_GENERATION = struct.Struct(">Q")
+LEGACY_HEADER_BYTES = _HEADER.size
+HEADER_BYTES = _HEADER.size + _GENERATION.size
+MAX_GENERATION = (1 << 63) - 1
 SALT_BYTES = 32
 TAG_BYTES = 16
 KEY_BYTES = 32
@@ -82,6 +89,8 @@ SKIPPED_DIR_NAMES = frozenset(
 )
 # SingletonLock/Socket/Cookie tie a profile to a running process and host.
 SKIPPED_FILE_PREFIX = "Singleton"
+# The browser's scratch directories when its TMPDIR is the workspace (browser.scratch_dir).
+SKIPPED_TOP_DIR_PREFIX = "org.chromium.Chromium."
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,8 @@ class SealStats:
     sealed_bytes: int
     chunks: int
     seconds: float
+    # The generation in the file's authenticated header; None for a version-1 file.
+    generation: int | None = None
 
 
 def _check_key(key: bytes) -> None:
@@ -147,7 +158,9 @@ def _walk(root: Path) -> tuple[list[_Entry], int]:
             relative = f"{prefix}{child.name}"
             st = child.stat(follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
-                if depth <= 1 and child.name in SKIPPED_DIR_NAMES:
+                if (depth <= 1 and child.name in SKIPPED_DIR_NAMES) or (
+                    depth == 0 and child.name.startswith(SKIPPED_TOP_DIR_PREFIX)
+                ):
                     skipped += 1
                     continue
                 entries.append(_Entry(relative, child.path, st))
@@ -270,10 +283,11 @@ def _pack(
     key: bytes,
     persona_id: str,
     chunk_size: int,
+    generation: int,
     on_plaintext: Callable[[int], None],
 ) -> tuple[int, int, int, int, int]:
     salt = secrets.token_bytes(SALT_BYTES)
-    header = _HEADER.pack(MAGIC, VERSION, SUITE, chunk_size, salt, 0)
+    header = _HEADER.pack(MAGIC, VERSION, SUITE, chunk_size, salt, 0) + _GENERATION.pack(generation)
     out.write(header)
     aead = _subkey_aead(key, salt, persona_id)
     writer = _ChunkWriter(out, aead, header + persona_id.encode("utf-8"), chunk_size, on_plaintext)
@@ -315,30 +329,63 @@ def _read_full(source: IO[bytes], size: int) -> bytes:
     return b"".join(parts)
 
 
+GenerationCheck = Callable[[int | None], None]
+
+
+def _read_header(
+    source: IO[bytes], persona_id: str, path: Path
+) -> tuple[bytes, int, bytes, int | None]:
+    """The raw header bytes, chunk size, salt and generation (None: version 1), unauthenticated."""
+    header = _read_full(source, LEGACY_HEADER_BYTES)
+    if len(header) != LEGACY_HEADER_BYTES:
+        raise _failure(persona_id, path, "file shorter than its header")
+    magic, version, suite, chunk_size, salt, reserved = _HEADER.unpack(header)
+    if magic != MAGIC:
+        raise _failure(persona_id, path, "not a sealed profile: bad magic")
+    if version not in (LEGACY_VERSION, VERSION) or suite != SUITE or reserved != 0:
+        raise _failure(persona_id, path, f"unknown version {version} or suite {suite}")
+    if not (MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE) or chunk_size & (chunk_size - 1):
+        raise _failure(persona_id, path, "implausible chunk size in header")
+    generation: int | None = None
+    if version == VERSION:
+        more = _read_full(source, _GENERATION.size)
+        if len(more) != _GENERATION.size:
+            raise _failure(persona_id, path, "file shorter than its header")
+        header += more
+        (generation,) = _GENERATION.unpack(more)
+    return header, chunk_size, salt, generation
+
+
+def peek_generation(src_file: Path, persona_id: str) -> int | None:
+    """The generation a sealed file's header claims, NOT authenticated (status, doctor).
+
+    None for a version-1 file. Opening authenticates it (`unseal_file`'s check).
+    """
+    with open(src_file, "rb") as source:
+        return _read_header(source, persona_id, src_file)[3]
+
+
 def _chunks(
     source: IO[bytes],
     key: bytes,
     persona_id: str,
     path: Path,
     on_sealed: Callable[[int], None],
+    *,
+    check: GenerationCheck | None = None,
 ) -> Iterator[bytes]:
-    """Authenticated plaintext chunks of a sealed file, in order; IntegrityError on any fault."""
+    """Authenticated plaintext chunks of a sealed file, in order; IntegrityError on any fault.
+
+    `check(generation)` runs once chunk 0 (whose associated data covers the
+    header) has authenticated, before any plaintext is handed out.
+    """
     from cryptography.exceptions import InvalidTag
 
-    header = _read_full(source, HEADER_BYTES)
-    if len(header) != HEADER_BYTES:
-        raise _failure(persona_id, path, "file shorter than its header")
-    magic, version, suite, chunk_size, salt, reserved = _HEADER.unpack(header)
-    if magic != MAGIC:
-        raise _failure(persona_id, path, "not a sealed profile: bad magic")
-    if version != VERSION or suite != SUITE or reserved != 0:
-        raise _failure(persona_id, path, f"unknown version {version} or suite {suite}")
-    if not (MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE) or chunk_size & (chunk_size - 1):
-        raise _failure(persona_id, path, "implausible chunk size in header")
+    header, chunk_size, salt, generation = _read_header(source, persona_id, path)
     aead = _subkey_aead(key, salt, persona_id)
     associated = header + persona_id.encode("utf-8")
     sealed_chunk = chunk_size + TAG_BYTES
-    done = HEADER_BYTES
+    done = len(header)
     counter = 0
     while True:
         block = _read_full(source, sealed_chunk)
@@ -351,6 +398,8 @@ def _chunks(
             raise _failure(persona_id, path, f"chunk {counter}") from None
         done += len(block)
         on_sealed(done)
+        if counter == 0 and check is not None:
+            check(generation)
         yield plaintext
         if last:
             return
@@ -650,12 +699,15 @@ def verify_file(
             total = os.fstat(source.fileno()).st_size
             report = _reporter(progress, total)
             plaintext = chunks = 0
-            for chunk in _chunks(source, key, persona_id, src_file, report):
+            seen: list[int | None] = []
+            for chunk in _chunks(source, key, persona_id, src_file, report, check=seen.append):
                 plaintext += len(chunk)
                 chunks += 1
     except FileNotFoundError:
         raise StateError(f"persona {persona_id!r} has no sealed profile at {src_file}") from None
-    return SealStats(0, 0, 0, plaintext, total, chunks, time.perf_counter() - started)
+    return SealStats(
+        0, 0, 0, plaintext, total, chunks, time.perf_counter() - started, seen[0] if seen else None
+    )
 
 
 def _reporter(progress: ProgressCallback | None, total: int) -> Callable[[int], None]:
@@ -670,6 +722,8 @@ def unseal_file(
     key: bytes,
     persona_id: str,
     progress: ProgressCallback | None = None,
+    *,
+    check: GenerationCheck | None = None,
 ) -> SealStats:
     """Decrypt and extract a sealed profile into `dest_dir` (created 0700 if missing, else empty).
 
@@ -681,7 +735,9 @@ def unseal_file(
     such as truncation, is only detected after earlier files were written,
     so on ANY exception `dest_dir` may hold a partial profile: the caller
     must wipe it and must not use it. `progress(done, total)` counts sealed
-    bytes authenticated out of the sealed file's size.
+    bytes authenticated out of the sealed file's size. `check(generation)`
+    sees the file's authenticated generation before anything is extracted,
+    and may raise to refuse the file.
     """
     check_persona_id(persona_id)
     _check_key(key)
@@ -698,8 +754,15 @@ def unseal_file(
         total = os.fstat(source.fileno()).st_size
         report = _reporter(progress, total)
 
+        seen: list[int | None] = []
+
+        def checked(generation: int | None) -> None:
+            seen.append(generation)
+            if check is not None:
+                check(generation)
+
         def counted_chunks() -> Iterator[bytes]:
-            for chunk in _chunks(source, key, persona_id, src_file, report):
+            for chunk in _chunks(source, key, persona_id, src_file, report, check=checked):
                 counts["chunks"] += 1
                 yield chunk
 
@@ -744,6 +807,7 @@ def unseal_file(
         total,
         counts["chunks"],
         time.perf_counter() - started,
+        seen[0] if seen else None,
     )
 
 
@@ -763,11 +827,15 @@ def seal_dir(
     progress: ProgressCallback | None = None,
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    generation: int = 0,
+    before_replace: Callable[[], None] | None = None,
 ) -> SealStats:
     """Pack `src_dir` into the sealed file `dest_file`, atomically.
 
-    Writes `dest_file.new` (0600), fsyncs it, authenticates every chunk of
-    it, then renames it over `dest_file` and fsyncs the directory. A crash
+    Writes `dest_file.new` (0600) with `generation` in its authenticated
+    header, fsyncs it, authenticates every chunk of it, calls
+    `before_replace()` (the registry records the generation as pending
+    there), then renames it over `dest_file` and fsyncs the directory. A crash
     at any point leaves the previous generation intact; a stale `.new` from
     a crash is removed by the next seal. Caches Chromium rebuilds (see
     `SKIPPED_DIR_NAMES`) and `Singleton*` files are not packed.
@@ -780,6 +848,8 @@ def seal_dir(
     _check_key(key)
     if not (MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE) or chunk_size & (chunk_size - 1):
         raise UsageError("chunk size must be a power of two between 4 KiB and 64 MiB")
+    if not 0 <= generation <= MAX_GENERATION:
+        raise UsageError(f"a generation is between 0 and {MAX_GENERATION}")
     if not src_dir.is_dir():
         raise StateError(f"cannot seal persona {persona_id!r}: {src_dir} is not a directory")
     started = time.perf_counter()
@@ -807,6 +877,7 @@ def seal_dir(
                 key=key,
                 persona_id=persona_id,
                 chunk_size=chunk_size,
+                generation=generation,
                 on_plaintext=packing,
             )
             out.flush()
@@ -819,6 +890,8 @@ def seal_dir(
         with open(pending, "rb") as check:
             for _ in _chunks(check, key, persona_id, pending, verifying):
                 pass
+        if before_replace is not None:
+            before_replace()
         os.replace(pending, dest_file)
         fsync_dir(dest_file.parent)
     except BaseException as exc:
@@ -832,4 +905,6 @@ def seal_dir(
         raise
     if progress is not None:
         progress(total, total)
-    return SealStats(files, dirs, skipped, plaintext, sealed, chunks, time.perf_counter() - started)
+    return SealStats(
+        files, dirs, skipped, plaintext, sealed, chunks, time.perf_counter() - started, generation
+    )

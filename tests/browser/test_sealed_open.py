@@ -318,7 +318,10 @@ def test_a_killed_station_is_recovered_at_the_next_open(
     assert f"persona {persona.id} was not closed cleanly; sealing the profile it left open" in (
         opened
     )
-    assert f"persona {persona.id} recovered: nothing of its last session was lost" in opened
+    assert (
+        f"persona {persona.id} recovered: the profile it left open is sealed; its browser was "
+        "stopped without closing, so changes from its last moments may be missing"
+    ) in opened
     assert f"persona {persona.id} closed (signal)" in err
     assert not marker_of(persona.id).exists()
     assert not workspace_of(persona.id).exists()
