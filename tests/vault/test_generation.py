@@ -56,7 +56,9 @@ def _legacy_seal(src: Path, dest: Path, key: bytes, persona_id: str) -> None:
 
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        tar.add(src, arcname=".")
+        # As station's version-1 writer did: the profile's entries, never "." itself.
+        for child in sorted(src.iterdir()):
+            tar.add(child, arcname=child.name)
     payload = buffer.getvalue()
     chunk = 1 << 20
     assert len(payload) < chunk
