@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,6 +106,11 @@ def test_hand_edited_registry_is_printed_escaped(runner: Any) -> None:
         assert ESC not in result.stdout and "\x07" not in result.stdout
         assert "\u202e" not in result.stdout and "\r" not in result.stdout
         assert HOSTILE_SHOWN in result.stdout
+
+    # JSON stays exact for scripts, with what a terminal acts on as \u escapes.
+    listed = runner.invoke(["persona", "list", "--json"])
+    assert "\u202e" not in listed.stdout and ESC not in listed.stdout
+    assert json.loads(listed.stdout)[0]["label"] == HOSTILE
 
 
 def test_hand_edited_kit_is_printed_escaped(runner: Any, no_keyring: None) -> None:
