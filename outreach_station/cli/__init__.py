@@ -3,7 +3,8 @@
 Every `StationError` is caught once, here, and printed as one line on stderr
 with its exit code; a traceback appears only with `--debug`. An `OSError` or
 registry database error that no more specific message caught is turned into
-one line here too, so a full disk or a damaged file never shows a traceback.
+one line here too, so a full disk or a damaged file never shows a traceback;
+so is any other exception (a bug), without its text.
 """
 
 from __future__ import annotations
@@ -39,9 +40,16 @@ class StationGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except Exception as exc:
+            # typer's own exceptions (usage errors, Exit, Abort) are how it ends a command.
+            if type(exc).__module__.partition(".")[0] in ("typer", "click"):
+                raise
             error = _as_station_error(exc)
             if error is None:
-                raise
+                # A bug: still one line. Its text is left out, as it may quote any value.
+                error = StationError(
+                    f"unexpected internal error ({type(exc).__name__}); run the command "
+                    "again with --debug to see where, and report it"
+                )
             if isinstance(ctx.obj, dict) and ctx.obj.get("debug"):
                 traceback.print_exc()
             from outreach_station.values import printable_lines

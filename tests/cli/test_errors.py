@@ -296,3 +296,20 @@ def test_odd_profile_files_break_only_themselves(tmp_path: Path) -> None:
     assert warnings == sorted(
         f"station: warning: {path}: {why}" for name, (path, why) in odd.items() if name != "urandom"
     )
+
+
+def test_a_bug_is_one_line_without_its_text(runner: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from outreach_station import api
+
+    def fail(*_args: object, **_kwargs: object) -> object:
+        raise KeyError("Secret-value-in-a-bug")
+
+    monkeypatch.setattr(api, "list_personas", fail)
+    result = runner.invoke(["persona", "list"])
+    assert result.exit_code == ExitCode.FAILURE
+    assert result.stderr == (
+        "station: error: unexpected internal error (KeyError); run the command again with "
+        "--debug to see where, and report it\n"
+    )
+    debug = runner.invoke(["--debug", "persona", "list"])
+    assert "Traceback" in debug.stderr
