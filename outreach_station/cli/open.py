@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from outreach_station.cli._output import Progress, ask_passphrase, info
+from outreach_station.cli._output import Progress, ask_passphrase, info, safe
 from outreach_station.errors import UsageError
 
 if TYPE_CHECKING:
@@ -97,9 +97,10 @@ def print_findings(report: Mapping[str, Any], checks: list[Check]) -> None:
         ("cookies present", ", ".join(report.get("storage", {}).get("cookies") or []) or "none"),
         ("fingerprint hash", report.get("hash")),
     ):
-        typer.echo(f"  {key + ':':<17} {value}")
+        # What the page reported is the page's word: escaped before it reaches the terminal.
+        typer.echo(f"  {key + ':':<17} {safe(value)}")
     failed = [c for c in checks if not c.ok]
     typer.echo(f"Coherence checks: {len(checks) - len(failed)} of {len(checks)} pass")
     for check in failed:
-        typer.echo(f"  FAIL {check.name}: expected {check.expected}, saw {check.seen}")
+        typer.echo(f"  FAIL {check.name}: expected {safe(check.expected)}, saw {safe(check.seen)}")
     typer.echo("Press Ctrl-C to end the session.")

@@ -320,3 +320,13 @@ def test_reveal_of_unset_secret_leaves_the_clipboard_alone(
     result = runner.invoke(["persona", "kit", persona_id, "--reveal", "password"])
     assert result.exit_code == ExitCode.NOT_FOUND
     assert kit.read_clipboard(tool) == b"what the person copied"
+
+
+def test_what_a_page_reports_is_printed_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    from outreach_station.cli.open import print_findings
+
+    report = {"scopes": {"main": {"user_agent": f"Mozilla{ESC}[2J", "languages": ["sv\u202e"]}}}
+    print_findings(report, [])
+    shown = capsys.readouterr().out
+    assert ESC not in shown and "\u202e" not in shown
+    assert "Mozilla\\x1b[2J" in shown and "sv\\u202e" in shown
