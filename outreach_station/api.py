@@ -43,6 +43,7 @@ from outreach_station.platforms import (
 )
 from outreach_station.policy import LOOSENING_IGNORED_EVENT, EffectivePolicy, Policy
 from outreach_station.registry import Persona, Registry, validate_persona_id
+from outreach_station.values import url_is_plain, validate_label, validate_reason
 from outreach_station.workspace import (
     Recovery,
     SealedState,
@@ -123,6 +124,7 @@ def create_personas(
     """Create `count` personas for a platform, each with its own freshly drawn fingerprint."""
     if count < 1 or count > 100:
         raise UsageError(f"--count must be between 1 and 100, got {count}")
+    validate_label(label)
     profile = platform(platform_id)
     created = []
     with registry() as reg:
@@ -374,6 +376,17 @@ class _DeferredSignals:
             signal.signal(sig, handler)
 
 
+def _check_open_args(url: str | None, persona_id: str | None) -> None:
+    """Refuse a bad --url or --persona before the vault or the browser is touched."""
+    if url is not None and not (url.startswith(("http://", "https://")) and url_is_plain(url)):
+        raise UsageError(
+            "--url must be an http:// or https:// address of at most 2048 printable "
+            "characters without spaces"
+        )
+    if persona_id is not None:
+        validate_persona_id(persona_id)
+
+
 def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in one place
     platform_id: str,
     *,
@@ -403,8 +416,7 @@ def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in o
 
     effective = effective_policy(notify)
     profile = platform(platform_id, effective.policy)
-    if url is not None and not url.startswith(("http://", "https://")):
-        raise UsageError(f"--url must be an http:// or https:// address, got {url!r}")
+    _check_open_args(url, persona_id)
     lockdown = lockdown_for(effective.policy, profile.id, minute=minute_seconds)
     if url is not None:
         check_start_url(lockdown, url)
@@ -576,6 +588,7 @@ def rotate(
     new one. Two rotations of one platform at once, or a second one within
     `ROTATION_GRACE_SECONDS` of the first: the second is refused, unless forced.
     """
+    validate_reason(reason)
     profile = platform(platform_id)
     station = paths.current()
     with platform_lock(station, profile.id, action="rotated"):
@@ -717,6 +730,7 @@ def shred_persona(persona_id: str, *, reason: str, event_reason: str = "retired"
     from outreach_station.kit import delete_kit_secrets
     from outreach_station.vault import Vault, new_path, read_settings
 
+    validate_reason(reason)  # before anything is destroyed
     station = paths.current()
     persona = get_persona(persona_id)
     if persona.status == "retired":

@@ -7,6 +7,7 @@ stderr and that code. Messages must never contain secrets.
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
 
 
@@ -23,6 +24,7 @@ class ExitCode(IntEnum):
     SECURITY = 9
     INTEGRITY = 10
     CHECK_FAILED = 11
+    DAMAGED = 12
 
 
 class StationError(Exception):
@@ -96,3 +98,33 @@ class CheckFailed(StationError):
     """A self-check (doctor, check, audit verify) found problems."""
 
     exit_code = ExitCode.CHECK_FAILED
+
+
+class DamagedError(StationError):
+    """A file station keeps (the registry) is damaged and cannot be read."""
+
+    exit_code = ExitCode.DAMAGED
+
+
+def os_error_problem(exc: OSError) -> EnvironmentProblem:
+    """One line for an OSError that no more specific message caught.
+
+    Names the file and says what to do; never the exception's repr, which
+    could carry more than the file name.
+    """
+    name = exc.filename if exc.filename is not None else "a file"
+    reason = (exc.strerror or type(exc).__name__).lower()
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return EnvironmentProblem(
+            f"the disk is full: cannot write {name}; free some space, then try again"
+        )
+    if exc.errno == errno.EROFS:
+        return EnvironmentProblem(
+            f"cannot write {name}: read-only file system; station needs a writable "
+            "STATION_HOME (remount it read-write or point STATION_HOME elsewhere)"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return EnvironmentProblem(
+            f"cannot use {name}: {reason}; check that your account may read and write there"
+        )
+    return EnvironmentProblem(f"cannot use {name}: {reason}")

@@ -494,18 +494,21 @@ def delete_kit_secrets(persona_id: str) -> list[str]:
     return removed
 
 
-def _secret_to_reveal(
-    persona_id: str, field: str, how: RevealHow, registry: Registry | None, log: AuditLog | None
-) -> str:
+def _stored_secret(persona_id: str, field: str, registry: Registry | None) -> tuple[Persona, str]:
+    """The persona and its stored secret, or NotFoundError saying how to set one."""
     _check_secret_field(field)
     with _registry(registry) as reg:
         persona = _persona(reg, persona_id)
     value = _read_secret(persona.id, field)
     if value is None:
         raise NotFoundError(
-            f"persona {persona.id} has no {field} stored; set one with "
+            f"no {field} is stored for persona {persona.id}; set one with "
             f"'station persona kit {persona.id} --set-secret {field}'"
         )
+    return persona, value
+
+
+def _audit_reveal(persona: Persona, field: str, how: RevealHow, log: AuditLog | None) -> None:
     # Audited before it is shown: a reveal the trail cannot record does not happen.
     _audit_log(log).append(
         EventName.KIT_SECRET_REVEALED,
@@ -513,14 +516,15 @@ def _secret_to_reveal(
         platform=persona.platform,
         detail={"field": field, "how": how},
     )
-    return value
 
 
 def reveal_for_print(
     persona_id: str, field: str, *, registry: Registry | None = None, log: AuditLog | None = None
 ) -> str:
     """The secret itself, for an explicit `--print`; audited as a print reveal."""
-    return _secret_to_reveal(persona_id, field, "print", registry, log)
+    persona, value = _stored_secret(persona_id, field, registry)
+    _audit_reveal(persona, field, "print", log)
+    return value
 
 
 def reveal_to_clipboard(
@@ -536,6 +540,9 @@ def reveal_to_clipboard(
     The clearer empties the clipboard after `clear_after` seconds, but only if
     it still holds this secret, and survives this process exiting.
     """
+    # Whether there is a secret at all comes first: "no clipboard tool" would
+    # send a person installing one for nothing.
+    persona, value = _stored_secret(persona_id, field, registry)
     tool = find_clipboard()
     if tool is None:
         raise EnvironmentProblem(
@@ -543,7 +550,7 @@ def reveal_to_clipboard(
             "WAYLAND_DISPLAY or DISPLAY set); install one, e.g. 'sudo apt install xclip', "
             "or add --print to print the secret to the terminal instead"
         )
-    value = _secret_to_reveal(persona_id, field, "clipboard", registry, log)
+    _audit_reveal(persona, field, "clipboard", log)
     data = value.encode("utf-8")
     copy_to_clipboard(tool, data)
     salt = secrets.token_bytes(32)

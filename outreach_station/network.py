@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 from outreach_station.errors import ConfigError, EnvironmentProblem, StateError, UsageError
 from outreach_station.registry import Persona, Registry, validate_persona_id
+from outreach_station.values import MAX_URL_LENGTH, url_is_plain
 
 ProxyScheme = Literal["http", "socks5"]
 KEYRING_SERVICE: Final = "outreach-station"
@@ -82,6 +83,11 @@ def parse_proxy_url(text: str, *, where: str = "proxy") -> ProxySetting:
     A password in the URL is refused: it would sit in shell history, argv
     and profile files. It is asked for with a hidden prompt instead.
     """
+    if not url_is_plain(text.strip()):
+        raise UsageError(
+            f"{where}: a proxy URL is one line of at most {MAX_URL_LENGTH} printable "
+            "characters, like 'socks5://host:1080'"
+        )
     try:
         parts = urlsplit(text.strip())
         port = parts.port
@@ -93,9 +99,11 @@ def parse_proxy_url(text: str, *, where: str = "proxy") -> ProxySetting:
             f"{where}: the scheme must be http, socks5 or socks5h, got {parts.scheme or 'none'!r}"
         )
     if parts.password is not None:
+        # Said without echoing the URL: it holds the password.
         raise UsageError(
-            f"{where}: put no password in the URL (it would land in shell history and process "
-            "lists); give the user name in the URL and type the password at the prompt"
+            f"{where}: put no password in the URL; passwords go only to the OS keyring, "
+            "through the hidden prompt: give 'http://user@host:port' and type the password "
+            "when asked"
         )
     if not parts.hostname or port is None:
         raise UsageError(f"{where}: a proxy URL needs a host and a port, like 'socks5://host:1080'")
@@ -204,13 +212,18 @@ def _set_password(persona_id: str, password: str | None) -> None:
         raise _keyring_problem("storing the proxy password", exc) from None
 
 
+def check_persona_proxy(persona: Persona, url: str) -> ProxySetting:
+    """The proxy `url` would set for `persona`, or why not: ask this before any password."""
+    if persona.status in ("blocked", "retired"):
+        raise StateError(f"persona {persona.id} is {persona.status}; its proxy cannot change")
+    return parse_proxy_url(url)
+
+
 def set_persona_proxy(
     reg: Registry, persona: Persona, url: str, *, password: str | None = None
 ) -> ProxySetting:
     """Give `persona` its own proxy; a password goes to the keyring only."""
-    if persona.status in ("blocked", "retired"):
-        raise StateError(f"persona {persona.id} is {persona.status}; its proxy cannot change")
-    setting = parse_proxy_url(url)
+    setting = check_persona_proxy(persona, url)
     if password and not setting.username:
         raise UsageError("a proxy password needs a user name: put it in the URL, 'user@host'")
     if password and setting.scheme == "socks5":

@@ -22,12 +22,19 @@ from urllib.parse import urlsplit
 
 from outreach_station import paths
 from outreach_station.errors import ConfigError, NotFoundError, UsageError
+from outreach_station.values import MAX_URL_LENGTH, printable, read_settings_file, text_problem
 
 DeviceClass = Literal["desktop", "mobile"]
 
 DEMO_ID = "demo"
 PLATFORM_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 LOCALE_RE = re.compile(r"^[a-z]{2,3}(-[A-Z]{2})?$")
+MAX_NAME_LENGTH = 100
+# A standby pool is a handful of personas; a huge number would make
+# `station status` warn for ever or a script create personas without end.
+MAX_MIN_STANDBY = 50
+# Longer values are not repeated in a message: it stays one readable line.
+_SHOWN_LENGTH = 80
 
 
 @dataclass(frozen=True)
@@ -128,10 +135,16 @@ _ALLOWED_KEYS = {
 }
 
 
+def _shown(got: object) -> str:
+    """What a profile held, for a message: its type and value, or its length if long."""
+    if isinstance(got, str | list | dict) and len(got) > _SHOWN_LENGTH:
+        unit = "characters" if isinstance(got, str) else "items"
+        return f"{type(got).__name__} of {len(got)} {unit}"
+    return f"{type(got).__name__} {printable(repr(got))}"
+
+
 def _field_error(path: Path, key: str, expected: str, got: object) -> ConfigError:
-    return ConfigError(
-        f"{path}: field '{key}': expected {expected}, got {type(got).__name__} {got!r}"
-    )
+    return ConfigError(f"{path}: field '{key}': expected {expected}, got {_shown(got)}")
 
 
 def parse_profile(path: Path, data: Mapping[str, Any]) -> PlatformProfile:
@@ -152,27 +165,23 @@ def parse_profile(path: Path, data: Mapping[str, Any]) -> PlatformProfile:
 
     platform_id = text("id", path.stem)
     if not PLATFORM_ID_RE.fullmatch(platform_id):
-        raise ConfigError(
-            f"{path}: field 'id': expected lower-case letters, digits and '-', got {platform_id!r}"
-        )
+        raise _field_error(path, "id", "lower-case letters, digits and '-'", platform_id)
     if platform_id != path.stem:
         raise ConfigError(
             f"{path}: field 'id': '{platform_id}' must match the file name '{path.stem}.toml'"
         )
     if platform_id == DEMO_ID:
         raise ConfigError(f"{path}: field 'id': '{DEMO_ID}' is built in and cannot be redefined")
-    start_url = text("start_url")
-    parts = urlsplit(start_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"{path}: field 'start_url': expected an http(s) URL with a host, got {start_url!r}"
-        )
+    name = text("name")
+    if len(name) > MAX_NAME_LENGTH or text_problem(name):
+        raise _field_error(path, "name", f"at most {MAX_NAME_LENGTH} printable characters", name)
+    start_url = _start_url(path, text("start_url"))
     device = text("device", "desktop")
     if device not in ("desktop", "mobile"):
-        raise ConfigError(f"{path}: field 'device': expected 'desktop' or 'mobile', got {device!r}")
+        raise _field_error(path, "device", "'desktop' or 'mobile'", device)
     locale = text("locale", "sv-SE")
     if not LOCALE_RE.fullmatch(locale):
-        raise ConfigError(f"{path}: field 'locale': expected a tag like 'sv-SE', got {locale!r}")
+        raise _field_error(path, "locale", "a tag like 'sv-SE'", locale)
     raw_langs = data.get("languages", [])
     if not isinstance(raw_langs, list) or not all(
         isinstance(x, str) and LOCALE_RE.fullmatch(x) for x in raw_langs
@@ -180,17 +189,12 @@ def parse_profile(path: Path, data: Mapping[str, Any]) -> PlatformProfile:
         raise _field_error(path, "languages", "a list of tags like ['sv-SE', 'sv']", raw_langs)
     timezone = text("timezone", "Europe/Stockholm")
     if not _is_timezone(timezone):
-        raise ConfigError(
-            f"{path}: field 'timezone': expected an IANA zone like 'Europe/Stockholm', "
-            f"got {timezone!r}"
-        )
-    min_standby = data.get("min_standby", 0)
-    if isinstance(min_standby, bool) or not isinstance(min_standby, int) or min_standby < 0:
-        raise _field_error(path, "min_standby", "a whole number >= 0", min_standby)
+        raise _field_error(path, "timezone", "an IANA zone like 'Europe/Stockholm'", timezone)
+    min_standby = _min_standby(path, data.get("min_standby", 0))
     proxies, require_proxy = _network_fields(path, data)
     return PlatformProfile(
         id=platform_id,
-        name=text("name"),
+        name=name,
         start_url=start_url,
         device=device,  # type: ignore[arg-type]  # checked just above
         locale=locale,
@@ -201,6 +205,28 @@ def parse_profile(path: Path, data: Mapping[str, Any]) -> PlatformProfile:
         proxies=proxies,
         require_proxy=require_proxy,
     )
+
+
+def _start_url(path: Path, start_url: str) -> str:
+    if len(start_url) > MAX_URL_LENGTH or text_problem(start_url):
+        raise _field_error(
+            path,
+            "start_url",
+            f"an http(s) URL with a host of at most {MAX_URL_LENGTH} characters",
+            start_url,
+        )
+    parts = urlsplit(start_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _field_error(path, "start_url", "an http(s) URL with a host", start_url)
+    return start_url
+
+
+def _min_standby(path: Path, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_MIN_STANDBY:
+        raise _field_error(
+            path, "min_standby", f"a whole number from 0 to {MAX_MIN_STANDBY}", value
+        )
+    return value
 
 
 def _network_fields(path: Path, data: Mapping[str, Any]) -> tuple[tuple[str, ...], bool]:
@@ -216,18 +242,20 @@ def _network_fields(path: Path, data: Mapping[str, Any]) -> tuple[tuple[str, ...
 def _is_timezone(name: str) -> bool:
     import zoneinfo
 
+    # IANA names are short; a long one would only reach the file system as an error.
+    if len(name) > 64:
+        return False
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         return False
     return True
 
 
 def load_profile_file(path: Path) -> PlatformProfile:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    raw = read_settings_file(path)
+    if raw is None:
+        raise ConfigError(f"{path}: cannot read: No such file or directory")
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

@@ -38,6 +38,7 @@ from typing import Final, cast
 
 from outreach_station import paths
 from outreach_station.errors import ConfigError, NotFoundError, SecurityError
+from outreach_station.values import read_settings_file
 
 # Same shape as platform ids in platforms.py; kept here so that loading the
 # policy does not depend on the platform catalogue being importable.
@@ -640,14 +641,13 @@ class _Checker:
 
 
 def _read_text(path: Path) -> str | None:
-    """The file's text, or None if there is no file."""
-    try:
-        data = path.read_bytes()
-    except (FileNotFoundError, NotADirectoryError):
-        # A home that cannot exist holds no config; using it fails later, clearly.
+    """The file's text, or None if there is no file (a home that cannot exist holds none).
+
+    Bounded: a device, pipe or huge file is refused, never read for ever.
+    """
+    data = read_settings_file(path)
+    if data is None:
         return None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

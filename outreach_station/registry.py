@@ -13,19 +13,22 @@ import re
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from outreach_station.errors import (
+    BusyError,
+    DamagedError,
     EnvironmentProblem,
     NotFoundError,
     StateError,
     StationError,
     UsageError,
 )
+from outreach_station.values import validate_label, validate_reason
 
 Status = Literal["standby", "active", "blocked", "retired"]
 STATUSES: tuple[Status, ...] = ("standby", "active", "blocked", "retired")
@@ -155,6 +158,33 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# SQLite's primary result codes (the low byte of an extended code).
+_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
+_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 11, 13, 14, 26
+
+
+def registry_problem(path: Path, exc: sqlite3.Error) -> StationError:
+    """One line for a failure of the registry database, saying what to do."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        # Never "repaired" by recreating it: the personas and their keys' ids are in it.
+        return DamagedError(
+            f"the registry {path} is damaged and cannot be read; restore it from a backup "
+            "(station overwrote nothing)"
+        )
+    if code == _SQLITE_FULL:
+        return EnvironmentProblem(
+            f"the disk is full: cannot write {path}; free some space, then try again"
+        )
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return BusyError(f"the registry {path} is busy in another station process; try again")
+    if code in (_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN):
+        return EnvironmentProblem(
+            f"cannot use the registry at {path}: {exc}; check that STATION_HOME is writable"
+        )
+    return EnvironmentProblem(f"cannot use the registry at {path}: {exc}")
+
+
 class Registry:
     """Personas in SQLite. Use as a context manager so the connection is closed."""
 
@@ -164,7 +194,7 @@ class Registry:
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
-        except (OSError, sqlite3.OperationalError) as exc:
+        except (OSError, sqlite3.Error) as exc:
             raise EnvironmentProblem(
                 f"cannot open the registry at {path}: {getattr(exc, 'strerror', None) or exc}; "
                 "check that STATION_HOME is writable"
@@ -174,11 +204,12 @@ class Registry:
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._migrate()
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
             self._conn.close()
-            raise EnvironmentProblem(
-                f"cannot use the registry at {path}: {exc}; check that STATION_HOME is writable"
-            ) from None
+            raise registry_problem(path, exc) from None
+        except BaseException:
+            self._conn.close()
+            raise
 
     def __enter__(self) -> Registry:
         return self
@@ -192,13 +223,22 @@ class Registry:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """An IMMEDIATE transaction: writers queue instead of failing half-way."""
-        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise registry_problem(self.path, exc) from None
         try:
             yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._conn.execute("COMMIT")
+        except BaseException as exc:
+            if self._conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+            # A constraint violation is an answer callers handle (kit uniqueness);
+            # anything else from SQLite is a damaged, full or unwritable registry.
+            if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
+                raise registry_problem(self.path, exc) from None
             raise
-        self._conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         with self.transaction() as conn:
@@ -249,6 +289,7 @@ class Registry:
         standby: bool = False,
     ) -> Persona:
         """Add a persona: active if its platform has none and standby is not asked."""
+        validate_label(label)
         now = _iso(self.clock())
         with self.transaction() as conn:
             has_active = conn.execute(
@@ -313,6 +354,7 @@ class Registry:
         persona (None if the platform had no active one), the new active
         persona, and whether it was created.
         """
+        validate_reason(reason)
         now = _iso(self.clock())
         with self.transaction() as conn:
             active = conn.execute(
@@ -350,6 +392,7 @@ class Registry:
 
     def transition(self, persona_id: str, to: Status, *, reason: str = "") -> Persona:
         """Move a persona to another lifecycle state, refusing moves that make no sense."""
+        validate_reason(reason)
         with self.transaction() as conn:
             row = conn.execute("SELECT * FROM personas WHERE id = ?", (persona_id,)).fetchone()
             if row is None:

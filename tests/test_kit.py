@@ -325,7 +325,7 @@ def test_print_reveal_is_audited_without_the_value(
 ) -> None:
     persona = _persona(reg)
     secret_service.append(persona.id)
-    with pytest.raises(NotFoundError, match="no password stored"):
+    with pytest.raises(NotFoundError, match="no password is stored for persona"):
         kit.reveal_for_print(persona.id, "password", registry=reg)
     kit.set_secret(persona.id, "password", "Reveal-me-41x", registry=reg)
 
@@ -366,12 +366,34 @@ def test_clipboard_tool_choice() -> None:
         assert tool.name == "xclip"
 
 
+@pytest.mark.keyring
 @pytest.mark.usefixtures("no_display")
-def test_reveal_without_clipboard_refuses_and_suggests_print(reg: Registry) -> None:
+def test_reveal_without_clipboard_refuses_and_suggests_print(
+    reg: Registry, secret_service: list[str]
+) -> None:
     persona = _persona(reg)
+    secret_service.append(persona.id)
+    kit.set_secret(persona.id, "password", "Reveal-me-41x", registry=reg)
     with pytest.raises(EnvironmentProblem, match="--print"):
         kit.reveal_to_clipboard(persona.id, "password", registry=reg)
-    # Refused before the secret was read, so no reveal is recorded.
+    # Refused before the secret was shown, so no reveal is recorded.
+    assert [event for event, _, _ in _audit_records()] == [EventName.KIT_UPDATED]
+
+
+@pytest.mark.keyring
+@pytest.mark.usefixtures("no_display")
+@pytest.mark.parametrize("field", kit.SECRET_FIELDS)
+def test_reveal_of_an_unset_secret_says_so_before_looking_for_a_clipboard(
+    reg: Registry, secret_service: list[str], field: str
+) -> None:
+    persona = _persona(reg)
+    secret_service.append(persona.id)
+    with pytest.raises(NotFoundError) as caught:
+        kit.reveal_to_clipboard(persona.id, field, registry=reg)
+    assert caught.value.message == (
+        f"no {field} is stored for persona {persona.id}; set one with "
+        f"'station persona kit {persona.id} --set-secret {field}'"
+    )
     assert _audit_records() == []
 
 

@@ -738,3 +738,23 @@ def test_docs_describe_every_key_and_the_example_is_valid(tmp_path: Path) -> Non
     for number, example in enumerate(examples):
         path = write(tmp_path / f"example{number}.toml", example)
         validate_policy_file(path)
+
+
+# --- bounded reads ----------------------------------------------------------
+
+
+def test_policy_files_are_read_bounded(system: Path, user: Path) -> None:
+    huge = write(system, "# padding\n" * 120_000)
+    with pytest.raises(ConfigError) as caught:
+        validate_policy_file(huge)
+    assert str(caught.value) == (
+        f"{huge}: larger than 1 MiB, too large for a station settings file"
+    )
+    user.parent.mkdir(parents=True)
+    os.mkfifo(user)
+    with pytest.raises(ConfigError) as caught:
+        load(system.parent / "absent.toml", user)
+    assert str(caught.value) == f"{user}: not a regular file; give the path of a TOML file"
+    with pytest.raises(ConfigError) as caught:
+        validate_policy_file(Path("/dev/zero"))
+    assert str(caught.value) == "/dev/zero: not a regular file; give the path of a TOML file"

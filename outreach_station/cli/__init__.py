@@ -1,7 +1,10 @@
 """The `station` command line: a thin edge over `outreach_station.api`.
 
 Every `StationError` is caught once, here, and printed as one line on stderr
-with its exit code; a traceback appears only with `--debug`.
+with its exit code; a traceback appears only with `--debug`. An `OSError` or
+registry database error that no more specific message caught is turned into
+one line here too, so a full disk or a damaged file never shows a traceback;
+so is any other exception (a bug), without its text.
 """
 
 from __future__ import annotations
@@ -12,7 +15,23 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from outreach_station.errors import StationError
+from outreach_station.errors import StationError, os_error_problem
+
+
+def _as_station_error(exc: Exception) -> StationError | None:
+    if isinstance(exc, StationError):
+        return exc
+    if isinstance(exc, OSError):
+        return os_error_problem(exc)
+    import sqlite3
+
+    if isinstance(exc, sqlite3.Error):
+        from outreach_station import paths
+        from outreach_station.registry import registry_problem
+
+        # The registry is station's only database.
+        return registry_problem(paths.current().registry, exc)
+    return None
 
 
 class StationGroup(TyperGroup):
@@ -20,11 +39,24 @@ class StationGroup(TyperGroup):
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
             return super().invoke(ctx)
-        except StationError as exc:
+        except Exception as exc:
+            # typer's own exceptions (usage errors, Exit, Abort) are how it ends a command.
+            if type(exc).__module__.partition(".")[0] in ("typer", "click"):
+                raise
+            error = _as_station_error(exc)
+            if error is None:
+                # A bug: still one line. Its text is left out, as it may quote any value.
+                error = StationError(
+                    f"unexpected internal error ({type(exc).__name__}); run the command "
+                    "again with --debug to see where, and report it"
+                )
             if isinstance(ctx.obj, dict) and ctx.obj.get("debug"):
                 traceback.print_exc()
-            typer.echo(f"station: error: {exc.message}", err=True)
-            raise typer.Exit(int(exc.exit_code)) from None
+            from outreach_station.values import printable_lines
+
+            # Messages quote what people typed and what files hold: escape it.
+            typer.echo(f"station: error: {printable_lines(error.message)}", err=True)
+            raise typer.Exit(int(error.exit_code)) from None
 
 
 app = typer.Typer(

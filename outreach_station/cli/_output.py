@@ -11,16 +11,34 @@ import typer
 
 
 def echo_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    from outreach_station.values import json_safe
+
+    typer.echo(json_safe(json.dumps(data, indent=2, ensure_ascii=False, default=str)))
+
+
+def safe(value: object) -> str:
+    """Text from storage or input, with control and invisible characters escaped.
+
+    The registry and audit log are files anyone with the account can edit:
+    what they hold must not reach a terminal as escape codes.
+    """
+    from outreach_station.values import printable
+
+    return printable(value)
 
 
 def info(message: str) -> None:
     """A progress or status line for the person: stderr, so stdout stays scriptable."""
-    typer.echo(message, err=True)
+    from outreach_station.values import printable_lines
+
+    typer.echo(printable_lines(message), err=True)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    cells = [[str(c) for c in headers], *[[("" if c is None else str(c)) for c in r] for r in rows]]
+    cells = [
+        [str(c) for c in headers],
+        *[[("" if c is None else safe(c)) for c in r] for r in rows],
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for index, row in enumerate(cells):
         typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

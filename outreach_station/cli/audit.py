@@ -54,7 +54,10 @@ def _row(record: AuditEvent) -> tuple[str, ...]:
 
 def render_table(records: list[AuditEvent]) -> str:
     """Records as a plain, aligned text table (no colour, safe to pipe)."""
-    rows = [_COLUMNS, *(_row(record) for record in records)]
+    from outreach_station.values import printable
+
+    # The log is a file: a hand-edited line must not reach the terminal as escape codes.
+    rows = [_COLUMNS, *(tuple(printable(cell) for cell in _row(record)) for record in records)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
@@ -91,10 +94,23 @@ def audit(
                 f"put options after `{ctx.invoked_subcommand}`"
             )
         return
+    if persona is not None:
+        from outreach_station.values import text_problem
+
+        # Only a filter, and older records may use other ids: just keep it one plain line.
+        problem = text_problem(persona)
+        if problem is not None:
+            raise UsageError(
+                f"--persona {problem}; give a persona id as printed by 'station persona list'"
+            )
     log = _log()
     records = log.records(persona=persona, since=core.parse_since(since) if since else None)
     if as_json:
-        typer.echo(json.dumps([r.to_record() for r in records], indent=2, ensure_ascii=False))
+        from outreach_station.values import json_safe
+
+        typer.echo(
+            json_safe(json.dumps([r.to_record() for r in records], indent=2, ensure_ascii=False))
+        )
     elif records:
         typer.echo(render_table(records))
     else:

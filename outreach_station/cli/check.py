@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from outreach_station.cli._lazy import lazy_module
-from outreach_station.cli._output import echo_json, table
+from outreach_station.cli._output import echo_json, info, table
 from outreach_station.errors import CheckFailed
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ def check_command(
 
     Example: station check k7q2m9x4ab3d
     """
-    result = api.check_persona(persona_id, notify=lambda m: typer.echo(m, err=True))
+    result = api.check_persona(persona_id, notify=info)
     if json:
         echo_json(
             {

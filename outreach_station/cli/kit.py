@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from outreach_station.cli._lazy import lazy_module
-from outreach_station.cli._output import echo_json, info
+from outreach_station.cli._output import echo_json, info, safe
 from outreach_station.errors import UsageError
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def _render(view: kit.KitView) -> None:
         ("updated", view.kit.updated.strftime("%Y-%m-%d %H:%M") if view.kit.updated else "never"),
     ]
     for key, value in rows:
-        typer.echo(f"{key + ':':<12} {value}")
+        typer.echo(f"{key + ':':<12} {safe(value)}")
 
 
 def kit_command(

@@ -31,7 +31,9 @@ def rotate_command(
     Example: station rotate demo --reason "account suspended at login"
     """
     from outreach_station import api
+    from outreach_station.values import validate_reason
 
+    validate_reason(reason)
     result = api.rotate(platform, reason=reason, force=force, notify=info)
     if json:
         echo_json(

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from outreach_station.cli._output import Progress, ask_passphrase, info
+from outreach_station.cli._output import Progress, ask_passphrase, info, safe
+from outreach_station.errors import UsageError
 
 if TYPE_CHECKING:
     from outreach_station.inspector.checks import Check
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
 # a slow one: from this size on, progress is shown however fast it goes, so
 # a log shows why closing took a while and a person always sees it moving.
 LARGE_PROFILE_BYTES = 100_000_000
+BAD_URL = (
+    "--url must be an http:// or https:// address of at most 2048 printable "
+    "characters without spaces"
+)
 
 
 def profile_progress(action: str) -> ProgressCallback:
@@ -55,7 +60,14 @@ def open_command(
     Example: station open demo
     """
     from outreach_station import api
+    from outreach_station.registry import validate_persona_id
+    from outreach_station.values import url_is_plain
 
+    # Checked before the vault or the browser is touched.
+    if persona is not None:
+        validate_persona_id(persona)
+    if url is not None and not (url.startswith(("http://", "https://")) and url_is_plain(url)):
+        raise UsageError(BAD_URL)
     result = api.open_platform(
         platform,
         persona_id=persona,
@@ -85,9 +97,10 @@ def print_findings(report: Mapping[str, Any], checks: list[Check]) -> None:
         ("cookies present", ", ".join(report.get("storage", {}).get("cookies") or []) or "none"),
         ("fingerprint hash", report.get("hash")),
     ):
-        typer.echo(f"  {key + ':':<17} {value}")
+        # What the page reported is the page's word: escaped before it reaches the terminal.
+        typer.echo(f"  {key + ':':<17} {safe(value)}")
     failed = [c for c in checks if not c.ok]
     typer.echo(f"Coherence checks: {len(checks) - len(failed)} of {len(checks)} pass")
     for check in failed:
-        typer.echo(f"  FAIL {check.name}: expected {check.expected}, saw {check.seen}")
+        typer.echo(f"  FAIL {check.name}: expected {safe(check.expected)}, saw {safe(check.seen)}")
     typer.echo("Press Ctrl-C to end the session.")

@@ -8,14 +8,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from outreach_station.cli._lazy import lazy_module
-from outreach_station.cli._output import echo_json, info, table
+from outreach_station.cli._output import echo_json, info, safe, table
 from outreach_station.errors import StateError, UsageError
 
 if TYPE_CHECKING:
-    from outreach_station import api
+    from outreach_station import api, network, values
     from outreach_station.registry import Persona
 else:
     api = lazy_module("outreach_station.api")
+    network = lazy_module("outreach_station.network")
+    values = lazy_module("outreach_station.values")
 
 app = typer.Typer(rich_markup_mode=None, help="Create and inspect personas.", no_args_is_help=True)
 
@@ -60,6 +62,7 @@ def new(
 
     Example: station persona new demo --standby --count 3
     """
+    values.validate_label(label)
     personas = api.create_personas(platform, label=label, standby=standby, count=count, notify=info)
     if json:
         echo_json(_as_json(personas[0]) if count == 1 else [_as_json(p) for p in personas])
@@ -127,7 +130,7 @@ def show(
         ("fonts", ", ".join(persona.fingerprint.get("fonts") or ()) or "the machine's"),
     ]
     for key, value in rows:
-        typer.echo(f"{key + ':':<13} {value}")
+        typer.echo(f"{key + ':':<13} {safe(value)}")
 
 
 def _register_kit() -> None:
@@ -157,6 +160,7 @@ def retire(
 
     Example: station persona retire k7q2m9x4ab3d
     """
+    values.validate_reason(reason)
     persona = api.get_persona(persona_id)
     if persona.status == "retired":
         raise StateError(f"persona {persona.id} is already retired")
@@ -215,6 +219,11 @@ def proxy(
     if clear == (url is not None):
         raise typer.BadParameter("give either a proxy URL or --clear")
     password = None
-    if url is not None and "@" in url:
-        password = typer.prompt("proxy password", hide_input=True, default="", show_default=False)
+    if url is not None:
+        # The id, the persona's state and the URL are judged before a password is asked for.
+        setting = network.check_persona_proxy(api.get_persona(persona_id), url)
+        if setting.username:
+            password = typer.prompt(
+                "proxy password", hide_input=True, default="", show_default=False
+            )
     typer.echo(api.set_proxy(persona_id, url, password=password or None))

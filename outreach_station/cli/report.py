@@ -63,4 +63,7 @@ def report_command(
     if json:
         echo_json(figures.to_json())
     else:
-        typer.echo(report.render_text(figures))
+        from outreach_station.values import printable_lines
+
+        # Platform ids come from the registry, a file that can be edited by hand.
+        typer.echo(printable_lines(report.render_text(figures)))
