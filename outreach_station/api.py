@@ -266,6 +266,7 @@ def _choose_persona(
 class _Egress:
     args: list[str]
     login: dict[str, str] | None
+    setting: network.ProxySetting | None = None
 
 
 def _egress(
@@ -285,6 +286,7 @@ def _egress(
     return _Egress(
         args=[*network.webrtc_args(), *network.browser_args(setting)],
         login=network.playwright_proxy(setting, persona.id),
+        setting=setting,
     )
 
 
@@ -451,6 +453,7 @@ def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in o
                 lockdown=lockdown,
                 network_args=tuple(egress.args),
                 proxy=egress.login,
+                upstream=egress.setting,
             )
             target = url or profile.start_url
             if target == INSPECTOR_URL:
