@@ -350,3 +350,26 @@ def test_station_open_blocks_and_audits_a_redirect_off_the_allowlist(
     assert {"kind": "navigation", "host": BLOCKED_IP} in violations
     raw = default_path().read_text()
     assert "private/path" not in raw and "case=42" not in raw
+
+
+def test_an_https_hop_off_the_allowlist_shows_the_blocked_page(
+    tmp_path: Path, allowed: AllowedSite, blocked: BlockedSite
+) -> None:
+    # An HTTPS hop reaches the gate as a tunnel request, which the browser
+    # answers with a bare connection error when refused; station's page replaces it.
+    target = blocked.origin.replace("http://", "https://") + "/m/https"
+    before = blocked.connections
+
+    async def look(_context: Any, page: Any, seen: dict[str, Any]) -> None:
+        try:
+            await page.goto(f"{allowed.url}redir?to={target}")
+        except Exception as exc:  # the replacement aborts this navigation
+            seen["error"] = str(exc)
+        await page.wait_for_timeout(800)
+        seen["text"] = await body_text(page)
+
+    ran = run(tmp_path, allowed.url, look)
+    assert ran.seen["text"].startswith("Blocked by IT policy")
+    assert BLOCKED_IP in ran.seen["text"]
+    assert blocked.connections == before
+    assert ("navigation", BLOCKED_IP) in ran.violations
