@@ -60,7 +60,16 @@ QUIET_SWITCHES = (
     "--disable-sync",
     "--disable-breakpad",
     "--disable-search-engine-choice-screen",
+    # Chromium 156 still asked clients2.google.com for the time at every start
+    # (tests/browser/test_quiet_start.py). Chromium reads only the last
+    # --disable-features switch: add features here, never in a second one.
+    "--disable-features=NetworkTimeServiceQuerying",
 )
+# Where Chromium 156 would look for its on-device model manifest instead of
+# asking update.googleapis.com at every start (the rest of the component
+# updater is off): a directory that never exists. Pages see the same model
+# availability either way.
+NO_MODELS_DIR = "no-on-device-models"
 
 VERSION_RE = re.compile(r"(\d+)\.(\d+)\.(\d+)\.(\d+)")
 
@@ -231,6 +240,7 @@ def build_launch(
         f"--user-data-dir={user_data_dir}",
         "--remote-debugging-pipe",
         *QUIET_SWITCHES,
+        f"--optimization-guide-manifest-override={home / NO_MODELS_DIR}",
         # Removes navigator.webdriver and the "controlled by automated software" bar.
         "--disable-blink-features=AutomationControlled",
         f"--lang={fingerprint.locale}",
