@@ -397,8 +397,8 @@ async def run_session(  # noqa: PLR0915 - the session loop reads best in one pla
         guard = _guard(spec, lockdown, on_violation)
         async with async_playwright() as pw, contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(guard.close)
-            gate_switches = await guard.start_gate(spec.upstream) if spec.gated else ()
-            context = await _launch(pw, spec, cpus_before, gate_switches)
+            gate = await guard.start_gate(spec.upstream) if spec.gated else None
+            context = await _launch(pw, spec, cpus_before, gate)
             cpus_before = None
             context.on("close", lambda _ctx: closed.set())
             await install_window(context, spec.window)
@@ -450,11 +450,21 @@ async def run_session(  # noqa: PLR0915 - the session loop reads best in one pla
 
 
 async def _launch(
-    pw: Playwright, spec: LaunchSpec, cpus_before: set[int] | None, extra: tuple[str, ...] = ()
+    pw: Playwright,
+    spec: LaunchSpec,
+    cpus_before: set[int] | None,
+    gate: tuple[tuple[str, ...], dict[str, str]] | None = None,
 ) -> BrowserContext:
-    """Start the browser; this thread gets its CPUs back whether or not it started."""
+    """Start the browser; this thread gets its CPUs back whether or not it started.
+
+    `gate`: the allowlist gate's switches and the browser's login to it.
+    """
     from playwright.async_api import Error as PlaywrightError
 
+    extra: tuple[str, ...] = ()
+    options = dict(spec.context_options)
+    if gate is not None:
+        extra, options["proxy"] = gate
     try:
         return await pw.chromium.launch_persistent_context(
             str(spec.user_data_dir),
@@ -467,7 +477,7 @@ async def _launch(
             handle_sigint=False,
             handle_sigterm=True,
             handle_sighup=True,
-            **spec.context_options,
+            **options,
         )
     except PlaywrightError as exc:
         raise BrowserError(
@@ -481,7 +491,9 @@ class _NoGuard:
     events: tuple[asyncio.Event, ...] = ()
     reason: None = None
 
-    async def start_gate(self, _upstream: Upstream | None) -> tuple[str, ...]:
+    async def start_gate(
+        self, _upstream: Upstream | None
+    ) -> tuple[tuple[str, ...], dict[str, str]]:
         raise BrowserError("a host allowlist needs the lockdown it came from")
 
     async def install(self, _context: BrowserContext) -> None:

@@ -19,6 +19,11 @@ Allowed traffic goes on through the persona's own proxy when it has one
 otherwise; loopback hosts go straight out, as Chromium itself does with a
 proxy set. The persona's proxy password stays in this process: the browser
 never sees it.
+
+The gate answers only the browser it was started for: every request must
+carry a login made up for this session (handed to the browser over the
+automation pipe, like a persona's proxy login), so no other program on the
+machine can use it to go out as the persona.
 """
 
 from __future__ import annotations
@@ -26,19 +31,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hmac
 import ipaddress
+import secrets
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlsplit
 
-from outreach_station.network import ProxySetting
+from outreach_station.network import HiddenStr, ProxySetting
 
 # (kind, host): "navigation" or "subresource" for a plain HTTP request,
 # "connection" for a tunnel (HTTPS or WebSocket: the gate cannot tell which).
 OnBlocked = Callable[[str, str], None]
 
+GATE_USER: Final = "station"
 _HEAD_LIMIT: Final = 64 * 1024
 _CONNECT_TIMEOUT: Final = 30.0
 _CHUNK: Final = 64 * 1024
@@ -176,6 +184,9 @@ class Gate:
         self._blocked_page = blocked_page or (lambda host: f"blocked: {host}")
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._password = HiddenStr(secrets.token_urlsafe(24))
+        token = base64.b64encode(f"{GATE_USER}:{self._password}".encode()).decode("ascii")
+        self._expected = f"Basic {token}".encode("ascii")
 
     @property
     def port(self) -> int:
@@ -187,6 +198,14 @@ class Gate:
         # `<-loopback>` takes away Chromium's implicit bypass of localhost and
         # 127/8: without it every loopback host would go around the gate.
         return (f"--proxy-server=http://127.0.0.1:{self.port}", "--proxy-bypass-list=<-loopback>")
+
+    def login(self) -> dict[str, str]:
+        """Playwright's `proxy` option: the browser's login to this gate."""
+        return {
+            "server": f"http://127.0.0.1:{self.port}",
+            "username": GATE_USER,
+            "password": self._password,
+        }
 
     async def start(self) -> Gate:
         self._server = await asyncio.start_server(
@@ -215,6 +234,9 @@ class Gate:
         except (TimeoutError, GateError, OSError, asyncio.IncompleteReadError):
             with contextlib.suppress(OSError):
                 writer.write(_response("502 Bad Gateway"))
+        except asyncio.CancelledError:
+            # The gate is closing; this connection's task ends here, quietly.
+            pass
         finally:
             await _close(writer)
             if task is not None:
@@ -225,6 +247,14 @@ class Gate:
         if head is None:
             return
         request = _parse_head(head)
+        given = (request.header("proxy-authorization") or "").encode("latin-1")
+        if not hmac.compare_digest(given, self._expected):
+            writer.write(
+                b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                b'Proxy-Authenticate: Basic realm="station"\r\n'
+                b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            return
         if request.method == "CONNECT":
             host, port = _split_host_port(request.target, 443)
             if not host or not self._allows(host):
@@ -287,7 +317,10 @@ class Gate:
             await self._relay(reader, writer, up_reader, up_writer)
             return
         try:
-            await self._send_body(request, reader, up_writer)
+            with contextlib.suppress(OSError):
+                # A site may answer before reading the whole body (and close):
+                # its answer is still passed on.
+                await self._send_body(request, reader, up_writer)
             await _pipe(up_reader, writer)
         finally:
             await _close(up_writer)

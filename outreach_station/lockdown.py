@@ -272,8 +272,8 @@ class SessionGuard:
     def events(self) -> tuple[asyncio.Event, ...]:
         return (self.limit,)
 
-    async def start_gate(self, upstream: Upstream | None) -> tuple[str, ...]:
-        """Start the allowlist gate in front of `upstream`; the browser's proxy switches."""
+    async def start_gate(self, upstream: Upstream | None) -> tuple[tuple[str, ...], dict[str, str]]:
+        """Start the allowlist gate in front of `upstream`: the browser's switches and login."""
         from outreach_station.gate import Gate
 
         lock = self.lockdown
@@ -284,7 +284,7 @@ class SessionGuard:
             blocked_page=lambda host: blocked_page(host, lock.platform_id),
         )
         self._gate = await gate.start()
-        return gate.switches()
+        return gate.switches(), gate.login()
 
     def violation(self, kind: ViolationKind, host: str) -> None:
         # Once per kind and host per session: a blocked page with fifty
