@@ -102,6 +102,9 @@ def test_system_policy_lockdown_holds_in_real_chromium(
         seen["file_text"] = await page.evaluate("document.body ? document.body.innerText : ''")
         await page.goto(lsite.other + "elsewhere")
         seen["other"] = await page.evaluate("document.body.innerText")
+        # A redirect hop is a request of its own: the allowlist holds for it too.
+        await page.goto(lsite.url + "redir?to=" + lsite.other + "hop")
+        seen["hop"] = await page.evaluate("document.body.innerText")
 
     lsite.paths.clear()
     # A policy minute lasts 10 s here: the person's visit fits, then the limit closes it.
@@ -116,6 +119,7 @@ def test_system_policy_lockdown_holds_in_real_chromium(
     assert "confidential" not in seen["file_text"]
     assert "Blocked by IT policy" in seen["file_text"]
     assert "Blocked by IT policy" in seen["other"]
+    assert "Blocked by IT policy" in seen["hop"]
     assert not [p for p in lsite.paths if p.startswith("localhost")]
 
     written = records(relocated)
