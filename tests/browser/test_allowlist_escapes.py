@@ -95,10 +95,11 @@ class BlockedSite:
 
 def _pages(blocked: str) -> dict[str, bytes]:
     """The allowed site's page for each way out; each aims at its own path on `blocked`."""
-    worker = f"fetch('{blocked}/m/worker').catch(() => {{}}); postMessage('sent');"
+    # Each worker also fetches from the allowed site: proof that it ran at all.
+    worker = f"fetch('/worker-allowed'); fetch('{blocked}/m/worker').catch(() => {{}});"
     service_worker = (
-        "self.addEventListener('install', e => e.waitUntil("
-        f"fetch('{blocked}/m/service-worker').catch(() => {{}})));"
+        "self.addEventListener('install', e => e.waitUntil(Promise.all(["
+        f"fetch('/sw-allowed'), fetch('{blocked}/m/service-worker').catch(() => {{}})])));"
     )
     ws = blocked.replace("http://", "ws://")
     return {
@@ -238,30 +239,53 @@ async def body_text(page: Any) -> str:
     return ""
 
 
+async def try_every_way(
+    allowed: AllowedSite, blocked: BlockedSite, page: Any, seen: dict[str, Any]
+) -> None:
+    """Open each way out's page in turn; note whether its aim reached the blocked host."""
+    origin = allowed.url.rstrip("/")
+    for name, (path, aim) in WAYS_OUT.items():
+        before = len(blocked.reached())
+        await page.goto(origin + path.format(blocked=blocked.origin))
+        await page.wait_for_timeout(1200)
+        seen[name] = aim in blocked.reached()[before:]
+
+
 def test_no_way_out_reaches_a_blocked_host(
     tmp_path: Path, allowed: AllowedSite, blocked: BlockedSite
 ) -> None:
     origin = allowed.url.rstrip("/")
 
-    async def try_every_way(_context: Any, page: Any, seen: dict[str, Any]) -> None:
-        for name, (path, aim) in WAYS_OUT.items():
-            before = len(blocked.reached())
-            await page.goto(origin + path.format(blocked=blocked.origin))
-            await page.wait_for_timeout(1200)
-            seen[name] = aim in blocked.reached()[before:]
+    async def try_and_look(context: Any, page: Any, seen: dict[str, Any]) -> None:
+        await try_every_way(allowed, blocked, page, seen)
         # After a blocked redirect the person sees station's page, not an error.
         await page.goto(f"{origin}/redir?to={blocked.origin}/m/last")
         await page.wait_for_timeout(500)
         seen["shown"] = await body_text(page)
 
-    ran = run(tmp_path, allowed.url, try_every_way)
+    connections = blocked.connections
+    ran = run(tmp_path, allowed.url, try_and_look)
 
     shown = ran.seen.pop("shown")
     assert ran.seen == dict.fromkeys(WAYS_OUT, False)
     assert shown.startswith("Blocked by IT policy")
-    assert blocked.connections == 0, blocked.reached()
+    assert blocked.connections == connections, blocked.reached()
+    # The workers did run, and reached the allowed site through the gate.
+    assert {"/worker-allowed", "/sw-allowed"} <= set(allowed.paths)
     assert {host for _kind, host in ran.violations} == {BLOCKED_IP}
     assert "navigation" in {kind for kind, _host in ran.violations}
+
+
+def test_without_an_allowlist_every_way_out_reaches_the_host(
+    tmp_path: Path, allowed: AllowedSite, blocked: BlockedSite
+) -> None:
+    """The control for the test above: each way out is a real attempt."""
+
+    async def try_all(_context: Any, page: Any, seen: dict[str, Any]) -> None:
+        await try_every_way(allowed, blocked, page, seen)
+
+    ran = run(tmp_path, allowed.url, try_all, allowlist=None)
+    assert ran.seen == dict.fromkeys(WAYS_OUT, True)
 
 
 def test_allowed_host_still_loads_through_the_gate(tmp_path: Path, allowed: AllowedSite) -> None:
