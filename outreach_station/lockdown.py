@@ -298,6 +298,9 @@ class SessionGuard:
         self.last_activity = self._clock()
 
     async def install(self, context: BrowserContext) -> None:
+        # The session's clocks start when the browser is up, not when the
+        # guard (and the gate before the launch) was made.
+        self.started = self.last_activity = self._clock()
         lock = self.lockdown
         if lock.allowlist is not None:
             await context.route("**/*", self._route)

@@ -107,8 +107,8 @@ def test_system_policy_lockdown_holds_in_real_chromium(
         seen["hop"] = await page.evaluate("document.body.innerText")
 
     lsite.paths.clear()
-    # A policy minute lasts 10 s here: the person's visit fits, then the limit closes it.
-    result = api.open_platform("site-one", headless=True, hook=person, minute_seconds=10.0)
+    # A policy minute lasts 15 s here: the person's visit fits, then the limit closes it.
+    result = api.open_platform("site-one", headless=True, hook=person, minute_seconds=15.0)
 
     assert result.outcome.ended_by == "time-limit"  # max_minutes = 1, not the user's 0
     main = [args for args in seen["cmdlines"] if not any(a.startswith("--type=") for a in args)]
