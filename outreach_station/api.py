@@ -270,6 +270,7 @@ def _choose_persona(
 class _Egress:
     args: list[str]
     login: dict[str, str] | None
+    setting: network.ProxySetting | None = None
 
 
 def _egress(
@@ -289,6 +290,7 @@ def _egress(
     return _Egress(
         args=[*network.webrtc_args(), *network.browser_args(setting)],
         login=network.playwright_proxy(setting, persona.id),
+        setting=setting,
     )
 
 
@@ -466,6 +468,7 @@ def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in o
                 network_args=tuple(egress.args),
                 proxy=egress.login,
                 scratch=scratch_dir(workspace.directory),
+                upstream=egress.setting,
             )
             target = url or profile.start_url
             if target == INSPECTOR_URL:

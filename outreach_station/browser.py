@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 
     from playwright.async_api import BrowserContext, Page, Playwright
 
+    from outreach_station.gate import Upstream
     from outreach_station.lockdown import Lockdown, OnViolation
+    from outreach_station.network import ProxySetting
 
 BrowserSource = Literal["policy", "STATION_BROWSER", "user config", "playwright", "system"]
 
@@ -58,7 +60,16 @@ QUIET_SWITCHES = (
     "--disable-sync",
     "--disable-breakpad",
     "--disable-search-engine-choice-screen",
+    # Chromium 156 still asked clients2.google.com for the time at every start
+    # (tests/browser/test_quiet_start.py). Chromium reads only the last
+    # --disable-features switch: add features here, never in a second one.
+    "--disable-features=NetworkTimeServiceQuerying",
 )
+# Where Chromium 156 would look for its on-device model manifest instead of
+# asking update.googleapis.com at every start (the rest of the component
+# updater is off): a directory that never exists. Pages see the same model
+# availability either way.
+NO_MODELS_DIR = "no-on-device-models"
 
 # Chromium makes its scratch directory in TMPDIR and binds its singleton socket
 # there: TMPDIR/org.chromium.Chromium.XXXXXX/SingletonSocket must fit a Unix
@@ -190,6 +201,9 @@ class LaunchSpec:
     fonts: tuple[str, ...] = ()
     # Logical processors the browser runs on (its hardwareConcurrency); 0: all.
     cpus: int = 0
+    # The host allowlist's gate goes in front of the persona's proxy (gate.py).
+    gated: bool = False
+    upstream: Upstream | None = field(default=None, hash=False)
 
 
 def build_launch(
@@ -205,6 +219,7 @@ def build_launch(
     network_args: tuple[str, ...] = (),
     proxy: dict[str, str] | None = None,
     scratch: Path | None = None,
+    upstream: ProxySetting | None = None,
 ) -> LaunchSpec:
     """The command line, environment and emulation for a persona's browser.
 
@@ -212,7 +227,20 @@ def build_launch(
     some state outside the profile (crash reports, the NSS certificate
     store), and that must belong to the persona, not to the person.
     `scratch` (an existing private directory, see `scratch_dir`) is its TMPDIR.
+
+    With a host allowlist the browser's proxy is station's gate, started
+    with the session; the persona's proxy (`upstream`, and its login in
+    `proxy`) is then the gate's way out instead of the browser's.
     """
+    gated = lockdown is not None and lockdown.allowlist is not None
+    gate_upstream: Upstream | None = None
+    if gated:
+        from outreach_station.gate import Upstream
+
+        network_args = tuple(a for a in network_args if not a.startswith("--proxy-server="))
+        if upstream is not None:
+            gate_upstream = Upstream(upstream, password=(proxy or {}).get("password"))
+        proxy = None
     env: dict[str, str | float | bool] = dict(os.environ if base_env is None else base_env)
     for name, sub in (
         ("HOME", ""),
@@ -233,6 +261,7 @@ def build_launch(
         f"--user-data-dir={user_data_dir}",
         "--remote-debugging-pipe",
         *QUIET_SWITCHES,
+        f"--optimization-guide-manifest-override={home / NO_MODELS_DIR}",
         # Removes navigator.webdriver and the "controlled by automated software" bar.
         "--disable-blink-features=AutomationControlled",
         # The cookie key stays in the profile (sealed by station), not in the
@@ -297,6 +326,8 @@ def build_launch(
         screen=screen,
         fonts=fingerprint.fonts,
         cpus=fingerprint.hardware_concurrency,
+        gated=gated,
+        upstream=gate_upstream,
     )
 
 
@@ -387,13 +418,16 @@ async def run_session(  # noqa: PLR0915 - the session loop reads best in one pla
         # The Playwright driver and the browser it starts inherit this thread's
         # CPUs; the thread gets all of them back once the browser runs.
         cpus_before = limit_cpus(spec.cpus)
-        async with _playwright() as pw:
-            context = await _launch(pw, spec, cpus_before)
+        guard = _guard(spec, lockdown, on_violation)
+        async with _playwright() as pw, contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(guard.close)
+            gate = await guard.start_gate(spec.upstream) if spec.gated else None
+            context = await _launch(pw, spec, cpus_before, gate)
             cpus_before = None
             context.on("close", lambda _ctx: closed.set())
             await install_window(context, spec.window)
             screen_guard = await install_screen(context, spec.screen)
-            guard = await _guard(context, spec, lockdown, on_violation)
+            await guard.install(context)
 
             def watch(page: Page) -> None:
                 page.on("close", lambda _p: None if context.pages else closed.set())
@@ -478,22 +512,35 @@ async def _playwright() -> AsyncIterator[Playwright]:
         await manager.__aexit__(None, None, None)
 
 
-async def _launch(pw: Playwright, spec: LaunchSpec, cpus_before: set[int] | None) -> BrowserContext:
-    """Start the browser; this thread gets its CPUs back whether or not it started."""
+async def _launch(
+    pw: Playwright,
+    spec: LaunchSpec,
+    cpus_before: set[int] | None,
+    gate: tuple[tuple[str, ...], dict[str, str]] | None = None,
+) -> BrowserContext:
+    """Start the browser; this thread gets its CPUs back whether or not it started.
+
+    `gate`: the allowlist gate's switches and the browser's login to it.
+    """
     from playwright.async_api import Error as PlaywrightError
 
+    extra: tuple[str, ...] = ()
+    options = dict(spec.context_options)
+    if gate is not None:
+        extra, options["proxy"] = gate
     try:
         return await pw.chromium.launch_persistent_context(
             str(spec.user_data_dir),
             executable_path=str(spec.executable),
             headless=spec.headless,
             ignore_default_args=True,
-            args=list(spec.args),
+            # The start page stays the last argument.
+            args=[*spec.args[:-1], *extra, spec.args[-1]],
             env=dict(spec.env),
             handle_sigint=False,
             handle_sigterm=True,
             handle_sighup=True,
-            **spec.context_options,
+            **options,
         )
     except PlaywrightError as exc:
         raise BrowserError(
@@ -507,26 +554,27 @@ class _NoGuard:
     events: tuple[asyncio.Event, ...] = ()
     reason: None = None
 
+    async def start_gate(
+        self, _upstream: Upstream | None
+    ) -> tuple[tuple[str, ...], dict[str, str]]:
+        raise BrowserError("a host allowlist needs the lockdown it came from")
+
+    async def install(self, _context: BrowserContext) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 
 
-async def _guard(
-    context: BrowserContext,
-    spec: LaunchSpec,
-    lockdown: Lockdown | None,
-    on_violation: OnViolation | None,
-) -> Any:
-    """The IT policy's enforcement on the live browser (see lockdown.py)."""
+def _guard(spec: LaunchSpec, lockdown: Lockdown | None, on_violation: OnViolation | None) -> Any:
+    """The IT policy's enforcement on the browser (see lockdown.py), before it starts."""
     if lockdown is None:
         return _NoGuard()
     from outreach_station.lockdown import SessionGuard
 
-    guard = SessionGuard(
+    return SessionGuard(
         lockdown, downloads_dir=Path(str(spec.env["HOME"])) / "Downloads", on_violation=on_violation
     )
-    await guard.install(context)
-    return guard
 
 
 async def _first(*events: asyncio.Event) -> None:

@@ -5,10 +5,13 @@ Two layers, because neither alone is enough:
 * **Per launch** (no root needed; what `build_launch` and `run_session` do):
   launch switches (`--disable-extensions`), the protocol station already
   drives the browser with (downloads denied through
-  `Browser.setDownloadBehavior`, request interception for the host
-  allowlist, developer-tools windows closed as they appear), a watcher that
-  replaces `file://` pages, `window.print` neutralised, and session time
-  limits. Station sees each attempt and audits it.
+  `Browser.setDownloadBehavior`, developer-tools windows closed as they
+  appear), a watcher that replaces `file://` pages, `window.print`
+  neutralised, and session time limits. The host allowlist is held by the
+  gate (gate.py), the proxy every request of the browser must pass; request
+  interception only draws station's page for a blocked navigation, which
+  the gate alone could not do for an HTTPS address. Station sees each
+  attempt and audits it.
 * **Managed browser policy** (root, once per image; `managed_policy`): the
   Chromium enterprise policy file. It reaches what the protocol cannot
   (Ctrl-P and the print menu, `file://` in every scope, extension installs,
@@ -39,11 +42,14 @@ from outreach_station import paths
 from outreach_station.errors import SecurityError
 
 if TYPE_CHECKING:
-    from playwright.async_api import BrowserContext, Download, Frame, Page, Route
+    from playwright.async_api import BrowserContext, Download, Frame, Page, Request, Route
 
+    from outreach_station.gate import Gate, Upstream
     from outreach_station.policy import Policy
 
-ViolationKind = Literal["navigation", "subresource", "download", "file_url", "devtools"]
+ViolationKind = Literal[
+    "navigation", "subresource", "connection", "download", "file_url", "devtools"
+]
 OnViolation = Callable[[str, str], None]  # (kind, host): never a whole URL
 LimitReason = Literal["time-limit", "idle-limit"]
 
@@ -255,10 +261,25 @@ class SessionGuard:
         self.last_activity = self.started
         self._tasks: list[asyncio.Future[Any]] = []
         self._sessions: list[Any] = []
+        self._gate: Gate | None = None
 
     @property
     def events(self) -> tuple[asyncio.Event, ...]:
         return (self.limit,)
+
+    async def start_gate(self, upstream: Upstream | None) -> tuple[tuple[str, ...], dict[str, str]]:
+        """Start the allowlist gate in front of `upstream`: the browser's switches and login."""
+        from outreach_station.gate import Gate
+
+        lock = self.lockdown
+        gate = Gate(
+            lock.allows_host,
+            upstream=upstream,
+            on_blocked=self.violation,  # type: ignore[arg-type]  # the gate's kinds are ours
+            blocked_page=lambda host: blocked_page(host, lock.platform_id),
+        )
+        self._gate = await gate.start()
+        return gate.switches(), gate.login()
 
     def violation(self, kind: ViolationKind, host: str) -> None:
         # Once per kind and host per session: a blocked page with fifty
@@ -272,9 +293,13 @@ class SessionGuard:
         self.last_activity = self._clock()
 
     async def install(self, context: BrowserContext) -> None:
+        # The session's clocks start when the browser is up, not when the
+        # guard (and the gate before the launch) was made.
+        self.started = self.last_activity = self._clock()
         lock = self.lockdown
         if lock.allowlist is not None:
             await context.route("**/*", self._route)
+            context.on("requestfailed", self._failed)
         if not lock.printing:
             await context.add_init_script(_NO_PRINT_SCRIPT)
         context.on("page", self._watch_page)
@@ -371,6 +396,16 @@ class SessionGuard:
             self.violation("subresource", host)
             await route.abort("blockedbyclient")
 
+    def _failed(self, request: Request) -> None:
+        # A navigation the gate refused as a tunnel (an HTTPS redirect hop):
+        # the browser would show a bare connection error; show why instead.
+        host = host_of(request.url)
+        if not request.is_navigation_request() or self.lockdown.allows_host(host):
+            return
+        self.violation("navigation", host)
+        page_html = blocked_page(host, self.lockdown.platform_id)
+        self._tasks.append(asyncio.ensure_future(self._replace(request.frame, page_html)))
+
     def _navigated(self, frame: Frame) -> None:
         if frame.url.startswith("file:"):
             self.violation("file_url", "-")
@@ -421,3 +456,6 @@ class SessionGuard:
         for task in self._tasks:
             task.cancel()
         self._tasks.clear()
+        if self._gate is not None:
+            await self._gate.close()
+            self._gate = None

@@ -11,7 +11,10 @@ Chromium sends DNS through a SOCKS5 proxy itself (it never resolves a host
 it reaches through `socks5://`), and through an HTTP proxy by sending it the
 host name. Chromium bypasses the proxy for loopback addresses by default;
 that is kept, so station's own inspector on 127.0.0.1 stays reachable (a
-remote proxy could not reach this machine's loopback anyway).
+remote proxy could not reach this machine's loopback anyway). A platform
+with a host allowlist puts station's gate (gate.py) in front: the browser
+then goes only to the gate, loopback included, and the gate goes on through
+this proxy, answering its login itself.
 
 WebRTC is kept off every non-proxied UDP path by the switch
 `--webrtc-ip-handling-policy=disable_non_proxied_udp` on every launch, with

@@ -61,6 +61,12 @@ class LockdownSite(LoopbackServer):
                     self._send(body.encode(), "text/html")
                 elif path == "/framed":
                     self._send(b"<p>framed content</p>", "text/html")
+                elif path == "/redir":
+                    # An allowed page that sends the browser on elsewhere.
+                    self.send_response(302)
+                    self.send_header("Location", self.path.partition("to=")[2])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                 else:
                     self._send(b"<h1>hello from the site</h1>", "text/html")
 

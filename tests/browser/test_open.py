@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from outreach_station import api
+from outreach_station.browser import QUIET_SWITCHES
 from outreach_station.errors import ExitCode
 from tests.browser.test_isolation import write_platform
 from tests.site import TestSite
@@ -171,7 +172,10 @@ def assert_no_tells_and_settings_applied(
     assert len(browser_process) == 1, cmdlines
     for argv in browser_process:
         assert "--enable-automation" not in argv
-        assert not any(a.startswith("--disable-features=") for a in argv)
+        # None of Playwright's disabled features; only station's own quiet list.
+        assert [a for a in argv if a.startswith("--disable-features=")] == [
+            a for a in QUIET_SWITCHES if a.startswith("--disable-features=")
+        ]
         assert "--disable-popup-blocking" not in argv
         assert "--disable-client-side-phishing-detection" not in argv
 

@@ -102,10 +102,13 @@ def test_system_policy_lockdown_holds_in_real_chromium(
         seen["file_text"] = await page.evaluate("document.body ? document.body.innerText : ''")
         await page.goto(lsite.other + "elsewhere")
         seen["other"] = await page.evaluate("document.body.innerText")
+        # A redirect hop is a request of its own: the allowlist holds for it too.
+        await page.goto(lsite.url + "redir?to=" + lsite.other + "hop")
+        seen["hop"] = await page.evaluate("document.body.innerText")
 
     lsite.paths.clear()
-    # A policy minute lasts 10 s here: the person's visit fits, then the limit closes it.
-    result = api.open_platform("site-one", headless=True, hook=person, minute_seconds=10.0)
+    # A policy minute lasts 15 s here: the person's visit fits, then the limit closes it.
+    result = api.open_platform("site-one", headless=True, hook=person, minute_seconds=15.0)
 
     assert result.outcome.ended_by == "time-limit"  # max_minutes = 1, not the user's 0
     main = [args for args in seen["cmdlines"] if not any(a.startswith("--type=") for a in args)]
@@ -116,6 +119,7 @@ def test_system_policy_lockdown_holds_in_real_chromium(
     assert "confidential" not in seen["file_text"]
     assert "Blocked by IT policy" in seen["file_text"]
     assert "Blocked by IT policy" in seen["other"]
+    assert "Blocked by IT policy" in seen["hop"]
     assert not [p for p in lsite.paths if p.startswith("localhost")]
 
     written = records(relocated)
