@@ -91,9 +91,10 @@ def registry() -> Registry:
 
 def audit_log() -> AuditLog:
     """The audit log, where the system policy puts it (else under STATION_HOME)."""
-    from outreach_station.audit import AuditLog, default_path
+    from outreach_station.audit import AuditLog, ChainAnchor, default_path
 
-    return AuditLog(effective_policy().policy.audit.path or default_path())
+    path = effective_policy().policy.audit.path or default_path()
+    return AuditLog(path, anchor=ChainAnchor(paths.current().registry, path))
 
 
 def audit(event: str, persona: Persona | None = None, **detail: str | int | bool) -> None:

@@ -162,7 +162,7 @@ def check_policy() -> tuple[Finding, object | None]:
 
 
 def check_audit(path: Path) -> Finding:
-    from outreach_station.audit import AuditLog
+    from outreach_station.audit import AuditLog, ChainAnchor
 
     where = _existing(path)
     if where != path and not where.is_dir():
@@ -177,7 +177,8 @@ def check_audit(path: Path) -> Finding:
             "audit log", "fail", f"{path} is not writable", f"give this user write access to {path}"
         )
     try:
-        result = AuditLog(path).verify()
+        # Against its anchor: a deleted or cut log is not "0 records, intact".
+        result = AuditLog(path, anchor=ChainAnchor(paths.current().registry, path)).verify()
     except (StationError, OSError) as exc:
         message = exc.message if isinstance(exc, StationError) else str(exc.strerror)
         return Finding(
