@@ -123,6 +123,7 @@ def create_personas(
     if count < 1 or count > 100:
         raise UsageError(f"--count must be between 1 and 100, got {count}")
     profile = platform(platform_id)
+    audit_log().check_appendable()  # the personas must not exist without their records
     created = []
     with registry() as reg:
         draw = FingerprintDrawer(reg, notify=notify)
@@ -247,6 +248,8 @@ def _choose_persona(
     active = reg.active(profile.id)
     if active is not None:
         return active, False
+    # Promoting or creating is a change the audit trail must be able to record.
+    audit_log().check_appendable()
     standby = reg.list(platform=profile.id, status="standby")
     if standby:
         # The pool exists to be used: the oldest standby persona becomes active.
@@ -577,6 +580,7 @@ def rotate(
     profile = platform(platform_id)
     station = paths.current()
     with platform_lock(station, profile.id, action="rotated"):
+        audit_log().check_appendable()  # a rotation without its records must not happen
         with registry() as reg:
             current = reg.active(profile.id)
             now = reg.clock()
