@@ -7,7 +7,7 @@ this module prints; it reports progress through a `notify` callback.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
@@ -233,6 +233,62 @@ def _browser(effective: EffectivePolicy) -> BrowserExecutable:
     )
 
 
+PLATFORM_WAIT_SECONDS = 30.0
+
+
+@contextlib.contextmanager
+def _platform_turn(
+    station: paths.StationPaths, platform_id: str, *, timeout: float = PLATFORM_WAIT_SECONDS
+) -> Iterator[None]:
+    """The platform's lock, waited for: another open holds it only while it unseals."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    with ExitStack() as stack:
+        while True:
+            try:
+                stack.enter_context(platform_lock(station, platform_id, action="opened or rotated"))
+            except BusyError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+            else:
+                break
+        yield
+
+
+def _choose_in_turn(
+    station: paths.StationPaths,
+    policy: Policy,
+    profile: PlatformProfile,
+    persona_id: str | None,
+    notify: Notify,
+) -> tuple[ExitStack, Persona, bool, _Egress]:
+    """Choose (or create) the persona to open while holding the platform's lock.
+
+    Choosing and taking the persona's lock are one step to other stations:
+    ten first opens at once make one persona and one browser, and the other
+    nine are told it is already open. The returned stack holds the platform
+    lock; the caller closes it once it holds the persona's lock.
+    """
+    choosing = ExitStack()
+    choosing.enter_context(_platform_turn(station, profile.id))
+    try:
+        with registry() as reg:
+            required = _proxy_required(reg, policy, profile, persona_id)
+            persona, created = _choose_persona(reg, profile, persona_id, notify)
+            if is_locked(station, persona.id):
+                raise BusyError(
+                    f"persona {persona.id} is already open in another station session; "
+                    "close that browser first"
+                )
+            egress = _egress(reg, persona, profile, required=required)
+    except BaseException:
+        choosing.close()
+        raise
+    return choosing, persona, created, egress
+
+
 def _choose_persona(
     reg: Registry, profile: PlatformProfile, persona_id: str | None, notify: Notify
 ) -> tuple[Persona, bool]:
@@ -423,10 +479,10 @@ def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in o
     except StationError as exc:
         notify(f"warning: blocked personas past their retention were not shredded: {exc}")
     station = paths.current()
-    with registry() as reg:
-        required = _proxy_required(reg, effective.policy, profile, persona_id)
-        persona, created = _choose_persona(reg, profile, persona_id, notify)
-        egress = _egress(reg, persona, profile, required=required)
+    # Held until the persona's own lock is taken (closing it again is harmless).
+    choosing, persona, created, egress = _choose_in_turn(
+        station, effective.policy, profile, persona_id, notify
+    )
     if created:
         notify(f"created persona {persona.id} for {profile.id}")
     fingerprint = Fingerprint.from_dict(persona.fingerprint)
@@ -446,6 +502,7 @@ def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in o
                     on_recovered=lambda r: audit("persona.recovered", persona, resealed=r.resealed),
                 )
             )
+            choosing.close()  # the persona's own lock now keeps other stations off it
             spec = build_launch(
                 browser=browser,
                 fingerprint=fingerprint,
@@ -505,6 +562,7 @@ def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in o
             # asyncio put the default handlers back; sealing must not be interrupted.
             deferred.install()
     finally:
+        choosing.close()
         deferred.restore()
         if opened and outcome is None:
             # The browser failed to start or the session broke off: every opened
@@ -579,7 +637,7 @@ def rotate(
     """
     profile = platform(platform_id)
     station = paths.current()
-    with platform_lock(station, profile.id, action="rotated"):
+    with platform_lock(station, profile.id, action="opened or rotated"):
         audit_log().check_appendable()  # a rotation without its records must not happen
         with registry() as reg:
             current = reg.active(profile.id)
