@@ -150,6 +150,7 @@ def test_healthy_machine_passes(tmp_path: Path) -> None:
         "disk",
         "clock",
         "personas",
+        "permissions",
         "persona variety",
         "browser policy",
     ]

@@ -117,8 +117,11 @@ def verify(
     """Check the audit log's hash chain; exit non-zero naming the first bad line.
 
     Detects edited, removed, inserted and reordered records and a last line cut
-    mid-way. A tail cut exactly between records cannot be seen from the file
-    alone; compare with the copy your log collector holds.
+    mid-way, and, against the chain's anchor (its last record, kept in the
+    registry under a key in the OS keyring), records cut off the end, an
+    emptied or deleted log, and a chain rewritten to the end. Someone who can
+    read the key out of the keyring can still forge both: compare with the
+    copy your log collector holds.
 
     Example: station audit verify --json
     """
