@@ -43,6 +43,7 @@ from outreach_station.errors import (
     EnvironmentProblem,
     IntegrityError,
     SecurityError,
+    StateError,
     StationError,
     UsageError,
 )
@@ -100,6 +101,7 @@ class EventName(StrEnum):
     PERSONA_PROXY_SET = "persona.proxy_set"
     PERSONA_PROXY_CLEARED = "persona.proxy_cleared"
     PERSONA_FINGERPRINT_REFRESHED = "persona.fingerprint_refreshed"
+    AUDIT_RESTARTED = "audit.restarted"
 
 
 @dataclass(frozen=True)
@@ -514,6 +516,23 @@ class ChainAnchor:
                 self.log_id
             )
 
+    def restart(self) -> None:
+        """Anchor an empty chain, once a damaged log has been set aside (`AuditLog.restart`)."""
+        from outreach_station.registry import AnchorRow, Registry
+
+        keyring = self._keyring()
+        key = self._key(keyring)
+        if key is None and keyring is not None:
+            from outreach_station.vault.backends import MASTER_KEY_BYTES, store_master_key
+
+            key = secrets.token_bytes(MASTER_KEY_BYTES)
+            store_master_key(keyring, self.entry, key)
+        mac = self._mac(key, 0, GENESIS, None) if key is not None else None
+        with Registry(self.registry) as reg, reg.transaction():
+            reg.reset_audit_anchor(
+                self.log_id, AnchorRow(count=0, last_hash=GENESIS, pending=None, mac=mac)
+            )
+
     @contextlib.contextmanager
     def advancing(self) -> Iterator[_Advance]:
         """Hold the anchor while one record is appended (the caller holds the log's lock)."""
@@ -655,16 +674,28 @@ class AuditLog:
         unreadable (`EnvironmentProblem`), damaged at its end or cut short
         against its anchor (`IntegrityError`) stops it before it changes state.
         """
+        if not os.path.lexists(self.path):
+            # Not created here: a check changes nothing. Where it would go must be writable.
+            where = next(p for p in (self.path.parent, *self.path.parents) if p.exists())
+            if not os.access(where, os.W_OK):
+                raise EnvironmentProblem(
+                    f"cannot create audit log {self.path}: {where} is read-only"
+                )
+            self._check_head(None)
+            return
         fd = self._open_for_append()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             last, _fragment = self._tail(fd)
-            if self.anchor is not None:
-                head, _hashes = self.anchor.head()
-                if head is not None:
-                    _Advance(self.anchor, None, head, None).check(self.path, last)
+            self._check_head(last)
         finally:
             os.close(fd)
+
+    def _check_head(self, last: AuditEvent | None) -> None:
+        if self.anchor is not None:
+            head, _hashes = self.anchor.head()
+            if head is not None:
+                _Advance(self.anchor, None, head, None).check(self.path, last)
 
     def append(
         self,
@@ -709,6 +740,41 @@ class AuditLog:
         finally:
             os.close(fd)  # also releases the lock
         return record
+
+    def restart(self) -> tuple[Path | None, AuditEvent]:
+        """Set a damaged log aside as evidence and start a new chain whose first record says so.
+
+        Refused (`StateError`) while the log is intact. The damaged file is
+        renamed, never changed, and the new chain's first record names it and
+        how far it was intact, so the restart itself is on the record that
+        the log collector receives.
+        """
+        if self.anchor is None:
+            raise UsageError(f"audit log {self.path} has no anchor; nothing to restart")
+        try:
+            verdict = self.verify()
+        except IntegrityError as exc:  # the anchor itself was tampered with
+            verdict = VerifyResult(False, 0, None, exc.message)
+        if verdict.ok:
+            raise StateError(f"audit log {self.path} is intact; there is nothing to restart")
+        stamp = self._clock().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        evidence = self.path.with_name(f"{self.path.name}.broken-{stamp}")
+        if os.path.lexists(evidence):
+            raise StateError(f"{evidence} exists already; try again in a second")
+        kept: Path | None = None
+        if os.path.lexists(self.path):
+            os.rename(self.path, evidence)
+            kept = evidence
+        self.anchor.restart()
+        record = self.append(
+            EventName.AUDIT_RESTARTED,
+            detail={
+                "set_aside": kept.name if kept is not None else "none",
+                "intact_records": verdict.count,
+                "first_bad_line": verdict.first_bad_line or 0,
+            },
+        )
+        return kept, record
 
     def _next(
         self,

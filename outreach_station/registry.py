@@ -445,6 +445,11 @@ class Registry:
             [(log, seq, digest) for seq, digest in (hashes or {}).items()],
         )
 
+    def reset_audit_anchor(self, log: str, row: AnchorRow) -> None:
+        """Forget a set-aside chain's hashes and store `row`; call inside `transaction()`."""
+        self._conn.execute("DELETE FROM audit_hashes WHERE log = ?", (log,))
+        self.set_audit_anchor(log, row)
+
 
 @dataclass(frozen=True)
 class AnchorRow:

@@ -18,7 +18,7 @@ import pytest
 
 from outreach_station import api
 from outreach_station.audit import GENESIS, AuditLog, record_hash
-from outreach_station.errors import ExitCode
+from outreach_station.errors import ExitCode, IntegrityError
 
 SEEDED = 8
 
@@ -209,3 +209,60 @@ def test_doctor_does_not_call_a_deleted_log_ok() -> None:
     finding = check_audit(path)
     assert finding.verdict == "fail", finding
     assert f"{SEEDED} records missing from the end" in finding.detail
+
+
+@pytest.mark.parametrize("tamper", ["truncate-tail-2", "delete-file", "damaged-last-line"])
+def test_restart_sets_a_damaged_log_aside_and_records_it(tamper: str, runner: Any) -> None:
+    path = _seed()
+    TAMPERINGS[tamper](path)
+    damaged = path.read_bytes() if path.exists() else None
+    assert runner.invoke(["persona", "new", "demo"]).exit_code == ExitCode.INTEGRITY
+
+    result = runner.invoke(["audit", "restart"])
+
+    assert result.exit_code == 0, result.stderr
+    kept = sorted(path.parent.glob("audit.jsonl.broken-*"))
+    if damaged is None:
+        assert kept == []
+        assert result.stdout.startswith("Damaged audit log was missing; a new log starts")
+    else:
+        assert [k.read_bytes() for k in kept] == [damaged]  # evidence kept as it was
+        assert result.stdout.startswith(f"Damaged audit log kept as {kept[0]}; a new log starts")
+    (first,) = _records(path)
+    assert first["event"] == "audit.restarted"
+    assert first["seq"] == 1
+    assert runner.invoke(["audit", "verify"]).exit_code == 0
+    assert runner.invoke(["persona", "new", "demo"]).exit_code == 0
+    assert runner.invoke(["audit", "verify"]).exit_code == 0
+
+
+def test_restart_refuses_an_intact_log(runner: Any) -> None:
+    path = _seed()
+    before = path.read_bytes()
+    result = runner.invoke(["audit", "restart"])
+    assert result.exit_code == ExitCode.STATE
+    assert result.stderr.strip() == (
+        f"station: error: audit log {path} is intact; there is nothing to restart"
+    )
+    assert path.read_bytes() == before
+    assert list(path.parent.glob("audit.jsonl.broken-*")) == []
+
+
+def test_an_edited_anchor_is_refused() -> None:
+    import sqlite3
+
+    from outreach_station import paths
+
+    path = _seed()
+    _cut_tail(2)(path)
+    with sqlite3.connect(paths.current().registry) as conn:
+        # Someone who also edits the registry to match the cut log: the MAC gives it away.
+        conn.execute("UPDATE audit_anchors SET count = count - 2")
+        conn.execute("DELETE FROM audit_hashes WHERE seq > ?", (SEEDED - 2,))
+    log = api.audit_log()
+    with pytest.raises(IntegrityError, match="fails its MAC check"):
+        log.verify()
+    with sqlite3.connect(paths.current().registry) as conn:
+        conn.execute("DELETE FROM audit_anchors")
+    with pytest.raises(IntegrityError, match="is missing although the OS keyring holds its key"):
+        log.verify()

@@ -144,3 +144,22 @@ def verify(
         )
     if not as_json:
         typer.echo(f"Audit log intact: {_records(result.count)} in {log.path}")
+
+
+@app.command()
+def restart() -> None:
+    """Set a damaged audit log aside as evidence and start a new one that records it.
+
+    Only for a log that `station audit verify` calls damaged: the damaged file
+    is renamed beside the log, never changed, and the new log's first record
+    names it. Report the damage to IT before you run this.
+
+    Example: station audit restart
+    """
+    log = _log()
+    kept, record = log.restart()
+    was = f"kept as {kept}" if kept is not None else "was missing"
+    typer.echo(
+        f"Damaged audit log {was}; a new log starts with record {record.seq} "
+        f"({record.event.value}) in {log.path}"
+    )
