@@ -94,7 +94,7 @@ def audit_log() -> AuditLog:
     from outreach_station.audit import AuditLog, ChainAnchor, default_path
 
     path = effective_policy().policy.audit.path or default_path()
-    return AuditLog(path, anchor=ChainAnchor(paths.current().registry, path))
+    return AuditLog(path, anchor=ChainAnchor(paths.current().audit_anchor, path))
 
 
 def audit(event: str, persona: Persona | None = None, **detail: str | int | bool) -> None:

@@ -31,6 +31,7 @@ import os
 import re
 import secrets
 import socket
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,7 +52,6 @@ from outreach_station.paths import StationPaths
 from outreach_station.paths import current as current_paths
 
 if TYPE_CHECKING:
-    from outreach_station.registry import AnchorRow, Registry
     from outreach_station.vault.backends import KeyringBackend
 
 GENESIS: Final = "0" * 64
@@ -419,12 +419,94 @@ class ChainHead:
     pending: str | None = None
 
 
+@dataclass(frozen=True)
+class AnchorRow:
+    """The chain's head as stored: `mac` is None when no OS keyring was usable."""
+
+    count: int
+    last_hash: str
+    pending: str | None
+    mac: str | None
+
+
+_ANCHOR_SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS anchors (log TEXT PRIMARY KEY, "
+    "count INTEGER NOT NULL CHECK (count >= 0), last_hash TEXT NOT NULL, pending TEXT, mac TEXT)",
+    "CREATE TABLE IF NOT EXISTS hashes (log TEXT NOT NULL, seq INTEGER NOT NULL, "
+    "hash TEXT NOT NULL, PRIMARY KEY (log, seq))",
+)
+
+
+class _AnchorStore:
+    """The anchor's SQLite file: one head and the anchored hashes per log."""
+
+    def __init__(self, path: Path) -> None:
+        from outreach_station.paths import create_private_file, ensure_private_dir
+
+        ensure_private_dir(path.parent)
+        try:
+            create_private_file(path)
+            self._conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            for statement in _ANCHOR_SCHEMA:
+                self._conn.execute(statement)
+        except (OSError, sqlite3.Error) as exc:
+            raise EnvironmentProblem(
+                f"cannot use the audit anchor at {path}: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
+
+    def __enter__(self) -> _AnchorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def row(self, log: str) -> AnchorRow | None:
+        found = self._conn.execute(
+            "SELECT count, last_hash, pending, mac FROM anchors WHERE log = ?", (log,)
+        ).fetchone()
+        if found is None:
+            return None
+        count, last_hash, pending, mac = found
+        return AnchorRow(count=int(count), last_hash=str(last_hash), pending=pending, mac=mac)
+
+    def hashes(self, log: str) -> dict[int, str]:
+        rows = self._conn.execute("SELECT seq, hash FROM hashes WHERE log = ?", (log,))
+        return {int(seq): str(digest) for seq, digest in rows}
+
+    def store(self, log: str, row: AnchorRow, hashes: Mapping[int, str] | None = None) -> None:
+        self._conn.execute(
+            "INSERT INTO anchors (log, count, last_hash, pending, mac) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (log) DO UPDATE SET count = excluded.count, "
+            "last_hash = excluded.last_hash, pending = excluded.pending, mac = excluded.mac",
+            (log, row.count, row.last_hash, row.pending, row.mac),
+        )
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO hashes (log, seq, hash) VALUES (?, ?, ?)",
+            [(log, seq, digest) for seq, digest in (hashes or {}).items()],
+        )
+
+    def reset(self, log: str, row: AnchorRow) -> None:
+        self._conn.execute("DELETE FROM hashes WHERE log = ?", (log,))
+        self.store(log, row)
+
+
 # Anchor keys read from the keyring by this process, by keyring entry.
 _ANCHOR_KEYS: dict[str, bytes] = {}
 
 
 class ChainAnchor:
-    """The head of one audit log, kept in the registry under a MAC keyed in the OS keyring.
+    """The head of one audit log, kept beside the registry under a MAC keyed in the OS keyring.
 
     The log alone cannot show a tail cut cleanly between records, an emptied
     or deleted file, or a chain rewritten from some record to the end: what
@@ -436,14 +518,19 @@ class ChainAnchor:
 
     Without a usable OS keyring (a machine in passphrase mode, say) the head
     is stored without a MAC: it still catches a cut, emptied, deleted or
-    rewritten log, but not someone who edits the registry along with it.
+    rewritten log, but not someone who edits the anchor's file along with it.
+
+    The anchor has its own SQLite file (`StationPaths.audit_anchor`) rather
+    than a table in the registry: records are appended while a registry
+    write transaction is open (a kit change), which a second writer on the
+    same database would wait for.
     Once a key exists for the log, a head without a valid MAC is refused.
     """
 
     ENTRY_PREFIX: Final = "audit-anchor/"
 
-    def __init__(self, registry: Path, log: Path) -> None:
-        self.registry = registry
+    def __init__(self, store: Path, log: Path) -> None:
+        self.store = store
         # Not resolve(): a log replaced by a symlink must not become another log.
         self.log_id = os.path.abspath(log)
         digest = hashlib.sha256(self.log_id.encode("utf-8")).hexdigest()[:16]
@@ -465,18 +552,18 @@ class ChainAnchor:
     def _checked(
         self, row: AnchorRow | None, keyring: KeyringBackend | None, key: bytes | None
     ) -> ChainHead | None:
-        where = f"the audit anchor of {self.log_id} in {self.registry}"
+        where = f"the audit anchor of {self.log_id} in {self.store}"
         if row is None:
             if key is not None:
                 raise IntegrityError(
-                    f"{where} is missing although the OS keyring holds its key (the registry "
-                    "was edited or replaced); keep both as evidence and report it to IT"
+                    f"{where} is missing although the OS keyring holds its key (the anchor's "
+                    "file was edited or replaced); keep both as evidence and report it to IT"
                 )
             return None
         if row.mac is None:
             if key is not None:
                 raise IntegrityError(
-                    f"{where} has lost its MAC (edited outside station); keep the registry and "
+                    f"{where} has lost its MAC (edited outside station); keep its file and "
                     "the log as evidence and report it to IT"
                 )
         elif key is None:
@@ -493,7 +580,7 @@ class ChainAnchor:
             row.mac, self._mac(key, row.count, row.last_hash, row.pending)
         ):
             raise IntegrityError(
-                f"{where} fails its MAC check: it was edited outside station; keep the registry "
+                f"{where} fails its MAC check: it was edited outside station; keep its file "
                 "and the log as evidence and report it to IT"
             )
         return ChainHead(count=row.count, last_hash=row.last_hash, pending=row.pending)
@@ -505,21 +592,15 @@ class ChainAnchor:
 
     def head(self) -> tuple[ChainHead | None, dict[int, str]]:
         """The checked head (None before the first anchored record) and the anchored hashes."""
-        from outreach_station.registry import Registry
-
         keyring = self._keyring()
         key = self._key(keyring)
-        if not self.registry.exists():
+        if not self.store.exists():
             return self._checked(None, keyring, key), {}
-        with Registry(self.registry) as reg:
-            return self._checked(reg.audit_anchor(self.log_id), keyring, key), reg.audit_hashes(
-                self.log_id
-            )
+        with _AnchorStore(self.store) as db:
+            return self._checked(db.row(self.log_id), keyring, key), db.hashes(self.log_id)
 
     def restart(self) -> None:
         """Anchor an empty chain, once a damaged log has been set aside (`AuditLog.restart`)."""
-        from outreach_station.registry import AnchorRow, Registry
-
         keyring = self._keyring()
         key = self._key(keyring)
         if key is None and keyring is not None:
@@ -528,24 +609,20 @@ class ChainAnchor:
             key = secrets.token_bytes(MASTER_KEY_BYTES)
             store_master_key(keyring, self.entry, key)
         mac = self._mac(key, 0, GENESIS, None) if key is not None else None
-        with Registry(self.registry) as reg, reg.transaction():
-            reg.reset_audit_anchor(
-                self.log_id, AnchorRow(count=0, last_hash=GENESIS, pending=None, mac=mac)
-            )
+        with _AnchorStore(self.store) as db, db.transaction():
+            db.reset(self.log_id, AnchorRow(count=0, last_hash=GENESIS, pending=None, mac=mac))
 
     @contextlib.contextmanager
     def advancing(self) -> Iterator[_Advance]:
         """Hold the anchor while one record is appended (the caller holds the log's lock)."""
-        from outreach_station.registry import Registry
-
         key = _ANCHOR_KEYS.get(self.entry)
         keyring = None
         if key is None:
             # The keyring costs tens of milliseconds a call: once per process and log.
             keyring = self._keyring()
             key = self._key(keyring)
-        with Registry(self.registry) as reg:
-            head = self._checked(reg.audit_anchor(self.log_id), keyring, key)
+        with _AnchorStore(self.store) as db:
+            head = self._checked(db.row(self.log_id), keyring, key)
             if key is None and keyring is not None:
                 # First anchored record of this log (or the first with a keyring here).
                 from outreach_station.vault.backends import MASTER_KEY_BYTES, store_master_key
@@ -554,7 +631,7 @@ class ChainAnchor:
                 store_master_key(keyring, self.entry, key)
             if key is not None:
                 _ANCHOR_KEYS[self.entry] = key
-            yield _Advance(self, reg, head, key)
+            yield _Advance(self, db, head, key)
 
 
 class _Advance:
@@ -563,12 +640,12 @@ class _Advance:
     def __init__(
         self,
         anchor: ChainAnchor,
-        reg: Registry | None,
+        db: _AnchorStore | None,
         head: ChainHead | None,
         key: bytes | None,
     ) -> None:
         self._anchor = anchor
-        self._reg = reg
+        self._db = db
         self._key = key
         self.head = head
         self._carried: dict[int, str] = {}
@@ -601,18 +678,16 @@ class _Advance:
             )
 
     def _store(self, count: int, last_hash: str, pending: str | None) -> None:
-        from outreach_station.registry import AnchorRow
-
         mac = (
             self._anchor._mac(self._key, count, last_hash, pending)
             if self._key is not None
             else None
         )
         row = AnchorRow(count=count, last_hash=last_hash, pending=pending, mac=mac)
-        if self._reg is None:
+        if self._db is None:
             raise RuntimeError("a checking-only anchor step cannot store")
-        with self._reg.transaction():
-            self._reg.set_audit_anchor(self._anchor.log_id, row, self._carried)
+        with self._db.transaction():
+            self._db.store(self._anchor.log_id, row, self._carried)
 
     def announce(self, last: AuditEvent | None, record: AuditEvent) -> None:
         """Before the write: the head stays, and names the record about to follow it."""
@@ -850,7 +925,7 @@ class AuditLog:
         must still have its hash. A recorded ``(seq, hash)`` pair passed as
         `anchor` (say from a log collector's copy) must be present as well.
         """
-        # Read first: a keyring or registry problem is reported before the file is judged.
+        # Read first: a keyring or anchor problem is reported before the file is judged.
         head, anchored = self.anchor.head() if self.anchor is not None else (None, {})
         data = self._read_all()
         if not data:

@@ -180,7 +180,7 @@ def check_audit(path: Path) -> Finding:
         )
     try:
         # Against its anchor: a deleted or cut log is not "0 records, intact".
-        result = AuditLog(path, anchor=ChainAnchor(paths.current().registry, path)).verify()
+        result = AuditLog(path, anchor=ChainAnchor(paths.current().audit_anchor, path)).verify()
     except (StationError, OSError) as exc:
         message = exc.message if isinstance(exc, StationError) else str(exc.strerror)
         return Finding(

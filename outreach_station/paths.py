@@ -55,6 +55,11 @@ class StationPaths:
         return self.home / "logs"
 
     @property
+    def audit_anchor(self) -> Path:
+        """The audit log's anchor (see `audit.ChainAnchor`): beside the registry, not in it."""
+        return self.home / "audit-anchor.sqlite3"
+
+    @property
     def user_config(self) -> Path:
         return self.home / "config.toml"
 
@@ -202,3 +207,11 @@ def ensure_private_dir(path: Path) -> Path:
         os.chmod(new, PRIVATE_DIR_MODE)  # mkdir's mode is filtered by the umask
     check_private_dir(path)
     return path
+
+
+def create_private_file(path: Path) -> None:
+    """Create `path` empty and 0600 if it does not exist (never through a symlink)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    except FileExistsError:
+        return

@@ -9,11 +9,10 @@ even against concurrent writers.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +26,7 @@ from outreach_station.errors import (
     StationError,
     UsageError,
 )
-from outreach_station.paths import ensure_private_dir
+from outreach_station.paths import create_private_file, ensure_private_dir
 
 Status = Literal["standby", "active", "blocked", "retired"]
 STATUSES: tuple[Status, ...] = ("standby", "active", "blocked", "retired")
@@ -90,24 +89,6 @@ MIGRATIONS: tuple[str, ...] = (
         updated TEXT NOT NULL
     );
     """,
-    # The audit log's anchor (outreach_station.audit.ChainAnchor): the chain's
-    # head as last appended, with a MAC whose key is in the OS keyring, and
-    # every record's hash so that `verify` can name the first rewritten one.
-    """
-    CREATE TABLE audit_anchors (
-        log TEXT PRIMARY KEY,
-        count INTEGER NOT NULL CHECK (count >= 0),
-        last_hash TEXT NOT NULL,
-        pending TEXT,
-        mac TEXT
-    );
-    CREATE TABLE audit_hashes (
-        log TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        hash TEXT NOT NULL,
-        PRIMARY KEY (log, seq)
-    );
-    """,
 )
 
 
@@ -163,17 +144,6 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _create_private_file(path: Path) -> None:
-    """Make the database file 0600 before SQLite does: it gives its -wal and -shm the same mode.
-
-    The registry holds kit details; SQLite would create it 0644 under the usual umask.
-    """
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-    except FileExistsError:
-        return
-
-
 class Registry:
     """Personas in SQLite. Use as a context manager so the connection is closed."""
 
@@ -182,7 +152,11 @@ class Registry:
         self.clock = clock
         try:
             ensure_private_dir(path.parent)
-            _create_private_file(path)
+        except EnvironmentProblem as exc:
+            raise EnvironmentProblem(f"cannot open the registry at {path}: {exc}") from None
+        try:
+            # 0600 before SQLite makes it 0644 (it holds kit details); -wal and -shm follow it.
+            create_private_file(path)
             self._conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
         except (OSError, sqlite3.OperationalError) as exc:
             raise EnvironmentProblem(
@@ -406,56 +380,3 @@ class Registry:
     def kit_rows(self) -> tuple[dict[str, str], ...]:
         """Every identity-kit row as stored, whatever the persona's status."""
         return tuple(dict(r) for r in self._conn.execute("SELECT * FROM kits ORDER BY persona_id"))
-
-    # -- the audit log's anchor (see outreach_station.audit.ChainAnchor) ---------
-
-    def audit_anchor(self, log: str) -> AnchorRow | None:
-        """The stored head of the audit log `log` (its absolute path), or None."""
-        row = self._conn.execute(
-            "SELECT count, last_hash, pending, mac FROM audit_anchors WHERE log = ?", (log,)
-        ).fetchone()
-        if row is None:
-            return None
-        return AnchorRow(
-            count=int(row["count"]),
-            last_hash=str(row["last_hash"]),
-            pending=row["pending"],
-            mac=row["mac"],
-        )
-
-    def audit_hashes(self, log: str) -> dict[int, str]:
-        """Every anchored record's hash by seq."""
-        rows = self._conn.execute(
-            "SELECT seq, hash FROM audit_hashes WHERE log = ? ORDER BY seq", (log,)
-        )
-        return {int(seq): str(digest) for seq, digest in rows}
-
-    def set_audit_anchor(
-        self, log: str, row: AnchorRow, hashes: Mapping[int, str] | None = None
-    ) -> None:
-        """Store a new head (and record hashes); call inside `transaction()`."""
-        self._conn.execute(
-            "INSERT INTO audit_anchors (log, count, last_hash, pending, mac) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (log) DO UPDATE SET count = excluded.count, "
-            "last_hash = excluded.last_hash, pending = excluded.pending, mac = excluded.mac",
-            (log, row.count, row.last_hash, row.pending, row.mac),
-        )
-        self._conn.executemany(
-            "INSERT OR REPLACE INTO audit_hashes (log, seq, hash) VALUES (?, ?, ?)",
-            [(log, seq, digest) for seq, digest in (hashes or {}).items()],
-        )
-
-    def reset_audit_anchor(self, log: str, row: AnchorRow) -> None:
-        """Forget a set-aside chain's hashes and store `row`; call inside `transaction()`."""
-        self._conn.execute("DELETE FROM audit_hashes WHERE log = ?", (log,))
-        self.set_audit_anchor(log, row)
-
-
-@dataclass(frozen=True)
-class AnchorRow:
-    """The audit chain's head as stored: `mac` is None when no OS keyring was usable."""
-
-    count: int
-    last_hash: str
-    pending: str | None
-    mac: str | None

@@ -255,14 +255,14 @@ def test_an_edited_anchor_is_refused() -> None:
 
     path = _seed()
     _cut_tail(2)(path)
-    with sqlite3.connect(paths.current().registry) as conn:
-        # Someone who also edits the registry to match the cut log: the MAC gives it away.
-        conn.execute("UPDATE audit_anchors SET count = count - 2")
-        conn.execute("DELETE FROM audit_hashes WHERE seq > ?", (SEEDED - 2,))
+    with sqlite3.connect(paths.current().audit_anchor) as conn:
+        # Someone who also edits the anchor's file to match the cut log: the MAC gives it away.
+        conn.execute("UPDATE anchors SET count = count - 2")
+        conn.execute("DELETE FROM hashes WHERE seq > ?", (SEEDED - 2,))
     log = api.audit_log()
     with pytest.raises(IntegrityError, match="fails its MAC check"):
         log.verify()
-    with sqlite3.connect(paths.current().registry) as conn:
-        conn.execute("DELETE FROM audit_anchors")
+    with sqlite3.connect(paths.current().audit_anchor) as conn:
+        conn.execute("DELETE FROM anchors")
     with pytest.raises(IntegrityError, match="is missing although the OS keyring holds its key"):
         log.verify()

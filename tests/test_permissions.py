@@ -53,7 +53,14 @@ def test_station_home_is_private_whatever_the_umask(
     _use_the_home(runner)
     home = isolation
     names = {p.name for p in home.rglob("*")}
-    assert {"registry.sqlite3", "audit.jsonl", "vault.json", "personas", "locks"} <= names
+    assert {
+        "registry.sqlite3",
+        "audit-anchor.sqlite3",
+        "audit.jsonl",
+        "vault.json",
+        "personas",
+        "locks",
+    } <= names
     assert _exposed(home) == []
     # SQLite's side files take the database's mode.
     for side in home.glob("registry.sqlite3-*"):
