@@ -274,6 +274,8 @@ def _choose_in_turn(
     choosing = ExitStack()
     choosing.enter_context(_platform_turn(station, profile.id))
     try:
+        # Opening, promoting or creating a persona must not happen without its records.
+        audit_log().check_appendable()
         with registry() as reg:
             required = _proxy_required(reg, policy, profile, persona_id)
             persona, created = _choose_persona(reg, profile, persona_id, notify)
@@ -304,8 +306,6 @@ def _choose_persona(
     active = reg.active(profile.id)
     if active is not None:
         return active, False
-    # Promoting or creating is a change the audit trail must be able to record.
-    audit_log().check_appendable()
     standby = reg.list(platform=profile.id, status="standby")
     if standby:
         # The pool exists to be used: the oldest standby persona becomes active.

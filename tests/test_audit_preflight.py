@@ -88,18 +88,26 @@ def test_rotate_refused_before_changing_anything(breakage: str, runner: Any) -> 
     assert _log_bytes(log) == log_before
 
 
-def test_first_open_refused_before_creating_a_persona(runner: Any) -> None:
-    # A log that cannot take the record must not get a persona created at open either.
-    api.audit("vault.initialised", mode="keyring")
+@pytest.mark.parametrize("existing", [False, True], ids=["first-open", "active-persona"])
+def test_open_refused_before_creating_or_opening_a_persona(existing: bool, runner: Any) -> None:
+    if existing:
+        api.create_persona("demo")
+    else:
+        api.audit("vault.initialised", mode="keyring")
+        assert api.list_personas() == []
     log = api.audit_log().path
     _damage_last_line(log)
-    from outreach_station.api import _choose_persona
-    from outreach_station.errors import IntegrityError
-    from outreach_station.registry import Registry
+    before, log_before = _registry_rows(), _log_bytes(log)
 
-    with Registry(paths.current().registry) as reg, pytest.raises(IntegrityError):
-        _choose_persona(reg, api.platform("demo"), None, lambda _m: None)
-    assert _registry_rows() == []
+    result = runner.invoke(["open", "demo", "--headless"])
+
+    _assert_refused(result, ExitCode.INTEGRITY, "is damaged at line", log)
+    assert _registry_rows() == before
+    with sqlite3.connect(paths.current().registry) as conn:
+        assert conn.execute("SELECT last_opened FROM personas").fetchall() == [
+            (None,) for _ in before
+        ]
+    assert _log_bytes(log) == log_before
 
 
 def test_an_intact_log_still_records_the_action(runner: Any) -> None:
