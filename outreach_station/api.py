@@ -280,9 +280,10 @@ def _choose_in_turn(
             required = _proxy_required(reg, policy, profile, persona_id)
             persona, created = _choose_persona(reg, profile, persona_id, notify)
             if is_locked(station, persona.id):
+                holder = _holder_pid(station, persona.id)
                 raise BusyError(
-                    f"persona {persona.id} is already open in another station session; "
-                    "close that browser first"
+                    f"persona {persona.id} is already open in another station session "
+                    f"(process {holder or '?'}); close that browser first"
                 )
             egress = _egress(reg, persona, profile, required=required)
     except BaseException:
