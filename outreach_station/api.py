@@ -7,7 +7,7 @@ this module prints; it reports progress through a `notify` callback.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
@@ -94,9 +94,10 @@ def registry() -> Registry:
 
 def audit_log() -> AuditLog:
     """The audit log, where the system policy puts it (else under STATION_HOME)."""
-    from outreach_station.audit import AuditLog, default_path
+    from outreach_station.audit import AuditLog, ChainAnchor, default_path
 
-    return AuditLog(effective_policy().policy.audit.path or default_path())
+    path = effective_policy().policy.audit.path or default_path()
+    return AuditLog(path, anchor=ChainAnchor(paths.current().audit_anchor, path))
 
 
 def audit(event: str, persona: Persona | None = None, **detail: str | int | bool) -> None:
@@ -126,6 +127,7 @@ def create_personas(
         raise UsageError(f"--count must be between 1 and 100, got {count}")
     validate_label(label)
     profile = platform(platform_id)
+    audit_log().check_appendable()  # the personas must not exist without their records
     created = []
     with registry() as reg:
         draw = FingerprintDrawer(reg, notify=notify)
@@ -233,6 +235,65 @@ def _browser(effective: EffectivePolicy) -> BrowserExecutable:
         policy_executable=chosen if by_system else None,
         user_executable=None if by_system else chosen,
     )
+
+
+PLATFORM_WAIT_SECONDS = 30.0
+
+
+@contextlib.contextmanager
+def _platform_turn(
+    station: paths.StationPaths, platform_id: str, *, timeout: float = PLATFORM_WAIT_SECONDS
+) -> Iterator[None]:
+    """The platform's lock, waited for: another open holds it only while it unseals."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    with ExitStack() as stack:
+        while True:
+            try:
+                stack.enter_context(platform_lock(station, platform_id, action="opened or rotated"))
+            except BusyError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+            else:
+                break
+        yield
+
+
+def _choose_in_turn(
+    station: paths.StationPaths,
+    policy: Policy,
+    profile: PlatformProfile,
+    persona_id: str | None,
+    notify: Notify,
+) -> tuple[ExitStack, Persona, bool, _Egress]:
+    """Choose (or create) the persona to open while holding the platform's lock.
+
+    Choosing and taking the persona's lock are one step to other stations:
+    ten first opens at once make one persona and one browser, and the other
+    nine are told it is already open. The returned stack holds the platform
+    lock; the caller closes it once it holds the persona's lock.
+    """
+    choosing = ExitStack()
+    choosing.enter_context(_platform_turn(station, profile.id))
+    try:
+        # Opening, promoting or creating a persona must not happen without its records.
+        audit_log().check_appendable()
+        with registry() as reg:
+            required = _proxy_required(reg, policy, profile, persona_id)
+            persona, created = _choose_persona(reg, profile, persona_id, notify)
+            if is_locked(station, persona.id):
+                holder = _holder_pid(station, persona.id)
+                raise BusyError(
+                    f"persona {persona.id} is already open in another station session "
+                    f"(process {holder or '?'}); close that browser first"
+                )
+            egress = _egress(reg, persona, profile, required=required)
+    except BaseException:
+        choosing.close()
+        raise
+    return choosing, persona, created, egress
 
 
 def _choose_persona(
@@ -435,10 +496,10 @@ def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in o
     except StationError as exc:
         notify(f"warning: blocked personas past their retention were not shredded: {exc}")
     station = paths.current()
-    with registry() as reg:
-        required = _proxy_required(reg, effective.policy, profile, persona_id)
-        persona, created = _choose_persona(reg, profile, persona_id, notify)
-        egress = _egress(reg, persona, profile, required=required)
+    # Held until the persona's own lock is taken (closing it again is harmless).
+    choosing, persona, created, egress = _choose_in_turn(
+        station, effective.policy, profile, persona_id, notify
+    )
     if created:
         notify(f"created persona {persona.id} for {profile.id}")
     fingerprint = Fingerprint.from_dict(persona.fingerprint)
@@ -458,6 +519,7 @@ def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in o
                     on_recovered=lambda r: audit("persona.recovered", persona, resealed=r.resealed),
                 )
             )
+            choosing.close()  # the persona's own lock now keeps other stations off it
             spec = build_launch(
                 browser=browser,
                 fingerprint=fingerprint,
@@ -519,6 +581,7 @@ def open_platform(  # noqa: PLR0915 - one session, step by step, reads best in o
             # asyncio put the default handlers back; sealing must not be interrupted.
             deferred.install()
     finally:
+        choosing.close()
         deferred.restore()
         if opened and outcome is None:
             # The browser failed to start or the session broke off: every opened
@@ -594,7 +657,8 @@ def rotate(
     validate_reason(reason)
     profile = platform(platform_id)
     station = paths.current()
-    with platform_lock(station, profile.id, action="rotated"):
+    with platform_lock(station, profile.id, action="opened or rotated"):
+        audit_log().check_appendable()  # a rotation without its records must not happen
         with registry() as reg:
             current = reg.active(profile.id)
             now = reg.clock()

@@ -21,24 +21,38 @@ few lines of Python or jq from this description.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
+import hmac
 import json
 import os
 import re
+import secrets
 import socket
-from collections.abc import Callable, Mapping
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from outreach_station.errors import EnvironmentProblem, IntegrityError, SecurityError, UsageError
+from outreach_station.errors import (
+    EnvironmentProblem,
+    IntegrityError,
+    SecurityError,
+    StateError,
+    StationError,
+    UsageError,
+)
 from outreach_station.paths import StationPaths
 from outreach_station.paths import current as current_paths
+
+if TYPE_CHECKING:
+    from outreach_station.vault.backends import KeyringBackend
 
 GENESIS: Final = "0" * 64
 AUDIT_FILE_NAME: Final = "audit.jsonl"
@@ -87,6 +101,7 @@ class EventName(StrEnum):
     PERSONA_PROXY_SET = "persona.proxy_set"
     PERSONA_PROXY_CLEARED = "persona.proxy_cleared"
     PERSONA_FINGERPRINT_REFRESHED = "persona.fingerprint_refreshed"
+    AUDIT_RESTARTED = "audit.restarted"
 
 
 @dataclass(frozen=True)
@@ -386,6 +401,320 @@ def _split_lines(data: bytes) -> tuple[list[bytes], bytes]:
     return lines, rest
 
 
+def _records_text(count: int) -> str:
+    return f"{count} record" if count == 1 else f"{count} records"
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The chain's head as the anchor last saw it: `count` records, the last with `last_hash`.
+
+    `pending` is the hash of a record being appended at that moment: a crash
+    between writing it and moving the head leaves exactly that record after
+    the head, which is then not a forgery.
+    """
+
+    count: int
+    last_hash: str
+    pending: str | None = None
+
+
+@dataclass(frozen=True)
+class AnchorRow:
+    """The chain's head as stored: `mac` is None when no OS keyring was usable."""
+
+    count: int
+    last_hash: str
+    pending: str | None
+    mac: str | None
+
+
+_ANCHOR_SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS anchors (log TEXT PRIMARY KEY, "
+    "count INTEGER NOT NULL CHECK (count >= 0), last_hash TEXT NOT NULL, pending TEXT, mac TEXT)",
+    "CREATE TABLE IF NOT EXISTS hashes (log TEXT NOT NULL, seq INTEGER NOT NULL, "
+    "hash TEXT NOT NULL, PRIMARY KEY (log, seq))",
+)
+
+
+class _AnchorStore:
+    """The anchor's SQLite file: one head and the anchored hashes per log."""
+
+    def __init__(self, path: Path) -> None:
+        from outreach_station.paths import create_private_file, ensure_private_dir
+
+        ensure_private_dir(path.parent)
+        try:
+            create_private_file(path)
+            self._conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            for statement in _ANCHOR_SCHEMA:
+                self._conn.execute(statement)
+        except (OSError, sqlite3.Error) as exc:
+            raise EnvironmentProblem(
+                f"cannot use the audit anchor at {path}: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
+
+    def __enter__(self) -> _AnchorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def row(self, log: str) -> AnchorRow | None:
+        found = self._conn.execute(
+            "SELECT count, last_hash, pending, mac FROM anchors WHERE log = ?", (log,)
+        ).fetchone()
+        if found is None:
+            return None
+        count, last_hash, pending, mac = found
+        return AnchorRow(count=int(count), last_hash=str(last_hash), pending=pending, mac=mac)
+
+    def hashes(self, log: str) -> dict[int, str]:
+        rows = self._conn.execute("SELECT seq, hash FROM hashes WHERE log = ?", (log,))
+        return {int(seq): str(digest) for seq, digest in rows}
+
+    def store(self, log: str, row: AnchorRow, hashes: Mapping[int, str] | None = None) -> None:
+        self._conn.execute(
+            "INSERT INTO anchors (log, count, last_hash, pending, mac) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (log) DO UPDATE SET count = excluded.count, "
+            "last_hash = excluded.last_hash, pending = excluded.pending, mac = excluded.mac",
+            (log, row.count, row.last_hash, row.pending, row.mac),
+        )
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO hashes (log, seq, hash) VALUES (?, ?, ?)",
+            [(log, seq, digest) for seq, digest in (hashes or {}).items()],
+        )
+
+    def reset(self, log: str, row: AnchorRow) -> None:
+        self._conn.execute("DELETE FROM hashes WHERE log = ?", (log,))
+        self.store(log, row)
+
+
+# Anchor keys read from the keyring by this process, by keyring entry.
+_ANCHOR_KEYS: dict[str, bytes] = {}
+
+
+class ChainAnchor:
+    """The head of one audit log, kept beside the registry under a MAC keyed in the OS keyring.
+
+    The log alone cannot show a tail cut cleanly between records, an emptied
+    or deleted file, or a chain rewritten from some record to the end: what
+    is left is a valid chain. The anchor remembers how long the chain was and
+    how it ended, in a place a person editing their files does not rewrite
+    along with the log, and with a MAC they cannot recompute without reading
+    the key out of their keyring. Every anchored record's hash is kept too,
+    so that `verify` names the first rewritten record.
+
+    Without a usable OS keyring (a machine in passphrase mode, say) the head
+    is stored without a MAC: it still catches a cut, emptied, deleted or
+    rewritten log, but not someone who edits the anchor's file along with it.
+
+    The anchor has its own SQLite file (`StationPaths.audit_anchor`) rather
+    than a table in the registry: records are appended while a registry
+    write transaction is open (a kit change), which a second writer on the
+    same database would wait for.
+    Once a key exists for the log, a head without a valid MAC is refused.
+    """
+
+    ENTRY_PREFIX: Final = "audit-anchor/"
+
+    def __init__(self, store: Path, log: Path) -> None:
+        self.store = store
+        # Not resolve(): a log replaced by a symlink must not become another log.
+        self.log_id = os.path.abspath(log)
+        digest = hashlib.sha256(self.log_id.encode("utf-8")).hexdigest()[:16]
+        self.entry = self.ENTRY_PREFIX + digest
+
+    def _keyring(self) -> KeyringBackend | None:
+        from outreach_station.vault.backends import check_backend
+
+        try:
+            return check_backend()
+        except StationError:
+            return None  # no OS-protected keyring here: the head is kept without a MAC
+
+    def _mac(self, key: bytes, count: int, last_hash: str, pending: str | None) -> str:
+        message = f"outreach-station audit anchor\n{self.log_id}\n{count}\n{last_hash}\n"
+        message += pending or ""
+        return hmac.new(key, message.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def _checked(
+        self, row: AnchorRow | None, keyring: KeyringBackend | None, key: bytes | None
+    ) -> ChainHead | None:
+        where = f"the audit anchor of {self.log_id} in {self.store}"
+        if row is None:
+            if key is not None:
+                raise IntegrityError(
+                    f"{where} is missing although the OS keyring holds its key (the anchor's "
+                    "file was edited or replaced); keep both as evidence and report it to IT"
+                )
+            return None
+        if row.mac is None:
+            if key is not None:
+                raise IntegrityError(
+                    f"{where} has lost its MAC (edited outside station); keep its file and "
+                    "the log as evidence and report it to IT"
+                )
+        elif key is None:
+            if keyring is None:
+                raise EnvironmentProblem(
+                    f"{where} can only be checked with its key in the OS keyring, and no "
+                    "usable keyring is available; log in to the desktop session and retry"
+                )
+            raise IntegrityError(
+                f"the key of {where} is missing from the OS keyring (deleted outside "
+                "station); report it to IT"
+            )
+        elif not hmac.compare_digest(
+            row.mac, self._mac(key, row.count, row.last_hash, row.pending)
+        ):
+            raise IntegrityError(
+                f"{where} fails its MAC check: it was edited outside station; keep its file "
+                "and the log as evidence and report it to IT"
+            )
+        return ChainHead(count=row.count, last_hash=row.last_hash, pending=row.pending)
+
+    def _key(self, keyring: KeyringBackend | None) -> bytes | None:
+        from outreach_station.vault.backends import read_master_key
+
+        return read_master_key(keyring, self.entry) if keyring is not None else None
+
+    def head(self) -> tuple[ChainHead | None, dict[int, str]]:
+        """The checked head (None before the first anchored record) and the anchored hashes."""
+        keyring = self._keyring()
+        key = self._key(keyring)
+        if not self.store.exists():
+            return self._checked(None, keyring, key), {}
+        with _AnchorStore(self.store) as db:
+            return self._checked(db.row(self.log_id), keyring, key), db.hashes(self.log_id)
+
+    def restart(self) -> None:
+        """Anchor an empty chain, once a damaged log has been set aside (`AuditLog.restart`)."""
+        keyring = self._keyring()
+        key = self._key(keyring)
+        if key is None and keyring is not None:
+            from outreach_station.vault.backends import MASTER_KEY_BYTES, store_master_key
+
+            key = secrets.token_bytes(MASTER_KEY_BYTES)
+            store_master_key(keyring, self.entry, key)
+        mac = self._mac(key, 0, GENESIS, None) if key is not None else None
+        with _AnchorStore(self.store) as db, db.transaction():
+            db.reset(self.log_id, AnchorRow(count=0, last_hash=GENESIS, pending=None, mac=mac))
+
+    @contextlib.contextmanager
+    def advancing(self) -> Iterator[_Advance]:
+        """Hold the anchor while one record is appended (the caller holds the log's lock)."""
+        key = _ANCHOR_KEYS.get(self.entry)
+        keyring = None
+        if key is None:
+            # The keyring costs tens of milliseconds a call: once per process and log.
+            keyring = self._keyring()
+            key = self._key(keyring)
+        with _AnchorStore(self.store) as db:
+            head = self._checked(db.row(self.log_id), keyring, key)
+            if key is None and keyring is not None:
+                # First anchored record of this log (or the first with a keyring here).
+                from outreach_station.vault.backends import MASTER_KEY_BYTES, store_master_key
+
+                key = secrets.token_bytes(MASTER_KEY_BYTES)
+                store_master_key(keyring, self.entry, key)
+            if key is not None:
+                _ANCHOR_KEYS[self.entry] = key
+            yield _Advance(self, db, head, key)
+
+
+class _Advance:
+    """One append's two steps on the anchor: announce the record, then move the head to it."""
+
+    def __init__(
+        self,
+        anchor: ChainAnchor,
+        db: _AnchorStore | None,
+        head: ChainHead | None,
+        key: bytes | None,
+    ) -> None:
+        self._anchor = anchor
+        self._db = db
+        self._key = key
+        self.head = head
+        self._carried: dict[int, str] = {}
+
+    def check(self, path: Path, last: AuditEvent | None) -> None:
+        """Refuse to chain onto a log that does not end where the anchor says it does."""
+        head = self.head
+        if head is None:
+            return  # a log from before anchoring, or a new one: adopted as it is
+        problem: str | None = None
+        if last is None:
+            if head.count:
+                problem = (
+                    f"{_records_text(head.count)} missing from the end "
+                    "(the log was emptied or deleted)"
+                )
+        elif last.seq == head.count and last.hash == head.last_hash:
+            return
+        elif (last.seq, last.prev, last.hash) == (head.count + 1, head.last_hash, head.pending):
+            self._carried[last.seq] = last.hash  # written just before a crash: anchor it now
+            return
+        elif last.seq < head.count:
+            problem = f"{_records_text(head.count - last.seq)} missing from the end"
+        else:
+            problem = f"its last record (seq {last.seq}) does not match the anchor"
+        if problem is not None:
+            raise IntegrityError(
+                f"audit log {path} does not match its anchor: {problem}; refusing to append "
+                "to it, run `station audit verify` and report it to IT"
+            )
+
+    def _store(self, count: int, last_hash: str, pending: str | None) -> None:
+        mac = (
+            self._anchor._mac(self._key, count, last_hash, pending)
+            if self._key is not None
+            else None
+        )
+        row = AnchorRow(count=count, last_hash=last_hash, pending=pending, mac=mac)
+        if self._db is None:
+            raise RuntimeError("a checking-only anchor step cannot store")
+        with self._db.transaction():
+            self._db.store(self._anchor.log_id, row, self._carried)
+
+    def announce(self, last: AuditEvent | None, record: AuditEvent) -> None:
+        """Before the write: the head stays, and names the record about to follow it."""
+        count, last_hash = (last.seq, last.hash) if last is not None else (0, GENESIS)
+        self._store(count, last_hash, record.hash)
+
+    def advance(self, record: AuditEvent) -> None:
+        """After the write is durable: the head is the new record."""
+        self._carried[record.seq] = record.hash
+        self._store(record.seq, record.hash, None)
+
+
+class _Unanchored:
+    """Stands in for `_Advance` when a log has no anchor (tests, a log copied for study)."""
+
+    head: ChainHead | None = None
+
+    def check(self, path: Path, last: AuditEvent | None) -> None:
+        return None
+
+    def announce(self, last: AuditEvent | None, record: AuditEvent) -> None:
+        return None
+
+    def advance(self, record: AuditEvent) -> None:
+        return None
+
+
 class AuditLog:
     """The audit log at `path`: append under an exclusive lock, read, verify.
 
@@ -396,9 +725,52 @@ class AuditLog:
     never see half a line from a live writer.
     """
 
-    def __init__(self, path: Path, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        anchor: ChainAnchor | None = None,
+    ) -> None:
         self.path = path
         self._clock = clock or _utc_now
+        self.anchor = anchor
+
+    def _anchored(self) -> contextlib.AbstractContextManager[_Advance | _Unanchored]:
+        if self.anchor is None:
+            return contextlib.nullcontext(_Unanchored())
+        return self.anchor.advancing()
+
+    def check_appendable(self) -> None:
+        """Raise what `append` would raise about the file, before a caller changes anything.
+
+        An action and its record must not come apart: a command checks this
+        first, so that a log that is a symbolic link (`SecurityError`),
+        unreadable (`EnvironmentProblem`), damaged at its end or cut short
+        against its anchor (`IntegrityError`) stops it before it changes state.
+        """
+        if not os.path.lexists(self.path):
+            # Not created here: a check changes nothing. Where it would go must be writable.
+            where = next(p for p in (self.path.parent, *self.path.parents) if p.exists())
+            if not os.access(where, os.W_OK):
+                raise EnvironmentProblem(
+                    f"cannot create audit log {self.path}: {where} is read-only"
+                )
+            self._check_head(None)
+            return
+        fd = self._open_for_append()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            last, _fragment = self._tail(fd)
+            self._check_head(last)
+        finally:
+            os.close(fd)
+
+    def _check_head(self, last: AuditEvent | None) -> None:
+        if self.anchor is not None:
+            head, _hashes = self.anchor.head()
+            if head is not None:
+                _Advance(self.anchor, None, head, None).check(self.path, last)
 
     def append(
         self,
@@ -423,37 +795,89 @@ class AuditLog:
         persona_id = _check_id("persona", persona)
         platform_id = _check_id("platform", platform)
         checked = validate_detail(detail)
-        user, host = _os_user(), socket.gethostname()
 
         fd = self._open_for_append()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            last, fragment = self._tail(fd)
-            # Time is read under the lock so file order and time order agree
-            # (unless the system clock itself steps back).
-            body: dict[str, Any] = {
-                "seq": last.seq + 1 if last else 1,
-                "time": format_time(self._clock()),
-                "user": user,
-                "host": host,
-                "event": name.value,
-                "persona": persona_id,
-                "platform": platform_id,
-                "detail": checked,
-                "prev": last.hash if last else GENESIS,
-            }
-            body["hash"] = record_hash(body)
-            record = _parse_record(
-                json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-            )
-            data = record.to_line().encode("utf-8") + b"\n"
-            if fragment:
-                data = b"\n" + data
-            _write_all(fd, data)
-            os.fsync(fd)
+            with self._anchored() as step:
+                last, fragment = self._tail(fd)
+                step.check(self.path, last)
+                record = self._next(
+                    last, name, persona=persona_id, platform=platform_id, detail=checked
+                )
+                data = record.to_line().encode("utf-8") + b"\n"
+                if fragment:
+                    data = b"\n" + data
+                step.announce(last, record)
+                _write_all(fd, data)
+                os.fsync(fd)
+                step.advance(record)
         finally:
             os.close(fd)  # also releases the lock
         return record
+
+    def restart(self) -> tuple[Path | None, AuditEvent]:
+        """Set a damaged log aside as evidence and start a new chain whose first record says so.
+
+        Refused (`StateError`) while the log is intact. The damaged file is
+        renamed, never changed, and the new chain's first record names it and
+        how far it was intact, so the restart itself is on the record that
+        the log collector receives.
+        """
+        if self.anchor is None:
+            raise UsageError(f"audit log {self.path} has no anchor; nothing to restart")
+        try:
+            verdict = self.verify()
+        except IntegrityError as exc:  # the anchor itself was tampered with
+            verdict = VerifyResult(False, 0, None, exc.message)
+        if verdict.ok:
+            raise StateError(f"audit log {self.path} is intact; there is nothing to restart")
+        stamp = self._clock().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        evidence = self.path.with_name(f"{self.path.name}.broken-{stamp}")
+        if os.path.lexists(evidence):
+            raise StateError(f"{evidence} exists already; try again in a second")
+        kept: Path | None = None
+        if os.path.lexists(self.path):
+            os.rename(self.path, evidence)
+            kept = evidence
+        self.anchor.restart()
+        record = self.append(
+            EventName.AUDIT_RESTARTED,
+            detail={
+                "set_aside": kept.name if kept is not None else "none",
+                "intact_records": verdict.count,
+                "first_bad_line": verdict.first_bad_line or 0,
+            },
+        )
+        return kept, record
+
+    def _next(
+        self,
+        last: AuditEvent | None,
+        name: EventName,
+        *,
+        persona: str | None,
+        platform: str | None,
+        detail: dict[str, DetailValue],
+    ) -> AuditEvent:
+        """The record that follows `last`; called under the log's lock."""
+        # Time is read under the lock so file order and time order agree
+        # (unless the system clock itself steps back).
+        body: dict[str, Any] = {
+            "seq": last.seq + 1 if last else 1,
+            "time": format_time(self._clock()),
+            "user": _os_user(),
+            "host": socket.gethostname(),
+            "event": name.value,
+            "persona": persona,
+            "platform": platform,
+            "detail": detail,
+            "prev": last.hash if last else GENESIS,
+        }
+        body["hash"] = record_hash(body)
+        return _parse_record(
+            json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        )
 
     def records(
         self, *, persona: str | None = None, since: datetime | None = None
@@ -494,14 +918,22 @@ class AuditLog:
         write).
 
         Not detectable from the file alone: a tail cut cleanly at a record
-        boundary (what remains is a valid shorter chain), or a rewrite that
-        recomputes every hash from the edit to the end. Catching those needs
-        an external anchor: a copy shipped to a log collector, or a recorded
-        ``(seq, hash)`` pair passed as `anchor`, which must then be present.
+        boundary (what remains is a valid shorter chain), an emptied or
+        deleted file, or a rewrite that recomputes every hash from the edit
+        to the end. The log's `ChainAnchor` (when it has one) catches those:
+        the chain must reach the anchored head, and every anchored record
+        must still have its hash. A recorded ``(seq, hash)`` pair passed as
+        `anchor` (say from a log collector's copy) must be present as well.
         """
+        # Read first: a keyring or anchor problem is reported before the file is judged.
+        head, anchored = self.anchor.head() if self.anchor is not None else (None, {})
         data = self._read_all()
         if not data:
-            return _anchor_result(anchor, 0, None, {}) or VerifyResult(True, 0, None, None)
+            return (
+                _anchor_result(anchor, 0, None, {})
+                or _head_result(head, anchored, {})
+                or VerifyResult(True, 0, None, None)
+            )
         lines, rest = _split_lines(data)
         prev_hash = GENESIS
         prev_seq = 0
@@ -525,8 +957,10 @@ class AuditLog:
         if rest:
             reason = "last line is incomplete (cut during a write, or truncated)"
             return VerifyResult(False, len(seen), len(lines) + 1, reason, _last(seen))
-        return _anchor_result(anchor, len(seen), len(lines) + 1, seen) or VerifyResult(
-            True, len(seen), None, None, _last(seen)
+        return (
+            _anchor_result(anchor, len(seen), len(lines) + 1, seen)
+            or _head_result(head, anchored, seen)
+            or VerifyResult(True, len(seen), None, None, _last(seen))
         )
 
     def _open_for_append(self) -> int:
@@ -611,6 +1045,57 @@ def _anchor_result(
         return VerifyResult(False, count, seq, reason, _last(seen))
     reason = f"record {seq} named by the anchor is missing (the log was truncated)"
     return VerifyResult(False, count, next_line or 1, reason, _last(seen))
+
+
+def _head_result(
+    head: ChainHead | None, anchored: Mapping[int, str], seen: dict[int, str]
+) -> VerifyResult | None:
+    """The verdict of an intact-looking chain against the anchor's head (None: it agrees)."""
+    if head is None:
+        return None
+    count = len(seen)
+    # The first anchored record the log no longer has as it was.
+    rewritten = next(
+        (seq for seq, digest in sorted(anchored.items()) if seq <= count and seen[seq] != digest),
+        None,
+    )
+    if (
+        rewritten is None
+        and head.count
+        and count >= head.count
+        and seen[head.count] != head.last_hash
+    ):
+        rewritten = head.count
+    if rewritten is not None:
+        return VerifyResult(
+            False,
+            rewritten - 1,
+            rewritten,
+            f"record {rewritten} does not match the anchor (the log was rewritten from there)",
+            seen.get(rewritten - 1),
+        )
+    if count < head.count:
+        missing = _records_text(head.count - count)
+        return VerifyResult(
+            False,
+            count,
+            count + 1,
+            f"{missing} missing from the end (the log was cut, emptied or deleted)",
+            _last(seen),
+        )
+    extra = count - head.count
+    if extra == 1 and seen[count] == head.pending:
+        return None  # written just before a crash, announced to the anchor beforehand
+    if extra:
+        return VerifyResult(
+            False,
+            head.count,
+            head.count + 1,
+            f"{_records_text(extra)} after record {head.count} were not written by station "
+            "(added behind the anchor)",
+            seen.get(head.count),
+        )
+    return None
 
 
 def _write_all(fd: int, data: bytes) -> None:

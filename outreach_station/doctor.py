@@ -8,10 +8,12 @@ free disk, where the managed browser policy lives) is a parameter.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
 import sys
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -183,7 +185,7 @@ def check_policy() -> tuple[Finding, object | None]:
 
 
 def check_audit(path: Path) -> Finding:
-    from outreach_station.audit import AuditLog
+    from outreach_station.audit import AuditLog, ChainAnchor
 
     where = _existing(path)
     if where != path and not where.is_dir():
@@ -198,7 +200,8 @@ def check_audit(path: Path) -> Finding:
             "audit log", "fail", f"{path} is not writable", f"give this user write access to {path}"
         )
     try:
-        result = AuditLog(path).verify()
+        # Against its anchor: a deleted or cut log is not "0 records, intact".
+        result = AuditLog(path, anchor=ChainAnchor(paths.current().audit_anchor, path)).verify()
     except (StationError, OSError) as exc:
         message = exc.message if isinstance(exc, StationError) else str(exc.strerror)
         return Finding(
@@ -322,6 +325,52 @@ def check_sealed_state() -> Finding:
     return Finding("sealed profiles", "ok", f"{len(personas)} personas, each at its generation")
 
 
+def _reachable_by_others(path: Path) -> str | None:
+    """Why another local account could reach `path`, or None if it cannot."""
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        return None  # a link's own mode means nothing; what it points at is checked where it is
+    if info.st_uid != os.geteuid():
+        return f"{path} belongs to uid {info.st_uid}"
+    if info.st_mode & 0o077:
+        return f"{path} is {stat.S_IMODE(info.st_mode):04o}"
+    return None
+
+
+def check_permissions(home: Path, runtime_base: Path) -> Finding:
+    """Nothing in the station home (nor the workspace root) is open to other local accounts.
+
+    The registry holds kit details and the persona ids; the locks and the
+    audit log say who works when. Other accounts on the laptop get none of it.
+    """
+    if not home.exists():
+        return Finding("permissions", "ok", f"{home} does not exist yet")
+    exposed = []
+    entries = [home]
+    for root, dirs, files in os.walk(home):
+        entries.extend(Path(root) / name for name in (*dirs, *files))
+    for entry in entries:
+        with contextlib.suppress(FileNotFoundError):  # a lock or temp file gone meanwhile
+            if (why := _reachable_by_others(entry)) is not None:
+                exposed.append(why)
+    if exposed:
+        more = f" and {len(exposed) - 1} more" if len(exposed) > 1 else ""
+        return Finding(
+            "permissions",
+            "fail",
+            f"other accounts can reach the station home: {exposed[0]}{more}",
+            f"chmod -R go= {home}",
+        )
+    if runtime_base.exists() and (why := _reachable_by_others(runtime_base)) is not None:
+        return Finding(
+            "permissions",
+            "fail",
+            f"the workspace root is not private: {why}",
+            f"ask IT to remove {runtime_base} (another account may have made it)",
+        )
+    return Finding("permissions", "ok", f"{home}: private to this account (0700/0600)")
+
+
 def check_managed_policy(policy: object | None, directory: Path | None) -> Finding:
     from outreach_station.lockdown import managed_policy_status
     from outreach_station.policy import Policy
@@ -372,6 +421,7 @@ def run_doctor(
     findings.append(check_clock(clock(), newest))
     findings.append(check_personas())
     findings.append(check_sealed_state())
+    findings.append(check_permissions(paths.station_home(), paths.runtime_base()[0]))
     findings.append(check_variety(inventory(), machine_cpus()))
     findings.append(check_managed_policy(policy, managed_dir))
     return DoctorReport(tuple(findings))

@@ -29,6 +29,7 @@ from outreach_station.errors import (
     UsageError,
 )
 from outreach_station.values import validate_label, validate_reason
+from outreach_station.paths import create_private_file, ensure_private_dir
 
 Status = Literal["standby", "active", "blocked", "retired"]
 STATUSES: tuple[Status, ...] = ("standby", "active", "blocked", "retired")
@@ -192,7 +193,12 @@ class Registry:
         self.path = path
         self.clock = clock
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            ensure_private_dir(path.parent)
+        except EnvironmentProblem as exc:
+            raise EnvironmentProblem(f"cannot open the registry at {path}: {exc}") from None
+        try:
+            # 0600 before SQLite makes it 0644 (it holds kit details); -wal and -shm follow it.
+            create_private_file(path)
             self._conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise EnvironmentProblem(

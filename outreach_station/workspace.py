@@ -44,12 +44,8 @@ class PersonaLock:
 
 
 def _mkdir_private(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise EnvironmentProblem(
-            f"cannot create {path}: {exc.strerror}; check that STATION_HOME is writable"
-        ) from None
+    # Also the runtime base, which another account could have made first in /dev/shm.
+    paths.ensure_private_dir(path)
 
 
 @contextlib.contextmanager
@@ -445,7 +441,10 @@ def open_workspace(
         _mkdir_private(workspace.home)
         _move_cookies_off_the_keyring(workspace, notify)
         marker = _marker(station, persona_id)
-        marker.write_text(json.dumps({"opened": _now(), "workspace": str(directory)}))
+        marker.unlink(missing_ok=True)
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(json.dumps({"opened": _now(), "workspace": str(directory)}))
         try:
             yield workspace
         finally:

@@ -152,6 +152,7 @@ def test_healthy_machine_passes(tmp_path: Path) -> None:
         "clock",
         "personas",
         "sealed profiles",
+        "permissions",
         "persona variety",
         "browser policy",
     ]

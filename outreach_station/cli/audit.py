@@ -133,8 +133,11 @@ def verify(
     """Check the audit log's hash chain; exit non-zero naming the first bad line.
 
     Detects edited, removed, inserted and reordered records and a last line cut
-    mid-way. A tail cut exactly between records cannot be seen from the file
-    alone; compare with the copy your log collector holds.
+    mid-way, and, against the chain's anchor (its last record, kept in the
+    registry under a key in the OS keyring), records cut off the end, an
+    emptied or deleted log, and a chain rewritten to the end. Someone who can
+    read the key out of the keyring can still forge both: compare with the
+    copy your log collector holds.
 
     Example: station audit verify --json
     """
@@ -157,3 +160,22 @@ def verify(
         )
     if not as_json:
         typer.echo(f"Audit log intact: {_records(result.count)} in {log.path}")
+
+
+@app.command()
+def restart() -> None:
+    """Set a damaged audit log aside as evidence and start a new one that records it.
+
+    Only for a log that `station audit verify` calls damaged: the damaged file
+    is renamed beside the log, never changed, and the new log's first record
+    names it. Report the damage to IT before you run this.
+
+    Example: station audit restart
+    """
+    log = _log()
+    kept, record = log.restart()
+    was = f"kept as {kept}" if kept is not None else "was missing"
+    typer.echo(
+        f"Damaged audit log {was}; a new log starts with record {record.seq} "
+        f"({record.event.value}) in {log.path}"
+    )

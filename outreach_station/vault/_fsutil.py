@@ -16,8 +16,10 @@ PRIVATE_DIR = 0o700
 
 
 def ensure_private_dir(path: Path) -> None:
-    """Create `path` (and parents) 0700 if missing; existing modes are left alone."""
-    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    """Create `path` (and missing parents) 0700 whatever the umask; refuse one not ours."""
+    from outreach_station.paths import ensure_private_dir as ensure
+
+    ensure(path)
 
 
 def fsync_dir(path: Path) -> None:

@@ -186,7 +186,7 @@ def test_listing_a_damaged_log_warns_on_stderr() -> None:
 def test_every_command_has_help_with_an_example() -> None:
     group = typer.main.get_group(app)
     commands = {"": group, **group.commands}
-    assert set(commands) == {"", "verify"}
+    assert set(commands) == {"", "verify", "restart"}
     for name, command in commands.items():
         assert command.help and "Example: station audit" in command.help, name
         out = run(*([name] if name else []), "--help")
