@@ -12,8 +12,8 @@ import contextlib
 import os
 import platform
 import shutil
-import sys
 import stat
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
