@@ -195,7 +195,9 @@ def test_open_on_read_only_home_is_one_line(tmp_path: Path) -> None:
 
 
 def test_full_disk_is_one_line(tmp_path: Path) -> None:
-    result = _in_private_mount(tmp_path, "size=100k,mode=0700", ["persona", "new", "demo", "--count", "100"])
+    result = _in_private_mount(
+        tmp_path, "size=100k,mode=0700", ["persona", "new", "demo", "--count", "100"]
+    )
     assert result.returncode == ExitCode.ENVIRONMENT, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [
