@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -33,12 +34,20 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     from outreach_station.browser import find_browser
     from outreach_station.errors import BrowserError
 
+    with _scratch_cache():
+        try:
+            find_browser()
+        except BrowserError as exc:
+            pytest.exit(str(exc), 3)
+
+
+@contextlib.contextmanager
+def _scratch_cache() -> Iterator[None]:
+    """A throwaway XDG_CACHE_HOME: find_browser caches the engine version there, not at home."""
     saved = os.environ.get("XDG_CACHE_HOME")
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="station-test-cache-")
     try:
-        find_browser()  # it caches the engine version: not in the real home
-    except BrowserError as exc:
-        pytest.exit(str(exc), 3)
+        yield
     finally:
         shutil.rmtree(os.environ["XDG_CACHE_HOME"], ignore_errors=True)
         if saved is None:
@@ -102,16 +111,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     wanted = {m for item in items for m in ("keyring", "headed", "browser") if m in item.keywords}
     if not wanted:
         return
-    saved = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="station-test-cache-")
-    try:
-        missing = _missing_parts()  # find_browser caches the engine version: not in the real home
-    finally:
-        shutil.rmtree(os.environ["XDG_CACHE_HOME"], ignore_errors=True)
-        if saved is None:
-            del os.environ["XDG_CACHE_HOME"]
-        else:
-            os.environ["XDG_CACHE_HOME"] = saved
+    with _scratch_cache():
+        missing = _missing_parts()
     for item in items:
         for marker, reason in missing.items():
             if marker in item.keywords:
