@@ -4,6 +4,7 @@
 #   bash setup.sh demo   # install what is missing, then: station open demo
 #   bash setup.sh test   # install what is missing, then: the whole test suite
 #   bash setup.sh bench  # install what is missing, then: the benchmarks in bench/
+#   bash setup.sh drill  # install what is missing, then: the kill drills in bench/
 #   bash setup.sh        # install only
 #
 # As root, missing Debian/Ubuntu packages are installed with apt-get; otherwise
@@ -11,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 job="${1:-install}"
-case "$job" in demo|test|bench|install) ;; *) echo "usage: bash setup.sh [demo|test|bench|install]" >&2; exit 2 ;; esac
+case "$job" in demo|test|bench|drill|install) ;; *) echo "usage: bash setup.sh [demo|test|bench|drill|install]" >&2; exit 2 ;; esac
 
 PYTHON="${PYTHON:-python3}"
 VENV="${STATION_VENV:-.venv}"
@@ -53,7 +54,7 @@ if [ "$job" != install ]; then
   command -v gnome-keyring-daemon >/dev/null || missing+=(gnome-keyring)
   command -v dbus-run-session >/dev/null || missing+=(dbus dbus-x11)
 fi
-if [ "$job" = test ] || [ "$job" = bench ]; then
+if [ "$job" = test ] || [ "$job" = bench ] || [ "$job" = drill ]; then
   command -v Xvfb >/dev/null || missing+=(xvfb xauth)
   command -v gnome-keyring-daemon >/dev/null || missing+=(gnome-keyring)
   command -v dbus-run-session >/dev/null || missing+=(dbus dbus-x11)
@@ -124,7 +125,7 @@ case "$job" in
       "$0/bin/station" open demo "${@}"
     ' "$VENV" "${headless[@]}"
     ;;
-  test|bench)
+  test|bench|drill)
     # A real Secret Service for the keyring tests: gnome-keyring in a private D-Bus
     # session, keeping its keyring in a fresh directory so that no keyring of this
     # machine's user (with another password) is touched or gets in the way.
@@ -140,6 +141,12 @@ case "$job" in
       if [ "$job" = bench ]; then
         PYTHONPATH=. "${venvs[0]}/bin/python" bench/bench_open.py
         PYTHONPATH=. "${venvs[0]}/bin/python" bench/bench_seal.py
+        exit
+      fi
+      if [ "$job" = drill ]; then
+        # SIGKILL at five moments of a session, and what a killed browser loses.
+        PYTHONPATH=. "${venvs[0]}/bin/python" bench/drill_seal_kill.py --rounds 10
+        PYTHONPATH=. "${venvs[0]}/bin/python" bench/drill_kill_window.py
         exit
       fi
       # Keyring, browser and display tests must run here, never be skipped.
