@@ -31,7 +31,6 @@ import os
 import re
 import secrets
 import socket
-import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,6 +49,12 @@ from outreach_station.errors import (
 )
 from outreach_station.paths import StationPaths
 from outreach_station.paths import current as current_paths
+from outreach_station.storage import (
+    AnchorRow,
+    AnchorStore,
+    existing_anchor_store,
+    open_anchor_store,
+)
 
 if TYPE_CHECKING:
     from outreach_station.vault.backends import KeyringBackend
@@ -419,88 +424,6 @@ class ChainHead:
     pending: str | None = None
 
 
-@dataclass(frozen=True)
-class AnchorRow:
-    """The chain's head as stored: `mac` is None when no OS keyring was usable."""
-
-    count: int
-    last_hash: str
-    pending: str | None
-    mac: str | None
-
-
-_ANCHOR_SCHEMA: Final = (
-    "CREATE TABLE IF NOT EXISTS anchors (log TEXT PRIMARY KEY, "
-    "count INTEGER NOT NULL CHECK (count >= 0), last_hash TEXT NOT NULL, pending TEXT, mac TEXT)",
-    "CREATE TABLE IF NOT EXISTS hashes (log TEXT NOT NULL, seq INTEGER NOT NULL, "
-    "hash TEXT NOT NULL, PRIMARY KEY (log, seq))",
-)
-
-
-class _AnchorStore:
-    """The anchor's SQLite file: one head and the anchored hashes per log."""
-
-    def __init__(self, path: Path) -> None:
-        from outreach_station.paths import create_private_file, ensure_private_dir
-
-        ensure_private_dir(path.parent)
-        try:
-            create_private_file(path)
-            self._conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            for statement in _ANCHOR_SCHEMA:
-                self._conn.execute(statement)
-        except (OSError, sqlite3.Error) as exc:
-            raise EnvironmentProblem(
-                f"cannot use the audit anchor at {path}: {getattr(exc, 'strerror', None) or exc}"
-            ) from None
-
-    def __enter__(self) -> _AnchorStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._conn.close()
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
-
-    def row(self, log: str) -> AnchorRow | None:
-        found = self._conn.execute(
-            "SELECT count, last_hash, pending, mac FROM anchors WHERE log = ?", (log,)
-        ).fetchone()
-        if found is None:
-            return None
-        count, last_hash, pending, mac = found
-        return AnchorRow(count=int(count), last_hash=str(last_hash), pending=pending, mac=mac)
-
-    def hashes(self, log: str) -> dict[int, str]:
-        rows = self._conn.execute("SELECT seq, hash FROM hashes WHERE log = ?", (log,))
-        return {int(seq): str(digest) for seq, digest in rows}
-
-    def store(self, log: str, row: AnchorRow, hashes: Mapping[int, str] | None = None) -> None:
-        self._conn.execute(
-            "INSERT INTO anchors (log, count, last_hash, pending, mac) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (log) DO UPDATE SET count = excluded.count, "
-            "last_hash = excluded.last_hash, pending = excluded.pending, mac = excluded.mac",
-            (log, row.count, row.last_hash, row.pending, row.mac),
-        )
-        self._conn.executemany(
-            "INSERT OR REPLACE INTO hashes (log, seq, hash) VALUES (?, ?, ?)",
-            [(log, seq, digest) for seq, digest in (hashes or {}).items()],
-        )
-
-    def reset(self, log: str, row: AnchorRow) -> None:
-        self._conn.execute("DELETE FROM hashes WHERE log = ?", (log,))
-        self.store(log, row)
-
-
 # Anchor keys read from the keyring by this process, by keyring entry.
 _ANCHOR_KEYS: dict[str, bytes] = {}
 
@@ -594,9 +517,10 @@ class ChainAnchor:
         """The checked head (None before the first anchored record) and the anchored hashes."""
         keyring = self._keyring()
         key = self._key(keyring)
-        if not self.store.exists():
+        found = existing_anchor_store(self.store)
+        if found is None:
             return self._checked(None, keyring, key), {}
-        with _AnchorStore(self.store) as db:
+        with found as db:
             return self._checked(db.row(self.log_id), keyring, key), db.hashes(self.log_id)
 
     def restart(self) -> None:
@@ -609,7 +533,7 @@ class ChainAnchor:
             key = secrets.token_bytes(MASTER_KEY_BYTES)
             store_master_key(keyring, self.entry, key)
         mac = self._mac(key, 0, GENESIS, None) if key is not None else None
-        with _AnchorStore(self.store) as db, db.transaction():
+        with open_anchor_store(self.store) as db, db.transaction():
             db.reset(self.log_id, AnchorRow(count=0, last_hash=GENESIS, pending=None, mac=mac))
 
     @contextlib.contextmanager
@@ -621,7 +545,7 @@ class ChainAnchor:
             # The keyring costs tens of milliseconds a call: once per process and log.
             keyring = self._keyring()
             key = self._key(keyring)
-        with _AnchorStore(self.store) as db:
+        with open_anchor_store(self.store) as db:
             head = self._checked(db.row(self.log_id), keyring, key)
             if key is None and keyring is not None:
                 # First anchored record of this log (or the first with a keyring here).
@@ -640,7 +564,7 @@ class _Advance:
     def __init__(
         self,
         anchor: ChainAnchor,
-        db: _AnchorStore | None,
+        db: AnchorStore | None,
         head: ChainHead | None,
         key: bytes | None,
     ) -> None:

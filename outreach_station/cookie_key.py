@@ -17,8 +17,6 @@ PKCS#7). `v10` uses the password "peanuts", `v11` the keyring's.
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,38 +92,31 @@ def migrate_profile(
     profile: Path, password: Callable[[], bytes | None] = keyring_password
 ) -> Migrated:
     """Re-encrypt every `v11` cookie value of the profile as `v10`; the browser must not run."""
+    from outreach_station.storage.chromium_cookies import rewrite_values
+
     moved = left = 0
     asked: list[bytes | None] = []
-    for store in sorted(profile.glob("*/Cookies")):
-        with contextlib.closing(sqlite3.connect(store, isolation_level=None)) as conn:
+
+    def recrypt(rows: list[tuple[int, bytes]]) -> dict[int, bytes]:
+        nonlocal moved, left
+        if not asked:
+            asked.append(password())
+        secret = asked[0]
+        if secret is None:
+            left += len(rows)
+            return {}
+        old, new = _key(secret), _key(_BASIC_PASSWORD)
+        done: dict[int, bytes] = {}
+        for rowid, value in rows:
             try:
-                rows = conn.execute(
-                    "SELECT rowid, encrypted_value FROM cookies "
-                    "WHERE substr(encrypted_value, 1, 3) = ?",
-                    (V11,),
-                ).fetchall()
-            except sqlite3.DatabaseError:
-                continue  # not a cookie store this code knows: the browser decides
-            if not rows:
+                plaintext = _decrypt(old, value[len(V11) :])
+            except ValueError:
+                left += 1
                 continue
-            if not asked:
-                asked.append(password())
-            secret = asked[0]
-            if secret is None:
-                left += len(rows)
-                continue
-            old, new = _key(secret), _key(_BASIC_PASSWORD)
-            conn.execute("BEGIN IMMEDIATE")
-            for rowid, value in rows:
-                try:
-                    plaintext = _decrypt(old, bytes(value)[len(V11) :])
-                except ValueError:
-                    left += 1
-                    continue
-                conn.execute(
-                    "UPDATE cookies SET encrypted_value = ? WHERE rowid = ?",
-                    (V10 + _encrypt(new, plaintext), rowid),
-                )
-                moved += 1
-            conn.execute("COMMIT")
+            done[rowid] = V10 + _encrypt(new, plaintext)
+            moved += 1
+        return done
+
+    for store in sorted(profile.glob("*/Cookies")):
+        rewrite_values(store, V11, recrypt)
     return Migrated(moved=moved, left=left)

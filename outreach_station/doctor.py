@@ -99,17 +99,18 @@ def check_python(version: tuple[int, ...] | None = None) -> Finding:
 
 
 def check_browser() -> Finding:
-    from outreach_station import api
+    from outreach_station.context import Station
 
+    station = Station.load()
     try:
         try:
-            effective = api.effective_policy()
+            station.effective  # noqa: B018 - loaded here so that a bad policy falls back below
         except StationError:
             from outreach_station.browser import find_browser
 
             found = find_browser()
         else:
-            found = api._browser(effective)  # honours the policy's choice
+            found = station.browser  # honours the policy's choice
     except StationError as exc:
         return Finding(
             "browser",
@@ -274,13 +275,13 @@ def check_clock(now: datetime, newest_record: datetime | None) -> Finding:
 
 
 def check_personas() -> Finding:
-    from outreach_station.registry import Registry
+    from outreach_station.storage import open_store
     from outreach_station.workspace import is_locked, needs_recovery
 
     station = paths.current()
     if not station.registry.exists():
         return Finding("personas", "ok", "no personas yet")
-    with Registry(station.registry) as reg:
+    with open_store(station) as reg:
         personas = reg.list()
     left = [p for p in personas if needs_recovery(station, p.id) and not is_locked(station, p.id)]
     if left:
@@ -298,13 +299,13 @@ def check_personas() -> Finding:
 
 def check_sealed_state() -> Finding:
     """Each persona's sealed profile is the generation the registry expects (none put back)."""
-    from outreach_station.registry import Registry
+    from outreach_station.storage import open_store
     from outreach_station.workspace import SealedState, is_locked, needs_recovery
 
     station = paths.current()
     if not station.registry.exists():
         return Finding("sealed profiles", "ok", "no personas yet")
-    with Registry(station.registry) as reg:
+    with open_store(station) as reg:
         personas = [p for p in reg.list() if p.status != "retired"]
     problems = [
         problem

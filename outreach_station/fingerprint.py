@@ -21,7 +21,8 @@ import json
 import os
 import secrets
 import struct
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
+from contextlib import suppress
 from dataclasses import asdict, dataclass, fields
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -384,3 +385,38 @@ def fingerprint_args(fingerprint: Fingerprint, engine_major: int, *, headless: b
         height = fingerprint.viewport_height + min(85, max(chrome_ui, 0))
         return [f"--window-size={fingerprint.viewport_width},{height}"]
     return [f"--user-agent={fingerprint.user_agent(engine_major)}"]
+
+
+class FingerprintDrawer:
+    """Draws fingerprints that none of `existing` (stored fingerprints) already presents.
+
+    Blocked and retired personas count too: a rotated persona must not look
+    like the device the platform just blocked.
+    """
+
+    def __init__(
+        self,
+        existing: Collection[Mapping[str, Any]],
+        *,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
+        from outreach_station.fonts import inventory
+
+        self._fonts = inventory()
+        self._notify = notify
+        self._taken: set[str] = set()
+        for stored in existing:
+            with suppress(StateError, TypeError, ValueError):
+                self._taken.add(Fingerprint.from_dict(dict(stored)).device_key(self._fonts.notable))
+
+    def __call__(self, profile: PlatformProfile) -> Fingerprint:
+        fingerprint = generate(profile, fonts=self._fonts, avoid=self._taken)
+        key = fingerprint.device_key(self._fonts.notable)
+        if key in self._taken and self._notify is not None:
+            self._notify(
+                "warning: the new persona looks like the same device as another persona: this "
+                "machine offers too few screens, font families or processors to tell them "
+                "apart (see 'station doctor')"
+            )
+        self._taken.add(key)
+        return fingerprint

@@ -35,7 +35,6 @@ import os
 import re
 import secrets
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
@@ -55,7 +54,9 @@ from outreach_station.errors import (
     StationError,
     UsageError,
 )
-from outreach_station.registry import Persona, Registry, validate_persona_id
+from outreach_station.ids import validate_persona_id
+from outreach_station.personas import Persona
+from outreach_station.storage import Store, UniqueConflict
 
 # The service name the vault uses for the master key, so all of station's
 # entries sit together in the keyring (vault.backends.SERVICE).
@@ -244,15 +245,17 @@ def normalise_secret(field: str, raw: str) -> str:
 
 
 @contextmanager
-def _registry(registry: Registry | None) -> Iterator[Registry]:
+def _registry(registry: Store | None) -> Iterator[Store]:
     if registry is not None:
         yield registry
         return
-    with Registry(paths.current().registry) as opened:
+    from outreach_station.storage import open_store
+
+    with open_store(paths.current()) as opened:
         yield opened
 
 
-def _persona(reg: Registry, persona_id: str) -> Persona:
+def _persona(reg: Store, persona_id: str) -> Persona:
     return reg.get(validate_persona_id(persona_id))
 
 
@@ -275,7 +278,7 @@ def _same(field: str, a: str, b: str) -> bool:
     return a.lower() == b.lower() if field in ("username", "email") else a == b
 
 
-def kit_in_use_elsewhere(registry: Registry, persona_id: str, field: str, value: str) -> bool:
+def kit_in_use_elsewhere(registry: Store, persona_id: str, field: str, value: str) -> bool:
     """Whether another persona (any status, any platform) already carries this detail.
 
     `value` is compared in its stored form, so "+46 70-123 45 67" matches
@@ -293,14 +296,14 @@ def kit_in_use_elsewhere(registry: Registry, persona_id: str, field: str, value:
     )
 
 
-def get_kit(persona_id: str, *, registry: Registry | None = None) -> Kit:
+def get_kit(persona_id: str, *, registry: Store | None = None) -> Kit:
     """The persona's kit (all fields empty if none was recorded)."""
     with _registry(registry) as reg:
         _persona(reg, persona_id)
         return _kit_from_row(persona_id, reg.kit_row(persona_id))
 
 
-def show_kit(persona_id: str, *, registry: Registry | None = None) -> KitView:
+def show_kit(persona_id: str, *, registry: Store | None = None) -> KitView:
     """The kit with each secret's state; 'unknown' rather than failing without a keyring."""
     kit = get_kit(persona_id, registry=registry)
     states: dict[str, bool | None] = {}
@@ -339,7 +342,7 @@ def update_kit(
     persona_id: str,
     changes: Mapping[str, str],
     *,
-    registry: Registry | None = None,
+    registry: Store | None = None,
     log: AuditLog | None = None,
 ) -> Kit:
     """Set (or, with '', clear) kit details; all or nothing, audited as `kit.updated`.
@@ -368,16 +371,8 @@ def update_kit(
         if not changed:
             return current
         try:
-            with reg.transaction() as conn:
-                conn.execute(
-                    "INSERT INTO kits (persona_id, username, email, phone, card_label, "
-                    "card_last4, updated) VALUES (:persona_id, :username, :email, :phone, "
-                    ":card_label, :card_last4, :updated) ON CONFLICT (persona_id) DO UPDATE "
-                    "SET username = excluded.username, email = excluded.email, "
-                    "phone = excluded.phone, card_label = excluded.card_label, "
-                    "card_last4 = excluded.card_last4, updated = excluded.updated",
-                    {**merged, "persona_id": persona.id, "updated": _iso(reg.clock())},
-                )
+            with reg.transaction():
+                reg.put_kit(persona.id, merged)
                 # Inside the transaction: a change the audit trail cannot record
                 # is rolled back rather than made silently.
                 _audit_log(log).append(
@@ -386,7 +381,7 @@ def update_kit(
                     platform=persona.platform,
                     detail={"fields": ",".join(changed)},
                 )
-        except sqlite3.IntegrityError:
+        except UniqueConflict:
             # Another process took the same detail between our check and write.
             raise StateError(
                 "another persona already uses one of these details; nothing was written"
@@ -443,7 +438,7 @@ def set_secret(
     field: str,
     value: str,
     *,
-    registry: Registry | None = None,
+    registry: Store | None = None,
     log: AuditLog | None = None,
 ) -> None:
     """Store a kit secret in the OS keyring (checked, then read back); audited."""
@@ -494,7 +489,7 @@ def delete_kit_secrets(persona_id: str) -> list[str]:
     return removed
 
 
-def _stored_secret(persona_id: str, field: str, registry: Registry | None) -> tuple[Persona, str]:
+def _stored_secret(persona_id: str, field: str, registry: Store | None) -> tuple[Persona, str]:
     """The persona and its stored secret, or NotFoundError saying how to set one."""
     _check_secret_field(field)
     with _registry(registry) as reg:
@@ -519,7 +514,7 @@ def _audit_reveal(persona: Persona, field: str, how: RevealHow, log: AuditLog | 
 
 
 def reveal_for_print(
-    persona_id: str, field: str, *, registry: Registry | None = None, log: AuditLog | None = None
+    persona_id: str, field: str, *, registry: Store | None = None, log: AuditLog | None = None
 ) -> str:
     """The secret itself, for an explicit `--print`; audited as a print reveal."""
     persona, value = _stored_secret(persona_id, field, registry)
@@ -532,7 +527,7 @@ def reveal_to_clipboard(
     field: str,
     *,
     clear_after: float = CLIPBOARD_CLEAR_SECONDS,
-    registry: Registry | None = None,
+    registry: Store | None = None,
     log: AuditLog | None = None,
 ) -> ClipboardCopy:
     """Copy the secret to the clipboard and start a detached clearer; audited.
@@ -757,12 +752,12 @@ def _clearer_main(argv: Sequence[str]) -> int:
 
 
 def _audit_log(log: AuditLog | None) -> AuditLog:
-    """The given log, else the one the policy names (`api.audit_log`)."""
+    """The given log, else the one the policy names (`Station.audit`)."""
     if log is not None:
         return log
-    from outreach_station import api
+    from outreach_station.context import Station
 
-    return api.audit_log()
+    return Station.load().audit
 
 
 if __name__ == "__main__":

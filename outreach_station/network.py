@@ -30,13 +30,14 @@ from __future__ import annotations
 import contextlib
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from outreach_station.errors import ConfigError, EnvironmentProblem, StateError, UsageError
-from outreach_station.registry import Persona, Registry, validate_persona_id
+from outreach_station.ids import validate_persona_id
+from outreach_station.personas import Persona
+from outreach_station.storage import ProxyRecord, Store
 from outreach_station.values import MAX_URL_LENGTH, url_is_plain
 
 ProxyScheme = Literal["http", "socks5"]
@@ -140,36 +141,29 @@ def validate_pool(path: Path, raw: object) -> tuple[str, ...]:
 # ---------------------------------------------------------------- storage
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def get_proxy(reg: Registry, persona_id: str) -> ProxySetting | None:
-    with reg.transaction() as conn:
-        row = conn.execute(
-            "SELECT url, username, source FROM persona_proxies WHERE persona_id = ?",
-            (persona_id,),
-        ).fetchone()
-    if row is None:
+def get_proxy(reg: Store, persona_id: str) -> ProxySetting | None:
+    record = reg.proxy(persona_id)
+    if record is None:
         return None
-    setting = parse_proxy_url(row["url"])
+    setting = parse_proxy_url(record.url)
     return ProxySetting(
         scheme=setting.scheme,
         host=setting.host,
         port=setting.port,
-        username=row["username"],
-        source=row["source"],
+        username=record.username,
+        source=record.source,
     )
 
 
-def _store(reg: Registry, persona_id: str, setting: ProxySetting) -> None:
-    with reg.transaction() as conn:
-        conn.execute(
-            "INSERT INTO persona_proxies (persona_id, url, username, source, updated) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (persona_id) DO UPDATE SET url = excluded.url, "
-            "username = excluded.username, source = excluded.source, updated = excluded.updated",
-            (persona_id, setting.server, setting.username, setting.source, _now()),
+def _store(reg: Store, persona_id: str, setting: ProxySetting) -> None:
+    reg.put_proxy(
+        ProxyRecord(
+            persona_id=persona_id,
+            url=setting.server,
+            username=setting.username,
+            source=setting.source,
         )
+    )
 
 
 def password_entry(persona_id: str) -> str:
@@ -223,7 +217,7 @@ def check_persona_proxy(persona: Persona, url: str) -> ProxySetting:
 
 
 def set_persona_proxy(
-    reg: Registry, persona: Persona, url: str, *, password: str | None = None
+    reg: Store, persona: Persona, url: str, *, password: str | None = None
 ) -> ProxySetting:
     """Give `persona` its own proxy; a password goes to the keyring only."""
     setting = check_persona_proxy(persona, url)
@@ -245,17 +239,14 @@ def forget_password(persona_id: str) -> None:
     _set_password(persona_id, None)
 
 
-def clear_persona_proxy(reg: Registry, persona_id: str) -> bool:
-    with reg.transaction() as conn:
-        gone = conn.execute(
-            "DELETE FROM persona_proxies WHERE persona_id = ?", (persona_id,)
-        ).rowcount
+def clear_persona_proxy(reg: Store, persona_id: str) -> bool:
+    gone = reg.delete_proxy(persona_id)
     _set_password(persona_id, None)
-    return bool(gone)
+    return gone
 
 
 def assign_from_pool(
-    reg: Registry, persona: Persona, pool: tuple[str, ...], *, force_new: bool = False
+    reg: Store, persona: Persona, pool: tuple[str, ...], *, force_new: bool = False
 ) -> ProxySetting | None:
     """The persona's proxy, drawn from `pool` when it has none (or `force_new`).
 
@@ -268,17 +259,12 @@ def assign_from_pool(
         return current
     if not pool:
         return current
-    with reg.transaction() as conn:
-        rows = conn.execute(
-            "SELECT p.url, s.status FROM persona_proxies p JOIN personas s ON s.id = p.persona_id "
-            "WHERE s.platform = ? AND p.persona_id <> ?",
-            (persona.platform, persona.id),
-        ).fetchall()
+    rows = reg.platform_proxies(persona.platform, excluding=persona.id)
     servers = {item: parse_proxy_url(item).server for item in pool}
-    burnt = {r["url"] for r in rows if r["status"] == "blocked"}
+    burnt = {url for url, status in rows if status == "blocked"}
     if current is not None:
         burnt.add(current.server)
-    uses = {item: sum(r["url"] == servers[item] for r in rows) for item in pool}
+    uses = {item: sum(url == servers[item] for url, _status in rows) for item in pool}
     ranked = sorted(
         pool,
         key=lambda item: (servers[item] in burnt, uses[item], secrets.randbelow(1 << 16)),

@@ -35,8 +35,9 @@ from typing import Any, Final
 
 from outreach_station import paths
 from outreach_station.audit import AuditLog, EventName
+from outreach_station.context import Station
 from outreach_station.errors import EnvironmentProblem, UsageError
-from outreach_station.registry import Registry
+from outreach_station.storage import Store, open_store
 
 ALL_PLATFORMS: Final = "all platforms"
 
@@ -169,7 +170,7 @@ class _Life:
     source: str = ""
 
 
-def _lives(registry: Registry, log: AuditLog | None) -> dict[str, _Life]:
+def _lives(registry: Store, log: AuditLog | None) -> dict[str, _Life]:
     lives: dict[str, _Life] = {}
     for persona in registry.list():
         lives[persona.id] = _Life(platform=persona.platform, created=persona.created)
@@ -241,7 +242,7 @@ def _figures(
 
 
 def build_report(
-    registry: Registry,
+    registry: Store,
     log: AuditLog | None,
     *,
     since: datetime | None = None,
@@ -284,10 +285,9 @@ def management_report(
     *, since: datetime | None = None, clock: Callable[[], datetime] = _utcnow
 ) -> Report:
     """The report for the current station home and its configured audit log."""
-    from outreach_station import api
 
-    log = api.audit_log()
-    with Registry(paths.current().registry, clock=clock) as registry:
+    log = Station.load().audit
+    with open_store(paths.current(), clock=clock) as registry:
         return build_report(registry, log, since=since, now=clock())
 
 

@@ -14,104 +14,56 @@ a clean close and mended by `recover`.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import signal
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from outreach_station import paths
-from outreach_station.errors import BusyError, EnvironmentProblem, IntegrityError, StationError
+from outreach_station.errors import IntegrityError, StationError
 from outreach_station.paths import StationPaths
+from outreach_station.storage.locks import (
+    PersonaLock,
+    holder_pid,
+    is_locked,
+    persona_lock,
+    platform_lock,
+)
 
 if TYPE_CHECKING:
+    from outreach_station.storage import Store
     from outreach_station.vault import ProgressCallback, SealStats, Vault
 
-
-@dataclass(frozen=True)
-class PersonaLock:
-    persona_id: str
-    path: Path
-    fd: int
+# The locks are the store's; named here too for callers of the workspace.
+__all__ = [
+    "DeferredSignals",
+    "PersonaLock",
+    "Recovery",
+    "SealedState",
+    "Workspace",
+    "holder_pid",
+    "is_locked",
+    "needs_recovery",
+    "open_workspace",
+    "persona_lock",
+    "platform_lock",
+    "recover",
+    "sealed_file",
+    "wipe",
+    "workspace_dir",
+    "workspace_root",
+]
 
 
 def _mkdir_private(path: Path) -> None:
     # Also the runtime base, which another account could have made first in /dev/shm.
     paths.ensure_private_dir(path)
-
-
-@contextlib.contextmanager
-def _exclusive(path: Path, busy: Callable[[str], BusyError]) -> Iterator[int]:
-    _mkdir_private(path.parent)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise EnvironmentProblem(f"cannot create the lock file {path}: {exc.strerror}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-                raise
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise busy(holder) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield fd
-    finally:
-        # Closing the descriptor releases the flock.
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def platform_lock(station: StationPaths, platform_id: str, *, action: str) -> Iterator[None]:
-    """Serialise changes to one platform's personas (a rotation) across processes."""
-    path = station.locks / f"platform-{platform_id}.lock"
-    with _exclusive(
-        path,
-        lambda holder: BusyError(
-            f"platform {platform_id} is being {action} by another station (process {holder}); "
-            "nothing was changed"
-        ),
-    ):
-        yield
-
-
-@contextlib.contextmanager
-def persona_lock(station: StationPaths, persona_id: str) -> Iterator[PersonaLock]:
-    """Hold a persona exclusively, or raise BusyError if another station has it."""
-    path = station.persona_lock(persona_id)
-    with _exclusive(
-        path,
-        lambda holder: BusyError(
-            f"persona {persona_id} is already open in another station session "
-            f"(process {holder}); close that browser first"
-        ),
-    ) as fd:
-        yield PersonaLock(persona_id=persona_id, path=path, fd=fd)
-
-
-def is_locked(station: StationPaths, persona_id: str) -> bool:
-    """Whether some process holds the persona open right now."""
-    path = station.persona_lock(persona_id)
-    if not path.exists():
-        return False
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 SEALED_NAME = "profile.sealed"
@@ -178,15 +130,25 @@ class SealedState:
 
     station: StationPaths
     persona_id: str
+    # The command's store; one is opened for each question when none is given.
+    store: Store | None = None
 
     @property
     def file(self) -> Path:
         return sealed_file(self.station, self.persona_id)
 
-    def on_record(self) -> tuple[int, int | None]:
-        from outreach_station.registry import Registry
+    @contextlib.contextmanager
+    def _store(self) -> Iterator[Store]:
+        if self.store is not None:
+            yield self.store
+            return
+        from outreach_station.storage import open_store
 
-        with Registry(self.station.registry) as reg:
+        with open_store(self.station) as opened:
+            yield opened
+
+    def on_record(self) -> tuple[int, int | None]:
+        with self._store() as reg:
             return reg.sealed_generation(self.persona_id)
 
     def _refusal(self, found: int | None, exists: bool) -> str | None:
@@ -224,9 +186,7 @@ class SealedState:
         _current, pending = self.on_record()
         if exists and found is not None and found == pending:
             # The last seal renamed its file into place but crashed before recording it.
-            from outreach_station.registry import Registry
-
-            with Registry(self.station.registry) as reg:
+            with self._store() as reg:
                 reg.commit_sealed_generation(self.persona_id, found)
 
     def check_file(self) -> None:
@@ -248,10 +208,9 @@ class SealedState:
 
     def seal(self, directory: Path, key: bytes, progress: ProgressCallback | None) -> SealStats:
         """Seal `directory` as the next generation, recorded in the registry as it lands."""
-        from outreach_station.registry import Registry
         from outreach_station.vault import seal_dir
 
-        with Registry(self.station.registry) as reg:
+        with self._store() as reg:
             current, pending = reg.sealed_generation(self.persona_id)
             # Past a pending one too: a generation number is never reused for other contents.
             generation = max(current, pending or 0) + 1
@@ -332,6 +291,7 @@ def recover(
     *,
     notify: Callable[[str], None],
     progress: ProgressCallback | None = None,
+    store: Store | None = None,
 ) -> Recovery | None:
     """Mend what a crash left behind for a persona; the caller holds its lock.
 
@@ -355,7 +315,7 @@ def recover(
         _remove_outside_scratch(directory)
         notify(f"persona {persona_id} was not closed cleanly; sealing the profile it left open")
         # The leftover plaintext is newer than any sealed file, whatever its generation.
-        SealedState(station, persona_id).seal(
+        SealedState(station, persona_id, store).seal(
             directory, vault.ensure_data_key(persona_id), progress
         )
         wipe(directory)
@@ -394,6 +354,7 @@ def open_workspace(
     notify: Callable[[str], None],
     progress: Callable[[str], ProgressCallback | None] | None = None,
     on_recovered: Callable[[Recovery], None] | None = None,
+    store: Store | None = None,
 ) -> Iterator[Workspace]:
     """Unseal a persona's profile into a private RAM-backed directory; reseal it after.
 
@@ -408,7 +369,9 @@ def open_workspace(
         return progress(action) if progress is not None else None
 
     with persona_lock(station, persona_id):
-        recovered = recover(station, persona_id, vault, notify=notify, progress=bar("sealing"))
+        recovered = recover(
+            station, persona_id, vault, notify=notify, progress=bar("sealing"), store=store
+        )
         if recovered is not None and on_recovered is not None:
             on_recovered(recovered)
         root, ram = workspace_root(station)
@@ -416,7 +379,7 @@ def open_workspace(
             notify(
                 f"warning: no RAM-backed directory here; the open profile lives on disk in {root}"
             )
-        state = SealedState(station, persona_id)
+        state = SealedState(station, persona_id, store)
         sealed = state.file
         # Everything that can refuse runs before the workspace exists: a refused
         # open leaves nothing behind that would look like a crash.
@@ -465,7 +428,7 @@ def _move_cookies_off_the_keyring(workspace: Workspace, notify: Callable[[str], 
 
     try:
         done = migrate_profile(workspace.profile)
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, StationError) as exc:
         notify(f"warning: the cookies of persona {workspace.persona_id} were not checked: {exc}")
         return
     if done.left:
@@ -480,3 +443,26 @@ def _now() -> str:
     from datetime import UTC, datetime
 
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class DeferredSignals:
+    """Hold SIGINT/SIGTERM/SIGHUP while a profile is unsealed or sealed.
+
+    A shift ending in the middle of sealing must not leave half a
+    generation: the signal is remembered and acted on once sealing is done.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            self._previous.setdefault(sig, signal.getsignal(sig))
+            signal.signal(
+                sig, lambda number, _frame: self.received.append(signal.Signals(number).name)
+            )
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

@@ -25,7 +25,8 @@ from outreach_station.errors import (
     StateError,
     UsageError,
 )
-from outreach_station.registry import Persona, Registry
+from outreach_station.personas import Persona
+from outreach_station.storage.sqlite import SqliteStore as Registry
 from tests.keyrings import require_secret_service
 
 FP = {"version": 1}

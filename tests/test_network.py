@@ -13,7 +13,7 @@ from outreach_station.network import (
     parse_proxy_url,
     validate_pool,
 )
-from outreach_station.registry import Registry
+from outreach_station.storage.sqlite import SqliteStore as Registry
 
 
 def test_proxy_urls_are_parsed_and_passwords_refused() -> None:

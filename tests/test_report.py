@@ -14,7 +14,7 @@ import pytest
 from outreach_station import api, kit, paths, report
 from outreach_station.audit import AuditLog, EventName
 from outreach_station.errors import EnvironmentProblem, UsageError
-from outreach_station.registry import Registry
+from outreach_station.storage.sqlite import SqliteStore as Registry
 
 FP = {"version": 1}
 NOW = datetime(2026, 4, 30, 12, 0, tzinfo=UTC)

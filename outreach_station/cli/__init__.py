@@ -23,15 +23,9 @@ def _as_station_error(exc: Exception) -> StationError | None:
         return exc
     if isinstance(exc, OSError):
         return os_error_problem(exc)
-    import sqlite3
+    from outreach_station.storage import problem_for
 
-    if isinstance(exc, sqlite3.Error):
-        from outreach_station import paths
-        from outreach_station.registry import registry_problem
-
-        # The registry is station's only database.
-        return registry_problem(paths.current().registry, exc)
-    return None
+    return problem_for(exc)
 
 
 class StationGroup(TyperGroup):
@@ -84,7 +78,13 @@ def _root(
         bool, typer.Option("--debug", help="Show a traceback when something fails.")
     ] = False,
 ) -> None:
-    ctx.obj = {"debug": debug}
+    from outreach_station.cli._output import info
+    from outreach_station.context import Station
+
+    # One context for the whole command: the policy is loaded once, the store opened once.
+    station = Station.load(info)
+    ctx.call_on_close(station.close)
+    ctx.obj = {"debug": debug, "station": station}
 
 
 def _register() -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from outreach_station.context import Station
 
 
 def echo_json(data: Any) -> None:
@@ -93,3 +96,16 @@ def ask_passphrase(purpose: Any) -> str:
         err=True,
     )
     return value
+
+
+def station_of(ctx: typer.Context) -> Station:
+    """The command's `Station`, made once by the root callback (or here, for a sub-app alone)."""
+    obj = ctx.find_root().obj
+    if isinstance(obj, dict) and "station" in obj:
+        found: Station = obj["station"]
+        return found
+    from outreach_station.context import Station
+
+    made = Station.load(info)
+    ctx.call_on_close(made.close)
+    return made

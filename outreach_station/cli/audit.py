@@ -28,10 +28,10 @@ app = typer.Typer(
 _COLUMNS = ("SEQ", "TIME (UTC)", "USER", "HOST", "EVENT", "PERSONA", "PLATFORM", "DETAIL")
 
 
-def _log() -> AuditLog:
-    from outreach_station import api
+def _log(ctx: typer.Context) -> AuditLog:
+    from outreach_station.cli._output import station_of
 
-    return api.audit_log()
+    return station_of(ctx).audit
 
 
 def _records(count: int) -> str:
@@ -103,7 +103,7 @@ def audit(
             raise UsageError(
                 f"--persona {problem}; give a persona id as printed by 'station persona list'"
             )
-    log = _log()
+    log = _log(ctx)
     records = log.records(persona=persona, since=core.parse_since(since) if since else None)
     if as_json:
         from outreach_station.values import json_safe
@@ -127,6 +127,7 @@ def audit(
 
 @app.command()
 def verify(
+    ctx: typer.Context,
     *,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
 ) -> None:
@@ -141,7 +142,7 @@ def verify(
 
     Example: station audit verify --json
     """
-    log = _log()
+    log = _log(ctx)
     result = log.verify()
     if as_json:
         payload = {
@@ -163,7 +164,7 @@ def verify(
 
 
 @app.command()
-def restart() -> None:
+def restart(ctx: typer.Context) -> None:
     """Set a damaged audit log aside as evidence and start a new one that records it.
 
     Only for a log that `station audit verify` calls damaged: the damaged file
@@ -172,7 +173,7 @@ def restart() -> None:
 
     Example: station audit restart
     """
-    log = _log()
+    log = _log(ctx)
     kept, record = log.restart()
     was = f"kept as {kept}" if kept is not None else "was missing"
     typer.echo(

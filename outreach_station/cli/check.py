@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from outreach_station.cli._lazy import lazy_module
-from outreach_station.cli._output import echo_json, info, table
+from outreach_station.cli._output import echo_json, info, station_of, table
 from outreach_station.errors import CheckFailed
 
 if TYPE_CHECKING:
@@ -17,6 +17,7 @@ else:
 
 
 def check_command(
+    ctx: typer.Context,
     persona_id: Annotated[str, typer.Argument(metavar="ID", help="The persona's id.")],
     *,
     json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
@@ -29,7 +30,7 @@ def check_command(
 
     Example: station check k7q2m9x4ab3d
     """
-    result = api.check_persona(persona_id, notify=info)
+    result = api.check_persona(persona_id, notify=info, station=station_of(ctx))
     if json:
         echo_json(
             {

@@ -6,10 +6,11 @@ from typing import Annotated
 
 import typer
 
-from outreach_station.cli._output import ask_passphrase, echo_json
+from outreach_station.cli._output import ask_passphrase, echo_json, station_of
 
 
 def init_command(
+    ctx: typer.Context,
     *,
     passphrase: Annotated[
         bool,
@@ -31,7 +32,9 @@ def init_command(
     """
     from outreach_station import api
 
-    vault = api.init_vault(passphrase=passphrase, passphrase_prompt=ask_passphrase)
+    vault = api.init_vault(
+        passphrase=passphrase, passphrase_prompt=ask_passphrase, station=station_of(ctx)
+    )
     if json:
         echo_json({"mode": str(vault.settings.mode), "backend": vault.backend_description()})
     else:

@@ -6,12 +6,13 @@ from typing import Annotated
 
 import typer
 
-from outreach_station.cli._output import echo_json, info, table
+from outreach_station.cli._output import echo_json, info, station_of, table
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def rotate_command(
+    ctx: typer.Context,
     platform: Annotated[str, typer.Argument(help="The platform that blocked its persona.")],
     *,
     reason: Annotated[
@@ -34,7 +35,7 @@ def rotate_command(
     from outreach_station.values import validate_reason
 
     validate_reason(reason)
-    result = api.rotate(platform, reason=reason, force=force, notify=info)
+    result = api.rotate(platform, reason=reason, force=force, notify=info, station=station_of(ctx))
     if json:
         echo_json(
             {
@@ -55,14 +56,14 @@ def rotate_command(
     typer.echo(f"next: station open {platform}")
 
 
-def status_command(*, json: JsonOption = False) -> None:
+def status_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
     """Show, per platform, the active persona, standby pool, what is open, and warnings.
 
     Example: station status
     """
     from outreach_station import api
 
-    rows = api.status(notify=info)
+    rows = api.status(notify=info, station=station_of(ctx))
     for s in rows:
         for warning in s.warnings:
             info(f"station: warning: {s.platform.id}: {warning}")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from outreach_station.cli._output import Progress, ask_passphrase, info, safe
+from outreach_station.cli._output import Progress, ask_passphrase, info, safe, station_of
 from outreach_station.errors import UsageError
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ def profile_progress(action: str) -> ProgressCallback:
 
 
 def open_command(
+    ctx: typer.Context,
     platform: Annotated[str, typer.Argument(help="Platform id, e.g. 'demo'.")],
     *,
     persona: Annotated[
@@ -60,7 +61,7 @@ def open_command(
     Example: station open demo
     """
     from outreach_station import api
-    from outreach_station.registry import validate_persona_id
+    from outreach_station.ids import validate_persona_id
     from outreach_station.values import url_is_plain
 
     # Checked before the vault or the browser is touched.
@@ -77,6 +78,7 @@ def open_command(
         on_report=print_findings if headless else None,
         passphrase_prompt=ask_passphrase,
         progress=profile_progress,
+        station=station_of(ctx),
     )
     info(f"persona {result.persona.id} closed ({result.outcome.ended_by})")
 

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from outreach_station.cli._lazy import lazy_module
-from outreach_station.cli._output import echo_json, info, safe, table
+from outreach_station.cli._output import echo_json, info, safe, station_of, table
 from outreach_station.errors import StateError, UsageError
 
 if TYPE_CHECKING:
     from outreach_station import api, network, values
-    from outreach_station.registry import Persona
+    from outreach_station.personas import Persona
 else:
     api = lazy_module("outreach_station.api")
     network = lazy_module("outreach_station.network")
@@ -46,6 +46,7 @@ def _when(persona: Persona, attr: str) -> str:
 
 @app.command("new")
 def new(
+    ctx: typer.Context,
     platform: Annotated[str, typer.Argument(help="Platform id, as listed by 'station platforms'.")],
     *,
     label: Annotated[str, typer.Option(help="A note for staff, e.g. who set it up.")] = "",
@@ -63,7 +64,14 @@ def new(
     Example: station persona new demo --standby --count 3
     """
     values.validate_label(label)
-    personas = api.create_personas(platform, label=label, standby=standby, count=count, notify=info)
+    personas = api.create_personas(
+        platform,
+        label=label,
+        standby=standby,
+        count=count,
+        notify=info,
+        station=station_of(ctx),
+    )
     if json:
         echo_json(_as_json(personas[0]) if count == 1 else [_as_json(p) for p in personas])
     else:
@@ -73,6 +81,7 @@ def new(
 
 @app.command("list")
 def list_(
+    ctx: typer.Context,
     *,
     platform: Annotated[str | None, typer.Option(help="Only this platform's personas.")] = None,
     json: JsonOption = False,
@@ -81,7 +90,7 @@ def list_(
 
     Example: station persona list --platform demo
     """
-    personas = api.list_personas(platform_id=platform)
+    personas = api.list_personas(platform_id=platform, station=station_of(ctx))
     if json:
         echo_json([_as_json(p) for p in personas])
         return
@@ -107,6 +116,7 @@ def list_(
 
 @app.command("show")
 def show(
+    ctx: typer.Context,
     persona_id: Annotated[str, typer.Argument(metavar="ID", help="The persona's id.")],
     *,
     json: JsonOption = False,
@@ -115,7 +125,7 @@ def show(
 
     Example: station persona show k7q2m9x4ab3d
     """
-    persona = api.get_persona(persona_id)
+    persona = api.get_persona(persona_id, station=station_of(ctx))
     if json:
         echo_json(_as_json(persona))
         return
@@ -145,6 +155,7 @@ _register_kit()
 
 @app.command("retire")
 def retire(
+    ctx: typer.Context,
     persona_id: Annotated[str, typer.Argument(metavar="ID", help="The persona's id.")],
     *,
     reason: Annotated[str, typer.Option(help="Why, for the record.")] = "retired by staff",
@@ -161,7 +172,7 @@ def retire(
     Example: station persona retire k7q2m9x4ab3d
     """
     values.validate_reason(reason)
-    persona = api.get_persona(persona_id)
+    persona = api.get_persona(persona_id, station=station_of(ctx))
     if persona.status == "retired":
         raise StateError(f"persona {persona.id} is already retired")
     if not yes:
@@ -172,7 +183,7 @@ def retire(
             abort=True,
             err=True,
         )
-    done = api.shred_persona(persona.id, reason=reason)
+    done = api.shred_persona(persona.id, reason=reason, station=station_of(ctx))
     if json:
         echo_json(
             {
@@ -189,18 +200,20 @@ def retire(
 
 @app.command("refresh-fingerprint")
 def refresh_fingerprint(
+    ctx: typer.Context,
     persona_id: Annotated[str, typer.Argument(metavar="ID", help="The persona's id.")],
 ) -> None:
     """Draw a new fingerprint for a persona (websites will see a different browser).
 
     Example: station persona refresh-fingerprint k7q2m9x4ab3d
     """
-    persona = api.refresh_fingerprint(persona_id)
+    persona = api.refresh_fingerprint(persona_id, station=station_of(ctx))
     typer.echo(f"{persona.id}: {_summary(persona)}")
 
 
 @app.command("proxy")
 def proxy(
+    ctx: typer.Context,
     persona_id: Annotated[str, typer.Argument(metavar="ID", help="The persona's id.")],
     url: Annotated[
         str | None,
@@ -221,9 +234,11 @@ def proxy(
     password = None
     if url is not None:
         # The id, the persona's state and the URL are judged before a password is asked for.
-        setting = network.check_persona_proxy(api.get_persona(persona_id), url)
+        setting = network.check_persona_proxy(
+            api.get_persona(persona_id, station=station_of(ctx)), url
+        )
         if setting.username:
             password = typer.prompt(
                 "proxy password", hide_input=True, default="", show_default=False
             )
-    typer.echo(api.set_proxy(persona_id, url, password=password or None))
+    typer.echo(api.set_proxy(persona_id, url, password=password or None, station=station_of(ctx)))

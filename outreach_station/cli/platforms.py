@@ -6,10 +6,11 @@ from typing import Annotated
 
 import typer
 
-from outreach_station.cli._output import echo_json, info, table
+from outreach_station.cli._output import echo_json, info, station_of, table
 
 
 def platforms_command(
+    ctx: typer.Context,
     *,
     json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
@@ -17,9 +18,7 @@ def platforms_command(
 
     Example: station platforms --json
     """
-    from outreach_station import api
-
-    catalogue = api.platforms(notify=info)
+    catalogue = station_of(ctx).catalogue
     for problem in catalogue.problems:
         info(f"station: warning: {problem.message}")
     items = sorted(catalogue.platforms.values(), key=lambda p: (not p.builtin, p.id))

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from outreach_station import api
+from outreach_station import api, session
 from tests.browser.test_sealed_open import (
     platform_dir,  # noqa: F401 - a fixture
     read_cookies,
@@ -104,7 +104,7 @@ def test_cookies_sealed_under_the_keyring_key_are_moved_to_the_profile(
     safe_storage_items(delete=True)
     persona = api.create_persona("site-one")
     value = f"v{secrets.token_hex(8)}"
-    real_build = api.build_launch
+    real_build = session.build_launch
 
     def before_the_upgrade(**kwargs: Any) -> Any:
         spec = real_build(**kwargs)
@@ -113,7 +113,7 @@ def test_cookies_sealed_under_the_keyring_key_are_moved_to_the_profile(
 
     # A persona sealed by the previous release: its browser kept the key in the keyring.
     with monkeypatch.context() as patched:
-        patched.setattr(api, "build_launch", before_the_upgrade)
+        patched.setattr(session, "build_launch", before_the_upgrade)
         api.open_platform(
             "site-one",
             persona_id=persona.id,

@@ -27,7 +27,7 @@ import pytest
 from outreach_station import api, paths, workspace
 from outreach_station.fingerprint import machine_cpus
 from outreach_station.fonts import inventory
-from outreach_station.registry import Persona
+from outreach_station.personas import Persona
 from tests.browser.test_isolation import write_platform
 from tests.site import LoopbackServer, QuietHandler
 

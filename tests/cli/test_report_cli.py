@@ -12,7 +12,7 @@ import pytest
 
 from outreach_station import kit, paths
 from outreach_station.errors import ExitCode
-from outreach_station.registry import Registry
+from outreach_station.storage.sqlite import SqliteStore as Registry
 
 FP = {"version": 1}
 START = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)

@@ -15,7 +15,7 @@ import pytest
 
 from outreach_station import api, kit, paths
 from outreach_station.errors import ExitCode, UsageError
-from outreach_station.registry import Registry
+from outreach_station.storage.sqlite import SqliteStore as Registry
 from tests.keyrings import require_secret_service
 
 FP = {"version": 1}

@@ -16,7 +16,7 @@ import pytest
 
 from outreach_station import paths, workspace
 from outreach_station.errors import IntegrityError
-from outreach_station.registry import Registry
+from outreach_station.storage.sqlite import SqliteStore as Registry
 from outreach_station.vault import Vault, peek_generation, seal_dir, unseal_file, verify_file
 from outreach_station.vault import sealed as sealed_mod
 

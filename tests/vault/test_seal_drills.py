@@ -24,7 +24,7 @@ FULL_DISK = textwrap.dedent(
     import json, os, sys
     from outreach_station import paths, workspace
     from outreach_station.errors import StationError
-    from outreach_station.registry import Registry
+    from outreach_station.storage.sqlite import SqliteStore as Registry
     from outreach_station.vault import Vault, peek_generation
 
     persona = sys.argv[1]
@@ -122,7 +122,7 @@ LOCKED_MID_SESSION = textwrap.dedent(
     import secretstorage
     from outreach_station import paths, workspace
     from outreach_station.errors import StationError
-    from outreach_station.registry import Registry
+    from outreach_station.storage.sqlite import SqliteStore as Registry
     from outreach_station.vault import Vault
 
     persona = sys.argv[1]

@@ -1,23 +1,22 @@
-"""The persona registry: a small repository over SQLite.
+"""The local storage backend: SQLite files under the station home.
 
-Every persona and its lifecycle state live here. State changes go through
-`transition`, the one place that enforces which lifecycle moves make sense;
-a partial unique index makes "at most one active persona per platform" hold
-even against concurrent writers.
+The only module that writes SQL for station's own data. The registry
+(`StationPaths.registry`) holds personas and their lifecycle, identity-kit
+details, proxies and sealed generations; a partial unique index makes "at
+most one active persona per platform" hold even against concurrent writers.
+The audit anchor (`StationPaths.audit_anchor`) is a file of its own, see
+`SqliteAnchorStore`.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import secrets
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final
 
 from outreach_station.errors import (
     BusyError,
@@ -26,24 +25,14 @@ from outreach_station.errors import (
     NotFoundError,
     StateError,
     StationError,
-    UsageError,
 )
+from outreach_station.ids import new_persona_id, validate_persona_id
 from outreach_station.paths import create_private_file, ensure_private_dir
+from outreach_station.personas import ALLOWED_TRANSITIONS, Persona, Status
+from outreach_station.personas import iso as _iso
+from outreach_station.personas import parse_time as _parse_time
+from outreach_station.storage.base import AnchorRow, ProxyRecord, UniqueConflict
 from outreach_station.values import validate_label, validate_reason
-
-Status = Literal["standby", "active", "blocked", "retired"]
-STATUSES: tuple[Status, ...] = ("standby", "active", "blocked", "retired")
-
-# Lower-case base32 without padding: safe in file names, unambiguous to read aloud.
-PERSONA_ID_RE = re.compile(r"^[a-z2-7]{12}$")
-_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
-
-ALLOWED_TRANSITIONS: dict[Status, frozenset[Status]] = {
-    "standby": frozenset({"active", "blocked", "retired"}),
-    "active": frozenset({"standby", "blocked", "retired"}),
-    "blocked": frozenset({"retired"}),
-    "retired": frozenset(),
-}
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -107,56 +96,13 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class Persona:
-    id: str
-    platform: str
-    label: str
-    status: Status
-    created: datetime
-    last_opened: datetime | None
-    status_changed: datetime
-    status_reason: str
-    fingerprint: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "platform": self.platform,
-            "label": self.label,
-            "status": self.status,
-            "created": _iso(self.created),
-            "last_opened": _iso(self.last_opened) if self.last_opened else None,
-            "status_changed": _iso(self.status_changed),
-            "status_reason": self.status_reason,
-            "fingerprint": self.fingerprint,
-        }
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def new_persona_id() -> str:
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
-
-
-def validate_persona_id(persona_id: str) -> str:
-    """Refuse anything that is not exactly a persona id (path-like ids included)."""
-    if not PERSONA_ID_RE.fullmatch(persona_id):
-        raise UsageError(
-            f"malformed persona id {persona_id!r}: expected 12 characters a-z and 2-7, "
-            "as printed by 'station persona list'"
-        )
-    return persona_id
-
-
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _proxy_time(moment: datetime) -> str:
+    # The proxies table has always been written with +00:00, not Z.
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
 # SQLite's primary result codes (the low byte of an extended code).
@@ -186,8 +132,8 @@ def registry_problem(path: Path, exc: sqlite3.Error) -> StationError:
     return EnvironmentProblem(f"cannot use the registry at {path}: {exc}")
 
 
-class Registry:
-    """Personas in SQLite. Use as a context manager so the connection is closed."""
+class SqliteStore:
+    """The registry in SQLite. Use as a context manager so the connection is closed."""
 
     def __init__(self, path: Path, *, clock: Callable[[], datetime] = _utcnow) -> None:
         self.path = path
@@ -206,6 +152,7 @@ class Registry:
                 "check that STATION_HOME is writable"
             ) from None
         self._conn.row_factory = sqlite3.Row
+        self._depth = 0
         try:
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._conn.execute("PRAGMA journal_mode = WAL")
@@ -217,7 +164,7 @@ class Registry:
             self._conn.close()
             raise
 
-    def __enter__(self) -> Registry:
+    def __enter__(self) -> SqliteStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -227,12 +174,26 @@ class Registry:
         self._conn.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """An IMMEDIATE transaction: writers queue instead of failing half-way."""
+    def transaction(self) -> Iterator[None]:
+        """An IMMEDIATE transaction: writers queue instead of failing half-way; nests."""
+        with self._write():
+            yield
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        if self._depth:
+            # Inside another transaction of this handle: its COMMIT is ours too.
+            self._depth += 1
+            try:
+                yield self._conn
+            finally:
+                self._depth -= 1
+            return
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise registry_problem(self.path, exc) from None
+        self._depth = 1
         try:
             yield self._conn
             self._conn.execute("COMMIT")
@@ -240,14 +201,24 @@ class Registry:
             if self._conn.in_transaction:
                 with suppress(sqlite3.Error):
                     self._conn.execute("ROLLBACK")
-            # A constraint violation is an answer callers handle (kit uniqueness);
-            # anything else from SQLite is a damaged, full or unwritable registry.
-            if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
+            if isinstance(exc, sqlite3.Error):
                 raise registry_problem(self.path, exc) from None
             raise
+        finally:
+            self._depth = 0
+
+    def _rows(self, query: str, args: Any = ()) -> list[sqlite3.Row]:
+        try:
+            return self._conn.execute(query, args).fetchall()
+        except sqlite3.Error as exc:
+            raise registry_problem(self.path, exc) from None
+
+    def _row_or_none(self, query: str, args: Any = ()) -> sqlite3.Row | None:
+        rows = self._rows(query, args)
+        return rows[0] if rows else None
 
     def _migrate(self) -> None:
-        with self.transaction() as conn:
+        with self._write() as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations "
                 "(version INTEGER PRIMARY KEY, applied TEXT NOT NULL)"
@@ -269,8 +240,8 @@ class Registry:
                 )
 
     def schema_version(self) -> int:
-        row = self._conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
-        return int(row[0] or 0)
+        row = self._row_or_none("SELECT MAX(version) FROM schema_migrations")
+        return int(row[0] or 0) if row else 0
 
     @staticmethod
     def _row(row: sqlite3.Row) -> Persona:
@@ -297,7 +268,7 @@ class Registry:
         """Add a persona: active if its platform has none and standby is not asked."""
         validate_label(label)
         now = _iso(self.clock())
-        with self.transaction() as conn:
+        with self._write() as conn:
             has_active = conn.execute(
                 "SELECT 1 FROM personas WHERE platform = ? AND status = 'active'", (platform,)
             ).fetchone()
@@ -312,7 +283,7 @@ class Registry:
 
     def get(self, persona_id: str) -> Persona:
         validate_persona_id(persona_id)
-        row = self._conn.execute("SELECT * FROM personas WHERE id = ?", (persona_id,)).fetchone()
+        row = self._row_or_none("SELECT * FROM personas WHERE id = ?", (persona_id,))
         if row is None:
             raise NotFoundError(f"no persona with id '{persona_id}'")
         return self._row(row)
@@ -327,23 +298,23 @@ class Registry:
             query += " AND status = ?"
             args.append(status)
         query += " ORDER BY created, rowid"
-        return [self._row(r) for r in self._conn.execute(query, args)]
+        return [self._row(r) for r in self._rows(query, args)]
 
     def active(self, platform: str) -> Persona | None:
-        row = self._conn.execute(
+        row = self._row_or_none(
             "SELECT * FROM personas WHERE platform = ? AND status = 'active'", (platform,)
-        ).fetchone()
+        )
         return self._row(row) if row else None
 
     def mark_opened(self, persona_id: str) -> None:
-        with self.transaction() as conn:
+        with self._write() as conn:
             conn.execute(
                 "UPDATE personas SET last_opened = ? WHERE id = ?",
                 (_iso(self.clock()), persona_id),
             )
 
     def set_fingerprint(self, persona_id: str, fingerprint: dict[str, Any]) -> Persona:
-        with self.transaction() as conn:
+        with self._write() as conn:
             conn.execute(
                 "UPDATE personas SET fingerprint = ? WHERE id = ?",
                 (json.dumps(fingerprint), persona_id),
@@ -362,7 +333,7 @@ class Registry:
         """
         validate_reason(reason)
         now = _iso(self.clock())
-        with self.transaction() as conn:
+        with self._write() as conn:
             active = conn.execute(
                 "SELECT id FROM personas WHERE platform = ? AND status = 'active'", (platform,)
             ).fetchone()
@@ -399,7 +370,7 @@ class Registry:
     def transition(self, persona_id: str, to: Status, *, reason: str = "") -> Persona:
         """Move a persona to another lifecycle state, refusing moves that make no sense."""
         validate_reason(reason)
-        with self.transaction() as conn:
+        with self._write() as conn:
             row = conn.execute("SELECT * FROM personas WHERE id = ?", (persona_id,)).fetchone()
             if row is None:
                 raise NotFoundError(f"no persona with id '{persona_id}'")
@@ -427,28 +398,86 @@ class Registry:
 
     def kit_row(self, persona_id: str) -> dict[str, str] | None:
         """One persona's identity-kit row as stored, or None (see `outreach_station.kit`)."""
-        row = self._conn.execute(
-            "SELECT * FROM kits WHERE persona_id = ?", (persona_id,)
-        ).fetchone()
+        row = self._row_or_none("SELECT * FROM kits WHERE persona_id = ?", (persona_id,))
         return dict(row) if row else None
 
     def kit_rows(self) -> tuple[dict[str, str], ...]:
         """Every identity-kit row as stored, whatever the persona's status."""
-        return tuple(dict(r) for r in self._conn.execute("SELECT * FROM kits ORDER BY persona_id"))
+        return tuple(dict(r) for r in self._rows("SELECT * FROM kits ORDER BY persona_id"))
+
+    def put_kit(self, persona_id: str, values: Mapping[str, str]) -> None:
+        """Write one persona's kit row (every detail column); refuses a detail in use elsewhere."""
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT INTO kits (persona_id, username, email, phone, card_label, "
+                    "card_last4, updated) VALUES (:persona_id, :username, :email, :phone, "
+                    ":card_label, :card_last4, :updated) ON CONFLICT (persona_id) DO UPDATE "
+                    "SET username = excluded.username, email = excluded.email, "
+                    "phone = excluded.phone, card_label = excluded.card_label, "
+                    "card_last4 = excluded.card_last4, updated = excluded.updated",
+                    {**values, "persona_id": persona_id, "updated": _iso(self.clock())},
+                )
+        except sqlite3.IntegrityError:
+            # The unique indexes: another process took the same detail a moment ago.
+            raise UniqueConflict("another persona already uses one of these details") from None
+
+    def proxy(self, persona_id: str) -> ProxyRecord | None:
+        row = self._row_or_none(
+            "SELECT url, username, source FROM persona_proxies WHERE persona_id = ?",
+            (persona_id,),
+        )
+        if row is None:
+            return None
+        return ProxyRecord(
+            persona_id=persona_id, url=row["url"], username=row["username"], source=row["source"]
+        )
+
+    def put_proxy(self, record: ProxyRecord) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO persona_proxies (persona_id, url, username, source, updated) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (persona_id) DO UPDATE SET "
+                "url = excluded.url, username = excluded.username, source = excluded.source, "
+                "updated = excluded.updated",
+                (
+                    record.persona_id,
+                    record.url,
+                    record.username,
+                    record.source,
+                    _proxy_time(self.clock()),
+                ),
+            )
+
+    def delete_proxy(self, persona_id: str) -> bool:
+        with self._write() as conn:
+            gone = conn.execute(
+                "DELETE FROM persona_proxies WHERE persona_id = ?", (persona_id,)
+            ).rowcount
+        return bool(gone)
+
+    def platform_proxies(self, platform: str, *, excluding: str) -> Sequence[tuple[str, Status]]:
+        """The proxy of every other persona of the platform, with that persona's status."""
+        rows = self._rows(
+            "SELECT p.url, s.status FROM persona_proxies p JOIN personas s ON s.id = p.persona_id "
+            "WHERE s.platform = ? AND p.persona_id <> ?",
+            (platform, excluding),
+        )
+        return [(str(r["url"]), r["status"]) for r in rows]
 
     def sealed_generation(self, persona_id: str) -> tuple[int, int | None]:
         """The persona's sealed generation on record and the one pending (0, None: never sealed)."""
-        row = self._conn.execute(
+        row = self._row_or_none(
             "SELECT generation, pending FROM sealed_generations WHERE persona_id = ?",
             (persona_id,),
-        ).fetchone()
+        )
         if row is None:
             return 0, None
         return int(row["generation"]), None if row["pending"] is None else int(row["pending"])
 
     def begin_sealed_generation(self, persona_id: str, generation: int) -> None:
         """Record `generation` as pending: called just before its file is renamed into place."""
-        with self.transaction() as conn:
+        with self._write() as conn:
             conn.execute(
                 "INSERT INTO sealed_generations (persona_id, generation, pending, updated) "
                 "VALUES (?, 0, ?, ?) ON CONFLICT (persona_id) DO UPDATE SET "
@@ -458,10 +487,80 @@ class Registry:
 
     def commit_sealed_generation(self, persona_id: str, generation: int) -> None:
         """`generation` is the persona's sealed profile now; nothing is pending."""
-        with self.transaction() as conn:
+        with self._write() as conn:
             conn.execute(
                 "INSERT INTO sealed_generations (persona_id, generation, pending, updated) "
                 "VALUES (?, ?, NULL, ?) ON CONFLICT (persona_id) DO UPDATE SET "
                 "generation = excluded.generation, pending = NULL, updated = excluded.updated",
                 (persona_id, generation, _iso(self.clock())),
             )
+
+
+_ANCHOR_SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS anchors (log TEXT PRIMARY KEY, "
+    "count INTEGER NOT NULL CHECK (count >= 0), last_hash TEXT NOT NULL, pending TEXT, mac TEXT)",
+    "CREATE TABLE IF NOT EXISTS hashes (log TEXT NOT NULL, seq INTEGER NOT NULL, "
+    "hash TEXT NOT NULL, PRIMARY KEY (log, seq))",
+)
+
+
+class SqliteAnchorStore:
+    """The anchor's SQLite file: one head and the anchored hashes per log."""
+
+    def __init__(self, path: Path) -> None:
+        ensure_private_dir(path.parent)
+        try:
+            create_private_file(path)
+            self._conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            for statement in _ANCHOR_SCHEMA:
+                self._conn.execute(statement)
+        except (OSError, sqlite3.Error) as exc:
+            raise EnvironmentProblem(
+                f"cannot use the audit anchor at {path}: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
+
+    def __enter__(self) -> SqliteAnchorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def row(self, log: str) -> AnchorRow | None:
+        found = self._conn.execute(
+            "SELECT count, last_hash, pending, mac FROM anchors WHERE log = ?", (log,)
+        ).fetchone()
+        if found is None:
+            return None
+        count, last_hash, pending, mac = found
+        return AnchorRow(count=int(count), last_hash=str(last_hash), pending=pending, mac=mac)
+
+    def hashes(self, log: str) -> dict[int, str]:
+        rows = self._conn.execute("SELECT seq, hash FROM hashes WHERE log = ?", (log,))
+        return {int(seq): str(digest) for seq, digest in rows}
+
+    def store(self, log: str, row: AnchorRow, hashes: Mapping[int, str] | None = None) -> None:
+        self._conn.execute(
+            "INSERT INTO anchors (log, count, last_hash, pending, mac) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (log) DO UPDATE SET count = excluded.count, "
+            "last_hash = excluded.last_hash, pending = excluded.pending, mac = excluded.mac",
+            (log, row.count, row.last_hash, row.pending, row.mac),
+        )
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO hashes (log, seq, hash) VALUES (?, ?, ?)",
+            [(log, seq, digest) for seq, digest in (hashes or {}).items()],
+        )
+
+    def reset(self, log: str, row: AnchorRow) -> None:
+        self._conn.execute("DELETE FROM hashes WHERE log = ?", (log,))
+        self.store(log, row)

@@ -1,0 +1,56 @@
+"""Personas as values: what a persona is and which lifecycle moves make sense.
+
+Storage backends (`outreach_station.storage`) keep them; this module knows
+nothing of where.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+Status = Literal["standby", "active", "blocked", "retired"]
+STATUSES: tuple[Status, ...] = ("standby", "active", "blocked", "retired")
+
+ALLOWED_TRANSITIONS: dict[Status, frozenset[Status]] = {
+    "standby": frozenset({"active", "blocked", "retired"}),
+    "active": frozenset({"standby", "blocked", "retired"}),
+    "blocked": frozenset({"retired"}),
+    "retired": frozenset(),
+}
+
+
+def iso(moment: datetime) -> str:
+    """How persona times are written: UTC, seconds, with a Z."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class Persona:
+    id: str
+    platform: str
+    label: str
+    status: Status
+    created: datetime
+    last_opened: datetime | None
+    status_changed: datetime
+    status_reason: str
+    fingerprint: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "platform": self.platform,
+            "label": self.label,
+            "status": self.status,
+            "created": iso(self.created),
+            "last_opened": iso(self.last_opened) if self.last_opened else None,
+            "status_changed": iso(self.status_changed),
+            "status_reason": self.status_reason,
+            "fingerprint": self.fingerprint,
+        }

@@ -1,0 +1,427 @@
+"""Sessions: open a platform in its persona's browser (`open`), or check a persona (`check`).
+
+The path of one open, step by step: the arguments are checked, the policy
+and platform come from the command's `Station`, the display and browser are
+found, the vault is opened, expired blocked personas are shredded, the
+platform's turn is taken and its persona chosen (or created), the
+workspace unseals the profile, the browser runs until the person closes it,
+and the workspace reseals. The audit trail records each step that matters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from outreach_station import network
+from outreach_station.audit import EventName
+from outreach_station.browser import (
+    SessionHook,
+    SessionOutcome,
+    build_launch,
+    require_display,
+    run_session,
+    scratch_dir,
+)
+from outreach_station.context import Notify, Station, quiet, using
+from outreach_station.errors import BusyError, StateError, StationError, UsageError
+from outreach_station.fingerprint import Fingerprint
+from outreach_station.ids import validate_persona_id
+from outreach_station.inspector.hooks import OnReport, report_hook
+from outreach_station.lifecycle import drawer, enforce_retention
+from outreach_station.personas import Persona
+from outreach_station.platforms import INSPECTOR_URL, PlatformProfile
+from outreach_station.policy import Policy
+from outreach_station.values import url_is_plain
+from outreach_station.workspace import (
+    DeferredSignals,
+    holder_pid,
+    is_locked,
+    open_workspace,
+    platform_lock,
+)
+
+if TYPE_CHECKING:
+    from outreach_station.inspector.checks import Check
+    from outreach_station.storage import Store
+    from outreach_station.vault import PassphraseCallback, ProgressCallback
+
+
+@dataclass(frozen=True)
+class OpenResult:
+    persona: Persona
+    created: bool
+    outcome: SessionOutcome
+
+
+PLATFORM_WAIT_SECONDS = 30.0
+
+
+@contextlib.contextmanager
+def _platform_turn(
+    st: Station, platform_id: str, *, timeout: float = PLATFORM_WAIT_SECONDS
+) -> Iterator[None]:
+    """The platform's lock, waited for: another open holds it only while it unseals."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    with ExitStack() as stack:
+        while True:
+            try:
+                stack.enter_context(
+                    platform_lock(st.paths, platform_id, action="opened or rotated")
+                )
+            except BusyError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+            else:
+                break
+        yield
+
+
+@dataclass(frozen=True)
+class _Egress:
+    args: list[str]
+    login: dict[str, str] | None
+    setting: network.ProxySetting | None = None
+
+
+def _choose_in_turn(
+    st: Station, profile: PlatformProfile, persona_id: str | None
+) -> tuple[ExitStack, Persona, bool, _Egress]:
+    """Choose (or create) the persona to open while holding the platform's lock.
+
+    Choosing and taking the persona's lock are one step to other stations:
+    ten first opens at once make one persona and one browser, and the other
+    nine are told it is already open. The returned stack holds the platform
+    lock; the caller closes it once it holds the persona's lock.
+    """
+    choosing = ExitStack()
+    choosing.enter_context(_platform_turn(st, profile.id))
+    try:
+        # Opening, promoting or creating a persona must not happen without its records.
+        st.audit.check_appendable()
+        required = _proxy_required(st.store, st.policy, profile, persona_id)
+        persona, created = _choose_persona(st, profile, persona_id)
+        if is_locked(st.paths, persona.id):
+            holder = holder_pid(st.paths, persona.id)
+            raise BusyError(
+                f"persona {persona.id} is already open in another station session "
+                f"(process {holder or '?'}); close that browser first"
+            )
+        egress = _egress(st.store, persona, profile, required=required)
+    except BaseException:
+        choosing.close()
+        raise
+    return choosing, persona, created, egress
+
+
+def _choose_persona(
+    st: Station, profile: PlatformProfile, persona_id: str | None
+) -> tuple[Persona, bool]:
+    store = st.store
+    if persona_id is not None:
+        persona = store.get(validate_persona_id(persona_id))
+        if persona.platform != profile.id:
+            raise UsageError(
+                f"persona {persona.id} belongs to platform '{persona.platform}', not '{profile.id}'"
+            )
+        if persona.status in ("blocked", "retired"):
+            raise StateError(f"persona {persona.id} is {persona.status} and cannot be opened")
+        return persona, False
+    active = store.active(profile.id)
+    if active is not None:
+        return active, False
+    standby = store.list(platform=profile.id, status="standby")
+    if standby:
+        # The pool exists to be used: the oldest standby persona becomes active.
+        try:
+            return store.transition(standby[0].id, "active", reason="promoted at open"), False
+        except StateError:
+            # Another station promoted one at the same moment: use that one.
+            if (active := store.active(profile.id)) is not None:
+                return active, False
+            raise
+    persona = store.create(profile.id, fingerprint=drawer(store, st.notify)(profile).to_dict())
+    st.record(EventName.PERSONA_CREATED, persona, status=persona.status)
+    return persona, True
+
+
+def _egress(
+    store: Store, persona: Persona, profile: PlatformProfile, *, required: bool = False
+) -> _Egress:
+    """The persona's proxy (assigned from the platform's pool if it has none).
+
+    `required`: the system policy's `platform.<id>.require_proxy`, on top of the profile's.
+    """
+    setting = network.assign_from_pool(store, persona, profile.proxies)
+    if setting is None and (required or profile.require_proxy):
+        raise StateError(
+            f"platform {profile.id} requires a proxy and persona {persona.id} has none; "
+            f"set one with 'station persona proxy {persona.id} URL' or add 'proxies' "
+            "to the platform profile"
+        )
+    return _Egress(
+        args=[*network.webrtc_args(), *network.browser_args(setting)],
+        login=network.playwright_proxy(setting, persona.id),
+        setting=setting,
+    )
+
+
+def _proxy_required(
+    store: Store, policy: Policy, profile: PlatformProfile, persona_id: str | None
+) -> bool:
+    """Whether the profile or the policy requires a proxy; refused early if none can be had.
+
+    A fresh persona would have no proxy to go out through, so that case is
+    refused before one is created.
+    """
+    required = policy.rules_for(profile.id).require_proxy or profile.require_proxy
+    if required and not profile.proxies and persona_id is None and not store.active(profile.id):
+        raise StateError(
+            f"platform {profile.id} requires a proxy and has no proxy pool for a new "
+            "persona; add 'proxies' to the platform profile, or create a persona "
+            "('station persona new') and set its proxy ('station persona proxy ID URL')"
+        )
+    return required
+
+
+def check_open_args(url: str | None, persona_id: str | None) -> None:
+    """Refuse a bad --url or --persona before the vault or the browser is touched."""
+    if url is not None and not (url.startswith(("http://", "https://")) and url_is_plain(url)):
+        raise UsageError(
+            "--url must be an http:// or https:// address of at most 2048 printable "
+            "characters without spaces"
+        )
+    if persona_id is not None:
+        validate_persona_id(persona_id)
+
+
+def open_platform(
+    platform_id: str,
+    *,
+    persona_id: str | None = None,
+    url: str | None = None,
+    headless: bool = False,
+    notify: Notify = quiet,
+    hook: SessionHook | None = None,
+    close_after_hook: bool = False,
+    on_report: OnReport | None = None,
+    passphrase_prompt: PassphraseCallback | None = None,
+    progress: Callable[[str], ProgressCallback | None] | None = None,
+    minute_seconds: float = 60.0,
+    station: Station | None = None,
+) -> OpenResult:
+    """Open a platform in its persona's own browser and wait until the session ends.
+
+    The persona's sealed profile is unsealed into a private RAM-backed
+    workspace for the session and sealed again afterwards. `hook` (for tests
+    and self-checks) runs against the live browser once the start page has
+    loaded; with `close_after_hook` the session ends when it returns. When the
+    start page is the built-in inspector, `on_report` gets what it saw of the
+    persona and the coherence checks over it. `progress(action)` may return a
+    callback that is told how sealing or unsealing proceeds. `minute_seconds`
+    is how long a policy minute lasts for the session limits (tests, drills).
+    """
+    check_open_args(url, persona_id)
+    with using(station, notify) as st:
+        return _open(
+            st,
+            platform_id,
+            _Options(
+                persona_id=persona_id,
+                url=url,
+                headless=headless,
+                notify=notify,
+                hook=hook,
+                close_after_hook=close_after_hook,
+                on_report=on_report,
+                passphrase_prompt=passphrase_prompt,
+                progress=progress,
+                minute_seconds=minute_seconds,
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class _Options:
+    persona_id: str | None
+    url: str | None
+    headless: bool
+    notify: Notify
+    hook: SessionHook | None
+    close_after_hook: bool
+    on_report: OnReport | None
+    passphrase_prompt: PassphraseCallback | None
+    progress: Callable[[str], ProgressCallback | None] | None
+    minute_seconds: float
+
+
+def _open(st: Station, platform_id: str, opts: _Options) -> OpenResult:  # noqa: PLR0915 - one session, step by step, reads best in one place
+    from outreach_station.lockdown import check_start_url, lockdown_for
+
+    notify = opts.notify
+    hook = opts.hook
+    profile = st.platform(platform_id)
+    lockdown = lockdown_for(st.policy, profile.id, minute=opts.minute_seconds)
+    if opts.url is not None:
+        check_start_url(lockdown, opts.url)
+    for ignored in st.effective.ignored:
+        # Which key and why, never the value: an allowlist would name hosts.
+        st.audit.append(EventName.POLICY_LOOSENING_IGNORED, detail=ignored.audit_detail())
+    require_display(opts.headless)
+    browser = st.browser
+    vault = st.vault(opts.passphrase_prompt)
+    # The start of a shift is when expired blocked personas go (once everything
+    # above has said yes); a failure here must not keep staff offline.
+    try:
+        enforce_retention(notify=notify, station=st)
+    except StationError as exc:
+        notify(f"warning: blocked personas past their retention were not shredded: {exc}")
+    # Held until the persona's own lock is taken (closing it again is harmless).
+    choosing, persona, created, egress = _choose_in_turn(st, profile, opts.persona_id)
+    if created:
+        notify(f"created persona {persona.id} for {profile.id}")
+    fingerprint = Fingerprint.from_dict(persona.fingerprint)
+    deferred = DeferredSignals()
+    deferred.install()
+    opened = False
+    outcome: SessionOutcome | None = None
+    try:
+        with ExitStack() as stack:
+            workspace = stack.enter_context(
+                open_workspace(
+                    st.paths,
+                    persona.id,
+                    vault,
+                    notify=notify,
+                    progress=opts.progress,
+                    on_recovered=lambda r: st.record(
+                        EventName.PERSONA_RECOVERED, persona, resealed=r.resealed
+                    ),
+                    store=st.store,
+                )
+            )
+            choosing.close()  # the persona's own lock now keeps other stations off it
+            spec = build_launch(
+                browser=browser,
+                fingerprint=fingerprint,
+                user_data_dir=workspace.profile,
+                home=workspace.home,
+                headless=opts.headless,
+                lockdown=lockdown,
+                network_args=tuple(egress.args),
+                proxy=egress.login,
+                scratch=scratch_dir(workspace.directory),
+                upstream=egress.setting,
+            )
+            target = opts.url or profile.start_url
+            if target == INSPECTOR_URL:
+                from outreach_station.inspector import InspectorServer
+
+                # What the checks need, so that the page shows `station check`'s verdicts.
+                server = stack.enter_context(
+                    InspectorServer(
+                        fingerprint=fingerprint,
+                        engine_major=browser.major,
+                        # Headed desktop: the page has the real window, not a viewport.
+                        real_window=spec.screen is not None,
+                    )
+                )
+                target = server.url
+                if opts.on_report is not None and hook is None:
+                    hook = report_hook(server, opts.on_report)
+            notify(f"using {browser.describe()}")
+            st.store.mark_opened(persona.id)
+            st.record(EventName.PERSONA_OPENED, persona, headless=opts.headless)
+            opened = True
+            if deferred.received:
+                outcome = SessionOutcome(ended_by="signal", signal_name=deferred.received[0])
+            else:
+                import asyncio  # here: keeps it off the start-up path of other commands
+
+                outcome = asyncio.run(
+                    run_session(
+                        spec,
+                        target,
+                        hook=hook,
+                        close_after_hook=opts.close_after_hook,
+                        on_ready=lambda where: notify(
+                            f"persona {persona.id} open at {where}"
+                            + (
+                                " (headless: no window; press Ctrl-C to end)"
+                                if opts.headless
+                                else " (close the window to end)"
+                            )
+                        ),
+                        lockdown=lockdown,
+                        on_violation=lambda kind, host: st.record(
+                            EventName.POLICY_VIOLATION, persona, kind=kind, host=host
+                        ),
+                    )
+                )
+            # asyncio put the default handlers back; sealing must not be interrupted.
+            deferred.install()
+    finally:
+        choosing.close()
+        deferred.restore()
+        if opened and outcome is None:
+            # The browser failed to start or the session broke off: every opened
+            # persona is closed in the audit trail, after its profile was resealed.
+            with contextlib.suppress(StationError, OSError):
+                st.record(EventName.PERSONA_CLOSED, persona, ended_by="failed")
+    st.record(EventName.PERSONA_CLOSED, persona, ended_by=outcome.ended_by)
+    if outcome.start_page_error:
+        notify(f"the start page did not load: {outcome.start_page_error}")
+    return OpenResult(persona=st.store.get(persona.id), created=created, outcome=outcome)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    persona: Persona
+    checks: list[Check]
+    report: Mapping[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+
+def check_persona(
+    persona_id: str,
+    *,
+    notify: Notify = quiet,
+    stun: str | None = None,
+    station: Station | None = None,
+) -> CheckResult:
+    """Open the persona headless against the built-in inspector and run every check."""
+    from outreach_station.inspector import InspectorServer
+
+    validate_persona_id(persona_id)
+    got: dict[str, Any] = {}
+
+    def on_report(report: Mapping[str, Any], checks: list[Check]) -> None:
+        got["report"], got["checks"] = report, checks
+
+    with using(station, notify) as st:
+        persona = st.store.get(persona_id)
+        fingerprint = Fingerprint.from_dict(persona.fingerprint)
+        with InspectorServer(fingerprint=fingerprint, engine_major=st.browser.major) as server:
+            # One hook for both: `station check` and the demo give the same verdicts.
+            open_platform(
+                persona.platform,
+                persona_id=persona.id,
+                url=server.page_url(stun=stun),
+                headless=True,
+                notify=notify,
+                hook=report_hook(server, on_report),
+                close_after_hook=True,
+                station=st,
+            )
+    if "checks" not in got:
+        raise StateError(f"the inspector got no report from persona {persona.id}")
+    return CheckResult(persona=persona, checks=got["checks"], report=got["report"])

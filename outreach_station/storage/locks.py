@@ -1,0 +1,104 @@
+"""Locks of the local store: which process holds a platform or a persona right now.
+
+Lock files under the station's runtime directory, held with flock: a crashed
+process's lock is released by the kernel. Holding a persona's lock is what
+"open" means to every other station process on this machine; the team
+backend adds a lease on the server on top of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from outreach_station import paths
+from outreach_station.errors import BusyError, EnvironmentProblem
+from outreach_station.paths import StationPaths
+
+
+@dataclass(frozen=True)
+class PersonaLock:
+    persona_id: str
+    path: Path
+    fd: int
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path, busy: Callable[[str], BusyError]) -> Iterator[int]:
+    # Also the runtime base, which another account could have made first in /dev/shm.
+    paths.ensure_private_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot create the lock file {path}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise busy(holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield fd
+    finally:
+        # Closing the descriptor releases the flock.
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def platform_lock(station: StationPaths, platform_id: str, *, action: str) -> Iterator[None]:
+    """Serialise changes to one platform's personas (a rotation) across processes."""
+    path = station.locks / f"platform-{platform_id}.lock"
+    with _exclusive(
+        path,
+        lambda holder: BusyError(
+            f"platform {platform_id} is being {action} by another station (process {holder}); "
+            "nothing was changed"
+        ),
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def persona_lock(station: StationPaths, persona_id: str) -> Iterator[PersonaLock]:
+    """Hold a persona exclusively, or raise BusyError if another station has it."""
+    path = station.persona_lock(persona_id)
+    with _exclusive(
+        path,
+        lambda holder: BusyError(
+            f"persona {persona_id} is already open in another station session "
+            f"(process {holder}); close that browser first"
+        ),
+    ) as fd:
+        yield PersonaLock(persona_id=persona_id, path=path, fd=fd)
+
+
+def is_locked(station: StationPaths, persona_id: str) -> bool:
+    """Whether some process holds the persona open right now."""
+    path = station.persona_lock(persona_id)
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def holder_pid(station: StationPaths, persona_id: str) -> int | None:
+    """The process that holds the persona open, as its lock file says (None: unknown)."""
+    try:
+        text = station.persona_lock(persona_id).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
