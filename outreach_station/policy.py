@@ -45,7 +45,6 @@ from outreach_station.values import read_settings_file
 PLATFORM_ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 MAX_MINUTES: Final = 7 * 24 * 60  # a week: anything larger is a typo (seconds?)
 MAX_RETENTION_DAYS: Final = 3650
-LOOSENING_IGNORED_EVENT: Final = "policy.loosening_ignored"
 
 _LABEL: Final = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _HOSTNAME_RE: Final = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")

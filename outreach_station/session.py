@@ -30,7 +30,6 @@ from outreach_station.context import Notify, Station, quiet, using
 from outreach_station.errors import BusyError, StateError, StationError, UsageError
 from outreach_station.fingerprint import Fingerprint
 from outreach_station.ids import validate_persona_id
-from outreach_station.inspector.hooks import OnReport, report_hook
 from outreach_station.lifecycle import drawer, enforce_retention
 from outreach_station.personas import Persona
 from outreach_station.platforms import INSPECTOR_URL, PlatformProfile
@@ -46,6 +45,7 @@ from outreach_station.workspace import (
 
 if TYPE_CHECKING:
     from outreach_station.inspector.checks import Check
+    from outreach_station.inspector.hooks import OnReport
     from outreach_station.storage import Store
     from outreach_station.vault import PassphraseCallback, ProgressCallback
 
@@ -334,6 +334,8 @@ def _open(st: Station, platform_id: str, opts: _Options) -> OpenResult:  # noqa:
                 )
                 target = server.url
                 if opts.on_report is not None and hook is None:
+                    from outreach_station.inspector.hooks import report_hook
+
                     hook = report_hook(server, opts.on_report)
             notify(f"using {browser.describe()}")
             st.store.mark_opened(persona.id)
@@ -400,6 +402,7 @@ def check_persona(
 ) -> CheckResult:
     """Open the persona headless against the built-in inspector and run every check."""
     from outreach_station.inspector import InspectorServer
+    from outreach_station.inspector.hooks import report_hook
 
     validate_persona_id(persona_id)
     got: dict[str, Any] = {}
