@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -142,6 +141,9 @@ def _parse_time(text: str) -> datetime:
 
 
 def new_persona_id() -> str:
+    # Imported here: it loads OpenSSL's hashes, which commands that only read do not need.
+    import secrets
+
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
 
 
