@@ -141,3 +141,29 @@ def test_reading_personas_loads_no_hashing_toml_or_platform_catalogue() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_help_runs_no_core_module_and_loads_nothing_beyond_typer() -> None:
+    # `station --help` is what a person types first; every module it loads is
+    # start-up time (bench/bench_startup.py). Core modules are bound lazily.
+    code = """
+import sys
+import typer
+before = set(sys.modules)
+sys.argv = ["station", "--help"]
+from outreach_station.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+run = sorted(
+    m for m in set(sys.modules) - before
+    if type(sys.modules[m]).__name__ != "_LazyModule"
+    and not m.startswith(("outreach_station.cli", "typer", "__future__"))
+)
+print(run, file=sys.stderr)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stderr.strip() == "['outreach_station', 'outreach_station.errors']"
