@@ -3,7 +3,13 @@
 #
 #   bash setup.sh demo   # install what is missing, then: station open demo
 #   bash setup.sh test   # install what is missing, then: the whole test suite
+#   bash setup.sh one tests/test_x.py -k name
+#                        # install what is missing, then: only pytest with these
+#                        # arguments, in the same keyring session as test, on .venv
+#                        # alone, without ruff and mypy (quick, while working)
 #   bash setup.sh bench  # install what is missing, then: the benchmarks in bench/
+#   bash setup.sh bench bench/bench_startup.py --rounds 11
+#                        # one benchmark, with its arguments
 #   bash setup.sh drill  # install what is missing, then: the kill drills in bench/
 #   bash setup.sh        # install only
 #
@@ -12,7 +18,11 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 job="${1:-install}"
-case "$job" in demo|test|bench|drill|install) ;; *) echo "usage: bash setup.sh [demo|test|bench|drill|install]" >&2; exit 2 ;; esac
+case "$job" in demo|test|one|bench|drill|install) ;; *) echo "usage: bash setup.sh [demo|test|one|bench|drill|install] [arguments]" >&2; exit 2 ;; esac
+if [ "$job" = one ] && [ $# -lt 2 ]; then
+  echo "usage: bash setup.sh one TEST-PATH... [pytest options], e.g. bash setup.sh one tests/cli/test_persona.py -k list" >&2
+  exit 2
+fi
 
 PYTHON="${PYTHON:-python3}"
 VENV="${STATION_VENV:-.venv}"
@@ -54,13 +64,13 @@ if [ "$job" != install ]; then
   command -v gnome-keyring-daemon >/dev/null || missing+=(gnome-keyring)
   command -v dbus-run-session >/dev/null || missing+=(dbus dbus-x11)
 fi
-if [ "$job" = test ] || [ "$job" = bench ] || [ "$job" = drill ]; then
+if [ "$job" = test ] || [ "$job" = one ] || [ "$job" = bench ] || [ "$job" = drill ]; then
   command -v Xvfb >/dev/null || missing+=(xvfb xauth)
   command -v gnome-keyring-daemon >/dev/null || missing+=(gnome-keyring)
   command -v dbus-run-session >/dev/null || missing+=(dbus dbus-x11)
   command -v xclip >/dev/null || missing+=(xclip)
 fi
-if [ "$job" = test ]; then
+if [ "$job" = test ] || [ "$job" = one ]; then
   # npm installs the third-party fingerprinting libraries for tests/browser/test_thirdparty.py.
   command -v npm >/dev/null || missing+=(nodejs npm)
 fi
@@ -93,12 +103,57 @@ for i in "${!venvs[@]}"; do
   install_into "${pythons[$i]}" "${venvs[$i]}"
 done
 thirdparty=tests/thirdparty
-if [ "$job" = test ] && { [ ! -d "$thirdparty/node_modules" ] \
+if { [ "$job" = test ] || [ "$job" = one ]; } && { [ ! -d "$thirdparty/node_modules" ] \
      || [ "$thirdparty/package-lock.json" -nt "$thirdparty/node_modules" ]; }; then
   say "installing the third-party fingerprinting libraries into $thirdparty/node_modules"
   npm ci --prefix "$thirdparty" --no-audit --no-fund --silent
   touch "$thirdparty/node_modules"
 fi
+
+# Runs "$@" (a command, or one of the functions below) in a real Secret Service
+# for the keyring tests: gnome-keyring in a private D-Bus session, keeping its
+# keyring in a fresh directory, so that no keyring of this machine's user (with
+# another password) is touched or gets in the way.
+in_keyring_session() {
+  dbus-run-session -- bash -c '
+    set -e
+    keyrings=$(mktemp -d)
+    trap "rm -rf \"$keyrings\"" EXIT
+    eval "$(printf station-test | XDG_DATA_HOME="$keyrings" gnome-keyring-daemon --unlock --components=secrets)"
+    export GNOME_KEYRING_CONTROL
+    "$@"
+  ' keyring-session "$@"
+}
+# These run inside the session: exported, so that its bash knows them.
+run_pytest() {  # VENV [PYTEST-ARGUMENTS...]
+  # Keyring, browser and display tests must run here, never be skipped.
+  STATION_TEST_REQUIRE_REAL_PARTS=1 "$1/bin/python" -m pytest "${@:2}"
+}
+run_tests() {  # COUNT VENV... [PYTEST-ARGUMENTS...]: linters once, then mypy and pytest per venv
+  local count=$1
+  local venvs=("${@:2:$count}")
+  shift $((1 + count))
+  "${venvs[0]}/bin/ruff" check outreach_station tests bench
+  "${venvs[0]}/bin/ruff" format --check outreach_station tests bench
+  local failed=() venv version status
+  for venv in "${venvs[@]}"; do
+    version=$("$venv/bin/python" -c "import platform; print(platform.python_version())")
+    printf "setup: mypy and pytest on Python %s (%s)\n" "$version" "$venv" >&2
+    "$venv/bin/mypy" || { failed+=("mypy on Python $version"); continue; }
+    status=0
+    run_pytest "$venv" "$@" || status=$?
+    # 5 is "no tests collected": a run that tested nothing has not passed.
+    [ "$status" = 0 ] || failed+=("pytest on Python $version (exit $status)")
+  done
+  if [ ${#failed[@]} -gt 0 ]; then
+    printf "setup: failed: %s\n" "${failed[@]}" >&2
+    return 1
+  fi
+}
+run_bench() {  # VENV SCRIPT [ARGUMENTS...]
+  PYTHONPATH=. "$1/bin/python" "${@:2}"
+}
+export -f run_pytest run_tests run_bench
 
 case "$job" in
   install)
@@ -125,48 +180,24 @@ case "$job" in
       "$0/bin/station" open demo "${@}"
     ' "$VENV" "${headless[@]}"
     ;;
-  test|bench|drill)
-    # A real Secret Service for the keyring tests: gnome-keyring in a private D-Bus
-    # session, keeping its keyring in a fresh directory so that no keyring of this
-    # machine's user (with another password) is touched or gets in the way.
-    exec dbus-run-session -- bash -c '
-      keyrings=$(mktemp -d)
-      trap "rm -rf \"$keyrings\"" EXIT
-      eval "$(printf station-test | XDG_DATA_HOME="$keyrings" gnome-keyring-daemon --unlock --components=secrets)"
-      export GNOME_KEYRING_CONTROL
-      set -e
-      job=$1 count=$2
-      venvs=("${@:3:$count}")
-      shift $((2 + count))
-      if [ "$job" = bench ]; then
-        PYTHONPATH=. "${venvs[0]}/bin/python" bench/bench_open.py
-        PYTHONPATH=. "${venvs[0]}/bin/python" bench/bench_seal.py
-        exit
-      fi
-      if [ "$job" = drill ]; then
-        # SIGKILL at five moments of a session, and what a killed browser loses.
-        PYTHONPATH=. "${venvs[0]}/bin/python" bench/drill_seal_kill.py --rounds 10
-        PYTHONPATH=. "${venvs[0]}/bin/python" bench/drill_kill_window.py
-        exit
-      fi
-      # Keyring, browser and display tests must run here, never be skipped.
-      export STATION_TEST_REQUIRE_REAL_PARTS=1
-      "${venvs[0]}/bin/ruff" check outreach_station tests bench
-      "${venvs[0]}/bin/ruff" format --check outreach_station tests bench
-      failed=()
-      for venv in "${venvs[@]}"; do
-        version=$("$venv/bin/python" -c "import platform; print(platform.python_version())")
-        printf "setup: mypy and pytest on Python %s (%s)\n" "$version" "$venv" >&2
-        "$venv/bin/mypy" || { failed+=("mypy on Python $version"); continue; }
-        status=0
-        "$venv/bin/python" -m pytest "$@" || status=$?
-        # 5 is "no tests collected": a run that tested nothing has not passed.
-        [ "$status" = 0 ] || failed+=("pytest on Python $version (exit $status)")
+  test)
+    in_keyring_session run_tests "${#venvs[@]}" "${venvs[@]}" "${@:2}"
+    ;;
+  one)
+    in_keyring_session run_pytest "$VENV" "${@:2}"
+    ;;
+  bench)
+    if [ $# -ge 2 ]; then
+      in_keyring_session run_bench "$VENV" "${@:2}"
+    else
+      for script in bench/bench_open.py bench/bench_seal.py bench/bench_startup.py; do
+        in_keyring_session run_bench "$VENV" "$script"
       done
-      if [ ${#failed[@]} -gt 0 ]; then
-        printf "setup: failed: %s\n" "${failed[@]}" >&2
-        exit 1
-      fi
-    ' setup-test "$job" "${#venvs[@]}" "${venvs[@]}" "${@:2}"
+    fi
+    ;;
+  drill)
+    # SIGKILL at five moments of a session, and what a killed browser loses.
+    in_keyring_session run_bench "$VENV" bench/drill_seal_kill.py --rounds 10
+    in_keyring_session run_bench "$VENV" bench/drill_kill_window.py
     ;;
 esac

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import struct
 from collections.abc import Callable, Collection, Mapping
 from contextlib import suppress
@@ -28,10 +27,10 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from outreach_station.errors import StateError
-from outreach_station.platforms import PlatformProfile
 
 if TYPE_CHECKING:
     from outreach_station.fonts import FontInventory
+    from outreach_station.platforms import PlatformProfile
 
 # 2: mobile personas present the engine's own Linux user agent (an Android
 # one was contradicted by navigator.platform and the client hints in every
@@ -267,6 +266,9 @@ def draw_fonts(fonts: FontInventory) -> tuple[str, ...]:
     """The machine's generic families plus a random part of the rest; () without fontconfig."""
     if not fonts.families:
         return ()
+    # Imported here: reading stored fingerprints (`station persona list`) draws nothing.
+    import secrets
+
     keep, out_of = FONT_KEEP
     kept = set(fonts.essential)
     kept.update(f for f in fonts.optional if secrets.randbelow(out_of) < keep)
@@ -329,6 +331,8 @@ def _draw(platform: PlatformProfile, fonts: FontInventory, cpus: int) -> Fingerp
             avail_width=width,
             avail_height=height,
         )
+    import secrets
+
     # A maximised window: the screen less a desktop panel and the browser's own bars.
     panel = (0, 27, 32, 48)[secrets.randbelow(4)]
     chrome_ui = 85 + secrets.randbelow(3) * 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import secrets
 
 from outreach_station.errors import UsageError
 
@@ -13,6 +12,8 @@ _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 
 
 def new_persona_id() -> str:
+    import secrets  # here: reading personas needs no hashing (start-up)
+
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
 
 

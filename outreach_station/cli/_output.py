@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -14,6 +13,8 @@ if TYPE_CHECKING:
 
 
 def echo_json(data: Any) -> None:
+    import json  # here: `station --help` and table output need no JSON
+
     from outreach_station.values import json_safe
 
     typer.echo(json_safe(json.dumps(data, indent=2, ensure_ascii=False, default=str)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -106,6 +105,8 @@ def audit(
     log = _log(ctx)
     records = log.records(persona=persona, since=core.parse_since(since) if since else None)
     if as_json:
+        import json
+
         from outreach_station.values import json_safe
 
         typer.echo(
@@ -145,6 +146,8 @@ def verify(
     log = _log(ctx)
     result = log.verify()
     if as_json:
+        import json
+
         payload = {
             "ok": result.ok,
             "count": result.count,

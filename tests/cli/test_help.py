@@ -48,3 +48,122 @@ def test_module_entry_point() -> None:
     )
     assert result.returncode == 0
     assert "station open <platform>" in result.stdout
+
+
+def _type(param_type: Any) -> tuple[str, dict[str, Any]]:
+    plain = (str, int, bool, tuple, list, type(None))
+    return type(param_type).__name__, {
+        k: v for k, v in vars(param_type).items() if isinstance(v, plain)
+    }
+
+
+def _describe(command: Any) -> dict[str, Any]:
+    """What a person sees of a click command tree: names, help, every parameter's parts."""
+    params = [
+        (
+            p.name,
+            tuple(p.opts),
+            tuple(getattr(p, "secondary_opts", ())),
+            _type(p.type),
+            p.required,
+            repr(p.default),
+            getattr(p, "help", None),
+            getattr(p, "is_flag", None),
+            p.multiple,
+            p.nargs,
+            p.metavar,
+        )
+        for p in command.params
+    ]
+    subs = {name: _describe(sub) for name, sub in getattr(command, "commands", {}).items()}
+    return {"help": command.help, "short": command.short_help, "params": params, "subs": subs}
+
+
+@pytest.fixture
+def annotations_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`prepared_app` evaluates the commands' annotations in place: undo that after the test."""
+
+    def callbacks(typer_app: Any) -> Any:
+        infos = [typer_app.registered_callback, *typer_app.registered_commands]
+        yield from (i.callback for i in infos if i is not None and i.callback is not None)
+        for group in typer_app.registered_groups:
+            yield from callbacks(group.typer_instance)
+
+    for callback in callbacks(app):
+        monkeypatch.setattr(callback, "__annotations__", dict(callback.__annotations__))
+
+
+@pytest.mark.usefixtures("annotations_kept")
+def test_the_command_line_main_runs_is_the_app_narrowed_to_the_command() -> None:
+    import typer.main
+
+    from outreach_station.cli import prepared_app
+
+    whole = _describe(typer.main.get_command(app))
+    assert isinstance(whole["subs"]["persona"]["params"], list)
+    for name in whole["subs"]:
+        built = typer.main.get_command(prepared_app([name, "--help"]))
+        assert _describe(built)["subs"] == {name: whole["subs"][name]}
+    assert _describe(typer.main.get_command(prepared_app(["--debug", "open"]))) == whole
+    assert _describe(typer.main.get_command(prepared_app(["opn"]))) == whole
+    assert _describe(typer.main.get_command(prepared_app([]))) == whole
+
+
+@pytest.mark.usefixtures("annotations_kept")
+def test_evaluated_annotations_keep_every_option_and_its_help() -> None:
+    import typer.main
+
+    from outreach_station.cli import _resolve_annotations
+
+    before = _describe(typer.main.get_command(app))
+    _resolve_annotations(app)
+    assert all(
+        not isinstance(v, str)
+        for i in app.registered_commands
+        for v in i.callback.__annotations__.values()  # type: ignore[union-attr]
+    )
+    assert _describe(typer.main.get_command(app)) == before
+    option = before["subs"]["persona"]["subs"]["list"]["params"][0]
+    assert option[1] == ("--platform",)
+    assert option[6] == "Only this platform's personas."
+
+
+def test_reading_personas_loads_no_hashing_toml_or_platform_catalogue() -> None:
+    # `station persona list` reads stored fingerprints: drawing ids and
+    # fingerprints (secrets, OpenSSL's hashes) and platform files (tomllib)
+    # are for other commands, and cost start-up time.
+    code = (
+        "import sys, outreach_station.registry, outreach_station.fingerprint; "
+        "print(sorted(m for m in ('secrets', 'tomllib', 'outreach_station.platforms') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_help_runs_no_core_module_and_loads_nothing_beyond_typer() -> None:
+    # `station --help` is what a person types first; every module it loads is
+    # start-up time (bench/bench_startup.py). Core modules are bound lazily.
+    code = """
+import sys
+import typer
+before = set(sys.modules)
+sys.argv = ["station", "--help"]
+from outreach_station.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+run = sorted(
+    m for m in set(sys.modules) - before
+    if type(sys.modules[m]).__name__ != "_LazyModule"
+    and not m.startswith(("outreach_station.cli", "typer", "__future__"))
+)
+print(run, file=sys.stderr)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stderr.strip() == "['outreach_station', 'outreach_station.errors']"
