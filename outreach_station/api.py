@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from outreach_station import paths
-from outreach_station.audit import AuditLog, EventName
+from outreach_station.audit import AuditLog
 from outreach_station.context import Notify, Station
+from outreach_station.events import EventName
 from outreach_station.lifecycle import (
     ROTATION_GRACE_SECONDS,
     PlatformStatus,

@@ -34,7 +34,6 @@ import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
@@ -47,6 +46,7 @@ from outreach_station.errors import (
     StationError,
     UsageError,
 )
+from outreach_station.events import EventName
 from outreach_station.paths import StationPaths
 from outreach_station.paths import current as current_paths
 from outreach_station.storage import (
@@ -85,28 +85,6 @@ _FIELDS: Final = (
 _TAIL_CHUNK: Final = 64 * 1024
 
 DetailValue = str | int | bool
-
-
-class EventName(StrEnum):
-    """The closed set of things the audit trail records."""
-
-    PERSONA_CREATED = "persona.created"
-    PERSONA_OPENED = "persona.opened"
-    PERSONA_CLOSED = "persona.closed"
-    PERSONA_BLOCKED = "persona.blocked"
-    PERSONA_ROTATED = "persona.rotated"
-    PERSONA_RETIRED = "persona.retired"
-    PERSONA_SHREDDED = "persona.shredded"
-    PERSONA_RECOVERED = "persona.recovered"
-    KIT_SECRET_REVEALED = "kit.secret_revealed"  # noqa: S105 - an event name, not a secret
-    KIT_UPDATED = "kit.updated"
-    POLICY_VIOLATION = "policy.violation"
-    POLICY_LOOSENING_IGNORED = "policy.loosening_ignored"
-    VAULT_INITIALISED = "vault.initialised"
-    PERSONA_PROXY_SET = "persona.proxy_set"
-    PERSONA_PROXY_CLEARED = "persona.proxy_cleared"
-    PERSONA_FINGERPRINT_REFRESHED = "persona.fingerprint_refreshed"
-    AUDIT_RESTARTED = "audit.restarted"
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 from outreach_station import paths
 
 if TYPE_CHECKING:
-    from outreach_station.audit import AuditLog, EventName
+    from outreach_station.audit import AuditLog
     from outreach_station.browser import BrowserExecutable
+    from outreach_station.events import EventName
     from outreach_station.personas import Persona
     from outreach_station.platforms import PlatformCatalogue, PlatformProfile
     from outreach_station.policy import EffectivePolicy, Policy

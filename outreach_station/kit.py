@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from outreach_station import paths
-from outreach_station.audit import AuditLog, EventName
+from outreach_station.audit import AuditLog
 from outreach_station.errors import (
     EnvironmentProblem,
     NotFoundError,
@@ -54,6 +54,7 @@ from outreach_station.errors import (
     StationError,
     UsageError,
 )
+from outreach_station.events import EventName
 from outreach_station.ids import validate_persona_id
 from outreach_station.personas import Persona
 from outreach_station.storage import Store, UniqueConflict

@@ -12,36 +12,27 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from outreach_station import network
-from outreach_station.audit import EventName
 from outreach_station.context import Notify, Station, quiet, using
 from outreach_station.errors import BusyError, StateError, UsageError
-from outreach_station.fingerprint import FingerprintDrawer
+from outreach_station.events import EventName
 from outreach_station.ids import validate_persona_id
 from outreach_station.personas import Persona
-from outreach_station.platforms import PlatformProfile
 from outreach_station.values import validate_label, validate_reason
-from outreach_station.workspace import (
-    Recovery,
-    SealedState,
-    holder_pid,
-    is_locked,
-    needs_recovery,
-    persona_lock,
-    platform_lock,
-    recover,
-    sealed_file,
-    wipe,
-    workspace_dir,
-)
 
+# The workspace, the network and the platform catalogue are imported where a
+# use case needs them: listing personas (what a person types most) needs none.
 if TYPE_CHECKING:
+    from outreach_station.fingerprint import FingerprintDrawer
+    from outreach_station.platforms import PlatformProfile
     from outreach_station.storage import Store
     from outreach_station.vault import PassphraseCallback, Vault
+    from outreach_station.workspace import Recovery
 
 
 def drawer(store: Store, notify: Notify | None = None) -> FingerprintDrawer:
     """A drawer that avoids every device a persona of this store presents, blocked ones too."""
+    from outreach_station.fingerprint import FingerprintDrawer
+
     return FingerprintDrawer([p.fingerprint for p in store.list()], notify=notify)
 
 
@@ -128,6 +119,8 @@ def close_open_session(
     import signal
     import time
 
+    from outreach_station.workspace import holder_pid, is_locked
+
     with using(station) as st:
         where = st.paths
     if not is_locked(where, persona.id):
@@ -182,6 +175,9 @@ def rotate(
 def _rotate(
     st: Station, profile: PlatformProfile, *, reason: str, force: bool, notify: Notify
 ) -> RotateResult:
+    from outreach_station import network
+    from outreach_station.workspace import needs_recovery, platform_lock
+
     store = st.store
     with platform_lock(st.paths, profile.id, action="opened or rotated"):
         st.audit.check_appendable()  # a rotation without its records must not happen
@@ -240,6 +236,8 @@ class PlatformStatus:
 
 def status(*, notify: Notify = quiet, station: Station | None = None) -> list[PlatformStatus]:
     """Per platform: the active persona, the standby pool, what is open, and warnings."""
+    from outreach_station.platforms import PlatformProfile
+
     with using(station, notify) as st:
         catalogue = st.catalogue
         enforce_retention(notify=notify, station=st)
@@ -260,6 +258,8 @@ def status(*, notify: Notify = quiet, station: Station | None = None) -> list[Pl
 
 
 def _platform_status(st: Station, profile: PlatformProfile, mine: list[Persona]) -> PlatformStatus:
+    from outreach_station.workspace import SealedState, is_locked, needs_recovery
+
     where = st.paths
     standby = sum(p.status == "standby" for p in mine)
     warnings = []
@@ -298,6 +298,8 @@ def recover_persona(
     persona: Persona, *, notify: Notify = quiet, station: Station | None = None
 ) -> Recovery | None:
     """Reseal what a crash left of a persona's open profile (see `workspace.recover`)."""
+    from outreach_station.workspace import persona_lock, recover
+
     with using(station, notify) as st:
         with persona_lock(st.paths, persona.id):
             recovered = recover(st.paths, persona.id, st.vault(), notify=notify, store=st.store)
@@ -327,8 +329,10 @@ def shred_persona(
     their history, and its kit details stay reserved so they are never
     handed to another persona. Refused while the persona is open.
     """
+    from outreach_station import network
     from outreach_station.kit import delete_kit_secrets
     from outreach_station.vault import Vault, new_path, read_settings
+    from outreach_station.workspace import persona_lock, sealed_file, wipe, workspace_dir
 
     validate_reason(reason)  # before anything is destroyed
     with using(station) as st:
@@ -367,6 +371,8 @@ def enforce_retention(
     *, now: datetime | None = None, notify: Notify = quiet, station: Station | None = None
 ) -> list[Shredded]:
     """Shred blocked personas older than the policy's `retention.blocked_days` (0: keep)."""
+    from outreach_station.workspace import is_locked
+
     with using(station, notify) as st:
         days = st.policy.retention.blocked_days
         if days <= 0:
@@ -397,6 +403,8 @@ def enforce_retention(
 
 def refresh_fingerprint(persona_id: str, *, station: Station | None = None) -> Persona:
     """Draw a new fingerprint for a persona (its platform's constraints, today's tables)."""
+    from outreach_station.workspace import is_locked
+
     validate_persona_id(persona_id)
     with using(station) as st:
         persona = st.store.get(persona_id)
@@ -420,6 +428,8 @@ def set_proxy(
     station: Station | None = None,
 ) -> str:
     """Set (or with None, clear) a persona's own proxy; returns what is now in force."""
+    from outreach_station import network
+
     validate_persona_id(persona_id)
     with using(station) as st:
         persona = st.store.get(persona_id)

@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from outreach_station import paths
-from outreach_station.audit import AuditLog, EventName
+from outreach_station.audit import AuditLog
 from outreach_station.context import Station
 from outreach_station.errors import EnvironmentProblem, UsageError
+from outreach_station.events import EventName
 from outreach_station.storage import Store, open_store
 
 ALL_PLATFORMS: Final = "all platforms"

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from outreach_station import network
-from outreach_station.audit import EventName
 from outreach_station.browser import (
     SessionHook,
     SessionOutcome,
@@ -28,6 +27,7 @@ from outreach_station.browser import (
 )
 from outreach_station.context import Notify, Station, quiet, using
 from outreach_station.errors import BusyError, StateError, StationError, UsageError
+from outreach_station.events import EventName
 from outreach_station.fingerprint import Fingerprint
 from outreach_station.ids import validate_persona_id
 from outreach_station.lifecycle import drawer, enforce_retention

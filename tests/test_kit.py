@@ -17,7 +17,6 @@ import keyring.errors
 import pytest
 
 from outreach_station import api, kit, paths
-from outreach_station.audit import EventName
 from outreach_station.errors import (
     EnvironmentProblem,
     IntegrityError,
@@ -25,6 +24,7 @@ from outreach_station.errors import (
     StateError,
     UsageError,
 )
+from outreach_station.events import EventName
 from outreach_station.personas import Persona
 from outreach_station.storage.sqlite import SqliteStore as Registry
 from tests.keyrings import require_secret_service

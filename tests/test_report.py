@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from outreach_station import api, kit, paths, report
-from outreach_station.audit import AuditLog, EventName
+from outreach_station.audit import AuditLog
 from outreach_station.errors import EnvironmentProblem, UsageError
+from outreach_station.events import EventName
 from outreach_station.storage.sqlite import SqliteStore as Registry
 
 FP = {"version": 1}

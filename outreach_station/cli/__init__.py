@@ -1,4 +1,4 @@
-"""The `station` command line: a thin edge over `outreach_station.api`.
+"""The `station` command line: a thin edge over the use cases (`session`, `lifecycle`, ...).
 
 Every `StationError` is caught once, here, and printed as one line on stderr
 with its exit code; a traceback appears only with `--debug`. An `OSError` or

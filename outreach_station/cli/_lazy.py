@@ -1,6 +1,6 @@
 """Import core modules on first use, so that `station --help` stays fast.
 
-The CLI modules bind names such as `api` at import time (that keeps them
+The CLI modules bind names such as `lifecycle` at import time (that keeps them
 readable and typed) but the module behind each name is only executed when a
 command first touches it.
 """

@@ -11,9 +11,9 @@ from outreach_station.cli._output import echo_json, info, station_of, table
 from outreach_station.errors import CheckFailed
 
 if TYPE_CHECKING:
-    from outreach_station import api
+    from outreach_station import session
 else:
-    api = lazy_module("outreach_station.api")
+    session = lazy_module("outreach_station.session")
 
 
 def check_command(
@@ -30,7 +30,7 @@ def check_command(
 
     Example: station check k7q2m9x4ab3d
     """
-    result = api.check_persona(persona_id, notify=info, station=station_of(ctx))
+    result = session.check_persona(persona_id, notify=info, station=station_of(ctx))
     if json:
         echo_json(
             {

@@ -30,9 +30,9 @@ def init_command(
 
     Example: station init
     """
-    from outreach_station import api
+    from outreach_station import lifecycle
 
-    vault = api.init_vault(
+    vault = lifecycle.init_vault(
         passphrase=passphrase, passphrase_prompt=ask_passphrase, station=station_of(ctx)
     )
     if json:

@@ -31,11 +31,13 @@ def rotate_command(
 
     Example: station rotate demo --reason "account suspended at login"
     """
-    from outreach_station import api
+    from outreach_station import lifecycle
     from outreach_station.values import validate_reason
 
     validate_reason(reason)
-    result = api.rotate(platform, reason=reason, force=force, notify=info, station=station_of(ctx))
+    result = lifecycle.rotate(
+        platform, reason=reason, force=force, notify=info, station=station_of(ctx)
+    )
     if json:
         echo_json(
             {
@@ -61,9 +63,9 @@ def status_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
 
     Example: station status
     """
-    from outreach_station import api
+    from outreach_station import lifecycle
 
-    rows = api.status(notify=info, station=station_of(ctx))
+    rows = lifecycle.status(notify=info, station=station_of(ctx))
     for s in rows:
         for warning in s.warnings:
             info(f"station: warning: {s.platform.id}: {warning}")

@@ -60,7 +60,7 @@ def open_command(
 
     Example: station open demo
     """
-    from outreach_station import api
+    from outreach_station import session
     from outreach_station.ids import validate_persona_id
     from outreach_station.values import url_is_plain
 
@@ -69,7 +69,7 @@ def open_command(
         validate_persona_id(persona)
     if url is not None and not (url.startswith(("http://", "https://")) and url_is_plain(url)):
         raise UsageError(BAD_URL)
-    result = api.open_platform(
+    result = session.open_platform(
         platform,
         persona_id=persona,
         url=url,

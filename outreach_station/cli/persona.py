@@ -12,10 +12,10 @@ from outreach_station.cli._output import echo_json, info, safe, station_of, tabl
 from outreach_station.errors import StateError, UsageError
 
 if TYPE_CHECKING:
-    from outreach_station import api, network, values
+    from outreach_station import lifecycle, network, values
     from outreach_station.personas import Persona
 else:
-    api = lazy_module("outreach_station.api")
+    lifecycle = lazy_module("outreach_station.lifecycle")
     network = lazy_module("outreach_station.network")
     values = lazy_module("outreach_station.values")
 
@@ -64,7 +64,7 @@ def new(
     Example: station persona new demo --standby --count 3
     """
     values.validate_label(label)
-    personas = api.create_personas(
+    personas = lifecycle.create_personas(
         platform,
         label=label,
         standby=standby,
@@ -90,7 +90,7 @@ def list_(
 
     Example: station persona list --platform demo
     """
-    personas = api.list_personas(platform_id=platform, station=station_of(ctx))
+    personas = lifecycle.list_personas(platform_id=platform, station=station_of(ctx))
     if json:
         echo_json([_as_json(p) for p in personas])
         return
@@ -125,7 +125,7 @@ def show(
 
     Example: station persona show k7q2m9x4ab3d
     """
-    persona = api.get_persona(persona_id, station=station_of(ctx))
+    persona = lifecycle.get_persona(persona_id, station=station_of(ctx))
     if json:
         echo_json(_as_json(persona))
         return
@@ -172,7 +172,7 @@ def retire(
     Example: station persona retire k7q2m9x4ab3d
     """
     values.validate_reason(reason)
-    persona = api.get_persona(persona_id, station=station_of(ctx))
+    persona = lifecycle.get_persona(persona_id, station=station_of(ctx))
     if persona.status == "retired":
         raise StateError(f"persona {persona.id} is already retired")
     if not yes:
@@ -183,7 +183,7 @@ def retire(
             abort=True,
             err=True,
         )
-    done = api.shred_persona(persona.id, reason=reason, station=station_of(ctx))
+    done = lifecycle.shred_persona(persona.id, reason=reason, station=station_of(ctx))
     if json:
         echo_json(
             {
@@ -207,7 +207,7 @@ def refresh_fingerprint(
 
     Example: station persona refresh-fingerprint k7q2m9x4ab3d
     """
-    persona = api.refresh_fingerprint(persona_id, station=station_of(ctx))
+    persona = lifecycle.refresh_fingerprint(persona_id, station=station_of(ctx))
     typer.echo(f"{persona.id}: {_summary(persona)}")
 
 
@@ -235,10 +235,12 @@ def proxy(
     if url is not None:
         # The id, the persona's state and the URL are judged before a password is asked for.
         setting = network.check_persona_proxy(
-            api.get_persona(persona_id, station=station_of(ctx)), url
+            lifecycle.get_persona(persona_id, station=station_of(ctx)), url
         )
         if setting.username:
             password = typer.prompt(
                 "proxy password", hide_input=True, default="", show_default=False
             )
-    typer.echo(api.set_proxy(persona_id, url, password=password or None, station=station_of(ctx)))
+    typer.echo(
+        lifecycle.set_proxy(persona_id, url, password=password or None, station=station_of(ctx))
+    )

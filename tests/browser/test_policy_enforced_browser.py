@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from outreach_station import api, paths
+from outreach_station import api, paths, session
 from outreach_station.audit import AuditLog, default_path
 from outreach_station.browser import build_launch
 from tests.browser.test_isolation import write_platform
@@ -170,7 +170,7 @@ def test_system_policy_closes_devtools_in_real_chromium(
 
         return dataclasses.replace(spec, args=args)
 
-    monkeypatch.setattr(api, "build_launch", person_presses_f12)
+    monkeypatch.setattr(session, "build_launch", person_presses_f12)
     seen: dict[str, Any] = {}
 
     async def look(context: Any, page: Any) -> None:

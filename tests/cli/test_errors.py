@@ -209,12 +209,12 @@ def test_full_disk_is_one_line(tmp_path: Path) -> None:
 def test_os_error_without_a_station_error_is_still_one_line(
     runner: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from outreach_station import api
+    from outreach_station import lifecycle
 
     def fail(*_args: object, **_kwargs: object) -> object:
         raise PermissionError(13, "Permission denied", "/somewhere/file")
 
-    monkeypatch.setattr(api, "list_personas", fail)
+    monkeypatch.setattr(lifecycle, "list_personas", fail)
     result = runner.invoke(["persona", "list"])
     assert result.exit_code == ExitCode.ENVIRONMENT
     assert result.stderr == (
@@ -301,12 +301,12 @@ def test_odd_profile_files_break_only_themselves(tmp_path: Path) -> None:
 
 
 def test_a_bug_is_one_line_without_its_text(runner: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from outreach_station import api
+    from outreach_station import lifecycle
 
     def fail(*_args: object, **_kwargs: object) -> object:
         raise KeyError("Secret-value-in-a-bug")
 
-    monkeypatch.setattr(api, "list_personas", fail)
+    monkeypatch.setattr(lifecycle, "list_personas", fail)
     result = runner.invoke(["persona", "list"])
     assert result.exit_code == ExitCode.FAILURE
     assert result.stderr == (

@@ -133,7 +133,7 @@ def test_reading_personas_loads_no_hashing_toml_or_platform_catalogue() -> None:
     # fingerprints (secrets, OpenSSL's hashes) and platform files (tomllib)
     # are for other commands, and cost start-up time.
     code = (
-        "import sys, outreach_station.registry, outreach_station.fingerprint; "
+        "import sys, outreach_station.storage.sqlite, outreach_station.fingerprint; "
         "print(sorted(m for m in ('secrets', 'tomllib', 'outreach_station.platforms') "
         "if m in sys.modules))"
     )

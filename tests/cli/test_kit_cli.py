@@ -14,8 +14,8 @@ import keyring.errors
 import pytest
 
 from outreach_station import api, kit, paths
-from outreach_station.audit import EventName
 from outreach_station.errors import ExitCode
+from outreach_station.events import EventName
 from outreach_station.storage.sqlite import SqliteStore as Registry
 from tests.keyrings import require_secret_service
 
