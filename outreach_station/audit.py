@@ -52,7 +52,7 @@ from outreach_station.paths import StationPaths
 from outreach_station.paths import current as current_paths
 
 if TYPE_CHECKING:
-    from outreach_station.vault.backends import KeyringBackend
+    from outreach_station.secret_store import KeyringBackend
 
 GENESIS: Final = "0" * 64
 AUDIT_FILE_NAME: Final = "audit.jsonl"
@@ -537,10 +537,10 @@ class ChainAnchor:
         self.entry = self.ENTRY_PREFIX + digest
 
     def _keyring(self) -> KeyringBackend | None:
-        from outreach_station.vault.backends import check_backend
+        from outreach_station import secret_store
 
         try:
-            return check_backend()
+            return secret_store.check_backend()
         except StationError:
             return None  # no OS-protected keyring here: the head is kept without a MAC
 
@@ -586,9 +586,11 @@ class ChainAnchor:
         return ChainHead(count=row.count, last_hash=row.last_hash, pending=row.pending)
 
     def _key(self, keyring: KeyringBackend | None) -> bytes | None:
-        from outreach_station.vault.backends import read_master_key
+        from outreach_station import secret_store
 
-        return read_master_key(keyring, self.entry) if keyring is not None else None
+        if keyring is None:
+            return None
+        return secret_store.read_key(self.entry, what="master key", backend=keyring)
 
     def head(self) -> tuple[ChainHead | None, dict[int, str]]:
         """The checked head (None before the first anchored record) and the anchored hashes."""
@@ -604,10 +606,10 @@ class ChainAnchor:
         keyring = self._keyring()
         key = self._key(keyring)
         if key is None and keyring is not None:
-            from outreach_station.vault.backends import MASTER_KEY_BYTES, store_master_key
+            from outreach_station import secret_store
 
-            key = secrets.token_bytes(MASTER_KEY_BYTES)
-            store_master_key(keyring, self.entry, key)
+            key = secrets.token_bytes(secret_store.KEY_BYTES)
+            secret_store.store_key(self.entry, key, what="master key", backend=keyring)
         mac = self._mac(key, 0, GENESIS, None) if key is not None else None
         with _AnchorStore(self.store) as db, db.transaction():
             db.reset(self.log_id, AnchorRow(count=0, last_hash=GENESIS, pending=None, mac=mac))
@@ -625,10 +627,10 @@ class ChainAnchor:
             head = self._checked(db.row(self.log_id), keyring, key)
             if key is None and keyring is not None:
                 # First anchored record of this log (or the first with a keyring here).
-                from outreach_station.vault.backends import MASTER_KEY_BYTES, store_master_key
+                from outreach_station import secret_store
 
-                key = secrets.token_bytes(MASTER_KEY_BYTES)
-                store_master_key(keyring, self.entry, key)
+                key = secrets.token_bytes(secret_store.KEY_BYTES)
+                secret_store.store_key(self.entry, key, what="master key", backend=keyring)
             if key is not None:
                 _ANCHOR_KEYS[self.entry] = key
             yield _Advance(self, db, head, key)

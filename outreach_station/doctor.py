@@ -121,20 +121,19 @@ def check_browser() -> Finding:
 
 
 def check_keyring() -> Finding:
-    from outreach_station.vault.backends import SERVICE, check_backend
+    from outreach_station import secret_store
 
     try:
-        backend = check_backend()
+        backend = secret_store.check_backend()
     except StationError as exc:
         return Finding("keyring", "fail", exc.message, "see docs/it-deployment.md, 'Keyring'")
-    try:
-        # A read of an entry that never exists: harmless, but it must unlock.
-        backend.backend.get_password(SERVICE, _PROBE_ENTRY)
-    except Exception as exc:  # any backend failure is the finding itself
+    # A read of an entry that never exists: harmless, but it must unlock.
+    error = secret_store.probe(backend, _PROBE_ENTRY)
+    if error is not None:
         return Finding(
             "keyring",
             "fail",
-            f"{backend.description} could not be read ({type(exc).__name__})",
+            f"{backend.description} could not be read ({error})",
             "log in to the desktop session so the login keyring is unlocked",
         )
     return Finding("keyring", "ok", f"{backend.description}, unlocked")

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from outreach_station import paths
+from outreach_station import paths, secret_store
 from outreach_station.audit import AuditLog, EventName
 from outreach_station.errors import (
     EnvironmentProblem,
@@ -56,10 +56,6 @@ from outreach_station.errors import (
     UsageError,
 )
 from outreach_station.registry import Persona, Registry, validate_persona_id
-
-# The service name the vault uses for the master key, so all of station's
-# entries sit together in the keyring (vault.backends.SERVICE).
-KEYRING_SERVICE: Final = "outreach-station"
 
 # Public field names, as typed on the command line; columns use underscores.
 DETAIL_FIELDS: Final = ("username", "email", "phone", "card-label", "card-last4")
@@ -410,32 +406,8 @@ def secret_entry(persona_id: str, field: str) -> str:
     return f"kit:{validate_persona_id(persona_id)}:{field}"
 
 
-def _keyring() -> Any:
-    from outreach_station.vault.backends import check_backend
-
-    return check_backend().backend
-
-
-def _keyring_problem(action: str, exc: Exception) -> EnvironmentProblem:
-    from keyring.errors import KeyringLocked
-
-    from outreach_station.vault.backends import INSTALL_HINT, UNLOCK_HINT
-
-    if isinstance(exc, KeyringLocked):
-        return EnvironmentProblem(f"the OS keyring is locked. {UNLOCK_HINT}")
-    # The exception text is left out: a backend might echo what it was given.
-    return EnvironmentProblem(
-        f"the OS keyring failed while {action} ({type(exc).__name__}). {INSTALL_HINT}"
-    )
-
-
 def _read_secret(persona_id: str, field: str) -> str | None:
-    backend = _keyring()
-    try:
-        value = backend.get_password(KEYRING_SERVICE, secret_entry(persona_id, field))
-    except Exception as exc:
-        raise _keyring_problem(f"reading the {field}", exc) from None
-    return None if value is None else str(value)
+    return secret_store.read(secret_entry(persona_id, field), what=field)
 
 
 def set_secret(
@@ -451,16 +423,7 @@ def set_secret(
     with _registry(registry) as reg:
         persona = _persona(reg, persona_id)
     _require_changeable(persona)
-    backend = _keyring()
-    entry = secret_entry(persona.id, field)
-    try:
-        backend.set_password(KEYRING_SERVICE, entry, stored)
-    except Exception as exc:
-        raise _keyring_problem(f"storing the {field}", exc) from None
-    if _read_secret(persona.id, field) != stored:
-        raise EnvironmentProblem(
-            f"the OS keyring accepted the {field} but did not return it; it cannot be used"
-        )
+    secret_store.write(secret_entry(persona.id, field), stored, what=field)
     _audit_log(log).append(
         EventName.KIT_UPDATED,
         persona=persona.id,
@@ -475,23 +438,12 @@ def delete_kit_secrets(persona_id: str) -> list[str]:
     Used when a persona is shredded; missing entries are not an error, so it is
     safe to call twice.
     """
-    from keyring.errors import PasswordDeleteError
-
-    backend = _keyring()
-    removed: list[str] = []
-    for field in SECRET_FIELDS:
-        entry = secret_entry(persona_id, field)
-        try:
-            backend.delete_password(KEYRING_SERVICE, entry)
-        except PasswordDeleteError:
-            continue
-        except Exception as exc:
-            raise _keyring_problem(f"deleting the {field}", exc) from None
-        removed.append(field)
-    for field in removed:
-        if _read_secret(persona_id, field) is not None:
-            raise EnvironmentProblem(f"the OS keyring did not delete the {field}")
-    return removed
+    backend = secret_store.check_backend()
+    return [
+        field
+        for field in SECRET_FIELDS
+        if secret_store.delete(secret_entry(persona_id, field), what=field, backend=backend)
+    ]
 
 
 def _stored_secret(persona_id: str, field: str, registry: Registry | None) -> tuple[Persona, str]:

@@ -9,8 +9,7 @@ import keyring
 import keyring.errors
 import pytest
 
-from outreach_station import paths
-from outreach_station.vault import backends as vault_backends
+from outreach_station import paths, secret_store
 from outreach_station.vault import read_settings
 
 SECRET_SERVICE = "keyring.backends.SecretService.Keyring"
@@ -37,4 +36,4 @@ def secret_service() -> Iterator[None]:
     settings = read_settings(paths.current())
     if settings is not None:
         with contextlib.suppress(keyring.errors.PasswordDeleteError):
-            keyring.delete_password(vault_backends.SERVICE, settings.keyring_entry)
+            keyring.delete_password(secret_store.SERVICE, settings.keyring_entry)

@@ -16,7 +16,7 @@ import keyring
 import keyring.errors
 import pytest
 
-from outreach_station import api, kit, paths
+from outreach_station import api, kit, paths, secret_store
 from outreach_station.audit import EventName
 from outreach_station.errors import (
     EnvironmentProblem,
@@ -266,7 +266,7 @@ def secret_service() -> Iterator[list[str]]:
     for persona_id in used:
         for field in kit.SECRET_FIELDS:
             with contextlib.suppress(keyring.errors.PasswordDeleteError):
-                keyring.delete_password(kit.KEYRING_SERVICE, f"kit:{persona_id}:{field}")
+                keyring.delete_password(secret_store.SERVICE, f"kit:{persona_id}:{field}")
 
 
 @pytest.mark.keyring

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +19,8 @@ from outreach_station.network import (
     validate_pool,
 )
 from outreach_station.registry import Registry
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_proxy_urls_are_parsed_and_passwords_refused() -> None:
@@ -59,3 +66,64 @@ def test_pool_assignment_spreads_and_avoids_blocked(tmp_path: Path) -> None:
         # Both were used; the blocked persona's address is the last choice.
         assert renewed is not None and renewed.server == got2.server
         assert get_proxy(reg, blocked.id if blocked else "") == got1
+
+
+LOCKED_PROXY_SCRIPT = r"""
+import json, secretstorage
+from outreach_station import network
+from outreach_station.errors import StationError
+
+connection = secretstorage.dbus_init()
+collection = secretstorage.get_default_collection(connection)
+collection.lock()
+assert collection.is_locked()
+out = {}
+for name, call in (
+    ("read", lambda: network.read_password("abcdefghijkl")),
+    ("write", lambda: network._set_password("abcdefghijkl", "pw")),
+):
+    try:
+        call()
+        out[name] = {"raised": None}
+    except StationError as exc:
+        out[name] = {"raised": type(exc).__name__, "message": exc.message, "code": exc.exit_code}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.keyring
+def test_locked_keyring_proxy_password_says_to_unlock(tmp_path: Path) -> None:
+    # A private keyring session: locking the shared test keyring would break other tests.
+    if shutil.which("dbus-run-session") is None or shutil.which("gnome-keyring-daemon") is None:
+        pytest.skip("needs dbus-run-session and gnome-keyring-daemon")
+    for name in ("h", "run", "home"):
+        (tmp_path / name).mkdir(mode=0o700)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path / "h"),
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+        "STATION_HOME": str(tmp_path / "home"),
+        "PYTHONPATH": str(REPO),
+    }
+    shell = (
+        'eval "$(gnome-keyring-daemon --unlock --components=secrets)"; '
+        "export GNOME_KEYRING_CONTROL; "
+        f'exec "{sys.executable}" -c "$0"'
+    )
+    done = subprocess.run(
+        ["dbus-run-session", "--", "bash", "-c", shell, LOCKED_PROXY_SCRIPT],
+        input="test-keyring-password\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    for name in ("read", "write"):
+        assert out[name]["raised"] == "EnvironmentProblem", out
+        # The locked keyring is named as such, with how to unlock it, not an install hint.
+        assert out[name]["message"].startswith("the OS keyring is locked"), out
+        assert "Unlock it and retry" in out[name]["message"], out
+        assert "apt install" not in out[name]["message"], out

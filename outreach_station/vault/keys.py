@@ -22,6 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from outreach_station import paths as station_paths
+from outreach_station import secret_store
 from outreach_station.errors import (
     ConfigError,
     IntegrityError,
@@ -31,7 +32,7 @@ from outreach_station.errors import (
     UsageError,
 )
 from outreach_station.paths import StationPaths
-from outreach_station.vault import backends, passphrase
+from outreach_station.vault import passphrase
 from outreach_station.vault._fsutil import shred_file, write_atomic, write_exclusive
 from outreach_station.vault.passphrase import ScryptParams
 
@@ -185,7 +186,7 @@ class Vault:
     def __init__(
         self, paths: StationPaths, settings: VaultSettings, master_key: bytes, backend: str
     ) -> None:
-        if len(master_key) != backends.MASTER_KEY_BYTES:
+        if len(master_key) != secret_store.KEY_BYTES:
             raise ValueError("a master key has 32 bytes")
         self._paths = paths
         self._settings = settings
@@ -232,13 +233,17 @@ class Vault:
             )
         settings = settings or VaultSettings(mode=mode, station_id=secrets.token_hex(8))
         if mode is VaultMode.KEYRING:
-            checked = backends.check_backend()
-            master = backends.read_master_key(checked, settings.keyring_entry)
+            checked = secret_store.check_backend()
+            master = secret_store.read_key(
+                settings.keyring_entry, what="master key", backend=checked
+            )
             if master is None:
                 if material.any:
                     raise _missing_master(f"the OS keyring ({checked.description})", material)
-                master = secrets.token_bytes(backends.MASTER_KEY_BYTES)
-                backends.store_master_key(checked, settings.keyring_entry, master)
+                master = secrets.token_bytes(secret_store.KEY_BYTES)
+                secret_store.store_key(
+                    settings.keyring_entry, master, what="master key", backend=checked
+                )
             description = checked.description
         else:
             file = paths.home / MASTER_FILE
@@ -281,8 +286,10 @@ class Vault:
                 )
             raise StateError(f"the vault of {paths.home} is not initialised; run `station init`")
         if settings.mode is VaultMode.KEYRING:
-            checked = backends.check_backend()
-            master = backends.read_master_key(checked, settings.keyring_entry)
+            checked = secret_store.check_backend()
+            master = secret_store.read_key(
+                settings.keyring_entry, what="master key", backend=checked
+            )
             if master is None:
                 raise _missing_master(f"the OS keyring ({checked.description})", material)
             return cls(paths, settings, master, checked.description)

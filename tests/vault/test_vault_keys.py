@@ -18,6 +18,7 @@ import keyring.core
 import pytest
 from keyring.backends.chainer import ChainerBackend
 
+from outreach_station import secret_store
 from outreach_station.errors import (
     ConfigError,
     EnvironmentProblem,
@@ -37,7 +38,6 @@ from outreach_station.vault import (
     seal_dir,
     unseal_file,
 )
-from outreach_station.vault import backends as backends_mod
 from outreach_station.vault import passphrase as passphrase_mod
 from tests.keyrings import require_secret_service
 
@@ -71,7 +71,7 @@ def secret_service(paths: StationPaths) -> Iterator[None]:
     settings = read_settings(paths)
     if settings is not None:
         with contextlib.suppress(keyring.errors.PasswordDeleteError):
-            keyring.delete_password(backends_mod.SERVICE, settings.keyring_entry)
+            keyring.delete_password(secret_store.SERVICE, settings.keyring_entry)
 
 
 def _prompt(answer: str, asked: list[PassphrasePurpose] | None = None) -> PassphraseCallback:
@@ -101,12 +101,12 @@ def test_init_creates_master_key_in_keyring_once(paths: StationPaths, secret_ser
     vault = Vault.init(paths)
     settings = read_settings(paths)
     assert settings is not None and settings.mode is VaultMode.KEYRING
-    stored = keyring.get_password(backends_mod.SERVICE, settings.keyring_entry)
+    stored = keyring.get_password(secret_store.SERVICE, settings.keyring_entry)
     assert stored is not None and len(base64.b64decode(stored)) == 32
     assert "Secret Service" in vault.backend_description()
     # Idempotent: a second init opens the same key rather than making another.
     again = Vault.init(paths)
-    assert keyring.get_password(backends_mod.SERVICE, settings.keyring_entry) == stored
+    assert keyring.get_password(secret_store.SERVICE, settings.keyring_entry) == stored
     key = vault.ensure_data_key("alice")
     assert again.data_key("alice") == key
     assert Vault.open(paths).data_key("alice") == key
@@ -137,7 +137,7 @@ def test_two_station_homes_do_not_share_a_master_key(
     finally:
         settings = read_settings(other)
         if settings is not None:
-            keyring.delete_password(backends_mod.SERVICE, settings.keyring_entry)
+            keyring.delete_password(secret_store.SERVICE, settings.keyring_entry)
 
 
 @pytest.mark.keyring
@@ -206,14 +206,14 @@ def test_missing_master_key_with_data_is_refused(paths: StationPaths, secret_ser
     Vault.init(paths).ensure_data_key("alice")
     settings = read_settings(paths)
     assert settings is not None
-    keyring.delete_password(backends_mod.SERVICE, settings.keyring_entry)
+    keyring.delete_password(secret_store.SERVICE, settings.keyring_entry)
     with pytest.raises(StateError, match="refusing to create a new master key") as caught:
         Vault.open(paths)
     assert "1 wrapped data key" in str(caught.value)
     with pytest.raises(StateError, match="refusing"):
         Vault.init(paths)
     # Nothing was silently recreated.
-    assert keyring.get_password(backends_mod.SERVICE, settings.keyring_entry) is None
+    assert keyring.get_password(secret_store.SERVICE, settings.keyring_entry) is None
     assert read_settings(paths) == settings
 
 
@@ -224,11 +224,11 @@ def test_missing_master_key_without_data_is_recreated_by_init(
     Vault.init(paths)
     settings = read_settings(paths)
     assert settings is not None
-    keyring.delete_password(backends_mod.SERVICE, settings.keyring_entry)
+    keyring.delete_password(secret_store.SERVICE, settings.keyring_entry)
     with pytest.raises(StateError, match="missing"):
         Vault.open(paths)  # open never creates
     Vault.init(paths).ensure_data_key("alice")
-    assert keyring.get_password(backends_mod.SERVICE, settings.keyring_entry) is not None
+    assert keyring.get_password(secret_store.SERVICE, settings.keyring_entry) is not None
 
 
 @pytest.mark.keyring
@@ -394,7 +394,7 @@ def test_weak_backend_is_refused_when_opening_too(paths: StationPaths, fresh_key
         json.dumps({"format": 1, "mode": "keyring", "station_id": "0123456789abcdef"})
     )
     weak = PlaintextFileKeyring()
-    weak.set_password(backends_mod.SERVICE, "master-key/0123456789abcdef", "A" * 44)
+    weak.set_password(secret_store.SERVICE, "master-key/0123456789abcdef", "A" * 44)
     keyring.set_keyring(weak)
     with pytest.raises(SecurityError):
         Vault.open(paths)
