@@ -48,6 +48,7 @@ from outreach_station.errors import (
     StationError,
     UsageError,
 )
+from outreach_station.fsutil import ensure_private_dir, fsync_dir
 from outreach_station.paths import StationPaths
 from outreach_station.paths import current as current_paths
 
@@ -441,7 +442,7 @@ class _AnchorStore:
     """The anchor's SQLite file: one head and the anchored hashes per log."""
 
     def __init__(self, path: Path) -> None:
-        from outreach_station.paths import create_private_file, ensure_private_dir
+        from outreach_station.fsutil import create_private_file
 
         ensure_private_dir(path.parent)
         try:
@@ -966,7 +967,8 @@ class AuditLog:
         )
 
     def _open_for_append(self) -> int:
-        _make_private_dirs(self.path.parent)
+        # Not checked as ours: IT may own the audit log's directory.
+        ensure_private_dir(self.path.parent, ours=False)
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         existed = self.path.exists()
         try:
@@ -975,11 +977,7 @@ class AuditLog:
             raise _open_error(self.path, exc) from None
         if not existed:
             # Make the new directory entry durable along with the first record.
-            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_dir(self.path.parent)
         return fd
 
     def _tail(self, fd: int) -> tuple[AuditEvent | None, bool]:
@@ -1105,22 +1103,6 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def _make_private_dirs(directory: Path) -> None:
-    missing = []
-    for candidate in (directory, *directory.parents):
-        if candidate.exists():
-            break
-        missing.append(candidate)
-    for new in reversed(missing):
-        try:
-            new.mkdir(mode=0o700)
-        except FileExistsError:
-            continue  # another process made it first
-        except OSError as exc:
-            raise EnvironmentProblem(f"cannot create {new}: {exc.strerror}") from None
-        os.chmod(new, 0o700)  # mkdir's mode is filtered by the umask
 
 
 def _open_error(path: Path, exc: OSError) -> Exception:

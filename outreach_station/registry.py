@@ -28,7 +28,7 @@ from outreach_station.errors import (
     StationError,
     UsageError,
 )
-from outreach_station.paths import create_private_file, ensure_private_dir
+from outreach_station.fsutil import create_private_file, ensure_private_dir
 from outreach_station.values import validate_label, validate_reason
 
 Status = Literal["standby", "active", "blocked", "retired"]

@@ -26,14 +26,13 @@ import html
 import math
 import os
 import statistics
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from outreach_station import paths
+from outreach_station import fsutil, paths
 from outreach_station.audit import AuditLog, EventName
 from outreach_station.errors import EnvironmentProblem, UsageError
 from outreach_station.registry import Registry
@@ -534,44 +533,20 @@ def write_report_file(path: Path, content: str, *, force: bool = False) -> Path:
         raise UsageError(f"{target} is a directory; give a file name such as report.html")
     if target.exists() and not force:
         raise UsageError(f"{target} already exists; add --force to overwrite it")
+    # A report for management is an ordinary document, not a private file.
+    umask = os.umask(0)
+    os.umask(umask)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=".station-report-", suffix=".tmp", dir=directory)
+        tmp = fsutil.write_temp(target, content.encode("utf-8"), mode=0o666 & ~umask)
     except OSError as exc:
         raise EnvironmentProblem(f"cannot write in {directory}: {exc.strerror}") from None
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes 0600; a report for management is an ordinary document.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
         if force:
-            os.replace(tmp, target)
-        else:
-            _place_new(tmp, target)
+            fsutil.replace_with(tmp, target)
+        elif not fsutil.link_new(tmp, target, without_links=True):
+            raise UsageError(f"{target} already exists; add --force to overwrite it")
     except OSError as exc:
         raise EnvironmentProblem(f"cannot write {target}: {exc.strerror}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return target
-
-
-def _place_new(tmp: Path, target: Path) -> None:
-    """Move `tmp` to `target`, which must not exist, even if another writer races us."""
-    refused = UsageError(f"{target} already exists; add --force to overwrite it")
-    try:
-        # link() refuses an existing target: no window in which a half file shows.
-        os.link(tmp, target)
-        return
-    except FileExistsError:
-        raise refused from None
-    except OSError:
-        pass  # file systems without hard links (FAT, some network shares)
-    try:
-        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        raise refused from None
-    os.replace(tmp, target)

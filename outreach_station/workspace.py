@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from outreach_station import paths
+from outreach_station import fsutil, paths
 from outreach_station.errors import BusyError, EnvironmentProblem, IntegrityError, StationError
 from outreach_station.paths import StationPaths
 
@@ -45,7 +45,7 @@ class PersonaLock:
 
 def _mkdir_private(path: Path) -> None:
     # Also the runtime base, which another account could have made first in /dev/shm.
-    paths.ensure_private_dir(path)
+    fsutil.ensure_private_dir(path)
 
 
 @contextlib.contextmanager

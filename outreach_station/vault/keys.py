@@ -31,9 +31,9 @@ from outreach_station.errors import (
     StateError,
     UsageError,
 )
+from outreach_station.fsutil import shred_file, write_atomic, write_exclusive
 from outreach_station.paths import StationPaths
 from outreach_station.vault import passphrase
-from outreach_station.vault._fsutil import shred_file, write_atomic, write_exclusive
 from outreach_station.vault.passphrase import ScryptParams
 
 SETTINGS_FILE = "vault.json"

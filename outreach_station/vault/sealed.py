@@ -34,11 +34,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from outreach_station.errors import EnvironmentProblem, IntegrityError, StateError, UsageError
-from outreach_station.vault._fsutil import (
-    PRIVATE_FILE,
-    ensure_private_dir,
-    fsync_dir,
-)
+from outreach_station.fsutil import PRIVATE_FILE, ensure_private_dir, fsync_dir
 from outreach_station.vault.keys import check_persona_id
 
 if TYPE_CHECKING:
