@@ -40,6 +40,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
+from outreach_station.clock import iso_micro, parse_iso_micro, utcnow
 from outreach_station.errors import (
     EnvironmentProblem,
     IntegrityError,
@@ -65,7 +66,6 @@ MAX_DETAIL_STR_LENGTH: Final = 200
 MAX_DETAIL_INT: Final = 2**53 - 1
 MAX_ID_LENGTH: Final = 64
 
-_TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 _FIELDS: Final = (
     "seq",
     "time",
@@ -159,9 +159,7 @@ class VerifyResult:
 
 def format_time(moment: datetime) -> str:
     """UTC ISO-8601 with microseconds and a ``Z``, the only time form in the log."""
-    if moment.tzinfo is None:
-        raise ValueError("audit times must be timezone-aware")
-    return moment.astimezone(UTC).strftime(_TIME_FORMAT)
+    return iso_micro(moment)
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
@@ -320,10 +318,6 @@ def _os_user() -> str:
         return str(os.geteuid())
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class _BadRecord(Exception):
     """A line that is not a well-formed record; only used inside this module."""
 
@@ -352,7 +346,7 @@ def _parse_record(raw: bytes) -> AuditEvent:
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
         raise _BadRecord("seq is not a positive integer")
     try:
-        moment = datetime.strptime(when, _TIME_FORMAT).replace(tzinfo=UTC)
+        moment = parse_iso_micro(when)
     except (TypeError, ValueError):
         raise _BadRecord("time is not UTC ISO-8601 ending in Z") from None
     if not isinstance(user, str) or not isinstance(host, str):
@@ -736,7 +730,7 @@ class AuditLog:
         anchor: ChainAnchor | None = None,
     ) -> None:
         self.path = path
-        self._clock = clock or _utc_now
+        self._clock = clock or utcnow
         self.anchor = anchor
 
     def _anchored(self) -> contextlib.AbstractContextManager[_Advance | _Unanchored]:

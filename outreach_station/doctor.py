@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from outreach_station import paths
+from outreach_station.clock import utcnow
 from outreach_station.errors import StationError
 from outreach_station.fonts import FontInventory
 
@@ -62,10 +63,6 @@ class DoctorReport:
     @property
     def ok(self) -> bool:
         return not self.failed
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _free_bytes(path: Path) -> int:
@@ -392,7 +389,7 @@ def check_managed_policy(policy: object | None, directory: Path | None) -> Findi
 
 def run_doctor(
     *,
-    clock: Callable[[], datetime] = _utc_now,
+    clock: Callable[[], datetime] = utcnow,
     free_bytes: Callable[[Path], int] = _free_bytes,
     managed_dir: Path | None = None,
 ) -> DoctorReport:

@@ -42,11 +42,13 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final, Literal
 
 from outreach_station import paths, secret_store
 from outreach_station.audit import AuditLog, EventName
+from outreach_station.clock import iso as _iso
+from outreach_station.clock import parse_iso
 from outreach_station.errors import (
     EnvironmentProblem,
     NotFoundError,
@@ -81,10 +83,6 @@ _LAST4: Final = re.compile(r"[0-9]{4}")
 _BASE32: Final = re.compile(r"[A-Z2-7]+=*")
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 _BLOCKED_STATES: Final = ("blocked", "retired")
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -147,10 +145,6 @@ class ClipboardCopy:
     tool: str
     clear_after: float
     clearer_pid: int
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # ---------------------------------------------------------------- validation
@@ -262,7 +256,7 @@ def _kit_from_row(persona_id: str, row: Mapping[str, Any] | None) -> Kit:
         phone=row["phone"],
         card_label=row["card_label"],
         card_last4=row["card_last4"],
-        updated=datetime.fromisoformat(row["updated"].replace("Z", "+00:00")),
+        updated=parse_iso(row["updated"]),
     )
 
 

@@ -30,12 +30,11 @@ from __future__ import annotations
 import contextlib
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
-from outreach_station import secret_store
+from outreach_station import clock, secret_store
 from outreach_station.errors import ConfigError, EnvironmentProblem, StateError, UsageError
 from outreach_station.registry import Persona, Registry, validate_persona_id
 from outreach_station.values import MAX_URL_LENGTH, url_is_plain
@@ -140,10 +139,6 @@ def validate_pool(path: Path, raw: object) -> tuple[str, ...]:
 # ---------------------------------------------------------------- storage
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def get_proxy(reg: Registry, persona_id: str) -> ProxySetting | None:
     with reg.transaction() as conn:
         row = conn.execute(
@@ -163,12 +158,13 @@ def get_proxy(reg: Registry, persona_id: str) -> ProxySetting | None:
 
 
 def _store(reg: Registry, persona_id: str, setting: ProxySetting) -> None:
+    updated = clock.iso_offset(clock.utcnow())
     with reg.transaction() as conn:
         conn.execute(
             "INSERT INTO persona_proxies (persona_id, url, username, source, updated) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (persona_id) DO UPDATE SET url = excluded.url, "
             "username = excluded.username, source = excluded.source, updated = excluded.updated",
-            (persona_id, setting.server, setting.username, setting.source, _now()),
+            (persona_id, setting.server, setting.username, setting.source, updated),
         )
 
 

@@ -15,10 +15,13 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from outreach_station.clock import iso as _iso
+from outreach_station.clock import parse_iso as _parse_time
+from outreach_station.clock import utcnow as _utcnow
 from outreach_station.errors import (
     BusyError,
     DamagedError,
@@ -133,14 +136,6 @@ class Persona:
         }
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 def new_persona_id() -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
 
@@ -153,10 +148,6 @@ def validate_persona_id(persona_id: str) -> str:
             "as printed by 'station persona list'"
         )
     return persona_id
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 # SQLite's primary result codes (the low byte of an extended code).

@@ -34,6 +34,7 @@ from typing import Any, Final
 
 from outreach_station import fsutil, paths
 from outreach_station.audit import AuditLog, EventName
+from outreach_station.clock import iso, utcnow
 from outreach_station.errors import EnvironmentProblem, UsageError
 from outreach_station.registry import Registry
 
@@ -51,14 +52,6 @@ LIFETIME_BUCKETS: Final[tuple[tuple[float, float, str], ...]] = (
 )
 
 _SECONDS_PER_DAY: Final = 86400.0
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _month(moment: datetime) -> str:
@@ -151,8 +144,8 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "generated": _iso(self.generated),
-            "since": _iso(self.since) if self.since else None,
+            "generated": iso(self.generated),
+            "since": iso(self.since) if self.since else None,
             "months": list(self.months),
             "platforms": [p.to_json() for p in self.platforms],
             "total": self.total.to_json(),
@@ -249,7 +242,7 @@ def build_report(
     """Aggregate the registry and the audit trail into a `Report`."""
     if since is not None and since.tzinfo is None:
         raise UsageError("since must be timezone-aware")
-    moment = now or _utcnow()
+    moment = now or utcnow()
     lives = _lives(registry, log)
     times = [
         t
@@ -280,7 +273,7 @@ def build_report(
 
 
 def management_report(
-    *, since: datetime | None = None, clock: Callable[[], datetime] = _utcnow
+    *, since: datetime | None = None, clock: Callable[[], datetime] = utcnow
 ) -> Report:
     """The report for the current station home and its configured audit log."""
     from outreach_station import api
@@ -313,8 +306,8 @@ def render_text(report: Report) -> str:
         ]
         for fig in (*report.platforms, report.total)
     ]
-    scope = f"since {_iso(report.since)}" if report.since else "all time"
-    lines = [f"Persona report, {scope} (generated {_iso(report.generated)})", ""]
+    scope = f"since {iso(report.since)}" if report.since else "all time"
+    lines = [f"Persona report, {scope} (generated {iso(report.generated)})", ""]
     if not report.platforms:
         return "\n".join([*lines, "no personas yet; nothing to report"])
     lines += _table(headers, rows)
@@ -449,7 +442,7 @@ def bar_chart_svg(
 
 def render_html(report: Report) -> str:
     """One self-contained HTML page: inline CSS and SVG, no script, nothing fetched."""
-    scope = f"since {_iso(report.since)}" if report.since else "all time"
+    scope = f"since {iso(report.since)}" if report.since else "all time"
     rows = []
     for fig in (*report.platforms, report.total):
         css = ' class="total"' if fig is report.total else ""
@@ -503,7 +496,7 @@ def render_html(report: Report) -> str:
             "</head>",
             "<body>",
             "<h1>Outreach personas: sustainability report</h1>",
-            f'<p class="note">Scope: {_e(scope)}. Generated {_e(_iso(report.generated))}. '
+            f'<p class="note">Scope: {_e(scope)}. Generated {_e(iso(report.generated))}. '
             "Aggregates only: no persona, account or person is named.</p>",
             "<h2>Per platform</h2>",
             f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>",

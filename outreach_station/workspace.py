@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from outreach_station import fsutil, paths
+from outreach_station import clock, fsutil, paths
 from outreach_station.errors import BusyError, EnvironmentProblem, IntegrityError, StationError
 from outreach_station.paths import StationPaths
 
@@ -444,7 +444,9 @@ def open_workspace(
         marker.unlink(missing_ok=True)
         fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as file:
-            file.write(json.dumps({"opened": _now(), "workspace": str(directory)}))
+            file.write(
+                json.dumps({"opened": clock.iso(clock.utcnow()), "workspace": str(directory)})
+            )
         try:
             yield workspace
         finally:
@@ -474,9 +476,3 @@ def _move_cookies_off_the_keyring(workspace: Workspace, notify: Callable[[str], 
             "a 'Chromium Safe Storage' key that the keyring no longer gives: the browser will "
             "drop them, so sign in to that platform again"
         )
-
-
-def _now() -> str:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
