@@ -13,7 +13,7 @@ import keyring.core
 import keyring.errors
 import pytest
 
-from outreach_station import api, kit, paths, secret_store
+from outreach_station import api, clipboard, kit, paths, secret_store
 from outreach_station.audit import EventName
 from outreach_station.errors import ExitCode
 from outreach_station.registry import Registry
@@ -232,16 +232,16 @@ def test_clipboard_reveal_for_real(runner: Any, secret_service: list[str], displ
     assert PASSWORD not in _all_output(result)
     assert result.stdout == ""
     assert "copied to the clipboard (xclip); it is cleared in 30 seconds" in result.stderr
-    tool = kit.find_clipboard({"DISPLAY": display})
+    tool = clipboard.find_clipboard({"DISPLAY": display})
     assert tool is not None
-    assert kit.read_clipboard(tool) == PASSWORD.encode()
+    assert clipboard.read_clipboard(tool) == PASSWORD.encode()
     assert _events()[-1] == (
         EventName.KIT_SECRET_REVEALED,
         persona_id,
         {"field": "password", "how": "clipboard"},
     )
     # Leave no secret behind; the clearer will then find other content and leave it.
-    kit.copy_to_clipboard(tool, b"test over")
+    clipboard.copy_to_clipboard(tool, b"test over")
 
 
 def test_help_names_exactly_the_kit_fields() -> None:

@@ -13,7 +13,7 @@ import keyring
 import keyring.errors
 import pytest
 
-from outreach_station import api, kit, paths, secret_store
+from outreach_station import api, clipboard, kit, paths, secret_store
 from outreach_station.errors import ExitCode, UsageError
 from outreach_station.registry import Registry
 from tests.keyrings import require_secret_service
@@ -314,12 +314,12 @@ def test_reveal_of_unset_secret_leaves_the_clipboard_alone(
 ) -> None:
     persona_id = _new_persona()
     secret_service.append(persona_id)
-    tool = kit.find_clipboard({"DISPLAY": display})
+    tool = clipboard.find_clipboard({"DISPLAY": display})
     assert tool is not None
-    kit.copy_to_clipboard(tool, b"what the person copied")
+    clipboard.copy_to_clipboard(tool, b"what the person copied")
     result = runner.invoke(["persona", "kit", persona_id, "--reveal", "password"])
     assert result.exit_code == ExitCode.NOT_FOUND
-    assert kit.read_clipboard(tool) == b"what the person copied"
+    assert clipboard.read_clipboard(tool) == b"what the person copied"
 
 
 def test_what_a_page_reports_is_printed_escaped(capsys: pytest.CaptureFixture[str]) -> None:
