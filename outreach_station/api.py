@@ -34,6 +34,7 @@ from outreach_station.errors import (
     UsageError,
 )
 from outreach_station.fingerprint import Fingerprint, generate
+from outreach_station.ids import validate_persona_id
 from outreach_station.platforms import (
     INSPECTOR_URL,
     PlatformCatalogue,
@@ -42,7 +43,7 @@ from outreach_station.platforms import (
     profile_dirs,
 )
 from outreach_station.policy import LOOSENING_IGNORED_EVENT, EffectivePolicy, Policy
-from outreach_station.registry import Persona, Registry, validate_persona_id
+from outreach_station.registry import Persona, Registry
 from outreach_station.values import url_is_plain, validate_label, validate_reason
 from outreach_station.workspace import (
     Recovery,

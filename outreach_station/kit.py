@@ -47,7 +47,8 @@ from outreach_station.errors import (
     StateError,
     UsageError,
 )
-from outreach_station.registry import Persona, Registry, validate_persona_id
+from outreach_station.ids import validate_persona_id
+from outreach_station.registry import Persona, Registry
 
 # Public field names, as typed on the command line; columns use underscores.
 DETAIL_FIELDS: Final = ("username", "email", "phone", "card-label", "card-last4")

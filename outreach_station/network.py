@@ -36,7 +36,8 @@ from urllib.parse import urlsplit
 
 from outreach_station import clock, secret_store
 from outreach_station.errors import ConfigError, EnvironmentProblem, StateError, UsageError
-from outreach_station.registry import Persona, Registry, validate_persona_id
+from outreach_station.ids import validate_persona_id
+from outreach_station.registry import Persona, Registry
 from outreach_station.values import MAX_URL_LENGTH, url_is_plain
 
 ProxyScheme = Literal["http", "socks5"]

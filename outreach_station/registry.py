@@ -9,8 +9,6 @@ even against concurrent writers.
 from __future__ import annotations
 
 import json
-import re
-import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -29,17 +27,13 @@ from outreach_station.errors import (
     NotFoundError,
     StateError,
     StationError,
-    UsageError,
 )
 from outreach_station.fsutil import create_private_file, ensure_private_dir
+from outreach_station.ids import new_persona_id, validate_persona_id
 from outreach_station.values import validate_label, validate_reason
 
 Status = Literal["standby", "active", "blocked", "retired"]
 STATUSES: tuple[Status, ...] = ("standby", "active", "blocked", "retired")
-
-# Lower-case base32 without padding: safe in file names, unambiguous to read aloud.
-PERSONA_ID_RE = re.compile(r"^[a-z2-7]{12}$")
-_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 
 ALLOWED_TRANSITIONS: dict[Status, frozenset[Status]] = {
     "standby": frozenset({"active", "blocked", "retired"}),
@@ -134,20 +128,6 @@ class Persona:
             "status_reason": self.status_reason,
             "fingerprint": self.fingerprint,
         }
-
-
-def new_persona_id() -> str:
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
-
-
-def validate_persona_id(persona_id: str) -> str:
-    """Refuse anything that is not exactly a persona id (path-like ids included)."""
-    if not PERSONA_ID_RE.fullmatch(persona_id):
-        raise UsageError(
-            f"malformed persona id {persona_id!r}: expected 12 characters a-z and 2-7, "
-            "as printed by 'station persona list'"
-        )
-    return persona_id
 
 
 # SQLite's primary result codes (the low byte of an extended code).

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from outreach_station.errors import NotFoundError, StateError, UsageError
-from outreach_station.registry import MIGRATIONS, Registry, validate_persona_id
+from outreach_station.ids import validate_persona_id
+from outreach_station.registry import MIGRATIONS, Registry
 
 FP = {"version": 1}
 

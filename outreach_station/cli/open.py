@@ -60,7 +60,7 @@ def open_command(
     Example: station open demo
     """
     from outreach_station import api
-    from outreach_station.registry import validate_persona_id
+    from outreach_station.ids import validate_persona_id
     from outreach_station.values import url_is_plain
 
     # Checked before the vault or the browser is touched.

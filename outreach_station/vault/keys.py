@@ -32,6 +32,7 @@ from outreach_station.errors import (
     UsageError,
 )
 from outreach_station.fsutil import shred_file, write_atomic, write_exclusive
+from outreach_station.ids import validate_persona_id
 from outreach_station.paths import StationPaths
 from outreach_station.vault import passphrase
 from outreach_station.vault.passphrase import ScryptParams
@@ -50,8 +51,6 @@ _WRAP_VERSION = b"\x01"
 _WRAP_NONCE_BYTES = 12
 _WRAPPED_BYTES = len(_WRAP_MAGIC) + 1 + _WRAP_NONCE_BYTES + DATA_KEY_BYTES + 16
 _SETTINGS_FORMAT = 1
-
-_PERSONA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class VaultMode(StrEnum):
@@ -102,16 +101,6 @@ class KeyMaterial:
 
     def describe(self) -> str:
         return f"{self.wrapped_keys} wrapped data key(s) and {self.sealed_files} sealed profile(s)"
-
-
-def check_persona_id(persona_id: str) -> str:
-    """Persona ids become directory names, so only plain names are accepted."""
-    if not _PERSONA_ID.fullmatch(persona_id) or persona_id in {".", ".."}:
-        raise UsageError(
-            f"invalid persona id {persona_id!r}: use letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit, at most 128 characters"
-        )
-    return persona_id
 
 
 def read_settings(paths: StationPaths) -> VaultSettings | None:
@@ -320,7 +309,7 @@ class Vault:
         return self._backend
 
     def wrapped_key_path(self, persona_id: str) -> Path:
-        return self._paths.persona_dir(check_persona_id(persona_id)) / WRAPPED_KEY_FILE
+        return self._paths.persona_dir(validate_persona_id(persona_id)) / WRAPPED_KEY_FILE
 
     def has_data_key(self, persona_id: str) -> bool:
         return self.wrapped_key_path(persona_id).exists()

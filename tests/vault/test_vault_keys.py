@@ -107,9 +107,9 @@ def test_init_creates_master_key_in_keyring_once(paths: StationPaths, secret_ser
     # Idempotent: a second init opens the same key rather than making another.
     again = Vault.init(paths)
     assert keyring.get_password(secret_store.SERVICE, settings.keyring_entry) == stored
-    key = vault.ensure_data_key("alice")
-    assert again.data_key("alice") == key
-    assert Vault.open(paths).data_key("alice") == key
+    key = vault.ensure_data_key("aliceaaaaaaa")
+    assert again.data_key("aliceaaaaaaa") == key
+    assert Vault.open(paths).data_key("aliceaaaaaaa") == key
     # The master key is nowhere on disk, and the repr does not show it.
     raw = base64.b64decode(stored)
     assert raw not in _all_bytes(paths.home) and stored.encode() not in _all_bytes(paths.home)
@@ -121,7 +121,7 @@ def test_two_station_homes_do_not_share_a_master_key(
     tmp_path: Path, paths: StationPaths, secret_service: None
 ) -> None:
     other = StationPaths(home=tmp_path / "other-home")
-    Vault.init(paths).ensure_data_key("alice")
+    Vault.init(paths).ensure_data_key("aliceaaaaaaa")
     try:
         Vault.init(other)
         a, b = read_settings(paths), read_settings(other)
@@ -129,11 +129,13 @@ def test_two_station_homes_do_not_share_a_master_key(
         assert a.keyring_entry != b.keyring_entry
         other_vault = Vault.open(other)
         # Alice's wrapped key copied into the other home does not open there.
-        target = other.persona_dir("alice")
+        target = other.persona_dir("aliceaaaaaaa")
         target.mkdir(parents=True)
-        shutil.copy(paths.persona_dir("alice") / "datakey.wrapped", target / "datakey.wrapped")
-        with pytest.raises(IntegrityError, match="'alice'"):
-            other_vault.data_key("alice")
+        shutil.copy(
+            paths.persona_dir("aliceaaaaaaa") / "datakey.wrapped", target / "datakey.wrapped"
+        )
+        with pytest.raises(IntegrityError, match="'aliceaaaaaaa'"):
+            other_vault.data_key("aliceaaaaaaa")
     finally:
         settings = read_settings(other)
         if settings is not None:
@@ -143,33 +145,33 @@ def test_two_station_homes_do_not_share_a_master_key(
 @pytest.mark.keyring
 def test_wrapped_data_key_file(paths: StationPaths, secret_service: None) -> None:
     vault = Vault.init(paths)
-    key = vault.ensure_data_key("alice")
-    file = paths.persona_dir("alice") / "datakey.wrapped"
+    key = vault.ensure_data_key("aliceaaaaaaa")
+    file = paths.persona_dir("aliceaaaaaaa") / "datakey.wrapped"
     assert len(key) == 32
     assert file.stat().st_mode & 0o777 == 0o600
     assert key not in file.read_bytes()
-    assert vault.ensure_data_key("alice") == key
-    assert vault.ensure_data_key("bob") != key
-    with pytest.raises(NotFoundError, match="'carol'"):
-        vault.data_key("carol")
+    assert vault.ensure_data_key("aliceaaaaaaa") == key
+    assert vault.ensure_data_key("bobbbbbbbbbb") != key
+    with pytest.raises(NotFoundError, match="'carolaaaaaaa'"):
+        vault.data_key("carolaaaaaaa")
 
 
 @pytest.mark.keyring
 def test_swapped_wrapped_keys_are_detected(paths: StationPaths, secret_service: None) -> None:
     vault = Vault.init(paths)
-    vault.ensure_data_key("alice")
-    vault.ensure_data_key("bob")
-    alice = paths.persona_dir("alice") / "datakey.wrapped"
-    bob = paths.persona_dir("bob") / "datakey.wrapped"
+    vault.ensure_data_key("aliceaaaaaaa")
+    vault.ensure_data_key("bobbbbbbbbbb")
+    alice = paths.persona_dir("aliceaaaaaaa") / "datakey.wrapped"
+    bob = paths.persona_dir("bobbbbbbbbbb") / "datakey.wrapped"
     a, b = alice.read_bytes(), bob.read_bytes()
     alice.write_bytes(b)
-    with pytest.raises(IntegrityError, match="'alice'"):
-        vault.data_key("alice")
+    with pytest.raises(IntegrityError, match="'aliceaaaaaaa'"):
+        vault.data_key("aliceaaaaaaa")
     flipped = bytearray(a)
     flipped[-1] ^= 1
     alice.write_bytes(bytes(flipped))
-    with pytest.raises(IntegrityError, match="'alice'"):
-        vault.data_key("alice")
+    with pytest.raises(IntegrityError, match="'aliceaaaaaaa'"):
+        vault.data_key("aliceaaaaaaa")
 
 
 @pytest.mark.keyring
@@ -177,33 +179,33 @@ def test_shred_makes_the_sealed_profile_unreadable(
     tmp_path: Path, paths: StationPaths, secret_service: None
 ) -> None:
     vault = Vault.init(paths)
-    key = vault.ensure_data_key("alice")
+    key = vault.ensure_data_key("aliceaaaaaaa")
     profile = tmp_path / "profile"
     (profile / "Default").mkdir(parents=True)
     (profile / "Default" / "Cookies").write_bytes(b"session=secret")
-    sealed = paths.persona_dir("alice") / "profile.sealed"
-    seal_dir(profile, sealed, key, "alice")
-    wrapped = paths.persona_dir("alice") / "datakey.wrapped"
+    sealed = paths.persona_dir("aliceaaaaaaa") / "profile.sealed"
+    seal_dir(profile, sealed, key, "aliceaaaaaaa")
+    wrapped = paths.persona_dir("aliceaaaaaaa") / "datakey.wrapped"
     before = wrapped.read_bytes()
     # A second name for the same inode shows the bytes were overwritten in place.
     witness = tmp_path / "witness"
     os.link(wrapped, witness)
-    assert vault.shred("alice") is True
+    assert vault.shred("aliceaaaaaaa") is True
     assert not wrapped.exists()
     assert witness.read_bytes() != before and len(witness.read_bytes()) == len(before)
-    with pytest.raises(NotFoundError, match="'alice'"):
-        vault.data_key("alice")
-    assert vault.shred("alice") is False
+    with pytest.raises(NotFoundError, match="'aliceaaaaaaa'"):
+        vault.data_key("aliceaaaaaaa")
+    assert vault.shred("aliceaaaaaaa") is False
     # A new key for the persona cannot open the old generation.
-    new_key = vault.ensure_data_key("alice")
+    new_key = vault.ensure_data_key("aliceaaaaaaa")
     assert new_key != key
-    with pytest.raises(IntegrityError, match="'alice'"):
-        unseal_file(sealed, tmp_path / "out", new_key, "alice")
+    with pytest.raises(IntegrityError, match="'aliceaaaaaaa'"):
+        unseal_file(sealed, tmp_path / "out", new_key, "aliceaaaaaaa")
 
 
 @pytest.mark.keyring
 def test_missing_master_key_with_data_is_refused(paths: StationPaths, secret_service: None) -> None:
-    Vault.init(paths).ensure_data_key("alice")
+    Vault.init(paths).ensure_data_key("aliceaaaaaaa")
     settings = read_settings(paths)
     assert settings is not None
     keyring.delete_password(secret_store.SERVICE, settings.keyring_entry)
@@ -227,13 +229,13 @@ def test_missing_master_key_without_data_is_recreated_by_init(
     keyring.delete_password(secret_store.SERVICE, settings.keyring_entry)
     with pytest.raises(StateError, match="missing"):
         Vault.open(paths)  # open never creates
-    Vault.init(paths).ensure_data_key("alice")
+    Vault.init(paths).ensure_data_key("aliceaaaaaaa")
     assert keyring.get_password(secret_store.SERVICE, settings.keyring_entry) is not None
 
 
 @pytest.mark.keyring
 def test_lost_settings_file_with_data_is_refused(paths: StationPaths, secret_service: None) -> None:
-    Vault.init(paths).ensure_data_key("alice")
+    Vault.init(paths).ensure_data_key("aliceaaaaaaa")
     (paths.home / "vault.json").unlink()
     with pytest.raises(StateError, match=r"vault\.json"):
         Vault.init(paths)
@@ -416,12 +418,12 @@ def test_passphrase_mode_round_trip_and_wrong_passphrase(paths: StationPaths) ->
     params = passphrase_mod.read_params(file)
     assert (params.log2_n, params.r, params.p) == (17, 8, 1)
     assert "scrypt n=2^17" in vault.backend_description()
-    key = vault.ensure_data_key("alice")
+    key = vault.ensure_data_key("aliceaaaaaaa")
 
     asked.clear()
     reopened = Vault.open(paths, passphrase_prompt=_prompt(PASSPHRASE, asked))
     assert asked == [PassphrasePurpose.UNLOCK]
-    assert reopened.data_key("alice") == key
+    assert reopened.data_key("aliceaaaaaaa") == key
 
     wrong = "correct horse battery stapler"
     with pytest.raises(SecurityError, match="wrong passphrase") as caught:
@@ -478,7 +480,7 @@ def test_tampered_master_key_file_is_detected(paths: StationPaths) -> None:
 
 def test_missing_master_key_file_with_data_is_refused(paths: StationPaths) -> None:
     vault = Vault.init(paths, mode=VaultMode.PASSPHRASE, passphrase_prompt=_prompt(PASSPHRASE))
-    vault.ensure_data_key("alice")
+    vault.ensure_data_key("aliceaaaaaaa")
     (paths.home / "master-key.scrypt").unlink()
     with pytest.raises(StateError, match="refusing to create a new master key"):
         Vault.init(paths, mode=VaultMode.PASSPHRASE, passphrase_prompt=_prompt(PASSPHRASE))
@@ -490,7 +492,7 @@ def test_missing_master_key_file_with_data_is_refused(paths: StationPaths) -> No
 def test_persona_ids_that_are_paths_are_refused(paths: StationPaths) -> None:
     vault = Vault.init(paths, mode=VaultMode.PASSPHRASE, passphrase_prompt=_prompt(PASSPHRASE))
     for bad in ("../escape", "a/b", "", "..", "-rf"):
-        with pytest.raises(UsageError, match="invalid persona id"):
+        with pytest.raises(UsageError, match="malformed persona id"):
             vault.ensure_data_key(bad)
     assert not (paths.home / "escape").exists()
     assert not paths.personas.exists()
