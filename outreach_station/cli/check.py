@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from outreach_station import ids
 from outreach_station.cli._lazy import lazy_module
 from outreach_station.cli._output import echo_json, info, table
 from outreach_station.errors import CheckFailed
@@ -29,6 +30,7 @@ def check_command(
 
     Example: station check k7q2m9x4ab3d
     """
+    ids.validate_persona_id(persona_id)
     result = api.check_persona(persona_id, notify=info)
     if json:
         echo_json(

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from outreach_station import ids
 from outreach_station.cli._output import echo_json, info, table
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -33,6 +34,7 @@ def rotate_command(
     from outreach_station import api
     from outreach_station.values import validate_reason
 
+    ids.validate_platform_id(platform)
     validate_reason(reason)
     result = api.rotate(platform, reason=reason, force=force, notify=info)
     if json:

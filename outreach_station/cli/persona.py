@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from outreach_station import ids
 from outreach_station.cli._lazy import lazy_module
 from outreach_station.cli._output import echo_json, info, safe, table
 from outreach_station.errors import StateError, UsageError
@@ -62,6 +63,7 @@ def new(
 
     Example: station persona new demo --standby --count 3
     """
+    ids.validate_platform_id(platform)
     values.validate_label(label)
     personas = api.create_personas(platform, label=label, standby=standby, count=count, notify=info)
     if json:
@@ -81,6 +83,8 @@ def list_(
 
     Example: station persona list --platform demo
     """
+    if platform is not None:
+        ids.validate_platform_id(platform)
     personas = api.list_personas(platform_id=platform)
     if json:
         echo_json([_as_json(p) for p in personas])
@@ -115,6 +119,7 @@ def show(
 
     Example: station persona show k7q2m9x4ab3d
     """
+    ids.validate_persona_id(persona_id)
     persona = api.get_persona(persona_id)
     if json:
         echo_json(_as_json(persona))
@@ -160,6 +165,7 @@ def retire(
 
     Example: station persona retire k7q2m9x4ab3d
     """
+    ids.validate_persona_id(persona_id)
     values.validate_reason(reason)
     persona = api.get_persona(persona_id)
     if persona.status == "retired":
@@ -195,6 +201,7 @@ def refresh_fingerprint(
 
     Example: station persona refresh-fingerprint k7q2m9x4ab3d
     """
+    ids.validate_persona_id(persona_id)
     persona = api.refresh_fingerprint(persona_id)
     typer.echo(f"{persona.id}: {_summary(persona)}")
 
@@ -218,6 +225,9 @@ def proxy(
     """
     if clear == (url is not None):
         raise typer.BadParameter("give either a proxy URL or --clear")
+    ids.validate_persona_id(persona_id)
+    if url is not None:
+        network.parse_proxy_url(url)  # before the registry is opened
     password = None
     if url is not None:
         # The id, the persona's state and the URL are judged before a password is asked for.
