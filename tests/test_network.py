@@ -1,10 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,8 +15,7 @@ from outreach_station.network import (
     validate_pool,
 )
 from outreach_station.registry import Registry
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.keyrings import run_in_private_keyring
 
 
 def test_proxy_urls_are_parsed_and_passwords_refused() -> None:
@@ -93,32 +88,7 @@ print(json.dumps(out))
 
 @pytest.mark.keyring
 def test_locked_keyring_proxy_password_says_to_unlock(tmp_path: Path) -> None:
-    # A private keyring session: locking the shared test keyring would break other tests.
-    if shutil.which("dbus-run-session") is None or shutil.which("gnome-keyring-daemon") is None:
-        pytest.skip("needs dbus-run-session and gnome-keyring-daemon")
-    for name in ("h", "run", "home"):
-        (tmp_path / name).mkdir(mode=0o700)
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path / "h"),
-        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
-        "STATION_HOME": str(tmp_path / "home"),
-        "PYTHONPATH": str(REPO),
-    }
-    shell = (
-        'eval "$(gnome-keyring-daemon --unlock --components=secrets)"; '
-        "export GNOME_KEYRING_CONTROL; "
-        f'exec "{sys.executable}" -c "$0"'
-    )
-    done = subprocess.run(
-        ["dbus-run-session", "--", "bash", "-c", shell, LOCKED_PROXY_SCRIPT],
-        input="test-keyring-password\n",
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    done = run_in_private_keyring(tmp_path, LOCKED_PROXY_SCRIPT)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
     for name in ("read", "write"):

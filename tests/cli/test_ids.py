@@ -23,14 +23,6 @@ BAD_PLATFORM = "malformed platform id '../x': use lower-case letters, digits and
 SOME_ID = "abcdefghijkl"
 
 
-@pytest.fixture
-def no_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
-    import keyring.core
-
-    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
-    monkeypatch.setattr(keyring.core, "_keyring_backend", None)
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [

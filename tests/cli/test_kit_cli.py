@@ -52,13 +52,6 @@ def secret_service() -> Iterator[list[str]]:
                 keyring.delete_password(secret_store.SERVICE, f"kit:{persona_id}:{field}")
 
 
-@pytest.fixture
-def no_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keyring's own 'nothing usable' backend, as on a machine without a Secret Service."""
-    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
-    monkeypatch.setattr(keyring.core, "_keyring_backend", None)
-
-
 def test_set_and_show(runner: Any, no_keyring: None) -> None:
     persona_id = _new_persona()
     result = runner.invoke(

@@ -133,14 +133,6 @@ def test_error_messages_escape_what_they_quote(runner: Any) -> None:
     assert "\\x1b[2J" in result.stderr
 
 
-@pytest.fixture
-def no_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
-    import keyring.core
-
-    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
-    monkeypatch.setattr(keyring.core, "_keyring_backend", None)
-
-
 # --- reasons ------------------------------------------------------------------
 
 
