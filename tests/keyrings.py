@@ -56,12 +56,14 @@ def no_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
 def run_in_private_keyring(tmp_path: Path, code: str) -> subprocess.CompletedProcess[str]:
     """Run Python `code` in its own D-Bus session with its own unlocked Secret Service.
 
+    STATION_HOME is `tmp_path / "home"`, not created beforehand.
+
     For tests that lock or break the keyring: the shared test keyring, once
     locked, cannot be unlocked again without a prompt.
     """
     if shutil.which("dbus-run-session") is None or shutil.which("gnome-keyring-daemon") is None:
         pytest.skip("needs dbus-run-session and gnome-keyring-daemon")
-    for name in ("h", "run", "home"):
+    for name in ("h", "run"):
         (tmp_path / name).mkdir(mode=0o700, exist_ok=True)
     env = {
         "PATH": os.environ["PATH"],

@@ -7,8 +7,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,9 +37,8 @@ from outreach_station.vault import (
     unseal_file,
 )
 from outreach_station.vault import passphrase as passphrase_mod
-from tests.keyrings import require_secret_service
+from tests.keyrings import require_secret_service, run_in_private_keyring
 
-REPO = Path(__file__).resolve().parents[2]
 SECRET_SERVICE = "keyring.backends.SecretService.Keyring"
 PASSPHRASE = "correct horse battery staple"
 
@@ -270,31 +267,8 @@ def test_locked_keyring_is_a_clear_error_and_creates_nothing(
 ) -> None:
     # Locking the shared test keyring would break the other tests, and it
     # cannot be unlocked again without a prompt: use a private session.
-    if shutil.which("dbus-run-session") is None or shutil.which("gnome-keyring-daemon") is None:
-        pytest.skip("needs dbus-run-session and gnome-keyring-daemon")
-    for name in ("h", "run"):
-        (tmp_path / name).mkdir(mode=0o700)
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path / "h"),
-        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
-        "STATION_HOME": str(paths.home),
-        "PYTHONPATH": str(REPO),
-    }
-    shell = (
-        'eval "$(gnome-keyring-daemon --unlock --components=secrets)"; '
-        "export GNOME_KEYRING_CONTROL; "
-        f'exec "{sys.executable}" -c "$0"'
-    )
-    done = subprocess.run(
-        ["dbus-run-session", "--", "bash", "-c", shell, LOCKED_SCRIPT],
-        input="test-keyring-password\n",  # the keyring's own password, on stdin
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    assert paths.home == tmp_path / "home"
+    done = run_in_private_keyring(tmp_path, LOCKED_SCRIPT)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backend"] == "keyring.backends.SecretService"
