@@ -8,7 +8,6 @@ refused before it reaches any of them.
 from __future__ import annotations
 
 import re
-import secrets
 from typing import Final
 
 from outreach_station.errors import UsageError
@@ -21,6 +20,8 @@ PLATFORM_ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
 def new_persona_id() -> str:
     """A fresh random persona id (60 bits)."""
+    import secrets  # not at import time: the CLI imports this module for `--help` too
+
     return "".join(secrets.choice(_PERSONA_ID_ALPHABET) for _ in range(12))
 
 
