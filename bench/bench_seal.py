@@ -150,9 +150,11 @@ def main(argv: list[str] | None = None) -> int:
             copy.append(time.perf_counter() - started)
             shutil.rmtree(work / "copy")
             raw.append(raw_gcm_seconds(total, args.chunk_size))
-            seal.append(seal_dir(src, dest, key, "bench", chunk_size=args.chunk_size).seconds)
+            seal.append(
+                seal_dir(src, dest, key, "benchbenchbe", chunk_size=args.chunk_size).seconds
+            )
             out = work / f"out{run}"
-            unseal.append(unseal_file(dest, out, key, "bench").seconds)
+            unseal.append(unseal_file(dest, out, key, "benchbenchbe").seconds)
             shutil.rmtree(out)
         raw_s, seal_s, unseal_s, copy_s = (statistics.median(x) for x in (raw, seal, unseal, copy))
         result = {

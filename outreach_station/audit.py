@@ -38,6 +38,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
+from outreach_station.clock import iso_micro, parse_iso_micro, utcnow
 from outreach_station.errors import (
     EnvironmentProblem,
     IntegrityError,
@@ -47,6 +48,7 @@ from outreach_station.errors import (
     UsageError,
 )
 from outreach_station.events import EventName
+from outreach_station.fsutil import ensure_private_dir, fsync_dir
 from outreach_station.paths import StationPaths
 from outreach_station.paths import current as current_paths
 from outreach_station.storage import (
@@ -57,7 +59,7 @@ from outreach_station.storage import (
 )
 
 if TYPE_CHECKING:
-    from outreach_station.vault.backends import KeyringBackend
+    from outreach_station.secret_store import KeyringBackend
 
 GENESIS: Final = "0" * 64
 AUDIT_FILE_NAME: Final = "audit.jsonl"
@@ -69,7 +71,6 @@ MAX_DETAIL_STR_LENGTH: Final = 200
 MAX_DETAIL_INT: Final = 2**53 - 1
 MAX_ID_LENGTH: Final = 64
 
-_TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 _FIELDS: Final = (
     "seq",
     "time",
@@ -141,9 +142,7 @@ class VerifyResult:
 
 def format_time(moment: datetime) -> str:
     """UTC ISO-8601 with microseconds and a ``Z``, the only time form in the log."""
-    if moment.tzinfo is None:
-        raise ValueError("audit times must be timezone-aware")
-    return moment.astimezone(UTC).strftime(_TIME_FORMAT)
+    return iso_micro(moment)
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
@@ -302,10 +301,6 @@ def _os_user() -> str:
         return str(os.geteuid())
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class _BadRecord(Exception):
     """A line that is not a well-formed record; only used inside this module."""
 
@@ -334,7 +329,7 @@ def _parse_record(raw: bytes) -> AuditEvent:
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
         raise _BadRecord("seq is not a positive integer")
     try:
-        moment = datetime.strptime(when, _TIME_FORMAT).replace(tzinfo=UTC)
+        moment = parse_iso_micro(when)
     except (TypeError, ValueError):
         raise _BadRecord("time is not UTC ISO-8601 ending in Z") from None
     if not isinstance(user, str) or not isinstance(host, str):
@@ -438,10 +433,10 @@ class ChainAnchor:
         self.entry = self.ENTRY_PREFIX + digest
 
     def _keyring(self) -> KeyringBackend | None:
-        from outreach_station.vault.backends import check_backend
+        from outreach_station import secret_store
 
         try:
-            return check_backend()
+            return secret_store.check_backend()
         except StationError:
             return None  # no OS-protected keyring here: the head is kept without a MAC
 
@@ -487,9 +482,11 @@ class ChainAnchor:
         return ChainHead(count=row.count, last_hash=row.last_hash, pending=row.pending)
 
     def _key(self, keyring: KeyringBackend | None) -> bytes | None:
-        from outreach_station.vault.backends import read_master_key
+        from outreach_station import secret_store
 
-        return read_master_key(keyring, self.entry) if keyring is not None else None
+        if keyring is None:
+            return None
+        return secret_store.read_key(self.entry, what="master key", backend=keyring)
 
     def head(self) -> tuple[ChainHead | None, dict[int, str]]:
         """The checked head (None before the first anchored record) and the anchored hashes."""
@@ -506,10 +503,10 @@ class ChainAnchor:
         keyring = self._keyring()
         key = self._key(keyring)
         if key is None and keyring is not None:
-            from outreach_station.vault.backends import MASTER_KEY_BYTES, store_master_key
+            from outreach_station import secret_store
 
-            key = secrets.token_bytes(MASTER_KEY_BYTES)
-            store_master_key(keyring, self.entry, key)
+            key = secrets.token_bytes(secret_store.KEY_BYTES)
+            secret_store.store_key(self.entry, key, what="master key", backend=keyring)
         mac = self._mac(key, 0, GENESIS, None) if key is not None else None
         with open_anchor_store(self.store) as db, db.transaction():
             db.reset(self.log_id, AnchorRow(count=0, last_hash=GENESIS, pending=None, mac=mac))
@@ -527,10 +524,10 @@ class ChainAnchor:
             head = self._checked(db.row(self.log_id), keyring, key)
             if key is None and keyring is not None:
                 # First anchored record of this log (or the first with a keyring here).
-                from outreach_station.vault.backends import MASTER_KEY_BYTES, store_master_key
+                from outreach_station import secret_store
 
-                key = secrets.token_bytes(MASTER_KEY_BYTES)
-                store_master_key(keyring, self.entry, key)
+                key = secrets.token_bytes(secret_store.KEY_BYTES)
+                secret_store.store_key(self.entry, key, what="master key", backend=keyring)
             if key is not None:
                 _ANCHOR_KEYS[self.entry] = key
             yield _Advance(self, db, head, key)
@@ -635,7 +632,7 @@ class AuditLog:
         anchor: ChainAnchor | None = None,
     ) -> None:
         self.path = path
-        self._clock = clock or _utc_now
+        self._clock = clock or utcnow
         self.anchor = anchor
 
     def _anchored(self) -> contextlib.AbstractContextManager[_Advance | _Unanchored]:
@@ -866,7 +863,8 @@ class AuditLog:
         )
 
     def _open_for_append(self) -> int:
-        _make_private_dirs(self.path.parent)
+        # Not checked as ours: IT may own the audit log's directory.
+        ensure_private_dir(self.path.parent, ours=False)
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         existed = self.path.exists()
         try:
@@ -875,11 +873,7 @@ class AuditLog:
             raise _open_error(self.path, exc) from None
         if not existed:
             # Make the new directory entry durable along with the first record.
-            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_dir(self.path.parent)
         return fd
 
     def _tail(self, fd: int) -> tuple[AuditEvent | None, bool]:
@@ -1005,22 +999,6 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def _make_private_dirs(directory: Path) -> None:
-    missing = []
-    for candidate in (directory, *directory.parents):
-        if candidate.exists():
-            break
-        missing.append(candidate)
-    for new in reversed(missing):
-        try:
-            new.mkdir(mode=0o700)
-        except FileExistsError:
-            continue  # another process made it first
-        except OSError as exc:
-            raise EnvironmentProblem(f"cannot create {new}: {exc.strerror}") from None
-        os.chmod(new, 0o700)  # mkdir's mode is filtered by the umask
 
 
 def _open_error(path: Path, exc: OSError) -> Exception:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from outreach_station import paths
+from outreach_station.clock import utcnow
 from outreach_station.errors import StationError
 from outreach_station.fonts import FontInventory
 
@@ -62,10 +63,6 @@ class DoctorReport:
     @property
     def ok(self) -> bool:
         return not self.failed
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _free_bytes(path: Path) -> int:
@@ -122,20 +119,19 @@ def check_browser() -> Finding:
 
 
 def check_keyring() -> Finding:
-    from outreach_station.vault.backends import SERVICE, check_backend
+    from outreach_station import secret_store
 
     try:
-        backend = check_backend()
+        backend = secret_store.check_backend()
     except StationError as exc:
         return Finding("keyring", "fail", exc.message, "see docs/it-deployment.md, 'Keyring'")
-    try:
-        # A read of an entry that never exists: harmless, but it must unlock.
-        backend.backend.get_password(SERVICE, _PROBE_ENTRY)
-    except Exception as exc:  # any backend failure is the finding itself
+    # A read of an entry that never exists: harmless, but it must unlock.
+    error = secret_store.probe(backend, _PROBE_ENTRY)
+    if error is not None:
         return Finding(
             "keyring",
             "fail",
-            f"{backend.description} could not be read ({type(exc).__name__})",
+            f"{backend.description} could not be read ({error})",
             "log in to the desktop session so the login keyring is unlocked",
         )
     return Finding("keyring", "ok", f"{backend.description}, unlocked")
@@ -394,7 +390,7 @@ def check_managed_policy(policy: object | None, directory: Path | None) -> Findi
 
 def run_doctor(
     *,
-    clock: Callable[[], datetime] = _utc_now,
+    clock: Callable[[], datetime] = utcnow,
     free_bytes: Callable[[Path], int] = _free_bytes,
     managed_dir: Path | None = None,
 ) -> DoctorReport:

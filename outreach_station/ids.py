@@ -1,27 +1,52 @@
-"""Persona and platform ids: one rule each, checked at the edge before anything is opened."""
+"""Persona and platform ids: one rule each, checked wherever an id comes in.
+
+Ids become file and directory names (a persona's sealed profile, its lock,
+a platform's profile file) and keyring entry names, so anything path-like is
+refused before it reaches any of them.
+"""
 
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from outreach_station.errors import UsageError
 
 # Lower-case base32 without padding: safe in file names, unambiguous to read aloud.
-PERSONA_ID_RE = re.compile(r"^[a-z2-7]{12}$")
-_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+PERSONA_ID_RE: Final = re.compile(r"^[a-z2-7]{12}$")
+_PERSONA_ID_ALPHABET: Final = "abcdefghijklmnopqrstuvwxyz234567"
+PLATFORM_ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
 
 def new_persona_id() -> str:
-    import secrets  # here: reading personas needs no hashing (start-up)
+    """A fresh random persona id (60 bits)."""
+    import secrets  # not at import time: the CLI imports this module for `--help` too
 
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+    return "".join(secrets.choice(_PERSONA_ID_ALPHABET) for _ in range(12))
+
+
+def is_persona_id(text: str) -> bool:
+    return PERSONA_ID_RE.fullmatch(text) is not None
 
 
 def validate_persona_id(persona_id: str) -> str:
     """Refuse anything that is not exactly a persona id (path-like ids included)."""
-    if not PERSONA_ID_RE.fullmatch(persona_id):
+    if not is_persona_id(persona_id):
         raise UsageError(
             f"malformed persona id {persona_id!r}: expected 12 characters a-z and 2-7, "
             "as printed by 'station persona list'"
         )
     return persona_id
+
+
+def is_platform_id(text: str) -> bool:
+    return PLATFORM_ID_RE.fullmatch(text) is not None
+
+
+def validate_platform_id(platform_id: str) -> str:
+    """Refuse anything that is not a platform id (lower-case letters, digits and '-')."""
+    if not is_platform_id(platform_id):
+        raise UsageError(
+            f"malformed platform id '{platform_id}': use lower-case letters, digits and '-'"
+        )
+    return platform_id

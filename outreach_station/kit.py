@@ -22,46 +22,34 @@ Rules enforced here, the one writer of kits:
 - Secrets never reach argv, logs, exception messages or the audit trail; every
   reveal and every change is audited with field names only.
 
-Run as ``python -m outreach_station.kit clear-clipboard`` this module is also
-the detached helper that clears the clipboard after a reveal.
+Copying to the clipboard and clearing it afterwards is `clipboard`'s job.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
-import os
 import re
-import secrets
-import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final, Literal
 
-from outreach_station import paths
+from outreach_station import clipboard, paths, secret_store
 from outreach_station.audit import AuditLog
+from outreach_station.clock import iso as _iso
+from outreach_station.clock import parse_iso
 from outreach_station.errors import (
     EnvironmentProblem,
     NotFoundError,
     SecurityError,
     StateError,
-    StationError,
     UsageError,
 )
 from outreach_station.events import EventName
 from outreach_station.ids import validate_persona_id
 from outreach_station.personas import Persona
 from outreach_station.storage import Store, UniqueConflict
-
-# The service name the vault uses for the master key, so all of station's
-# entries sit together in the keyring (vault.backends.SERVICE).
-KEYRING_SERVICE: Final = "outreach-station"
 
 # Public field names, as typed on the command line; columns use underscores.
 DETAIL_FIELDS: Final = ("username", "email", "phone", "card-label", "card-last4")
@@ -87,10 +75,6 @@ _LAST4: Final = re.compile(r"[0-9]{4}")
 _BASE32: Final = re.compile(r"[A-Z2-7]+=*")
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 _BLOCKED_STATES: Final = ("blocked", "retired")
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -132,31 +116,6 @@ class KitView:
             for field, state in self.secrets.items()
         }
         return data
-
-
-@dataclass(frozen=True)
-class ClipboardTool:
-    """A command-line clipboard program and how to copy, read and clear with it."""
-
-    name: str
-    copy: tuple[str, ...]
-    paste: tuple[str, ...]
-    clear: tuple[str, ...]
-    # Whether `clear` reads its (empty) new content from stdin.
-    clear_reads_stdin: bool = False
-
-
-@dataclass(frozen=True)
-class ClipboardCopy:
-    """What a clipboard reveal did: which tool, and when the clearer acts."""
-
-    tool: str
-    clear_after: float
-    clearer_pid: int
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # ---------------------------------------------------------------- validation
@@ -270,7 +229,7 @@ def _kit_from_row(persona_id: str, row: Mapping[str, Any] | None) -> Kit:
         phone=row["phone"],
         card_label=row["card_label"],
         card_last4=row["card_last4"],
-        updated=datetime.fromisoformat(row["updated"].replace("Z", "+00:00")),
+        updated=parse_iso(row["updated"]),
     )
 
 
@@ -406,32 +365,8 @@ def secret_entry(persona_id: str, field: str) -> str:
     return f"kit:{validate_persona_id(persona_id)}:{field}"
 
 
-def _keyring() -> Any:
-    from outreach_station.vault.backends import check_backend
-
-    return check_backend().backend
-
-
-def _keyring_problem(action: str, exc: Exception) -> EnvironmentProblem:
-    from keyring.errors import KeyringLocked
-
-    from outreach_station.vault.backends import INSTALL_HINT, UNLOCK_HINT
-
-    if isinstance(exc, KeyringLocked):
-        return EnvironmentProblem(f"the OS keyring is locked. {UNLOCK_HINT}")
-    # The exception text is left out: a backend might echo what it was given.
-    return EnvironmentProblem(
-        f"the OS keyring failed while {action} ({type(exc).__name__}). {INSTALL_HINT}"
-    )
-
-
 def _read_secret(persona_id: str, field: str) -> str | None:
-    backend = _keyring()
-    try:
-        value = backend.get_password(KEYRING_SERVICE, secret_entry(persona_id, field))
-    except Exception as exc:
-        raise _keyring_problem(f"reading the {field}", exc) from None
-    return None if value is None else str(value)
+    return secret_store.read(secret_entry(persona_id, field), what=field)
 
 
 def set_secret(
@@ -447,16 +382,7 @@ def set_secret(
     with _registry(registry) as reg:
         persona = _persona(reg, persona_id)
     _require_changeable(persona)
-    backend = _keyring()
-    entry = secret_entry(persona.id, field)
-    try:
-        backend.set_password(KEYRING_SERVICE, entry, stored)
-    except Exception as exc:
-        raise _keyring_problem(f"storing the {field}", exc) from None
-    if _read_secret(persona.id, field) != stored:
-        raise EnvironmentProblem(
-            f"the OS keyring accepted the {field} but did not return it; it cannot be used"
-        )
+    secret_store.write(secret_entry(persona.id, field), stored, what=field)
     _audit_log(log).append(
         EventName.KIT_UPDATED,
         persona=persona.id,
@@ -471,23 +397,12 @@ def delete_kit_secrets(persona_id: str) -> list[str]:
     Used when a persona is shredded; missing entries are not an error, so it is
     safe to call twice.
     """
-    from keyring.errors import PasswordDeleteError
-
-    backend = _keyring()
-    removed: list[str] = []
-    for field in SECRET_FIELDS:
-        entry = secret_entry(persona_id, field)
-        try:
-            backend.delete_password(KEYRING_SERVICE, entry)
-        except PasswordDeleteError:
-            continue
-        except Exception as exc:
-            raise _keyring_problem(f"deleting the {field}", exc) from None
-        removed.append(field)
-    for field in removed:
-        if _read_secret(persona_id, field) is not None:
-            raise EnvironmentProblem(f"the OS keyring did not delete the {field}")
-    return removed
+    backend = secret_store.check_backend()
+    return [
+        field
+        for field in SECRET_FIELDS
+        if secret_store.delete(secret_entry(persona_id, field), what=field, backend=backend)
+    ]
 
 
 def _stored_secret(persona_id: str, field: str, registry: Store | None) -> tuple[Persona, str]:
@@ -530,7 +445,7 @@ def reveal_to_clipboard(
     clear_after: float = CLIPBOARD_CLEAR_SECONDS,
     registry: Store | None = None,
     log: AuditLog | None = None,
-) -> ClipboardCopy:
+) -> clipboard.ClipboardCopy:
     """Copy the secret to the clipboard and start a detached clearer; audited.
 
     The clearer empties the clipboard after `clear_after` seconds, but only if
@@ -539,7 +454,7 @@ def reveal_to_clipboard(
     # Whether there is a secret at all comes first: "no clipboard tool" would
     # send a person installing one for nothing.
     persona, value = _stored_secret(persona_id, field, registry)
-    tool = find_clipboard()
+    tool = clipboard.find_clipboard()
     if tool is None:
         raise EnvironmentProblem(
             "no clipboard tool found (wl-copy for Wayland, xclip or xsel for X11, with "
@@ -547,206 +462,7 @@ def reveal_to_clipboard(
             "or add --print to print the secret to the terminal instead"
         )
     _audit_reveal(persona, field, "clipboard", log)
-    data = value.encode("utf-8")
-    copy_to_clipboard(tool, data)
-    salt = secrets.token_bytes(32)
-    try:
-        pid = start_clearer(tool, salt, _digest(salt, data), clear_after)
-    except StationError:
-        _run_clear(tool)
-        raise
-    return ClipboardCopy(tool=tool.name, clear_after=clear_after, clearer_pid=pid)
-
-
-# ---------------------------------------------------------------- clipboard
-
-
-def find_clipboard(env: Mapping[str, str] | None = None) -> ClipboardTool | None:
-    """The clipboard program for this session, Wayland first, or None."""
-    env = os.environ if env is None else env
-    if env.get("WAYLAND_DISPLAY") and (wl_copy := shutil.which("wl-copy")):
-        wl_paste = shutil.which("wl-paste")
-        if wl_paste:
-            return ClipboardTool(
-                name="wl-copy",
-                copy=(wl_copy,),
-                paste=(wl_paste, "--no-newline"),
-                clear=(wl_copy, "--clear"),
-            )
-    if env.get("DISPLAY"):
-        if xclip := shutil.which("xclip"):
-            return ClipboardTool(
-                name="xclip",
-                copy=(xclip, "-selection", "clipboard", "-in"),
-                paste=(xclip, "-selection", "clipboard", "-out"),
-                clear=(xclip, "-selection", "clipboard", "-in"),
-                clear_reads_stdin=True,
-            )
-        if xsel := shutil.which("xsel"):
-            return ClipboardTool(
-                name="xsel",
-                copy=(xsel, "--clipboard", "--input"),
-                paste=(xsel, "--clipboard", "--output"),
-                clear=(xsel, "--clipboard", "--clear"),
-            )
-    return None
-
-
-def _digest(salt: bytes, data: bytes) -> str:
-    # Keyed, so the value handed to the clearer says nothing about the secret.
-    return hmac.new(salt, data, hashlib.sha256).hexdigest()
-
-
-def copy_to_clipboard(tool: ClipboardTool, data: bytes) -> None:
-    """Put `data` on the clipboard (via stdin, never argv) and check it arrived."""
-    try:
-        # The tools fork a child that serves the selection; it inherits stdout and
-        # stderr, so pipes there would keep run() waiting until the selection is lost.
-        done = subprocess.run(
-            tool.copy,
-            input=data,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EnvironmentProblem(f"{tool.name} failed ({type(exc).__name__})") from None
-    if done.returncode != 0:
-        raise EnvironmentProblem(
-            f"{tool.name} could not set the clipboard (exit code {done.returncode}); "
-            "is the display reachable? Add --print to print the secret instead"
-        )
-    # The serving child may take a moment to own the selection.
-    deadline = time.monotonic() + 2.0
-    while read_clipboard(tool) != data:
-        if time.monotonic() > deadline:
-            _run_clear(tool)
-            raise EnvironmentProblem(
-                f"{tool.name} did not keep the secret on the clipboard; add --print to "
-                "print it instead"
-            )
-        time.sleep(0.05)
-
-
-def read_clipboard(tool: ClipboardTool) -> bytes | None:
-    """The clipboard's content, or None if it cannot be read (empty, no owner)."""
-    try:
-        done = subprocess.run(
-            tool.paste, capture_output=True, timeout=5, check=False, stdin=subprocess.DEVNULL
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout if done.returncode == 0 else None
-
-
-def _run_clear(tool: ClipboardTool) -> None:
-    # Best effort: a clipboard that cannot be cleared cannot be helped from here.
-    with suppress(OSError, subprocess.TimeoutExpired):
-        subprocess.run(
-            tool.clear,
-            input=b"" if tool.clear_reads_stdin else None,
-            stdin=None if tool.clear_reads_stdin else subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=10,
-            check=False,
-        )
-
-
-def clear_if_unchanged(tool: ClipboardTool, salt: bytes, digest: str) -> bool:
-    """Clear the clipboard if it still holds the secret whose keyed digest is `digest`.
-
-    Something the person copied since is left alone.
-    """
-    current = read_clipboard(tool)
-    if current is None or not hmac.compare_digest(_digest(salt, current), digest):
-        return False
-    _run_clear(tool)
-    return True
-
-
-def start_clearer(tool: ClipboardTool, salt: bytes, digest: str, after: float) -> int:
-    """Start the detached clearer and return its pid.
-
-    Only the tool's name and the delay go into argv; the salt and keyed digest
-    travel on stdin. The helper forks once more and returns, so the clearer
-    belongs to no one here and outlives this process and its terminal.
-    """
-    env = dict(os.environ)
-    # A source checkout is not on sys.path by default in a fresh interpreter.
-    package_root = str(paths.PACKAGE_DIR.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    argv = [
-        sys.executable,
-        "-m",
-        "outreach_station.kit",
-        "clear-clipboard",
-        "--tool",
-        tool.name,
-        "--after",
-        f"{after:g}",
-    ]
-    try:
-        helper = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-            cwd="/",
-        )
-        out, _ = helper.communicate(f"{salt.hex()} {digest}\n".encode("ascii"), timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EnvironmentProblem(
-            f"could not start the clipboard clearer ({type(exc).__name__}); the clipboard "
-            "was cleared again"
-        ) from None
-    text = out.decode("ascii", "replace").strip()
-    if helper.returncode != 0 or not text.isdigit():
-        raise EnvironmentProblem(
-            "the clipboard clearer did not start; the clipboard was cleared again"
-        )
-    return int(text)
-
-
-def _tool_by_name(name: str) -> ClipboardTool:
-    tool = find_clipboard()
-    if tool is None or tool.name != name:
-        raise EnvironmentProblem(f"clipboard tool {name} is not available")
-    return tool
-
-
-def _clearer_main(argv: Sequence[str]) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m outreach_station.kit")
-    sub = parser.add_subparsers(dest="command", required=True)
-    clear = sub.add_parser("clear-clipboard", help="clear the clipboard later if unchanged")
-    clear.add_argument("--tool", required=True, choices=("wl-copy", "xclip", "xsel"))
-    clear.add_argument("--after", required=True, type=float)
-    args = parser.parse_args(argv)
-    salt_hex, _, digest = sys.stdin.readline().strip().partition(" ")
-    salt = bytes.fromhex(salt_hex)
-    tool = _tool_by_name(args.tool)
-    sys.stdin.close()
-    child = os.fork()
-    if child:
-        # The parent's one line tells the starter who will do the clearing.
-        sys.stdout.write(f"{child}\n")
-        sys.stdout.flush()
-        return 0
-    os.setsid()
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    time.sleep(max(0.0, args.after))
-    try:
-        clear_if_unchanged(tool, salt, digest)
-    finally:
-        # The forked copy must not run the parent's exit handlers a second time.
-        os._exit(0)
+    return clipboard.copy_and_clear_later(tool, value.encode("utf-8"), clear_after)
 
 
 # ---------------------------------------------------------------- audit
@@ -759,11 +475,3 @@ def _audit_log(log: AuditLog | None) -> AuditLog:
     from outreach_station.context import Station
 
     return Station.load().audit
-
-
-if __name__ == "__main__":
-    try:
-        sys.exit(_clearer_main(sys.argv[1:]))
-    except (StationError, ValueError) as exc:
-        sys.stderr.write(f"clipboard clearer: {exc}\n")
-        sys.exit(1)

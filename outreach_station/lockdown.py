@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import html
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import quote, urlsplit
 
-from outreach_station import paths
+from outreach_station import fsutil, paths
 from outreach_station.errors import SecurityError
 
 if TYPE_CHECKING:
@@ -224,10 +223,9 @@ def install_managed_policy(policy: Policy, directory: Path | None = None) -> Pat
     path = managed_policy_file(directory)
     try:
         path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(render_managed_policy(policy), encoding="utf-8")
-        temporary.chmod(0o644)
-        os.replace(temporary, path)
+        fsutil.write_atomic(
+            path, render_managed_policy(policy).encode("utf-8"), mode=0o644, private_dir=False
+        )
     except PermissionError:
         raise SecurityError(
             f"cannot write {path}: installing the managed browser policy needs root "

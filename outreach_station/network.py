@@ -31,9 +31,10 @@ import contextlib
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Final, Literal
 from urllib.parse import urlsplit
 
+from outreach_station import secret_store
 from outreach_station.errors import ConfigError, EnvironmentProblem, StateError, UsageError
 from outreach_station.ids import validate_persona_id
 from outreach_station.personas import Persona
@@ -41,7 +42,6 @@ from outreach_station.storage import ProxyRecord, Store
 from outreach_station.values import MAX_URL_LENGTH, url_is_plain
 
 ProxyScheme = Literal["http", "socks5"]
-KEYRING_SERVICE: Final = "outreach-station"
 # Chromium's only IP handling policy that keeps WebRTC off the real network
 # interfaces while leaving it usable through a proxy (TURN over TCP).
 WEBRTC_POLICY: Final = "disable_non_proxied_udp"
@@ -171,42 +171,21 @@ def password_entry(persona_id: str) -> str:
     return f"proxy:{validate_persona_id(persona_id)}"
 
 
-def _keyring() -> Any:
-    from outreach_station.vault.backends import check_backend
-
-    return check_backend().backend
-
-
-def _keyring_problem(action: str, exc: Exception) -> EnvironmentProblem:
-    from outreach_station.vault.backends import INSTALL_HINT
-
-    # The exception text is left out: a backend might echo what it was given.
-    return EnvironmentProblem(
-        f"the OS keyring failed while {action} ({type(exc).__name__}). {INSTALL_HINT}"
-    )
-
-
 def read_password(persona_id: str) -> HiddenStr | None:
-    try:
-        value = _keyring().get_password(KEYRING_SERVICE, password_entry(persona_id))
-    except EnvironmentProblem:
-        raise
-    except Exception as exc:
-        raise _keyring_problem("reading the proxy password", exc) from None
+    value = secret_store.read(password_entry(persona_id), what="proxy password")
     return None if value is None else HiddenStr(value)
 
 
 def _set_password(persona_id: str, password: str | None) -> None:
-    backend = _keyring()
+    backend = secret_store.check_backend()
     entry = password_entry(persona_id)
-    try:
-        if password:
-            backend.set_password(KEYRING_SERVICE, entry, password)
-        else:
-            with contextlib.suppress(Exception):
-                backend.delete_password(KEYRING_SERVICE, entry)
-    except Exception as exc:
-        raise _keyring_problem("storing the proxy password", exc) from None
+    if password:
+        secret_store.write(entry, password, what="proxy password", backend=backend)
+    else:
+        # Forgetting is best effort, as it always was: a persona being shredded
+        # must not be kept alive by a keyring hiccup over its proxy password.
+        with contextlib.suppress(EnvironmentProblem):
+            secret_store.delete(entry, what="proxy password", backend=backend)
 
 
 def check_persona_proxy(persona: Persona, url: str) -> ProxySetting:

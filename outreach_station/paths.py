@@ -7,14 +7,11 @@ variables below; tests point `STATION_HOME` at a temporary directory.
 from __future__ import annotations
 
 import os
-import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
-
-from outreach_station.errors import EnvironmentProblem, SecurityError
 
 APP_NAME = "outreach-station"
 
@@ -179,72 +176,3 @@ def runtime_base() -> tuple[Path, bool]:
 
 def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
-
-
-PRIVATE_DIR_MODE = 0o700
-
-
-def check_private_dir(path: Path) -> None:
-    """Refuse a directory another account could have made, or can write into.
-
-    A directory in a shared place (`/dev/shm`) can be made by anyone before
-    station runs (squatting): if it is not ours, or others may write into it,
-    whatever station puts there could be read or swapped. One that is ours
-    and only readable by others was made by an older station under a loose
-    umask; nobody else could have written into it, so it is tightened.
-    """
-    try:
-        info = os.lstat(path)
-    except OSError as exc:
-        raise EnvironmentProblem(f"cannot inspect {path}: {exc.strerror}") from None
-    if stat.S_ISLNK(info.st_mode):
-        raise SecurityError(
-            f"{path} is a symbolic link; refusing to keep station files there: remove it"
-        )
-    if not stat.S_ISDIR(info.st_mode):
-        raise EnvironmentProblem(f"{path} is not a directory: move it away and retry")
-    if info.st_uid != os.geteuid():
-        raise SecurityError(
-            f"{path} belongs to another account (uid {info.st_uid}); refusing to keep station "
-            "files there: ask IT to remove it"
-        )
-    if info.st_mode & 0o022:
-        raise SecurityError(
-            f"{path} can be written by other accounts (mode {stat.S_IMODE(info.st_mode):04o}); "
-            f"refusing to keep station files there: remove it, or run chmod go= {path}"
-        )
-    if info.st_mode & 0o077:
-        os.chmod(path, PRIVATE_DIR_MODE)
-
-
-def ensure_private_dir(path: Path) -> Path:
-    """Create `path` and any missing parents 0700 whatever the umask; check it is ours.
-
-    Existing parents are left as they are (they may be `/home/anna`); only
-    `path` itself is checked with `check_private_dir`.
-    """
-    missing = []
-    for candidate in (path, *path.parents):
-        if os.path.lexists(candidate):
-            break
-        missing.append(candidate)
-    for new in reversed(missing):
-        try:
-            os.mkdir(new, PRIVATE_DIR_MODE)
-        except FileExistsError:
-            continue  # another process made it first; checked below if it is `path`
-        except OSError as exc:
-            raise EnvironmentProblem(
-                f"cannot create {new}: {exc.strerror}; check that STATION_HOME is writable"
-            ) from None
-        os.chmod(new, PRIVATE_DIR_MODE)  # mkdir's mode is filtered by the umask
-    check_private_dir(path)
-    return path
-
-
-def create_private_file(path: Path) -> None:
-    """Create `path` empty and 0600 if it does not exist (never through a symlink)."""
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-    except FileExistsError:
-        return

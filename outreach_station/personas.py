@@ -7,8 +7,10 @@ nothing of where.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
+
+from outreach_station.clock import iso
 
 Status = Literal["standby", "active", "blocked", "retired"]
 STATUSES: tuple[Status, ...] = ("standby", "active", "blocked", "retired")
@@ -19,15 +21,6 @@ ALLOWED_TRANSITIONS: dict[Status, frozenset[Status]] = {
     "blocked": frozenset({"retired"}),
     "retired": frozenset(),
 }
-
-
-def iso(moment: datetime) -> str:
-    """How persona times are written: UTC, seconds, with a Z."""
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 @dataclass(frozen=True)

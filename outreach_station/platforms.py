@@ -21,13 +21,13 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from outreach_station import paths
-from outreach_station.errors import ConfigError, NotFoundError, UsageError
+from outreach_station.errors import ConfigError, NotFoundError
+from outreach_station.ids import is_platform_id, validate_platform_id
 from outreach_station.values import MAX_URL_LENGTH, printable, read_settings_file, text_problem
 
 DeviceClass = Literal["desktop", "mobile"]
 
 DEMO_ID = "demo"
-PLATFORM_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 LOCALE_RE = re.compile(r"^[a-z]{2,3}(-[A-Z]{2})?$")
 MAX_NAME_LENGTH = 100
 # A standby pool is a handful of personas; a huge number would make
@@ -100,14 +100,6 @@ def default_languages(locale: str) -> tuple[str, ...]:
     return tuple(langs)
 
 
-def validate_platform_id(platform_id: str) -> str:
-    if not PLATFORM_ID_RE.fullmatch(platform_id):
-        raise UsageError(
-            f"malformed platform id '{platform_id}': use lower-case letters, digits and '-'"
-        )
-    return platform_id
-
-
 def demo_profile() -> PlatformProfile:
     # The start URL is only known once the inspector is serving; "station:inspector"
     # stands for it and the launcher substitutes the real loopback address.
@@ -164,7 +156,7 @@ def parse_profile(path: Path, data: Mapping[str, Any]) -> PlatformProfile:
         return value
 
     platform_id = text("id", path.stem)
-    if not PLATFORM_ID_RE.fullmatch(platform_id):
+    if not is_platform_id(platform_id):
         raise _field_error(path, "id", "lower-case letters, digits and '-'", platform_id)
     if platform_id != path.stem:
         raise ConfigError(

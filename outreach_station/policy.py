@@ -38,11 +38,11 @@ from typing import Final, cast
 
 from outreach_station import paths
 from outreach_station.errors import ConfigError, NotFoundError, SecurityError
+from outreach_station.ids import is_platform_id
 from outreach_station.values import read_settings_file
 
 # Same shape as platform ids in platforms.py; kept here so that loading the
 # policy does not depend on the platform catalogue being importable.
-PLATFORM_ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 MAX_MINUTES: Final = 7 * 24 * 60  # a week: anything larger is a typo (seconds?)
 MAX_RETENTION_DAYS: Final = 3650
 
@@ -351,7 +351,7 @@ def _string_list(value: object, item: Callable[[str], str | None], what: str) ->
 
 
 def _platform_id(text: str) -> str | None:
-    return text if PLATFORM_ID_RE.fullmatch(text) else None
+    return text if is_platform_id(text) else None
 
 
 def _host_pattern(text: str) -> str | None:
@@ -495,7 +495,7 @@ def _spec_for(key: str) -> _Spec | None:
     if key in _SPECS:
         return _SPECS[key]
     parts = key.split(".")
-    if len(parts) == 3 and parts[0] == "platform" and PLATFORM_ID_RE.fullmatch(parts[1]):
+    if len(parts) == 3 and parts[0] == "platform" and is_platform_id(parts[1]):
         return _PLATFORM_SPECS.get(parts[2])
     return None
 
@@ -622,7 +622,7 @@ class _Checker:
         platforms = self.table(("platform",), value)
         for platform_id, rules in (platforms or {}).items():
             parts = ("platform", platform_id)
-            if not PLATFORM_ID_RE.fullmatch(platform_id):
+            if not is_platform_id(platform_id):
                 self.fail(
                     parts,
                     f"platform.{platform_id}: expected a platform id "

@@ -26,15 +26,15 @@ import html
 import math
 import os
 import statistics
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from outreach_station import paths
+from outreach_station import fsutil, paths
 from outreach_station.audit import AuditLog
+from outreach_station.clock import iso, utcnow
 from outreach_station.context import Station
 from outreach_station.errors import EnvironmentProblem, UsageError
 from outreach_station.events import EventName
@@ -54,14 +54,6 @@ LIFETIME_BUCKETS: Final[tuple[tuple[float, float, str], ...]] = (
 )
 
 _SECONDS_PER_DAY: Final = 86400.0
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _month(moment: datetime) -> str:
@@ -154,8 +146,8 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "generated": _iso(self.generated),
-            "since": _iso(self.since) if self.since else None,
+            "generated": iso(self.generated),
+            "since": iso(self.since) if self.since else None,
             "months": list(self.months),
             "platforms": [p.to_json() for p in self.platforms],
             "total": self.total.to_json(),
@@ -252,7 +244,7 @@ def build_report(
     """Aggregate the registry and the audit trail into a `Report`."""
     if since is not None and since.tzinfo is None:
         raise UsageError("since must be timezone-aware")
-    moment = now or _utcnow()
+    moment = now or utcnow()
     lives = _lives(registry, log)
     times = [
         t
@@ -283,7 +275,7 @@ def build_report(
 
 
 def management_report(
-    *, since: datetime | None = None, clock: Callable[[], datetime] = _utcnow
+    *, since: datetime | None = None, clock: Callable[[], datetime] = utcnow
 ) -> Report:
     """The report for the current station home and its configured audit log."""
 
@@ -315,8 +307,8 @@ def render_text(report: Report) -> str:
         ]
         for fig in (*report.platforms, report.total)
     ]
-    scope = f"since {_iso(report.since)}" if report.since else "all time"
-    lines = [f"Persona report, {scope} (generated {_iso(report.generated)})", ""]
+    scope = f"since {iso(report.since)}" if report.since else "all time"
+    lines = [f"Persona report, {scope} (generated {iso(report.generated)})", ""]
     if not report.platforms:
         return "\n".join([*lines, "no personas yet; nothing to report"])
     lines += _table(headers, rows)
@@ -451,7 +443,7 @@ def bar_chart_svg(
 
 def render_html(report: Report) -> str:
     """One self-contained HTML page: inline CSS and SVG, no script, nothing fetched."""
-    scope = f"since {_iso(report.since)}" if report.since else "all time"
+    scope = f"since {iso(report.since)}" if report.since else "all time"
     rows = []
     for fig in (*report.platforms, report.total):
         css = ' class="total"' if fig is report.total else ""
@@ -505,7 +497,7 @@ def render_html(report: Report) -> str:
             "</head>",
             "<body>",
             "<h1>Outreach personas: sustainability report</h1>",
-            f'<p class="note">Scope: {_e(scope)}. Generated {_e(_iso(report.generated))}. '
+            f'<p class="note">Scope: {_e(scope)}. Generated {_e(iso(report.generated))}. '
             "Aggregates only: no persona, account or person is named.</p>",
             "<h2>Per platform</h2>",
             f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>",
@@ -535,44 +527,20 @@ def write_report_file(path: Path, content: str, *, force: bool = False) -> Path:
         raise UsageError(f"{target} is a directory; give a file name such as report.html")
     if target.exists() and not force:
         raise UsageError(f"{target} already exists; add --force to overwrite it")
+    # A report for management is an ordinary document, not a private file.
+    umask = os.umask(0)
+    os.umask(umask)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=".station-report-", suffix=".tmp", dir=directory)
+        tmp = fsutil.write_temp(target, content.encode("utf-8"), mode=0o666 & ~umask)
     except OSError as exc:
         raise EnvironmentProblem(f"cannot write in {directory}: {exc.strerror}") from None
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes 0600; a report for management is an ordinary document.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
         if force:
-            os.replace(tmp, target)
-        else:
-            _place_new(tmp, target)
+            fsutil.replace_with(tmp, target)
+        elif not fsutil.link_new(tmp, target, without_links=True):
+            raise UsageError(f"{target} already exists; add --force to overwrite it")
     except OSError as exc:
         raise EnvironmentProblem(f"cannot write {target}: {exc.strerror}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return target
-
-
-def _place_new(tmp: Path, target: Path) -> None:
-    """Move `tmp` to `target`, which must not exist, even if another writer races us."""
-    refused = UsageError(f"{target} already exists; add --force to overwrite it")
-    try:
-        # link() refuses an existing target: no window in which a half file shows.
-        os.link(tmp, target)
-        return
-    except FileExistsError:
-        raise refused from None
-    except OSError:
-        pass  # file systems without hard links (FAT, some network shares)
-    try:
-        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        raise refused from None
-    os.replace(tmp, target)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from outreach_station import paths
+from outreach_station import clock, fsutil, paths
 from outreach_station.errors import IntegrityError, StationError
 from outreach_station.paths import StationPaths
 from outreach_station.storage.locks import (
@@ -63,7 +63,7 @@ __all__ = [
 
 def _mkdir_private(path: Path) -> None:
     # Also the runtime base, which another account could have made first in /dev/shm.
-    paths.ensure_private_dir(path)
+    fsutil.ensure_private_dir(path)
 
 
 SEALED_NAME = "profile.sealed"
@@ -407,7 +407,9 @@ def open_workspace(
         marker.unlink(missing_ok=True)
         fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as file:
-            file.write(json.dumps({"opened": _now(), "workspace": str(directory)}))
+            file.write(
+                json.dumps({"opened": clock.iso(clock.utcnow()), "workspace": str(directory)})
+            )
         try:
             yield workspace
         finally:
@@ -437,12 +439,6 @@ def _move_cookies_off_the_keyring(workspace: Workspace, notify: Callable[[str], 
             "a 'Chromium Safe Storage' key that the keyring no longer gives: the browser will "
             "drop them, so sign in to that platform again"
         )
-
-
-def _now() -> str:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class DeferredSignals:

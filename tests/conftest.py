@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from outreach_station import paths
-from tests.keyrings import secret_service  # noqa: F401 - a fixture for every test module
+from tests.keyrings import no_keyring, secret_service  # noqa: F401 - fixtures for every test module
 from tests.site import TestSite
 
 

@@ -16,7 +16,7 @@ import keyring
 import keyring.errors
 import pytest
 
-from outreach_station import api, kit, paths
+from outreach_station import api, clipboard, kit, paths, secret_store
 from outreach_station.errors import (
     EnvironmentProblem,
     IntegrityError,
@@ -267,7 +267,7 @@ def secret_service() -> Iterator[list[str]]:
     for persona_id in used:
         for field in kit.SECRET_FIELDS:
             with contextlib.suppress(keyring.errors.PasswordDeleteError):
-                keyring.delete_password(kit.KEYRING_SERVICE, f"kit:{persona_id}:{field}")
+                keyring.delete_password(secret_store.SERVICE, f"kit:{persona_id}:{field}")
 
 
 @pytest.mark.keyring
@@ -360,9 +360,9 @@ def test_delete_kit_secrets(reg: Registry, secret_service: list[str]) -> None:
 
 
 def test_clipboard_tool_choice() -> None:
-    assert kit.find_clipboard({}) is None
+    assert clipboard.find_clipboard({}) is None
     if shutil.which("xclip"):
-        tool = kit.find_clipboard({"DISPLAY": ":99"})
+        tool = clipboard.find_clipboard({"DISPLAY": ":99"})
         assert tool is not None
         assert tool.name == "xclip"
 
@@ -398,10 +398,10 @@ def test_reveal_of_an_unset_secret_says_so_before_looking_for_a_clipboard(
     assert _audit_records() == []
 
 
-def _xclip(display: str) -> kit.ClipboardTool:
+def _xclip(display: str) -> clipboard.ClipboardTool:
     if shutil.which("xclip") is None:
         pytest.skip("xclip is not installed (apt-get install xclip)")
-    tool = kit.find_clipboard({"DISPLAY": display})
+    tool = clipboard.find_clipboard({"DISPLAY": display})
     assert tool is not None
     return tool
 
@@ -423,27 +423,27 @@ def _process_exists(pid: int) -> bool:
 def test_clear_if_unchanged_for_real(display: str) -> None:
     tool = _xclip(display)
     salt = os.urandom(32)
-    kit.copy_to_clipboard(tool, b"s3cret-value")
-    assert kit.read_clipboard(tool) == b"s3cret-value"
+    clipboard.copy_to_clipboard(tool, b"s3cret-value")
+    assert clipboard.read_clipboard(tool) == b"s3cret-value"
 
-    digest = kit._digest(salt, b"s3cret-value")
+    digest = clipboard.keyed_digest(salt, b"s3cret-value")
     # Something else copied since: left alone.
-    kit.copy_to_clipboard(tool, b"the person's own text")
-    assert kit.clear_if_unchanged(tool, salt, digest) is False
-    assert kit.read_clipboard(tool) == b"the person's own text"
+    clipboard.copy_to_clipboard(tool, b"the person's own text")
+    assert clipboard.clear_if_unchanged(tool, salt, digest) is False
+    assert clipboard.read_clipboard(tool) == b"the person's own text"
     # Still the secret: cleared.
-    kit.copy_to_clipboard(tool, b"s3cret-value")
-    assert kit.clear_if_unchanged(tool, salt, digest) is True
-    assert kit.read_clipboard(tool) in (b"", None)
+    clipboard.copy_to_clipboard(tool, b"s3cret-value")
+    assert clipboard.clear_if_unchanged(tool, salt, digest) is True
+    assert clipboard.read_clipboard(tool) in (b"", None)
 
 
 @pytest.mark.headed
 def test_detached_clearer_clears_after_delay_and_never_sees_the_secret(display: str) -> None:
     tool = _xclip(display)
     secret = b"Detached-clearer-probe-5k"
-    kit.copy_to_clipboard(tool, secret)
+    clipboard.copy_to_clipboard(tool, secret)
     salt = os.urandom(32)
-    pid = kit.start_clearer(tool, salt, kit._digest(salt, secret), 1.5)
+    pid = clipboard.start_clearer(tool, salt, clipboard.keyed_digest(salt, secret), 1.5)
 
     # The starter has already returned; the clearer runs on its own, in its own session.
     assert _process_exists(pid)
@@ -454,9 +454,9 @@ def test_detached_clearer_clears_after_delay_and_never_sees_the_secret(display: 
     for blob in (cmdline, environ):
         assert secret not in blob
         assert salt.hex().encode() not in blob
-    assert kit.read_clipboard(tool) == secret
+    assert clipboard.read_clipboard(tool) == secret
 
-    assert _wait_for(lambda: kit.read_clipboard(tool) in (b"", None), 6)
+    assert _wait_for(lambda: clipboard.read_clipboard(tool) in (b"", None), 6)
     assert _wait_for(lambda: not _process_exists(pid), 5)
 
 
@@ -464,12 +464,12 @@ def test_detached_clearer_clears_after_delay_and_never_sees_the_secret(display: 
 def test_detached_clearer_leaves_newer_content_alone(display: str) -> None:
     tool = _xclip(display)
     secret = b"Old-secret-value-3q"
-    kit.copy_to_clipboard(tool, secret)
+    clipboard.copy_to_clipboard(tool, secret)
     salt = os.urandom(32)
-    pid = kit.start_clearer(tool, salt, kit._digest(salt, secret), 1.0)
-    kit.copy_to_clipboard(tool, b"copied later by the person")
+    pid = clipboard.start_clearer(tool, salt, clipboard.keyed_digest(salt, secret), 1.0)
+    clipboard.copy_to_clipboard(tool, b"copied later by the person")
     assert _wait_for(lambda: not _process_exists(pid), 8)
-    assert kit.read_clipboard(tool) == b"copied later by the person"
+    assert clipboard.read_clipboard(tool) == b"copied later by the person"
 
 
 @pytest.mark.keyring
@@ -485,13 +485,13 @@ def test_reveal_to_clipboard_end_to_end(
     copied = kit.reveal_to_clipboard(persona.id, "password", clear_after=1.0, registry=reg)
 
     assert copied.tool == "xclip"
-    assert kit.read_clipboard(tool) == b"Clipboard-probe-8w"
+    assert clipboard.read_clipboard(tool) == b"Clipboard-probe-8w"
     assert _audit_records()[-1] == (
         EventName.KIT_SECRET_REVEALED,
         persona.id,
         {"field": "password", "how": "clipboard"},
     )
-    assert _wait_for(lambda: kit.read_clipboard(tool) in (b"", None), 6)
+    assert _wait_for(lambda: clipboard.read_clipboard(tool) in (b"", None), 6)
     assert _wait_for(lambda: not _process_exists(copied.clearer_pid), 5)
 
 
@@ -503,7 +503,7 @@ def test_clearer_refuses_a_tool_that_is_not_there(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "outreach_station.kit",
+            "outreach_station.clipboard",
             "clear-clipboard",
             "--tool",
             "xclip",

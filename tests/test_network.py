@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from outreach_station.network import (
     validate_pool,
 )
 from outreach_station.storage.sqlite import SqliteStore as Registry
+from tests.keyrings import run_in_private_keyring
 
 
 def test_proxy_urls_are_parsed_and_passwords_refused() -> None:
@@ -59,3 +61,39 @@ def test_pool_assignment_spreads_and_avoids_blocked(tmp_path: Path) -> None:
         # Both were used; the blocked persona's address is the last choice.
         assert renewed is not None and renewed.server == got2.server
         assert get_proxy(reg, blocked.id if blocked else "") == got1
+
+
+LOCKED_PROXY_SCRIPT = r"""
+import json, secretstorage
+from outreach_station import network
+from outreach_station.errors import StationError
+
+connection = secretstorage.dbus_init()
+collection = secretstorage.get_default_collection(connection)
+collection.lock()
+assert collection.is_locked()
+out = {}
+for name, call in (
+    ("read", lambda: network.read_password("abcdefghijkl")),
+    ("write", lambda: network._set_password("abcdefghijkl", "pw")),
+):
+    try:
+        call()
+        out[name] = {"raised": None}
+    except StationError as exc:
+        out[name] = {"raised": type(exc).__name__, "message": exc.message, "code": exc.exit_code}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.keyring
+def test_locked_keyring_proxy_password_says_to_unlock(tmp_path: Path) -> None:
+    done = run_in_private_keyring(tmp_path, LOCKED_PROXY_SCRIPT)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    for name in ("read", "write"):
+        assert out[name]["raised"] == "EnvironmentProblem", out
+        # The locked keyring is named as such, with how to unlock it, not an install hint.
+        assert out[name]["message"].startswith("the OS keyring is locked"), out
+        assert "Unlock it and retry" in out[name]["message"], out
+        assert "apt install" not in out[name]["message"], out

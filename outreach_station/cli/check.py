@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from outreach_station import ids
 from outreach_station.cli._lazy import lazy_module
 from outreach_station.cli._output import echo_json, info, station_of, table
 from outreach_station.errors import CheckFailed
@@ -30,6 +31,7 @@ def check_command(
 
     Example: station check k7q2m9x4ab3d
     """
+    ids.validate_persona_id(persona_id)
     result = session.check_persona(persona_id, notify=info, station=station_of(ctx))
     if json:
         echo_json(

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from outreach_station import ids
 from outreach_station.cli._lazy import lazy_module
 from outreach_station.cli._output import echo_json, info, safe
 from outreach_station.errors import UsageError
@@ -95,6 +96,7 @@ def kit_command(
 
     Example: station persona kit k7q2m9x4ab3d --set email=k7@example.org --set card-last4=4821
     """
+    ids.validate_persona_id(persona_id)
     if print_ and reveal is None:
         raise UsageError("--print only works together with --reveal SECRET")
     secret_fields = list(dict.fromkeys(set_secret or []))

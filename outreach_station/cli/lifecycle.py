@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from outreach_station import ids
 from outreach_station.cli._output import echo_json, info, station_of, table
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -34,6 +35,7 @@ def rotate_command(
     from outreach_station import lifecycle
     from outreach_station.values import validate_reason
 
+    ids.validate_platform_id(platform)
     validate_reason(reason)
     result = lifecycle.rotate(
         platform, reason=reason, force=force, notify=info, station=station_of(ctx)

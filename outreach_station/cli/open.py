@@ -60,13 +60,13 @@ def open_command(
 
     Example: station open demo
     """
-    from outreach_station import session
-    from outreach_station.ids import validate_persona_id
+    from outreach_station import ids, session
     from outreach_station.values import url_is_plain
 
     # Checked before the vault or the browser is touched.
+    ids.validate_platform_id(platform)
     if persona is not None:
-        validate_persona_id(persona)
+        ids.validate_persona_id(persona)
     if url is not None and not (url.startswith(("http://", "https://")) and url_is_plain(url)):
         raise UsageError(BAD_URL)
     result = session.open_platform(

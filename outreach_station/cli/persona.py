@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from outreach_station import ids
 from outreach_station.cli._lazy import lazy_module
 from outreach_station.cli._output import echo_json, info, safe, station_of, table
 from outreach_station.errors import StateError, UsageError
@@ -63,6 +64,7 @@ def new(
 
     Example: station persona new demo --standby --count 3
     """
+    ids.validate_platform_id(platform)
     values.validate_label(label)
     personas = lifecycle.create_personas(
         platform,
@@ -90,6 +92,8 @@ def list_(
 
     Example: station persona list --platform demo
     """
+    if platform is not None:
+        ids.validate_platform_id(platform)
     personas = lifecycle.list_personas(platform_id=platform, station=station_of(ctx))
     if json:
         echo_json([_as_json(p) for p in personas])
@@ -125,6 +129,7 @@ def show(
 
     Example: station persona show k7q2m9x4ab3d
     """
+    ids.validate_persona_id(persona_id)
     persona = lifecycle.get_persona(persona_id, station=station_of(ctx))
     if json:
         echo_json(_as_json(persona))
@@ -171,6 +176,7 @@ def retire(
 
     Example: station persona retire k7q2m9x4ab3d
     """
+    ids.validate_persona_id(persona_id)
     values.validate_reason(reason)
     persona = lifecycle.get_persona(persona_id, station=station_of(ctx))
     if persona.status == "retired":
@@ -207,6 +213,7 @@ def refresh_fingerprint(
 
     Example: station persona refresh-fingerprint k7q2m9x4ab3d
     """
+    ids.validate_persona_id(persona_id)
     persona = lifecycle.refresh_fingerprint(persona_id, station=station_of(ctx))
     typer.echo(f"{persona.id}: {_summary(persona)}")
 
@@ -231,6 +238,9 @@ def proxy(
     """
     if clear == (url is not None):
         raise typer.BadParameter("give either a proxy URL or --clear")
+    ids.validate_persona_id(persona_id)
+    if url is not None:
+        network.parse_proxy_url(url)  # before the registry is opened
     password = None
     if url is not None:
         # The id, the persona's state and the URL are judged before a password is asked for.

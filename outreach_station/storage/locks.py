@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from outreach_station import paths
+from outreach_station import fsutil
 from outreach_station.errors import BusyError, EnvironmentProblem
 from outreach_station.paths import StationPaths
 
@@ -31,7 +31,7 @@ class PersonaLock:
 @contextlib.contextmanager
 def _exclusive(path: Path, busy: Callable[[str], BusyError]) -> Iterator[int]:
     # Also the runtime base, which another account could have made first in /dev/shm.
-    paths.ensure_private_dir(path.parent)
+    fsutil.ensure_private_dir(path.parent)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:

@@ -14,10 +14,14 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+from outreach_station.clock import iso as _iso
+from outreach_station.clock import iso_offset
+from outreach_station.clock import parse_iso as _parse_time
+from outreach_station.clock import utcnow as _utcnow
 from outreach_station.errors import (
     BusyError,
     DamagedError,
@@ -26,11 +30,9 @@ from outreach_station.errors import (
     StateError,
     StationError,
 )
+from outreach_station.fsutil import create_private_file, ensure_private_dir
 from outreach_station.ids import new_persona_id, validate_persona_id
-from outreach_station.paths import create_private_file, ensure_private_dir
 from outreach_station.personas import ALLOWED_TRANSITIONS, Persona, Status
-from outreach_station.personas import iso as _iso
-from outreach_station.personas import parse_time as _parse_time
 from outreach_station.storage.base import AnchorRow, ProxyRecord, UniqueConflict
 from outreach_station.values import validate_label, validate_reason
 
@@ -96,13 +98,9 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def _proxy_time(moment: datetime) -> str:
     # The proxies table has always been written with +00:00, not Z.
-    return moment.astimezone(UTC).isoformat(timespec="seconds")
+    return iso_offset(moment)
 
 
 # SQLite's primary result codes (the low byte of an extended code).

@@ -14,7 +14,6 @@ from outreach_station.vault.keys import (
     Vault,
     VaultMode,
     VaultSettings,
-    check_persona_id,
     read_settings,
 )
 from outreach_station.vault.passphrase import ScryptParams
@@ -43,7 +42,6 @@ __all__ = [
     "Vault",
     "VaultMode",
     "VaultSettings",
-    "check_persona_id",
     "new_path",
     "peek_generation",
     "read_settings",

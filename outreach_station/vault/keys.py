@@ -22,6 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from outreach_station import paths as station_paths
+from outreach_station import secret_store
 from outreach_station.errors import (
     ConfigError,
     IntegrityError,
@@ -30,9 +31,10 @@ from outreach_station.errors import (
     StateError,
     UsageError,
 )
+from outreach_station.fsutil import shred_file, write_atomic, write_exclusive
+from outreach_station.ids import validate_persona_id
 from outreach_station.paths import StationPaths
-from outreach_station.vault import backends, passphrase
-from outreach_station.vault._fsutil import shred_file, write_atomic, write_exclusive
+from outreach_station.vault import passphrase
 from outreach_station.vault.passphrase import ScryptParams
 
 SETTINGS_FILE = "vault.json"
@@ -49,8 +51,6 @@ _WRAP_VERSION = b"\x01"
 _WRAP_NONCE_BYTES = 12
 _WRAPPED_BYTES = len(_WRAP_MAGIC) + 1 + _WRAP_NONCE_BYTES + DATA_KEY_BYTES + 16
 _SETTINGS_FORMAT = 1
-
-_PERSONA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class VaultMode(StrEnum):
@@ -101,16 +101,6 @@ class KeyMaterial:
 
     def describe(self) -> str:
         return f"{self.wrapped_keys} wrapped data key(s) and {self.sealed_files} sealed profile(s)"
-
-
-def check_persona_id(persona_id: str) -> str:
-    """Persona ids become directory names, so only plain names are accepted."""
-    if not _PERSONA_ID.fullmatch(persona_id) or persona_id in {".", ".."}:
-        raise UsageError(
-            f"invalid persona id {persona_id!r}: use letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit, at most 128 characters"
-        )
-    return persona_id
 
 
 def read_settings(paths: StationPaths) -> VaultSettings | None:
@@ -185,7 +175,7 @@ class Vault:
     def __init__(
         self, paths: StationPaths, settings: VaultSettings, master_key: bytes, backend: str
     ) -> None:
-        if len(master_key) != backends.MASTER_KEY_BYTES:
+        if len(master_key) != secret_store.KEY_BYTES:
             raise ValueError("a master key has 32 bytes")
         self._paths = paths
         self._settings = settings
@@ -232,13 +222,17 @@ class Vault:
             )
         settings = settings or VaultSettings(mode=mode, station_id=secrets.token_hex(8))
         if mode is VaultMode.KEYRING:
-            checked = backends.check_backend()
-            master = backends.read_master_key(checked, settings.keyring_entry)
+            checked = secret_store.check_backend()
+            master = secret_store.read_key(
+                settings.keyring_entry, what="master key", backend=checked
+            )
             if master is None:
                 if material.any:
                     raise _missing_master(f"the OS keyring ({checked.description})", material)
-                master = secrets.token_bytes(backends.MASTER_KEY_BYTES)
-                backends.store_master_key(checked, settings.keyring_entry, master)
+                master = secrets.token_bytes(secret_store.KEY_BYTES)
+                secret_store.store_key(
+                    settings.keyring_entry, master, what="master key", backend=checked
+                )
             description = checked.description
         else:
             file = paths.home / MASTER_FILE
@@ -281,8 +275,10 @@ class Vault:
                 )
             raise StateError(f"the vault of {paths.home} is not initialised; run `station init`")
         if settings.mode is VaultMode.KEYRING:
-            checked = backends.check_backend()
-            master = backends.read_master_key(checked, settings.keyring_entry)
+            checked = secret_store.check_backend()
+            master = secret_store.read_key(
+                settings.keyring_entry, what="master key", backend=checked
+            )
             if master is None:
                 raise _missing_master(f"the OS keyring ({checked.description})", material)
             return cls(paths, settings, master, checked.description)
@@ -313,7 +309,7 @@ class Vault:
         return self._backend
 
     def wrapped_key_path(self, persona_id: str) -> Path:
-        return self._paths.persona_dir(check_persona_id(persona_id)) / WRAPPED_KEY_FILE
+        return self._paths.persona_dir(validate_persona_id(persona_id)) / WRAPPED_KEY_FILE
 
     def has_data_key(self, persona_id: str) -> bool:
         return self.wrapped_key_path(persona_id).exists()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from outreach_station.errors import IntegrityError, SecurityError, UsageError
-from outreach_station.vault._fsutil import write_exclusive
+from outreach_station.fsutil import write_exclusive
 
 MAGIC = b"\x89OSMKEY\n"
 VERSION = 1

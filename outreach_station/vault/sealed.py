@@ -34,12 +34,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from outreach_station.errors import EnvironmentProblem, IntegrityError, StateError, UsageError
-from outreach_station.vault._fsutil import (
-    PRIVATE_FILE,
-    ensure_private_dir,
-    fsync_dir,
-)
-from outreach_station.vault.keys import check_persona_id
+from outreach_station.fsutil import PRIVATE_FILE, ensure_private_dir, fsync_dir
+from outreach_station.ids import validate_persona_id
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -691,7 +687,7 @@ def verify_file(
     progress: ProgressCallback | None = None,
 ) -> SealStats:
     """Authenticate every chunk of a sealed file without extracting anything."""
-    check_persona_id(persona_id)
+    validate_persona_id(persona_id)
     _check_key(key)
     started = time.perf_counter()
     try:
@@ -739,7 +735,7 @@ def unseal_file(
     sees the file's authenticated generation before anything is extracted,
     and may raise to refuse the file.
     """
-    check_persona_id(persona_id)
+    validate_persona_id(persona_id)
     _check_key(key)
     ensure_private_dir(dest_dir)
     if any(dest_dir.iterdir()):
@@ -844,7 +840,7 @@ def seal_dir(
     so `total` is twice the estimated archive size; the last call has
     `done == total`.
     """
-    check_persona_id(persona_id)
+    validate_persona_id(persona_id)
     _check_key(key)
     if not (MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE) or chunk_size & (chunk_size - 1):
         raise UsageError("chunk size must be a power of two between 4 KiB and 64 MiB")

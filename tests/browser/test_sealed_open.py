@@ -30,10 +30,9 @@ import keyring
 import keyring.errors
 import pytest
 
-from outreach_station import api, paths, workspace
+from outreach_station import api, paths, secret_store, workspace
 from outreach_station.errors import ExitCode
 from outreach_station.vault import Vault, new_path, read_settings, unseal_file
-from outreach_station.vault import backends as vault_backends
 from tests.browser.test_isolation import write_platform
 from tests.browser.test_open import browser_cmdlines, wait_open
 from tests.site import TestSite
@@ -425,7 +424,7 @@ def test_a_missing_master_key_is_refused_without_creating_one(
     before = {p: p.read_bytes() for p in (sealed, station.home / "vault.json")}
     wrapped = station.persona_dir(persona.id) / "datakey.wrapped"
     before[wrapped] = wrapped.read_bytes()
-    keyring.delete_password(vault_backends.SERVICE, settings.keyring_entry)
+    keyring.delete_password(secret_store.SERVICE, settings.keyring_entry)
     probe = f"/never-loaded-{secrets.token_hex(4)}"
 
     result = runner.invoke(["open", "site-one", "--headless", "--url", f"{site.url}{probe[1:]}"])
@@ -435,7 +434,7 @@ def test_a_missing_master_key_is_refused_without_creating_one(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("station: error: the master key is missing from the OS keyring")
     assert "refusing to create a new master key" in lines[0]
-    assert keyring.get_password(vault_backends.SERVICE, settings.keyring_entry) is None
+    assert keyring.get_password(secret_store.SERVICE, settings.keyring_entry) is None
     assert {p: p.read_bytes() for p in before} == before
     assert read_settings(station) == settings
     assert not workspace_of(persona.id).exists()

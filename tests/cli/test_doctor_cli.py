@@ -13,6 +13,7 @@ import pytest
 
 from outreach_station.audit import AuditLog, default_path
 from outreach_station.errors import ExitCode
+from tests.keyrings import run_in_private_keyring
 
 
 def test_doctor_json_and_table(runner: Any) -> None:
@@ -93,30 +94,7 @@ print(json.dumps({"verdict": finding.verdict, "detail": finding.detail, "fix": f
 def test_doctor_fails_on_a_locked_keyring(tmp_path: Path) -> None:
     # A private D-Bus session with its own keyring: locking the shared one
     # could not be undone without a prompt.
-    for name in ("h", "run", "keyrings"):
-        (tmp_path / name).mkdir(mode=0o700)
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path / "h"),
-        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
-        "STATION_HOME": str(tmp_path / "home"),
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-    }
-    shell = (
-        f'eval "$(XDG_DATA_HOME={tmp_path / "keyrings"} '
-        'gnome-keyring-daemon --unlock --components=secrets)"; '
-        "export GNOME_KEYRING_CONTROL; "
-        f'exec "{sys.executable}" -c "$0"'
-    )
-    done = subprocess.run(
-        ["dbus-run-session", "--", "bash", "-c", shell, LOCKED_DOCTOR],
-        input="doctor-test-password\n",
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    done = run_in_private_keyring(tmp_path, LOCKED_DOCTOR)
     assert done.returncode == 0, done.stderr
     finding = json.loads(done.stdout.strip().splitlines()[-1])
     assert finding["verdict"] == "fail"

@@ -10,9 +10,8 @@ import keyring
 import keyring.errors
 import pytest
 
-from outreach_station import api, paths, workspace
+from outreach_station import api, paths, secret_store, workspace
 from outreach_station.errors import ExitCode
-from outreach_station.vault import backends as vault_backends
 from outreach_station.vault import read_settings
 from outreach_station.vault.keys import MASTER_FILE, SETTINGS_FILE
 from tests.browser.test_demo import read_findings
@@ -44,12 +43,12 @@ def test_init_puts_the_master_key_in_the_keyring(runner: Any, secret_service: No
     assert result.stdout == "vault ready: master key in Secret Service (" + SECRET_SERVICE + ")\n"
     settings = read_settings(paths.current())
     assert settings is not None
-    stored = keyring.get_password(vault_backends.SERVICE, settings.keyring_entry)
+    stored = keyring.get_password(secret_store.SERVICE, settings.keyring_entry)
     assert stored is not None
     assert not (paths.current().home / MASTER_FILE).exists()
     # Idempotent: a second init keeps the key it made.
     assert runner.invoke(["init"]).exit_code == 0
-    assert keyring.get_password(vault_backends.SERVICE, settings.keyring_entry) == stored
+    assert keyring.get_password(secret_store.SERVICE, settings.keyring_entry) == stored
 
 
 def test_passphrase_mode_is_refused_unless_policy_allows_it(runner: Any) -> None:
@@ -101,7 +100,7 @@ def test_passphrase_vault_opens_and_reseals_without_the_keyring(
     assert sealed.is_file()
     assert not workspace.workspace_dir(paths.current(), persona.id).exists()
     # The keyring was never used for this home.
-    assert keyring.get_password(vault_backends.SERVICE, settings.keyring_entry) is None
+    assert keyring.get_password(secret_store.SERVICE, settings.keyring_entry) is None
 
     before = {p: p.read_bytes() for p in (sealed, master_file, home / SETTINGS_FILE)}
     wrong = runner.invoke(["open", "demo", "--headless"], input="not-the-passphrase\n")
@@ -114,4 +113,4 @@ def test_passphrase_vault_opens_and_reseals_without_the_keyring(
     assert "not-the-passphrase" not in wrong.stdout + wrong.stderr
     assert {p: p.read_bytes() for p in before} == before
     assert not workspace.workspace_dir(paths.current(), persona.id).exists()
-    assert keyring.get_password(vault_backends.SERVICE, settings.keyring_entry) is None
+    assert keyring.get_password(secret_store.SERVICE, settings.keyring_entry) is None

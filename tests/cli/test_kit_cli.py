@@ -13,7 +13,7 @@ import keyring.core
 import keyring.errors
 import pytest
 
-from outreach_station import api, kit, paths
+from outreach_station import api, clipboard, kit, paths, secret_store
 from outreach_station.errors import ExitCode
 from outreach_station.events import EventName
 from outreach_station.storage.sqlite import SqliteStore as Registry
@@ -49,14 +49,7 @@ def secret_service() -> Iterator[list[str]]:
     for persona_id in used:
         for field in kit.SECRET_FIELDS:
             with contextlib.suppress(keyring.errors.PasswordDeleteError):
-                keyring.delete_password(kit.KEYRING_SERVICE, f"kit:{persona_id}:{field}")
-
-
-@pytest.fixture
-def no_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keyring's own 'nothing usable' backend, as on a machine without a Secret Service."""
-    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
-    monkeypatch.setattr(keyring.core, "_keyring_backend", None)
+                keyring.delete_password(secret_store.SERVICE, f"kit:{persona_id}:{field}")
 
 
 def test_set_and_show(runner: Any, no_keyring: None) -> None:
@@ -232,16 +225,16 @@ def test_clipboard_reveal_for_real(runner: Any, secret_service: list[str], displ
     assert PASSWORD not in _all_output(result)
     assert result.stdout == ""
     assert "copied to the clipboard (xclip); it is cleared in 30 seconds" in result.stderr
-    tool = kit.find_clipboard({"DISPLAY": display})
+    tool = clipboard.find_clipboard({"DISPLAY": display})
     assert tool is not None
-    assert kit.read_clipboard(tool) == PASSWORD.encode()
+    assert clipboard.read_clipboard(tool) == PASSWORD.encode()
     assert _events()[-1] == (
         EventName.KIT_SECRET_REVEALED,
         persona_id,
         {"field": "password", "how": "clipboard"},
     )
     # Leave no secret behind; the clearer will then find other content and leave it.
-    kit.copy_to_clipboard(tool, b"test over")
+    clipboard.copy_to_clipboard(tool, b"test over")
 
 
 def test_help_names_exactly_the_kit_fields() -> None:

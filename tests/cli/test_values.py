@@ -13,7 +13,7 @@ import keyring
 import keyring.errors
 import pytest
 
-from outreach_station import api, kit, paths
+from outreach_station import api, clipboard, kit, paths, secret_store
 from outreach_station.errors import ExitCode, UsageError
 from outreach_station.storage.sqlite import SqliteStore as Registry
 from tests.keyrings import require_secret_service
@@ -131,14 +131,6 @@ def test_error_messages_escape_what_they_quote(runner: Any) -> None:
     assert result.exit_code == ExitCode.USAGE
     assert ESC not in result.stderr
     assert "\\x1b[2J" in result.stderr
-
-
-@pytest.fixture
-def no_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
-    import keyring.core
-
-    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
-    monkeypatch.setattr(keyring.core, "_keyring_backend", None)
 
 
 # --- reasons ------------------------------------------------------------------
@@ -287,7 +279,7 @@ def secret_service() -> Iterator[list[str]]:
     for persona_id in used:
         for field in kit.SECRET_FIELDS:
             with contextlib.suppress(keyring.errors.PasswordDeleteError):
-                keyring.delete_password(kit.KEYRING_SERVICE, f"kit:{persona_id}:{field}")
+                keyring.delete_password(secret_store.SERVICE, f"kit:{persona_id}:{field}")
 
 
 @pytest.mark.keyring
@@ -314,12 +306,12 @@ def test_reveal_of_unset_secret_leaves_the_clipboard_alone(
 ) -> None:
     persona_id = _new_persona()
     secret_service.append(persona_id)
-    tool = kit.find_clipboard({"DISPLAY": display})
+    tool = clipboard.find_clipboard({"DISPLAY": display})
     assert tool is not None
-    kit.copy_to_clipboard(tool, b"what the person copied")
+    clipboard.copy_to_clipboard(tool, b"what the person copied")
     result = runner.invoke(["persona", "kit", persona_id, "--reveal", "password"])
     assert result.exit_code == ExitCode.NOT_FOUND
-    assert kit.read_clipboard(tool) == b"what the person copied"
+    assert clipboard.read_clipboard(tool) == b"what the person copied"
 
 
 def test_what_a_page_reports_is_printed_escaped(capsys: pytest.CaptureFixture[str]) -> None:

@@ -78,22 +78,24 @@ def test_the_generation_is_in_the_authenticated_header(tmp_path: Path) -> None:
     src.mkdir()
     (src / "f").write_text("x")
     dest = tmp_path / "p.sealed"
-    assert seal_dir(src, dest, key, "alice", generation=7).generation == 7
+    assert seal_dir(src, dest, key, "aliceaaaaaaa", generation=7).generation == 7
     assert dest.read_bytes()[8] == 2  # format version 2
-    assert peek_generation(dest, "alice") == 7
-    assert verify_file(dest, key, "alice").generation == 7
+    assert peek_generation(dest, "aliceaaaaaaa") == 7
+    assert verify_file(dest, key, "aliceaaaaaaa").generation == 7
     seen: list[int | None] = []
-    assert unseal_file(dest, tmp_path / "out", key, "alice", check=seen.append).generation == 7
+    assert (
+        unseal_file(dest, tmp_path / "out", key, "aliceaaaaaaa", check=seen.append).generation == 7
+    )
     assert seen == [7]
     # Claiming another generation in the header breaks every chunk's tag.
     data = bytearray(dest.read_bytes())
     data[sealed_mod.LEGACY_HEADER_BYTES : sealed_mod.HEADER_BYTES] = struct.pack(">Q", 8)
     dest.write_bytes(bytes(data))
-    assert peek_generation(dest, "alice") == 8
+    assert peek_generation(dest, "aliceaaaaaaa") == 8
     with pytest.raises(IntegrityError, match="failed authentication"):
-        verify_file(dest, key, "alice")
+        verify_file(dest, key, "aliceaaaaaaa")
     with pytest.raises(IntegrityError, match="failed authentication"):
-        unseal_file(dest, tmp_path / "out2", key, "alice", check=seen.append)
+        unseal_file(dest, tmp_path / "out2", key, "aliceaaaaaaa", check=seen.append)
     assert seen == [7]
     assert not any((tmp_path / "out2").iterdir())
 
@@ -104,13 +106,13 @@ def test_a_refusing_check_extracts_nothing(tmp_path: Path) -> None:
     src.mkdir()
     (src / "f").write_text("x")
     dest = tmp_path / "p.sealed"
-    seal_dir(src, dest, key, "alice", generation=3)
+    seal_dir(src, dest, key, "aliceaaaaaaa", generation=3)
 
     def refuse(generation: int | None) -> None:
         raise IntegrityError(f"no {generation}")
 
     with pytest.raises(IntegrityError, match="no 3"):
-        unseal_file(dest, tmp_path / "out", key, "alice", check=refuse)
+        unseal_file(dest, tmp_path / "out", key, "aliceaaaaaaa", check=refuse)
     assert not any((tmp_path / "out").iterdir())
 
 
@@ -120,9 +122,9 @@ def test_a_version_1_file_still_opens(tmp_path: Path) -> None:
     src.mkdir()
     (src / "f").write_text("legacy")
     dest = tmp_path / "p.sealed"
-    _legacy_seal(src, dest, key, "alice")
-    assert peek_generation(dest, "alice") is None
-    stats = unseal_file(dest, tmp_path / "out", key, "alice")
+    _legacy_seal(src, dest, key, "aliceaaaaaaa")
+    assert peek_generation(dest, "aliceaaaaaaa") is None
+    stats = unseal_file(dest, tmp_path / "out", key, "aliceaaaaaaa")
     assert stats.generation is None
     assert (tmp_path / "out" / "f").read_text() == "legacy"
 

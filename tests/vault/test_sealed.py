@@ -117,7 +117,7 @@ def profile(tmp_path: Path) -> Path:
 @pytest.fixture
 def sealed(tmp_path: Path, profile: Path, key: bytes) -> Path:
     dest = tmp_path / "store" / "profile.sealed"
-    seal_dir(profile, dest, key, "alice", chunk_size=CHUNK)
+    seal_dir(profile, dest, key, "aliceaaaaaaa", chunk_size=CHUNK)
     return dest
 
 
@@ -125,7 +125,7 @@ def test_round_trip_keeps_everything_but_caches(
     tmp_path: Path, profile: Path, sealed: Path, key: bytes
 ) -> None:
     out = tmp_path / "out"
-    stats = unseal_file(sealed, out, key, "alice")
+    stats = unseal_file(sealed, out, key, "aliceaaaaaaa")
     got = snapshot(out)
     assert got == expected_snapshot(profile)
     assert got["Default/empty-file"] == b""
@@ -141,9 +141,9 @@ def test_caches_singletons_and_escaping_links_are_skipped(
     tmp_path: Path, profile: Path, key: bytes
 ) -> None:
     dest = tmp_path / "p.sealed"
-    stats = seal_dir(profile, dest, key, "alice")
+    stats = seal_dir(profile, dest, key, "aliceaaaaaaa")
     out = tmp_path / "out"
-    unseal_file(dest, out, key, "alice")
+    unseal_file(dest, out, key, "aliceaaaaaaa")
     for name in SKIPPED_DIR_NAMES:
         assert not (out / name).exists()
         assert not (out / "Default" / name).exists()
@@ -163,7 +163,7 @@ def test_file_layout_is_header_then_full_chunks_then_short_last(sealed: Path, ke
     full, last = divmod(body, SEALED_CHUNK)
     # The last chunk is shorter than a full one, so never exactly divisible.
     assert sealed_mod.TAG_BYTES <= last < SEALED_CHUNK
-    stats = verify_file(sealed, key, "alice")
+    stats = verify_file(sealed, key, "aliceaaaaaaa")
     assert stats.chunks == full + 1
     assert stats.plaintext_bytes == full * CHUNK + last - sealed_mod.TAG_BYTES
     assert os.stat(sealed).st_mode & 0o777 == 0o600
@@ -175,17 +175,17 @@ def test_exact_multiple_of_chunk_gets_an_empty_last_chunk(tmp_path: Path, key: b
     content = b"a" * 17920
     (src / "f").write_bytes(content)  # one header + data + end blocks = 20480 = 5 chunks
     dest = tmp_path / "e.sealed"
-    stats = seal_dir(src, dest, key, "alice", chunk_size=CHUNK)
+    stats = seal_dir(src, dest, key, "aliceaaaaaaa", chunk_size=CHUNK)
     assert stats.plaintext_bytes == 5 * CHUNK
     assert stats.chunks == 6
     assert dest.stat().st_size == HEADER + 5 * SEALED_CHUNK + sealed_mod.TAG_BYTES
     out = tmp_path / "out"
-    unseal_file(dest, out, key, "alice")
+    unseal_file(dest, out, key, "aliceaaaaaaa")
     assert (out / "f").read_bytes() == content
     # Without the empty last chunk the file ends exactly at a chunk edge.
     dest.write_bytes(dest.read_bytes()[: -sealed_mod.TAG_BYTES])
-    with pytest.raises(IntegrityError, match="'alice'"):
-        verify_file(dest, key, "alice")
+    with pytest.raises(IntegrityError, match="'aliceaaaaaaa'"):
+        verify_file(dest, key, "aliceaaaaaaa")
 
 
 def _offsets(size: int) -> list[int]:
@@ -206,15 +206,15 @@ def test_bit_flips_anywhere_are_detected(tmp_path: Path, sealed: Path, key: byte
         damaged = bytearray(original)
         damaged[offset] ^= 1 << (offset % 8)
         sealed.write_bytes(damaged)
-        with pytest.raises(IntegrityError, match="'alice'"):
-            verify_file(sealed, key, "alice")
+        with pytest.raises(IntegrityError, match="'aliceaaaaaaa'"):
+            verify_file(sealed, key, "aliceaaaaaaa")
     # Unsealing catches them too (a few, extraction is slower).
     for offset in (3, 20, HEADER + 10, len(original) // 2, len(original) - 1):
         damaged = bytearray(original)
         damaged[offset] ^= 0x80
         sealed.write_bytes(damaged)
-        with pytest.raises(IntegrityError, match="'alice'"):
-            unseal_file(sealed, tmp_path / f"out-{offset}", key, "alice")
+        with pytest.raises(IntegrityError, match="'aliceaaaaaaa'"):
+            unseal_file(sealed, tmp_path / f"out-{offset}", key, "aliceaaaaaaa")
 
 
 def test_truncation_at_every_chunk_edge_and_mid_chunk(
@@ -228,20 +228,20 @@ def test_truncation_at_every_chunk_edge_and_mid_chunk(
         edge += SEALED_CHUNK
     for cut in sorted(c for c in cuts if c < len(original)):
         sealed.write_bytes(original[:cut])
-        with pytest.raises(IntegrityError, match="'alice'"):
-            verify_file(sealed, key, "alice")
+        with pytest.raises(IntegrityError, match="'aliceaaaaaaa'"):
+            verify_file(sealed, key, "aliceaaaaaaa")
     sealed.write_bytes(original[: HEADER + 2 * SEALED_CHUNK])
     out = tmp_path / "out"
-    with pytest.raises(IntegrityError, match="'alice'"):
-        unseal_file(sealed, out, key, "alice")
+    with pytest.raises(IntegrityError, match="'aliceaaaaaaa'"):
+        unseal_file(sealed, out, key, "aliceaaaaaaa")
 
 
 def test_appended_bytes_are_detected(sealed: Path, key: bytes) -> None:
     original = sealed.read_bytes()
     for extra in (b"\x00", os.urandom(16), original[HEADER : HEADER + SEALED_CHUNK]):
         sealed.write_bytes(original + extra)
-        with pytest.raises(IntegrityError, match="'alice'"):
-            verify_file(sealed, key, "alice")
+        with pytest.raises(IntegrityError, match="'aliceaaaaaaa'"):
+            verify_file(sealed, key, "aliceaaaaaaa")
 
 
 def _split(blob: bytes) -> tuple[bytes, list[bytes]]:
@@ -261,8 +261,8 @@ def test_reordered_or_repeated_chunks_are_detected(sealed: Path, key: bytes) -> 
     ]
     for variant in variants:
         sealed.write_bytes(header + b"".join(variant))
-        with pytest.raises(IntegrityError, match="'alice'"):
-            verify_file(sealed, key, "alice")
+        with pytest.raises(IntegrityError, match="'aliceaaaaaaa'"):
+            verify_file(sealed, key, "aliceaaaaaaa")
 
 
 def test_swapping_persona_files_is_detected(
@@ -270,38 +270,38 @@ def test_swapping_persona_files_is_detected(
 ) -> None:
     # Same key on purpose: only the persona binding can catch this.
     bob = tmp_path / "bob.sealed"
-    seal_dir(profile, bob, key, "bob", chunk_size=CHUNK)
-    with pytest.raises(IntegrityError, match="'bob'"):
-        verify_file(sealed, key, "bob")
-    with pytest.raises(IntegrityError, match="'alice'"):
-        unseal_file(bob, tmp_path / "out", key, "alice")
+    seal_dir(profile, bob, key, "bobbbbbbbbbb", chunk_size=CHUNK)
+    with pytest.raises(IntegrityError, match="'bobbbbbbbbbb'"):
+        verify_file(sealed, key, "bobbbbbbbbbb")
+    with pytest.raises(IntegrityError, match="'aliceaaaaaaa'"):
+        unseal_file(bob, tmp_path / "out", key, "aliceaaaaaaa")
     # Bob's header spliced onto alice's chunks, and the other way round.
     a_head, a_chunks = _split(sealed.read_bytes())
     b_head, b_chunks = _split(bob.read_bytes())
     sealed.write_bytes(b_head + b"".join(a_chunks))
-    with pytest.raises(IntegrityError, match="'alice'"):
-        verify_file(sealed, key, "alice")
+    with pytest.raises(IntegrityError, match="'aliceaaaaaaa'"):
+        verify_file(sealed, key, "aliceaaaaaaa")
     sealed.write_bytes(a_head + b_chunks[0] + b"".join(a_chunks[1:]))
-    with pytest.raises(IntegrityError, match="'alice'"):
-        verify_file(sealed, key, "alice")
+    with pytest.raises(IntegrityError, match="'aliceaaaaaaa'"):
+        verify_file(sealed, key, "aliceaaaaaaa")
 
 
 def test_wrong_key_is_detected_and_nothing_extracted(
     tmp_path: Path, sealed: Path, key: bytes
 ) -> None:
     out = tmp_path / "out"
-    with pytest.raises(IntegrityError, match="'alice'") as caught:
-        unseal_file(sealed, out, secrets.token_bytes(32), "alice")
+    with pytest.raises(IntegrityError, match="'aliceaaaaaaa'") as caught:
+        unseal_file(sealed, out, secrets.token_bytes(32), "aliceaaaaaaa")
     assert "chunk 0" in str(caught.value)
     assert list(out.iterdir()) == []
     with pytest.raises(UsageError):
-        verify_file(sealed, key[:16], "alice")
+        verify_file(sealed, key[:16], "aliceaaaaaaa")
 
 
 def test_each_seal_uses_a_fresh_salt(tmp_path: Path, profile: Path, key: bytes) -> None:
     one, two = tmp_path / "1.sealed", tmp_path / "2.sealed"
-    seal_dir(profile, one, key, "alice", chunk_size=CHUNK)
-    seal_dir(profile, two, key, "alice", chunk_size=CHUNK)
+    seal_dir(profile, one, key, "aliceaaaaaaa", chunk_size=CHUNK)
+    seal_dir(profile, two, key, "aliceaaaaaaa", chunk_size=CHUNK)
     a, b = one.read_bytes(), two.read_bytes()
     assert len(a) == len(b)
     assert a[14:46] != b[14:46]  # salts
@@ -314,7 +314,7 @@ def test_unseal_refuses_non_empty_destination(tmp_path: Path, sealed: Path, key:
     out.mkdir()
     (out / "stale").write_text("x")
     with pytest.raises(StateError, match="non-empty"):
-        unseal_file(sealed, out, key, "alice")
+        unseal_file(sealed, out, key, "aliceaaaaaaa")
     assert [p.name for p in out.iterdir()] == ["stale"]
 
 
@@ -350,8 +350,8 @@ def _forge(tmp_path: Path, key: bytes, name: str) -> Path:
         evil.size = 4
         tar.addfile(evil, io.BytesIO(b"evil"))
     forged = tmp_path / "forged.sealed"
-    _raw_sealed(forged, buf.getvalue(), key, "alice")
-    verify_file(forged, key, "alice")  # authentic bytes, yet not what station writes
+    _raw_sealed(forged, buf.getvalue(), key, "aliceaaaaaaa")
+    verify_file(forged, key, "aliceaaaaaaa")  # authentic bytes, yet not what station writes
     return forged
 
 
@@ -359,8 +359,8 @@ def _forge(tmp_path: Path, key: bytes, name: str) -> Path:
 def test_extraction_refuses_dot_dot_paths(tmp_path: Path, key: bytes, name: str) -> None:
     forged = _forge(tmp_path, key, name)
     out = tmp_path / "deep" / "out"
-    with pytest.raises(IntegrityError, match="alice"):
-        unseal_file(forged, out, key, "alice")
+    with pytest.raises(IntegrityError, match="aliceaaaaaaa"):
+        unseal_file(forged, out, key, "aliceaaaaaaa")
     assert not (tmp_path / "deep" / "escaped.txt").exists()
     assert not (tmp_path / "deep" / "up.txt").exists()
     assert not (tmp_path / "up2.txt").exists()
@@ -371,7 +371,7 @@ def test_extraction_refuses_absolute_paths(tmp_path: Path, key: bytes) -> None:
     forged = _forge(tmp_path, key, str(target))
     out = tmp_path / "out"
     with pytest.raises(IntegrityError, match="absolute path"):
-        unseal_file(forged, out, key, "alice")
+        unseal_file(forged, out, key, "aliceaaaaaaa")
     assert not target.exists()
     assert not (out / str(target).lstrip("/")).exists()
 
@@ -384,24 +384,24 @@ def test_device_nodes_are_refused(tmp_path: Path, key: bytes) -> None:
         dev.devmajor, dev.devminor = 1, 3
         tar.addfile(dev)
     forged = tmp_path / "dev.sealed"
-    _raw_sealed(forged, buf.getvalue(), key, "alice")
+    _raw_sealed(forged, buf.getvalue(), key, "aliceaaaaaaa")
     out = tmp_path / "out"
     with pytest.raises(IntegrityError):
-        unseal_file(forged, out, key, "alice")
+        unseal_file(forged, out, key, "aliceaaaaaaa")
     assert not (out / "null").exists()
 
 
 def test_progress_is_monotonic_and_ends_at_total(tmp_path: Path, profile: Path, key: bytes) -> None:
     seen: list[tuple[int, int]] = []
     dest = tmp_path / "p.sealed"
-    seal_dir(profile, dest, key, "alice", lambda d, t: seen.append((d, t)), chunk_size=CHUNK)
+    seal_dir(profile, dest, key, "aliceaaaaaaa", lambda d, t: seen.append((d, t)), chunk_size=CHUNK)
     assert len(seen) > 5
     assert all(a[0] <= b[0] for a, b in itertools.pairwise(seen))
     assert len({t for _, t in seen}) == 1
     assert seen[-1][0] == seen[-1][1]
     assert any(d < t // 2 for d, t in seen) and any(t // 2 < d < t for d, t in seen)
     seen.clear()
-    unseal_file(dest, tmp_path / "out", key, "alice", lambda d, t: seen.append((d, t)))
+    unseal_file(dest, tmp_path / "out", key, "aliceaaaaaaa", lambda d, t: seen.append((d, t)))
     assert seen[-1] == (dest.stat().st_size, dest.stat().st_size)
     assert all(a[0] <= b[0] for a, b in itertools.pairwise(seen))
 
@@ -415,10 +415,10 @@ def test_streams_without_holding_the_profile_in_memory(tmp_path: Path, key: byte
     dest = tmp_path / "big.sealed"
     tracemalloc.start()
     try:
-        seal_dir(src, dest, key, "alice")
+        seal_dir(src, dest, key, "aliceaaaaaaa")
         _, seal_peak = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
-        unseal_file(dest, tmp_path / "out", key, "alice")
+        unseal_file(dest, tmp_path / "out", key, "aliceaaaaaaa")
         _, unseal_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -438,7 +438,7 @@ def test_failed_seal_keeps_old_generation_and_removes_new(
             raise RuntimeError("disk pulled")
 
     with pytest.raises(RuntimeError):
-        seal_dir(profile, sealed, key, "alice", explode, chunk_size=CHUNK)
+        seal_dir(profile, sealed, key, "aliceaaaaaaa", explode, chunk_size=CHUNK)
     assert sealed.read_bytes() == before
     assert not sealed_mod.new_path(sealed).exists()
 
@@ -449,10 +449,10 @@ def test_stale_new_file_is_replaced_by_next_seal(
     stale = sealed_mod.new_path(sealed)
     stale.write_bytes(b"half a seal from a crash")
     # Unsealing ignores it: it reads only the finished generation.
-    unseal_file(sealed, tmp_path / "o1", key, "alice")
-    seal_dir(profile, sealed, key, "alice", chunk_size=CHUNK)
+    unseal_file(sealed, tmp_path / "o1", key, "aliceaaaaaaa")
+    seal_dir(profile, sealed, key, "aliceaaaaaaa", chunk_size=CHUNK)
     assert not stale.exists()
-    verify_file(sealed, key, "alice")
+    verify_file(sealed, key, "aliceaaaaaaa")
 
 
 CRASH_SCRIPT = r"""
@@ -470,7 +470,7 @@ def progress(done, total):
         time.sleep(float(arg))
 
 print("ready", flush=True)
-seal_dir(Path(src), Path(dest), key, "alice", progress, chunk_size=1 << 16)
+seal_dir(Path(src), Path(dest), key, "aliceaaaaaaa", progress, chunk_size=1 << 16)
 print("finished", flush=True)
 """
 
@@ -495,7 +495,7 @@ def generations(tmp_path: Path, key: bytes) -> tuple[Path, Path, dict[str, objec
     src = tmp_path / "src"
     make_profile(src)
     dest = tmp_path / "store" / "p.sealed"
-    seal_dir(src, dest, key, "alice")
+    seal_dir(src, dest, key, "aliceaaaaaaa")
     old = expected_snapshot(src)
     # The next generation differs and is big enough to take a while.
     with open(src / "Default" / "big", "wb") as f:
@@ -506,7 +506,7 @@ def generations(tmp_path: Path, key: bytes) -> tuple[Path, Path, dict[str, objec
 
 def _assert_old_generation(tmp_path: Path, dest: Path, key: bytes, old: dict[str, object]) -> None:
     out = tmp_path / f"check-{secrets.token_hex(4)}"
-    unseal_file(dest, out, key, "alice")
+    unseal_file(dest, out, key, "aliceaaaaaaa")
     assert snapshot(out) == old
 
 
@@ -528,10 +528,10 @@ def test_sigkill_at_any_phase_leaves_old_generation(
     assert "finished" not in out
     assert sealed_mod.new_path(dest).exists()
     _assert_old_generation(tmp_path, dest, key, old)
-    seal_dir(src, dest, key, "alice")
+    seal_dir(src, dest, key, "aliceaaaaaaa")
     assert not sealed_mod.new_path(dest).exists()
     fresh = tmp_path / "fresh"
-    unseal_file(dest, fresh, key, "alice")
+    unseal_file(dest, fresh, key, "aliceaaaaaaa")
     assert (fresh / "Default" / "big").read_bytes() == (src / "Default" / "big").read_bytes()
 
 
@@ -562,6 +562,6 @@ def test_external_sigkill_mid_write(
     assert 4 << 20 < size < 24 << 20  # really cut mid-write
     assert pending.stat().st_mode & 0o777 == 0o600
     _assert_old_generation(tmp_path, dest, key, old)
-    stats = seal_dir(src, dest, key, "alice")
+    stats = seal_dir(src, dest, key, "aliceaaaaaaa")
     assert not pending.exists()
     assert stats.sealed_bytes == dest.stat().st_size

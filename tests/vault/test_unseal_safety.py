@@ -22,7 +22,7 @@ from outreach_station.errors import ExitCode, IntegrityError, StationError
 from outreach_station.vault import seal_dir, unseal_file, verify_file
 from outreach_station.vault import sealed as sealed_mod
 
-PERSONA = "alice"
+PERSONA = "aliceaaaaaaa"
 MTIME = 1_700_000_000
 
 Member = tuple[tarfile.TarInfo, bytes | None]
@@ -223,7 +223,7 @@ def test_refusal_through_the_cli_is_one_line(
     sealed = seal_members(monkeypatch, tmp_path, key, [member("../x")])
     with pytest.raises(StationError) as raised:
         unseal_file(sealed, tmp_path / "out", key, PERSONA)
-    assert str(raised.value).startswith(f"refused to unseal {sealed} (persona 'alice'): ")
+    assert str(raised.value).startswith(f"refused to unseal {sealed} (persona 'aliceaaaaaaa'): ")
     assert "archive member '../x' has a '..' component" in str(raised.value)
 
 

@@ -1,10 +1,18 @@
-"""The OS keyring as the home of the master key, and the refusal of weak keyrings.
+"""The OS keyring: the one place station reads, writes and deletes its secrets.
+
+Every secret station keeps (the vault's master key, the audit anchor's key,
+kit secrets, proxy passwords) is an entry of one service, `SERVICE`, under
+entry names its owner chooses (`master-key/<station id>`, `audit-anchor/...`,
+`kit:<persona>:<field>`, `proxy:<persona>`); the names must never change, or
+existing keyrings would seem empty.
 
 `keyring` picks a backend by itself; on a machine without a Secret Service it
-may settle on a plaintext file (keyrings.alt) or on nothing at all. A master
-key in a plaintext file would make encryption at rest pointless, so only
-backends the operating system protects are accepted, and everything else is
-refused with a message that says what to install or unlock.
+may settle on a plaintext file (keyrings.alt) or on nothing at all. A key in
+a plaintext file would make encryption at rest pointless, so only backends
+the operating system protects are accepted (`check_backend`), and everything
+else is refused with a message that says what to install or unlock. Keyring
+errors become `EnvironmentProblem`s whose text never includes the backend's
+own message: a backend might echo what it was given.
 """
 
 from __future__ import annotations
@@ -12,15 +20,15 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from outreach_station.errors import EnvironmentProblem, IntegrityError, SecurityError
 
-SERVICE = "outreach-station"
-MASTER_KEY_BYTES = 32
+SERVICE: Final = "outreach-station"
+KEY_BYTES: Final = 32
 
 # Backends whose secrets the OS keeps encrypted and bound to the user's login.
-_SECURE_BACKENDS = {
+_SECURE_BACKENDS: Final = {
     "keyring.backends.SecretService.Keyring": "Secret Service",
     "keyring.backends.libsecret.Keyring": "Secret Service (libsecret)",
     "keyring.backends.kwallet.DBusKeyring": "KWallet",
@@ -29,7 +37,7 @@ _SECURE_BACKENDS = {
     "keyring.backends.Windows.WinVaultKeyring": "Windows Credential Locker",
 }
 
-INSTALL_HINT = (
+INSTALL_HINT: Final = (
     "On Debian or Ubuntu install a Secret Service: `sudo apt install gnome-keyring dbus-x11`, "
     "then use station inside a desktop session (which unlocks the login keyring), or headless "
     "inside `dbus-run-session` after unlocking with "
@@ -37,7 +45,7 @@ INSTALL_HINT = (
     "Where no keyring service can run, initialise the vault in passphrase mode instead."
 )
 
-UNLOCK_HINT = (
+UNLOCK_HINT: Final = (
     "Unlock it and retry: log in to the desktop session (that unlocks the login keyring), "
     "unlock it in Seahorse ('Passwords and Keys'), or headless run "
     "`gnome-keyring-daemon --replace --unlock --components=secrets` and type the keyring "
@@ -100,51 +108,90 @@ def check_backend() -> KeyringBackend:
     return KeyringBackend(backend=backend, description=_judge(backend))
 
 
-def _keyring_failure(action: str, exc: Exception) -> EnvironmentProblem:
+def failure(action: str, exc: Exception) -> EnvironmentProblem:
+    """The error a person sees when the keyring failed while doing `action`."""
     from keyring.errors import KeyringLocked
 
     if isinstance(exc, KeyringLocked):
         return EnvironmentProblem(
             f"the OS keyring is locked and could not be unlocked. {UNLOCK_HINT}"
         )
+    # The exception text is left out: a backend might echo what it was given.
     return EnvironmentProblem(
         f"the OS keyring failed while {action} ({type(exc).__name__}). "
         f"Is the keyring service running and unlocked? {INSTALL_HINT}"
     )
 
 
-def read_master_key(checked: KeyringBackend, entry: str) -> bytes | None:
-    """The master key stored under `entry`, or None if there is none.
+def read(entry: str, *, what: str, backend: KeyringBackend | None = None) -> str | None:
+    """The secret stored under `entry`, or None; `what` names it in errors ("proxy password")."""
+    checked = backend or check_backend()
+    try:
+        value = checked.backend.get_password(SERVICE, entry)
+    except Exception as exc:
+        raise failure(f"reading the {what}", exc) from None
+    return None if value is None else str(value)
+
+
+def write(entry: str, value: str, *, what: str, backend: KeyringBackend | None = None) -> None:
+    """Store `value` under `entry` and read it back, so a silently dropping keyring is caught."""
+    checked = backend or check_backend()
+    try:
+        checked.backend.set_password(SERVICE, entry, value)
+    except Exception as exc:
+        raise failure(f"storing the {what}", exc) from None
+    if read(entry, what=what, backend=checked) != value:
+        raise EnvironmentProblem(
+            f"the OS keyring ({checked.description}) accepted the {what} but did not "
+            "return it; it cannot be used"
+        )
+
+
+def delete(entry: str, *, what: str, backend: KeyringBackend | None = None) -> bool:
+    """Remove `entry`; False if there was none. Checked: an entry that stays is an error."""
+    from keyring.errors import PasswordDeleteError
+
+    checked = backend or check_backend()
+    try:
+        checked.backend.delete_password(SERVICE, entry)
+    except PasswordDeleteError:
+        return False
+    except Exception as exc:
+        raise failure(f"deleting the {what}", exc) from None
+    if read(entry, what=what, backend=checked) is not None:
+        raise EnvironmentProblem(f"the OS keyring did not delete the {what}")
+    return True
+
+
+def probe(backend: KeyringBackend, entry: str) -> str | None:
+    """None if reading `entry` works (the keyring is unlocked), else the keyring's error name."""
+    try:
+        backend.backend.get_password(SERVICE, entry)
+    except Exception as exc:  # any backend failure is the answer itself
+        return type(exc).__name__
+    return None
+
+
+def read_key(entry: str, *, what: str, backend: KeyringBackend | None = None) -> bytes | None:
+    """The `KEY_BYTES`-byte key stored (base64) under `entry`, or None if there is none.
 
     Also the probe that a locked keyring fails before anything is created.
     """
-    try:
-        stored = checked.backend.get_password(SERVICE, entry)
-    except Exception as exc:
-        raise _keyring_failure("reading the master key", exc) from None
+    stored = read(entry, what=what, backend=backend)
     if stored is None:
         return None
     try:
         key = base64.b64decode(stored, validate=True)
     except (binascii.Error, ValueError):
         key = b""
-    if len(key) != MASTER_KEY_BYTES:
+    if len(key) != KEY_BYTES:
         raise IntegrityError(
-            f"the master key in the OS keyring (service {SERVICE!r}, entry {entry!r}) is "
+            f"the {what} in the OS keyring (service {SERVICE!r}, entry {entry!r}) is "
             "malformed; it was changed outside station"
         )
     return key
 
 
-def store_master_key(checked: KeyringBackend, entry: str, key: bytes) -> None:
-    """Store `key` under `entry` and read it back, so a silently dropping keyring is caught."""
-    encoded = base64.b64encode(key).decode("ascii")
-    try:
-        checked.backend.set_password(SERVICE, entry, encoded)
-    except Exception as exc:
-        raise _keyring_failure("storing the master key", exc) from None
-    if read_master_key(checked, entry) != key:
-        raise EnvironmentProblem(
-            f"the OS keyring ({checked.description}) accepted the master key but did not "
-            "return it; it cannot be used"
-        )
+def store_key(entry: str, key: bytes, *, what: str, backend: KeyringBackend | None = None) -> None:
+    """Store a `KEY_BYTES`-byte key under `entry` (base64), read back to check it stuck."""
+    write(entry, base64.b64encode(key).decode("ascii"), what=what, backend=backend)
