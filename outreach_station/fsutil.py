@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 from pathlib import Path
 
@@ -113,6 +112,8 @@ def fsync_dir(path: Path) -> None:
 
 def temp_sibling(path: Path) -> Path:
     """A fresh name beside `path` for its next version (same file system, so renames work)."""
+    import secrets  # here: reading the store needs no random numbers (start-up)
+
     return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
 
 
@@ -216,6 +217,8 @@ def shred_file(path: Path) -> bool:
     a shredded key unrecoverable in practice is that it was only ever stored
     wrapped, and the file is small enough to live in one block.
     """
+    import secrets
+
     try:
         fd = os.open(path, os.O_WRONLY)
     except FileNotFoundError:

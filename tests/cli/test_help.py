@@ -166,4 +166,7 @@ print(run, file=sys.stderr)
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
-    assert result.stderr.strip() == "['outreach_station', 'outreach_station.errors']"
+    # ids: the edge judges every id a person typed before anything opens.
+    assert result.stderr.strip() == (
+        "['outreach_station', 'outreach_station.errors', 'outreach_station.ids']"
+    )
