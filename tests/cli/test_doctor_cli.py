@@ -124,13 +124,10 @@ def test_doctor_fails_on_a_locked_keyring(tmp_path: Path) -> None:
     assert "unlocked" in finding["fix"]
 
 
-def test_doctor_fails_on_a_malformed_policy(
-    runner: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    policy = tmp_path / "policy.toml"
+def test_doctor_fails_on_a_malformed_policy(runner: Any, system_policy: Path) -> None:
+    policy = system_policy
     policy.write_text("[browser]\ndownloads = maybe\n")
     policy.chmod(0o644)
-    monkeypatch.setenv("STATION_POLICY", str(policy))
     result = runner.invoke(["doctor", "--json"])
     assert result.exit_code == ExitCode.CHECK_FAILED
     (finding,) = [f for f in json.loads(result.stdout) if f["check"] == "policy"]
