@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import keyring
 import keyring.errors
@@ -29,12 +30,36 @@ def require_secret_service() -> None:
         )
 
 
+def _entries_of_the_test_home() -> list[tuple[str, str]]:
+    """What the test home can have put into the keyring: its master key, its personas' kits."""
+    from outreach_station import kit
+    from outreach_station.errors import StationError
+    from outreach_station.registry import Registry
+
+    station = paths.current()
+    entries: list[tuple[str, str]] = []
+    settings = read_settings(station)
+    if settings is not None:
+        entries.append((vault_backends.SERVICE, settings.keyring_entry))
+    if station.registry.is_file():
+        with contextlib.suppress(StationError), Registry(station.registry) as reg:
+            for persona in reg.list():
+                entries.extend(
+                    (kit.KEYRING_SERVICE, kit.secret_entry(persona.id, field))
+                    for field in kit.SECRET_FIELDS
+                )
+    return entries
+
+
 @pytest.fixture
-def secret_service() -> Iterator[None]:
-    """A real Secret Service; the test home's master key is removed from it afterwards."""
+def secret_service(isolation: Path) -> Iterator[None]:
+    """A real Secret Service; what the test home put into it is removed afterwards.
+
+    That is the vault's master key and the kit secrets of every persona in the
+    test home's registry, so a test need not list what it stored.
+    """
     require_secret_service()
     yield
-    settings = read_settings(paths.current())
-    if settings is not None:
+    for service, entry in _entries_of_the_test_home():
         with contextlib.suppress(keyring.errors.PasswordDeleteError):
-            keyring.delete_password(vault_backends.SERVICE, settings.keyring_entry)
+            keyring.delete_password(service, entry)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-from collections.abc import Iterator
 from typing import Any
 
 import keyring
@@ -17,7 +15,6 @@ from outreach_station import api, kit, paths
 from outreach_station.audit import EventName
 from outreach_station.errors import ExitCode
 from outreach_station.registry import Registry
-from tests.keyrings import require_secret_service
 
 FP = {"version": 1}
 PASSWORD = "Cli-secret-Probe-73q"
@@ -39,17 +36,6 @@ def _events() -> list[tuple[EventName, str | None, dict[str, object]]]:
 
 def _all_output(result: Any) -> str:
     return str(result.stdout) + str(result.stderr)
-
-
-@pytest.fixture
-def secret_service() -> Iterator[list[str]]:
-    require_secret_service()
-    used: list[str] = []
-    yield used
-    for persona_id in used:
-        for field in kit.SECRET_FIELDS:
-            with contextlib.suppress(keyring.errors.PasswordDeleteError):
-                keyring.delete_password(kit.KEYRING_SERVICE, f"kit:{persona_id}:{field}")
 
 
 @pytest.fixture
@@ -156,9 +142,8 @@ def test_shared_details_refused_between_personas(runner: Any) -> None:
 
 
 @pytest.mark.keyring
-def test_secret_from_stdin_then_print_reveal(runner: Any, secret_service: list[str]) -> None:
+def test_secret_from_stdin_then_print_reveal(runner: Any, secret_service: None) -> None:
     persona_id = _new_persona()
-    secret_service.append(persona_id)
 
     stored = runner.invoke(
         ["persona", "kit", persona_id, "--set-secret", "password", "--set-secret", "totp-seed"],
@@ -187,9 +172,8 @@ def test_secret_from_stdin_then_print_reveal(runner: Any, secret_service: list[s
 
 
 @pytest.mark.keyring
-def test_empty_stdin_stores_nothing(runner: Any, secret_service: list[str]) -> None:
+def test_empty_stdin_stores_nothing(runner: Any, secret_service: None) -> None:
     persona_id = _new_persona()
-    secret_service.append(persona_id)
     result = runner.invoke(
         ["persona", "kit", persona_id, "--set", "username=x_user", "--set-secret", "password"],
         input="",
@@ -204,10 +188,9 @@ def test_empty_stdin_stores_nothing(runner: Any, secret_service: list[str]) -> N
 @pytest.mark.keyring
 @pytest.mark.usefixtures("no_display")
 def test_clipboard_reveal_without_clipboard_suggests_print(
-    runner: Any, secret_service: list[str]
+    runner: Any, secret_service: None
 ) -> None:
     persona_id = _new_persona()
-    secret_service.append(persona_id)
     runner.invoke(["persona", "kit", persona_id, "--set-secret", "password"], input=PASSWORD)
     result = runner.invoke(["persona", "kit", persona_id, "--reveal", "password"])
     assert result.exit_code == ExitCode.ENVIRONMENT
@@ -219,11 +202,10 @@ def test_clipboard_reveal_without_clipboard_suggests_print(
 
 @pytest.mark.keyring
 @pytest.mark.headed
-def test_clipboard_reveal_for_real(runner: Any, secret_service: list[str], display: str) -> None:
+def test_clipboard_reveal_for_real(runner: Any, secret_service: None, display: str) -> None:
     if shutil.which("xclip") is None:
         pytest.skip("xclip is not installed (apt-get install xclip)")
     persona_id = _new_persona()
-    secret_service.append(persona_id)
     runner.invoke(["persona", "kit", persona_id, "--set-secret", "password"], input=PASSWORD)
 
     result = runner.invoke(["persona", "kit", persona_id, "--reveal", "password"])

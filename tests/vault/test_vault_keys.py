@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import keyring
@@ -39,7 +37,6 @@ from outreach_station.vault import (
 )
 from outreach_station.vault import backends as backends_mod
 from outreach_station.vault import passphrase as passphrase_mod
-from tests.keyrings import require_secret_service
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET_SERVICE = "keyring.backends.SecretService.Keyring"
@@ -61,17 +58,6 @@ def paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StationPaths:
 def fresh_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make keyring choose its backend again (it caches the first choice per process)."""
     monkeypatch.setattr(keyring.core, "_keyring_backend", None)
-
-
-@pytest.fixture
-def secret_service(paths: StationPaths) -> Iterator[None]:
-    require_secret_service()
-    yield
-    # Leave the real keyring as we found it.
-    settings = read_settings(paths)
-    if settings is not None:
-        with contextlib.suppress(keyring.errors.PasswordDeleteError):
-            keyring.delete_password(backends_mod.SERVICE, settings.keyring_entry)
 
 
 def _prompt(answer: str, asked: list[PassphrasePurpose] | None = None) -> PassphraseCallback:
