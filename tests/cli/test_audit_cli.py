@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from outreach_station.audit import AuditLog, default_path
 from outreach_station.cli.audit import app
 from outreach_station.errors import ExitCode, StationError
-from tests.fixtures import install_policy
+from tests.fixtures import Clock, install_policy
 
 START = datetime(2026, 11, 3, 9, 0, 0, tzinfo=UTC)
 
@@ -51,8 +51,7 @@ def run(*args: str) -> Outcome:
 
 
 def seed() -> AuditLog:
-    moments = iter(START + timedelta(hours=i) for i in range(100))
-    log = AuditLog(default_path(), clock=lambda: next(moments))
+    log = AuditLog(default_path(), clock=Clock(START, timedelta(hours=1)))
     log.append("persona.created", persona="p-a", platform="instagram", detail={"reason": "new"})
     log.append("persona.opened", persona="p-b", platform="tiktok")
     log.append("persona.closed", persona="p-a", platform="instagram", detail={"seconds": 90})
