@@ -16,7 +16,6 @@ import pytest
 from outreach_station import api
 from outreach_station.browser import QUIET_SWITCHES
 from outreach_station.errors import ExitCode
-from tests.browser.test_isolation import write_platform
 from tests.site import TestSite
 
 pytestmark = pytest.mark.browser
@@ -38,14 +37,6 @@ PROBE = """async () => {
     worker: fromWorker,
   };
 }"""
-
-
-@pytest.fixture
-def platform_dir(tmp_path: Path, site: TestSite, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "profiles"
-    write_platform(directory, "site-one", site.url)
-    monkeypatch.setenv("STATION_PROFILES", str(directory))
-    return directory
 
 
 def start_station(*args: str) -> subprocess.Popen[str]:

@@ -34,11 +34,10 @@ from outreach_station import api, paths, workspace
 from outreach_station.errors import ExitCode
 from outreach_station.vault import Vault, new_path, read_settings, unseal_file
 from outreach_station.vault import backends as vault_backends
-from tests.browser.test_isolation import write_platform
 from tests.browser.test_open import browser_cmdlines, wait_open
 from tests.site import TestSite
 
-pytestmark = [pytest.mark.browser, pytest.mark.keyring]
+pytestmark = [pytest.mark.browser, pytest.mark.keyring, pytest.mark.usefixtures("secret_service")]
 
 COOKIE_NAME = b"station_flush"
 # Bytes of the test site's pages, as Chromium's HTTP cache would store them.
@@ -47,16 +46,6 @@ BIG_FILE_BYTES = 150 * 1024 * 1024
 
 
 # -- fixtures and helpers ----------------------------------------------------------
-
-
-@pytest.fixture
-def platform_dir(
-    tmp_path: Path, site: TestSite, monkeypatch: pytest.MonkeyPatch, secret_service: None
-) -> Path:
-    directory = tmp_path / "profiles"
-    write_platform(directory, "site-one", site.url)
-    monkeypatch.setenv("STATION_PROFILES", str(directory))
-    return directory
 
 
 class ChurnSite:
