@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +30,36 @@ def require_secret_service() -> None:
         pytest.skip(
             f"needs a real Secret Service (bash setup.sh test); keyring chose {backend_name()}"
         )
+
+
+def run_in_private_keyring(
+    argv: list[str],
+    *,
+    password: str,
+    env: dict[str, str],
+    data_home: Path | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run `argv` in its own D-Bus session with a gnome-keyring unlocked by `password`.
+
+    For tests that lock or lose the keyring on purpose: the shared test keyring
+    could not be unlocked again without a prompt. `data_home` keeps the new
+    keyring's files there (XDG_DATA_HOME) instead of below the child's HOME.
+    """
+    where = f"XDG_DATA_HOME={shlex.quote(str(data_home))} " if data_home is not None else ""
+    shell = (
+        f'eval "$({where}gnome-keyring-daemon --unlock --components=secrets)"; '
+        'export GNOME_KEYRING_CONTROL; exec "$@"'
+    )
+    return subprocess.run(
+        ["dbus-run-session", "--", "bash", "-c", shell, "keyring-session", *argv],
+        input=password + "\n",  # the keyring's own password, on stdin
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def _entries_of_the_test_home() -> list[tuple[str, str]]:

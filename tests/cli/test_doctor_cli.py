@@ -13,6 +13,7 @@ import pytest
 
 from outreach_station.audit import AuditLog, default_path
 from outreach_station.errors import ExitCode
+from tests.keyrings import run_in_private_keyring
 
 
 def test_doctor_json_and_table(runner: Any) -> None:
@@ -102,20 +103,11 @@ def test_doctor_fails_on_a_locked_keyring(tmp_path: Path) -> None:
         "STATION_HOME": str(tmp_path / "home"),
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
     }
-    shell = (
-        f'eval "$(XDG_DATA_HOME={tmp_path / "keyrings"} '
-        'gnome-keyring-daemon --unlock --components=secrets)"; '
-        "export GNOME_KEYRING_CONTROL; "
-        f'exec "{sys.executable}" -c "$0"'
-    )
-    done = subprocess.run(
-        ["dbus-run-session", "--", "bash", "-c", shell, LOCKED_DOCTOR],
-        input="doctor-test-password\n",
-        capture_output=True,
-        text=True,
+    done = run_in_private_keyring(
+        [sys.executable, "-c", LOCKED_DOCTOR],
+        password="doctor-test-password",
         env=env,
-        timeout=60,
-        check=False,
+        data_home=tmp_path / "keyrings",
     )
     assert done.returncode == 0, done.stderr
     finding = json.loads(done.stdout.strip().splitlines()[-1])

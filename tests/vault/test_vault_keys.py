@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from outreach_station.vault import (
 )
 from outreach_station.vault import backends as backends_mod
 from outreach_station.vault import passphrase as passphrase_mod
+from tests.keyrings import run_in_private_keyring
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET_SERVICE = "keyring.backends.SecretService.Keyring"
@@ -265,19 +265,8 @@ def test_locked_keyring_is_a_clear_error_and_creates_nothing(
         "STATION_HOME": str(paths.home),
         "PYTHONPATH": str(REPO),
     }
-    shell = (
-        'eval "$(gnome-keyring-daemon --unlock --components=secrets)"; '
-        "export GNOME_KEYRING_CONTROL; "
-        f'exec "{sys.executable}" -c "$0"'
-    )
-    done = subprocess.run(
-        ["dbus-run-session", "--", "bash", "-c", shell, LOCKED_SCRIPT],
-        input="test-keyring-password\n",  # the keyring's own password, on stdin
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
+    done = run_in_private_keyring(
+        [sys.executable, "-c", LOCKED_SCRIPT], password="test-keyring-password", env=env
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
