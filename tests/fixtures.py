@@ -3,18 +3,21 @@
 - `system_policy`: where a test's trusted system policy goes; `install_policy` writes it.
 - `profiles`, `platform_dir` and `write_platform`: the platform profiles a test uses.
 - `Clock` and `clock`: a time the test sets or lets tick, for code that takes a clock.
+- `station_argv`: the command that runs station in a child process, as hermetic as the test.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from outreach_station import paths
 from tests.site import TestSite
 
 # --- the system policy ------------------------------------------------------------------
@@ -49,6 +52,26 @@ def install_policy(policy: Path, text: str) -> Path:
     assert policy.stat().st_uid == 0
     assert not policy.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH)
     return policy
+
+
+# Only Python code can move where station looks for the machine's policies (an
+# environment variable would let staff step out of them), so a child station is
+# started through this stub, which moves it to the test's root before `-m`'s work.
+_CHILD_STATION = """\
+import runpy, sys
+from pathlib import Path
+from outreach_station import paths
+paths.set_test_system_root(Path(sys.argv.pop(1)))
+runpy.run_module("outreach_station", run_name="__main__", alter_sys=True)
+"""
+
+
+def station_argv(*args: str) -> list[str]:
+    """`python -m outreach_station ARGS` for a child process that, like the test
+    starting it, never reads the policies installed on this machine."""
+    root = paths.test_system_root()
+    assert root is not None, "the isolation fixture sets the system root of every test"
+    return [sys.executable, "-c", _CHILD_STATION, str(root), *args]
 
 
 # --- platform profiles --------------------------------------------------------------------

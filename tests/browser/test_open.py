@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 from outreach_station import api
 from outreach_station.browser import QUIET_SWITCHES
 from outreach_station.errors import ExitCode
+from tests.fixtures import station_argv
 from tests.site import TestSite
 
 pytestmark = pytest.mark.browser
@@ -41,7 +41,7 @@ PROBE = """async () => {
 
 def start_station(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "outreach_station", *args],
+        station_argv(*args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -16,7 +16,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,6 +34,7 @@ from outreach_station.errors import ExitCode
 from outreach_station.vault import Vault, new_path, read_settings, unseal_file
 from outreach_station.vault import backends as vault_backends
 from tests.browser.test_open import browser_cmdlines, wait_open
+from tests.fixtures import station_argv
 from tests.site import TestSite
 
 pytestmark = [pytest.mark.browser, pytest.mark.keyring, pytest.mark.usefixtures("secret_service")]
@@ -104,7 +104,7 @@ def start_station(*args: str, stdin: bool = False) -> subprocess.Popen[str]:
     # A new session: no controlling terminal, as under a service manager, and
     # so that a passphrase prompt reads stdin rather than /dev/tty.
     return subprocess.Popen(
-        [sys.executable, "-m", "outreach_station", *args],
+        station_argv(*args),
         stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -13,6 +13,7 @@ import pytest
 
 from outreach_station.audit import AuditLog, default_path
 from outreach_station.errors import ExitCode
+from tests.fixtures import station_argv
 from tests.keyrings import run_in_private_keyring
 
 
@@ -50,7 +51,7 @@ def test_doctor_fails_on_a_tampered_audit_log(runner: Any) -> None:
 def test_doctor_refuses_an_insecure_keyring_for_real() -> None:
     env = dict(os.environ, PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
     proc = subprocess.run(
-        [sys.executable, "-m", "outreach_station", "doctor", "--json"],
+        station_argv("doctor", "--json"),
         capture_output=True,
         text=True,
         env=env,
