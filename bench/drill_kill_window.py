@@ -36,9 +36,9 @@ def main() -> int:
         XDG_CONFIG_HOME=str(scratch / "config"),
     )
     from outreach_station import api
-    from tests.browser.test_isolation import write_platform
     from tests.browser.test_sealed_open import browser_pids, kill_browsers
     from tests.browser.test_sealed_signals import StoreSite, read_back
+    from tests.fixtures import write_platform
     from tests.site import TestSite
 
     rows = []

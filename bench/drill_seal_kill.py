@@ -80,7 +80,7 @@ def main() -> int:  # noqa: PLR0912 - one drill, step by step
     from outreach_station.errors import StationError
     from outreach_station.storage.sqlite import SqliteStore as Registry
     from outreach_station.vault import new_path, peek_generation
-    from tests.browser.test_isolation import write_platform
+    from tests.fixtures import write_platform
     from tests.site import TestSite
 
     results: Counter[tuple[str, str]] = Counter()

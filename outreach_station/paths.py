@@ -117,6 +117,11 @@ def set_test_system_root(root: Path | None) -> None:
         _system_root["root"] = root
 
 
+def test_system_root() -> Path | None:
+    """The root `set_test_system_root` set, if any; tests hand it to the stations they start."""
+    return _system_root.get("root")
+
+
 def _on_system(path: Path) -> Path:
     root = _system_root.get("root")
     return path if root is None else root / path.relative_to(path.anchor)

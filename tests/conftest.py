@@ -14,6 +14,12 @@ import pytest
 from typer.testing import CliRunner
 
 from outreach_station import paths
+from tests.fixtures import (  # noqa: F401 - fixtures for every test module
+    clock,
+    platform_dir,
+    profiles,
+    system_policy,
+)
 from tests.keyrings import no_keyring, secret_service  # noqa: F401 - fixtures for every test module
 from tests.site import TestSite
 

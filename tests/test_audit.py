@@ -7,7 +7,6 @@ import multiprocessing
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,21 +24,16 @@ from outreach_station.audit import (
 )
 from outreach_station.errors import IntegrityError, SecurityError, UsageError
 from outreach_station.paths import StationPaths
+from tests.fixtures import Clock
 
 START = datetime(2026, 11, 3, 9, 0, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
 FIELDS = ["seq", "time", "user", "host", "event", "persona", "platform", "detail", "prev", "hash"]
 
 
 @pytest.fixture(autouse=True)
 def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STATION_HOME", str(tmp_path / "home"))
-
-
-def ticking_clock(
-    start: datetime = START, step: timedelta = timedelta(minutes=1)
-) -> Callable[[], datetime]:
-    moments: Iterator[datetime] = (start + i * step for i in range(10**6))
-    return lambda: next(moments)
 
 
 @pytest.fixture
@@ -55,7 +49,7 @@ def independent_hash(record: dict[str, Any]) -> str:
 
 
 def write_five(path: Path) -> list[str]:
-    log = AuditLog(path, clock=ticking_clock())
+    log = AuditLog(path, clock=Clock(START, MINUTE))
     log.append(EventName.VAULT_INITIALISED)
     log.append("persona.created", persona="p-1", platform="instagram", detail={"reason": "new"})
     log.append("persona.opened", persona="p-1", platform="instagram")
@@ -72,7 +66,7 @@ def write_lines(path: Path, lines: list[str]) -> None:
 
 
 def test_append_then_read_and_verify_round_trip(log_path: Path) -> None:
-    log = AuditLog(log_path, clock=ticking_clock())
+    log = AuditLog(log_path, clock=Clock(START, MINUTE))
     first = log.append(
         EventName.PERSONA_CREATED,
         persona="p-1",
@@ -292,7 +286,7 @@ def test_append_after_a_crash_keeps_the_fragment_and_continues_the_chain(log_pat
     lines = write_five(log_path)
     fragment = lines[4][:40]
     write_lines(log_path, [*lines[:4], fragment])
-    log = AuditLog(log_path, clock=ticking_clock(START + timedelta(hours=1)))
+    log = AuditLog(log_path, clock=Clock(START + timedelta(hours=1), MINUTE))
     new = log.append("persona.recovered", persona="p-1")
 
     assert new.seq == 5
@@ -458,7 +452,7 @@ def test_bad_event_or_ids_are_refused(log_path: Path, kwargs: dict[str, Any], ma
 
 
 def test_persona_and_since_filters(log_path: Path) -> None:
-    log = AuditLog(log_path, clock=ticking_clock(step=timedelta(hours=1)))
+    log = AuditLog(log_path, clock=Clock(START, timedelta(hours=1)))
     a1 = log.append("persona.created", persona="p-a")  # 09:00
     b1 = log.append("persona.created", persona="p-b")  # 10:00
     a2 = log.append("persona.opened", persona="p-a")  # 11:00

@@ -68,13 +68,10 @@ def test_blocked_audit_path_fails(tmp_path: Path) -> None:
     assert "is not a directory" in audit.detail
 
 
-def test_untrusted_policy_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    policy_dir = tmp_path / "etc"
-    policy_dir.mkdir(mode=0o755)
-    policy_file = policy_dir / "policy.toml"
+def test_untrusted_policy_fails(tmp_path: Path, system_policy: Path) -> None:
+    policy_file = system_policy
     policy_file.write_text("[browser]\ndownloads = false\n")
     policy_file.chmod(0o666)
-    monkeypatch.setenv("STATION_POLICY", str(policy_file))
     result = finding(run(tmp_path), "policy")
     assert result.verdict == "fail"
     assert "world-writable" in result.detail

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import sqlite3
@@ -16,7 +15,7 @@ import keyring
 import keyring.errors
 import pytest
 
-from outreach_station import api, clipboard, kit, paths, secret_store
+from outreach_station import api, clipboard, kit, paths
 from outreach_station.errors import (
     EnvironmentProblem,
     IntegrityError,
@@ -27,7 +26,6 @@ from outreach_station.errors import (
 from outreach_station.events import EventName
 from outreach_station.personas import Persona
 from outreach_station.storage.sqlite import SqliteStore as Registry
-from tests.keyrings import require_secret_service
 
 FP = {"version": 1}
 
@@ -258,22 +256,9 @@ def test_a_change_the_audit_trail_cannot_record_is_not_made(reg: Registry) -> No
 # ---------------------------------------------------------------- secrets (real keyring)
 
 
-@pytest.fixture
-def secret_service() -> Iterator[list[str]]:
-    """A real Secret Service; the persona ids a test registers get their entries removed."""
-    require_secret_service()
-    used: list[str] = []
-    yield used
-    for persona_id in used:
-        for field in kit.SECRET_FIELDS:
-            with contextlib.suppress(keyring.errors.PasswordDeleteError):
-                keyring.delete_password(secret_store.SERVICE, f"kit:{persona_id}:{field}")
-
-
 @pytest.mark.keyring
-def test_secrets_live_only_in_the_keyring(reg: Registry, secret_service: list[str]) -> None:
+def test_secrets_live_only_in_the_keyring(reg: Registry, secret_service: None) -> None:
     persona = _persona(reg)
-    secret_service.append(persona.id)
     password = "Zq7-only-in-keyring-9x"
     seed = "jbsw y3dp ehpk 3pxp"
 
@@ -306,9 +291,8 @@ def test_secrets_live_only_in_the_keyring(reg: Registry, secret_service: list[st
 
 
 @pytest.mark.keyring
-def test_bad_secrets_store_nothing(reg: Registry, secret_service: list[str]) -> None:
+def test_bad_secrets_store_nothing(reg: Registry, secret_service: None) -> None:
     persona = _persona(reg)
-    secret_service.append(persona.id)
     with pytest.raises(UsageError, match="card number"):
         kit.set_secret(persona.id, "password", "4111 1111 1111 1111", registry=reg)
     with pytest.raises(UsageError, match="base32"):
@@ -321,11 +305,8 @@ def test_bad_secrets_store_nothing(reg: Registry, secret_service: list[str]) -> 
 
 
 @pytest.mark.keyring
-def test_print_reveal_is_audited_without_the_value(
-    reg: Registry, secret_service: list[str]
-) -> None:
+def test_print_reveal_is_audited_without_the_value(reg: Registry, secret_service: None) -> None:
     persona = _persona(reg)
-    secret_service.append(persona.id)
     with pytest.raises(NotFoundError, match="no password is stored for persona"):
         kit.reveal_for_print(persona.id, "password", registry=reg)
     kit.set_secret(persona.id, "password", "Reveal-me-41x", registry=reg)
@@ -341,9 +322,8 @@ def test_print_reveal_is_audited_without_the_value(
 
 
 @pytest.mark.keyring
-def test_delete_kit_secrets(reg: Registry, secret_service: list[str]) -> None:
+def test_delete_kit_secrets(reg: Registry, secret_service: None) -> None:
     keep, shred = _persona(reg), _persona(reg)
-    secret_service.extend([keep.id, shred.id])
     for persona in (keep, shred):
         kit.set_secret(persona.id, "password", f"pw-{persona.id}", registry=reg)
     kit.set_secret(shred.id, "totp-seed", "JBSWY3DPEHPK3PXP", registry=reg)
@@ -370,10 +350,9 @@ def test_clipboard_tool_choice() -> None:
 @pytest.mark.keyring
 @pytest.mark.usefixtures("no_display")
 def test_reveal_without_clipboard_refuses_and_suggests_print(
-    reg: Registry, secret_service: list[str]
+    reg: Registry, secret_service: None
 ) -> None:
     persona = _persona(reg)
-    secret_service.append(persona.id)
     kit.set_secret(persona.id, "password", "Reveal-me-41x", registry=reg)
     with pytest.raises(EnvironmentProblem, match="--print"):
         kit.reveal_to_clipboard(persona.id, "password", registry=reg)
@@ -385,10 +364,9 @@ def test_reveal_without_clipboard_refuses_and_suggests_print(
 @pytest.mark.usefixtures("no_display")
 @pytest.mark.parametrize("field", kit.SECRET_FIELDS)
 def test_reveal_of_an_unset_secret_says_so_before_looking_for_a_clipboard(
-    reg: Registry, secret_service: list[str], field: str
+    reg: Registry, secret_service: None, field: str
 ) -> None:
     persona = _persona(reg)
-    secret_service.append(persona.id)
     with pytest.raises(NotFoundError) as caught:
         kit.reveal_to_clipboard(persona.id, field, registry=reg)
     assert caught.value.message == (
@@ -474,12 +452,9 @@ def test_detached_clearer_leaves_newer_content_alone(display: str) -> None:
 
 @pytest.mark.keyring
 @pytest.mark.headed
-def test_reveal_to_clipboard_end_to_end(
-    reg: Registry, secret_service: list[str], display: str
-) -> None:
+def test_reveal_to_clipboard_end_to_end(reg: Registry, secret_service: None, display: str) -> None:
     tool = _xclip(display)
     persona = _persona(reg)
-    secret_service.append(persona.id)
     kit.set_secret(persona.id, "password", "Clipboard-probe-8w", registry=reg)
 
     copied = kit.reveal_to_clipboard(persona.id, "password", clear_after=1.0, registry=reg)

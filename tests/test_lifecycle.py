@@ -54,7 +54,8 @@ def test_a_second_rotation_moments_later_is_refused_unless_forced() -> None:
     assert forced.blocked is not None and forced.blocked.id == first.active.id
 
 
-def _rotate_in_child(home: str, runtime: str, queue: Any) -> None:
+def _rotate_in_child(home: str, runtime: str, system_root: str, queue: Any) -> None:
+    paths.set_test_system_root(Path(system_root))
     os.environ["STATION_HOME"] = home
     os.environ["XDG_RUNTIME_DIR"] = runtime
     try:
@@ -72,7 +73,12 @@ def test_concurrent_rotations_only_one_wins(isolation: Path) -> None:
     children = [
         ctx.Process(
             target=_rotate_in_child,
-            args=(str(isolation), os.environ["XDG_RUNTIME_DIR"], queue),
+            args=(
+                str(isolation),
+                os.environ["XDG_RUNTIME_DIR"],
+                str(paths.test_system_root()),
+                queue,
+            ),
         )
         for _ in range(4)
     ]

@@ -15,7 +15,7 @@ from outreach_station.network import (
     validate_pool,
 )
 from outreach_station.storage.sqlite import SqliteStore as Registry
-from tests.keyrings import run_in_private_keyring
+from tests.keyrings import run_code_in_private_keyring
 
 
 def test_proxy_urls_are_parsed_and_passwords_refused() -> None:
@@ -88,7 +88,7 @@ print(json.dumps(out))
 
 @pytest.mark.keyring
 def test_locked_keyring_proxy_password_says_to_unlock(tmp_path: Path) -> None:
-    done = run_in_private_keyring(tmp_path, LOCKED_PROXY_SCRIPT)
+    done = run_code_in_private_keyring(tmp_path, LOCKED_PROXY_SCRIPT)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
     for name in ("read", "write"):

@@ -82,18 +82,13 @@ def write(path: Path, text: str, mode: int = 0o644) -> Path:
 
 
 @pytest.fixture
-def system(tmp_path: Path) -> Path:
-    return tmp_path / "etc" / "policy.toml"
-
-
-@pytest.fixture
 def user(tmp_path: Path) -> Path:
     return tmp_path / "home" / "config.toml"
 
 
-def load(system: Path, user: Path, warnings: list[str] | None = None) -> EffectivePolicy:
+def load(system_policy: Path, user: Path, warnings: list[str] | None = None) -> EffectivePolicy:
     return load_policy(
-        system_path=system,
+        system_path=system_policy,
         user_path=user,
         warn=None if warnings is None else warnings.append,
     )
@@ -102,8 +97,8 @@ def load(system: Path, user: Path, warnings: list[str] | None = None) -> Effecti
 # --- defaults and parsing ---------------------------------------------------
 
 
-def test_no_files_gives_the_secure_defaults(system: Path, user: Path) -> None:
-    effective = load(system, user)
+def test_no_files_gives_the_secure_defaults(system_policy: Path, user: Path) -> None:
+    effective = load(system_policy, user)
 
     assert effective.policy == Policy()
     assert not effective.system_loaded
@@ -127,23 +122,23 @@ def test_no_files_gives_the_secure_defaults(system: Path, user: Path) -> None:
 
 
 def test_defaults_come_from_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    system = write(tmp_path / "etc" / "site.toml", "[vault]\nallow_passphrase = true\n")
+    system_policy = write(tmp_path / "etc" / "site.toml", "[vault]\nallow_passphrase = true\n")
     write(tmp_path / "home" / "config.toml", "[browser]\nprinting = false\n")
-    monkeypatch.setenv("STATION_POLICY", str(system))
+    monkeypatch.setenv("STATION_POLICY", str(system_policy))
 
     effective = load_policy()
 
-    assert effective.system_path == system
+    assert effective.system_path == system_policy
     assert effective.user_path == tmp_path / "home" / "config.toml"
     assert effective.policy.vault.allow_passphrase is True
     assert effective.policy.browser.printing is False
 
 
 @needs_root
-def test_every_setting_is_parsed(system: Path, user: Path) -> None:
-    write(system, FULL_POLICY)
+def test_every_setting_is_parsed(system_policy: Path, user: Path) -> None:
+    write(system_policy, FULL_POLICY)
 
-    effective = load(system, user)
+    effective = load(system_policy, user)
 
     assert effective.policy == Policy(
         platforms=PlatformsRules(
@@ -175,15 +170,15 @@ def test_every_setting_is_parsed(system: Path, user: Path) -> None:
         "platform.facebook.require_proxy",
         "platform.facebook.allowlist",
     }
-    assert str(effective.source_of("browser.downloads")) == f"system policy {system}"
+    assert str(effective.source_of("browser.downloads")) == f"system policy {system_policy}"
     assert not effective.policy.platform_allowed("instagram")
     assert effective.policy.rules_for("instagram") == PlatformRules()
 
 
-def test_as_json_has_value_and_source_for_every_key(system: Path, user: Path) -> None:
+def test_as_json_has_value_and_source_for_every_key(system_policy: Path, user: Path) -> None:
     write(user, '[platform.demo]\nallowlist = ["demo.test"]\n')
 
-    data = load(system, user).as_json()
+    data = load(system_policy, user).as_json()
 
     assert data["browser.printing"] == {"value": True, "source": "default"}
     assert data["platforms.allowed"] == {"value": None, "source": "default"}
@@ -308,81 +303,88 @@ def test_host_patterns_match_subdomains_but_not_the_apex_or_lookalikes() -> None
     ],
 )
 def test_malformed_policy_names_file_line_field_and_expectation(
-    system: Path, text: str, expected: str
+    system_policy: Path, text: str, expected: str
 ) -> None:
-    write(system, text)
+    write(system_policy, text)
 
     with pytest.raises(ConfigError) as caught:
-        validate_policy_file(system)
+        validate_policy_file(system_policy)
 
-    assert str(caught.value) == expected.format(path=system)
+    assert str(caught.value) == expected.format(path=system_policy)
     assert "\n" not in str(caught.value)
 
 
-def test_all_invalid_fields_reported_one_per_line_first_leading(system: Path) -> None:
+def test_all_invalid_fields_reported_one_per_line_first_leading(system_policy: Path) -> None:
     write(
-        system,
+        system_policy,
         "[vault]\nallow_passphrase = 1\n\n[browser]\nextensions = 'yes'\nprint = true\n",
     )
 
     with pytest.raises(ConfigError) as caught:
-        validate_policy_file(system)
+        validate_policy_file(system_policy)
 
     assert str(caught.value).splitlines() == [
-        f"{system}:2: vault.allow_passphrase: expected true or false, got 1",
-        f'{system}:5: browser.extensions: expected true or false, got "yes"',
-        f"{system}:6: unknown key 'browser.print'; did you mean 'browser.printing'?",
+        f"{system_policy}:2: vault.allow_passphrase: expected true or false, got 1",
+        f'{system_policy}:5: browser.extensions: expected true or false, got "yes"',
+        f"{system_policy}:6: unknown key 'browser.print'; did you mean 'browser.printing'?",
     ]
 
 
-def test_not_utf8_is_a_config_error(system: Path) -> None:
-    system.parent.mkdir(parents=True)
-    system.write_bytes(b'[browser]\nexecutable = "/usr/bin/chr\xf6mium"\n')
+def test_not_utf8_is_a_config_error(system_policy: Path) -> None:
+    system_policy.write_bytes(b'[browser]\nexecutable = "/usr/bin/chr\xf6mium"\n')
 
     with pytest.raises(ConfigError, match=r"not UTF-8 text"):
-        validate_policy_file(system)
+        validate_policy_file(system_policy)
 
 
-def test_unknown_platform_is_refused_when_the_catalogue_is_given(system: Path) -> None:
-    write(system, '[platforms]\nallowed = ["demo", "facebok"]\n')
+def test_unknown_platform_is_refused_when_the_catalogue_is_given(system_policy: Path) -> None:
+    write(system_policy, '[platforms]\nallowed = ["demo", "facebok"]\n')
 
-    assert validate_policy_file(system).platforms.allowed == ("demo", "facebok")
+    assert validate_policy_file(system_policy).platforms.allowed == ("demo", "facebok")
     with pytest.raises(ConfigError) as caught:
-        validate_policy_file(system, known_platforms={"demo", "facebook"})
-    assert str(caught.value) == (f"{system}:2: unknown platform 'facebok'; known: demo, facebook")
+        validate_policy_file(system_policy, known_platforms={"demo", "facebook"})
+    assert str(caught.value) == (
+        f"{system_policy}:2: unknown platform 'facebok'; known: demo, facebook"
+    )
 
 
 @needs_root
-def test_malformed_system_policy_never_falls_back_to_defaults(system: Path, user: Path) -> None:
-    write(system, "[browser]\ndownloads = false\ndevtools = maybe\n")
+def test_malformed_system_policy_never_falls_back_to_defaults(
+    system_policy: Path, user: Path
+) -> None:
+    write(system_policy, "[browser]\ndownloads = false\ndevtools = maybe\n")
 
-    with pytest.raises(ConfigError, match=rf"^{re.escape(str(system))}:3: TOML syntax error"):
-        load(system, user)
+    with pytest.raises(
+        ConfigError, match=rf"^{re.escape(str(system_policy))}:3: TOML syntax error"
+    ):
+        load(system_policy, user)
 
 
-def test_malformed_user_config_is_an_error_too(system: Path, user: Path) -> None:
+def test_malformed_user_config_is_an_error_too(system_policy: Path, user: Path) -> None:
     write(user, "[browser]\ndownloads = 0\n")
 
     with pytest.raises(ConfigError) as caught:
-        load(system, user)
+        load(system_policy, user)
     assert str(caught.value) == f"{user}:2: browser.downloads: expected true or false, got 0"
 
 
-def test_check_on_missing_file_is_not_found(system: Path) -> None:
+def test_check_on_missing_file_is_not_found(system_policy: Path) -> None:
     with pytest.raises(NotFoundError):
-        validate_policy_file(system)
+        validate_policy_file(system_policy)
 
 
 # --- trust --------------------------------------------------------------------
 
 
 @needs_root
-def test_root_owned_0644_policy_is_trusted_even_for_a_staff_user(system: Path) -> None:
-    write(system, "[browser]\ndownloads = true\n", mode=0o644)
+def test_root_owned_0644_policy_is_trusted_even_for_a_staff_user(system_policy: Path) -> None:
+    write(system_policy, "[browser]\ndownloads = true\n", mode=0o644)
 
-    check_trusted(system)
-    check_trusted(system, uid=STAFF_UID)
-    effective = load_policy(system_path=system, user_path=system.parent / "none.toml", uid=1000)
+    check_trusted(system_policy)
+    check_trusted(system_policy, uid=STAFF_UID)
+    effective = load_policy(
+        system_path=system_policy, user_path=system_policy.parent / "none.toml", uid=1000
+    )
     assert effective.policy.browser.downloads is True
 
 
@@ -391,52 +393,54 @@ def test_root_owned_0644_policy_is_trusted_even_for_a_staff_user(system: Path) -
     ("mode", "problem"),
     [(0o666, "world-writable"), (0o646, "world-writable"), (0o664, "group-writable")],
 )
-def test_writable_policy_file_is_refused(system: Path, user: Path, mode: int, problem: str) -> None:
-    write(system, "[browser]\ndownloads = true\n", mode=mode)
+def test_writable_policy_file_is_refused(
+    system_policy: Path, user: Path, mode: int, problem: str
+) -> None:
+    write(system_policy, "[browser]\ndownloads = true\n", mode=mode)
 
     with pytest.raises(SecurityError) as caught:
-        check_trusted(system)
+        check_trusted(system_policy)
     assert str(caught.value).startswith(
-        f"{system}: refusing untrusted system policy: it ({system}) is {problem}"
+        f"{system_policy}: refusing untrusted system policy: it ({system_policy}) is {problem}"
     )
     # Loading refuses too, rather than quietly using defaults.
     with pytest.raises(SecurityError):
-        load(system, user)
+        load(system_policy, user)
 
 
 @needs_root
-def test_policy_owned_by_the_staff_user_is_refused(system: Path, user: Path) -> None:
-    write(system, "[vault]\nallow_passphrase = true\n")
-    os.chown(system, STAFF_UID, STAFF_UID)
+def test_policy_owned_by_the_staff_user_is_refused(system_policy: Path, user: Path) -> None:
+    write(system_policy, "[vault]\nallow_passphrase = true\n")
+    os.chown(system_policy, STAFF_UID, STAFF_UID)
 
     with pytest.raises(SecurityError) as caught:
-        load_policy(system_path=system, user_path=user, uid=STAFF_UID)
-    assert f"it ({system}) is owned by you, not root" in str(caught.value)
+        load_policy(system_path=system_policy, user_path=user, uid=STAFF_UID)
+    assert f"it ({system_policy}) is owned by you, not root" in str(caught.value)
     # Another non-root owner is no better: only root may own the policy.
     with pytest.raises(SecurityError, match=r"is owned by uid 1000, not root"):
-        check_trusted(system, uid=2000)
+        check_trusted(system_policy, uid=2000)
 
 
 @needs_root
-def test_policy_in_world_writable_directory_needs_the_sticky_bit(system: Path) -> None:
-    write(system, "")
-    system.parent.chmod(0o777)
+def test_policy_in_world_writable_directory_needs_the_sticky_bit(system_policy: Path) -> None:
+    write(system_policy, "")
+    system_policy.parent.chmod(0o777)
 
     with pytest.raises(SecurityError) as caught:
-        check_trusted(system)
-    assert f"its directory ({system.parent}) is world-writable" in str(caught.value)
+        check_trusted(system_policy)
+    assert f"its directory ({system_policy.parent}) is world-writable" in str(caught.value)
 
-    system.parent.chmod(0o1777)
-    check_trusted(system)
+    system_policy.parent.chmod(0o1777)
+    check_trusted(system_policy)
 
 
 @needs_root
-def test_directory_owned_by_staff_is_refused(system: Path) -> None:
-    write(system, "")
-    os.chown(system.parent, STAFF_UID, STAFF_UID)
+def test_directory_owned_by_staff_is_refused(system_policy: Path) -> None:
+    write(system_policy, "")
+    os.chown(system_policy.parent, STAFF_UID, STAFF_UID)
 
     with pytest.raises(SecurityError, match=r"its directory .* is owned by you, not root"):
-        check_trusted(system, uid=STAFF_UID)
+        check_trusted(system_policy, uid=STAFF_UID)
 
 
 @needs_root
@@ -452,16 +456,16 @@ def test_symlink_to_a_file_in_an_untrusted_directory_is_refused(tmp_path: Path) 
 
 
 @needs_root
-def test_directory_as_policy_is_refused(system: Path, user: Path) -> None:
-    system.mkdir(parents=True)
+def test_directory_as_policy_is_refused(system_policy: Path, user: Path) -> None:
+    system_policy.mkdir()
 
     with pytest.raises(ConfigError, match=r"not a regular file"):
-        load(system, user)
+        load(system_policy, user)
 
 
-def test_missing_policy_is_not_found_for_check_trusted(system: Path) -> None:
+def test_missing_policy_is_not_found_for_check_trusted(system_policy: Path) -> None:
     with pytest.raises(NotFoundError):
-        check_trusted(system)
+        check_trusted(system_policy)
 
 
 # --- precedence: the user config may only tighten -------------------------------
@@ -572,7 +576,7 @@ LOOSENING = [
     ids=[f"{case[0]}-{i}" for i, case in enumerate(LOOSENING)],
 )
 def test_user_config_cannot_loosen_a_locked_value(
-    system: Path,
+    system_policy: Path,
     user: Path,
     *,
     key: str,
@@ -581,22 +585,22 @@ def test_user_config_cannot_loosen_a_locked_value(
     kept: object,
     reason: IgnoreReason,
 ) -> None:
-    write(system, system_text)
+    write(system_policy, system_text)
     write(user, "# mine\n" + user_text)
     warnings: list[str] = []
 
-    effective = load(system, user, warnings)
+    effective = load(system_policy, user, warnings)
 
     setting = effective.setting(key)
     assert setting.value == kept
-    assert str(setting.source) == f"system policy {system}"
+    assert str(setting.source) == f"system policy {system_policy}"
     assert len(effective.ignored) == 1
     ignored = effective.ignored[0]
     assert (ignored.key, ignored.kept, ignored.reason) == (key, kept, reason)
     assert ignored.kept_source.kind is SourceKind.SYSTEM
     assert warnings == [ignored.message]
     assert warnings[0].startswith(f"user config {user}:3: ignoring {key} = ")
-    assert warnings[0].endswith(f"from system policy {system}")
+    assert warnings[0].endswith(f"from system policy {system_policy}")
     assert "\n" not in warnings[0]
     # The caller writes this straight into the audit trail; it must pass its rules.
     assert audit.validate_detail(ignored.audit_detail()) == {
@@ -625,12 +629,12 @@ def test_user_config_cannot_loosen_a_locked_value(
     ],
 )
 def test_user_config_cannot_loosen_the_defaults_either(
-    system: Path, user: Path, *, key: str, user_text: str, kept: object, reason: IgnoreReason
+    system_policy: Path, user: Path, *, key: str, user_text: str, kept: object, reason: IgnoreReason
 ) -> None:
     write(user, user_text)
     warnings: list[str] = []
 
-    effective = load(system, user, warnings)
+    effective = load(system_policy, user, warnings)
 
     assert effective.setting(key).value == kept
     assert str(effective.source_of(key)) == "default"
@@ -668,14 +672,14 @@ TIGHTENING = [
     ids=[f"{case[0]}-{i}" for i, case in enumerate(TIGHTENING)],
 )
 def test_user_config_can_tighten(
-    system: Path, user: Path, *, key: str, system_text: str, user_text: str, value: object
+    system_policy: Path, user: Path, *, key: str, system_text: str, user_text: str, value: object
 ) -> None:
     if system_text:
-        write(system, system_text)
+        write(system_policy, system_text)
     write(user, user_text)
     warnings: list[str] = []
 
-    effective = load(system, user, warnings)
+    effective = load(system_policy, user, warnings)
 
     assert effective.setting(key).value == value
     assert str(effective.source_of(key)) == f"user config {user}"
@@ -685,15 +689,15 @@ def test_user_config_can_tighten(
 
 @needs_root
 def test_user_value_equal_to_the_system_value_keeps_the_system_as_source(
-    system: Path, user: Path
+    system_policy: Path, user: Path
 ) -> None:
-    write(system, "[browser]\ndevtools = true\n[session]\nmax_minutes = 60\n")
+    write(system_policy, "[browser]\ndevtools = true\n[session]\nmax_minutes = 60\n")
     write(user, "[browser]\ndevtools = true\nprinting = false\n[session]\nmax_minutes = 60\n")
 
-    effective = load(system, user)
+    effective = load(system_policy, user)
 
-    assert str(effective.source_of("browser.devtools")) == f"system policy {system}"
-    assert str(effective.source_of("session.max_minutes")) == f"system policy {system}"
+    assert str(effective.source_of("browser.devtools")) == f"system policy {system_policy}"
+    assert str(effective.source_of("session.max_minutes")) == f"system policy {system_policy}"
     assert str(effective.source_of("browser.printing")) == f"user config {user}"
     assert effective.policy.browser == BrowserRules(devtools=True, printing=False)
     assert effective.ignored == ()
@@ -701,9 +705,9 @@ def test_user_value_equal_to_the_system_value_keeps_the_system_as_source(
 
 @needs_root
 def test_mixed_user_config_applies_the_tightening_and_reports_each_loosening(
-    system: Path, user: Path
+    system_policy: Path, user: Path
 ) -> None:
-    write(system, FULL_POLICY)
+    write(system_policy, FULL_POLICY)
     write(
         user,
         "[browser]\ndownloads = false\nexecutable = '/opt/c'\n"
@@ -712,7 +716,7 @@ def test_mixed_user_config_applies_the_tightening_and_reports_each_loosening(
     )
     warnings: list[str] = []
 
-    effective = load(system, user, warnings)
+    effective = load(system_policy, user, warnings)
 
     assert effective.policy.browser.downloads is False
     assert effective.policy.session == SessionRules(max_minutes=240, idle_minutes=15)
@@ -743,8 +747,8 @@ def test_docs_describe_every_key_and_the_example_is_valid(tmp_path: Path) -> Non
 # --- bounded reads ----------------------------------------------------------
 
 
-def test_policy_files_are_read_bounded(system: Path, user: Path) -> None:
-    huge = write(system, "# padding\n" * 120_000)
+def test_policy_files_are_read_bounded(system_policy: Path, user: Path) -> None:
+    huge = write(system_policy, "# padding\n" * 120_000)
     with pytest.raises(ConfigError) as caught:
         validate_policy_file(huge)
     assert str(caught.value) == (
@@ -753,7 +757,7 @@ def test_policy_files_are_read_bounded(system: Path, user: Path) -> None:
     user.parent.mkdir(parents=True)
     os.mkfifo(user)
     with pytest.raises(ConfigError) as caught:
-        load(system.parent / "absent.toml", user)
+        load(system_policy.parent / "absent.toml", user)
     assert str(caught.value) == f"{user}: not a regular file; give the path of a TOML file"
     with pytest.raises(ConfigError) as caught:
         validate_policy_file(Path("/dev/zero"))

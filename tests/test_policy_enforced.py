@@ -31,8 +31,6 @@ Bad policies through `station open`/`station status` are at the end.
 from __future__ import annotations
 
 import json
-import os
-import stat
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -42,32 +40,12 @@ import pytest
 from outreach_station import api, paths
 from outreach_station.audit import AuditLog, default_path
 from outreach_station.errors import ExitCode
+from tests.fixtures import install_policy, needs_root
 
-needs_root = pytest.mark.skipif(
-    os.name != "posix" or os.geteuid() != 0, reason="a trusted system policy must be owned by root"
-)
 pytestmark = needs_root
 
 
 # --- helpers ----------------------------------------------------------------
-
-
-@pytest.fixture
-def system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Where the system policy goes: root-owned 0755 directory, file 0644, via STATION_POLICY."""
-    directory = tmp_path / "etc"
-    directory.mkdir(mode=0o755)
-    policy = directory / "policy.toml"
-    monkeypatch.setenv("STATION_POLICY", str(policy))
-    return policy
-
-
-def install(policy: Path, text: str) -> None:
-    policy.write_text(text, "utf-8")
-    policy.chmod(0o644)
-    # Whatever the test machine's umask, the trust check must pass for real.
-    assert policy.stat().st_uid == 0
-    assert not policy.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def user_config(text: str) -> Path:
@@ -132,14 +110,14 @@ def registry_rows() -> int:
 
 
 def test_allowed_platforms_hide_and_refuse_the_others(
-    runner: Any, system: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    runner: Any, system_policy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     extra = tmp_path / "profiles"
     write_profile(extra, "site-one", "Site one")
     monkeypatch.setenv("STATION_PROFILES", str(extra))
     assert {"demo", "site-one"} <= set(platform_ids(runner))  # without a policy, both exist
 
-    install(system, '[platforms]\nallowed = ["demo"]\n')
+    install_policy(system_policy, '[platforms]\nallowed = ["demo"]\n')
     # A user config trying to add the platform back is ignored.
     user_config('[platforms]\nallowed = ["demo", "site-one"]\n')
     exe = fake_browser(tmp_path / "bin", "chromium")
@@ -159,13 +137,13 @@ def test_allowed_platforms_hide_and_refuse_the_others(
 
 
 def test_profiles_dir_adds_it_platforms_and_overrides_the_user_profile(
-    runner: Any, system: Path, tmp_path: Path
+    runner: Any, system_policy: Path, tmp_path: Path
 ) -> None:
     it_dir = tmp_path / "it-profiles"
     write_profile(it_dir, "intranet", "IT's intranet")
     write_profile(it_dir, "shared", "IT's shared")
     write_profile(paths.current().user_profiles, "shared", "Mine")
-    install(system, f'[platforms]\nprofiles_dir = "{it_dir}"\n')
+    install_policy(system_policy, f'[platforms]\nprofiles_dir = "{it_dir}"\n')
 
     result = runner.invoke(["platforms", "--json"])
     assert result.exit_code == 0, result.stderr
@@ -178,10 +156,12 @@ def test_profiles_dir_adds_it_platforms_and_overrides_the_user_profile(
     assert created.exit_code == 0, created.stderr
 
 
-def test_user_config_cannot_set_a_profiles_dir(runner: Any, system: Path, tmp_path: Path) -> None:
+def test_user_config_cannot_set_a_profiles_dir(
+    runner: Any, system_policy: Path, tmp_path: Path
+) -> None:
     mine = tmp_path / "my-profiles"
     write_profile(mine, "sneaky", "Not approved")
-    install(system, "[browser]\ndownloads = false\n")
+    install_policy(system_policy, "[browser]\ndownloads = false\n")
     config = user_config(f'[platforms]\nprofiles_dir = "{mine}"\n')
 
     assert "sneaky" not in platform_ids(runner)
@@ -195,9 +175,9 @@ def test_user_config_cannot_set_a_profiles_dir(runner: Any, system: Path, tmp_pa
 
 
 def test_require_proxy_from_the_policy_refuses_open_before_anything_is_created(
-    runner: Any, system: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    runner: Any, system_policy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    install(system, "[platform.demo]\nrequire_proxy = true\n")
+    install_policy(system_policy, "[platform.demo]\nrequire_proxy = true\n")
     user_config("[platform.demo]\nrequire_proxy = false\n")
     exe = fake_browser(tmp_path / "bin", "chromium")
     monkeypatch.setenv("STATION_BROWSER", str(exe))
@@ -219,13 +199,13 @@ def test_require_proxy_from_the_policy_refuses_open_before_anything_is_created(
 
 
 def test_system_browser_executable_beats_station_browser_and_the_user_config(
-    runner: Any, system: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    runner: Any, system_policy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bin_dir = tmp_path / "bin"
     it_choice = fake_browser(bin_dir, "it-chromium")
     env_choice = fake_browser(bin_dir, "env-chromium")
     user_choice = fake_browser(bin_dir, "user-chromium")
-    install(system, f'[browser]\nexecutable = "{it_choice}"\n')
+    install_policy(system_policy, f'[browser]\nexecutable = "{it_choice}"\n')
     user_config(f'[browser]\nexecutable = "{user_choice}"\n')
     monkeypatch.setenv("STATION_BROWSER", str(env_choice))
 
@@ -247,10 +227,10 @@ def test_system_browser_executable_beats_station_browser_and_the_user_config(
 
 
 def test_audit_path_moves_what_rotate_and_open_write(
-    runner: Any, system: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    runner: Any, system_policy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     relocated = tmp_path / "collector" / "audit.jsonl"
-    install(system, f'[audit]\npath = "{relocated}"\n')
+    install_policy(system_policy, f'[audit]\npath = "{relocated}"\n')
     user_config("[browser]\ndownloads = true\n")  # open audits the ignored loosening
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
@@ -321,9 +301,9 @@ blocked_days = 30
 
 
 def test_open_audits_every_ignored_loosening(
-    runner: Any, system: Path, monkeypatch: pytest.MonkeyPatch
+    runner: Any, system_policy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    install(system, STRICT_SYSTEM_POLICY)
+    install_policy(system_policy, STRICT_SYSTEM_POLICY)
     user_config(LOOSE_USER_CONFIG)
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
@@ -365,8 +345,8 @@ def test_open_audits_every_ignored_loosening(
 # --- retention.blocked_days ---------------------------------------------------------
 
 
-def test_retention_follows_the_system_policy_days(runner: Any, system: Path) -> None:
-    install(system, "[retention]\nblocked_days = 7\n")
+def test_retention_follows_the_system_policy_days(runner: Any, system_policy: Path) -> None:
+    install_policy(system_policy, "[retention]\nblocked_days = 7\n")
     user_config("[retention]\nblocked_days = 1\n")
     assert runner.invoke(["rotate", "demo"]).exit_code == 0
     blocked = api.rotate("demo", reason="blocked", force=True).blocked
@@ -386,8 +366,8 @@ def test_retention_follows_the_system_policy_days(runner: Any, system: Path) -> 
 # --- vault.allow_passphrase ----------------------------------------------------------
 
 
-def test_user_config_cannot_allow_a_passphrase(runner: Any, system: Path) -> None:
-    install(system, "[browser]\ndownloads = false\n")
+def test_user_config_cannot_allow_a_passphrase(runner: Any, system_policy: Path) -> None:
+    install_policy(system_policy, "[browser]\ndownloads = false\n")
     user_config("[vault]\nallow_passphrase = true\n")
     passphrase = "lantern-orchard-7-quiet"
 
@@ -420,7 +400,7 @@ BAD_POLICIES = [
 @pytest.mark.parametrize("command", [["open", "demo", "--headless"], ["status"]])
 def test_bad_policy_stops_station_with_one_line_and_creates_nothing(
     runner: Any,
-    system: Path,
+    system_policy: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     *,
@@ -430,8 +410,8 @@ def test_bad_policy_stops_station_with_one_line_and_creates_nothing(
     says: str,
     command: list[str],
 ) -> None:
-    system.write_text(text, "utf-8")
-    system.chmod(mode)
+    system_policy.write_text(text, "utf-8")
+    system_policy.chmod(mode)
     exe = fake_browser(tmp_path / "bin", "chromium")
     monkeypatch.setenv("STATION_BROWSER", str(exe))
     home = paths.current().home
@@ -441,7 +421,7 @@ def test_bad_policy_stops_station_with_one_line_and_creates_nothing(
     assert result.exit_code == code, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1, lines
-    assert lines[0].startswith(f"station: error: {system}")
+    assert lines[0].startswith(f"station: error: {system_policy}")
     assert says in lines[0]
     assert result.stdout == ""
     assert not launched(exe)

@@ -16,17 +16,10 @@ from outreach_station.audit import AuditLog
 from outreach_station.errors import EnvironmentProblem, UsageError
 from outreach_station.events import EventName
 from outreach_station.storage.sqlite import SqliteStore as Registry
+from tests.fixtures import Clock
 
 FP = {"version": 1}
 NOW = datetime(2026, 4, 30, 12, 0, tzinfo=UTC)
-
-
-@dataclass
-class Clock:
-    now: datetime
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @dataclass
@@ -41,14 +34,14 @@ def _at(day: str) -> datetime:
 
 
 @pytest.fixture
-def history() -> Iterator[History]:
+def history(clock: Clock) -> Iterator[History]:
     """Two platforms with known lifetimes.
 
     alpha: blocked after 2, 10 and 30 days (registry only, no audit events).
     beta: b1 blocked after 5 days (audit) and retired 35 days later; b2
     still active; b3 shredded (only in the audit log), blocked after 89 days.
     """
-    clock = Clock(_at("2026-01-01"))
+    clock.now = _at("2026-01-01")
     log = AuditLog(api.audit_log().path, clock=clock)
     ids: list[str] = []
     with Registry(paths.current().registry, clock=clock) as reg:

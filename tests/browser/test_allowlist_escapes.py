@@ -28,7 +28,7 @@ from outreach_station.fingerprint import generate
 from outreach_station.lockdown import Lockdown
 from outreach_station.network import ProxySetting
 from outreach_station.platforms import PlatformProfile
-from tests.browser.test_isolation import write_platform
+from tests.fixtures import write_platform
 from tests.proxies import HttpProxy, Socks5Proxy
 from tests.site import LoopbackServer, QuietHandler
 

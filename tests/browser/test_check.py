@@ -19,7 +19,7 @@ from outreach_station.cli import app
 from outreach_station.errors import ExitCode
 from outreach_station.fingerprint import Fingerprint
 from outreach_station.inspector import SCOPE_NAMES
-from tests.browser.test_isolation import write_platform
+from tests.fixtures import write_platform
 
 pytestmark = pytest.mark.browser
 
@@ -32,16 +32,12 @@ PLATFORMS = (
 )
 
 
-@pytest.fixture
-def profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, secret_service: None) -> Path:
-    monkeypatch.setenv("STATION_HOME", str(tmp_path / "home"))
-    directory = tmp_path / "profiles"
+@pytest.fixture(autouse=True)
+def _check_platforms(profiles: Path, secret_service: None) -> None:
+    """The PLATFORMS above, in the shared `profiles` directory the tests take."""
     for platform_id, device, locale, zone in PLATFORMS:
-        write_platform(directory, platform_id, "http://127.0.0.1:9/", device)
-        with (directory / f"{platform_id}.toml").open("a") as fh:
+        with write_platform(profiles, platform_id, "http://127.0.0.1:9/", device).open("a") as fh:
             fh.write(f'locale = "{locale}"\ntimezone = "{zone}"\n')
-    monkeypatch.setenv("STATION_PROFILES", str(directory))
-    return directory
 
 
 def _failed(result: api.CheckResult) -> list[str]:

@@ -18,12 +18,11 @@ import pytest
 
 from outreach_station import api, session
 from tests.browser.test_sealed_open import (
-    platform_dir,  # noqa: F401 - a fixture
     read_cookies,
 )
 from tests.site import TestSite
 
-pytestmark = [pytest.mark.browser, pytest.mark.keyring]
+pytestmark = [pytest.mark.browser, pytest.mark.keyring, pytest.mark.usefixtures("secret_service")]
 
 SAFE_STORAGE = "Chromium Safe Storage"
 
@@ -53,7 +52,7 @@ async def _noop(_context: Any, _page: Any) -> None:
 
 
 def test_cookies_survive_without_any_key_in_the_keyring(
-    platform_dir: Path,  # noqa: F811 - the fixture
+    platform_dir: Path,
     site: TestSite,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -96,7 +95,7 @@ def _prefixes(persona_id: str) -> set[bytes]:
 
 
 def test_cookies_sealed_under_the_keyring_key_are_moved_to_the_profile(
-    platform_dir: Path,  # noqa: F811 - the fixture
+    platform_dir: Path,
     site: TestSite,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

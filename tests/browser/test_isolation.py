@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from outreach_station import api
+from tests.fixtures import write_platform
 from tests.site import TestSite
 
 pytestmark = pytest.mark.browser
@@ -41,20 +42,11 @@ READ_STATE = """async () => ({
 })"""
 
 
-def write_platform(directory: Path, platform_id: str, url: str, device: str = "desktop") -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{platform_id}.toml").write_text(
-        f'name = "Test {platform_id}"\nstart_url = "{url}"\ndevice = "{device}"\n'
-    )
-
-
 @pytest.fixture
-def platforms(tmp_path: Path, site: TestSite, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "profiles"
-    write_platform(directory, "site-one", site.url)
-    write_platform(directory, "site-two", site.url)
-    monkeypatch.setenv("STATION_PROFILES", str(directory))
-    return directory
+def platforms(profiles: Path, site: TestSite) -> Path:
+    write_platform(profiles, "site-one", site.url)
+    write_platform(profiles, "site-two", site.url)
+    return profiles
 
 
 def run_in(platform_id: str, persona_id: str | None, script: str, arg: Any = None) -> Any:

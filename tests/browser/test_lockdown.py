@@ -24,7 +24,7 @@ from outreach_station.fingerprint import generate
 from outreach_station.lockdown import Lockdown
 from outreach_station.platforms import PlatformProfile
 from outreach_station.workspace import needs_recovery
-from tests.browser.test_isolation import write_platform
+from tests.fixtures import write_platform
 from tests.site import LoopbackServer, QuietHandler
 
 pytestmark = pytest.mark.browser
@@ -401,10 +401,8 @@ def test_idle_limit_waits_for_input_to_stop(tmp_path: Path, lsite: LockdownSite)
 
 
 @pytest.fixture
-def site_platform(tmp_path: Path, lsite: LockdownSite, monkeypatch: pytest.MonkeyPatch) -> None:
-    directory = tmp_path / "profiles"
-    write_platform(directory, "site-one", lsite.url)
-    monkeypatch.setenv("STATION_PROFILES", str(directory))
+def site_platform(profiles: Path, lsite: LockdownSite) -> None:
+    write_platform(profiles, "site-one", lsite.url)
 
 
 def write_user_config(text: str) -> None:

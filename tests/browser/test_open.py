@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from outreach_station import api
 from outreach_station.browser import QUIET_SWITCHES
 from outreach_station.errors import ExitCode
-from tests.browser.test_isolation import write_platform
+from tests.fixtures import station_argv
 from tests.site import TestSite
 
 pytestmark = pytest.mark.browser
@@ -40,17 +39,9 @@ PROBE = """async () => {
 }"""
 
 
-@pytest.fixture
-def platform_dir(tmp_path: Path, site: TestSite, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "profiles"
-    write_platform(directory, "site-one", site.url)
-    monkeypatch.setenv("STATION_PROFILES", str(directory))
-    return directory
-
-
 def start_station(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "outreach_station", *args],
+        station_argv(*args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -6,12 +6,12 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from outreach_station import paths
 from outreach_station.errors import ExitCode
+from tests.fixtures import station_argv
 
 OPENS = 10
 
@@ -40,7 +40,7 @@ def test_ten_first_opens_make_one_persona_and_one_browser() -> None:
     runtime = os.environ["XDG_RUNTIME_DIR"]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "outreach_station", "open", "demo", "--headless"],
+            station_argv("open", "demo", "--headless"),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

@@ -19,10 +19,10 @@ import pytest
 from outreach_station import api, paths, session
 from outreach_station.audit import AuditLog, default_path
 from outreach_station.browser import build_launch
-from tests.browser.test_isolation import write_platform
 from tests.browser.test_lockdown import PRINT_PROBE, SECRET_BYTES, LockdownSite, containing
 from tests.browser.test_open import browser_cmdlines
-from tests.test_policy_enforced import install, user_config
+from tests.fixtures import install_policy, write_platform
+from tests.test_policy_enforced import user_config
 
 pytestmark = [
     pytest.mark.browser,
@@ -56,16 +56,11 @@ def lsite() -> Iterator[LockdownSite]:
 
 
 @pytest.fixture
-def policy(tmp_path: Path, lsite: LockdownSite, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "profiles"
-    write_platform(directory, "site-one", lsite.url)
-    monkeypatch.setenv("STATION_PROFILES", str(directory))
-    etc = tmp_path / "etc"
-    etc.mkdir(mode=0o755)
-    system = etc / "policy.toml"
-    monkeypatch.setenv("STATION_POLICY", str(system))
+def policy(system_policy: Path, profiles: Path, lsite: LockdownSite) -> Path:
+    """The system policy's place, site-one on the lockdown site, and a user config loosening all."""
+    write_platform(profiles, "site-one", lsite.url)
     user_config(LOOSENING)
-    return system
+    return system_policy
 
 
 def records(log: Path) -> list[dict[str, Any]]:
@@ -76,7 +71,7 @@ def test_system_policy_lockdown_holds_in_real_chromium(
     policy: Path, lsite: LockdownSite, tmp_path: Path
 ) -> None:
     relocated = tmp_path / "collector" / "audit.jsonl"
-    install(
+    install_policy(
         policy,
         '[platform.site-one]\nallowlist = ["127.0.0.1"]\n'
         "[browser]\nprinting = false\n"
@@ -147,7 +142,7 @@ def test_system_policy_lockdown_holds_in_real_chromium(
 
 
 def test_system_idle_limit_closes_an_untouched_session(policy: Path) -> None:
-    install(policy, "[session]\nidle_minutes = 1\n")
+    install_policy(policy, "[session]\nidle_minutes = 1\n")
     # A policy minute lasts 2 s: nobody touches the browser, so it closes by itself.
     result = api.open_platform("site-one", headless=True, minute_seconds=2.0)
     assert result.outcome.ended_by == "idle-limit"
@@ -159,7 +154,7 @@ def test_system_idle_limit_closes_an_untouched_session(policy: Path) -> None:
 def test_system_policy_closes_devtools_in_real_chromium(
     policy: Path, display: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    install(policy, "[browser]\ndevtools = false\nprinting = true\n")
+    install_policy(policy, "[browser]\ndevtools = false\nprinting = true\n")
     real_build = build_launch
 
     def person_presses_f12(**kwargs: Any) -> Any:

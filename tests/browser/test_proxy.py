@@ -22,6 +22,7 @@ from outreach_station.audit import default_path
 from outreach_station.errors import ExitCode
 from outreach_station.network import get_proxy, set_persona_proxy
 from tests.browser.test_open import browser_cmdlines, start_station, wait_open
+from tests.fixtures import write_platform
 from tests.proxies import HttpProxy, Socks5Proxy
 from tests.site import TestSite
 
@@ -43,30 +44,6 @@ def site_names(site: TestSite) -> dict[str, tuple[str, int]]:
 
 def site_url(site: TestSite) -> str:
     return f"http://site.test:{site_names(site)['site.test'][1]}/"
-
-
-@pytest.fixture
-def profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "profiles"
-    directory.mkdir()
-    monkeypatch.setenv("STATION_PROFILES", str(directory))
-    return directory
-
-
-def write_platform(
-    directory: Path,
-    platform_id: str,
-    url: str,
-    *,
-    proxies: list[str] | None = None,
-    require_proxy: bool = False,
-) -> None:
-    lines = [f'name = "Test {platform_id}"', f'start_url = "{url}"', 'device = "desktop"']
-    if proxies is not None:
-        lines.append("proxies = [" + ", ".join(f'"{p}"' for p in proxies) + "]")
-    if require_proxy:
-        lines.append("require_proxy = true")
-    (directory / f"{platform_id}.toml").write_text("\n".join(lines) + "\n")
 
 
 def give_proxy(persona_id: str, url: str, *, password: str | None = None) -> None:

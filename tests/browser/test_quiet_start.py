@@ -18,7 +18,8 @@ import pytest
 
 from outreach_station import api, paths
 from outreach_station.audit import AuditLog, default_path
-from tests.browser.test_proxy import give_proxy, site_names, site_url, write_platform
+from tests.browser.test_proxy import give_proxy, site_names, site_url
+from tests.fixtures import write_platform
 from tests.proxies import HttpProxy
 from tests.site import TestSite
 

@@ -16,7 +16,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,11 +32,11 @@ import pytest
 from outreach_station import api, paths, secret_store, workspace
 from outreach_station.errors import ExitCode
 from outreach_station.vault import Vault, new_path, read_settings, unseal_file
-from tests.browser.test_isolation import write_platform
 from tests.browser.test_open import browser_cmdlines, wait_open
+from tests.fixtures import station_argv
 from tests.site import TestSite
 
-pytestmark = [pytest.mark.browser, pytest.mark.keyring]
+pytestmark = [pytest.mark.browser, pytest.mark.keyring, pytest.mark.usefixtures("secret_service")]
 
 COOKIE_NAME = b"station_flush"
 # Bytes of the test site's pages, as Chromium's HTTP cache would store them.
@@ -46,16 +45,6 @@ BIG_FILE_BYTES = 150 * 1024 * 1024
 
 
 # -- fixtures and helpers ----------------------------------------------------------
-
-
-@pytest.fixture
-def platform_dir(
-    tmp_path: Path, site: TestSite, monkeypatch: pytest.MonkeyPatch, secret_service: None
-) -> Path:
-    directory = tmp_path / "profiles"
-    write_platform(directory, "site-one", site.url)
-    monkeypatch.setenv("STATION_PROFILES", str(directory))
-    return directory
 
 
 class ChurnSite:
@@ -114,7 +103,7 @@ def start_station(*args: str, stdin: bool = False) -> subprocess.Popen[str]:
     # A new session: no controlling terminal, as under a service manager, and
     # so that a passphrase prompt reads stdin rather than /dev/tty.
     return subprocess.Popen(
-        [sys.executable, "-m", "outreach_station", *args],
+        station_argv(*args),
         stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -25,12 +25,11 @@ from tests.browser.test_sealed_open import (
     browser_pids,
     kill_browsers,
     marker_of,
-    platform_dir,  # noqa: F401 - a fixture
     start_station,
     workspace_of,
 )
 
-pytestmark = [pytest.mark.browser, pytest.mark.keyring]
+pytestmark = [pytest.mark.browser, pytest.mark.keyring, pytest.mark.usefixtures("secret_service")]
 
 
 class StoreSite:
@@ -111,7 +110,7 @@ def open_and_write(persona_id: str, store_site: StoreSite, value: str) -> Any:
     ids=["SIGTERM", "SIGHUP", "SIGTERM-group", "SIGHUP-group"],
 )
 def test_a_signal_right_after_a_write_keeps_cookie_and_local_storage(
-    platform_dir: Path,  # noqa: F811 - the fixture
+    platform_dir: Path,
     store_site: StoreSite,
     sig: signal.Signals,
     group: bool,
@@ -141,7 +140,7 @@ def test_a_signal_right_after_a_write_keeps_cookie_and_local_storage(
 
 @pytest.mark.parametrize("runtime", ["short", "long"])
 def test_sigkill_of_the_group_is_recovered_without_claiming_nothing_was_lost(
-    platform_dir: Path,  # noqa: F811 - the fixture
+    platform_dir: Path,
     store_site: StoreSite,
     runtime: str,
     monkeypatch: pytest.MonkeyPatch,

@@ -28,7 +28,7 @@ from outreach_station import api, paths, workspace
 from outreach_station.fingerprint import machine_cpus
 from outreach_station.fonts import inventory
 from outreach_station.personas import Persona
-from tests.browser.test_isolation import write_platform
+from tests.fixtures import write_platform
 from tests.site import LoopbackServer, QuietHandler
 
 pytestmark = pytest.mark.browser
@@ -82,15 +82,9 @@ def harness() -> Iterator[Harness]:
         yield served
 
 
-@pytest.fixture
-def platform_dir(
-    tmp_path: Path, harness: Harness, monkeypatch: pytest.MonkeyPatch, secret_service: None
-) -> Path:
-    monkeypatch.setenv("STATION_HOME", str(tmp_path / "station-home"))
-    directory = tmp_path / "profiles"
-    write_platform(directory, PLATFORM, harness.url)
-    monkeypatch.setenv("STATION_PROFILES", str(directory))
-    return directory
+@pytest.fixture(autouse=True)
+def _harness_platform(profiles: Path, harness: Harness, secret_service: None) -> None:
+    write_platform(profiles, PLATFORM, harness.url)
 
 
 def observe(harness: Harness, persona: Persona, *, headless: bool) -> dict[str, Any]:
@@ -141,7 +135,7 @@ def assert_human(seen: dict[str, Any]) -> None:
 
 
 def test_headless_same_persona_is_one_visitor_across_sealed_sessions_and_no_bot(
-    platform_dir: Path, harness: Harness
+    profiles: Path, harness: Harness
 ) -> None:
     persona = api.create_persona(PLATFORM)
     first = observe(harness, persona, headless=True)
@@ -171,7 +165,7 @@ def test_headless_same_persona_is_one_visitor_across_sealed_sessions_and_no_bot(
 
 @pytest.mark.headed
 def test_headed_same_persona_is_one_visitor_and_no_bot(
-    platform_dir: Path, harness: Harness, display: str
+    profiles: Path, harness: Harness, display: str
 ) -> None:
     persona = api.create_persona(PLATFORM)
     first = observe(harness, persona, headless=False)
@@ -192,7 +186,7 @@ def with_fingerprint(persona: Persona, **changes: Any) -> Persona:
 
 
 def test_fonts_and_processors_make_personas_different_devices(
-    platform_dir: Path, harness: Harness
+    profiles: Path, harness: Harness
 ) -> None:
     """Same screen, different fonts and processor count: FingerprintJS sees two devices."""
     machine = inventory()
@@ -225,7 +219,7 @@ def test_fonts_and_processors_make_personas_different_devices(
     assert_human(seen_few)
 
 
-def test_different_personas_are_different_visitors(platform_dir: Path, harness: Harness) -> None:
+def test_different_personas_are_different_visitors(profiles: Path, harness: Harness) -> None:
     """Personas drawn by station for one platform: each one its own FingerprintJS visitor."""
     personas = [api.create_persona(PLATFORM) for _ in range(4)]
     seen = [observe(harness, persona, headless=True) for persona in personas]

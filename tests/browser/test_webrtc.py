@@ -18,6 +18,7 @@ from outreach_station import api
 from outreach_station.inspector import InspectorServer
 from outreach_station.network import WEBRTC_SWITCH
 from tests.browser.test_open import browser_cmdlines
+from tests.fixtures import write_platform
 from tests.proxies import Socks5Proxy, StunServer
 
 pytestmark = pytest.mark.browser
@@ -26,24 +27,13 @@ CHROMIUM = "/usr/lib/chromium/chromium"
 
 
 @pytest.fixture
-def profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "profiles"
-    directory.mkdir()
-    monkeypatch.setenv("STATION_PROFILES", str(directory))
-    return directory
-
-
-@pytest.fixture
 def stun() -> Iterator[StunServer]:
     with StunServer() as server:
         yield server
 
 
-def write_platform(directory: Path, proxies: list[str] | None = None) -> None:
-    text = 'name = "WebRTC"\nstart_url = "https://example.invalid/"\ndevice = "desktop"\n'
-    if proxies:
-        text += "proxies = [" + ", ".join(f'"{p}"' for p in proxies) + "]\n"
-    (directory / "rtc.toml").write_text(text)
+def write_rtc_platform(directory: Path, proxies: list[str] | None = None) -> None:
+    write_platform(directory, "rtc", "https://example.invalid/", name="WebRTC", proxies=proxies)
 
 
 def gather(stun: StunServer) -> tuple[dict[str, Any], list[list[str]]]:
@@ -81,7 +71,7 @@ def assert_nothing_revealed(webrtc: dict[str, Any], stun: StunServer) -> None:
 
 
 def test_persona_without_proxy_reveals_no_address(profiles: Path, stun: StunServer) -> None:
-    write_platform(profiles)
+    write_rtc_platform(profiles)
     webrtc, cmdlines = gather(stun)
     assert cmdlines and all(WEBRTC_SWITCH in args for args in cmdlines if "--type" not in str(args))
     assert_nothing_revealed(webrtc, stun)
@@ -89,7 +79,7 @@ def test_persona_without_proxy_reveals_no_address(profiles: Path, stun: StunServ
 
 def test_persona_behind_a_proxy_reveals_no_address(profiles: Path, stun: StunServer) -> None:
     with Socks5Proxy() as proxy:
-        write_platform(profiles, proxies=[proxy.url])
+        write_rtc_platform(profiles, proxies=[proxy.url])
         webrtc, cmdlines = gather(stun)
     assert any(f"--proxy-server={proxy.url}" in args for args in cmdlines)
     assert_nothing_revealed(webrtc, stun)

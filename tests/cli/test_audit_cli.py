@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from outreach_station.audit import AuditLog, default_path
 from outreach_station.cli.audit import app
 from outreach_station.errors import ExitCode, StationError
+from tests.fixtures import Clock, install_policy
 
 START = datetime(2026, 11, 3, 9, 0, 0, tzinfo=UTC)
 
@@ -50,8 +51,7 @@ def run(*args: str) -> Outcome:
 
 
 def seed() -> AuditLog:
-    moments = iter(START + timedelta(hours=i) for i in range(100))
-    log = AuditLog(default_path(), clock=lambda: next(moments))
+    log = AuditLog(default_path(), clock=Clock(START, timedelta(hours=1)))
     log.append("persona.created", persona="p-a", platform="instagram", detail={"reason": "new"})
     log.append("persona.opened", persona="p-b", platform="tiktok")
     log.append("persona.closed", persona="p-a", platform="instagram", detail={"seconds": 90})
@@ -194,19 +194,12 @@ def test_every_command_has_help_with_an_example() -> None:
         assert "Example: station audit" in out.stdout
 
 
-def test_a_system_policy_can_relocate_the_log(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_system_policy_can_relocate_the_log(tmp_path: Path, system_policy: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("a trusted system policy must be owned by root")
-    policy_dir = tmp_path / "etc"
-    policy_dir.mkdir(mode=0o755)
     tmp_path.chmod(0o755)  # every directory above a trusted policy must be root-only writable
     relocated = tmp_path / "collector" / "station-audit.jsonl"
-    policy = policy_dir / "policy.toml"
-    policy.write_text(f'[audit]\npath = "{relocated}"\n', "utf-8")
-    policy.chmod(0o644)
-    monkeypatch.setenv("STATION_POLICY", str(policy))
+    install_policy(system_policy, f'[audit]\npath = "{relocated}"\n')
     AuditLog(relocated).append("vault.initialised")
 
     out = run("verify")

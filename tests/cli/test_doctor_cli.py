@@ -13,7 +13,8 @@ import pytest
 
 from outreach_station.audit import AuditLog, default_path
 from outreach_station.errors import ExitCode
-from tests.keyrings import run_in_private_keyring
+from tests.fixtures import station_argv
+from tests.keyrings import run_code_in_private_keyring
 
 
 def test_doctor_json_and_table(runner: Any) -> None:
@@ -50,7 +51,7 @@ def test_doctor_fails_on_a_tampered_audit_log(runner: Any) -> None:
 def test_doctor_refuses_an_insecure_keyring_for_real() -> None:
     env = dict(os.environ, PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
     proc = subprocess.run(
-        [sys.executable, "-m", "outreach_station", "doctor", "--json"],
+        station_argv("doctor", "--json"),
         capture_output=True,
         text=True,
         env=env,
@@ -94,7 +95,7 @@ print(json.dumps({"verdict": finding.verdict, "detail": finding.detail, "fix": f
 def test_doctor_fails_on_a_locked_keyring(tmp_path: Path) -> None:
     # A private D-Bus session with its own keyring: locking the shared one
     # could not be undone without a prompt.
-    done = run_in_private_keyring(tmp_path, LOCKED_DOCTOR)
+    done = run_code_in_private_keyring(tmp_path, LOCKED_DOCTOR)
     assert done.returncode == 0, done.stderr
     finding = json.loads(done.stdout.strip().splitlines()[-1])
     assert finding["verdict"] == "fail"
@@ -102,13 +103,10 @@ def test_doctor_fails_on_a_locked_keyring(tmp_path: Path) -> None:
     assert "unlocked" in finding["fix"]
 
 
-def test_doctor_fails_on_a_malformed_policy(
-    runner: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    policy = tmp_path / "policy.toml"
+def test_doctor_fails_on_a_malformed_policy(runner: Any, system_policy: Path) -> None:
+    policy = system_policy
     policy.write_text("[browser]\ndownloads = maybe\n")
     policy.chmod(0o644)
-    monkeypatch.setenv("STATION_POLICY", str(policy))
     result = runner.invoke(["doctor", "--json"])
     assert result.exit_code == ExitCode.CHECK_FAILED
     (finding,) = [f for f in json.loads(result.stdout) if f["check"] == "policy"]

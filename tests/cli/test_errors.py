@@ -6,13 +6,13 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from outreach_station.errors import ExitCode
+from tests.fixtures import station_argv
 
 
 def files_under(root: Path) -> list[Path]:
@@ -168,10 +168,7 @@ def _in_private_mount(
             "sh",
             mount,
             str(home),
-            sys.executable,
-            "-m",
-            "outreach_station",
-            *station_args,
+            *station_argv(*station_args),
         ],
         env={**os.environ, "STATION_HOME": str(home)},
         capture_output=True,
@@ -237,7 +234,7 @@ def _station(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
         resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
 
     return subprocess.run(
-        [sys.executable, "-m", "outreach_station", *args],
+        station_argv(*args),
         env={**os.environ, **env},
         capture_output=True,
         text=True,

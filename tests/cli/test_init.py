@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -17,23 +18,18 @@ from outreach_station.vault.keys import MASTER_FILE, SETTINGS_FILE
 from tests.browser.test_demo import read_findings
 from tests.browser.test_open import wait_open
 from tests.browser.test_sealed_open import start_station
+from tests.fixtures import install_policy
 from tests.keyrings import SECRET_SERVICE
 
 PASSPHRASE = "lantern-orchard-7-quiet"
 
 
 @pytest.fixture
-def passphrase_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def passphrase_policy(system_policy: Path) -> Path:
     """A trusted system policy (root-owned, 0644) that allows passphrase mode."""
-    directory = tmp_path / "etc"
-    directory.mkdir(mode=0o755)
-    policy = directory / "policy.toml"
-    policy.write_text("[vault]\nallow_passphrase = true\n")
-    policy.chmod(0o644)
-    if policy.stat().st_uid != 0:
+    if os.geteuid() != 0:
         pytest.skip("a trusted system policy must be owned by root")
-    monkeypatch.setenv("STATION_POLICY", str(policy))
-    return policy
+    return install_policy(system_policy, "[vault]\nallow_passphrase = true\n")
 
 
 @pytest.mark.keyring

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-from collections.abc import Iterator
 from typing import Any
 
 import keyring
@@ -13,11 +11,10 @@ import keyring.core
 import keyring.errors
 import pytest
 
-from outreach_station import api, clipboard, kit, paths, secret_store
+from outreach_station import api, clipboard, kit, paths
 from outreach_station.errors import ExitCode
 from outreach_station.events import EventName
 from outreach_station.storage.sqlite import SqliteStore as Registry
-from tests.keyrings import require_secret_service
 
 FP = {"version": 1}
 PASSWORD = "Cli-secret-Probe-73q"
@@ -42,16 +39,6 @@ def _all_output(result: Any) -> str:
 
 
 @pytest.fixture
-def secret_service() -> Iterator[list[str]]:
-    require_secret_service()
-    used: list[str] = []
-    yield used
-    for persona_id in used:
-        for field in kit.SECRET_FIELDS:
-            with contextlib.suppress(keyring.errors.PasswordDeleteError):
-                keyring.delete_password(secret_store.SERVICE, f"kit:{persona_id}:{field}")
-
-
 def test_set_and_show(runner: Any, no_keyring: None) -> None:
     persona_id = _new_persona()
     result = runner.invoke(
@@ -149,9 +136,8 @@ def test_shared_details_refused_between_personas(runner: Any) -> None:
 
 
 @pytest.mark.keyring
-def test_secret_from_stdin_then_print_reveal(runner: Any, secret_service: list[str]) -> None:
+def test_secret_from_stdin_then_print_reveal(runner: Any, secret_service: None) -> None:
     persona_id = _new_persona()
-    secret_service.append(persona_id)
 
     stored = runner.invoke(
         ["persona", "kit", persona_id, "--set-secret", "password", "--set-secret", "totp-seed"],
@@ -180,9 +166,8 @@ def test_secret_from_stdin_then_print_reveal(runner: Any, secret_service: list[s
 
 
 @pytest.mark.keyring
-def test_empty_stdin_stores_nothing(runner: Any, secret_service: list[str]) -> None:
+def test_empty_stdin_stores_nothing(runner: Any, secret_service: None) -> None:
     persona_id = _new_persona()
-    secret_service.append(persona_id)
     result = runner.invoke(
         ["persona", "kit", persona_id, "--set", "username=x_user", "--set-secret", "password"],
         input="",
@@ -197,10 +182,9 @@ def test_empty_stdin_stores_nothing(runner: Any, secret_service: list[str]) -> N
 @pytest.mark.keyring
 @pytest.mark.usefixtures("no_display")
 def test_clipboard_reveal_without_clipboard_suggests_print(
-    runner: Any, secret_service: list[str]
+    runner: Any, secret_service: None
 ) -> None:
     persona_id = _new_persona()
-    secret_service.append(persona_id)
     runner.invoke(["persona", "kit", persona_id, "--set-secret", "password"], input=PASSWORD)
     result = runner.invoke(["persona", "kit", persona_id, "--reveal", "password"])
     assert result.exit_code == ExitCode.ENVIRONMENT
@@ -212,11 +196,10 @@ def test_clipboard_reveal_without_clipboard_suggests_print(
 
 @pytest.mark.keyring
 @pytest.mark.headed
-def test_clipboard_reveal_for_real(runner: Any, secret_service: list[str], display: str) -> None:
+def test_clipboard_reveal_for_real(runner: Any, secret_service: None, display: str) -> None:
     if shutil.which("xclip") is None:
         pytest.skip("xclip is not installed (apt-get install xclip)")
     persona_id = _new_persona()
-    secret_service.append(persona_id)
     runner.invoke(["persona", "kit", persona_id, "--set-secret", "password"], input=PASSWORD)
 
     result = runner.invoke(["persona", "kit", persona_id, "--reveal", "password"])

@@ -22,13 +22,6 @@ needs_root = pytest.mark.skipif(
 
 
 @pytest.fixture
-def system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "etc" / "policy.toml"
-    monkeypatch.setenv("STATION_POLICY", str(path))
-    return path
-
-
-@pytest.fixture
 def user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("STATION_HOME", str(tmp_path / "home"))
     return tmp_path / "home" / "config.toml"
@@ -50,16 +43,16 @@ def write(path: Path, text: str, mode: int = 0o644) -> Path:
 
 @needs_root
 def test_show_prints_every_value_with_its_source(
-    runner: CliRunner, system: Path, user: Path
+    runner: CliRunner, system_policy: Path, user: Path
 ) -> None:
-    write(system, '[browser]\ndevtools = true\n[platform.demo]\nallowlist = ["demo.test"]\n')
+    write(system_policy, '[browser]\ndevtools = true\n[platform.demo]\nallowlist = ["demo.test"]\n')
     write(user, "[session]\nidle_minutes = 5\n")
 
     result = runner.invoke(app, ["show"])
 
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
-    sys_src, user_src = f"system policy {system}", f"user config {user}"
+    sys_src, user_src = f"system policy {system_policy}", f"user config {user}"
     rows = [
         ("platforms.allowed", "(all platforms)", "default"),
         ("platforms.profiles_dir", "(none)", "default"),
@@ -80,7 +73,7 @@ def test_show_prints_every_value_with_its_source(
     val_w = max(len(r[1]) for r in rows)
     src_w = max(len(r[2]) for r in rows)
     expected = [
-        f"System policy: {system}",
+        f"System policy: {system_policy}",
         f"User config:   {user}",
         "",
         f"{'KEY'.ljust(key_w)}  {'VALUE'.ljust(val_w)}  SOURCE",
@@ -90,13 +83,13 @@ def test_show_prints_every_value_with_its_source(
     assert result.stdout.splitlines() == expected
 
 
-def test_show_without_any_file_says_so(runner: CliRunner, system: Path, user: Path) -> None:
+def test_show_without_any_file_says_so(runner: CliRunner, system_policy: Path, user: Path) -> None:
     result = runner.invoke(app, ["show"])
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[:2] == [
-        f"System policy: {system} (not present)",
+        f"System policy: {system_policy} (not present)",
         f"User config:   {user} (not present)",
     ]
     assert all(line.endswith("default") for line in lines[5:])
@@ -104,18 +97,18 @@ def test_show_without_any_file_says_so(runner: CliRunner, system: Path, user: Pa
 
 @needs_root
 def test_show_json_maps_each_key_to_value_and_source(
-    runner: CliRunner, system: Path, user: Path
+    runner: CliRunner, system_policy: Path, user: Path
 ) -> None:
-    write(system, "[session]\nmax_minutes = 120\n[platform.demo]\nrequire_proxy = true\n")
+    write(system_policy, "[session]\nmax_minutes = 120\n[platform.demo]\nrequire_proxy = true\n")
 
     result = runner.invoke(app, ["show", "--json"])
 
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["session.max_minutes"] == {"value": 120, "source": f"system policy {system}"}
+    assert data["session.max_minutes"] == {"value": 120, "source": f"system policy {system_policy}"}
     assert data["platform.demo.require_proxy"] == {
         "value": True,
-        "source": f"system policy {system}",
+        "source": f"system policy {system_policy}",
     }
     assert data["platforms.allowed"] == {"value": None, "source": "default"}
     assert data["browser.downloads"] == {"value": False, "source": "default"}
@@ -123,9 +116,9 @@ def test_show_json_maps_each_key_to_value_and_source(
 
 @needs_root
 def test_show_warns_about_an_ignored_loosening_and_shows_the_kept_value(
-    runner: CliRunner, system: Path, user: Path
+    runner: CliRunner, system_policy: Path, user: Path
 ) -> None:
-    write(system, "[browser]\ndownloads = false\n")
+    write(system_policy, "[browser]\ndownloads = false\n")
     write(user, "[browser]\ndownloads = true\n")
 
     result = runner.invoke(app, ["show", "--json"])
@@ -134,19 +127,19 @@ def test_show_warns_about_an_ignored_loosening_and_shows_the_kept_value(
     assert result.stderr == (
         f"station: warning: user config {user}:2: ignoring browser.downloads = true: "
         "a user config may only tighten the policy; keeping false from system policy "
-        f"{system}\n"
+        f"{system_policy}\n"
     )
     assert json.loads(result.stdout)["browser.downloads"] == {
         "value": False,
-        "source": f"system policy {system}",
+        "source": f"system policy {system_policy}",
     }
 
 
 @needs_root
 def test_show_refuses_an_untrusted_system_policy(
-    runner: CliRunner, system: Path, user: Path
+    runner: CliRunner, system_policy: Path, user: Path
 ) -> None:
-    write(system, "[browser]\ndownloads = true\n", mode=0o666)
+    write(system_policy, "[browser]\ndownloads = true\n", mode=0o666)
 
     result = runner.invoke(app, ["show"])
 
@@ -156,7 +149,9 @@ def test_show_refuses_an_untrusted_system_policy(
     assert result.stdout == ""
 
 
-def test_show_refuses_a_malformed_user_config(runner: CliRunner, system: Path, user: Path) -> None:
+def test_show_refuses_a_malformed_user_config(
+    runner: CliRunner, system_policy: Path, user: Path
+) -> None:
     write(user, "[browser]\ndownloads = yes\n")
 
     result = runner.invoke(app, ["show"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,23 +12,16 @@ import pytest
 from outreach_station import kit, paths
 from outreach_station.errors import ExitCode
 from outreach_station.storage.sqlite import SqliteStore as Registry
+from tests.fixtures import Clock
 
 FP = {"version": 1}
 START = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 
 
-@dataclass
-class Clock:
-    now: datetime
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
-def ids() -> list[str]:
+def ids(clock: Clock) -> list[str]:
     """demo: blocked after 2, 10 and 30 days; other: one active persona."""
-    clock = Clock(START)
+    clock.now = START
     made: list[str] = []
     with Registry(paths.current().registry, clock=clock) as reg:
         for number, days in enumerate((2, 10, 30)):

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import keyring
-import keyring.errors
 import pytest
 
-from outreach_station import api, clipboard, kit, paths, secret_store
+from outreach_station import api, clipboard, kit, paths
 from outreach_station.errors import ExitCode, UsageError
 from outreach_station.storage.sqlite import SqliteStore as Registry
-from tests.keyrings import require_secret_service
 
 FP = {"version": 1}
 ESC = "\x1b"
@@ -271,23 +266,11 @@ def test_proxy_of_a_retired_persona_refused_before_the_prompt(runner: Any) -> No
 # --- kit: revealing a secret that is not there ------------------------------------
 
 
-@pytest.fixture
-def secret_service() -> Iterator[list[str]]:
-    require_secret_service()
-    used: list[str] = []
-    yield used
-    for persona_id in used:
-        for field in kit.SECRET_FIELDS:
-            with contextlib.suppress(keyring.errors.PasswordDeleteError):
-                keyring.delete_password(secret_store.SERVICE, f"kit:{persona_id}:{field}")
-
-
 @pytest.mark.keyring
 @pytest.mark.usefixtures("no_display")
 @pytest.mark.parametrize("field", kit.SECRET_FIELDS)
-def test_reveal_of_unset_secret_says_so(runner: Any, secret_service: list[str], field: str) -> None:
+def test_reveal_of_unset_secret_says_so(runner: Any, secret_service: None, field: str) -> None:
     persona_id = _new_persona()
-    secret_service.append(persona_id)
     for extra in ([], ["--print"]):
         result = runner.invoke(["persona", "kit", persona_id, "--reveal", field, *extra])
         assert result.exit_code == ExitCode.NOT_FOUND
@@ -302,10 +285,9 @@ def test_reveal_of_unset_secret_says_so(runner: Any, secret_service: list[str], 
 @pytest.mark.keyring
 @pytest.mark.headed
 def test_reveal_of_unset_secret_leaves_the_clipboard_alone(
-    runner: Any, secret_service: list[str], display: str
+    runner: Any, secret_service: None, display: str
 ) -> None:
     persona_id = _new_persona()
-    secret_service.append(persona_id)
     tool = clipboard.find_clipboard({"DISPLAY": display})
     assert tool is not None
     clipboard.copy_to_clipboard(tool, b"what the person copied")

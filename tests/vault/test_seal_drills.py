@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.keyrings import run_in_private_keyring
+
 PERSONA = "abcdefghijkl"
 REPO = Path(__file__).resolve().parents[2]
 
@@ -180,19 +182,11 @@ def test_the_keyring_locked_or_gone_mid_session_still_reseals(tmp_path: Path, wh
     }
     script = tmp_path / "locked.py"
     script.write_text(LOCKED_MID_SESSION)
-    shell = (
-        'eval "$(gnome-keyring-daemon --unlock --components=secrets)"; '
-        "export GNOME_KEYRING_CONTROL; "
-        f'exec "{sys.executable}" "$0" {PERSONA} {what}'
-    )
-    done = subprocess.run(
-        ["dbus-run-session", "--", "bash", "-c", shell, str(script)],
-        input="test-keyring-password\n",
-        capture_output=True,
-        text=True,
+    done = run_in_private_keyring(
+        [sys.executable, str(script), PERSONA, what],
+        password="test-keyring-password",
         env=env,
         timeout=120,
-        check=False,
     )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import keyring
@@ -37,7 +35,7 @@ from outreach_station.vault import (
     unseal_file,
 )
 from outreach_station.vault import passphrase as passphrase_mod
-from tests.keyrings import require_secret_service, run_in_private_keyring
+from tests.keyrings import run_code_in_private_keyring
 
 SECRET_SERVICE = "keyring.backends.SecretService.Keyring"
 PASSPHRASE = "correct horse battery staple"
@@ -58,17 +56,6 @@ def paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StationPaths:
 def fresh_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make keyring choose its backend again (it caches the first choice per process)."""
     monkeypatch.setattr(keyring.core, "_keyring_backend", None)
-
-
-@pytest.fixture
-def secret_service(paths: StationPaths) -> Iterator[None]:
-    require_secret_service()
-    yield
-    # Leave the real keyring as we found it.
-    settings = read_settings(paths)
-    if settings is not None:
-        with contextlib.suppress(keyring.errors.PasswordDeleteError):
-            keyring.delete_password(secret_store.SERVICE, settings.keyring_entry)
 
 
 def _prompt(answer: str, asked: list[PassphrasePurpose] | None = None) -> PassphraseCallback:
@@ -268,7 +255,7 @@ def test_locked_keyring_is_a_clear_error_and_creates_nothing(
     # Locking the shared test keyring would break the other tests, and it
     # cannot be unlocked again without a prompt: use a private session.
     assert paths.home == tmp_path / "home"
-    done = run_in_private_keyring(tmp_path, LOCKED_SCRIPT)
+    done = run_code_in_private_keyring(tmp_path, LOCKED_SCRIPT)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backend"] == "keyring.backends.SecretService"
