@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Literal
 
 from outreach_station.clock import iso
+
+if TYPE_CHECKING:
+    from outreach_station.fingerprint import Fingerprint
 
 Status = Literal["standby", "active", "blocked", "retired"]
 STATUSES: tuple[Status, ...] = ("standby", "active", "blocked", "retired")
@@ -34,6 +38,13 @@ class Persona:
     status_changed: datetime
     status_reason: str
     fingerprint: dict[str, Any]
+
+    @cached_property
+    def presents(self) -> Fingerprint:
+        """The stored fingerprint as a value, parsed once (StateError if it is damaged)."""
+        from outreach_station.fingerprint import Fingerprint
+
+        return Fingerprint.from_dict(self.fingerprint)
 
     def to_json(self) -> dict[str, Any]:
         return {

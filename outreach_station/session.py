@@ -28,7 +28,6 @@ from outreach_station.browser import (
 from outreach_station.context import Notify, Station, quiet, using
 from outreach_station.errors import BusyError, StateError, StationError, UsageError
 from outreach_station.events import EventName
-from outreach_station.fingerprint import Fingerprint
 from outreach_station.ids import validate_persona_id
 from outreach_station.lifecycle import drawer, enforce_retention
 from outreach_station.personas import Persona
@@ -286,7 +285,7 @@ def _open(st: Station, platform_id: str, opts: _Options) -> OpenResult:  # noqa:
     choosing, persona, created, egress = _choose_in_turn(st, profile, opts.persona_id)
     if created:
         notify(f"created persona {persona.id} for {profile.id}")
-    fingerprint = Fingerprint.from_dict(persona.fingerprint)
+    fingerprint = persona.presents
     deferred = DeferredSignals()
     deferred.install()
     opened = False
@@ -412,7 +411,7 @@ def check_persona(
 
     with using(station, notify) as st:
         persona = st.store.get(persona_id)
-        fingerprint = Fingerprint.from_dict(persona.fingerprint)
+        fingerprint = persona.presents
         with InspectorServer(fingerprint=fingerprint, engine_major=st.browser.major) as server:
             # One hook for both: `station check` and the demo give the same verdicts.
             open_platform(

@@ -26,10 +26,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 
 
 def _summary(persona: Persona) -> str:
-    from outreach_station.fingerprint import Fingerprint
 
     try:
-        return Fingerprint.from_dict(persona.fingerprint).summary()
+        return persona.presents.summary()
     except Exception:
         return "(outdated fingerprint)"
 
