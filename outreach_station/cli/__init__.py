@@ -10,7 +10,6 @@ so is any other exception (a bug), without its text.
 from __future__ import annotations
 
 import sys
-import traceback
 from typing import Annotated, Any
 
 import typer
@@ -46,6 +45,8 @@ class StationGroup(TyperGroup):
                     "again with --debug to see where, and report it"
                 )
             if isinstance(ctx.obj, dict) and ctx.obj.get("debug"):
+                import traceback  # only with --debug: it costs start-up time
+
                 traceback.print_exc()
             from outreach_station.values import printable_lines
 
