@@ -39,7 +39,7 @@ from outreach_station.storage.locks import (
 if TYPE_CHECKING:
     from outreach_station.storage import BlobStore, Store
     from outreach_station.vault import ProgressCallback, SealStats, Vault
-    from outreach_station.vault.blobs import Baseline, Manifest
+    from outreach_station.vault.blobs import Baseline, Manifest, StoreKeys
 
 # The locks are the store's; named here too for callers of the workspace.
 __all__ = [
@@ -253,6 +253,17 @@ class SealedState:
         _stats, baseline = unseal_tree(store, keys, manifest, directory, progress)
         return Unsealed(manifest, baseline)
 
+    def _committed_blobs(self, keys: StoreKeys, current: int, known: Manifest | None) -> set[str]:
+        """The blobs of the generation on record: durable, so a seal may reuse them."""
+        from outreach_station.vault.blobs import read_manifest
+
+        if known is not None:
+            return set(known.blob_sizes)
+        try:
+            return set(read_manifest(self.blobs(), keys, current).blob_sizes)
+        except (IntegrityError, OSError):
+            return set()  # nothing to build on: every blob is written afresh
+
     def seal(
         self,
         directory: Path,
@@ -287,6 +298,7 @@ class SealedState:
                 generation=generation,
                 previous=previous,
                 baseline=since.baseline if previous is not None and since is not None else None,
+                trusted=self._committed_blobs(keys, current, previous),
                 before_manifest=lambda: reg.begin_sealed_generation(self.persona_id, generation),
                 progress=progress,
             )

@@ -8,10 +8,15 @@ The local store keeps one manifest, the newest: `put_manifest` writes
 same file today's format-2 sealed profile lives in, so a format-2 profile is
 replaced only when the first format-3 generation lands. Which generation
 the file holds is read from the manifest's public header (magic, then the
-generation at bytes 12..19). Blobs go to a temporary sibling, are fsynced
-and renamed into place; `put_manifest` fsyncs the blob directory first, so a
-manifest never becomes visible before the blobs it lists are durable.
-Leftover temporaries of a killed seal are removed by `sweep`.
+generation at bytes 12..19). Blobs go to a temporary sibling and are
+renamed into place without an fsync each; `put_manifest` first makes every
+blob put since the last manifest durable, with one `syncfs` of the store's
+file system where the OS has it (Linux), else one fsync per blob, then
+fsyncs the blob directory: a manifest never becomes visible before the
+blobs it lists are durable. A blob left by a killed seal may therefore be
+torn; the vault never relies on a blob its committed manifest does not list
+(it writes such a blob again, and `put` replaces it). Leftover temporaries
+are removed by `sweep`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import os
 import re
 import secrets
 import struct
+import threading
 from pathlib import Path
 
 from outreach_station import paths
@@ -42,8 +48,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_file(path: Path, data: bytes, tmp: Path | None = None) -> None:
-    """`data` at `path`, whole or not at all, durable when this returns (directory aside)."""
+def _write_file(path: Path, data: bytes, tmp: Path | None = None, *, sync: bool = True) -> None:
+    """`data` at `path`, whole or not at all; durable when this returns if `sync`."""
     if tmp is None:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, _WRITE_FLAGS, _FILE_MODE)
@@ -52,7 +58,8 @@ def _write_file(path: Path, data: bytes, tmp: Path | None = None) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -60,6 +67,27 @@ def _write_file(path: Path, data: bytes, tmp: Path | None = None) -> None:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _syncfs(directory: Path) -> bool:
+    """Flush the whole file system holding `directory` in one call; False where there is none."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if not hasattr(libc, "syncfs"):
+        return False
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if libc.syncfs(fd) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, os.strerror(error))
+    finally:
+        os.close(fd)
+    return True
 
 
 def _check_name(name: str) -> str:
@@ -77,6 +105,8 @@ class LocalBlobStore:
         self.location = str(self.manifest_file)
         self._blobs = persona_dir / "blobs"
         self._dirs_made = False
+        self._unsynced: list[Path] = []
+        self._lock = threading.Lock()
 
     def _ensure(self) -> None:
         if not self._dirs_made:
@@ -88,13 +118,25 @@ class LocalBlobStore:
         return (self._blobs / _check_name(name)).exists()
 
     def put(self, name: str, data: bytes) -> bool:
-        """Store blob `name`; False if it was already there (its bytes never change)."""
+        """Store blob `name` (replacing a torn leftover); durable once a manifest is put."""
         self._ensure()
         target = self._blobs / _check_name(name)
-        if target.exists():
-            return False
-        _write_file(target, data)
+        _write_file(target, data, sync=False)
+        with self._lock:
+            self._unsynced.append(target)
         return True
+
+    def _flush_blobs(self) -> None:
+        with self._lock:
+            pending, self._unsynced = self._unsynced, []
+        if pending and not _syncfs(self._blobs):
+            for path in pending:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        _fsync_dir(self._blobs)
 
     def get(self, name: str) -> bytes:
         with open(self._blobs / _check_name(name), "rb") as source:
@@ -110,10 +152,10 @@ class LocalBlobStore:
         except FileNotFoundError:
             return set()
 
-    def _held(self) -> tuple[int, bytes] | None:
+    def _held(self, *, whole: bool = True) -> tuple[int, bytes] | None:
         try:
             with open(self.manifest_file, "rb") as source:
-                data = source.read()
+                data = source.read() if whole else source.read(MANIFEST_PREFIX.size)
         except FileNotFoundError:
             return None
         if len(data) < MANIFEST_PREFIX.size or data[:8] != MANIFEST_MAGIC:
@@ -122,8 +164,8 @@ class LocalBlobStore:
 
     def put_manifest(self, generation: int, data: bytes) -> None:
         self._ensure()
-        # The blobs' own renames first: the manifest must never outlive them.
-        _fsync_dir(self._blobs)
+        # The blobs first: the manifest must never outlive them.
+        self._flush_blobs()
         pending = self.root / (MANIFEST_FILE + ".new")
         with contextlib.suppress(FileNotFoundError):
             pending.unlink()  # a killed seal's leftover; the persona's lock holder is us
@@ -137,11 +179,11 @@ class LocalBlobStore:
         return held[1]
 
     def manifests(self) -> list[int]:
-        held = self._held()
+        held = self._held(whole=False)
         return [] if held is None else [held[0]]
 
     def delete_manifest(self, generation: int) -> None:
-        held = self._held()
+        held = self._held(whole=False)
         if held is not None and held[0] == generation:
             self.manifest_file.unlink()
 

@@ -393,3 +393,20 @@ def test_the_counted_blobs_match_a_json_round_trip(vault: Vault) -> None:
     body = json.loads(zlib.decompress(manifest.encode()))
     assert body["generation"] == 1 and body["persona"] == PERSONA
     assert len(body["blobs"]) == len(set(_blobs()))
+
+
+def test_a_torn_blob_left_by_a_killed_seal_is_written_again(vault: Vault) -> None:
+    _session(vault, _fill)
+    content = os.urandom(fmt.CHUNK_SIZE)
+    keys = fmt.StoreKeys.derive(vault.ensure_data_key(PERSONA), PERSONA)
+    # What a seal killed before its flush can leave: the right name, not the right bytes.
+    torn = _blob_dir() / keys.name(content)
+    torn.write_bytes(b"\0" * 100)
+
+    def add(profile: Path) -> None:
+        (profile / "download.bin").write_bytes(content)
+
+    _session(vault, add)
+    with workspace.open_workspace(paths.current(), PERSONA, vault, notify=lambda _m: None) as ws:
+        assert (ws.profile / "download.bin").read_bytes() == content
+    assert len(torn.read_bytes()) == fmt.CHUNK_SIZE + 40
