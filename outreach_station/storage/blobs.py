@@ -48,7 +48,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_file(path: Path, data: bytes, tmp: Path | None = None, *, sync: bool = True) -> None:
+def _write_file(
+    path: Path, data: bytes | bytearray, tmp: Path | None = None, *, sync: bool = True
+) -> None:
     """`data` at `path`, whole or not at all; durable when this returns if `sync`."""
     if tmp is None:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
@@ -117,7 +119,7 @@ class LocalBlobStore:
     def has(self, name: str) -> bool:
         return (self._blobs / _check_name(name)).exists()
 
-    def put(self, name: str, data: bytes) -> bool:
+    def put(self, name: str, data: bytes | bytearray) -> bool:
         """Store blob `name` (replacing a torn leftover); durable once a manifest is put."""
         self._ensure()
         target = self._blobs / _check_name(name)
