@@ -253,16 +253,27 @@ class SealedState:
         _stats, baseline = unseal_tree(store, keys, manifest, directory, progress)
         return Unsealed(manifest, baseline)
 
-    def _committed_blobs(self, keys: StoreKeys, current: int, known: Manifest | None) -> set[str]:
-        """The blobs of the generation on record: durable, so a seal may reuse them."""
-        from outreach_station.vault.blobs import read_manifest
+    def _committed_blobs(
+        self, keys: StoreKeys, current: int, pending: int | None, known: Manifest | None
+    ) -> set[str]:
+        """The blobs of the manifest in place, if on record (or pending): durable, reusable.
+
+        A manifest renamed into place by a seal killed before the registry
+        recorded it is the pending one: its blobs are durable too, and a
+        recovery must not rewrite what it lists.
+        """
+        from outreach_station.vault.blobs import newest_generation, read_manifest
 
         if known is not None:
             return set(known.blob_sizes)
-        try:
-            return set(read_manifest(self.blobs(), keys, current).blob_sizes)
-        except (IntegrityError, OSError):
+        store = self.blobs()
+        in_place = newest_generation(store)
+        if in_place is None or in_place not in (current, pending):
             return set()  # nothing to build on: every blob is written afresh
+        try:
+            return set(read_manifest(store, keys, in_place).blob_sizes)
+        except (IntegrityError, OSError):
+            return set()
 
     def seal(
         self,
@@ -298,7 +309,7 @@ class SealedState:
                 generation=generation,
                 previous=previous,
                 baseline=since.baseline if previous is not None and since is not None else None,
-                trusted=self._committed_blobs(keys, current, previous),
+                trusted=self._committed_blobs(keys, current, pending, previous),
                 before_manifest=lambda: reg.begin_sealed_generation(self.persona_id, generation),
                 progress=progress,
             )
