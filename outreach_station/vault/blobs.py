@@ -801,7 +801,7 @@ def unseal_tree(  # noqa: PLR0912, PLR0915 - one pass over the manifest, step by
         raise StateError(
             f"refusing to unseal persona {keys.persona_id!r} into non-empty {dest_dir}"
         )
-    root = str(dest_dir)
+    root = str(dest_dir) + "/"  # entry paths are checked plain relative paths
     total = max(1, sum(manifest.blob_sizes.values()))
     done = 0
     lock = threading.Lock()
@@ -812,7 +812,7 @@ def unseal_tree(  # noqa: PLR0912, PLR0915 - one pass over the manifest, step by
     split: list[Entry] = []
     try:
         for e in manifest.entries:
-            full = os.path.join(root, e.path)
+            full = root + e.path
             if e.kind == "d":
                 os.mkdir(full, 0o700)
             elif e.kind == "f":
@@ -845,7 +845,7 @@ def unseal_tree(  # noqa: PLR0912, PLR0915 - one pass over the manifest, step by
                     raise _tampered(keys.persona_id, where, f"blob {name} has the wrong size")
                 view = memoryview(plain)
                 for e, at, offset, length in wanted:
-                    full = os.path.join(root, e.path)
+                    full = root + e.path
                     if len(e.refs) == 1:
                         fd = os.open(full, _NEW_FILE, 0o600)
                         try:
@@ -874,18 +874,18 @@ def unseal_tree(  # noqa: PLR0912, PLR0915 - one pass over the manifest, step by
         finally:
             pool.close()
         for e in split:
-            fd = os.open(os.path.join(root, e.path), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(root + e.path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
                 finish_file(fd, e)
             finally:
                 os.close(fd)
         for e in manifest.entries:
             if e.kind == "l":
-                os.symlink(e.target, os.path.join(root, e.path))
-        top = os.path.realpath(root)
+                os.symlink(e.target, root + e.path)
+        top = os.path.realpath(dest_dir)
         for e in manifest.entries:
             if e.kind == "l":
-                resolved = os.path.realpath(os.path.join(root, e.path))
+                resolved = os.path.realpath(root + e.path)
                 if os.path.commonpath([top, resolved]) != top:
                     raise _unsafe(
                         keys.persona_id,
@@ -899,7 +899,7 @@ def unseal_tree(  # noqa: PLR0912, PLR0915 - one pass over the manifest, step by
             key=lambda d: d.path.count("/"),
             reverse=True,
         ):
-            fd = os.open(os.path.join(root, e.path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            fd = os.open(root + e.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
             try:
                 os.fchmod(fd, e.mode)
                 os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
