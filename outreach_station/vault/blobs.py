@@ -464,7 +464,7 @@ class _Sealing:
     def __post_init__(self) -> None:
         self.aead = self.keys.aead()
 
-    def put(self, plaintext: bytes | bytearray) -> str:
+    def put(self, plaintext: bytes | bytearray | memoryview) -> str:
         """Name, encrypt and store one blob unless the store already has it (a worker's job)."""
         name = self.keys.name(plaintext)
         with self.lock:
@@ -579,11 +579,17 @@ def seal_tree(  # noqa: PLR0912, PLR0915 - one pass over the tree, step by step
         pool.submit(job)
 
     def chunk_job(
-        path: str, offset: int, size: int, slot: list[Ref | None], k: int
+        path: str, span: tuple[int, int], chunk: int, slot: list[Ref | None], k: int
     ) -> Callable[[], None]:
+        """Chunks k, k+1, ... of one file, read as one span of at most CHUNK_SIZE bytes."""
+
+        offset, size = span
+
         def job() -> None:
-            name = sealing.put(_read_range(path, offset, size))
-            slot[k] = (name, 0, size)
+            data = memoryview(_read_range(path, offset, size))
+            for at in range(0, size, chunk):
+                piece = data[at : at + chunk]
+                slot[k + at // chunk] = (sealing.put(piece), 0, len(piece))
 
         return job
 
@@ -616,10 +622,12 @@ def seal_tree(  # noqa: PLR0912, PLR0915 - one pass over the tree, step by step
             count = -(-size // chunk)
             slot: list[Ref | None] = [None] * count
             chunk_slots.append((index, slot))
-            for k in range(count):
+            # Small chunks are read and hashed a span at a time: one task per MiB.
+            per_task = max(1, CHUNK_SIZE // chunk)
+            for k in range(0, count, per_task):
                 offset = k * chunk
-                length = min(chunk, size - offset)
-                pool.submit(chunk_job(path, offset, length, slot, k))
+                length = min(per_task * chunk, size - offset)
+                pool.submit(chunk_job(path, (offset, length), chunk, slot, k))
         flush_pack()
         pool.finish()
         for index, slot in chunk_slots:
