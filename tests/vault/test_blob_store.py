@@ -410,3 +410,22 @@ def test_a_torn_blob_left_by_a_killed_seal_is_written_again(vault: Vault) -> Non
     with workspace.open_workspace(paths.current(), PERSONA, vault, notify=lambda _m: None) as ws:
         assert (ws.profile / "download.bin").read_bytes() == content
     assert len(torn.read_bytes()) == fmt.CHUNK_SIZE + 40
+
+
+def test_retiring_a_persona_removes_its_blobs_and_manifest(
+    secret_service: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from outreach_station import api
+
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "site-one.toml").write_text('name = "S"\nstart_url = "http://127.0.0.1/"\n')
+    monkeypatch.setenv("STATION_PROFILES", str(profiles))
+    persona = api.create_persona("site-one")
+    vault = api.open_vault()
+    _session(vault, _fill, persona=persona.id)
+    assert any(_blob_dir(persona.id).iterdir())
+    shredded = api.shred_persona(persona.id, reason="the platform closed")
+    assert shredded.profile_deleted
+    assert not _blob_dir(persona.id).exists()
+    assert not _manifest_file(persona.id).exists()
