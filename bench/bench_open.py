@@ -143,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from outreach_station import api, paths
     from outreach_station.browser import find_browser
-    from outreach_station.vault import unseal_file
-    from outreach_station.workspace import sealed_file
+    from outreach_station.workspace import SealedState, sealed_file
 
     try:
         persona = api.create_persona("bench")
@@ -152,11 +151,9 @@ def main(argv: list[str] | None = None) -> int:
             _station("bench", persona.id)
         station_paths = paths.current()
         plain = work / "plain-profile"
-        unseal_file(
-            sealed_file(station_paths, persona.id),
-            work / "unsealed",
-            api.open_vault().data_key(persona.id),
-            persona.id,
+        (work / "unsealed").mkdir(mode=0o700)
+        SealedState(station_paths, persona.id).unseal(
+            work / "unsealed", api.open_vault().data_key(persona.id), None
         )
         shutil.copytree(work / "unsealed" / "profile", plain)
         executable = str(find_browser().path)
@@ -172,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
                     total.append(t)
                     launch.append(lch)
                     whole.append(w)
-        sealed_size = sealed_file(station_paths, persona.id).stat().st_size
+        blobs = station_paths.persona_dir(persona.id) / "blobs"
+        sealed_size = sealed_file(station_paths, persona.id).stat().st_size + sum(
+            p.stat().st_size for p in blobs.iterdir()
+        )
 
         env = dict(os.environ)
         exe = [sys.executable, "-m", "outreach_station"]

@@ -1,7 +1,9 @@
 """Drill: SIGKILL `station open` at five moments, then check the next open.
 
 Moments: during unseal, right after the browser launched, mid-session,
-during reseal, right after the sealed file was renamed into place. After
+during reseal (once some of the session's new blobs are in the store), right
+after the new manifest was renamed over profile.sealed (before or while the
+registry records it and unreferenced blobs are collected). After
 each kill the next open must recover (or open) the newest complete
 generation, never an older one, and never print a traceback.
 
@@ -62,6 +64,20 @@ def _wait(predicate: Any, timeout: float = 90) -> None:
         time.sleep(0.002)
 
 
+def _blob_names(blobs: Path) -> set[str]:
+    try:
+        return {n for n in os.listdir(blobs) if not n.startswith(".")}
+    except FileNotFoundError:
+        return set()
+
+
+def _session_bytes(ws_dir: Path) -> None:
+    """What a session adds that the reseal must write: 32 MiB of new content."""
+    with (ws_dir / "profile" / "session.bin").open("wb") as out:
+        for _ in range(8):
+            out.write(os.urandom(1 << 22))
+
+
 def main() -> int:  # noqa: PLR0912 - one drill, step by step
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=10)
@@ -79,7 +95,7 @@ def main() -> int:  # noqa: PLR0912 - one drill, step by step
     from outreach_station import api, paths, workspace
     from outreach_station.errors import StationError
     from outreach_station.storage.sqlite import SqliteStore as Registry
-    from outreach_station.vault import new_path, peek_generation
+    from outreach_station.vault import peek_generation
     from tests.fixtures import write_platform
     from tests.site import TestSite
 
@@ -91,6 +107,7 @@ def main() -> int:  # noqa: PLR0912 - one drill, step by step
         persona = api.create_persona("site-one")
         ws_dir = workspace.workspace_dir(paths.current(), persona.id)
         sealed = workspace.sealed_file(paths.current(), persona.id)
+        blobs = paths.current().persona_dir(persona.id) / "blobs"
 
         def read_value() -> str:
             seen: dict[str, str] = {}
@@ -131,14 +148,14 @@ def main() -> int:  # noqa: PLR0912 - one drill, step by step
                         if moment == "session":
                             time.sleep(0.5)
                         elif moment == "reseal":
+                            # A reseal writes only what changed: give it something to write,
+                            # and kill it once part of that is in the store.
+                            _session_bytes(ws_dir)
+                            before_blobs = _blob_names(blobs)
                             proc.send_signal(signal.SIGTERM)
-                            _wait(
-                                lambda: (
-                                    new_path(sealed).exists()
-                                    and new_path(sealed).stat().st_size > 8 << 20
-                                )
-                            )
+                            _wait(lambda b=before_blobs: len(_blob_names(blobs) - b) >= 4)
                         else:
+                            _session_bytes(ws_dir)
                             before = sealed.stat().st_ino
                             proc.send_signal(signal.SIGTERM)
                             _wait(lambda b=before: sealed.stat().st_ino != b, timeout=120)

@@ -331,6 +331,7 @@ def shred_persona(
     """
     from outreach_station import network
     from outreach_station.kit import delete_kit_secrets
+    from outreach_station.storage import open_blob_store
     from outreach_station.vault import Vault, new_path, read_settings
     from outreach_station.workspace import persona_lock, sealed_file, wipe, workspace_dir
 
@@ -347,6 +348,7 @@ def shred_persona(
             profile_deleted = sealed.exists()
             sealed.unlink(missing_ok=True)
             new_path(sealed).unlink(missing_ok=True)
+            profile_deleted = open_blob_store(st.paths, persona.id).remove_all() or profile_deleted
             wipe(workspace_dir(st.paths, persona.id))
             secrets_deleted = tuple(delete_kit_secrets(persona.id))
             # The proxy's address stays on record (the pool avoids it); its password goes.

@@ -37,8 +37,9 @@ from outreach_station.storage.locks import (
 )
 
 if TYPE_CHECKING:
-    from outreach_station.storage import Store
+    from outreach_station.storage import BlobStore, Store
     from outreach_station.vault import ProgressCallback, SealStats, Vault
+    from outreach_station.vault.blobs import Baseline, Manifest, StoreKeys
 
 # The locks are the store's; named here too for callers of the workspace.
 __all__ = [
@@ -190,9 +191,20 @@ class SealedState:
                 reg.commit_sealed_generation(self.persona_id, found)
 
     def check_file(self) -> None:
-        """Refuse a missing file the registry expects; a present one is checked as it opens."""
+        """Refuse a missing file the registry expects, or a manifest of another generation.
+
+        A format-3 manifest's generation is checked here from its header,
+        before a byte of the profile is read (and again, authenticated, as it
+        opens); a format-2 file is checked as it opens.
+        """
+        from outreach_station.vault.blobs import is_manifest, peek_generation
+
         if not self.file.exists():
             self.accept(None, exists=False)
+        elif is_manifest(self.file):
+            refusal = self._refusal(peek_generation(self.file, self.persona_id), True)
+            if refusal is not None:
+                raise IntegrityError(refusal)
 
     def problem(self) -> str | None:
         """What is wrong with the sealed file, from its unauthenticated header (status, doctor)."""
@@ -206,25 +218,115 @@ class SealedState:
             return f"persona {self.persona_id}: its sealed profile {self.file} is unreadable: {exc}"
         return self._refusal(found, exists=True)
 
-    def seal(self, directory: Path, key: bytes, progress: ProgressCallback | None) -> SealStats:
-        """Seal `directory` as the next generation, recorded in the registry as it lands."""
-        from outreach_station.vault import seal_dir
+    def blobs(self) -> BlobStore:
+        from outreach_station.storage import open_blob_store
 
+        return open_blob_store(self.station, self.persona_id)
+
+    def unseal(self, directory: Path, key: bytes, progress: ProgressCallback | None) -> Unsealed:
+        """Write the current generation into `directory`, format 3 or 2; refuse any other.
+
+        The caller wipes `directory` if this raises.
+        """
+        from outreach_station.vault import unseal_file
+        from outreach_station.vault.blobs import (
+            StoreKeys,
+            is_manifest,
+            peek_generation,
+            read_manifest,
+            unseal_tree,
+        )
+
+        if not self.file.exists():
+            return Unsealed(None, None)
+        if not is_manifest(self.file):
+            unseal_file(self.file, directory, key, self.persona_id, progress, check=self.accept)
+            return Unsealed(None, None)
+        keys = StoreKeys.derive(key, self.persona_id)
+        store = self.blobs()
+        claimed = peek_generation(self.file, self.persona_id)
+        refusal = self._refusal(claimed, True)
+        if refusal is not None or claimed is None:
+            raise IntegrityError(refusal or f"persona {self.persona_id}: no generation")
+        manifest = read_manifest(store, keys, claimed)  # authenticated from here on
+        self.accept(manifest.generation)
+        _stats, baseline = unseal_tree(store, keys, manifest, directory, progress)
+        return Unsealed(manifest, baseline)
+
+    def _committed_blobs(
+        self, keys: StoreKeys, current: int, pending: int | None, known: Manifest | None
+    ) -> set[str]:
+        """The blobs of the manifest in place, if on record (or pending): durable, reusable.
+
+        A manifest renamed into place by a seal killed before the registry
+        recorded it is the pending one: its blobs are durable too, and a
+        recovery must not rewrite what it lists.
+        """
+        from outreach_station.vault.blobs import newest_generation, read_manifest
+
+        if known is not None:
+            return set(known.blob_sizes)
+        store = self.blobs()
+        in_place = newest_generation(store)
+        if in_place is None or in_place not in (current, pending):
+            return set()  # nothing to build on: every blob is written afresh
+        try:
+            return set(read_manifest(store, keys, in_place).blob_sizes)
+        except (IntegrityError, OSError):
+            return set()
+
+    def seal(
+        self,
+        directory: Path,
+        key: bytes,
+        progress: ProgressCallback | None,
+        *,
+        since: Unsealed | None = None,
+    ) -> SealStats:
+        """Seal `directory` as the next generation, recorded in the registry as it lands.
+
+        `since` is what this process unsealed into `directory`: files still
+        as they were written then keep their blobs without being read again.
+        Afterwards, blobs the new generation does not use are removed.
+        """
+        from dataclasses import replace
+
+        from outreach_station.vault.blobs import StoreKeys, collect, seal_tree
+
+        keys = StoreKeys.derive(key, self.persona_id)
+        store = self.blobs()
         with self._store() as reg:
             current, pending = reg.sealed_generation(self.persona_id)
             # Past a pending one too: a generation number is never reused for other contents.
             generation = max(current, pending or 0) + 1
-            stats = seal_dir(
+            previous = since.manifest if since is not None else None
+            if previous is not None and previous.generation != current:
+                previous = None  # not what is on record: read everything again
+            stats, manifest = seal_tree(
                 directory,
-                self.file,
-                key,
-                self.persona_id,
-                progress,
+                store,
+                keys,
                 generation=generation,
-                before_replace=lambda: reg.begin_sealed_generation(self.persona_id, generation),
+                previous=previous,
+                baseline=since.baseline if previous is not None and since is not None else None,
+                trusted=self._committed_blobs(keys, current, pending, previous),
+                before_manifest=lambda: reg.begin_sealed_generation(self.persona_id, generation),
+                progress=progress,
             )
             reg.commit_sealed_generation(self.persona_id, generation)
-        return stats
+        removed = 0
+        # Committed: what is left over is garbage, and failing to sweep it loses nothing.
+        with contextlib.suppress(OSError):
+            removed = collect(store, manifest)
+        return replace(stats, blobs_removed=removed)
+
+
+@dataclass(frozen=True)
+class Unsealed:
+    """What an unseal wrote: the manifest (None: format 2 or nothing) and each file's stat."""
+
+    manifest: Manifest | None
+    baseline: Baseline | None
 
 
 def wipe(directory: Path) -> None:
@@ -363,7 +465,6 @@ def open_workspace(
     sealing fails the plaintext is kept where it is, so that the next command
     can recover it, and the error says so.
     """
-    from outreach_station.vault import unseal_file
 
     def bar(action: str) -> ProgressCallback | None:
         return progress(action) if progress is not None else None
@@ -389,14 +490,11 @@ def open_workspace(
         _mkdir_private(root)
         directory = workspace_dir(station, persona_id)
         _mkdir_private(directory)
-        if sealed.exists():
-            try:
-                unseal_file(
-                    sealed, directory, key, persona_id, bar("unsealing"), check=state.accept
-                )
-            except BaseException:
-                wipe(directory)
-                raise
+        try:
+            unsealed = state.unseal(directory, key, bar("unsealing"))
+        except BaseException:
+            wipe(directory)
+            raise
         workspace = Workspace(
             persona_id=persona_id, directory=directory, sealed_file=sealed, ram_backed=ram
         )
@@ -414,7 +512,7 @@ def open_workspace(
             yield workspace
         finally:
             try:
-                state.seal(directory, key, bar("sealing"))
+                state.seal(directory, key, bar("sealing"), since=unsealed)
             except BaseException as exc:
                 raise StationError(
                     f"persona {persona_id} could not be sealed ({exc}); its open profile is "

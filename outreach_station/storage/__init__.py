@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from outreach_station.storage.base import (
     AnchorRow,
     AnchorStore,
+    BlobStore,
     ProxyRecord,
     Store,
     UniqueConflict,
@@ -29,11 +30,13 @@ if TYPE_CHECKING:
 __all__ = [
     "AnchorRow",
     "AnchorStore",
+    "BlobStore",
     "ProxyRecord",
     "Store",
     "UniqueConflict",
     "existing_anchor_store",
     "open_anchor_store",
+    "open_blob_store",
     "open_store",
     "problem_for",
 ]
@@ -46,6 +49,13 @@ def open_store(station: StationPaths, *, clock: Callable[[], datetime] | None = 
     if clock is None:
         return SqliteStore(station.registry)
     return SqliteStore(station.registry, clock=clock)
+
+
+def open_blob_store(station: StationPaths, persona_id: str) -> BlobStore:
+    """Where a persona's sealed blobs and manifests are kept (local: under its directory)."""
+    from outreach_station.storage.blobs import LocalBlobStore
+
+    return LocalBlobStore(station.persona_dir(persona_id))
 
 
 def open_anchor_store(path: Path) -> AnchorStore:

@@ -115,6 +115,47 @@ class Store(Protocol):
     def commit_sealed_generation(self, persona_id: str, generation: int) -> None: ...
 
 
+class BlobStore(Protocol):
+    """One persona's sealed blobs and manifests, as opaque bytes under names.
+
+    The vault encrypts and authenticates; a blob store only keeps bytes, so a
+    team backend can hold the same blobs and upload only the names it lacks.
+    Blob names are lowercase hex; a blob's bytes never change once put, so
+    `put` of a name already held may do nothing. A `put_manifest` that
+    returned is durable, and so are the blobs put before it; `sweep` removes
+    what a killed writer left half-written, `sync` makes deletions durable.
+    `location` names the store in messages.
+    """
+
+    location: str
+
+    def has(self, name: str) -> bool: ...
+
+    def put(self, name: str, data: bytes | bytearray) -> bool: ...
+
+    def get(self, name: str) -> bytes: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def names(self) -> set[str]: ...
+
+    def put_manifest(self, generation: int, data: bytes) -> None: ...
+
+    def get_manifest(self, generation: int) -> bytes: ...
+
+    def manifests(self) -> list[int]: ...
+
+    def delete_manifest(self, generation: int) -> None: ...
+
+    def exists(self) -> bool: ...
+
+    def sweep(self) -> None: ...
+
+    def sync(self) -> None: ...
+
+    def remove_all(self) -> bool: ...
+
+
 class AnchorStore(Protocol):
     """Where audit chains' heads are kept (see `outreach_station.audit.ChainAnchor`)."""
 

@@ -6,6 +6,8 @@ Import-cheap on purpose (the CLI imports it at start-up): `cryptography` and
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from outreach_station.vault.keys import (
     SEALED_SUFFIX,
     WRAPPED_KEY_FILE,
@@ -23,11 +25,18 @@ from outreach_station.vault.sealed import (
     ProgressCallback,
     SealStats,
     new_path,
-    peek_generation,
     seal_dir,
     unseal_file,
     verify_file,
 )
+
+
+def peek_generation(src_file: Path, persona_id: str) -> int | None:
+    """The generation `profile.sealed` claims (format 3 or 2; None: format 1), unauthenticated."""
+    from outreach_station.vault.blobs import peek_generation as peek
+
+    return peek(src_file, persona_id)
+
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",

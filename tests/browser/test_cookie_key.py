@@ -79,14 +79,13 @@ def _prefixes(persona_id: str) -> set[bytes]:
     import sqlite3
     import tempfile
 
-    from outreach_station import paths
-    from outreach_station.vault import Vault, unseal_file
-    from tests.browser.test_sealed_open import sealed_of
+    from outreach_station import paths, workspace
+    from outreach_station.vault import Vault
 
     out = Path(tempfile.mkdtemp(dir=os.environ["XDG_RUNTIME_DIR"]))
     try:
         key = Vault.open(paths.current()).data_key(persona_id)
-        unseal_file(sealed_of(persona_id), out, key, persona_id)
+        workspace.SealedState(paths.current(), persona_id).unseal(out, key, None)
         with sqlite3.connect(out / "profile" / "Default" / "Cookies") as conn:
             rows = conn.execute("SELECT encrypted_value FROM cookies").fetchall()
         return {bytes(r[0])[:3] for r in rows}

@@ -1,0 +1,940 @@
+"""The sealed store (format 3): encrypted blobs plus one encrypted manifest per generation.
+
+docs/sealed-format.md has it byte by byte. In short:
+
+    blob      = header (24 bytes: magic, format, suite, reserved, nonce)
+                || AES-256-GCM(seal key, nonce, plaintext, AD = header || persona id || 0 || name)
+    name      = hex(keyed BLAKE2b-128(name key, plaintext)): content-addressed, so an
+                unchanged chunk keeps its name and is never written again
+    manifest  = header (32 bytes: magic, format, suite, reserved, generation, nonce)
+                || AES-256-GCM(seal key, nonce, zlib(JSON), AD = header || persona id)
+
+Both keys come from the persona's data key through HKDF-SHA256 with distinct
+labels. Files of 256 KiB and more are cut into 1 MiB chunks, one blob each;
+smaller files are packed together, a pack closing after a file whose keyed
+path hash says so, so that a changed file rewrites only its own pack.
+
+The store (see `storage.base.BlobStore`) only ever sees ciphertext under
+keyed names; everything here runs in a small thread pool (AES-GCM, BLAKE2b
+and file I/O release the GIL) with a bounded number of blobs in flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from outreach_station.errors import EnvironmentProblem, IntegrityError, StateError
+from outreach_station.ids import validate_persona_id
+from outreach_station.vault.sealed import (
+    KEY_BYTES,
+    SKIPPED_DIR_NAMES,
+    SKIPPED_FILE_PREFIX,
+    SKIPPED_TOP_DIR_PREFIX,
+    SealStats,
+    UnsafeArchiveError,
+    _parts,
+    _Refusal,
+    _symlink_stays_inside,
+)
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from outreach_station.storage.base import BlobStore
+
+ProgressCallback = Callable[[int, int], None]
+
+BLOB_MAGIC = b"\x89OSBLOB\n"
+MANIFEST_MAGIC = b"\x89OSMANI\n"
+FORMAT = 3
+# Suite 1: HKDF-SHA256 keys, keyed BLAKE2b-128 names, AES-256-GCM, zlib'd JSON manifest.
+SUITE = 1
+_BLOB_HEADER = struct.Struct(">8sBBH12s")
+_MANIFEST_HEADER = struct.Struct(">8sBBHQ12s")
+NONCE_BYTES = 12
+TAG_BYTES = 16
+NAME_BYTES = 16
+CHUNK_SIZE = 1 << 20
+SMALL_FILE = 256 << 10
+# A pack closes after a file whose keyed path hash is 0 modulo this (about
+# 16 files a pack), or once it holds PACK_LIMIT bytes.
+PACK_SPREAD = 8
+PACK_LIMIT = 1 << 20
+# SQLite rewrites scattered pages in place (bench/profile_churn.py: 11 of the 50
+# pages of History between two sessions), so its files are cut finer.
+SQLITE_MAGIC = b"SQLite format 3\x00"
+SQLITE_CHUNK_SIZE = 64 << 10
+WORKERS = 4
+# Each blob in flight holds its plaintext and its ciphertext: about 4 MiB at most.
+IN_FLIGHT = WORKERS + 2
+MAX_GENERATION = (1 << 63) - 1
+_NAME_INFO = b"outreach-station sealed store v3 blob names\x00"
+_SEAL_INFO = b"outreach-station sealed store v3 encryption\x00"
+_SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class StoreStats(SealStats):
+    """What one seal or unseal of the sealed store did."""
+
+    blobs_written: int = 0
+    blobs_reused: int = 0
+    blobs_removed: int = 0
+
+
+@dataclass(frozen=True)
+class StoreKeys:
+    """A persona's two sealed-store keys, derived from its data key."""
+
+    persona_id: str
+    naming: bytes = field(repr=False)
+    sealing: bytes = field(repr=False)
+
+    @classmethod
+    def derive(cls, data_key: bytes, persona_id: str) -> StoreKeys:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        validate_persona_id(persona_id)
+        if len(data_key) != KEY_BYTES:
+            raise ValueError("a data key has 32 bytes")
+        who = persona_id.encode("utf-8")
+
+        def derive(label: bytes) -> bytes:
+            return HKDF(
+                algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=label + who
+            ).derive(data_key)
+
+        return cls(persona_id, derive(_NAME_INFO), derive(_SEAL_INFO))
+
+    def name(self, plaintext: bytes | bytearray | memoryview) -> str:
+        return hashlib.blake2b(plaintext, key=self.naming, digest_size=NAME_BYTES).hexdigest()
+
+    def aead(self) -> AESGCM:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        return AESGCM(self.sealing)
+
+
+# -- blobs and manifests ---------------------------------------------------------------
+
+
+def _blob_ad(header: bytes, persona_id: str, name: str) -> bytes:
+    return header + persona_id.encode("utf-8") + b"\x00" + name.encode("ascii")
+
+
+def seal_blob(
+    aead: AESGCM, keys: StoreKeys, name: str, plaintext: bytes | bytearray | memoryview
+) -> bytes | bytearray:
+    header = _BLOB_HEADER.pack(BLOB_MAGIC, FORMAT, SUITE, 0, os.urandom(NONCE_BYTES))
+    nonce = header[-NONCE_BYTES:]
+    associated = _blob_ad(header, keys.persona_id, name)
+    encrypt_into = getattr(aead, "encrypt_into", None)
+    if encrypt_into is None:  # cryptography before 45
+        return header + aead.encrypt(nonce, plaintext, associated)
+    # One buffer for the whole blob: no copy of the ciphertext behind the header.
+    sealed = bytearray(len(header) + len(plaintext) + TAG_BYTES)
+    sealed[: len(header)] = header
+    encrypt_into(nonce, plaintext, associated, memoryview(sealed)[len(header) :])
+    return sealed
+
+
+def open_blob(aead: AESGCM, keys: StoreKeys, name: str, sealed: bytes, where: str) -> bytes:
+    from cryptography.exceptions import InvalidTag
+
+    size = _BLOB_HEADER.size
+    if len(sealed) < size + TAG_BYTES:
+        raise _tampered(keys.persona_id, where, f"blob {name} is truncated")
+    magic, version, suite, reserved, nonce = _BLOB_HEADER.unpack(sealed[:size])
+    if magic != BLOB_MAGIC or version != FORMAT or suite != SUITE or reserved != 0:
+        raise _tampered(keys.persona_id, where, f"blob {name} has a bad header")
+    try:
+        return aead.decrypt(nonce, sealed[size:], _blob_ad(sealed[:size], keys.persona_id, name))
+    except InvalidTag:
+        raise _tampered(keys.persona_id, where, f"blob {name} failed authentication") from None
+
+
+def _tampered(persona_id: str, where: str, what: str) -> IntegrityError:
+    return IntegrityError(
+        f"the sealed profile of persona {persona_id!r} ({where}) is damaged or altered: {what} "
+        "(or it belongs to another persona, or the key is wrong); nothing was opened and "
+        "the files are kept: report it to IT"
+    )
+
+
+Ref = tuple[str, int, int]  # blob name, offset in the blob, length
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One path of the profile in a manifest."""
+
+    path: str
+    kind: str  # "d" directory, "f" regular file, "l" symlink
+    mode: int
+    mtime_ns: int
+    size: int = 0
+    refs: tuple[Ref, ...] = ()
+    target: str = ""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A generation of a persona's sealed profile: every path and where its bytes are."""
+
+    persona_id: str
+    generation: int
+    entries: tuple[Entry, ...]
+    blob_sizes: dict[str, int]
+
+    def encode(self) -> bytes:
+        index = {name: i for i, name in enumerate(self.blob_sizes)}
+        rows: list[list[Any]] = []
+        for e in self.entries:
+            row: list[Any] = [e.path, e.kind, e.mode, e.mtime_ns]
+            if e.kind == "f":
+                row += [e.size, [[index[n], off, length] for n, off, length in e.refs]]
+            elif e.kind == "l":
+                row.append(e.target)
+            rows.append(row)
+        body = {
+            "format": FORMAT,
+            "persona": self.persona_id,
+            "generation": self.generation,
+            "blobs": [[n, s] for n, s in self.blob_sizes.items()],
+            "entries": rows,
+        }
+        return zlib.compress(json.dumps(body, separators=(",", ":")).encode("utf-8"), 1)
+
+    @classmethod
+    def decode(cls, data: bytes, persona_id: str, generation: int, where: str) -> Manifest:
+        try:
+            body = json.loads(zlib.decompress(data))
+            if body["persona"] != persona_id or body["generation"] != generation:
+                raise ValueError("names another persona or generation")
+            blobs = [(str(n), int(s)) for n, s in body["blobs"]]
+            entries = []
+            for row in body["entries"]:
+                path, kind, mode, mtime_ns = str(row[0]), str(row[1]), int(row[2]), int(row[3])
+                if kind == "f":
+                    refs = tuple((blobs[i][0], int(o), int(n)) for i, o, n in row[5])
+                    entries.append(Entry(path, kind, mode, mtime_ns, int(row[4]), refs))
+                elif kind == "l":
+                    entries.append(Entry(path, kind, mode, mtime_ns, target=str(row[4])))
+                elif kind == "d":
+                    entries.append(Entry(path, kind, mode, mtime_ns))
+                else:
+                    raise ValueError(f"unknown kind {kind!r}")
+        except (ValueError, KeyError, IndexError, TypeError, zlib.error) as exc:
+            # Authenticated, so written by a holder of the key, not by station.
+            what = f"manifest {generation} is malformed: {exc}"
+            raise _tampered(persona_id, where, what) from None
+        return cls(persona_id, generation, tuple(entries), dict(blobs))
+
+
+def seal_manifest(keys: StoreKeys, manifest: Manifest) -> bytes:
+    header = _MANIFEST_HEADER.pack(
+        MANIFEST_MAGIC, FORMAT, SUITE, 0, manifest.generation, os.urandom(NONCE_BYTES)
+    )
+    associated = header + keys.persona_id.encode("utf-8")
+    return header + keys.aead().encrypt(header[-NONCE_BYTES:], manifest.encode(), associated)
+
+
+def read_manifest(store: BlobStore, keys: StoreKeys, generation: int) -> Manifest:
+    """The authenticated manifest of `generation`; IntegrityError if anything is off."""
+    from cryptography.exceptions import InvalidTag
+
+    where = store.location
+    try:
+        sealed = store.get_manifest(generation)
+    except FileNotFoundError:
+        raise _tampered(keys.persona_id, where, f"manifest {generation} is missing") from None
+    size = _MANIFEST_HEADER.size
+    if len(sealed) < size + TAG_BYTES:
+        raise _tampered(keys.persona_id, where, f"manifest {generation} is truncated")
+    magic, version, suite, reserved, claimed, nonce = _MANIFEST_HEADER.unpack(sealed[:size])
+    if magic != MANIFEST_MAGIC or version != FORMAT or suite != SUITE or reserved != 0:
+        raise _tampered(keys.persona_id, where, f"manifest {generation} has a bad header")
+    if claimed != generation:
+        raise _tampered(
+            keys.persona_id, where, f"manifest {generation} says it is generation {claimed}"
+        )
+    try:
+        plain = keys.aead().decrypt(
+            nonce, sealed[size:], sealed[:size] + keys.persona_id.encode("utf-8")
+        )
+    except InvalidTag:
+        raise _tampered(
+            keys.persona_id, where, f"manifest {generation} failed authentication"
+        ) from None
+    return Manifest.decode(plain, keys.persona_id, generation, where)
+
+
+def peek_generation(src_file: Path, persona_id: str) -> int | None:
+    """The generation `profile.sealed` claims, NOT authenticated (status, doctor, tests).
+
+    A format-3 manifest or a format-2 sealed file; None for a format-1 file.
+    """
+    from outreach_station.vault import sealed
+
+    with open(src_file, "rb") as source:
+        head = source.read(_MANIFEST_HEADER.size)
+    if head[:8] == MANIFEST_MAGIC:
+        if len(head) < _MANIFEST_HEADER.size:
+            raise _tampered(persona_id, str(src_file), "the manifest is truncated")
+        return int(_MANIFEST_HEADER.unpack(head)[4])
+    return sealed.peek_generation(src_file, persona_id)
+
+
+def is_manifest(src_file: Path) -> bool:
+    """Whether `profile.sealed` holds a format-3 manifest (else format 1 or 2, or nothing)."""
+    try:
+        with open(src_file, "rb") as source:
+            return source.read(8) == MANIFEST_MAGIC
+    except FileNotFoundError:
+        return False
+
+
+def newest_generation(store: BlobStore) -> int | None:
+    """The highest generation with a manifest in the store, from names alone (not authenticated)."""
+    found = store.manifests()
+    return found[-1] if found else None
+
+
+# -- sealing -------------------------------------------------------------------
+
+
+# What a file looked like right after unsealing wrote it: size, mtime, ctime, inode.
+Fingerprint = tuple[int, int, int, int]
+Baseline = dict[str, Fingerprint]
+
+
+def _fingerprint(st: os.stat_result) -> Fingerprint:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+class _Found(NamedTuple):
+    """One path to seal, with only what the manifest and the reseal need (a 1 GB
+    profile has tens of thousands: a stat result each would cost megabytes)."""
+
+    relative: str
+    kind: str
+    mode: int
+    mtime_ns: int
+    fingerprint: Fingerprint
+    target: str = ""
+
+
+def _scan(root: Path) -> tuple[list[_Found], int]:
+    """Everything to seal, in a stable order, and how many entries were skipped.
+
+    The same rules as format 2's walk (`sealed._walk`): caches Chromium
+    rebuilds, `Singleton*`, the browser's scratch folders, special files and
+    symlinks leaving the profile are not sealed.
+    """
+    found: list[_Found] = []
+    skipped = 0
+
+    def visit(directory: str, prefix: str, depth: int) -> None:
+        nonlocal skipped
+        with os.scandir(directory) as it:
+            children = sorted(it, key=lambda e: e.name)
+        for child in children:
+            relative = f"{prefix}{child.name}"
+            st = child.stat(follow_symlinks=False)
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISDIR(st.st_mode):
+                if (depth <= 1 and child.name in SKIPPED_DIR_NAMES) or (
+                    depth == 0 and child.name.startswith(SKIPPED_TOP_DIR_PREFIX)
+                ):
+                    skipped += 1
+                    continue
+                found.append(_Found(relative, "d", mode, st.st_mtime_ns, _fingerprint(st)))
+                visit(child.path, relative + "/", depth + 1)
+            elif depth == 0 and child.name.startswith(SKIPPED_FILE_PREFIX):
+                skipped += 1
+            elif stat.S_ISREG(st.st_mode):
+                found.append(_Found(relative, "f", mode, st.st_mtime_ns, _fingerprint(st)))
+            elif stat.S_ISLNK(st.st_mode):
+                target = os.readlink(child.path)
+                resolved = os.path.normpath(os.path.join(os.path.dirname(relative), target))
+                if os.path.isabs(target) or resolved == ".." or resolved.startswith("../"):
+                    skipped += 1
+                else:
+                    found.append(
+                        _Found(relative, "l", mode, st.st_mtime_ns, _fingerprint(st), target)
+                    )
+            else:
+                skipped += 1
+
+    visit(str(root), "", 0)
+    return found, skipped
+
+
+class _Pool:
+    """A thread pool that never holds more than IN_FLIGHT unfinished tasks."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="vault")
+        self._slots = threading.BoundedSemaphore(IN_FLIGHT)
+        self._futures: list[Future[Any]] = []
+
+    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+        self._slots.acquire()
+        for done in [f for f in self._futures if f.done()]:
+            self._futures.remove(done)
+            done.result()  # the first failure stops the submitter
+        try:
+            future = self._executor.submit(fn)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _f: self._slots.release())
+        self._futures.append(future)
+        return future
+
+    def finish(self) -> None:
+        for future in self._futures:
+            future.result()
+        self._futures.clear()
+
+    def close(self) -> None:
+        for future in self._futures:
+            future.cancel()
+        self._executor.shutdown(wait=True)
+
+
+def _read_into(path: str, view: memoryview) -> None:
+    with open(path, "rb", buffering=0) as source:
+        got = source.readinto(view)
+        if got != len(view) or source.read(1):
+            raise StateError(f"{path} changed while it was being sealed")
+
+
+def _read_range(path: str, offset: int, size: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        data = os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
+    if len(data) != size:
+        raise StateError(f"{path} changed while it was being sealed")
+    return data
+
+
+def _chunk_size(path: str) -> int:
+    with open(path, "rb", buffering=0) as source:
+        head = source.read(len(SQLITE_MAGIC))
+    return SQLITE_CHUNK_SIZE if head == SQLITE_MAGIC else CHUNK_SIZE
+
+
+def _pack_boundary(seed: int, relative: str) -> bool:
+    # Where packs close only shapes which small files share a blob, so a cheap
+    # checksum seeded per persona is enough: blob sizes do not follow a public rule.
+    return zlib.crc32(relative.encode("utf-8"), seed) % PACK_SPREAD == 0
+
+
+@dataclass
+class _Sealing:
+    keys: StoreKeys
+    store: BlobStore
+    existing: set[str]
+    progress: Callable[[int], None]
+    written: list[str] = field(default_factory=list)
+    sizes: dict[str, int] = field(default_factory=dict)
+    reused: int = 0
+    sealed_bytes: int = 0
+    done: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.aead = self.keys.aead()
+
+    def put(self, plaintext: bytes | bytearray | memoryview) -> str:
+        """Name, encrypt and store one blob unless the store already has it (a worker's job)."""
+        name = self.keys.name(plaintext)
+        with self.lock:
+            known = name in self.existing or name in self.sizes
+            self.sizes[name] = len(plaintext)
+        if not known:
+            sealed = seal_blob(self.aead, self.keys, name, plaintext)
+            if self.store.put(name, sealed):
+                with self.lock:
+                    self.written.append(name)
+                    self.sealed_bytes += len(sealed)
+        with self.lock:
+            self.done += len(plaintext)
+            self.progress(self.done)
+        return name
+
+
+def _unchanged(item: _Found, previous: dict[str, Entry], baseline: Baseline | None) -> Entry | None:
+    """The previous entry of a file not written since unsealing, None if it must be read."""
+    if baseline is None:
+        return None
+    before = previous.get(item.relative)
+    if before is None or before.kind != "f" or baseline.get(item.relative) != item.fingerprint:
+        return None
+    return before if before.size == item.fingerprint[0] else None
+
+
+def seal_tree(  # noqa: PLR0912, PLR0915 - one pass over the tree, step by step
+    src_dir: Path,
+    store: BlobStore,
+    keys: StoreKeys,
+    *,
+    generation: int,
+    previous: Manifest | None = None,
+    baseline: Baseline | None = None,
+    trusted: Iterable[str] = (),
+    before_manifest: Callable[[], None] | None = None,
+    progress: ProgressCallback | None = None,
+) -> tuple[StoreStats, Manifest]:
+    """Seal `src_dir` into `store` as `generation`; blobs first, then the manifest.
+
+    Files whose size, mtime, ctime and inode are what `baseline` recorded at
+    unsealing reuse `previous`'s blobs unread; other files are read, cut
+    into chunks and packs, and only blobs not among `trusted` are written.
+    `trusted` are the blobs of the committed generation, durable since it was
+    committed; any other blob in the store may be the torn leftover of a
+    killed seal, so it is written again rather than relied on. Once
+    every blob is durable, `before_manifest()` runs (the registry records
+    the generation as pending there) and the manifest is written. On any
+    failure before that, the blobs this seal added are removed again, so
+    the store is as it was. Nothing is deleted here: see `collect`.
+    """
+    started = time.perf_counter()
+    if not 0 < generation <= MAX_GENERATION:
+        raise ValueError(f"a generation is between 1 and {MAX_GENERATION}")
+    if not src_dir.is_dir():
+        raise StateError(f"cannot seal persona {keys.persona_id!r}: {src_dir} is not a directory")
+    entries, skipped = _scan(src_dir)
+    root = str(src_dir)
+    before = {e.path: e for e in previous.entries} if previous is not None else {}
+    store.sweep()
+    existing = store.names() & set(trusted)
+    seed = int.from_bytes(keys.naming[:4], "big")
+    total = max(1, sum(e.fingerprint[0] for e in entries if e.kind == "f"))
+    sealing = _Sealing(
+        keys,
+        store,
+        existing,
+        (lambda done: progress(min(done, total), total)) if progress is not None else _ignore,
+    )
+    results: list[Any] = [None] * len(entries)
+    pool = _Pool()
+    pack: list[tuple[int, str, int]] = []  # entry index, path, size
+    pack_bytes = 0
+
+    def flush_pack() -> None:
+        nonlocal pack, pack_bytes
+        if not pack:
+            return
+        members = pack
+        pack, pack_bytes = [], 0
+        olds = [_unchanged(entries[index], before, baseline) for index, _p, _s in members]
+        reuse = _reusable_pack(
+            olds,
+            [size for _i, _p, size in members],
+            previous,
+            existing,
+        )
+        if reuse is not None:
+            name, refs = reuse
+            for (index, _p, _s), ref in zip(members, refs, strict=True):
+                results[index] = ref
+            with sealing.lock:
+                sealing.sizes[name] = sum(size for _i, _p, size in members)
+                sealing.reused += 1
+                sealing.done += sealing.sizes[name]
+            return
+
+        def job() -> None:
+            data = bytearray(sum(size for _i, _p, size in members))
+            view = memoryview(data)
+            at = 0
+            for _i, path, size in members:
+                _read_into(path, view[at : at + size])
+                at += size
+            name = sealing.put(data)
+            offset = 0
+            for index, _p, size in members:
+                results[index] = ((name, offset, size),) if size else ()
+                offset += size
+
+        pool.submit(job)
+
+    def chunk_job(
+        path: str, span: tuple[int, int], chunk: int, slot: list[Ref | None], k: int
+    ) -> Callable[[], None]:
+        """Chunks k, k+1, ... of one file, read as one span of at most CHUNK_SIZE bytes."""
+
+        offset, size = span
+
+        def job() -> None:
+            data = memoryview(_read_range(path, offset, size))
+            for at in range(0, size, chunk):
+                piece = data[at : at + chunk]
+                slot[k + at // chunk] = (sealing.put(piece), 0, len(piece))
+
+        return job
+
+    chunk_slots: list[tuple[int, list[Ref | None]]] = []
+    try:
+        for index, entry in enumerate(entries):
+            if entry.kind != "f":
+                continue
+            size = entry.fingerprint[0]
+            path = os.path.join(root, entry.relative)
+            old = _unchanged(entry, before, baseline)
+            if size < SMALL_FILE:
+                if size == 0:
+                    results[index] = ()
+                    continue
+                pack.append((index, path, size))
+                pack_bytes += size
+                if pack_bytes >= PACK_LIMIT or _pack_boundary(seed, entry.relative):
+                    flush_pack()
+                continue
+            if old is not None and all(name in existing for name, _o, _n in old.refs):
+                results[index] = old.refs
+                with sealing.lock:
+                    for name, _o, length in old.refs:
+                        sealing.sizes[name] = length
+                    sealing.reused += len(old.refs)
+                    sealing.done += size
+                continue
+            chunk = _chunk_size(path)
+            count = -(-size // chunk)
+            slot: list[Ref | None] = [None] * count
+            chunk_slots.append((index, slot))
+            # Small chunks are read and hashed a span at a time: one task per MiB.
+            per_task = max(1, CHUNK_SIZE // chunk)
+            for k in range(0, count, per_task):
+                offset = k * chunk
+                length = min(per_task * chunk, size - offset)
+                pool.submit(chunk_job(path, (offset, length), chunk, slot, k))
+        flush_pack()
+        pool.finish()
+        for index, slot in chunk_slots:
+            results[index] = tuple(r for r in slot if r is not None)
+        manifest_entries = []
+        for index, entry in enumerate(entries):
+            if entry.kind == "f":
+                manifest_entries.append(
+                    Entry(
+                        entry.relative,
+                        "f",
+                        entry.mode,
+                        entry.mtime_ns,
+                        entry.fingerprint[0],
+                        results[index],
+                    )
+                )
+            else:
+                manifest_entries.append(
+                    Entry(
+                        entry.relative, entry.kind, entry.mode, entry.mtime_ns, target=entry.target
+                    )
+                )
+        entries.clear()  # the manifest's entries replace them
+        used = {name for e in manifest_entries for name, _o, _n in e.refs}
+        manifest = Manifest(
+            keys.persona_id,
+            generation,
+            tuple(manifest_entries),
+            {n: s for n, s in sealing.sizes.items() if n in used},
+        )
+        sealed_manifest = seal_manifest(keys, manifest)
+        if before_manifest is not None:
+            before_manifest()
+        store.put_manifest(generation, sealed_manifest)
+    except BaseException as exc:
+        pool.close()
+        for name in sealing.written:
+            with contextlib.suppress(OSError):
+                store.delete(name)
+        with contextlib.suppress(OSError):
+            store.sweep()
+        if isinstance(exc, OSError):
+            raise EnvironmentProblem(
+                f"sealing persona {keys.persona_id!r} into {store.location} failed: "
+                f"{exc.strerror or type(exc).__name__}; the previous sealed profile is unchanged"
+            ) from exc
+        raise
+    pool.close()
+    if progress is not None:
+        progress(total, total)
+    files = sum(e.kind == "f" for e in manifest_entries)
+    stats = StoreStats(
+        files=files,
+        directories=sum(e.kind == "d" for e in manifest_entries),
+        skipped=skipped,
+        plaintext_bytes=sum(e.size for e in manifest_entries),
+        sealed_bytes=sealing.sealed_bytes + len(sealed_manifest),
+        chunks=len(manifest.blob_sizes),
+        seconds=time.perf_counter() - started,
+        generation=generation,
+        blobs_written=len(sealing.written),
+        blobs_reused=sealing.reused,
+    )
+    return stats, manifest
+
+
+def _reusable_pack(
+    olds: list[Entry | None],
+    sizes: list[int],
+    previous: Manifest | None,
+    existing: set[str],
+) -> tuple[str, list[tuple[Ref, ...]]] | None:
+    """The blob of a pack whose members are unchanged and were exactly that blob before."""
+    if previous is None or not olds:
+        return None
+    refs: list[tuple[Ref, ...]] = []
+    for old in olds:
+        if old is None or len(old.refs) != 1:
+            return None
+        refs.append(old.refs)
+    name = refs[0][0][0]
+    if name not in existing:
+        return None
+    expected = 0
+    for ref, size in zip(refs, sizes, strict=True):
+        blob, offset, length = ref[0]
+        if blob != name or offset != expected or length != size:
+            return None
+        expected += size
+    return (name, refs) if previous.blob_sizes.get(name) == expected else None
+
+
+def _ignore(_done: int) -> None:
+    return None
+
+
+def collect(store: BlobStore, manifest: Manifest) -> int:
+    """Remove every blob and manifest the current generation does not need; how many blobs."""
+    keep = set(manifest.blob_sizes)
+    removed = 0
+    for generation in store.manifests():
+        if generation != manifest.generation:
+            store.delete_manifest(generation)
+    for name in store.names() - keep:
+        store.delete(name)
+        removed += 1
+    # Not made durable: a removed blob that comes back after a power cut is
+    # listed by no manifest, so nothing trusts it and the next seal removes it.
+    store.sweep()
+    return removed
+
+
+# -- unsealing -----------------------------------------------------------------
+
+
+def _unsafe(persona_id: str, where: str, path: str, why: str) -> UnsafeArchiveError:
+    return UnsafeArchiveError(
+        f"refused to unseal {where} (persona {persona_id!r}): manifest entry {path!r} {why}; "
+        "station never writes that, so someone holding the key made this file: "
+        "keep it and report it to IT"
+    )
+
+
+def _check_entries(manifest: Manifest, where: str) -> None:  # noqa: PLR0912 - one rule a branch
+    """Refuse a manifest whose paths reach out, repeat, or go below a non-directory."""
+    dirs: set[tuple[str, ...]] = {()}
+    seen: set[tuple[str, ...]] = set()
+    links: list[tuple[str, ...]] = []
+    for e in manifest.entries:
+        try:
+            parts = _parts(e.path)
+            if "/".join(parts) != e.path:
+                raise _Refusal("is not a plain relative path")
+            if parts in seen:
+                raise _Refusal("appears twice")
+            if parts[:-1] not in dirs:
+                raise _Refusal("lies below something that is not a directory listed before it")
+            if e.mode & _SPECIAL_BITS or e.mode != stat.S_IMODE(e.mode):
+                raise _Refusal("has setuid, setgid or sticky bits")
+            if e.kind == "l" and not _symlink_stays_inside(parts, e.target):
+                raise _Refusal(f"is a symlink to {e.target!r}, outside the profile")
+            if e.kind == "f":
+                at = 0
+                for name, offset, length in e.refs:
+                    blob = manifest.blob_sizes.get(name)
+                    if blob is None or offset < 0 or length <= 0 or offset + length > blob:
+                        raise _Refusal("points outside its blobs")
+                    at += length
+                if at != e.size:
+                    raise _Refusal("has pieces that do not add up to its size")
+        except _Refusal as refusal:
+            raise _unsafe(manifest.persona_id, where, e.path, str(refusal)) from None
+        seen.add(parts)
+        if e.kind == "d":
+            dirs.add(parts)
+        elif e.kind == "l":
+            links.append(parts)
+
+
+def unseal_tree(  # noqa: PLR0912, PLR0915 - one pass over the manifest, step by step
+    store: BlobStore,
+    keys: StoreKeys,
+    manifest: Manifest,
+    dest_dir: Path,
+    progress: ProgressCallback | None = None,
+) -> tuple[StoreStats, Baseline]:
+    """Write the generation `manifest` describes into the empty `dest_dir`.
+
+    Every blob is authenticated before a byte of it is written. On ANY
+    exception `dest_dir` may hold part of the profile: the caller wipes it.
+    Returns the stats and, for each file, what it looked like once written
+    (the next seal reuses the blobs of files still looking like that).
+    """
+    started = time.perf_counter()
+    where = store.location
+    _check_entries(manifest, where)
+    if any(dest_dir.iterdir()):
+        raise StateError(
+            f"refusing to unseal persona {keys.persona_id!r} into non-empty {dest_dir}"
+        )
+    root = str(dest_dir) + "/"  # entry paths are checked plain relative paths
+    total = max(1, sum(manifest.blob_sizes.values()))
+    done = 0
+    lock = threading.Lock()
+    baseline: Baseline = {}
+    aead = keys.aead()
+    # Which pieces of which files each blob holds.
+    pieces: dict[str, list[tuple[Entry, int, int, int]]] = {}
+    split: list[Entry] = []
+    try:
+        for e in manifest.entries:
+            full = root + e.path
+            if e.kind == "d":
+                os.mkdir(full, 0o700)
+            elif e.kind == "f":
+                if len(e.refs) != 1:
+                    # Empty, or in several blobs: made now, filled by offset below.
+                    fd = os.open(full, _NEW_FILE, 0o600)
+                    os.close(fd)
+                    split.append(e)
+                at = 0
+                for name, offset, length in e.refs:
+                    pieces.setdefault(name, []).append((e, at, offset, length))
+                    at += length
+
+        def finish_file(fd: int, e: Entry) -> None:
+            os.fchmod(fd, e.mode)
+            os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
+            fingerprint = _fingerprint(os.fstat(fd))
+            with lock:
+                baseline[e.path] = fingerprint
+
+        def job(name: str, wanted: list[tuple[Entry, int, int, int]]) -> Callable[[], None]:
+            def run() -> None:
+                nonlocal done
+                try:
+                    sealed = store.get(name)
+                except FileNotFoundError:
+                    raise _tampered(keys.persona_id, where, f"blob {name} is missing") from None
+                plain = open_blob(aead, keys, name, sealed, where)
+                if len(plain) != manifest.blob_sizes[name]:
+                    raise _tampered(keys.persona_id, where, f"blob {name} has the wrong size")
+                view = memoryview(plain)
+                for e, at, offset, length in wanted:
+                    full = root + e.path
+                    if len(e.refs) == 1:
+                        fd = os.open(full, _NEW_FILE, 0o600)
+                        try:
+                            _write_all(fd, view[offset : offset + length], 0)
+                            finish_file(fd, e)
+                        finally:
+                            os.close(fd)
+                    else:
+                        fd = os.open(full, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                        try:
+                            _write_all(fd, view[offset : offset + length], at)
+                        finally:
+                            os.close(fd)
+                with lock:
+                    done += len(plain)
+                    if progress is not None:
+                        progress(min(done, total), total)
+
+            return run
+
+        pool = _Pool()
+        try:
+            for name, wanted in pieces.items():
+                pool.submit(job(name, wanted))
+            pool.finish()
+        finally:
+            pool.close()
+        for e in split:
+            fd = os.open(root + e.path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                finish_file(fd, e)
+            finally:
+                os.close(fd)
+        for e in manifest.entries:
+            if e.kind == "l":
+                os.symlink(e.target, root + e.path)
+        top = os.path.realpath(dest_dir)
+        for e in manifest.entries:
+            if e.kind == "l":
+                resolved = os.path.realpath(root + e.path)
+                if os.path.commonpath([top, resolved]) != top:
+                    raise _unsafe(
+                        keys.persona_id,
+                        where,
+                        e.path,
+                        f"is a symlink to {e.target!r}, which leads outside the profile "
+                        "through another link",
+                    )
+        for e in sorted(
+            (e for e in manifest.entries if e.kind == "d"),
+            key=lambda d: d.path.count("/"),
+            reverse=True,
+        ):
+            fd = os.open(root + e.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                os.fchmod(fd, e.mode)
+                os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        raise EnvironmentProblem(
+            f"unsealing persona {keys.persona_id!r} into {dest_dir} failed: "
+            f"{exc.strerror or type(exc).__name__}"
+        ) from exc
+    if progress is not None:
+        progress(total, total)
+    stats = StoreStats(
+        files=sum(e.kind == "f" for e in manifest.entries),
+        directories=sum(e.kind == "d" for e in manifest.entries),
+        skipped=0,
+        plaintext_bytes=sum(e.size for e in manifest.entries),
+        sealed_bytes=total,
+        chunks=len(manifest.blob_sizes),
+        seconds=time.perf_counter() - started,
+        generation=manifest.generation,
+    )
+    return stats, baseline
+
+
+def _write_all(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written

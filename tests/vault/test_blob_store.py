@@ -1,0 +1,431 @@
+"""The sealed store (format 3): blobs plus a manifest, reseals that write only what changed.
+
+Real keyring (Secret Service), real SQLite registry, real files, no browser:
+the workspace is opened and closed the way `station open` does around it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from outreach_station import paths, workspace
+from outreach_station.errors import IntegrityError
+from outreach_station.storage import open_blob_store
+from outreach_station.storage.sqlite import SqliteStore as Registry
+from outreach_station.vault import Vault, peek_generation, seal_dir
+from outreach_station.vault import blobs as fmt
+from outreach_station.vault.sealed import UnsafeArchiveError
+
+PERSONA = "abcdefghijkl"
+OTHER = "mnopqrstuvwx"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def vault(secret_service: None) -> Vault:
+    return Vault.init(paths.current())
+
+
+def _persona_dir(persona: str = PERSONA) -> Path:
+    return paths.current().persona_dir(persona)
+
+
+def _blob_dir(persona: str = PERSONA) -> Path:
+    return _persona_dir(persona) / "blobs"
+
+
+def _manifest_file(persona: str = PERSONA) -> Path:
+    return workspace.sealed_file(paths.current(), persona)
+
+
+def _blobs(persona: str = PERSONA) -> dict[str, tuple[int, int]]:
+    """Each blob file's name with its inode and mtime (a rewrite changes them)."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in _blob_dir(persona).iterdir()}
+
+
+def _snapshot(persona: str = PERSONA) -> dict[str, bytes]:
+    root = _persona_dir(persona)
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "datakey.wrapped"
+    }
+
+
+def _restore(snapshot: dict[str, bytes], persona: str = PERSONA) -> None:
+    root = _persona_dir(persona)
+    shutil.rmtree(root / "blobs")
+    for relative, data in snapshot.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(data)
+
+
+def _record(persona: str = PERSONA) -> tuple[int, int | None]:
+    with Registry(paths.current().registry) as reg:
+        return reg.sealed_generation(persona)
+
+
+def _fill(profile: Path, small: int = 60) -> None:
+    """A profile like Chromium's in miniature: one big database, many small files."""
+    (profile / "Default").mkdir(parents=True, exist_ok=True)
+    (profile / "Default" / "History").write_bytes(os.urandom(3 * fmt.CHUNK_SIZE + 1234))
+    leveldb = profile / "Default" / "Local Storage" / "leveldb"
+    leveldb.mkdir(parents=True, exist_ok=True)
+    for i in range(small):
+        (leveldb / f"{i:06d}.ldb").write_bytes(os.urandom(3000 + i))
+    (profile / "value.txt").write_text("first")
+
+
+def _session(vault: Vault, change: object = None, persona: str = PERSONA) -> None:
+    with workspace.open_workspace(paths.current(), persona, vault, notify=lambda _m: None) as ws:
+        if callable(change):
+            change(ws.profile)
+
+
+def _value(vault: Vault, persona: str = PERSONA) -> str:
+    with workspace.open_workspace(paths.current(), persona, vault, notify=lambda _m: None) as ws:
+        return (ws.profile / "value.txt").read_text()
+
+
+def _referenced(vault: Vault, persona: str = PERSONA) -> set[str]:
+    keys = fmt.StoreKeys.derive(vault.ensure_data_key(persona), persona)
+    store = open_blob_store(paths.current(), persona)
+    generation = fmt.newest_generation(store)
+    assert generation is not None
+    return set(fmt.read_manifest(store, keys, generation).blob_sizes)
+
+
+def _nothing_left(persona: str = PERSONA) -> None:
+    assert not workspace.workspace_dir(paths.current(), persona).exists()
+    assert not workspace.needs_recovery(paths.current(), persona)
+
+
+# -- what a reseal writes ------------------------------------------------------------
+
+
+def test_a_reseal_writes_only_the_blob_of_the_changed_file(vault: Vault) -> None:
+    _session(vault, _fill)
+    before = _blobs()
+    assert len(before) >= 5  # four chunks of History, packs of the small files
+
+    def touch_one(profile: Path) -> None:
+        (profile / "Default" / "Local Storage" / "leveldb" / "000007.ldb").write_bytes(b"x" * 3007)
+
+    _session(vault, touch_one)
+    after = _blobs()
+    written = {n for n in after if n not in before or after[n] != before[n]}
+    assert len(written) == 1, written  # the one pack holding 000007.ldb
+    assert len(set(before) - set(after)) == 1  # its old pack is collected
+    assert set(after) == _referenced(vault)
+    assert _record() == (2, None)
+
+
+def test_an_unchanged_session_writes_no_blob(vault: Vault) -> None:
+    _session(vault, _fill)
+    before = _blobs()
+    manifest_before = _manifest_file().read_bytes()
+    _session(vault)
+    assert _blobs() == before
+    assert _manifest_file().read_bytes() != manifest_before  # a new generation all the same
+    assert peek_generation(_manifest_file(), PERSONA) == 2
+
+
+def test_a_changed_page_in_a_big_file_rewrites_one_chunk(vault: Vault) -> None:
+    _session(vault, _fill)
+    before = _blobs()
+
+    def one_page(profile: Path) -> None:
+        with (profile / "Default" / "History").open("r+b") as db:
+            db.seek(fmt.CHUNK_SIZE + 8192)
+            db.write(os.urandom(4096))
+
+    _session(vault, one_page)
+    after = _blobs()
+    assert len(set(after) - set(before)) == 1
+    assert len(set(before) - set(after)) == 1
+
+
+def test_stats_count_blobs_written_reused_and_removed(vault: Vault, tmp_path: Path) -> None:
+    state = workspace.SealedState(paths.current(), PERSONA)
+    key = vault.ensure_data_key(PERSONA)
+    first = tmp_path / "first"
+    (first / "profile").mkdir(parents=True)
+    _fill(first / "profile")
+    stats = state.seal(first, key, None)
+    assert stats.blobs_written == len(_blobs())
+    out = tmp_path / "out"
+    out.mkdir()
+    unsealed = state.unseal(out, key, None)
+    (out / "profile" / "value.txt").write_text("second")
+    again = state.seal(out, key, None, since=unsealed)
+    assert (again.blobs_written, again.blobs_removed) == (1, 1)
+    assert again.blobs_reused >= 4
+
+
+# -- tampering, swapping, rollback ---------------------------------------------------
+
+
+def _flip(path: Path, offset: int = -1) -> bytes:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+    return bytes(data)
+
+
+@pytest.mark.parametrize("where", ["blob", "manifest body", "manifest generation"])
+def test_a_flipped_byte_is_refused_and_the_files_are_kept(vault: Vault, where: str) -> None:
+    _session(vault, _fill)
+    if where == "blob":
+        target = sorted(_blob_dir().iterdir())[0]
+        _flip(target, 40)
+    elif where == "manifest body":
+        _flip(_manifest_file(), 100)
+    else:
+        _flip(_manifest_file(), 19)  # the low byte of the generation: 1 -> 0
+    kept = _snapshot()
+    with pytest.raises(IntegrityError) as refused:
+        _value(vault)
+    message = refused.value.message
+    assert "\n" not in message
+    assert PERSONA in message
+    if where == "manifest generation":
+        assert "is generation 0, generation 1 is on record" in message
+    else:
+        assert "failed authentication" in message
+        assert "the files are kept" in message
+    assert _snapshot() == kept
+    assert _record() == (1, None)
+    _nothing_left()
+
+
+def test_a_blob_of_another_persona_put_in_place_is_refused(vault: Vault) -> None:
+    _session(vault, _fill)
+    _session(vault, _fill, persona=OTHER)
+    mine = sorted(_blob_dir().iterdir())
+    theirs = sorted(_blob_dir(OTHER).iterdir())
+    # Same name, the other persona's bytes: as a team store could be made to serve it.
+    mine[0].write_bytes(theirs[0].read_bytes())
+    kept = _snapshot()
+    with pytest.raises(IntegrityError, match=rf"blob {mine[0].name} failed authentication"):
+        _value(vault)
+    assert _snapshot() == kept
+    _nothing_left()
+    assert _value(vault, OTHER) == "first"
+
+
+def test_two_blobs_swapped_by_name_are_refused(vault: Vault) -> None:
+    _session(vault, _fill)
+    first, second = sorted(_blob_dir().iterdir())[:2]
+    a, b = first.read_bytes(), second.read_bytes()
+    first.write_bytes(b)
+    second.write_bytes(a)
+    with pytest.raises(IntegrityError, match="failed authentication"):
+        _value(vault)
+    _nothing_left()
+
+
+def test_a_missing_blob_is_refused(vault: Vault) -> None:
+    _session(vault, _fill)
+    victim = sorted(_blob_dir().iterdir())[0]
+    victim.unlink()
+    with pytest.raises(IntegrityError, match=rf"blob {victim.name} is missing"):
+        _value(vault)
+    _nothing_left()
+
+
+def test_an_older_generation_with_its_blobs_put_back_is_refused(vault: Vault) -> None:
+    _session(vault, _fill)
+    old = _snapshot()  # generation 1: its manifest and every blob it lists
+
+    def second(profile: Path) -> None:
+        (profile / "value.txt").write_text("second")
+        (profile / "Default" / "History").write_bytes(os.urandom(2 * fmt.CHUNK_SIZE))
+
+    _session(vault, second)
+    assert _record() == (2, None)
+    _restore(old)  # the whole older state, as a backup restore would put it back
+    with pytest.raises(IntegrityError) as refused:
+        _value(vault)
+    message = refused.value.message
+    assert "is generation 1, generation 2 is on record" in message
+    assert "refusing to open or overwrite it" in message
+    assert _snapshot() == old  # nothing overwritten, nothing collected
+    assert _record() == (2, None)
+    _nothing_left()
+
+
+def test_a_manifest_with_a_path_outside_the_profile_is_refused(
+    vault: Vault, tmp_path: Path
+) -> None:
+    _session(vault, _fill)
+    keys = fmt.StoreKeys.derive(vault.ensure_data_key(PERSONA), PERSONA)
+    store = open_blob_store(paths.current(), PERSONA)
+    manifest = fmt.read_manifest(store, keys, 1)
+    evil = fmt.Manifest(
+        PERSONA,
+        1,
+        (*manifest.entries, fmt.Entry("../escaped", "f", 0o600, 0, 0, ())),
+        manifest.blob_sizes,
+    )
+    store.put_manifest(1, fmt.seal_manifest(keys, evil))
+    with pytest.raises(UnsafeArchiveError, match=r"'\.\./escaped'"):
+        _value(vault)
+    assert not (workspace.workspace_dir(paths.current(), PERSONA).parent / "escaped").exists()
+    _nothing_left()
+
+
+# -- migration from format 2 -----------------------------------------------------------
+
+
+def test_a_format_2_profile_opens_and_is_migrated_at_its_next_seal(
+    vault: Vault, tmp_path: Path
+) -> None:
+    src = tmp_path / "old"
+    _fill(src / "profile")
+    (src / "profile" / "value.txt").write_text("format 2")
+    _persona_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+    seal_dir(src, _manifest_file(), vault.ensure_data_key(PERSONA), PERSONA, generation=1)
+    with Registry(paths.current().registry) as reg:
+        reg.commit_sealed_generation(PERSONA, 1)
+    assert not fmt.is_manifest(_manifest_file())
+
+    assert _value(vault) == "format 2"
+    assert fmt.is_manifest(_manifest_file())
+    assert peek_generation(_manifest_file(), PERSONA) == 2
+    assert _record() == (2, None)
+    assert set(_blobs()) == _referenced(vault)
+    assert not (_persona_dir() / "profile.sealed.new").exists()
+    with workspace.open_workspace(paths.current(), PERSONA, vault, notify=lambda _m: None) as ws:
+        assert (ws.profile / "Default" / "History").read_bytes() == (
+            src / "profile" / "Default" / "History"
+        ).read_bytes()
+
+
+def test_an_old_format_2_file_put_back_after_migration_is_refused(
+    vault: Vault, tmp_path: Path
+) -> None:
+    src = tmp_path / "old"
+    (src / "profile").mkdir(parents=True)
+    (src / "profile" / "value.txt").write_text("format 2")
+    _persona_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+    seal_dir(src, _manifest_file(), vault.ensure_data_key(PERSONA), PERSONA, generation=1)
+    with Registry(paths.current().registry) as reg:
+        reg.commit_sealed_generation(PERSONA, 1)
+    legacy = _manifest_file().read_bytes()
+    _session(vault)
+    _manifest_file().write_bytes(legacy)
+    with pytest.raises(IntegrityError, match="is generation 1, generation 2 is on record"):
+        _value(vault)
+    assert _manifest_file().read_bytes() == legacy
+    _nothing_left()
+
+
+# -- crashes ---------------------------------------------------------------------------
+
+KILLED_SEAL = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from outreach_station import paths, workspace
+    from outreach_station.vault import Vault
+
+    persona = sys.argv[1]
+    station = paths.current()
+    vault = Vault.open(station)
+    with workspace.open_workspace(station, persona, vault, notify=lambda m: None) as ws:
+        (ws.profile / "value.txt").write_text("new")
+        big = ws.profile / "Default" / "big.bin"
+        with big.open("wb") as out:
+            for _ in range(24):
+                out.write(os.urandom(1 << 20))
+        print("sealing", flush=True)
+    print("sealed", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.02, 0.08, 0.2, 0.5])
+def test_a_kill_while_sealing_leaves_a_complete_generation(
+    vault: Vault, tmp_path: Path, delay: float
+) -> None:
+    _session(vault, _fill)
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_SEAL)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, str(script), PERSONA], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "sealing"
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    current, pending = _record()
+    assert current in (1, 2) and pending in (None, 2)
+    seen: list[str] = []
+    # Whatever moment it died at, the session's value is there: sealed, or recovered.
+    with workspace.open_workspace(paths.current(), PERSONA, vault, notify=seen.append) as ws:
+        assert (ws.profile / "value.txt").read_text() == "new"
+        assert (ws.profile / "Default" / "big.bin").stat().st_size == 24 << 20
+    assert _record()[1] is None
+    assert set(_blobs()) == _referenced(vault)  # what the killed seal left is collected
+    assert not any(p.name.endswith(".tmp") for p in _blob_dir().iterdir())
+    _nothing_left()
+
+
+def test_the_counted_blobs_match_a_json_round_trip(vault: Vault) -> None:
+    """The manifest lists every blob once, with its plaintext size."""
+    _session(vault, _fill)
+    keys = fmt.StoreKeys.derive(vault.ensure_data_key(PERSONA), PERSONA)
+    store = open_blob_store(paths.current(), PERSONA)
+    manifest = fmt.read_manifest(store, keys, 1)
+    body = json.loads(zlib.decompress(manifest.encode()))
+    assert body["generation"] == 1 and body["persona"] == PERSONA
+    assert len(body["blobs"]) == len(set(_blobs()))
+
+
+def test_a_torn_blob_left_by_a_killed_seal_is_written_again(vault: Vault) -> None:
+    _session(vault, _fill)
+    content = os.urandom(fmt.CHUNK_SIZE)
+    keys = fmt.StoreKeys.derive(vault.ensure_data_key(PERSONA), PERSONA)
+    # What a seal killed before its flush can leave: the right name, not the right bytes.
+    torn = _blob_dir() / keys.name(content)
+    torn.write_bytes(b"\0" * 100)
+
+    def add(profile: Path) -> None:
+        (profile / "download.bin").write_bytes(content)
+
+    _session(vault, add)
+    with workspace.open_workspace(paths.current(), PERSONA, vault, notify=lambda _m: None) as ws:
+        assert (ws.profile / "download.bin").read_bytes() == content
+    assert len(torn.read_bytes()) == fmt.CHUNK_SIZE + 40
+
+
+def test_retiring_a_persona_removes_its_blobs_and_manifest(
+    secret_service: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from outreach_station import api
+
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "site-one.toml").write_text('name = "S"\nstart_url = "http://127.0.0.1/"\n')
+    monkeypatch.setenv("STATION_PROFILES", str(profiles))
+    persona = api.create_persona("site-one")
+    vault = api.open_vault()
+    _session(vault, _fill, persona=persona.id)
+    assert any(_blob_dir(persona.id).iterdir())
+    shredded = api.shred_persona(persona.id, reason="the platform closed")
+    assert shredded.profile_deleted
+    assert not _blob_dir(persona.id).exists()
+    assert not _manifest_file(persona.id).exists()
