@@ -18,23 +18,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
+
+from _scratch import scratch_home  # bench/_scratch.py, beside this script
 
 DELAYS = (0.0, 1.0, 3.0, 10.0, 35.0)
 
 
 def main() -> int:
-    scratch = Path(tempfile.mkdtemp(prefix="window-"))
-    runtime = Path(tempfile.mkdtemp(prefix="w", dir="/dev/shm"))
-    os.environ.update(
-        STATION_HOME=str(scratch / "home"),
-        STATION_POLICY=str(scratch / "no-policy.toml"),
-        XDG_RUNTIME_DIR=str(runtime),
-        XDG_CACHE_HOME=str(scratch / "cache"),
-        XDG_CONFIG_HOME=str(scratch / "config"),
-    )
+    scratch, runtime = scratch_home("window")
     from outreach_station import api
     from tests.browser.test_sealed_open import browser_pids, kill_browsers
     from tests.browser.test_sealed_signals import StoreSite, read_back

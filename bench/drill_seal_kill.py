@@ -21,11 +21,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from _scratch import scratch_home  # bench/_scratch.py, beside this script
 
 MOMENTS = ("unseal", "launch", "session", "reseal", "renamed")
 BIG = 96 * 1024 * 1024  # makes unsealing and sealing last long enough to be hit
@@ -83,15 +84,7 @@ def main() -> int:  # noqa: PLR0912 - one drill, step by step
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
 
-    scratch = Path(tempfile.mkdtemp(prefix="drill-"))
-    runtime = Path(tempfile.mkdtemp(prefix="d", dir="/dev/shm"))
-    os.environ.update(
-        STATION_HOME=str(scratch / "home"),
-        STATION_POLICY=str(scratch / "no-policy.toml"),
-        XDG_RUNTIME_DIR=str(runtime),
-        XDG_CACHE_HOME=str(scratch / "cache"),
-        XDG_CONFIG_HOME=str(scratch / "config"),
-    )
+    scratch, runtime = scratch_home("drill")
     from outreach_station import api, paths, workspace
     from outreach_station.errors import StationError
     from outreach_station.storage.sqlite import SqliteStore as Registry

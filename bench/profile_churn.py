@@ -18,9 +18,10 @@ import hashlib
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from _scratch import scratch_home  # bench/_scratch.py, beside this script
 
 PAGE = 4096
 CHUNK = 1 << 20
@@ -36,15 +37,7 @@ def _tree(root: Path) -> dict[str, Path]:
 
 
 def main() -> int:
-    scratch = Path(tempfile.mkdtemp(prefix="churn-"))
-    runtime = Path(tempfile.mkdtemp(prefix="c", dir="/dev/shm"))
-    os.environ.update(
-        STATION_HOME=str(scratch / "home"),
-        STATION_POLICY=str(scratch / "no-policy.toml"),
-        XDG_RUNTIME_DIR=str(runtime),
-        XDG_CACHE_HOME=str(scratch / "cache"),
-        XDG_CONFIG_HOME=str(scratch / "config"),
-    )
+    scratch, runtime = scratch_home("churn")
     from outreach_station import api, paths, workspace
     from tests.browser.test_isolation import write_platform
     from tests.site import TestSite
