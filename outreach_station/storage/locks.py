@@ -102,3 +102,23 @@ def holder_pid(station: StationPaths, persona_id: str) -> int | None:
     except OSError:
         return None
     return int(text) if text.isdigit() else None
+
+
+@contextlib.contextmanager
+def first_use_lock(station: StationPaths) -> Iterator[None]:
+    """Wait for, then hold, the lock under which a station home's vault is first set up.
+
+    Ten first opens at once must make one master key and one settings file,
+    not ten keys of which nine are orphaned.
+    """
+    path = station.locks / "vault-init.lock"
+    fsutil.ensure_private_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot create the lock file {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

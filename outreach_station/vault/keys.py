@@ -208,6 +208,23 @@ class Vault:
         paths = paths or station_paths.current()
         if mode is VaultMode.PASSPHRASE and not allow_passphrase:
             raise SecurityError("passphrase mode is not allowed by policy; use the OS keyring")
+        from outreach_station.storage.locks import first_use_lock
+
+        with first_use_lock(paths):
+            settings, master, description = cls._settle(
+                paths, mode, passphrase_prompt=passphrase_prompt, scrypt_params=scrypt_params
+            )
+        return cls(paths, settings, master, description)
+
+    @staticmethod
+    def _settle(
+        paths: StationPaths,
+        mode: VaultMode,
+        *,
+        passphrase_prompt: PassphraseCallback | None,
+        scrypt_params: ScryptParams | None,
+    ) -> tuple[VaultSettings, bytes, str]:
+        """The settings, master key and its description; made on first use (under the lock)."""
         settings = read_settings(paths)
         if settings is not None and settings.mode is not mode:
             raise StateError(
@@ -253,7 +270,7 @@ class Vault:
         # entry or key file, never settings that point at no key.
         if read_settings(paths) is None:
             _write_settings(paths, settings)
-        return cls(paths, settings, master, description)
+        return settings, master, description
 
     @classmethod
     def open(
