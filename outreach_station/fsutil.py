@@ -16,7 +16,7 @@ import os
 import stat
 from pathlib import Path
 
-from outreach_station.errors import EnvironmentProblem, SecurityError
+from outreach_station.errors import EnvironmentProblem, SecurityError, os_error_problem
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
@@ -78,6 +78,8 @@ def ensure_private_dir(path: Path, *, ours: bool = True) -> Path:
         except FileExistsError:
             continue  # another process made it first; checked below if it is `path`
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT) or (ours and exc.errno == errno.EROFS):
+                raise os_error_problem(OSError(exc.errno, exc.strerror, str(new))) from None
             hint = "; check that STATION_HOME is writable" if ours else ""
             raise EnvironmentProblem(f"cannot create {new}: {exc.strerror}{hint}") from None
         os.chmod(new, PRIVATE_DIR)  # mkdir's mode is filtered by the umask
