@@ -18,12 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from outreach_station import paths
 from outreach_station.clock import utcnow
 from outreach_station.errors import StationError
 from outreach_station.fonts import FontInventory
+
+if TYPE_CHECKING:
+    from outreach_station.policy import Policy
 
 Verdict = Literal["ok", "warn", "fail"]
 
@@ -388,6 +391,32 @@ def check_managed_policy(policy: object | None, directory: Path | None) -> Findi
     return Finding("browser policy", "warn", f"{status.path} {what}", fix)
 
 
+def check_platforms(policy: Policy | None) -> Finding:
+    """Every platform IT allows has a profile here that loads."""
+    from outreach_station.platforms import load_catalogue, profile_dirs
+
+    settings = policy.platforms if policy is not None else None
+    catalogue = load_catalogue(
+        profile_dirs(settings.profiles_dir if settings is not None else None),
+        allowed=settings.allowed if settings is not None else None,
+    )
+    fix = "write or fix the profile: docs/it-deployment.md, Platform profiles"
+    if catalogue.problems:
+        first = catalogue.problems[0]
+        more = f" (and {len(catalogue.problems) - 1} more)" if len(catalogue.problems) > 1 else ""
+        return Finding("platforms", "fail", f"{first.message}{more}", fix)
+    missing = catalogue.missing()
+    if missing:
+        return Finding(
+            "platforms",
+            "fail",
+            f"allowed by the policy but no profile: {', '.join(missing)}",
+            fix,
+        )
+    names = ", ".join(sorted(catalogue.platforms))
+    return Finding("platforms", "ok", f"{len(catalogue.platforms)} with a valid profile: {names}")
+
+
 def run_doctor(
     *,
     clock: Callable[[], datetime] = utcnow,
@@ -420,5 +449,6 @@ def run_doctor(
     findings.append(check_sealed_state())
     findings.append(check_permissions(paths.station_home(), paths.runtime_base()[0]))
     findings.append(check_variety(inventory(), machine_cpus()))
+    findings.append(check_platforms(policy if isinstance(policy, Policy) else None))
     findings.append(check_managed_policy(policy, managed_dir))
     return DoctorReport(tuple(findings))
