@@ -112,22 +112,36 @@ def check_browser() -> Finding:
         else:
             found = station.browser  # honours the policy's choice
     except StationError as exc:
-        return Finding(
-            "browser",
-            "fail",
-            exc.message,
-            "sudo apt-get install chromium chromium-l10n (or set browser.executable in the policy)",
-        )
+        return Finding("browser", "fail", exc.message, _browser_fix())
     return Finding("browser", "ok", found.describe())
 
 
-def check_keyring() -> Finding:
+def _browser_fix() -> str:
+    """Install Chromium only when none is installed; else point the policy at the one there is."""
+    from outreach_station.browser import find_browser
+
+    try:
+        installed = find_browser()
+    except StationError:
+        return "sudo apt-get install chromium chromium-l10n"
+    return f"set browser.executable in the policy to {installed.path} (a Chromium installed here)"
+
+
+def check_keyring(policy: Policy | None = None) -> Finding:
     from outreach_station import secret_store
 
     try:
         backend = secret_store.check_backend()
     except StationError as exc:
-        return Finding("keyring", "fail", exc.message, "see docs/it-deployment.md, 'Keyring'")
+        # The hint is for a person at a command; here the fix column says what applies.
+        detail = exc.message.replace(secret_store.INSTALL_HINT, "").strip()
+        if shutil.which("gnome-keyring-daemon") is None:
+            fix = "sudo apt-get install gnome-keyring libpam-gnome-keyring dbus-x11"
+        else:
+            fix = "use station inside a desktop session, which unlocks the login keyring"
+        if policy is not None and policy.vault.allow_passphrase:
+            fix += "; where no keyring can run: station init --passphrase"
+        return Finding("keyring", "fail", detail, f"{fix} (station docs it-deployment, section 5)")
     # A read of an entry that never exists: harmless, but it must unlock.
     error = secret_store.probe(backend, _PROBE_ENTRY)
     if error is not None:
@@ -429,11 +443,12 @@ def run_doctor(
     from outreach_station.fonts import inventory
     from outreach_station.policy import Policy
 
-    findings = [check_python(), check_browser(), check_keyring(), check_workspace()]
     policy_finding, effective = check_policy()
+    loaded = getattr(effective, "policy", None)
+    policy = loaded if isinstance(loaded, Policy) else None
+    findings = [check_python(), check_browser(), check_keyring(policy), check_workspace()]
     findings.append(policy_finding)
-    policy = getattr(effective, "policy", None)
-    audit_path = (policy.audit.path if isinstance(policy, Policy) else None) or default_path()
+    audit_path = (policy.audit.path if policy is not None else None) or default_path()
     findings.append(check_audit(audit_path))
     home = _existing(paths.station_home())
     findings.append(check_disk(free_bytes(home), home))
@@ -449,6 +464,6 @@ def run_doctor(
     findings.append(check_sealed_state())
     findings.append(check_permissions(paths.station_home(), paths.runtime_base()[0]))
     findings.append(check_variety(inventory(), machine_cpus()))
-    findings.append(check_platforms(policy if isinstance(policy, Policy) else None))
+    findings.append(check_platforms(policy))
     findings.append(check_managed_policy(policy, managed_dir))
     return DoctorReport(tuple(findings))
