@@ -288,14 +288,18 @@ def _parse_conninfo(url: str) -> dict[str, str]:
     from psycopg import ProgrammingError
     from psycopg.conninfo import conninfo_to_dict
 
+    parsed: dict[str, Any] | None
     try:
         parsed = conninfo_to_dict(url)
     except ProgrammingError:
-        # libpq's own message could quote the URL, and the URL might hold a secret.
+        parsed = None
+    if parsed is None:
+        # Raised outside the handler so that libpq's message, which quotes the
+        # text it could not parse (perhaps a password), is not even the context.
         raise UsageError(
             "the team server URL is malformed; expected postgresql://ROLE@HOST:PORT/DATABASE"
             "?sslmode=verify-full"
-        ) from None
+        )
     return {key: str(value) for key, value in parsed.items() if value is not None}
 
 
@@ -367,6 +371,7 @@ class PostgresStore:
         self.connection = connection
         self.clock = clock
         self._depth = 0
+        failed: StationError | None = None
         try:
             self._conn: psycopg.Connection[Any] = psycopg.connect(
                 connection.url,
@@ -376,7 +381,10 @@ class PostgresStore:
                 application_name="outreach-station",
             )
         except psycopg.Error as exc:
-            raise _connect_problem(connection, exc, password) from None
+            failed = _connect_problem(connection, exc, password)
+        if failed is not None:
+            # Outside the handler: libpq's text is not kept even as the context.
+            raise failed
         # Nothing below may need it: errors after this point cannot echo it.
         del password
         try:
