@@ -90,14 +90,7 @@ def test_transaction_rolls_back_as_one_and_nests(store: Store) -> None:
     assert store.list() == []
 
 
-def test_kits_refuse_a_detail_in_use(store: Store, request: pytest.FixtureRequest) -> None:
-    if isinstance(store, SqliteStore):
-        # SqliteStore._write turns the IntegrityError into an EnvironmentProblem
-        # before put_kit's own handler can make it a UniqueConflict (kit.py checks
-        # details first, so only a race between two writers meets it).
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="SQLite reports a kit race as a registry problem")
-        )
+def test_kits_refuse_a_detail_in_use(store: Store) -> None:
     a = store.create("demo", fingerprint=FP)
     b = store.create("demo", fingerprint=FP)
     row = {"username": "Anna", "email": "", "phone": "", "card_label": "", "card_last4": "1234"}
