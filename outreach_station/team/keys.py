@@ -16,7 +16,6 @@ the server can withhold a key but cannot redirect one.
 
 from __future__ import annotations
 
-import secrets
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -320,6 +319,8 @@ class Rekey:
 
 def new_data_key() -> bytes:
     """A fresh random persona data key (256 bits)."""
+    import secrets  # not at import time: `secrets` is slow to import (start-up)
+
     return secrets.token_bytes(DATA_KEY_BYTES)
 
 
@@ -347,9 +348,11 @@ def rekey(
     cut them off from the platform account itself, change its password and
     log out its other sessions.
     """
+    import hmac
+
     if len(old_key) != DATA_KEY_BYTES or len(new_key) != DATA_KEY_BYTES:
         raise UsageError(f"a persona data key has {DATA_KEY_BYTES} bytes")
-    if secrets.compare_digest(old_key, new_key):
+    if hmac.compare_digest(old_key, new_key):
         # The same key again would keep a removed member's copy working.
         raise SecurityError(
             f"re-keying persona {persona_id} needs a new data key, not the old one again"

@@ -61,11 +61,13 @@ class Member:
 
     def __post_init__(self) -> None:
         check_public_key(self.public_key)
-        if validate_member_id(self.member_id) != member_id_for(self.public_key):
+        member_id = validate_member_id(self.member_id)
+        if member_id != member_id_for(self.public_key):
             raise SecurityError(
-                f"the record of member {self.member_id} does not match its public key; "
+                f"the record of member {member_id} does not match its public key; "
                 "it was altered: refusing it"
             )
+        object.__setattr__(self, "member_id", member_id)
         name = _check_label(self.display_name, what="name", longest=DISPLAY_NAME_MAX)
         object.__setattr__(self, "display_name", name)
         object.__setattr__(self, "host", _check_label(self.host, what="host", longest=HOST_MAX))

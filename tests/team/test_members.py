@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import subprocess
+import sys
 
 import pytest
 
@@ -226,3 +228,25 @@ def test_removal_rules() -> None:
         remove([a, gone], remover_id=a.member_id, member_id=b.member_id)
     with pytest.raises(StateError, match="last approved member"):
         remove([a, gone, pending], remover_id=a.member_id, member_id=a.member_id)
+
+
+def test_importing_the_team_package_loads_no_crypto_keyring_or_cli() -> None:
+    # `station --help` must stay fast, and the core never imports typer.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, outreach_station.team; "
+            "print([m for m in ('cryptography', 'keyring', 'typer', 'secrets') "
+            "if m in sys.modules])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_member_id_in_capitals_is_kept_in_its_one_spelling() -> None:
+    member = _member(1, MemberStatus.PENDING)
+    assert dataclasses.replace(member, member_id=member.member_id.upper()) == member
