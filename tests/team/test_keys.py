@@ -11,6 +11,9 @@ import base64
 import dataclasses
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,6 +164,42 @@ def test_two_station_homes_get_separate_keys(home: StationPaths, tmp_path: Path)
         settings = read_settings(second)
         assert settings is not None
         secret_store.delete(settings.keyring_entry, what="master key")
+
+
+JOIN_SCRIPT = """
+import sys
+from outreach_station import paths
+from outreach_station.team import ensure_member_key
+sys.stdin.read(1)  # all start together
+print(ensure_member_key(paths.current(), sys.argv[1]).member_id)
+"""
+
+
+@pytest.mark.keyring
+def test_concurrent_first_joins_on_one_home_make_one_key(home: StationPaths) -> None:
+    env = {**os.environ, "STATION_HOME": str(home.home)}
+    joins = [
+        subprocess.Popen(
+            [sys.executable, "-c", JOIN_SCRIPT, TEAM],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(6)
+    ]
+    for join in joins:
+        assert join.stdin is not None
+        join.stdin.write("go")
+        join.stdin.close()
+    results = []
+    for join in joins:
+        assert join.stdout is not None and join.stderr is not None
+        results.append((join.stdout.read(), join.stderr.read()))
+        join.wait(timeout=60)
+    assert [join.returncode for join in joins] == [0] * 6, [err for _, err in results]
+    assert {out.strip() for out, _ in results} == {load_member_key(home, TEAM).member_id}
 
 
 def test_a_home_without_a_vault_is_told_to_init_and_nothing_is_written(
