@@ -82,12 +82,18 @@ class Appearance:
     colour: Colour
 
 
+def _one_line(text: str) -> str:
+    # The platform's name comes from a profile file: no control characters
+    # reach the window manager.
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
+
+
 def appearance_for(
     *, label: str, persona_id: str, platform_id: str, platform_name: str
 ) -> Appearance:
     """ "Label · Platform" in the platform's colour; a persona without a label shows its id."""
-    who = " ".join(label.split()) or persona_id
-    where = " ".join(platform_name.split()) or platform_id
+    who = _one_line(label) or persona_id
+    where = _one_line(platform_name) or platform_id
     title = f"{who}{SEPARATOR}{where}"
     if len(title) > _MAX_TITLE:
         title = title[: _MAX_TITLE - 1] + "\u2026"

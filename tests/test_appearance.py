@@ -40,6 +40,10 @@ def test_title_is_label_and_platform() -> None:
         label="  Vera  Lind ", persona_id="abcdefghijkl", platform_id="ex", platform_name="Ex Site"
     )
     assert shown == Appearance(title="Vera Lind \u00b7 Ex Site", colour=platform_colour("ex"))
+    odd = appearance_for(
+        label="V", persona_id="a", platform_id="ex", platform_name="E\x1b]0;x\x07\nS"
+    )
+    assert odd.title == "V \u00b7 E ]0;x S"
     unnamed = appearance_for(
         label="", persona_id="abcdefghijkl", platform_id="ex", platform_name=""
     )
