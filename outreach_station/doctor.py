@@ -402,7 +402,13 @@ def check_managed_policy(policy: object | None, directory: Path | None) -> Findi
             "see docs/it-deployment.md",
         )
     what = "missing" if status.state == "missing" else "differs from the policy"
-    return Finding("browser policy", "warn", f"{status.path} {what}", fix)
+    return Finding(
+        "browser policy",
+        "warn",
+        f"{status.path} {what}: every station window may show Chromium's "
+        "'unsupported command-line flag' bar",
+        fix,
+    )
 
 
 def check_platforms(policy: Policy | None) -> Finding:

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from outreach_station import network
+from outreach_station.appearance import appearance_for
 from outreach_station.browser import (
     SessionHook,
     SessionOutcome,
@@ -326,6 +327,12 @@ def _open(st: Station, platform_id: str, opts: _Options) -> OpenResult:  # noqa:
                 proxy=egress.login,
                 scratch=scratch_dir(workspace.directory),
                 upstream=egress.setting,
+                appearance=appearance_for(
+                    label=persona.label,
+                    persona_id=persona.id,
+                    platform_id=profile.id,
+                    platform_name=profile.name,
+                ),
             )
             target = opts.url or profile.start_url
             if target == INSPECTOR_URL:

@@ -123,7 +123,11 @@ def test_leftover_workspace_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_managed_policy_missing_matching_and_changed(tmp_path: Path) -> None:
     managed = tmp_path / "managed"
-    assert finding(run(tmp_path), "browser policy").verdict == "warn"
+    missing = finding(run(tmp_path), "browser policy")
+    assert missing.verdict == "warn"
+    # What staff see without it, so that IT knows why it matters.
+    assert "'unsupported command-line flag' bar" in missing.detail
+    assert missing.fix.startswith("sudo station policy apply-browser")
     written = install_managed_policy(Policy(), managed)
     assert written == managed_policy_file(managed)
     assert oct(written.stat().st_mode & 0o777) == "0o644"

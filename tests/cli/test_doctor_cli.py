@@ -105,6 +105,9 @@ def test_apply_browser_dry_run_and_install(runner: Any, tmp_path: Path) -> None:
     dry = runner.invoke(["policy", "apply-browser", "--dry-run", "--dir", str(target)])
     assert dry.exit_code == 0
     assert json.loads(dry.stdout) == {
+        # Station's own switch keeps navigator.webdriver false; without this
+        # every window showed Chromium's "unsupported command-line flag" bar.
+        "CommandLineFlagSecurityWarningsEnabled": False,
         "DownloadRestrictions": 3,
         "ExtensionInstallBlocklist": ["*"],
         "URLBlocklist": ["file://*"],
