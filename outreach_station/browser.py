@@ -397,7 +397,7 @@ async def run_session(  # noqa: PLR0915 - the session loop reads best in one pla
     *,
     hook: SessionHook | None = None,
     close_after_hook: bool = False,
-    on_ready: Callable[[str], None] | None = None,
+    on_ready: Callable[[str, str | None], None] | None = None,
     lockdown: Lockdown | None = None,
     on_violation: OnViolation | None = None,
 ) -> SessionOutcome:
@@ -457,7 +457,8 @@ async def run_session(  # noqa: PLR0915 - the session loop reads best in one pla
                 # The person sees the browser's own error page and can retry by hand.
                 start_error = str(exc).splitlines()[0]
             if on_ready is not None:
-                on_ready(page.url)
+                # At once, with the start page's error: the person must not wait for the end.
+                on_ready(page.url, start_error)
             ended_by: Literal[
                 "window-closed", "signal", "hook-done", "browser-exited", "time-limit", "idle-limit"
             ]

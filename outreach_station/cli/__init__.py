@@ -115,6 +115,9 @@ def _register() -> None:
     from outreach_station.cli import doctor as doctor_cmd
 
     app.command("doctor")(doctor_cmd.doctor_command)
+    from outreach_station.cli import docs as docs_cmd
+
+    app.command("docs")(docs_cmd.docs_command)
 
 
 _register()
