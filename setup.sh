@@ -77,6 +77,10 @@ if [ "$job" = test ] || [ "$job" = one ]; then
   command -v npm >/dev/null || missing+=(nodejs npm)
   # The team tests start a private PostgreSQL server from the distribution's packages.
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+  # Desktop launchers: entries checked by desktop-file-validate, notifications shown by dunst.
+  command -v desktop-file-validate >/dev/null || missing+=(desktop-file-utils)
+  command -v dunst >/dev/null || missing+=(dunst)
+  command -v notify-send >/dev/null || missing+=(libnotify-bin)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)

@@ -101,6 +101,11 @@ def _register() -> None:
     app.add_typer(persona.app, name="persona")
     app.add_typer(audit.app, name="audit", help="List the audit trail and verify its chain.")
     app.add_typer(policy.app, name="policy", help="Show the effective policy; check a file.")
+    from outreach_station.cli import desktop
+
+    app.add_typer(
+        desktop.app, name="desktop", help="Desktop launchers per platform: install, remove."
+    )
     app.command("init")(init_cmd.init_command)
     app.command("open")(open_cmd.open_command)
     app.command("platforms")(platforms.platforms_command)
