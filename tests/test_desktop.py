@@ -98,14 +98,14 @@ def test_a_failing_launcher_shows_the_error_as_a_notification(display: str, tmp_
     code = textwrap.dedent(
         f"""
         dunst -config {rc} >/dev/null 2>&1 &
-        for i in $(seq 50); do
+        for i in $(seq 300); do
             gdbus introspect --session --dest org.freedesktop.Notifications \\
                 --object-path /org/freedesktop/Notifications >/dev/null 2>&1 && break
             sleep 0.1
         done
         {sys.executable} -m outreach_station.desktop open nosuch
         echo "launcher=$?"
-        for i in $(seq 50); do [ -s {seen} ] && break; sleep 0.1; done
+        for i in $(seq 300); do [ -s {seen} ] && break; sleep 0.1; done
         kill %1
         """
     )
