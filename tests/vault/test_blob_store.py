@@ -512,3 +512,34 @@ def test_a_store_of_blob_files_from_before_packs_opens_and_reseals(vault: Vault)
     assert len(packs) == 1  # only the changed file's pack; the rest stay where they were
     # The loose blob the change made garbage is removed as before.
     assert {p.name for p in _blob_dir().iterdir() if p.suffix != ".pack"} <= _referenced(vault)
+
+
+def test_caches_chromium_rebuilds_are_not_sealed_in_a_profile_dir(vault: Vault) -> None:
+    """Default/Cache is Chromium's HTTP cache: rebuilt by itself, often the biggest folder."""
+    rebuilt = [
+        "Default/Cache/Cache_Data/data_0",
+        "Default/Code Cache/js/index",
+        "Default/GPUCache/data_1",
+        "Profile 1/Cache/Cache_Data/f_000001",
+        "GrShaderCache/data_0",
+    ]
+    # Site data and what an extension ships under the same names: kept.
+    kept = [
+        "Default/Service Worker/CacheStorage/abc/index",
+        "Default/Extensions/abcdefghijklmnop/1.0/Cache/asset.js",
+        "Default/IndexedDB/https_site_0.indexeddb.leveldb/000003.log",
+    ]
+
+    def fill(profile: Path) -> None:
+        for relative in rebuilt + kept:
+            (profile / relative).parent.mkdir(parents=True, exist_ok=True)
+            (profile / relative).write_bytes(relative.encode())
+        (profile / "value.txt").write_text("first")
+
+    _session(vault, fill)
+    with workspace.open_workspace(paths.current(), PERSONA, vault, notify=lambda _m: None) as ws:
+        for relative in kept:
+            assert (ws.profile / relative).read_bytes() == relative.encode()
+        for relative in rebuilt:
+            assert not (ws.profile / relative).exists(), relative
+        assert not (ws.profile / "Default" / "Cache").exists()
