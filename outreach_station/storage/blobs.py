@@ -151,6 +151,7 @@ class LocalBlobStore:
         self._packs: dict[str, list[Where]] = {}
         self._loose: set[str] = set()
         self._deleted: set[str] = set()
+        self._sequence = 0  # the highest pack's, damaged ones included (never replaced)
 
     def _ensure(self) -> None:
         if not self._dirs_made:
@@ -170,6 +171,7 @@ class LocalBlobStore:
             if _NAME.fullmatch(entry):
                 self._loose.add(entry)
             elif _PACK_NAME.fullmatch(entry):
+                self._sequence = max(self._sequence, int(entry[:16], 16))
                 found = _read_pack_index(self._blobs / entry)
                 if found is None:
                     continue  # not written by station: kept, its blobs count as missing
@@ -191,8 +193,8 @@ class LocalBlobStore:
             self._load()
             pending = self._pending
             if pending is None:
-                sequence = max((int(p[:16], 16) for p in self._packs), default=0) + 1
-                final = self._blobs / f"{sequence:016x}{PACK_SUFFIX}"
+                self._sequence += 1
+                final = self._blobs / f"{self._sequence:016x}{PACK_SUFFIX}"
                 tmp = self._blobs / f".{final.name}.{secrets.token_hex(6)}.tmp"
                 pending = self._pending = _Pending(tmp, final)
             offset = pending.end
@@ -392,4 +394,5 @@ class LocalBlobStore:
         shutil.rmtree(self._blobs, ignore_errors=True)
         self._index = None
         self._packs, self._loose, self._deleted = {}, set(), set()
+        self._sequence = 0
         return had

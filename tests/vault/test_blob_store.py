@@ -543,3 +543,16 @@ def test_caches_chromium_rebuilds_are_not_sealed_in_a_profile_dir(vault: Vault) 
         for relative in rebuilt:
             assert not (ws.profile / relative).exists(), relative
         assert not (ws.profile / "Default" / "Cache").exists()
+
+
+def test_a_damaged_pack_is_kept_and_its_blobs_are_missing(vault: Vault) -> None:
+    _session(vault, _fill)
+    (pack,) = _blob_dir().glob("*.pack")
+    data = _flip(pack)  # the footer's magic: not a pack station wrote
+    with pytest.raises(IntegrityError, match="is missing"):
+        _value(vault)
+    assert pack.read_bytes() == data  # kept as it was
+    _nothing_left()
+    _plant("ab" * 16, b"later")  # the next pack a seal writes
+    assert pack.read_bytes() == data  # not replaced by it
+    assert len(list(_blob_dir().glob("*.pack"))) == 2
