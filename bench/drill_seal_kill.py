@@ -65,9 +65,22 @@ def _wait(predicate: Any, timeout: float = 90) -> None:
         time.sleep(0.002)
 
 
+def _blob_bytes(blobs: Path, before: set[str]) -> int:
+    """Bytes in blob and pack files not there `before`, the pack being written included."""
+    try:
+        listed = os.listdir(blobs)
+    except FileNotFoundError:
+        return 0
+    total = 0
+    for name in set(listed) - before:
+        with contextlib.suppress(FileNotFoundError):
+            total += (blobs / name).stat().st_size
+    return total
+
+
 def _blob_names(blobs: Path) -> set[str]:
     try:
-        return {n for n in os.listdir(blobs) if not n.startswith(".")}
+        return set(os.listdir(blobs))
     except FileNotFoundError:
         return set()
 
@@ -146,7 +159,8 @@ def main() -> int:  # noqa: PLR0912 - one drill, step by step
                             _session_bytes(ws_dir)
                             before_blobs = _blob_names(blobs)
                             proc.send_signal(signal.SIGTERM)
-                            _wait(lambda b=before_blobs: len(_blob_names(blobs) - b) >= 4)
+                            # New blobs go into one pack: kill once 4 MiB of it are written.
+                            _wait(lambda b=before_blobs: _blob_bytes(blobs, b) >= 4 << 20)
                         else:
                             _session_bytes(ws_dir)
                             before = sealed.stat().st_ino

@@ -1,22 +1,26 @@
-"""The local blob store: a persona's sealed blobs and its manifest as files under its directory.
+"""The local blob store: a persona's sealed blobs in pack files, and its manifest.
 
-    <persona dir>/blobs/<name>        one file per blob (0600)
-    <persona dir>/profile.sealed      the newest manifest (0600)
+    <persona dir>/blobs/<pack id>.pack   the blobs one seal wrote, back to back (0600)
+    <persona dir>/blobs/<name>           one blob per file: what stores before packs held
+    <persona dir>/profile.sealed         the newest manifest (0600)
 
-The local store keeps one manifest, the newest: `put_manifest` writes
-`profile.sealed.new`, fsyncs it and renames it over `profile.sealed`, the
-same file today's format-2 sealed profile lives in, so a format-2 profile is
-replaced only when the first format-3 generation lands. Which generation
-the file holds is read from the manifest's public header (magic, then the
-generation at bytes 12..19). Blobs go to a temporary sibling and are
-renamed into place without an fsync each; `put_manifest` first makes every
-blob put since the last manifest durable, with one `syncfs` of the store's
-file system where the OS has it (Linux), else one fsync per blob, then
-fsyncs the blob directory: a manifest never becomes visible before the
-blobs it lists are durable. A blob left by a killed seal may therefore be
-torn; the vault never relies on a blob its committed manifest does not list
-(it writes such a blob again, and `put` replaces it). Leftover temporaries
-are removed by `sweep`.
+A seal's new blobs go into one pack: `put` appends each blob to
+`.<pack id>.pack.tmp`; `put_manifest` first writes the pack's index and
+footer, fsyncs that one file, renames it into place and fsyncs the
+directory, then writes the manifest (`profile.sealed.new`, fsync, rename):
+a manifest never becomes visible before the blobs it lists are durable, and
+a pack is in place only whole. A killed seal leaves a `.tmp` pack that
+`sweep` removes. Blobs keep their identity (a name each), so a team store
+can hold the same blobs one by one; a pack is only how this disk keeps them.
+
+Garbage: `delete` of a blob in a pack only forgets it (the index in the
+pack stays as written); `sweep` removes a pack none of whose blobs is live
+(deleted, or written again in a newer pack) and rewrites one whose dead
+blobs weigh more than its live ones, so dead bytes never take more room
+than live ones plus the newest seal's garbage. Which generation the manifest holds is read from its
+public header (magic, then the generation at bytes 12..19). Blob files of
+stores written before packs are read, and deleted when garbage, as before.
+docs/sealed-format.md has the pack byte by byte.
 """
 
 from __future__ import annotations
@@ -71,31 +75,63 @@ def _write_file(
         raise
 
 
-def _syncfs(directory: Path) -> bool:
-    """Flush the whole file system holding `directory` in one call; False where there is none."""
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if not hasattr(libc, "syncfs"):
-        return False
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if libc.syncfs(fd) != 0:
-            error = ctypes.get_errno()
-            raise OSError(error, os.strerror(error))
-    finally:
-        os.close(fd)
-    return True
-
-
 def _check_name(name: str) -> str:
     if not _NAME.fullmatch(name):
         raise ValueError(f"not a blob name: {name!r}")
     return name
+
+
+PACK_MAGIC = b"\x89OSPACK\n"
+PACK_VERSION = 1
+PACK_SUFFIX = ".pack"
+# After the blobs: one entry per blob, then the footer.
+PACK_ENTRY = struct.Struct(">B32sQI")  # name length, name (binary, zero-padded), offset, length
+PACK_FOOTER = struct.Struct(">QIB3s8s")  # index offset, count, version, reserved, magic
+_PACK_NAME = re.compile(r"([0-9a-f]{16})\.pack")
+
+Where = tuple[str, int, int]  # pack file name, offset, length
+
+
+def _read_pack_index(path: Path) -> list[Where] | None:
+    """The (name, offset, length) of each blob in a pack; None if it is not a whole pack."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        if size < PACK_FOOTER.size:
+            return None
+        at, count, version, reserved, magic = PACK_FOOTER.unpack(
+            os.pread(fd, PACK_FOOTER.size, size - PACK_FOOTER.size)
+        )
+        if (
+            magic != PACK_MAGIC
+            or version != PACK_VERSION
+            or reserved != b"\0\0\0"
+            or at + count * PACK_ENTRY.size + PACK_FOOTER.size != size
+        ):
+            return None
+        raw = os.pread(fd, count * PACK_ENTRY.size, at)
+    finally:
+        os.close(fd)
+    found: list[Where] = []
+    for length, name, offset, blob in PACK_ENTRY.iter_unpack(raw):
+        if not 8 <= length <= 32 or offset + blob > at:  # 16 to 64 hex digits
+            return None
+        found.append((name[:length].hex(), offset, blob))
+    return found
+
+
+class _Pending:
+    """The pack a seal is appending to, not yet in place."""
+
+    def __init__(self, tmp: Path, final: Path) -> None:
+        self.tmp = tmp
+        self.final = final
+        self.fd = os.open(tmp, _WRITE_FLAGS, _FILE_MODE)
+        self.end = 0
+        self.entries: dict[str, tuple[int, int]] = {}
 
 
 class LocalBlobStore:
@@ -107,8 +143,15 @@ class LocalBlobStore:
         self.location = str(self.manifest_file)
         self._blobs = persona_dir / "blobs"
         self._dirs_made = False
-        self._unsynced: list[Path] = []
         self._lock = threading.Lock()
+        self._pending: _Pending | None = None
+        # Loaded at first use: the newest place of each packed blob, each pack's blobs,
+        # the loose blob files, the names deleted since.
+        self._index: dict[str, Where] | None = None
+        self._packs: dict[str, list[Where]] = {}
+        self._loose: set[str] = set()
+        self._deleted: set[str] = set()
+        self._sequence = 0  # the highest pack's, damaged ones included (never replaced)
 
     def _ensure(self) -> None:
         if not self._dirs_made:
@@ -116,43 +159,141 @@ class LocalBlobStore:
             fsutil.ensure_private_dir(self._blobs)
             self._dirs_made = True
 
+    def _load(self) -> dict[str, Where]:
+        if self._index is not None:
+            return self._index
+        index: dict[str, Where] = {}
+        try:
+            listed = sorted(os.listdir(self._blobs))
+        except FileNotFoundError:
+            listed = []
+        for entry in listed:
+            if _NAME.fullmatch(entry):
+                self._loose.add(entry)
+            elif _PACK_NAME.fullmatch(entry):
+                self._sequence = max(self._sequence, int(entry[:16], 16))
+                found = _read_pack_index(self._blobs / entry)
+                if found is None:
+                    continue  # not written by station: kept, its blobs count as missing
+                self._packs[entry] = found
+                # Sorted by sequence number: a blob written again lives in the newest pack.
+                for name, offset, length in found:
+                    index[name] = (entry, offset, length)
+        self._index = index
+        return index
+
     def has(self, name: str) -> bool:
-        return (self._blobs / _check_name(name)).exists()
+        return _check_name(name) in self.names()
 
     def put(self, name: str, data: bytes | bytearray) -> bool:
-        """Store blob `name` (replacing a torn leftover); durable once a manifest is put."""
+        """Append blob `name` to this seal's pack; durable once a manifest is put."""
         self._ensure()
-        target = self._blobs / _check_name(name)
-        _write_file(target, data, sync=False)
+        _check_name(name)
         with self._lock:
-            self._unsynced.append(target)
+            self._load()
+            pending = self._pending
+            if pending is None:
+                self._sequence += 1
+                final = self._blobs / f"{self._sequence:016x}{PACK_SUFFIX}"
+                tmp = self._blobs / f".{final.name}.{secrets.token_hex(6)}.tmp"
+                pending = self._pending = _Pending(tmp, final)
+            offset = pending.end
+            pending.end += len(data)
+            pending.entries[name] = (offset, len(data))
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(pending.fd, view, offset)
+            view = view[written:]
+            offset += written
         return True
 
     def _flush_blobs(self) -> None:
+        """Put this seal's pack in place, durable: index, footer, fsync, rename, fsync dir."""
         with self._lock:
-            pending, self._unsynced = self._unsynced, []
-        if pending and not _syncfs(self._blobs):
-            for path in pending:
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        index = self._load()
+        try:
+            rows = b"".join(
+                PACK_ENTRY.pack(len(name) // 2, bytes.fromhex(name), offset, length)
+                for name, (offset, length) in pending.entries.items()
+            )
+            footer = PACK_FOOTER.pack(
+                pending.end, len(pending.entries), PACK_VERSION, b"\0\0\0", PACK_MAGIC
+            )
+            tail = memoryview(rows + footer)
+            at = pending.end
+            while tail:
+                written = os.pwrite(pending.fd, tail, at)
+                tail = tail[written:]
+                at += written
+            os.fsync(pending.fd)
+        except BaseException:
+            os.close(pending.fd)
+            with contextlib.suppress(FileNotFoundError):
+                pending.tmp.unlink()
+            raise
+        os.close(pending.fd)
+        os.replace(pending.tmp, pending.final)
         _fsync_dir(self._blobs)
+        pack = pending.final.name
+        self._packs[pack] = [(n, o, n_) for n, (o, n_) in pending.entries.items()]
+        for name, (offset, length) in pending.entries.items():
+            index[name] = (pack, offset, length)
+            self._deleted.discard(name)
+            if name in self._loose:  # a blob file left from before packs, or torn
+                self._loose.discard(name)
+                with contextlib.suppress(FileNotFoundError):
+                    (self._blobs / name).unlink()
 
     def get(self, name: str) -> bytes:
-        with open(self._blobs / _check_name(name), "rb") as source:
-            return source.read()
+        _check_name(name)
+        with self._lock:
+            pending = self._pending
+            if pending is not None and name in pending.entries:
+                offset, length = pending.entries[name]
+                return os.pread(pending.fd, length, offset)
+        where = None if name in self._deleted else self._load().get(name)
+        if where is None:
+            with open(self._blobs / name, "rb") as source:
+                return source.read()
+        pack, offset, length = where
+        fd = os.open(self._blobs / pack, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            return os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
 
     def delete(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self._blobs / _check_name(name)).unlink()
+        """Forget blob `name`: its file is removed; a packed one waits for `sweep`."""
+        _check_name(name)
+        index = self._load()
+        if name in self._loose:
+            self._loose.discard(name)
+            with contextlib.suppress(FileNotFoundError):
+                (self._blobs / name).unlink()
+        with self._lock:
+            pending = self._pending
+            if pending is not None and pending.entries.pop(name, None) is not None:
+                return  # a failed seal's: the whole pack goes at `sweep`
+        if name in index:
+            # Its bytes stay in the pack until `sweep` rewrites or removes the pack.
+            self._deleted.add(name)
 
     def names(self) -> set[str]:
-        try:
-            return {n for n in os.listdir(self._blobs) if _NAME.fullmatch(n)}
-        except FileNotFoundError:
-            return set()
+        return (set(self._load()) | self._loose) - self._deleted
+
+    def spans(self) -> dict[str, tuple[Path, int, int]]:
+        """Where each blob's bytes are: file, offset, length (tests, doctor)."""
+        found = {
+            name: (self._blobs / pack, offset, length)
+            for name, (pack, offset, length) in self._load().items()
+            if name not in self._deleted
+        }
+        for name in self._loose:
+            found.setdefault(name, (self._blobs / name, 0, (self._blobs / name).stat().st_size))
+        return found
 
     def _held(self, *, whole: bool = True) -> tuple[int, bytes] | None:
         try:
@@ -193,7 +334,17 @@ class LocalBlobStore:
         return self.manifest_file.exists()
 
     def sweep(self) -> None:
-        """Remove what a killed writer left: temporaries never renamed into place."""
+        """Remove what a killed or failed writer left, and packs that hold mostly garbage.
+
+        A pack none of whose blobs is live (deleted, or written again in a
+        newer pack) is removed; one with more dead blobs than live ones has
+        its live blobs copied into a new pack, put in place durably before
+        the old one is removed.
+        """
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            os.close(pending.fd)
         with contextlib.suppress(FileNotFoundError):
             (self.root / (MANIFEST_FILE + ".new")).unlink()
         try:
@@ -204,6 +355,30 @@ class LocalBlobStore:
             if name.startswith(".") and name.endswith(".tmp"):
                 with contextlib.suppress(FileNotFoundError):
                     (self._blobs / name).unlink()
+        index = self._load()
+        for pack, held in list(self._packs.items()):
+            live = [
+                (name, offset, length)
+                for name, offset, length in held
+                if name not in self._deleted and index.get(name, ("",))[0] == pack
+            ]
+            # Dead bytes up to the live ones are left (a copy costs as much as they weigh).
+            if live and sum(n for _b, _o, n in live) * 2 >= sum(n for _b, _o, n in held):
+                continue
+            for name, offset, length in live:
+                fd = os.open(self._blobs / pack, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    data = os.pread(fd, length, offset)
+                finally:
+                    os.close(fd)
+                self.put(name, data)
+            self._flush_blobs()
+            for name, _o, _n in self._packs.pop(pack):
+                if index.get(name, ("",))[0] == pack:
+                    del index[name]
+                    self._deleted.discard(name)
+            with contextlib.suppress(FileNotFoundError):
+                (self._blobs / pack).unlink()
 
     def sync(self) -> None:
         """Make deletions durable (after unreferenced blobs were removed)."""
@@ -214,6 +389,10 @@ class LocalBlobStore:
         """Delete every blob and the manifest (a retired persona); whether there was any."""
         import shutil
 
+        self.sweep()
         had = self._blobs.exists()
         shutil.rmtree(self._blobs, ignore_errors=True)
+        self._index = None
+        self._packs, self._loose, self._deleted = {}, set(), set()
+        self._sequence = 0
         return had

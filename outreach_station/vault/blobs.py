@@ -22,6 +22,7 @@ and file I/O release the GIL) with a bounded number of blobs in flight.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -30,7 +31,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from outreach_station.errors import EnvironmentProblem, IntegrityError, StateErr
 from outreach_station.ids import validate_persona_id
 from outreach_station.vault.sealed import (
     KEY_BYTES,
+    SKIPPED_DIR_DEPTH,
     SKIPPED_DIR_NAMES,
     SKIPPED_FILE_PREFIX,
     SKIPPED_TOP_DIR_PREFIX,
@@ -71,12 +73,12 @@ CHUNK_SIZE = 1 << 20
 SMALL_FILE = 256 << 10
 # A pack closes after a file whose keyed path hash is 0 modulo this (about
 # 16 files a pack), or once it holds PACK_LIMIT bytes.
-PACK_SPREAD = 8
-PACK_LIMIT = 1 << 20
+PACK_SPREAD = 4
+PACK_LIMIT = 256 << 10
 # SQLite rewrites scattered pages in place (bench/profile_churn.py: 11 of the 50
 # pages of History between two sessions), so its files are cut finer.
 SQLITE_MAGIC = b"SQLite format 3\x00"
-SQLITE_CHUNK_SIZE = 64 << 10
+SQLITE_CHUNK_SIZE = 32 << 10
 WORKERS = 4
 # Each blob in flight holds its plaintext and its ciphertext: about 4 MiB at most.
 IN_FLIGHT = WORKERS + 2
@@ -202,20 +204,23 @@ class Manifest:
     blob_sizes: dict[str, int]
 
     def encode(self) -> bytes:
+        # Tuples, not lists: JSON arrays all the same, and tuples of atoms leave the
+        # cyclic GC alone (tens of thousands of lists made it run mid-encode).
         index = {name: i for i, name in enumerate(self.blob_sizes)}
-        rows: list[list[Any]] = []
+        rows: list[tuple[Any, ...]] = []
         for e in self.entries:
-            row: list[Any] = [e.path, e.kind, e.mode, e.mtime_ns]
             if e.kind == "f":
-                row += [e.size, [[index[n], off, length] for n, off, length in e.refs]]
+                refs = tuple((index[n], off, length) for n, off, length in e.refs)
+                rows.append((e.path, e.kind, e.mode, e.mtime_ns, e.size, refs))
             elif e.kind == "l":
-                row.append(e.target)
-            rows.append(row)
+                rows.append((e.path, e.kind, e.mode, e.mtime_ns, e.target))
+            else:
+                rows.append((e.path, e.kind, e.mode, e.mtime_ns))
         body = {
             "format": FORMAT,
             "persona": self.persona_id,
             "generation": self.generation,
-            "blobs": [[n, s] for n, s in self.blob_sizes.items()],
+            "blobs": tuple(self.blob_sizes.items()),
             "entries": rows,
         }
         return zlib.compress(json.dumps(body, separators=(",", ":")).encode("utf-8"), 1)
@@ -358,7 +363,7 @@ def _scan(root: Path) -> tuple[list[_Found], int]:
             st = child.stat(follow_symlinks=False)
             mode = stat.S_IMODE(st.st_mode)
             if stat.S_ISDIR(st.st_mode):
-                if (depth <= 1 and child.name in SKIPPED_DIR_NAMES) or (
+                if (depth <= SKIPPED_DIR_DEPTH and child.name in SKIPPED_DIR_NAMES) or (
                     depth == 0 and child.name.startswith(SKIPPED_TOP_DIR_PREFIX)
                 ):
                     skipped += 1
@@ -492,7 +497,24 @@ def _unchanged(item: _Found, previous: dict[str, Entry], baseline: Baseline | No
     return before if before.size == item.fingerprint[0] else None
 
 
-def seal_tree(  # noqa: PLR0912, PLR0915 - one pass over the tree, step by step
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic GC while sealing or unsealing.
+
+    Both make tens of thousands of small objects (no cycles among them),
+    and each few hundred allocations the GC walked everything the process
+    held: measured, most of a reseal's time after a 1% session.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def seal_tree(
     src_dir: Path,
     store: BlobStore,
     keys: StoreKeys,
@@ -517,6 +539,32 @@ def seal_tree(  # noqa: PLR0912, PLR0915 - one pass over the tree, step by step
     failure before that, the blobs this seal added are removed again, so
     the store is as it was. Nothing is deleted here: see `collect`.
     """
+    with _gc_paused():
+        return _seal_tree(
+            src_dir,
+            store,
+            keys,
+            generation=generation,
+            previous=previous,
+            baseline=baseline,
+            trusted=trusted,
+            before_manifest=before_manifest,
+            progress=progress,
+        )
+
+
+def _seal_tree(  # noqa: PLR0912, PLR0915 - one pass over the tree, step by step
+    src_dir: Path,
+    store: BlobStore,
+    keys: StoreKeys,
+    *,
+    generation: int,
+    previous: Manifest | None = None,
+    baseline: Baseline | None = None,
+    trusted: Iterable[str] = (),
+    before_manifest: Callable[[], None] | None = None,
+    progress: ProgressCallback | None = None,
+) -> tuple[StoreStats, Manifest]:
     started = time.perf_counter()
     if not 0 < generation <= MAX_GENERATION:
         raise ValueError(f"a generation is between 1 and {MAX_GENERATION}")
@@ -537,7 +585,8 @@ def seal_tree(  # noqa: PLR0912, PLR0915 - one pass over the tree, step by step
     )
     results: list[Any] = [None] * len(entries)
     pool = _Pool()
-    pack: list[tuple[int, str, int]] = []  # entry index, path, size
+    # Entry index, path, size, and the previous entry if the file is unchanged.
+    pack: list[tuple[int, str, int, Entry | None]] = []
     pack_bytes = 0
 
     def flush_pack() -> None:
@@ -546,33 +595,32 @@ def seal_tree(  # noqa: PLR0912, PLR0915 - one pass over the tree, step by step
             return
         members = pack
         pack, pack_bytes = [], 0
-        olds = [_unchanged(entries[index], before, baseline) for index, _p, _s in members]
         reuse = _reusable_pack(
-            olds,
-            [size for _i, _p, size in members],
+            [old for _i, _p, _s, old in members],
+            [size for _i, _p, size, _o in members],
             previous,
             existing,
         )
         if reuse is not None:
             name, refs = reuse
-            for (index, _p, _s), ref in zip(members, refs, strict=True):
+            for (index, _p, _s, _o), ref in zip(members, refs, strict=True):
                 results[index] = ref
             with sealing.lock:
-                sealing.sizes[name] = sum(size for _i, _p, size in members)
+                sealing.sizes[name] = sum(size for _i, _p, size, _o in members)
                 sealing.reused += 1
                 sealing.done += sealing.sizes[name]
             return
 
         def job() -> None:
-            data = bytearray(sum(size for _i, _p, size in members))
+            data = bytearray(sum(size for _i, _p, size, _o in members))
             view = memoryview(data)
             at = 0
-            for _i, path, size in members:
-                _read_into(path, view[at : at + size])
+            for _i, relative, size, _o in members:
+                _read_into(os.path.join(root, relative), view[at : at + size])
                 at += size
             name = sealing.put(data)
             offset = 0
-            for index, _p, size in members:
+            for index, _p, size, _o in members:
                 results[index] = ((name, offset, size),) if size else ()
                 offset += size
 
@@ -599,13 +647,12 @@ def seal_tree(  # noqa: PLR0912, PLR0915 - one pass over the tree, step by step
             if entry.kind != "f":
                 continue
             size = entry.fingerprint[0]
-            path = os.path.join(root, entry.relative)
-            old = _unchanged(entry, before, baseline)
+            old = _unchanged(entry, before, baseline) if before else None
             if size < SMALL_FILE:
                 if size == 0:
                     results[index] = ()
                     continue
-                pack.append((index, path, size))
+                pack.append((index, entry.relative, size, old))
                 pack_bytes += size
                 if pack_bytes >= PACK_LIMIT or _pack_boundary(seed, entry.relative):
                     flush_pack()
@@ -618,6 +665,7 @@ def seal_tree(  # noqa: PLR0912, PLR0915 - one pass over the tree, step by step
                     sealing.reused += len(old.refs)
                     sealing.done += size
                 continue
+            path = os.path.join(root, entry.relative)
             chunk = _chunk_size(path)
             count = -(-size // chunk)
             slot: list[Ref | None] = [None] * count
@@ -788,7 +836,7 @@ def _check_entries(manifest: Manifest, where: str) -> None:  # noqa: PLR0912 - o
             links.append(parts)
 
 
-def unseal_tree(  # noqa: PLR0912, PLR0915 - one pass over the manifest, step by step
+def unseal_tree(
     store: BlobStore,
     keys: StoreKeys,
     manifest: Manifest,
@@ -802,6 +850,17 @@ def unseal_tree(  # noqa: PLR0912, PLR0915 - one pass over the manifest, step by
     Returns the stats and, for each file, what it looked like once written
     (the next seal reuses the blobs of files still looking like that).
     """
+    with _gc_paused():
+        return _unseal_tree(store, keys, manifest, dest_dir, progress)
+
+
+def _unseal_tree(  # noqa: PLR0912, PLR0915 - one pass over the manifest, step by step
+    store: BlobStore,
+    keys: StoreKeys,
+    manifest: Manifest,
+    dest_dir: Path,
+    progress: ProgressCallback | None = None,
+) -> tuple[StoreStats, Baseline]:
     started = time.perf_counter()
     where = store.location
     _check_entries(manifest, where)
@@ -841,43 +900,57 @@ def unseal_tree(  # noqa: PLR0912, PLR0915 - one pass over the manifest, step by
             with lock:
                 baseline[e.path] = fingerprint
 
-        def job(name: str, wanted: list[tuple[Entry, int, int, int]]) -> Callable[[], None]:
+        def job(batch: list[tuple[str, list[tuple[Entry, int, int, int]]]]) -> Callable[[], None]:
             def run() -> None:
-                nonlocal done
-                try:
-                    sealed = store.get(name)
-                except FileNotFoundError:
-                    raise _tampered(keys.persona_id, where, f"blob {name} is missing") from None
-                plain = open_blob(aead, keys, name, sealed, where)
-                if len(plain) != manifest.blob_sizes[name]:
-                    raise _tampered(keys.persona_id, where, f"blob {name} has the wrong size")
-                view = memoryview(plain)
-                for e, at, offset, length in wanted:
-                    full = root + e.path
-                    if len(e.refs) == 1:
-                        fd = os.open(full, _NEW_FILE, 0o600)
-                        try:
-                            _write_all(fd, view[offset : offset + length], 0)
-                            finish_file(fd, e)
-                        finally:
-                            os.close(fd)
-                    else:
-                        fd = os.open(full, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                        try:
-                            _write_all(fd, view[offset : offset + length], at)
-                        finally:
-                            os.close(fd)
-                with lock:
-                    done += len(plain)
-                    if progress is not None:
-                        progress(min(done, total), total)
+                for name, wanted in batch:
+                    one(name, wanted)
 
             return run
 
+        def one(name: str, wanted: list[tuple[Entry, int, int, int]]) -> None:
+            nonlocal done
+            try:
+                sealed = store.get(name)
+            except FileNotFoundError:
+                raise _tampered(keys.persona_id, where, f"blob {name} is missing") from None
+            plain = open_blob(aead, keys, name, sealed, where)
+            if len(plain) != manifest.blob_sizes[name]:
+                raise _tampered(keys.persona_id, where, f"blob {name} has the wrong size")
+            view = memoryview(plain)
+            for e, at, offset, length in wanted:
+                full = root + e.path
+                if len(e.refs) == 1:
+                    fd = os.open(full, _NEW_FILE, 0o600)
+                    try:
+                        _write_all(fd, view[offset : offset + length], 0)
+                        finish_file(fd, e)
+                    finally:
+                        os.close(fd)
+                else:
+                    fd = os.open(full, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                    try:
+                        _write_all(fd, view[offset : offset + length], at)
+                    finally:
+                        os.close(fd)
+            with lock:
+                done += len(plain)
+                if progress is not None:
+                    progress(min(done, total), total)
+
         pool = _Pool()
         try:
+            # Small blobs (packs, SQLite chunks) a MiB at a time: one task each cost
+            # more in handing over than in decrypting.
+            batch: list[tuple[str, list[tuple[Entry, int, int, int]]]] = []
+            held = 0
             for name, wanted in pieces.items():
-                pool.submit(job(name, wanted))
+                batch.append((name, wanted))
+                held += manifest.blob_sizes[name]
+                if held >= CHUNK_SIZE:
+                    pool.submit(job(batch))
+                    batch, held = [], 0
+            if batch:
+                pool.submit(job(batch))
             pool.finish()
         finally:
             pool.close()

@@ -64,8 +64,12 @@ _HKDF_INFO = b"outreach-station sealed profile v1\x00"
 NEW_SUFFIX = ".new"
 
 # Directories Chromium rebuilds by itself, found in the user-data dir or in a
-# profile dir directly below it (Default/, Profile 1/). Deeper matches are
-# left alone: an extension may ship a folder called "Cache".
+# profile dir directly below it (Default/, Profile 1/): depth 0 is the
+# workspace (profile/, home/), 1 the user-data dir, 2 a profile dir, where
+# Chromium keeps its HTTP cache (Default/Cache) and code cache. Deeper
+# matches are left alone: an extension may ship a folder called "Cache", and
+# Service Worker/CacheStorage is site data, not a cache Chromium rebuilds.
+SKIPPED_DIR_DEPTH = 2
 SKIPPED_DIR_NAMES = frozenset(
     {
         "Cache",
@@ -154,7 +158,7 @@ def _walk(root: Path) -> tuple[list[_Entry], int]:
             relative = f"{prefix}{child.name}"
             st = child.stat(follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
-                if (depth <= 1 and child.name in SKIPPED_DIR_NAMES) or (
+                if (depth <= SKIPPED_DIR_DEPTH and child.name in SKIPPED_DIR_NAMES) or (
                     depth == 0 and child.name.startswith(SKIPPED_TOP_DIR_PREFIX)
                 ):
                     skipped += 1

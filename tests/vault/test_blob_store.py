@@ -22,6 +22,7 @@ import pytest
 from outreach_station import paths, workspace
 from outreach_station.errors import IntegrityError
 from outreach_station.storage import open_blob_store
+from outreach_station.storage.blobs import LocalBlobStore
 from outreach_station.storage.sqlite import SqliteStore as Registry
 from outreach_station.vault import Vault, peek_generation, seal_dir
 from outreach_station.vault import blobs as fmt
@@ -49,9 +50,25 @@ def _manifest_file(persona: str = PERSONA) -> Path:
     return workspace.sealed_file(paths.current(), persona)
 
 
-def _blobs(persona: str = PERSONA) -> dict[str, tuple[int, int]]:
-    """Each blob file's name with its inode and mtime (a rewrite changes them)."""
-    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in _blob_dir(persona).iterdir()}
+def _store(persona: str = PERSONA) -> LocalBlobStore:
+    return LocalBlobStore(_persona_dir(persona))
+
+
+def _blobs(persona: str = PERSONA) -> dict[str, tuple[str, int]]:
+    """Each blob's name with its pack and offset (a rewrite changes them); dead ones included."""
+    return {name: (f.name, at) for name, (f, at, _n) in _store(persona).spans().items()}
+
+
+def _blob_bytes(name: str, persona: str = PERSONA) -> bytes:
+    return _store(persona).get(name)
+
+
+def _plant(name: str, data: bytes, persona: str = PERSONA) -> None:
+    """Put `data` in place as blob `name`, as a disk or a team store could be made to serve it."""
+    store = _store(persona)
+    store.put(name, data)
+    manifest = _manifest_file(persona).read_bytes()
+    store.put_manifest(int.from_bytes(manifest[12:20], "big"), manifest)
 
 
 def _snapshot(persona: str = PERSONA) -> dict[str, bytes]:
@@ -126,8 +143,9 @@ def test_a_reseal_writes_only_the_blob_of_the_changed_file(vault: Vault) -> None
     after = _blobs()
     written = {n for n in after if n not in before or after[n] != before[n]}
     assert len(written) == 1, written  # the one pack holding 000007.ldb
-    assert len(set(before) - set(after)) == 1  # its old pack is collected
-    assert set(after) == _referenced(vault)
+    assert {n: after[n] for n in before} == before  # nothing else moved
+    assert len(set(before) - _referenced(vault)) == 1  # its old pack is garbage
+    assert _referenced(vault) <= set(after)
     assert _record() == (2, None)
 
 
@@ -153,7 +171,7 @@ def test_a_changed_page_in_a_big_file_rewrites_one_chunk(vault: Vault) -> None:
     _session(vault, one_page)
     after = _blobs()
     assert len(set(after) - set(before)) == 1
-    assert len(set(before) - set(after)) == 1
+    assert len(set(before) - _referenced(vault)) == 1
 
 
 def test_stats_count_blobs_written_reused_and_removed(vault: Vault, tmp_path: Path) -> None:
@@ -187,8 +205,8 @@ def _flip(path: Path, offset: int = -1) -> bytes:
 def test_a_flipped_byte_is_refused_and_the_files_are_kept(vault: Vault, where: str) -> None:
     _session(vault, _fill)
     if where == "blob":
-        target = sorted(_blob_dir().iterdir())[0]
-        _flip(target, 40)
+        target, at, _n = sorted(_store().spans().values())[0]
+        _flip(target, at + 40)
     elif where == "manifest body":
         _flip(_manifest_file(), 100)
     else:
@@ -212,12 +230,12 @@ def test_a_flipped_byte_is_refused_and_the_files_are_kept(vault: Vault, where: s
 def test_a_blob_of_another_persona_put_in_place_is_refused(vault: Vault) -> None:
     _session(vault, _fill)
     _session(vault, _fill, persona=OTHER)
-    mine = sorted(_blob_dir().iterdir())
-    theirs = sorted(_blob_dir(OTHER).iterdir())
+    mine = sorted(_referenced(vault))
+    theirs = sorted(_referenced(vault, OTHER))
     # Same name, the other persona's bytes: as a team store could be made to serve it.
-    mine[0].write_bytes(theirs[0].read_bytes())
+    _plant(mine[0], _blob_bytes(theirs[0], OTHER))
     kept = _snapshot()
-    with pytest.raises(IntegrityError, match=rf"blob {mine[0].name} failed authentication"):
+    with pytest.raises(IntegrityError, match=rf"blob {mine[0]} failed authentication"):
         _value(vault)
     assert _snapshot() == kept
     _nothing_left()
@@ -226,10 +244,10 @@ def test_a_blob_of_another_persona_put_in_place_is_refused(vault: Vault) -> None
 
 def test_two_blobs_swapped_by_name_are_refused(vault: Vault) -> None:
     _session(vault, _fill)
-    first, second = sorted(_blob_dir().iterdir())[:2]
-    a, b = first.read_bytes(), second.read_bytes()
-    first.write_bytes(b)
-    second.write_bytes(a)
+    first, second = sorted(_referenced(vault))[:2]
+    a, b = _blob_bytes(first), _blob_bytes(second)
+    _plant(first, b)
+    _plant(second, a)
     with pytest.raises(IntegrityError, match="failed authentication"):
         _value(vault)
     _nothing_left()
@@ -237,9 +255,13 @@ def test_two_blobs_swapped_by_name_are_refused(vault: Vault) -> None:
 
 def test_a_missing_blob_is_refused(vault: Vault) -> None:
     _session(vault, _fill)
-    victim = sorted(_blob_dir().iterdir())[0]
-    victim.unlink()
-    with pytest.raises(IntegrityError, match=rf"blob {victim.name} is missing"):
+    victim = sorted(_referenced(vault))[0]
+    pack, _at, _n = _store().spans()[victim]
+    # The pack's index no longer lists it: the name's byte flipped in the index.
+    data = pack.read_bytes()
+    row = data.index(bytes.fromhex(victim))
+    pack.write_bytes(data[:row] + bytes([data[row] ^ 1]) + data[row + 1 :])
+    with pytest.raises(IntegrityError, match=rf"blob {victim} is missing"):
         _value(vault)
     _nothing_left()
 
@@ -305,6 +327,7 @@ def test_a_format_2_profile_opens_and_is_migrated_at_its_next_seal(
     assert peek_generation(_manifest_file(), PERSONA) == 2
     assert _record() == (2, None)
     assert set(_blobs()) == _referenced(vault)
+    assert all(p.name.endswith(".pack") for p in _blob_dir().iterdir())
     assert not (_persona_dir() / "profile.sealed.new").exists()
     with workspace.open_workspace(paths.current(), PERSONA, vault, notify=lambda _m: None) as ws:
         assert (ws.profile / "Default" / "History").read_bytes() == (
@@ -379,7 +402,8 @@ def test_a_kill_while_sealing_leaves_a_complete_generation(
         assert (ws.profile / "value.txt").read_text() == "new"
         assert (ws.profile / "Default" / "big.bin").stat().st_size == 24 << 20
     assert _record()[1] is None
-    assert set(_blobs()) == _referenced(vault)  # what the killed seal left is collected
+    # What the killed seal left is garbage: in no pack, or listed by no manifest.
+    assert _referenced(vault) <= set(_blobs())
     assert not any(p.name.endswith(".tmp") for p in _blob_dir().iterdir())
     _nothing_left()
 
@@ -392,7 +416,7 @@ def test_the_counted_blobs_match_a_json_round_trip(vault: Vault) -> None:
     manifest = fmt.read_manifest(store, keys, 1)
     body = json.loads(zlib.decompress(manifest.encode()))
     assert body["generation"] == 1 and body["persona"] == PERSONA
-    assert len(body["blobs"]) == len(set(_blobs()))
+    assert len(body["blobs"]) == len(set(_blobs())) == len(_referenced(vault))
 
 
 def test_a_torn_blob_left_by_a_killed_seal_is_written_again(vault: Vault) -> None:
@@ -409,7 +433,8 @@ def test_a_torn_blob_left_by_a_killed_seal_is_written_again(vault: Vault) -> Non
     _session(vault, add)
     with workspace.open_workspace(paths.current(), PERSONA, vault, notify=lambda _m: None) as ws:
         assert (ws.profile / "download.bin").read_bytes() == content
-    assert len(torn.read_bytes()) == fmt.CHUNK_SIZE + 40
+    assert not torn.exists()  # written again in a pack, the torn file removed
+    assert len(_blob_bytes(keys.name(content))) == fmt.CHUNK_SIZE + 40
 
 
 def test_retiring_a_persona_removes_its_blobs_and_manifest(
@@ -429,3 +454,105 @@ def test_retiring_a_persona_removes_its_blobs_and_manifest(
     assert shredded.profile_deleted
     assert not _blob_dir(persona.id).exists()
     assert not _manifest_file(persona.id).exists()
+
+
+# -- packs -------------------------------------------------------------------------------
+
+
+def _pack_bytes(persona: str = PERSONA) -> int:
+    return sum(p.stat().st_size for p in _blob_dir(persona).iterdir())
+
+
+def test_a_seal_writes_its_new_blobs_into_one_pack(vault: Vault) -> None:
+    _session(vault, _fill)
+    assert [p.suffix for p in _blob_dir().iterdir()] == [".pack"]
+
+    def two_changes(profile: Path) -> None:
+        (profile / "value.txt").write_text("second")
+        with (profile / "Default" / "History").open("r+b") as db:
+            db.write(os.urandom(4096))
+
+    _session(vault, two_changes)
+    assert len(list(_blob_dir().iterdir())) == 2  # the first pack, and this seal's
+    assert _value(vault) == "second"
+
+
+def test_garbage_never_outweighs_the_live_blobs_for_long(vault: Vault) -> None:
+    _session(vault, _fill)
+
+    def rewrite(profile: Path) -> None:
+        (profile / "Default" / "History").write_bytes(os.urandom(3 * fmt.CHUNK_SIZE + 1234))
+
+    for _ in range(6):
+        _session(vault, rewrite)
+    live = sum(len(_blob_bytes(n)) for n in _referenced(vault))
+    # Live bytes, plus at most as much garbage, plus the newest seal's garbage.
+    assert _pack_bytes() < 3 * live
+    assert len(list(_blob_dir().iterdir())) <= 3
+    with workspace.open_workspace(paths.current(), PERSONA, vault, notify=lambda _m: None) as ws:
+        assert (ws.profile / "value.txt").read_text() == "first"
+
+
+def test_a_store_of_blob_files_from_before_packs_opens_and_reseals(vault: Vault) -> None:
+    _session(vault, _fill)
+    # The layout stores had before packs: one file per blob, named by the blob.
+    for name in _referenced(vault):
+        (_blob_dir() / name).write_bytes(_blob_bytes(name))
+    for pack in _blob_dir().glob("*.pack"):
+        pack.unlink()
+    assert _value(vault) == "first"
+
+    def change(profile: Path) -> None:
+        (profile / "value.txt").write_text("second")
+
+    _session(vault, change)
+    assert _value(vault) == "second"
+    assert _referenced(vault) <= set(_blobs())
+    packs = list(_blob_dir().glob("*.pack"))
+    assert len(packs) == 1  # only the changed file's pack; the rest stay where they were
+    # The loose blob the change made garbage is removed as before.
+    assert {p.name for p in _blob_dir().iterdir() if p.suffix != ".pack"} <= _referenced(vault)
+
+
+def test_caches_chromium_rebuilds_are_not_sealed_in_a_profile_dir(vault: Vault) -> None:
+    """Default/Cache is Chromium's HTTP cache: rebuilt by itself, often the biggest folder."""
+    rebuilt = [
+        "Default/Cache/Cache_Data/data_0",
+        "Default/Code Cache/js/index",
+        "Default/GPUCache/data_1",
+        "Profile 1/Cache/Cache_Data/f_000001",
+        "GrShaderCache/data_0",
+    ]
+    # Site data and what an extension ships under the same names: kept.
+    kept = [
+        "Default/Service Worker/CacheStorage/abc/index",
+        "Default/Extensions/abcdefghijklmnop/1.0/Cache/asset.js",
+        "Default/IndexedDB/https_site_0.indexeddb.leveldb/000003.log",
+    ]
+
+    def fill(profile: Path) -> None:
+        for relative in rebuilt + kept:
+            (profile / relative).parent.mkdir(parents=True, exist_ok=True)
+            (profile / relative).write_bytes(relative.encode())
+        (profile / "value.txt").write_text("first")
+
+    _session(vault, fill)
+    with workspace.open_workspace(paths.current(), PERSONA, vault, notify=lambda _m: None) as ws:
+        for relative in kept:
+            assert (ws.profile / relative).read_bytes() == relative.encode()
+        for relative in rebuilt:
+            assert not (ws.profile / relative).exists(), relative
+        assert not (ws.profile / "Default" / "Cache").exists()
+
+
+def test_a_damaged_pack_is_kept_and_its_blobs_are_missing(vault: Vault) -> None:
+    _session(vault, _fill)
+    (pack,) = _blob_dir().glob("*.pack")
+    data = _flip(pack)  # the footer's magic: not a pack station wrote
+    with pytest.raises(IntegrityError, match="is missing"):
+        _value(vault)
+    assert pack.read_bytes() == data  # kept as it was
+    _nothing_left()
+    _plant("ab" * 16, b"later")  # the next pack a seal writes
+    assert pack.read_bytes() == data  # not replaced by it
+    assert len(list(_blob_dir().glob("*.pack"))) == 2
