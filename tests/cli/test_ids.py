@@ -15,7 +15,7 @@ import pytest
 from outreach_station.errors import ExitCode
 
 BAD_PERSONA = (
-    "malformed persona id '../x': expected 12 characters a-z and 2-7, "
+    "malformed persona '../x': give its id, the first letters of it, or its label, "
     "as printed by 'station persona list'"
 )
 BAD_PLATFORM = "malformed platform id '../x': use lower-case letters, digits and '-'"
