@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from outreach_station.cli._help import HelpGroup, StationCommand
 from outreach_station.cli._lazy import lazy_module
 from outreach_station.errors import IntegrityError, UsageError
 
@@ -18,6 +19,7 @@ else:
 app = typer.Typer(
     rich_markup_mode=None,
     name="audit",
+    cls=HelpGroup,
     invoke_without_command=True,
     no_args_is_help=False,
     add_completion=False,
@@ -90,9 +92,10 @@ def audit(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
-    """List the audit trail, oldest first, in local time (UTC in --json).
+    """List the audit trail, oldest first; check its chain (verify); start anew
+    after damage (restart).
 
-    Subcommands: verify (check the hash chain), restart (after damage).
+    Times are local, with their zone (UTC in --json).
 
     Example: station audit --persona k7q2 --since 2026-11-01
     """
@@ -154,7 +157,7 @@ def _persona_filter(ctx: typer.Context, text: str) -> str:
         return text
 
 
-@app.command()
+@app.command("verify", cls=StationCommand)
 def verify(
     ctx: typer.Context,
     *,
@@ -194,7 +197,7 @@ def verify(
         typer.echo(f"Audit log intact: {_records(result.count)} in {log.path}")
 
 
-@app.command()
+@app.command("restart", cls=StationCommand)
 def restart(ctx: typer.Context) -> None:
     """Set a damaged audit log aside as evidence and start a new one that records it.
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from outreach_station import ids
+from outreach_station.cli._help import HelpGroup, StationCommand
 from outreach_station.cli._lazy import lazy_module
 from outreach_station.cli._output import echo_json, info, local_time, safe, station_of, table
 from outreach_station.cli._params import (
@@ -26,7 +28,16 @@ else:
     network = lazy_module("outreach_station.network")
     values = lazy_module("outreach_station.values")
 
-app = typer.Typer(rich_markup_mode=None, help="Create and inspect personas.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None,
+    cls=HelpGroup,
+    help=(
+        "Create and inspect personas (new, list, show, kit, retire, refresh-fingerprint, "
+        "proxy).\n\nExample: station persona list"
+    ),
+    no_args_is_help=True,
+)
+command = functools.partial(app.command, cls=StationCommand)
 
 
 def _summary(persona: Persona) -> str:
@@ -48,7 +59,7 @@ def _when(persona: Persona, attr: str) -> str:
     return local_time(moment) if moment else "never"
 
 
-@app.command("new")
+@command("new")
 def new(
     ctx: typer.Context,
     platform: PlatformArgument,
@@ -86,7 +97,7 @@ def new(
             typer.echo(persona.id)
 
 
-@app.command("list")
+@command("list")
 def list_(
     ctx: typer.Context,
     *,
@@ -125,7 +136,7 @@ def list_(
     )
 
 
-@app.command("show")
+@command("show")
 def show(
     ctx: typer.Context,
     persona_id: PersonaArgument,
@@ -160,13 +171,13 @@ def _register_kit() -> None:
     # The kit command lives in its own module; it joins this group here.
     from outreach_station.cli import kit as kit_cli
 
-    app.command("kit")(kit_cli.kit_command)
+    command("kit")(kit_cli.kit_command)
 
 
 _register_kit()
 
 
-@app.command("retire")
+@command("retire")
 def retire(
     ctx: typer.Context,
     persona_id: PersonaArgument,
@@ -213,7 +224,7 @@ def retire(
         typer.echo(f"persona {done.persona.id} retired; its profile can no longer be read")
 
 
-@app.command("refresh-fingerprint")
+@command("refresh-fingerprint")
 def refresh_fingerprint(
     ctx: typer.Context,
     persona_id: PersonaArgument,
@@ -226,7 +237,7 @@ def refresh_fingerprint(
     typer.echo(f"{persona.id}: {_summary(persona)}")
 
 
-@app.command("proxy")
+@command("proxy")
 def proxy(
     ctx: typer.Context,
     persona_id: PersonaArgument,
