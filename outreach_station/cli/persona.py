@@ -117,7 +117,7 @@ def list_(
         echo_json([_as_json(p) for p in personas])
         return
     if not personas:
-        typer.echo("no personas yet; 'station persona new <platform>' creates one")
+        typer.echo("no personas yet; 'station persona new PLATFORM' creates one")
         return
     table(
         ["ID", "PLATFORM", "STATUS", "LABEL", "CREATED", "LAST OPENED", "FINGERPRINT"],

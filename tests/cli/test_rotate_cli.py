@@ -236,3 +236,52 @@ def test_the_longest_undo_window_ends_before_the_shortest_retention() -> None:
 
     assert MAX_UNDO_MINUTES * 60 <= 86400
     assert Policy().rotation.undo_minutes == 15
+
+
+def _read_until(fd: int, marker: str, seen: list[str], timeout: float = 60.0) -> None:
+    import os
+    import select
+    import time
+
+    deadline = time.monotonic() + timeout
+    while marker not in "".join(seen):
+        assert time.monotonic() < deadline, f"no {marker!r} in {''.join(seen)!r}"
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                seen.append(os.read(fd, 4096).decode("utf-8", "replace"))
+            except OSError:  # the child closed the terminal
+                return
+
+
+def test_in_a_real_terminal_rotate_asks_then_rotates() -> None:
+    import os
+    import pty
+    import subprocess
+
+    from tests.fixtures import station_argv
+
+    active, standby = _rotated_platform()
+    kit.update_kit(active, {"username": "anna.outreach"})
+    leader, follower = pty.openpty()
+    child = subprocess.Popen(
+        station_argv("rotate", "demo"), stdin=follower, stdout=follower, stderr=follower
+    )
+    os.close(follower)
+    seen: list[str] = []
+    try:
+        _read_until(leader, "Reason, for the record", seen)
+        os.write(leader, b"suspended at login\n")
+        _read_until(leader, "Rotate now?", seen)
+        os.write(leader, b"y\n")
+        _read_until(leader, "next: station open demo", seen)
+        assert child.wait(timeout=60) == 0
+    finally:
+        child.kill()
+        child.wait()
+        os.close(leader)
+    shown = "".join(seen)
+    assert f"blocks persona {active} (Anna), kit username: anna.outreach" in shown
+    assert api.get_persona(active).status == "blocked"
+    assert api.get_persona(active).status_reason == "suspended at login"
+    assert api.get_persona(standby).status == "active"
