@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
@@ -138,6 +139,9 @@ def test_undo_brings_the_blocked_persona_back_and_the_promoted_one_to_standby(
     assert last.event.value == "persona.rotation_undone"
     assert (last.persona, last.detail) == (active, {"demoted": standby})
     assert default_log().verify().ok
+
+    report = json.loads(runner.invoke(["report", "--json"]).stdout)
+    assert [p["blocks"] for p in report["platforms"] if p["platform"] == "demo"] == [0]
 
     again = runner.invoke(["rotate", "demo", "--undo", "--yes"])
     assert again.exit_code == ExitCode.STATE
