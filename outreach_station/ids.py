@@ -54,7 +54,13 @@ def validate_platform_id(platform_id: str) -> str:
 
 def platform_id(text: str) -> str:
     """A platform id as typed, any case (`Example-Classifieds`), in its one stored form."""
-    return validate_platform_id(text.lower() if text.isascii() else text)
+    lowered = text.lower() if text.isascii() else text
+    if not is_platform_id(lowered):
+        raise UsageError(
+            f"malformed platform id '{text}': use letters, digits and '-', "
+            "as listed by 'station platforms'"
+        )
+    return lowered
 
 
 def persona_reference(text: str) -> str:

@@ -18,7 +18,9 @@ BAD_PERSONA = (
     "malformed persona '../x': give its id, the first letters of it, or its label, "
     "as printed by 'station persona list'"
 )
-BAD_PLATFORM = "malformed platform id '../x': use lower-case letters, digits and '-'"
+BAD_PLATFORM = (
+    "malformed platform id '../x': use letters, digits and '-', as listed by 'station platforms'"
+)
 # Well formed, but no such persona: only a URL check before any lookup refuses it with 2.
 SOME_ID = "abcdefghijkl"
 

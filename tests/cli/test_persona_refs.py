@@ -110,3 +110,13 @@ def test_human_output_is_local_time_with_its_zone_and_json_is_utc(runner: Any) -
     assert re.search(rf"{local:%Y-%m-%d %H:%M} {local:%Z}", listed)
     data = json.loads(runner.invoke(["persona", "show", persona.id, "--json"]).stdout)
     assert data["created"].endswith("Z")
+
+
+def test_a_malformed_platform_is_quoted_as_typed(runner: Any, isolation: Path) -> None:
+    result = runner.invoke(["persona", "new", "Demo/../X"])
+    assert result.exit_code == ExitCode.USAGE
+    assert result.stderr == (
+        "station: error: malformed platform id 'Demo/../X': use letters, digits and '-', "
+        "as listed by 'station platforms'\n"
+    )
+    assert not isolation.exists() or sorted(isolation.rglob("*")) == []
