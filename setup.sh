@@ -52,6 +52,8 @@ if [ -x /usr/bin/chromium ] && [ ! -d /usr/lib/chromium/locales ] || { [ -d /usr
   missing+=(chromium-l10n)
 fi
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+# psycopg (the team store) is the pure-Python build over the distribution's libpq.
+compgen -G '/usr/lib/*/libpq.so.5' >/dev/null || missing+=(libpq5)
 pythons=("$PYTHON")
 venvs=("$VENV")
 if [ "$job" = test ] && [ -x "$SYSTEM_PYTHON" ] \
@@ -73,6 +75,8 @@ fi
 if [ "$job" = test ] || [ "$job" = one ]; then
   # npm installs the third-party fingerprinting libraries for tests/browser/test_thirdparty.py.
   command -v npm >/dev/null || missing+=(nodejs npm)
+  # The team tests start a private PostgreSQL server from the distribution's packages.
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from outreach_station import paths
+from outreach_station.appearance import Appearance, apply_to_profile, window_switches
 from outreach_station.emulation import ScreenEmulation, install_screen, install_window
 from outreach_station.errors import BrowserError, EnvironmentProblem
 from outreach_station.fingerprint import Fingerprint, fingerprint_args, outer_window
@@ -65,6 +66,11 @@ QUIET_SWITCHES = (
     # --disable-features switch: add features here, never in a second one.
     "--disable-features=NetworkTimeServiceQuerying",
 )
+# Chromium 156 sets navigator.webdriver whenever it is driven over
+# --remote-debugging-pipe; this switch alone clears it (page and frames;
+# workers have no navigator.webdriver).
+WEBDRIVER_OFF = "--disable-blink-features=AutomationControlled"
+
 # Where Chromium 156 would look for its on-device model manifest instead of
 # asking update.googleapis.com at every start (the rest of the component
 # updater is off): a directory that never exists. Pages see the same model
@@ -204,6 +210,8 @@ class LaunchSpec:
     # The host allowlist's gate goes in front of the persona's proxy (gate.py).
     gated: bool = False
     upstream: Upstream | None = field(default=None, hash=False)
+    # The persona's name and colour in the browser's own frame (appearance.py).
+    appearance: Appearance | None = None
 
 
 def build_launch(
@@ -220,6 +228,7 @@ def build_launch(
     proxy: dict[str, str] | None = None,
     scratch: Path | None = None,
     upstream: ProxySetting | None = None,
+    appearance: Appearance | None = None,
 ) -> LaunchSpec:
     """The command line, environment and emulation for a persona's browser.
 
@@ -262,8 +271,10 @@ def build_launch(
         "--remote-debugging-pipe",
         *QUIET_SWITCHES,
         f"--optimization-guide-manifest-override={home / NO_MODELS_DIR}",
-        # Removes navigator.webdriver and the "controlled by automated software" bar.
-        "--disable-blink-features=AutomationControlled",
+        # The pipe above turns navigator.webdriver on; this turns it off again.
+        # Chromium warns about it in a bar on every window unless the managed
+        # policy (station policy apply-browser) says not to.
+        WEBDRIVER_OFF,
         # The cookie key stays in the profile (sealed by station), not in the
         # person's keyring, where it was shared by every persona and their own
         # Chromium, and deleting it lost every persona's cookies.
@@ -286,6 +297,7 @@ def build_launch(
         args.append("--no-sandbox")
     if lockdown is not None:
         args.extend(lockdown.switches())
+    args.extend(window_switches(appearance))
     args.append("about:blank")
     screen: ScreenEmulation | None = None
     context_options: dict[str, Any] = {"accept_downloads": False}
@@ -328,6 +340,7 @@ def build_launch(
         cpus=fingerprint.hardware_concurrency,
         gated=gated,
         upstream=gate_upstream,
+        appearance=appearance,
     )
 
 
@@ -384,7 +397,7 @@ async def run_session(  # noqa: PLR0915 - the session loop reads best in one pla
     *,
     hook: SessionHook | None = None,
     close_after_hook: bool = False,
-    on_ready: Callable[[str], None] | None = None,
+    on_ready: Callable[[str, str | None], None] | None = None,
     lockdown: Lockdown | None = None,
     on_violation: OnViolation | None = None,
 ) -> SessionOutcome:
@@ -415,6 +428,7 @@ async def run_session(  # noqa: PLR0915 - the session loop reads best in one pla
     cpus_before: set[int] | None = None
     try:
         write_font_config(Path(str(spec.env["XDG_CONFIG_HOME"])), spec.fonts)
+        apply_to_profile(spec.user_data_dir, spec.appearance)
         # The Playwright driver and the browser it starts inherit this thread's
         # CPUs; the thread gets all of them back once the browser runs.
         cpus_before = limit_cpus(spec.cpus)
@@ -443,7 +457,8 @@ async def run_session(  # noqa: PLR0915 - the session loop reads best in one pla
                 # The person sees the browser's own error page and can retry by hand.
                 start_error = str(exc).splitlines()[0]
             if on_ready is not None:
-                on_ready(page.url)
+                # At once, with the start page's error: the person must not wait for the end.
+                on_ready(page.url, start_error)
             ended_by: Literal[
                 "window-closed", "signal", "hook-done", "browser-exited", "time-limit", "idle-limit"
             ]

@@ -18,12 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from outreach_station import paths
 from outreach_station.clock import utcnow
 from outreach_station.errors import StationError
 from outreach_station.fonts import FontInventory
+
+if TYPE_CHECKING:
+    from outreach_station.policy import Policy
 
 Verdict = Literal["ok", "warn", "fail"]
 
@@ -109,22 +112,36 @@ def check_browser() -> Finding:
         else:
             found = station.browser  # honours the policy's choice
     except StationError as exc:
-        return Finding(
-            "browser",
-            "fail",
-            exc.message,
-            "sudo apt-get install chromium chromium-l10n (or set browser.executable in the policy)",
-        )
+        return Finding("browser", "fail", exc.message, _browser_fix())
     return Finding("browser", "ok", found.describe())
 
 
-def check_keyring() -> Finding:
+def _browser_fix() -> str:
+    """Install Chromium only when none is installed; else point the policy at the one there is."""
+    from outreach_station.browser import find_browser
+
+    try:
+        installed = find_browser()
+    except StationError:
+        return "sudo apt-get install chromium chromium-l10n"
+    return f"set browser.executable in the policy to {installed.path} (a Chromium installed here)"
+
+
+def check_keyring(policy: Policy | None = None) -> Finding:
     from outreach_station import secret_store
 
     try:
         backend = secret_store.check_backend()
     except StationError as exc:
-        return Finding("keyring", "fail", exc.message, "see docs/it-deployment.md, 'Keyring'")
+        # The hint is for a person at a command; here the fix column says what applies.
+        detail = exc.message.replace(secret_store.INSTALL_HINT, "").strip()
+        if shutil.which("gnome-keyring-daemon") is None:
+            fix = "sudo apt-get install gnome-keyring libpam-gnome-keyring dbus-x11"
+        else:
+            fix = "use station inside a desktop session, which unlocks the login keyring"
+        if policy is not None and policy.vault.allow_passphrase:
+            fix += "; where no keyring can run: station init --passphrase"
+        return Finding("keyring", "fail", detail, f"{fix} (station docs it-deployment, section 5)")
     # A read of an entry that never exists: harmless, but it must unlock.
     error = secret_store.probe(backend, _PROBE_ENTRY)
     if error is not None:
@@ -385,7 +402,39 @@ def check_managed_policy(policy: object | None, directory: Path | None) -> Findi
             "see docs/it-deployment.md",
         )
     what = "missing" if status.state == "missing" else "differs from the policy"
-    return Finding("browser policy", "warn", f"{status.path} {what}", fix)
+    return Finding(
+        "browser policy",
+        "warn",
+        f"{status.path} {what}: every station window may show Chromium's "
+        "'unsupported command-line flag' bar",
+        fix,
+    )
+
+
+def check_platforms(policy: Policy | None) -> Finding:
+    """Every platform IT allows has a profile here that loads."""
+    from outreach_station.platforms import load_catalogue, profile_dirs
+
+    settings = policy.platforms if policy is not None else None
+    catalogue = load_catalogue(
+        profile_dirs(settings.profiles_dir if settings is not None else None),
+        allowed=settings.allowed if settings is not None else None,
+    )
+    fix = "write or fix the profile: docs/it-deployment.md, Platform profiles"
+    if catalogue.problems:
+        first = catalogue.problems[0]
+        more = f" (and {len(catalogue.problems) - 1} more)" if len(catalogue.problems) > 1 else ""
+        return Finding("platforms", "fail", f"{first.message}{more}", fix)
+    missing = catalogue.missing()
+    if missing:
+        return Finding(
+            "platforms",
+            "fail",
+            f"allowed by the policy but no profile: {', '.join(missing)}",
+            fix,
+        )
+    names = ", ".join(sorted(catalogue.platforms))
+    return Finding("platforms", "ok", f"{len(catalogue.platforms)} with a valid profile: {names}")
 
 
 def run_doctor(
@@ -400,11 +449,12 @@ def run_doctor(
     from outreach_station.fonts import inventory
     from outreach_station.policy import Policy
 
-    findings = [check_python(), check_browser(), check_keyring(), check_workspace()]
     policy_finding, effective = check_policy()
+    loaded = getattr(effective, "policy", None)
+    policy = loaded if isinstance(loaded, Policy) else None
+    findings = [check_python(), check_browser(), check_keyring(policy), check_workspace()]
     findings.append(policy_finding)
-    policy = getattr(effective, "policy", None)
-    audit_path = (policy.audit.path if isinstance(policy, Policy) else None) or default_path()
+    audit_path = (policy.audit.path if policy is not None else None) or default_path()
     findings.append(check_audit(audit_path))
     home = _existing(paths.station_home())
     findings.append(check_disk(free_bytes(home), home))
@@ -420,5 +470,6 @@ def run_doctor(
     findings.append(check_sealed_state())
     findings.append(check_permissions(paths.station_home(), paths.runtime_base()[0]))
     findings.append(check_variety(inventory(), machine_cpus()))
+    findings.append(check_platforms(policy))
     findings.append(check_managed_policy(policy, managed_dir))
     return DoctorReport(tuple(findings))

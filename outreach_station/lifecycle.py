@@ -108,17 +108,23 @@ def init_vault(
 
 
 def close_open_session(
-    persona: Persona, *, timeout: float = 60.0, station: Station | None = None
+    persona: Persona,
+    *,
+    timeout: float = 60.0,
+    station: Station | None = None,
+    why: str = "rotate",
 ) -> bool:
     """Ask the station process that has `persona` open to close it; wait until it has.
 
     Returns whether a session was open. The holder reseals the profile as it
-    closes, exactly as when a person closes the window.
+    closes, exactly as when a person closes the window, and tells its person
+    `why` (see `session.closing_words`).
     """
     import os
     import signal
     import time
 
+    from outreach_station.storage.locks import note_closing
     from outreach_station.workspace import holder_pid, is_locked
 
     with using(station) as st:
@@ -128,6 +134,7 @@ def close_open_session(
     pid = holder_pid(where, persona.id)
     if pid is None or pid == os.getpid():
         raise BusyError(f"persona {persona.id} is open and its station process is unknown")
+    note_closing(where, persona.id, why)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout

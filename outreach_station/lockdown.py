@@ -168,7 +168,17 @@ def managed_policy(policy: Policy) -> dict[str, object]:
     Only permissions are here: the host allowlist differs per platform and is
     enforced per launch, and developer tools cannot be (see module doc).
     """
-    managed: dict[str, object] = {}
+    managed: dict[str, object] = {
+        # No launch of Chromium 156 keeps navigator.webdriver false without a
+        # switch its "unsupported command-line flag" bar names: station drives
+        # the browser over a pipe, which alone turns navigator.webdriver on,
+        # and --disable-blink-features=AutomationControlled (what turns it off
+        # again) is on the list of flags Chromium warns about. The bar took
+        # 56 px of every window and told staff "security will suffer". A
+        # debugging port instead of the pipe needs no such switch, but any
+        # local account could then take over a persona's browser.
+        "CommandLineFlagSecurityWarningsEnabled": False,
+    }
     blocked: list[str] = []
     browser = policy.browser
     if not browser.downloads:

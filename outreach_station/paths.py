@@ -89,6 +89,14 @@ def builtin_profiles_dir() -> Path:
     return PACKAGE_DIR.parent / "profiles"
 
 
+def docs_dir() -> Path:
+    """Station's documentation: inside the package in a wheel, `docs/` in a checkout."""
+    packaged = PACKAGE_DIR / "docs"
+    if packaged.is_dir():
+        return packaged
+    return PACKAGE_DIR.parent / "docs"
+
+
 def extra_profiles_dirs() -> list[Path]:
     """Extra platform-profile directories from `STATION_PROFILES` (os.pathsep separated)."""
     raw = os.environ.get(ENV_PROFILES, "")

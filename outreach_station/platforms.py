@@ -75,6 +75,10 @@ class ProfileProblem:
 class PlatformCatalogue:
     platforms: Mapping[str, PlatformProfile]
     problems: tuple[ProfileProblem, ...] = field(default=())
+    # Platforms that have a profile here but that IT's list leaves out.
+    excluded: frozenset[str] = frozenset()
+    # IT's list (platforms.allowed), None when the policy sets none.
+    allowed: frozenset[str] | None = None
 
     def get(self, platform_id: str) -> PlatformProfile:
         validate_platform_id(platform_id)
@@ -85,7 +89,24 @@ class PlatformCatalogue:
             if problem.path.stem == platform_id:
                 raise ConfigError(problem.message)
         known = ", ".join(sorted(self.platforms)) or "none"
+        if platform_id in self.excluded:
+            raise NotFoundError(
+                f"platform '{platform_id}' is not allowed by IT's policy on this computer "
+                f"(allowed: {known}); ask IT if you need it"
+            )
+        if self.allowed is not None and platform_id in self.allowed:
+            raise NotFoundError(
+                f"platform '{platform_id}' is allowed by IT's policy but has no profile on this "
+                "computer; ask IT to install one (docs/it-deployment.md, Platform profiles)"
+            )
         raise NotFoundError(f"unknown platform '{platform_id}' (known platforms: {known})")
+
+    def missing(self) -> tuple[str, ...]:
+        """Platforms IT allows that have neither a profile nor a broken one here."""
+        if self.allowed is None:
+            return ()
+        broken = {problem.path.stem for problem in self.problems}
+        return tuple(sorted(self.allowed - set(self.platforms) - broken))
 
 
 def default_languages(locale: str) -> tuple[str, ...]:
@@ -293,8 +314,13 @@ def load_catalogue(
                 continue
             problems = [p for p in problems if p.path.stem != path.stem]
             found[profile.id] = profile
-    if allowed is not None:
-        keep = set(allowed)
-        found = {k: v for k, v in found.items() if k in keep}
-        problems = [p for p in problems if p.path.stem in keep]
-    return PlatformCatalogue(platforms=found, problems=tuple(problems))
+    if allowed is None:
+        return PlatformCatalogue(platforms=found, problems=tuple(problems))
+    keep = frozenset(allowed)
+    excluded = frozenset(found) - keep
+    return PlatformCatalogue(
+        platforms={k: v for k, v in found.items() if k in keep},
+        problems=tuple(p for p in problems if p.path.stem in keep),
+        excluded=excluded,
+        allowed=keep,
+    )

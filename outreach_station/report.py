@@ -40,7 +40,7 @@ from outreach_station.errors import EnvironmentProblem, UsageError
 from outreach_station.events import EventName
 from outreach_station.storage import Store, open_store
 
-ALL_PLATFORMS: Final = "all platforms"
+ALL_PLATFORMS: Final = "All platforms"
 
 # Lifetime histogram buckets in days: [lower, upper), the last one open.
 LIFETIME_BUCKETS: Final[tuple[tuple[float, float, str], ...]] = (
@@ -119,10 +119,17 @@ class PlatformFigures:
     histogram: tuple[int, ...]
     # Every month of the report's range, oldest first, zero months included.
     blocks_per_month: Mapping[str, int] = field(hash=False)
+    # What people call the platform (its profile's name); the id when no profile names it.
+    name: str = ""
+
+    @property
+    def title(self) -> str:
+        return self.name or self.platform
 
     def to_json(self) -> dict[str, Any]:
         return {
             "platform": self.platform,
+            "name": self.title,
             "personas_created": self.personas_created,
             "blocks": self.blocks,
             "lifetime_days": self.lifetime.to_json(),
@@ -212,7 +219,11 @@ def _months(first: datetime, last: datetime) -> tuple[str, ...]:
 
 
 def _figures(
-    platform: str, lives: Iterable[_Life], since: datetime | None, months: Sequence[str]
+    platform: str,
+    lives: Iterable[_Life],
+    since: datetime | None,
+    months: Sequence[str],
+    name: str = "",
 ) -> PlatformFigures:
     created = 0
     lifetimes: list[float] = []
@@ -239,6 +250,7 @@ def _figures(
         lifetime=LifetimeStats.of(lifetimes),
         histogram=histogram,
         blocks_per_month=dict(sorted(per_month.items())),
+        name=name,
     )
 
 
@@ -248,8 +260,13 @@ def build_report(
     *,
     since: datetime | None = None,
     now: datetime | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> Report:
-    """Aggregate the registry and the audit trail into a `Report`."""
+    """Aggregate the registry and the audit trail into a `Report`.
+
+    `names` maps platform ids to the names people know them by (the
+    profiles' `name`); a platform without one is shown by its id.
+    """
     if since is not None and since.tzinfo is None:
         raise UsageError("since must be timezone-aware")
     moment = now or utcnow()
@@ -265,8 +282,12 @@ def build_report(
     by_platform: dict[str, list[_Life]] = {}
     for life in lives.values():
         by_platform.setdefault(life.platform, []).append(life)
+    names = names or {}
     platforms = tuple(
-        _figures(name, group, since, months) for name, group in sorted(by_platform.items())
+        _figures(platform, group, since, months, names.get(platform, ""))
+        for platform, group in sorted(
+            by_platform.items(), key=lambda item: (names.get(item[0], item[0]).casefold(), item[0])
+        )
     )
     sources = {"audit": 0, "registry": 0}
     for life in lives.values():
@@ -287,9 +308,11 @@ def management_report(
 ) -> Report:
     """The report for the current station home and its configured audit log."""
 
-    log = Station.load().audit
+    station = Station.load()
+    catalogue = station.catalogue
+    names = {platform_id: profile.name for platform_id, profile in catalogue.platforms.items()}
     with open_store(paths.current(), clock=clock) as registry:
-        return build_report(registry, log, since=since, now=clock())
+        return build_report(registry, station.audit, since=since, now=clock(), names=names)
 
 
 # ---------------------------------------------------------------- text
@@ -299,30 +322,130 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
 
-def render_text(report: Report) -> str:
-    """A plain table for the terminal: one row per platform, then blocks per month."""
-    headers = ["PLATFORM", "CREATED", "BLOCKS", "MEDIAN DAYS", "MIN", "Q1", "Q3", "MAX"]
-    rows = [
-        [
-            fig.platform,
-            str(fig.personas_created),
-            str(fig.blocks),
-            _num(fig.lifetime.median),
-            _num(fig.lifetime.minimum),
-            _num(fig.lifetime.q1),
-            _num(fig.lifetime.q3),
-            _num(fig.lifetime.maximum),
-        ]
-        for fig in (*report.platforms, report.total)
+def _whole(value: float | None) -> str:
+    """Days as people say them: whole days, "<1" under a day."""
+    if value is None:
+        return "-"
+    return "<1" if value < 1 else str(round(value))
+
+
+def _days(value: float) -> str:
+    if value < 1:
+        return "less than a day"
+    whole = round(value)
+    return "1 day" if whole == 1 else f"{whole} days"
+
+
+def _personas(count: int) -> str:
+    return "1 persona" if count == 1 else f"{count} personas"
+
+
+def summary(fig: PlatformFigures) -> str:
+    """One platform's figures as a sentence a manager reads without statistics."""
+    opening = f"{fig.title}: {_personas(fig.personas_created)} created, "
+    life = fig.lifetime
+    if fig.blocks == 0:
+        return opening + "none blocked."
+    opening += f"{fig.blocks} blocked."
+    if (
+        life.median is None
+        or life.q1 is None
+        or life.q3 is None
+        or life.minimum is None
+        or life.maximum is None
+    ):
+        return opening + " When they were created is not known, so not how long they lasted."
+    if life.count == 1:
+        return opening + f" The blocked persona lasted {_days(life.median)}."
+    low, high = _whole(life.q1), _whole(life.q3)
+    if low == high:
+        middle = _days(life.q1) if low == "<1" else f"about {_days(life.q1)}"
+    else:
+        middle = f"between {low} and {_days(life.q3)}"
+    counted = "" if life.count == fig.blocks else f" (of the {life.count} whose start is known)"
+    extremes = (
+        ""
+        if _whole(life.minimum) == _whole(life.maximum)
+        else f" (shortest {_days(life.minimum)}, longest {_days(life.maximum)})"
+    )
+    return opening + (
+        f" Half of the blocked personas{counted} lasted {middle}; a typical one lasted "
+        f"{_days(life.median)}{extremes}."
+    )
+
+
+def _source_note(report: Report) -> str:
+    """Say plainly when some block days are less certain; nothing when all are recorded."""
+    guessed = report.block_sources.get("registry", 0)
+    if not guessed:
+        return ""
+    blocks = "1 block" if guessed == 1 else f"{guessed} blocks"
+    return (
+        f"For {blocks} the audit trail holds no record, so the day the persona list last "
+        "changed that persona is used."
+    )
+
+
+def _short(title: str, width: int) -> str:
+    return title if len(title) <= width else title[: width - 1].rstrip() + "\u2026"
+
+
+def _when(moment: datetime) -> str:
+    """Local time with its zone, as people read it (JSON keeps UTC)."""
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _scope(report: Report) -> str:
+    return f"since {report.since.astimezone():%Y-%m-%d}" if report.since else "all time"
+
+
+_TABLE_HEADERS: Final = (
+    "PLATFORM",
+    "CREATED",
+    "BLOCKED",
+    "TYPICAL DAYS",
+    "MIDDLE HALF",
+    "SHORTEST",
+    "LONGEST",
+)
+
+
+def _row(fig: PlatformFigures, width: int) -> list[str]:
+    life = fig.lifetime
+    low, high = _whole(life.q1), _whole(life.q3)
+    middle = low if low == high else f"{low}-{high}"
+    return [
+        _short(fig.title, width),
+        str(fig.personas_created),
+        str(fig.blocks),
+        _whole(life.median),
+        middle,
+        _whole(life.minimum),
+        _whole(life.maximum),
     ]
-    scope = f"since {iso(report.since)}" if report.since else "all time"
-    lines = [f"Persona report, {scope} (generated {iso(report.generated)})", ""]
+
+
+def render_text(report: Report) -> str:
+    """Sentences first, then the table and blocks per month, for the terminal."""
+    lines = [f"Persona report, {_scope(report)} (made {_when(report.generated)})", ""]
     if not report.platforms:
         return "\n".join([*lines, "no personas yet; nothing to report"])
-    lines += _table(headers, rows)
+    lines += [summary(fig) for fig in (*report.platforms, report.total)]
+    lines += [""]
+    rows = [_row(fig, 28) for fig in (*report.platforms, report.total)]
+    lines += _table(_TABLE_HEADERS, rows)
+    lines += [
+        "",
+        "Days from a persona's creation until the platform blocked it. TYPICAL: half lasted "
+        "longer, half shorter. MIDDLE HALF: the middle half of the personas lasted this long.",
+    ]
     if report.months:
         lines += ["", "Blocks per month"]
-        month_headers = ["MONTH", *(fig.platform.upper() for fig in report.platforms), "TOTAL"]
+        month_headers = [
+            "MONTH",
+            *(_short(fig.title, 16).upper() for fig in report.platforms),
+            "TOTAL",
+        ]
         month_rows = [
             [
                 month,
@@ -332,12 +455,9 @@ def render_text(report: Report) -> str:
             for month in report.months
         ]
         lines += _table(month_headers, month_rows)
-    lines += [
-        "",
-        "Lifetime = days from creation to block. Block times: "
-        f"{report.block_sources.get('audit', 0)} from the audit trail, "
-        f"{report.block_sources.get('registry', 0)} from the registry.",
-    ]
+    note = _source_note(report)
+    if note:
+        lines += ["", note]
     return "\n".join(lines)
 
 
@@ -451,48 +571,38 @@ def bar_chart_svg(
 
 def render_html(report: Report) -> str:
     """One self-contained HTML page: inline CSS and SVG, no script, nothing fetched."""
-    scope = f"since {iso(report.since)}" if report.since else "all time"
     rows = []
     for fig in (*report.platforms, report.total):
         css = ' class="total"' if fig is report.total else ""
-        cells = [
-            fig.platform,
-            fig.personas_created,
-            fig.blocks,
-            _num(fig.lifetime.median),
-            _num(fig.lifetime.minimum),
-            _num(fig.lifetime.q1),
-            _num(fig.lifetime.q3),
-            _num(fig.lifetime.maximum),
-        ]
+        cells = _row(fig, 60)
         rows.append(f"<tr{css}>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
     head = "".join(
         f"<th>{_e(h)}</th>"
         for h in (
             "Platform",
             "Personas created",
-            "Blocks",
-            "Median lifetime (days)",
-            "Min",
-            "Q1",
-            "Q3",
-            "Max",
+            "Blocked",
+            "Typical lifetime (days)",
+            "Middle half (days)",
+            "Shortest",
+            "Longest",
         )
     )
     months_chart = bar_chart_svg(
         "Blocks per month",
         report.months,
         [
-            (fig.platform, [fig.blocks_per_month.get(m, 0) for m in report.months])
+            (fig.title, [fig.blocks_per_month.get(m, 0) for m in report.months])
             for fig in report.platforms
         ],
     )
     lifetime_chart = bar_chart_svg(
         "Persona lifetime until block (number of personas per lifetime range)",
         [label for _, _, label in LIFETIME_BUCKETS],
-        [(fig.platform, list(fig.histogram)) for fig in report.platforms],
+        [(fig.title, list(fig.histogram)) for fig in report.platforms],
     )
-    sources = report.block_sources
+    sentences = "".join(f"<li>{_e(summary(fig))}</li>" for fig in report.platforms)
+    note = _source_note(report)
     return "\n".join(
         [
             "<!DOCTYPE html>",
@@ -504,14 +614,17 @@ def render_html(report: Report) -> str:
             f"<style>{_CSS}</style>",
             "</head>",
             "<body>",
-            "<h1>Outreach personas: sustainability report</h1>",
-            f'<p class="note">Scope: {_e(scope)}. Generated {_e(iso(report.generated))}. '
-            "Aggregates only: no persona, account or person is named.</p>",
+            "<h1>Outreach personas: how long they last</h1>",
+            f'<p class="note">Scope: {_e(_scope(report))}. Made {_e(_when(report.generated))}. '
+            "Totals only: no persona, account or person is named.</p>",
+            "<h2>In short</h2>",
+            f"<ul>{sentences}</ul>" if sentences else "<p>No personas yet.</p>",
+            f"<p>{_e(summary(report.total))}</p>" if report.platforms else "",
             "<h2>Per platform</h2>",
             f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>",
-            '<p class="note">Lifetime: days from a persona\'s creation until it was blocked. '
-            f"Block times: {sources.get('audit', 0)} from the audit trail, "
-            f"{sources.get('registry', 0)} from the registry.</p>",
+            '<p class="note">Lifetime: days from a persona\'s creation until the platform '
+            "blocked it. Typical: half lasted longer, half shorter. Middle half: the middle "
+            f"half of the personas lasted this long.{(' ' + _e(note)) if note else ''}</p>",
             "<h2>Blocks per month</h2>",
             months_chart if report.months else "<p>No data yet.</p>",
             "<h2>Lifetime until block</h2>",

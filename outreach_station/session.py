@@ -11,12 +11,16 @@ and the workspace reseals. The audit trail records each step that matters.
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final
 
 from outreach_station import network
+from outreach_station.appearance import appearance_for
 from outreach_station.browser import (
     SessionHook,
     SessionOutcome,
@@ -25,6 +29,7 @@ from outreach_station.browser import (
     run_session,
     scratch_dir,
 )
+from outreach_station.clock import utcnow
 from outreach_station.context import Notify, Station, quiet, using
 from outreach_station.errors import BusyError, StateError, StationError, UsageError
 from outreach_station.events import EventName
@@ -54,6 +59,11 @@ class OpenResult:
     persona: Persona
     created: bool
     outcome: SessionOutcome
+    # The sealed profile's size on disk once saved, and when it was saved.
+    saved_bytes: int = 0
+    saved_at: datetime | None = None
+    # Why another station asked this session to close ("rotate"), if it said.
+    closed_for: str | None = None
 
 
 PLATFORM_WAIT_SECONDS = 30.0
@@ -317,6 +327,12 @@ def _open(st: Station, platform_id: str, opts: _Options) -> OpenResult:  # noqa:
                 proxy=egress.login,
                 scratch=scratch_dir(workspace.directory),
                 upstream=egress.setting,
+                appearance=appearance_for(
+                    label=persona.label,
+                    persona_id=persona.id,
+                    platform_id=profile.id,
+                    platform_name=profile.name,
+                ),
             )
             target = opts.url or profile.start_url
             if target == INSPECTOR_URL:
@@ -351,13 +367,8 @@ def _open(st: Station, platform_id: str, opts: _Options) -> OpenResult:  # noqa:
                         target,
                         hook=hook,
                         close_after_hook=opts.close_after_hook,
-                        on_ready=lambda where: notify(
-                            f"persona {persona.id} open at {where}"
-                            + (
-                                " (headless: no window; press Ctrl-C to end)"
-                                if opts.headless
-                                else " (close the window to end)"
-                            )
+                        on_ready=lambda where, error: _announce_open(
+                            notify, persona, where, error, headless=opts.headless
                         ),
                         lockdown=lockdown,
                         on_violation=lambda kind, host: st.record(
@@ -376,9 +387,91 @@ def _open(st: Station, platform_id: str, opts: _Options) -> OpenResult:  # noqa:
             with contextlib.suppress(StationError, OSError):
                 st.record(EventName.PERSONA_CLOSED, persona, ended_by="failed")
     st.record(EventName.PERSONA_CLOSED, persona, ended_by=outcome.ended_by)
-    if outcome.start_page_error:
-        notify(f"the start page did not load: {outcome.start_page_error}")
-    return OpenResult(persona=st.store.get(persona.id), created=created, outcome=outcome)
+    from outreach_station.storage.locks import take_closing_note
+
+    # Taken even when not used, so that it cannot explain a later session's end.
+    note = take_closing_note(st.paths, persona.id)
+    return OpenResult(
+        persona=st.store.get(persona.id),
+        created=created,
+        outcome=outcome,
+        closed_for=note if outcome.ended_by == "signal" else None,
+        saved_bytes=_sealed_bytes(st, persona.id),
+        saved_at=utcnow(),
+    )
+
+
+# What Chromium's network errors mean to a person at the keyboard.
+_NET_ERRORS: Final = {
+    "ERR_NAME_NOT_RESOLVED": "the address was not found (no internet, or a wrong address)",
+    "ERR_INTERNET_DISCONNECTED": "there is no internet connection",
+    "ERR_NETWORK_CHANGED": "the network changed while loading",
+    "ERR_CONNECTION_REFUSED": "the website refused the connection",
+    "ERR_CONNECTION_TIMED_OUT": "the website did not answer in time",
+    "ERR_TIMED_OUT": "the website did not answer in time",
+    "ERR_CONNECTION_RESET": "the connection was cut",
+    "ERR_CONNECTION_CLOSED": "the connection was cut",
+    "ERR_PROXY_CONNECTION_FAILED": "the persona's proxy could not be reached",
+    "ERR_TUNNEL_CONNECTION_FAILED": "the persona's proxy could not reach the website",
+    "ERR_BLOCKED_BY_ADMINISTRATOR": "IT's policy blocks this address",
+    "ERR_BLOCKED_BY_CLIENT": "station's allowlist for this platform blocks this address",
+    "ERR_CERT_AUTHORITY_INVALID": "the website's certificate is not trusted",
+    "ERR_CERT_COMMON_NAME_INVALID": "the website's certificate is for another name",
+    "ERR_CERT_DATE_INVALID": "the website's certificate has expired (or the clock is wrong)",
+}
+
+
+def start_page_problem(error: str) -> str:
+    """A Playwright navigation error in plain words, with Chromium's code kept for IT."""
+    code = re.search(r"net::(ERR_[A-Z_]+)", error)
+    if code is None:
+        return "the page did not load"
+    return f"{_NET_ERRORS.get(code.group(1), 'the page did not load')} ({code.group(1)})"
+
+
+def _announce_open(
+    notify: Notify, persona: Persona, where: str, error: str | None, *, headless: bool
+) -> None:
+    how = (
+        " (headless: no window; press Ctrl-C to end)" if headless else " (close the window to end)"
+    )
+    if error is None:
+        notify(f"persona {persona.id} open at {where}{how}")
+        return
+    notify(
+        f"persona {persona.id} is open and safe, but the start page could not be reached: "
+        f"{start_page_problem(error)}; try again in the browser{how}"
+    )
+
+
+def _sealed_bytes(st: Station, persona_id: str) -> int:
+    """What the persona's sealed profile takes on disk now (manifest and blobs)."""
+    total = 0
+    for directory, _dirs, files in os.walk(st.paths.persona_dir(persona_id)):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(directory, name)).st_size
+    return total
+
+
+def closing_words(result: OpenResult) -> str:
+    """Who ended the session, in the words of the person who was using it."""
+    outcome = result.outcome
+    if outcome.ended_by == "signal":
+        if result.closed_for == "rotate":
+            return "station rotate replaced this persona, from another terminal"
+        if outcome.signal_name == "SIGINT":
+            return "you pressed Ctrl-C"
+        if outcome.signal_name == "SIGHUP":
+            return "the terminal or the desktop session was closed"
+        return "the computer asked station to stop, as at logout or shutdown"
+    return {
+        "window-closed": "you closed the window",
+        "browser-exited": "the browser quit",
+        "hook-done": "the check is done",
+        "time-limit": "IT's limit on a session's length was reached",
+        "idle-limit": "it was not used for the time IT allows",
+    }.get(outcome.ended_by, outcome.ended_by)
 
 
 @dataclass(frozen=True)

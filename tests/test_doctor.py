@@ -123,7 +123,11 @@ def test_leftover_workspace_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_managed_policy_missing_matching_and_changed(tmp_path: Path) -> None:
     managed = tmp_path / "managed"
-    assert finding(run(tmp_path), "browser policy").verdict == "warn"
+    missing = finding(run(tmp_path), "browser policy")
+    assert missing.verdict == "warn"
+    # What staff see without it, so that IT knows why it matters.
+    assert "'unsupported command-line flag' bar" in missing.detail
+    assert missing.fix.startswith("sudo station policy apply-browser")
     written = install_managed_policy(Policy(), managed)
     assert written == managed_policy_file(managed)
     assert oct(written.stat().st_mode & 0o777) == "0o644"
@@ -151,9 +155,23 @@ def test_healthy_machine_passes(tmp_path: Path) -> None:
         "sealed profiles",
         "permissions",
         "persona variety",
+        "platforms",
         "browser policy",
     ]
     assert os.environ["STATION_HOME"] in finding(report, "audit log").detail
+    assert finding(report, "platforms").verdict == "ok"
+    assert "demo" in finding(report, "platforms").detail
+
+
+def test_a_broken_platform_profile_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "chatsite.toml").write_text('name = "Chat"\nstart_url = "ftp://chat.example"\n')
+    monkeypatch.setenv("STATION_PROFILES", str(profiles))
+    found = doctor.check_platforms(None)
+    assert found.verdict == "fail"
+    assert "chatsite.toml" in found.detail and "start_url" in found.detail
+    assert "Platform profiles" in found.fix
 
 
 def test_persona_variety_warns_when_personas_could_only_differ_by_screen() -> None:

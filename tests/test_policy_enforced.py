@@ -128,10 +128,40 @@ def test_allowed_platforms_hide_and_refuse_the_others(
     for args in (["open", "site-one", "--headless"], ["persona", "new", "site-one"]):
         result = runner.invoke(args)
         assert result.exit_code == ExitCode.NOT_FOUND, (args, result.stderr)
-        assert "unknown platform 'site-one'" in result.stderr.splitlines()[-1]
+        # Staff are told it is IT's choice, not that the platform does not exist.
+        assert result.stderr.splitlines()[-1] == (
+            "station: error: platform 'site-one' is not allowed by IT's policy on this computer "
+            "(allowed: demo); ask IT if you need it"
+        )
     assert "ignoring platforms.allowed" in runner.invoke(["open", "site-one"]).stderr
     assert registry_rows() == 0
     assert not launched(exe)
+
+
+def test_an_allowed_platform_without_a_profile_is_named_as_such(
+    runner: Any, system_policy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_policy(system_policy, '[platforms]\nallowed = ["demo", "facebook"]\n')
+    exe = fake_browser(tmp_path / "bin", "chromium")
+    monkeypatch.setenv("STATION_BROWSER", str(exe))
+    result = runner.invoke(["open", "facebook", "--headless"])
+    assert result.exit_code == ExitCode.NOT_FOUND, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "station: error: platform 'facebook' is allowed by IT's policy but has no profile on "
+        "this computer; ask IT to install one (docs/it-deployment.md, Platform profiles)"
+    )
+    assert registry_rows() == 0
+    assert not launched(exe)
+    # doctor fails the same gap, with where to read how to fix it.
+    from outreach_station.doctor import check_platforms
+    from outreach_station.policy import load_policy
+
+    finding = check_platforms(load_policy().policy)
+    assert (finding.verdict, finding.detail) == (
+        "fail",
+        "allowed by the policy but no profile: facebook",
+    )
+    assert "Platform profiles" in finding.fix
 
 
 # --- platforms.profiles_dir -------------------------------------------------

@@ -202,28 +202,76 @@ def test_html_is_self_contained_and_draws_the_data(history: History) -> None:
     assert "<title>alpha, 2026-01: 2</title>" in page
     assert "<title>beta, 2026-04: 1</title>" in page
     assert "<title>alpha, 30-90 d: 1</title>" in page
-    assert "<td>alpha</td><td>3</td><td>3</td><td>10</td>" in page
+    assert "<td>alpha</td><td>3</td><td>3</td><td>10</td><td>6-20</td>" in page
 
 
 def test_text_table(history: History) -> None:
     text = report.render_text(report.build_report(history.registry, history.log, now=NOW))
     lines = text.splitlines()
-    assert lines[0] == "Persona report, all time (generated 2026-04-30T12:00:00Z)"
-    assert lines[2].split() == [
+    assert re.fullmatch(r"Persona report, all time \(made 2026-04-\d\d \d\d:\d\d \S+\)", lines[0])
+    header = next(i for i, line in enumerate(lines) if line.startswith("PLATFORM"))
+    assert lines[header].split() == [
         "PLATFORM",
         "CREATED",
-        "BLOCKS",
-        "MEDIAN",
+        "BLOCKED",
+        "TYPICAL",
         "DAYS",
-        "MIN",
-        "Q1",
-        "Q3",
-        "MAX",
+        "MIDDLE",
+        "HALF",
+        "SHORTEST",
+        "LONGEST",
     ]
-    assert lines[4].split() == ["alpha", "3", "3", "10", "2", "6", "20", "30"]
-    assert lines[5].split() == ["beta", "3", "2", "47", "5", "26", "68", "89"]
-    assert lines[6].split() == ["all", "platforms", "6", "5", "10", "2", "5", "30", "89"]
+    assert lines[header + 2].split() == ["alpha", "3", "3", "10", "6-20", "2", "30"]
+    assert lines[header + 3].split() == ["beta", "3", "2", "47", "26-68", "5", "89"]
+    assert lines[header + 4].split() == ["All", "platforms", "6", "5", "10", "5-30", "2", "89"]
     assert "2026-01  2      0     2" in text
+    # No statistics words a manager has to look up.
+    for jargon in ("Q1", "Q3", "MEDIAN", "registry"):
+        assert jargon not in text, jargon
+
+
+def test_sentences_a_manager_reads(history: History) -> None:
+    built = report.build_report(
+        history.registry, history.log, now=NOW, names={"alpha": "Alpha Classifieds"}
+    )
+    text = report.render_text(built)
+    assert (
+        "Alpha Classifieds: 3 personas created, 3 blocked. Half of the blocked personas lasted "
+        "between 6 and 20 days; a typical one lasted 10 days (shortest 2 days, longest 30 days)."
+    ) in text
+    # A platform no profile names is shown by its id.
+    assert "beta: 3 personas created, 2 blocked." in text
+    # Three block days come from the persona list, not the audit trail: said in plain words.
+    assert "For 3 blocks the audit trail holds no record" in text
+    page = report.render_html(built)
+    assert "<td>Alpha Classifieds</td><td>3</td><td>3</td><td>10</td><td>6-20</td>" in page
+    assert "<title>Alpha Classifieds, 2026-01: 2</title>" in page
+    assert [fig.title for fig in built.platforms] == ["Alpha Classifieds", "beta"]
+    assert built.to_json()["platforms"][0] == {
+        **built.to_json()["platforms"][0],
+        "platform": "alpha",
+        "name": "Alpha Classifieds",
+    }
+
+
+@pytest.mark.parametrize(
+    ("days", "expected"),
+    [
+        ((), "x: 2 personas created, none blocked."),
+        ((0.5,), "x: 2 personas created, 1 blocked. The blocked persona lasted less than a day."),
+        ((3.0, 3.2), "lasted about 3 days; a typical one lasted 3 days"),
+    ],
+)
+def test_sentence_edges(days: tuple[float, ...], expected: str) -> None:
+    fig = report.PlatformFigures(
+        platform="x",
+        personas_created=2,
+        blocks=len(days),
+        lifetime=report.LifetimeStats.of(days),
+        histogram=(),
+        blocks_per_month={},
+    )
+    assert expected in report.summary(fig)
 
 
 # ---------------------------------------------------------------- writing the file

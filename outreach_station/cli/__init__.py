@@ -136,6 +136,9 @@ def _register() -> None:
     from outreach_station.cli import doctor as doctor_cmd
 
     command("doctor")(doctor_cmd.doctor_command)
+    from outreach_station.cli import docs as docs_cmd
+
+    command("docs")(docs_cmd.docs_command)
 
 
 _register()

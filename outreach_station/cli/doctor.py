@@ -2,12 +2,56 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import os
+import shutil
+import sys
+import textwrap
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from outreach_station.cli._output import echo_json, table
+from outreach_station.cli._output import echo_json
 from outreach_station.errors import CheckFailed
+
+if TYPE_CHECKING:
+    from outreach_station.doctor import Finding
+
+_COLOURS = {"ok": "green", "warn": "yellow", "fail": "red"}
+_LABEL_WIDTH = 6  # "FAIL  "
+_NAME_WIDTH = 17
+
+
+def _width() -> int:
+    """The terminal's width, at most 100 so lines stay readable; 80 when not a terminal."""
+    if not sys.stdout.isatty():
+        return 80
+    return max(60, min(100, shutil.get_terminal_size((80, 24)).columns))
+
+
+def render(findings: tuple[Finding, ...], *, width: int, colour: bool) -> list[str]:
+    """Each check on lines of at most `width` characters; its fix on a line of its own."""
+    indent = " " * (_LABEL_WIDTH + _NAME_WIDTH)
+    lines: list[str] = []
+    for finding in findings:
+        label = finding.verdict.upper().ljust(_LABEL_WIDTH)
+        if colour:
+            label = typer.style(label, fg=_COLOURS[finding.verdict], bold=finding.verdict != "ok")
+        head = f"{label}{finding.name.ljust(_NAME_WIDTH)}"
+        body = textwrap.wrap(
+            finding.detail, width - len(indent), break_on_hyphens=False, break_long_words=True
+        ) or [""]
+        lines.append(head + body[0])
+        lines += [indent + line for line in body[1:]]
+        if finding.fix and finding.verdict != "ok":
+            lines += textwrap.wrap(
+                f"fix: {finding.fix}",
+                width,
+                initial_indent=indent,
+                subsequent_indent=indent + "     ",
+                break_on_hyphens=False,
+                break_long_words=True,
+            )
+    return lines
 
 
 def doctor_command(
@@ -17,7 +61,7 @@ def doctor_command(
         typer.Option("--json", help="Print a JSON list of {check, verdict, detail, fix}."),
     ] = False,
 ) -> None:
-    """Check the browser, keyring, workspace, policy, audit log, disk, clock and personas.
+    """Check the browser, keyring, workspace, policy, platforms, disk, clock and personas.
 
     Every item gets a verdict (ok, warn or fail) and, when not ok, how to fix
     it. Exits non-zero when anything fails; warnings alone do not.
@@ -30,10 +74,11 @@ def doctor_command(
     if as_json:
         echo_json([finding.to_json() for finding in report.findings])
     else:
-        table(
-            ["CHECK", "VERDICT", "DETAIL", "FIX"],
-            [[f.name, f.verdict.upper(), f.detail, f.fix] for f in report.findings],
-        )
+        colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        for line in render(report.findings, width=_width(), colour=colour):
+            typer.echo(line)
+        counts = {v: sum(1 for f in report.findings if f.verdict == v) for v in _COLOURS}
+        typer.echo(f"\n{counts['ok']} ok, {counts['warn']} warnings, {counts['fail']} failed")
     if not report.ok:
         names = ", ".join(f.name for f in report.failed)
         raise CheckFailed(f"{len(report.failed)} check(s) failed: {names}")

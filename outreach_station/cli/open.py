@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -107,7 +108,21 @@ def open_command(
         progress=profile_progress,
         station=station_of(ctx),
     )
-    info(f"persona {result.persona.id} closed ({result.outcome.ended_by})")
+    info(
+        f"persona {result.persona.id} closed ({session.closing_words(result)}); "
+        f"saved at {_local_time(result.saved_at)}, {_size(result.saved_bytes)} sealed"
+    )
+
+
+def _local_time(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.astimezone().strftime("%H:%M %Z")
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
 
 
 def print_findings(report: Mapping[str, Any], checks: list[Check]) -> None:

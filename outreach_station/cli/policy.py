@@ -122,8 +122,9 @@ def apply_browser(
 
     Blocks downloads, extension installs, file:// addresses and (when the
     policy says so) printing in every Chromium window, including what station
-    cannot reach per launch such as Ctrl-P. Needs root; run it when building
-    the image and after changing the system policy.
+    cannot reach per launch such as Ctrl-P, and turns off Chromium's warning
+    bar about the switch that keeps navigator.webdriver false. Needs root;
+    run it when building the image and after changing the system policy.
 
     Example: sudo station policy apply-browser --dry-run
     """

@@ -45,6 +45,14 @@ def report_command(
     force: Annotated[
         bool, typer.Option("--force", help="With --html: overwrite an existing file.")
     ] = False,
+    open_page: Annotated[
+        bool,
+        typer.Option(
+            "--open",
+            help="Show the HTML page in your web browser (served on 127.0.0.1 until Ctrl+C; "
+            "works where file:// is blocked).",
+        ),
+    ] = False,
     json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Report per platform: personas created, blocks, lifetime until block, blocks per month.
@@ -52,14 +60,23 @@ def report_command(
     Aggregates only: no persona ids, labels or kit details appear, so the
     output can be passed on as it is.
 
-    Example: station report --since 2026-01-01 --html persona-report.html
+    --open shows the page in your web browser; --html FILE writes it for e-mail.
+
+    Example: station report --since 2026-01-01 --open
     """
     if force and html is None:
         raise UsageError("--force only applies to --html FILE")
+    if open_page and json:
+        raise UsageError("--open shows the page in a browser; leave out --json")
     figures = report.management_report(since=parse_since(since) if since else None)
     if html is not None:
         written = report.write_report_file(html, report.render_html(figures), force=force)
         info(f"wrote {written}")
+    if open_page:
+        from outreach_station.showpage import show
+
+        show(report.render_html(figures), tell=info)
+        return
     if json:
         echo_json(figures.to_json())
     else:

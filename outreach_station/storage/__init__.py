@@ -1,9 +1,9 @@
 """Where station keeps what it knows: one interface, backends below it.
 
-`open_store` gives the store for a station home. Today that is the local
-backend (`storage.sqlite`: SQLite files under the home, the embedded
-default); a team backend on the organisation's server is an addition here,
-chosen by the policy, with nothing above this package changing. This package
+`open_store` gives the store for a station home. The embedded default
+is the local backend (`storage.sqlite`: SQLite files under the home); given
+a team connection it is the team backend (`storage.postgres`: the
+organisation's PostgreSQL), with nothing above this package changing. This package
 is the only place that writes SQL or touches the store's files.
 """
 
@@ -26,6 +26,7 @@ from outreach_station.storage.base import (
 if TYPE_CHECKING:
     from outreach_station.errors import StationError
     from outreach_station.paths import StationPaths
+    from outreach_station.storage.postgres import TeamConnection
 
 __all__ = [
     "AnchorRow",
@@ -42,8 +43,25 @@ __all__ = [
 ]
 
 
-def open_store(station: StationPaths, *, clock: Callable[[], datetime] | None = None) -> Store:
-    """The store of this station home (created and migrated on first use)."""
+def open_store(
+    station: StationPaths,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    team: TeamConnection | None = None,
+) -> Store:
+    """The store of this station home (created and migrated on first use).
+
+    With `team` (the team's server, from the policy or `station team join`),
+    the team's PostgreSQL, its password read from the OS keyring; without,
+    the embedded SQLite under the home, as always.
+    """
+    if team is not None:
+        from outreach_station.storage.postgres import PostgresStore, keyring_password
+
+        password = keyring_password(team)
+        if clock is None:
+            return PostgresStore(team, password=password)
+        return PostgresStore(team, password=password, clock=clock)
     from outreach_station.storage.sqlite import SqliteStore
 
     if clock is None:
@@ -80,4 +98,12 @@ def problem_for(exc: BaseException) -> StationError | None:
         from outreach_station.storage.sqlite import registry_problem
 
         return registry_problem(current().registry, exc)
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(exc, psycopg.Error):
+        from outreach_station.errors import EnvironmentProblem
+
+        # The class name only: a server's message may quote a value.
+        return EnvironmentProblem(
+            f"the team server failed ({type(exc).__name__}); check the network and try again"
+        )
     return None

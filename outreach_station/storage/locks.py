@@ -122,3 +122,39 @@ def first_use_lock(station: StationPaths) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _closing_note(station: StationPaths, persona_id: str) -> Path:
+    return station.locks / f"{persona_id}.closing"
+
+
+def note_closing(station: StationPaths, persona_id: str, why: str) -> None:
+    """Leave word for the process holding `persona_id` of why it is asked to close.
+
+    Written before that process is signalled, so that it can tell the person
+    at its window who ended the session (a signal carries no reason).
+    """
+    fsutil.ensure_private_dir(station.locks)
+    path = _closing_note(station, persona_id)
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, why.encode()[:64])
+        finally:
+            os.close(fd)
+
+
+def take_closing_note(station: StationPaths, persona_id: str) -> str | None:
+    """The reason another station gave for closing the persona, once (None: none given)."""
+    path = _closing_note(station, persona_id)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        text = os.read(fd, 64).decode(errors="replace").strip()
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return text or None

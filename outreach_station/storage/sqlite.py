@@ -439,8 +439,8 @@ class SqliteStore:
 
     def put_kit(self, persona_id: str, values: Mapping[str, str]) -> None:
         """Write one persona's kit row (every detail column); refuses a detail in use elsewhere."""
-        try:
-            with self._write() as conn:
+        with self._write() as conn:
+            try:
                 conn.execute(
                     "INSERT INTO kits (persona_id, username, email, phone, card_label, "
                     "card_last4, updated) VALUES (:persona_id, :username, :email, :phone, "
@@ -450,9 +450,10 @@ class SqliteStore:
                     "card_last4 = excluded.card_last4, updated = excluded.updated",
                     {**values, "persona_id": persona_id, "updated": _iso(self.clock())},
                 )
-        except sqlite3.IntegrityError:
-            # The unique indexes: another process took the same detail a moment ago.
-            raise UniqueConflict("another persona already uses one of these details") from None
+            except sqlite3.IntegrityError:
+                # The unique indexes: another process took the same detail a moment ago.
+                # Raised inside the transaction (which rolls back), not as a registry problem.
+                raise UniqueConflict("another persona already uses one of these details") from None
 
     def proxy(self, persona_id: str) -> ProxyRecord | None:
         row = self._row_or_none(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import time
@@ -96,7 +97,15 @@ def test_signal_closes_cleanly_and_keeps_the_last_cookie(
     proc.send_signal(sig)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert f"persona {persona.id} closed (signal)" in err
+    said = {
+        signal.SIGINT: "you pressed Ctrl-C",
+        signal.SIGTERM: "the computer asked station to stop, as at logout or shutdown",
+        signal.SIGHUP: "the terminal or the desktop session was closed",
+    }[sig]
+    closing = err.splitlines()[-1]
+    assert closing.startswith(f"persona {persona.id} closed ({said}); saved at "), closing
+    # Saved with its time and the sealed size, e.g. "saved at 14:32 CET, 1.3 MB sealed".
+    assert re.search(r"saved at \d\d:\d\d \S+, \d+(\.\d)? (bytes|kB|MB|GB) sealed$", closing)
 
     seen: dict[str, Any] = {}
 
@@ -308,3 +317,48 @@ def test_a_browser_that_fails_to_start_still_closes_the_persona_in_the_audit_tra
     # The workspace was sealed and removed as after any session: nothing left open.
     assert workspace.sealed_file(paths.current(), persona.id).is_file()
     assert not workspace.needs_recovery(paths.current(), persona.id)
+
+
+def test_an_unreachable_start_page_is_said_at_once_and_the_persona_stays_open(
+    platform_dir: Path,
+) -> None:
+    persona = api.create_persona("site-one")
+    proc = start_station("open", "site-one", "--headless", "--url", "http://station-test.invalid/")
+    assert proc.stderr is not None
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen.append(line)
+            if "could not be reached" in line:
+                break
+        said = seen[-1].strip() if seen else ""
+        # Said while the session runs, not when it ends: the process is still there.
+        assert proc.poll() is None, "".join(seen)
+        assert said == (
+            f"persona {persona.id} is open and safe, but the start page could not be reached: "
+            "the address was not found (no internet, or a wrong address) "
+            "(ERR_NAME_NOT_RESOLVED); try again in the browser "
+            "(headless: no window; press Ctrl-C to end)"
+        ), "".join(seen)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _out, rest = proc.communicate(timeout=60)
+    assert proc.returncode == 0, rest
+    assert "did not load" not in rest  # not repeated at the end
+    assert rest.splitlines()[-1].startswith(f"persona {persona.id} closed (you pressed Ctrl-C)")
+
+
+def test_start_page_problems_in_plain_words() -> None:
+    from outreach_station.session import start_page_problem
+
+    assert start_page_problem(
+        "Page.goto: net::ERR_INTERNET_DISCONNECTED at https://x.example/"
+    ) == ("there is no internet connection (ERR_INTERNET_DISCONNECTED)")
+    assert start_page_problem("net::ERR_SOMETHING_NEW at x") == (
+        "the page did not load (ERR_SOMETHING_NEW)"
+    )
+    assert start_page_problem("Timeout 30000ms exceeded") == "the page did not load"

@@ -12,6 +12,8 @@ from tests.browser.test_open import browser_cmdlines, start_station, wait_open
 
 pytestmark = [pytest.mark.browser, pytest.mark.keyring]
 
+ROTATED = "station rotate replaced this persona, from another terminal"
+
 
 def test_rotate_closes_and_seals_the_open_persona_then_activates_a_fresh_one(
     runner: Any,
@@ -35,7 +37,7 @@ def test_rotate_closes_and_seals_the_open_persona_then_activates_a_fresh_one(
     assert "is now active (created)" in result.stdout
     # The open session ended the way a person closing it would: sealed, nothing left.
     assert proc.returncode == 0, err
-    assert f"persona {blocked.id} closed (signal)" in err
+    assert f"persona {blocked.id} closed ({ROTATED}); saved at " in err
     station = paths.current()
     assert sealed_file(station, blocked.id).exists()
     assert not workspace_dir(station, blocked.id).exists()

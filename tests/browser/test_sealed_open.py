@@ -99,6 +99,9 @@ def churn() -> Iterator[ChurnSite]:
     served.close()
 
 
+STOPPED = "the computer asked station to stop, as at logout or shutdown"
+
+
 def start_station(*args: str, stdin: bool = False) -> subprocess.Popen[str]:
     # A new session: no controlling terminal, as under a service manager, and
     # so that a passphrase prompt reads stdin rather than /dev/tty.
@@ -312,7 +315,7 @@ def test_a_killed_station_is_recovered_at_the_next_open(
         f"persona {persona.id} recovered: the profile it left open is sealed; its browser was "
         "stopped without closing, so changes from its last moments may be missing"
     ) in opened
-    assert f"persona {persona.id} closed (signal)" in err
+    assert f"persona {persona.id} closed ({STOPPED}); saved at " in err
     assert not marker_of(persona.id).exists()
     assert not workspace_of(persona.id).exists()
 
@@ -494,7 +497,7 @@ def test_sealing_and_unsealing_a_large_profile_show_progress(platform_dir: Path)
     assert sealing, err
     assert sealing == sorted(sealing)
     assert sealing[-1] == 100
-    assert f"persona {persona.id} closed (signal)" in err.splitlines()[-1]
+    assert f"persona {persona.id} closed ({STOPPED}); saved at " in err.splitlines()[-1]
     # Progress lines come before the closing line, i.e. while sealing ran.
     assert _blob_bytes(persona.id) > BIG_FILE_BYTES
 
@@ -537,7 +540,7 @@ def test_sigterm_while_sealing_is_deferred_until_the_profile_is_sealed(
             proc.communicate()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
-    assert f"persona {persona.id} closed (signal)" in err
+    assert f"persona {persona.id} closed ({STOPPED}); saved at " in err
     assert not pending.exists()
     assert not workspace_of(persona.id).exists()
     assert not marker_of(persona.id).exists()

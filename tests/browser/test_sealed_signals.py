@@ -130,7 +130,12 @@ def test_a_signal_right_after_a_write_keeps_cookie_and_local_storage(
             proc.communicate()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
-    assert f"persona {persona.id} closed (signal)" in err
+    said = (
+        "the terminal or the desktop session was closed"
+        if sig is signal.SIGHUP
+        else "the computer asked station to stop, as at logout or shutdown"
+    )
+    assert f"persona {persona.id} closed ({said}); saved at " in err
     assert not workspace_of(persona.id).exists()
     cookie, store = read_back(persona.id, store_site)
     assert f"jar={value}" in cookie

@@ -26,7 +26,38 @@ def test_doctor_json_and_table(runner: Any) -> None:
         ExitCode.CHECK_FAILED if any(f["verdict"] == "fail" for f in findings) else 0
     )
     table = runner.invoke(["doctor"])
-    assert table.stdout.splitlines()[0].split() == ["CHECK", "VERDICT", "DETAIL", "FIX"]
+    lines = table.stdout.splitlines()
+    assert lines[0].startswith("OK    python           Python ")
+    # Fits an 80-column terminal, every check named, a count at the end.
+    assert max(len(line) for line in lines) <= 80, max(lines, key=len)
+    for f in findings:
+        assert any(line[6:].startswith(f["check"]) for line in lines), f["check"]
+    counts = [sum(f["verdict"] == v for f in findings) for v in ("ok", "warn", "fail")]
+    assert lines[-1] == f"{counts[0]} ok, {counts[1]} warnings, {counts[2]} failed"
+    assert "\x1b[" not in table.stdout  # no colour codes when not a terminal
+
+
+def test_rendering_wraps_details_and_puts_the_fix_on_its_own_line() -> None:
+    from outreach_station.cli.doctor import render
+    from outreach_station.doctor import Finding
+
+    long = Finding(
+        "keyring",
+        "fail",
+        "no usable OS keyring was found because " + "the session bus has no Secret Service " * 4,
+        "sudo apt-get install gnome-keyring libpam-gnome-keyring dbus-x11 "
+        "(station docs it-deployment, section 5)",
+    )
+    ok = Finding("disk", "ok", "70 GiB free", "never shown for ok")
+    lines = render((long, ok), width=80, colour=False)
+    assert all(len(line) <= 80 for line in lines), lines
+    fix_line = next(i for i, line in enumerate(lines) if "fix:" in line)
+    assert lines[fix_line].strip().startswith("fix: sudo apt-get install gnome-keyring")
+    assert lines[fix_line - 1].strip().endswith("Secret Service")  # the detail ends before it
+    assert lines[-1] == "OK    disk             70 GiB free"
+    assert "never shown" not in "\n".join(lines)
+    coloured = render((long,), width=80, colour=True)
+    assert coloured[0].startswith("\x1b[31m\x1b[1mFAIL")
 
 
 def test_doctor_reports_the_running_python(runner: Any) -> None:
@@ -62,6 +93,11 @@ def test_doctor_refuses_an_insecure_keyring_for_real() -> None:
     keyring = next(f for f in json.loads(proc.stdout) if f["check"] == "keyring")
     assert keyring["verdict"] == "fail"
     assert "null keyring" in keyring["detail"]
+    # The long install hint is for a person at a command; doctor's fix says what applies,
+    # and never a passphrase mode that the (default) policy forbids.
+    assert "apt install" not in keyring["detail"]
+    assert "passphrase" not in keyring["fix"]
+    assert "station docs it-deployment" in keyring["fix"]
 
 
 def test_apply_browser_dry_run_and_install(runner: Any, tmp_path: Path) -> None:
@@ -69,6 +105,9 @@ def test_apply_browser_dry_run_and_install(runner: Any, tmp_path: Path) -> None:
     dry = runner.invoke(["policy", "apply-browser", "--dry-run", "--dir", str(target)])
     assert dry.exit_code == 0
     assert json.loads(dry.stdout) == {
+        # Station's own switch keeps navigator.webdriver false; without this
+        # every window showed Chromium's "unsupported command-line flag" bar.
+        "CommandLineFlagSecurityWarningsEnabled": False,
         "DownloadRestrictions": 3,
         "ExtensionInstallBlocklist": ["*"],
         "URLBlocklist": ["file://*"],

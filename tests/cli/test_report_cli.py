@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +20,7 @@ import pytest
 from outreach_station import kit, paths
 from outreach_station.errors import ExitCode
 from outreach_station.storage.sqlite import SqliteStore as Registry
-from tests.fixtures import Clock
+from tests.fixtures import Clock, station_argv
 
 FP = {"version": 1}
 START = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
@@ -46,9 +54,17 @@ def _leaks(text: str, ids: list[str]) -> list[str]:
 def test_text_report(runner: Any, ids: list[str]) -> None:
     result = runner.invoke(["report"])
     assert result.exit_code == 0, result.stderr
-    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if line}
-    assert rows["demo"] == ["3", "3", "10", "2", "6", "20", "30"]
-    assert rows["other"] == ["1", "0", "-", "-", "-", "-", "-"]
+    lines = result.stdout.splitlines()
+    # The demo platform is named as its profile names it; "other" has no profile.
+    demo = next(line for line in lines if line.startswith("Demo: what a website"))
+    assert demo.endswith(
+        "3 personas created, 3 blocked. Half of the blocked personas lasted "
+        "between 6 and 20 days; a typical one lasted 10 days (shortest 2 days, "
+        "longest 30 days)."
+    )
+    assert "other: 1 persona created, none blocked." in lines
+    rows = {line.split()[0]: line.split()[1:] for line in lines if line}
+    assert rows["other"] == ["1", "0", "-", "-", "-", "-"]
     assert rows["2026-01"][:2] == ["1", "0"]
     assert _leaks(result.stdout, ids) == []
 
@@ -110,3 +126,66 @@ def test_empty_report(runner: Any) -> None:
     result = runner.invoke(["report"])
     assert result.exit_code == 0
     assert "no personas yet" in result.stdout
+
+
+def test_open_shows_the_page_in_the_default_browser_over_loopback(
+    ids: list[str], tmp_path: Path
+) -> None:
+    """`--open` serves the page on 127.0.0.1 to the desktop's browser (here a real
+    headless Chromium that $BROWSER names), because file:// is blocked on locked laptops."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium is not installed")
+    dumped = tmp_path / "seen.html"
+    asked = tmp_path / "asked-url"
+    sandbox = "--no-sandbox" if os.geteuid() == 0 else ""
+    opener = tmp_path / "browser.sh"
+    opener.write_text(
+        "#!/bin/sh\n"
+        f'printf %s "$1" > {asked}\n'
+        f"({chromium} --headless {sandbox} --user-data-dir={tmp_path}/chromium "
+        f'--dump-dom "$1" > {dumped}.part 2>/dev/null; mv {dumped}.part {dumped}) &\n'
+    )
+    opener.chmod(0o755)
+    env = {**os.environ, "BROWSER": f"{opener} %s"}
+    child = subprocess.Popen(
+        station_argv("report", "--open"),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not dumped.exists() and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.2)
+        assert dumped.exists(), "the browser never received the page"
+        url = asked.read_text()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/[\w-]{20,}/report\.html", url), url
+        page = dumped.read_text()
+        assert "Demo: what a website sees of this persona: 3 personas created" in page
+        assert _leaks(page, ids) == []
+        # Only that one address answers.
+        other = url.rsplit("/", 2)[0] + "/guess/report.html"
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(other, timeout=10)
+        assert missing.value.code == 404
+    finally:
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=30)
+    assert child.returncode == 0, err
+    assert f"the report is open in your web browser at {url}" in err
+    assert "press Ctrl+C here when you have read it" in err
+    assert "Traceback" not in err
+    assert out == ""
+    # Served no longer once stopped.
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(url, timeout=5)
+
+
+def test_open_with_json_is_refused(runner: Any) -> None:
+    result = runner.invoke(["report", "--open", "--json"])
+    assert result.exit_code == ExitCode.USAGE
+    assert "--open shows the page in a browser; leave out --json" in result.stderr
+    assert result.stdout == ""

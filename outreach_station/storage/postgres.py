@@ -1,0 +1,1083 @@
+"""The team storage backend: the organisation's own PostgreSQL server.
+
+What the local backend keeps (personas and their lifecycle, kits, proxies,
+sealed generations) plus what a team needs: leases with fencing tokens,
+one append-only audit trail, and sealed blobs and generations. The server
+only ever holds what the vault already sealed: blobs and manifests are
+opaque ciphertext here.
+
+Connection: a libpq URL or conninfo (``postgresql://station@db.clinic:5432/
+station?sslmode=verify-full``), whose libpq settings (``sslmode``,
+``sslrootcert``, ...) are respected as given. The URL must not carry a
+password: the password comes from the OS keyring (`password_entry`) and is
+handed to psycopg as a keyword, so it is never in argv, the environment, a
+file or an error message.
+
+Roles (least privilege; see docs/team.md). The schema belongs to an owner
+role that runs the migrations (`station team init`, or IT). Station's login
+roles are members of the group role ``station_app``, which the migrations
+grant exactly this:
+
+.. code-block:: sql
+
+    GRANT SELECT, INSERT, UPDATE, DELETE ON personas, kits, persona_proxies,
+        sealed_generations, leases, blobs, blob_chunks, generations,
+        current_generations TO station_app;
+    GRANT SELECT, INSERT ON audit_records TO station_app;   -- never UPDATE/DELETE
+    GRANT SELECT ON schema_migrations TO station_app;
+    GRANT USAGE ON SEQUENCE persona_seq, lease_tokens, audit_records_seq_seq
+        TO station_app;
+
+A trigger refuses UPDATE, DELETE and TRUNCATE of audit records for every
+role but a superuser that disables it, so even the owner cannot quietly edit
+the trail.
+
+Leases use the server's clock (``now()``), never a laptop's. A fencing token
+comes from one sequence, so it only grows; releasing or unlocking a lease
+moves its token on, so whoever held it is fenced off. A generation becomes
+current only in the transaction that checks the writer's token against the
+lease's: a laptop whose token is no longer the lease's (someone else opened
+the persona since, or it was unlocked) can never overwrite a newer
+generation. A token that is still the lease's is accepted even after the
+lease expired: nobody took the persona meanwhile, so nothing newer exists.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+from outreach_station.clock import utcnow as _utcnow
+from outreach_station.errors import (
+    BusyError,
+    EnvironmentProblem,
+    IntegrityError,
+    NotFoundError,
+    SecurityError,
+    StateError,
+    StationError,
+    UsageError,
+)
+from outreach_station.ids import new_persona_id, validate_persona_id
+from outreach_station.personas import ALLOWED_TRANSITIONS, Persona, Status
+from outreach_station.storage.base import ProxyRecord, UniqueConflict
+from outreach_station.values import validate_label, validate_reason
+
+if TYPE_CHECKING:
+    import psycopg
+
+# The group role station's login roles belong to; the migrations grant to it.
+APP_ROLE: Final = "station_app"
+# Blobs are kept in rows of at most this many bytes: bytea rewrites whole
+# values, and a row this size keeps each insert's memory small.
+CHUNK_BYTES: Final = 1 << 20
+_KEYRING_PREFIX: Final = "team-database/"
+_LEASE_COLUMNS: Final = (
+    "persona_id, member, host, since, expires, token, expires <= now() AS expired"
+)
+# pg_advisory_xact_lock keys: one for migrations, one for the audit chain's tail.
+_MIGRATION_LOCK: Final = 0x5354_4D31
+_AUDIT_LOCK: Final = 0x5354_4131
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: what the local registry holds. `seq` orders personas as SQLite's rowid does.
+    """
+    CREATE SEQUENCE persona_seq;
+    CREATE TABLE personas (
+        id TEXT PRIMARY KEY,
+        seq BIGINT NOT NULL DEFAULT nextval('persona_seq'),
+        platform TEXT NOT NULL,
+        label TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL CHECK (status IN ('standby', 'active', 'blocked', 'retired')),
+        created TIMESTAMPTZ NOT NULL,
+        last_opened TIMESTAMPTZ,
+        status_changed TIMESTAMPTZ NOT NULL,
+        status_reason TEXT NOT NULL DEFAULT '',
+        fingerprint TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX one_active_persona_per_platform
+        ON personas (platform) WHERE status = 'active';
+    CREATE INDEX personas_by_platform ON personas (platform, status);
+    CREATE TABLE kits (
+        persona_id TEXT PRIMARY KEY REFERENCES personas (id) ON DELETE CASCADE,
+        username TEXT NOT NULL DEFAULT '',
+        email TEXT NOT NULL DEFAULT '',
+        phone TEXT NOT NULL DEFAULT '',
+        card_label TEXT NOT NULL DEFAULT '',
+        card_last4 TEXT NOT NULL DEFAULT ''
+            CHECK (card_last4 = '' OR card_last4 ~ '^[0-9]{4}$'),
+        updated TIMESTAMPTZ NOT NULL
+    );
+    CREATE UNIQUE INDEX kits_unique_username ON kits (lower(username)) WHERE username <> '';
+    CREATE UNIQUE INDEX kits_unique_email ON kits (lower(email)) WHERE email <> '';
+    CREATE UNIQUE INDEX kits_unique_phone ON kits (phone) WHERE phone <> '';
+    CREATE TABLE persona_proxies (
+        persona_id TEXT PRIMARY KEY REFERENCES personas (id) ON DELETE CASCADE,
+        url TEXT NOT NULL,
+        username TEXT NOT NULL DEFAULT '',
+        source TEXT NOT NULL CHECK (source IN ('persona', 'pool')),
+        updated TIMESTAMPTZ NOT NULL
+    );
+    CREATE TABLE sealed_generations (
+        persona_id TEXT PRIMARY KEY,
+        generation BIGINT NOT NULL CHECK (generation >= 0),
+        pending BIGINT CHECK (pending IS NULL OR pending > generation),
+        updated TIMESTAMPTZ NOT NULL
+    );
+    GRANT SELECT, INSERT, UPDATE, DELETE
+        ON personas, kits, persona_proxies, sealed_generations TO station_app;
+    GRANT USAGE ON SEQUENCE persona_seq TO station_app;
+    """,
+    # 2: leases. A row stays once made, so its token keeps growing from one sequence.
+    """
+    CREATE SEQUENCE lease_tokens;
+    CREATE TABLE leases (
+        persona_id TEXT PRIMARY KEY REFERENCES personas (id) ON DELETE CASCADE,
+        member TEXT,
+        host TEXT,
+        since TIMESTAMPTZ,
+        expires TIMESTAMPTZ NOT NULL,
+        token BIGINT NOT NULL CHECK (token > 0),
+        CHECK ((member IS NULL) = (host IS NULL) AND (member IS NULL) = (since IS NULL))
+    );
+    CREATE FUNCTION leases_token_only_grows() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NEW.token <= OLD.token THEN
+            RAISE EXCEPTION 'a lease''s fencing token only grows' USING ERRCODE = 'check_violation';
+        END IF;
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER leases_token_only_grows BEFORE UPDATE OF token ON leases
+        FOR EACH ROW EXECUTE FUNCTION leases_token_only_grows();
+    GRANT SELECT, INSERT, UPDATE, DELETE ON leases TO station_app;
+    GRANT USAGE ON SEQUENCE lease_tokens TO station_app;
+    """,
+    # 3: the team's audit trail, append-only for everyone.
+    """
+    CREATE TABLE audit_records (
+        seq BIGSERIAL PRIMARY KEY,
+        recorded TIMESTAMPTZ NOT NULL DEFAULT now(),
+        member TEXT NOT NULL,
+        host TEXT NOT NULL,
+        record TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE FUNCTION audit_records_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'audit records are append-only: % refused', TG_OP
+            USING ERRCODE = 'insufficient_privilege';
+    END $$;
+    CREATE TRIGGER audit_records_append_only BEFORE UPDATE OR DELETE ON audit_records
+        FOR EACH ROW EXECUTE FUNCTION audit_records_append_only();
+    CREATE TRIGGER audit_records_no_truncate BEFORE TRUNCATE ON audit_records
+        FOR EACH STATEMENT EXECUTE FUNCTION audit_records_append_only();
+    REVOKE ALL ON audit_records FROM PUBLIC;
+    GRANT SELECT, INSERT ON audit_records TO station_app;
+    GRANT USAGE ON SEQUENCE audit_records_seq_seq TO station_app;
+    """,
+    # 4: sealed blobs (chunked) and generations. A blob row is put in the same
+    # transaction as all its chunks, so a blob is whole or absent.
+    """
+    CREATE TABLE blobs (
+        persona_id TEXT NOT NULL REFERENCES personas (id) ON DELETE CASCADE,
+        name TEXT NOT NULL CHECK (name ~ '^[0-9a-f]+$'),
+        size BIGINT NOT NULL CHECK (size >= 0),
+        chunks INTEGER NOT NULL CHECK (chunks >= 0),
+        PRIMARY KEY (persona_id, name)
+    );
+    CREATE TABLE blob_chunks (
+        persona_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        seq INTEGER NOT NULL CHECK (seq >= 0),
+        data BYTEA NOT NULL,
+        PRIMARY KEY (persona_id, name, seq),
+        FOREIGN KEY (persona_id, name) REFERENCES blobs (persona_id, name) ON DELETE CASCADE
+    );
+    CREATE TABLE generations (
+        persona_id TEXT NOT NULL REFERENCES personas (id) ON DELETE CASCADE,
+        generation BIGINT NOT NULL CHECK (generation > 0),
+        manifest BYTEA NOT NULL,
+        blob_names TEXT[] NOT NULL,
+        token BIGINT NOT NULL,
+        member TEXT NOT NULL,
+        committed TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (persona_id, generation)
+    );
+    CREATE TABLE current_generations (
+        persona_id TEXT PRIMARY KEY,
+        generation BIGINT NOT NULL,
+        FOREIGN KEY (persona_id, generation) REFERENCES generations (persona_id, generation)
+    );
+    GRANT SELECT, INSERT, UPDATE, DELETE
+        ON blobs, blob_chunks, generations, current_generations TO station_app;
+    """,
+)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds a persona on the server, by the server's clock."""
+
+    persona_id: str
+    member: str
+    host: str
+    since: datetime
+    expires: datetime
+    token: int
+    expired: bool
+
+    def describe(self) -> str:
+        when = self.since.astimezone().strftime("%Y-%m-%d %H:%M")
+        return f"{self.member} on {self.host} since {when}"
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One record of the team's audit trail as stored (`record` is opaque here)."""
+
+    seq: int
+    recorded: datetime
+    member: str
+    host: str
+    record: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A persona's current sealed generation on the server: its manifest is ciphertext."""
+
+    persona_id: str
+    generation: int
+    manifest: bytes
+    blob_names: tuple[str, ...]
+    token: int
+    member: str
+
+
+@dataclass(frozen=True)
+class TeamConnection:
+    """Where the team's server is: a libpq URL or conninfo, never holding a password."""
+
+    url: str
+
+    def __post_init__(self) -> None:
+        params = _parse_conninfo(self.url)
+        if "password" in params or "passfile" in params:
+            # Not echoed: the URL holds a secret.
+            raise UsageError(
+                "the team server URL must not contain a password; remove it from the URL "
+                "and keep the password in the OS keyring"
+            )
+
+    @property
+    def where(self) -> str:
+        """host:port/database, for messages."""
+        params = _parse_conninfo(self.url)
+        host = params.get("host") or params.get("hostaddr") or "localhost"
+        port = params.get("port") or "5432"
+        return f"{host}:{port}/{params.get('dbname') or params.get('user') or '?'}"
+
+
+def _parse_conninfo(url: str) -> dict[str, str]:
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    parsed: dict[str, Any] | None
+    try:
+        parsed = conninfo_to_dict(url)
+    except ProgrammingError:
+        parsed = None
+    if parsed is None:
+        # Raised outside the handler so that libpq's message, which quotes the
+        # text it could not parse (perhaps a password), is not even the context.
+        raise UsageError(
+            "the team server URL is malformed; expected postgresql://ROLE@HOST:PORT/DATABASE"
+            "?sslmode=verify-full"
+        )
+    return {key: str(value) for key, value in parsed.items() if value is not None}
+
+
+def password_entry(connection: TeamConnection) -> str:
+    """The keyring entry holding the database password of this URL's role and server."""
+    params = _parse_conninfo(connection.url)
+    user = params.get("user", "")
+    return f"{_KEYRING_PREFIX}{user}@{connection.where}"
+
+
+def keyring_password(connection: TeamConnection) -> str:
+    """The database password from the OS keyring; refused when none is stored."""
+    from outreach_station import secret_store
+
+    entry = password_entry(connection)
+    found = secret_store.read(entry, what="team database password")
+    if found is None:
+        raise EnvironmentProblem(
+            f"no password for the team server {connection.where} in the OS keyring "
+            f"(entry {entry!r}); join the team again (station team join URL)"
+        )
+    return found
+
+
+def _scrub(text: str, secret: str | None) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+def _connect_problem(
+    connection: TeamConnection, exc: BaseException, password: str | None
+) -> StationError:
+    """One line for a failed connection: never libpq's raw text, never the password."""
+    text = _scrub(str(exc), password).lower()
+    where = connection.where.rsplit("/", 1)[0]
+    if "password authentication failed" in text or "no password supplied" in text:
+        return SecurityError(
+            f"the team server {where} refused the database password; ask IT to check the "
+            "role, then store the right password with station team join"
+        )
+    if "ssl" in text or "certificate" in text:
+        return SecurityError(
+            f"no trusted TLS connection to the team server {where} (sslmode in the URL); "
+            "check the server's certificate and sslrootcert with IT"
+        )
+    if "does not exist" in text:
+        return EnvironmentProblem(
+            f"the team server {where} has no such database or role ({connection.where}); "
+            "check the URL with IT"
+        )
+    return EnvironmentProblem(
+        f"cannot reach the team server at {where}; check the network (VPN) and that the "
+        "server is running, then try again (a persona cannot be opened without it)"
+    )
+
+
+class PostgresStore:
+    """The team store on one connection. Use as a context manager so it is closed."""
+
+    def __init__(
+        self,
+        connection: TeamConnection,
+        *,
+        password: str | None,
+        clock: Callable[[], datetime] = _utcnow,
+        connect_timeout: int = 10,
+    ) -> None:
+        import psycopg
+
+        self.connection = connection
+        self.clock = clock
+        self._depth = 0
+        failed: StationError | None = None
+        try:
+            self._conn: psycopg.Connection[Any] = psycopg.connect(
+                connection.url,
+                password=password,
+                autocommit=True,
+                connect_timeout=connect_timeout,
+                application_name="outreach-station",
+            )
+        except psycopg.Error as exc:
+            failed = _connect_problem(connection, exc, password)
+        if failed is not None:
+            # Outside the handler: libpq's text is not kept even as the context.
+            raise failed
+        # Nothing below may need it: errors after this point cannot echo it.
+        del password
+        try:
+            # Times come back in UTC whatever the server's own zone, as the local registry's.
+            self._conn.execute("SET TIME ZONE 'UTC'")
+            self._migrate()
+        except psycopg.Error as exc:
+            self._conn.close()
+            raise self._problem(exc) from None
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # Transactions and errors.
+
+    def _problem(self, exc: Exception) -> StationError:
+        import psycopg
+        from psycopg import errors as pg
+
+        where = self.connection.where
+        if isinstance(exc, pg.UniqueViolation) and "kits" in (exc.diag.table_name or ""):
+            return UniqueConflict("another persona already uses one of these details")
+        if isinstance(exc, pg.InsufficientPrivilege):
+            return SecurityError(
+                f"the team server {where} refused: {exc.diag.message_primary}; station's role "
+                "lacks that right (see docs/team.md for the grants)"
+            )
+        if isinstance(exc, psycopg.OperationalError) and self._conn.closed:
+            return EnvironmentProblem(
+                f"lost the connection to the team server {where}; check the network, then try again"
+            )
+        return EnvironmentProblem(
+            f"the team server {where} failed: {exc.diag.message_primary if hasattr(exc, 'diag') else type(exc).__name__}"  # noqa: E501
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One server transaction; an inner one joins the outer."""
+        with self._tx():
+            yield
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
+        import psycopg
+
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self._conn
+            finally:
+                self._depth -= 1
+            return
+        self._depth = 1
+        try:
+            with self._conn.transaction():
+                yield self._conn
+        except psycopg.Error as exc:
+            raise self._problem(exc) from None
+        finally:
+            self._depth = 0
+
+    def _rows(self, query: str, args: Any = ()) -> list[dict[str, Any]]:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        try:
+            with self._conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(query, args)
+                return cur.fetchall() if cur.description else []
+        except psycopg.Error as exc:
+            raise self._problem(exc) from None
+
+    def _row_or_none(self, query: str, args: Any = ()) -> dict[str, Any] | None:
+        rows = self._rows(query, args)
+        return rows[0] if rows else None
+
+    def _migrate(self) -> None:
+        current = self._version()
+        if current == len(MIGRATIONS):
+            return  # the usual case: no lock, no DDL, nothing a station role may not do
+        if current > len(MIGRATIONS):
+            raise StateError(
+                f"the team database {self.connection.where} was written by a newer station "
+                f"(schema {current}); upgrade station"
+            )
+        import psycopg
+
+        try:
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                cur.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations "
+                    "(version INTEGER PRIMARY KEY, applied TIMESTAMPTZ NOT NULL DEFAULT now())"
+                )
+                cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+                found = cur.fetchone()
+                current = int(found[0]) if found else 0
+                for version in range(current + 1, len(MIGRATIONS) + 1):
+                    cur.execute(MIGRATIONS[version - 1])
+                    cur.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+                cur.execute(f"GRANT SELECT ON schema_migrations TO {APP_ROLE}")
+        except psycopg.errors.UndefinedObject:
+            raise EnvironmentProblem(
+                f"the team database {self.connection.where} has no role {APP_ROLE}; "
+                f"IT creates it first (CREATE ROLE {APP_ROLE} NOLOGIN; see docs/team.md)"
+            ) from None
+        except psycopg.errors.InsufficientPrivilege:
+            raise EnvironmentProblem(
+                f"the team database {self.connection.where} needs schema {len(MIGRATIONS)} "
+                f"(it has {current}), and this role may not change it; ask IT to run "
+                "station team init with the owner role"
+            ) from None
+        except psycopg.Error as exc:
+            raise self._problem(exc) from None
+
+    def _version(self) -> int:
+        row = self._row_or_none("SELECT to_regclass('schema_migrations') IS NOT NULL AS present")
+        if not row or not row["present"]:
+            return 0
+        found = self._row_or_none("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
+        return int(found["v"]) if found else 0
+
+    def schema_version(self) -> int:
+        return self._version()
+
+    def server_now(self) -> datetime:
+        """The server's clock: what leases are measured by."""
+        row = self._row_or_none("SELECT now() AS now")
+        assert row is not None  # noqa: S101 - SELECT now() returns one row
+        return row["now"]  # type: ignore[no-any-return]
+
+    # Personas and their lifecycle (as storage.sqlite).
+
+    def _now(self) -> datetime:
+        # Seconds, as the local registry keeps them: a persona reads the same on both.
+        return self.clock().replace(microsecond=0)
+
+    @staticmethod
+    def _persona(row: Mapping[str, Any]) -> Persona:
+        return Persona(
+            id=row["id"],
+            platform=row["platform"],
+            label=row["label"],
+            status=row["status"],
+            created=row["created"],
+            last_opened=row["last_opened"],
+            status_changed=row["status_changed"],
+            status_reason=row["status_reason"],
+            fingerprint=json.loads(row["fingerprint"]),
+        )
+
+    def _lock_platform(self, conn: psycopg.Connection[Any], platform: str) -> None:
+        # Serialises "is there an active persona?" with the write that follows,
+        # as SQLite's BEGIN IMMEDIATE does for the local registry.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('platform:' || %s))", (platform,))
+
+    def create(
+        self,
+        platform: str,
+        *,
+        fingerprint: dict[str, Any],
+        label: str = "",
+        standby: bool = False,
+    ) -> Persona:
+        """Add a persona: active if its platform has none and standby is not asked."""
+        validate_label(label)
+        now = self._now()
+        with self._tx() as conn:
+            self._lock_platform(conn, platform)
+            has_active = conn.execute(
+                "SELECT 1 FROM personas WHERE platform = %s AND status = 'active'", (platform,)
+            ).fetchone()
+            status: Status = "standby" if standby or has_active else "active"
+            persona_id = new_persona_id()
+            conn.execute(
+                "INSERT INTO personas (id, platform, label, status, created, status_changed, "
+                "fingerprint) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (persona_id, platform, label, status, now, now, json.dumps(fingerprint)),
+            )
+        return self.get(persona_id)
+
+    def get(self, persona_id: str) -> Persona:
+        validate_persona_id(persona_id)
+        row = self._row_or_none("SELECT * FROM personas WHERE id = %s", (persona_id,))
+        if row is None:
+            raise NotFoundError(f"no persona with id '{persona_id}'")
+        return self._persona(row)
+
+    def list(self, *, platform: str | None = None, status: Status | None = None) -> list[Persona]:
+        query = "SELECT * FROM personas WHERE TRUE"
+        args: list[str] = []
+        if platform is not None:
+            query += " AND platform = %s"
+            args.append(platform)
+        if status is not None:
+            query += " AND status = %s"
+            args.append(status)
+        query += " ORDER BY created, seq"
+        return [self._persona(r) for r in self._rows(query, args)]
+
+    def active(self, platform: str) -> Persona | None:
+        row = self._row_or_none(
+            "SELECT * FROM personas WHERE platform = %s AND status = 'active'", (platform,)
+        )
+        return self._persona(row) if row else None
+
+    def mark_opened(self, persona_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE personas SET last_opened = %s WHERE id = %s", (self._now(), persona_id)
+            )
+
+    def set_fingerprint(self, persona_id: str, fingerprint: dict[str, Any]) -> Persona:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE personas SET fingerprint = %s WHERE id = %s",
+                (json.dumps(fingerprint), persona_id),
+            )
+        return self.get(persona_id)
+
+    def rotate(
+        self, platform: str, *, reason: str, fresh_fingerprint: Callable[[], dict[str, Any]]
+    ) -> tuple[Persona | None, Persona, bool]:
+        """Block the platform's active persona and put another in its place, atomically."""
+        validate_reason(reason)
+        now = self._now()
+        with self._tx() as conn:
+            self._lock_platform(conn, platform)
+            active = conn.execute(
+                "SELECT id FROM personas WHERE platform = %s AND status = 'active'", (platform,)
+            ).fetchone()
+            if active is not None:
+                conn.execute(
+                    "UPDATE personas SET status = 'blocked', status_changed = %s, "
+                    "status_reason = %s WHERE id = %s",
+                    (now, reason, active[0]),
+                )
+            standby = conn.execute(
+                "SELECT id FROM personas WHERE platform = %s AND status = 'standby' "
+                "ORDER BY created, seq LIMIT 1",
+                (platform,),
+            ).fetchone()
+            created = standby is None
+            if standby is not None:
+                new_id = str(standby[0])
+                conn.execute(
+                    "UPDATE personas SET status = 'active', status_changed = %s, "
+                    "status_reason = %s WHERE id = %s",
+                    (now, "promoted by rotation", new_id),
+                )
+            else:
+                new_id = new_persona_id()
+                conn.execute(
+                    "INSERT INTO personas (id, platform, label, status, created, "
+                    "status_changed, status_reason, fingerprint) "
+                    "VALUES (%s, %s, '', 'active', %s, %s, 'created by rotation', %s)",
+                    (new_id, platform, now, now, json.dumps(fresh_fingerprint())),
+                )
+        blocked = self.get(str(active[0])) if active is not None else None
+        return blocked, self.get(new_id), created
+
+    def undo_rotation(
+        self, platform: str, *, blocked_id: str, promoted_id: str, reason: str
+    ) -> tuple[Persona, Persona]:
+        """Put the last rotation back, atomically (see `SqliteStore.undo_rotation`)."""
+        validate_reason(reason)
+        now = self._now()
+        with self._tx() as conn:
+            self._lock_platform(conn, platform)
+            rows = dict(
+                conn.execute(
+                    "SELECT id, status FROM personas WHERE platform = %s AND id IN (%s, %s) "
+                    "FOR UPDATE",
+                    (platform, blocked_id, promoted_id),
+                ).fetchall()
+            )
+            if rows.get(blocked_id) != "blocked" or rows.get(promoted_id) != "active":
+                raise StateError(
+                    f"platform {platform} changed since its last rotation; nothing was undone"
+                )
+            conn.execute(
+                "UPDATE personas SET status = 'standby', status_changed = %s, "
+                "status_reason = %s WHERE id = %s",
+                (now, reason, promoted_id),
+            )
+            conn.execute(
+                "UPDATE personas SET status = 'active', status_changed = %s, "
+                "status_reason = %s WHERE id = %s",
+                (now, reason, blocked_id),
+            )
+        return self.get(blocked_id), self.get(promoted_id)
+
+    def transition(self, persona_id: str, to: Status, *, reason: str = "") -> Persona:
+        """Move a persona to another lifecycle state, refusing moves that make no sense."""
+        validate_reason(reason)
+        with self._tx() as conn:
+            found = self._locked_persona(conn, persona_id)
+            if to == "active":
+                self._lock_platform(conn, found["platform"])
+            current: Status = found["status"]
+            if to not in ALLOWED_TRANSITIONS[current]:
+                raise StateError(
+                    f"persona {persona_id} is {current}; it cannot become {to}"
+                    + (" (a retired persona never comes back)" if current == "retired" else "")
+                )
+            if to == "active":
+                other = conn.execute(
+                    "SELECT id FROM personas WHERE platform = %s AND status = 'active'",
+                    (found["platform"],),
+                ).fetchone()
+                if other is not None:
+                    raise StateError(
+                        f"platform {found['platform']} already has an active persona ({other[0]})"
+                    )
+            conn.execute(
+                "UPDATE personas SET status = %s, status_changed = %s, status_reason = %s "
+                "WHERE id = %s",
+                (to, self._now(), reason, persona_id),
+            )
+        return self.get(persona_id)
+
+    def _locked_persona(self, conn: psycopg.Connection[Any], persona_id: str) -> dict[str, Any]:
+        from psycopg.rows import dict_row
+
+        with conn.cursor(row_factory=dict_row) as cur:
+            found = cur.execute(
+                "SELECT * FROM personas WHERE id = %s FOR UPDATE", (persona_id,)
+            ).fetchone()
+        if found is None:
+            raise NotFoundError(f"no persona with id '{persona_id}'")
+        return found
+
+    # Identity kits.
+
+    @staticmethod
+    def _kit(row: Mapping[str, Any]) -> dict[str, str]:
+        from outreach_station.clock import iso
+
+        return {k: iso(v) if isinstance(v, datetime) else str(v) for k, v in row.items()}
+
+    def kit_row(self, persona_id: str) -> dict[str, str] | None:
+        row = self._row_or_none("SELECT * FROM kits WHERE persona_id = %s", (persona_id,))
+        return self._kit(row) if row else None
+
+    def kit_rows(self) -> tuple[dict[str, str], ...]:
+        return tuple(self._kit(r) for r in self._rows("SELECT * FROM kits ORDER BY persona_id"))
+
+    def put_kit(self, persona_id: str, values: Mapping[str, str]) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO kits (persona_id, username, email, phone, card_label, "
+                "card_last4, updated) VALUES (%(persona_id)s, %(username)s, %(email)s, "
+                "%(phone)s, %(card_label)s, %(card_last4)s, %(updated)s) "
+                "ON CONFLICT (persona_id) DO UPDATE "
+                "SET username = excluded.username, email = excluded.email, "
+                "phone = excluded.phone, card_label = excluded.card_label, "
+                "card_last4 = excluded.card_last4, updated = excluded.updated",
+                {**values, "persona_id": persona_id, "updated": self._now()},
+            )
+
+    # Egress proxies.
+
+    def proxy(self, persona_id: str) -> ProxyRecord | None:
+        row = self._row_or_none(
+            "SELECT url, username, source FROM persona_proxies WHERE persona_id = %s",
+            (persona_id,),
+        )
+        if row is None:
+            return None
+        return ProxyRecord(
+            persona_id=persona_id, url=row["url"], username=row["username"], source=row["source"]
+        )
+
+    def put_proxy(self, record: ProxyRecord) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO persona_proxies (persona_id, url, username, source, updated) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (persona_id) DO UPDATE SET "
+                "url = excluded.url, username = excluded.username, source = excluded.source, "
+                "updated = excluded.updated",
+                (record.persona_id, record.url, record.username, record.source, self._now()),
+            )
+
+    def delete_proxy(self, persona_id: str) -> bool:
+        with self._tx() as conn:
+            gone = conn.execute(
+                "DELETE FROM persona_proxies WHERE persona_id = %s", (persona_id,)
+            ).rowcount
+        return bool(gone)
+
+    def platform_proxies(self, platform: str, *, excluding: str) -> Sequence[tuple[str, Status]]:
+        rows = self._rows(
+            "SELECT p.url, s.status FROM persona_proxies p JOIN personas s ON s.id = p.persona_id "
+            "WHERE s.platform = %s AND p.persona_id <> %s",
+            (platform, excluding),
+        )
+        return [(str(r["url"]), r["status"]) for r in rows]
+
+    # The local cache's sealed generation bookkeeping (the Store protocol).
+
+    def sealed_generation(self, persona_id: str) -> tuple[int, int | None]:
+        row = self._row_or_none(
+            "SELECT generation, pending FROM sealed_generations WHERE persona_id = %s",
+            (persona_id,),
+        )
+        if row is None:
+            return 0, None
+        return int(row["generation"]), None if row["pending"] is None else int(row["pending"])
+
+    def begin_sealed_generation(self, persona_id: str, generation: int) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO sealed_generations (persona_id, generation, pending, updated) "
+                "VALUES (%s, 0, %s, %s) ON CONFLICT (persona_id) DO UPDATE SET "
+                "pending = excluded.pending, updated = excluded.updated",
+                (persona_id, generation, self._now()),
+            )
+
+    def commit_sealed_generation(self, persona_id: str, generation: int) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO sealed_generations (persona_id, generation, pending, updated) "
+                "VALUES (%s, %s, NULL, %s) ON CONFLICT (persona_id) DO UPDATE SET "
+                "generation = excluded.generation, pending = NULL, updated = excluded.updated",
+                (persona_id, generation, self._now()),
+            )
+
+    # Leases: one person at a time, measured by the server's clock.
+
+    @staticmethod
+    def _lease(row: Mapping[str, Any]) -> Lease:
+        return Lease(
+            persona_id=row["persona_id"],
+            member=row["member"],
+            host=row["host"],
+            since=row["since"],
+            expires=row["expires"],
+            token=int(row["token"]),
+            expired=bool(row["expired"]),
+        )
+
+    def lease(self, persona_id: str) -> Lease | None:
+        """Who holds the persona now (expired or not), or None if nobody does."""
+        row = self._row_or_none(
+            f"SELECT {_LEASE_COLUMNS} FROM leases "  # noqa: S608 - constant columns
+            "WHERE persona_id = %s AND member IS NOT NULL",
+            (persona_id,),
+        )
+        return self._lease(row) if row else None
+
+    def acquire_lease(self, persona_id: str, *, member: str, host: str, ttl: timedelta) -> Lease:
+        """Take the persona, with a new fencing token; refused at once if another holds it.
+
+        Free, expired, or held by the same member on the same host (a crashed
+        session of this laptop: its token is fenced off by the new one) all
+        give the lease; anything else is a `BusyError` naming the holder.
+        """
+        validate_persona_id(persona_id)
+        row = self._row_or_none(
+            "INSERT INTO leases AS l (persona_id, member, host, since, expires, token) "  # noqa: S608 - constant columns
+            "VALUES (%(p)s, %(m)s, %(h)s, now(), now() + %(ttl)s, nextval('lease_tokens')) "
+            "ON CONFLICT (persona_id) DO UPDATE SET member = excluded.member, "
+            "host = excluded.host, since = excluded.since, expires = excluded.expires, "
+            "token = excluded.token "
+            "WHERE l.member IS NULL OR l.expires <= now() "
+            "OR (l.member = excluded.member AND l.host = excluded.host) "
+            f"RETURNING {_LEASE_COLUMNS}",
+            {"p": persona_id, "m": member, "h": host, "ttl": ttl},
+        )
+        if row is not None:
+            return self._lease(row)
+        holder = self.lease(persona_id)
+        if holder is None:  # released between the two statements: try once more
+            return self.acquire_lease(persona_id, member=member, host=host, ttl=ttl)
+        raise BusyError(
+            f"persona {persona_id} is open by {holder.describe()}; try again when they "
+            "close it, or free it with station team unlock if that laptop is lost"
+        )
+
+    def renew_lease(self, persona_id: str, token: int, *, ttl: timedelta) -> Lease:
+        """Push the lease's expiry on; refused when `token` is no longer the lease's."""
+        row = self._row_or_none(
+            "UPDATE leases SET expires = now() + %s WHERE persona_id = %s AND token = %s "  # noqa: S608
+            f"AND member IS NOT NULL RETURNING {_LEASE_COLUMNS}",
+            (ttl, persona_id, token),
+        )
+        if row is None:
+            raise self._lost(persona_id)
+        return self._lease(row)
+
+    def release_lease(self, persona_id: str, token: int) -> bool:
+        """Give the persona back; False if `token` was no longer the lease's."""
+        row = self._row_or_none(
+            "UPDATE leases SET member = NULL, host = NULL, since = NULL, expires = now(), "
+            "token = nextval('lease_tokens') WHERE persona_id = %s AND token = %s "
+            "AND member IS NOT NULL RETURNING token",
+            (persona_id, token),
+        )
+        return row is not None
+
+    def force_unlock(self, persona_id: str) -> Lease | None:
+        """Free the persona whoever holds it (the caller audits why); the lease freed, or None."""
+        with self._tx() as conn:
+            before = self.lease(persona_id)
+            if before is None:
+                return None
+            conn.execute(
+                "UPDATE leases SET member = NULL, host = NULL, since = NULL, expires = now(), "
+                "token = nextval('lease_tokens') WHERE persona_id = %s",
+                (persona_id,),
+            )
+        return before
+
+    def _lost(self, persona_id: str) -> StateError:
+        holder = self.lease(persona_id)
+        now = f" and is now open by {holder.describe()}" if holder else ""
+        return StateError(
+            f"the lease on persona {persona_id} was lost (it expired or was unlocked{now}); "
+            "this session's changes are kept sealed on this laptop"
+        )
+
+    # The team's audit trail.
+
+    def append_audit_record(
+        self, *, member: str, host: str, make: Callable[[AuditRecord | None], tuple[str, str]]
+    ) -> AuditRecord:
+        """Append one record chained to the trail's last one.
+
+        `make(last)` returns the record's text and hash from the last record
+        (None for the first); it runs under a lock, so two laptops appending
+        at once still make one chain.
+        """
+        with self._tx() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK,))
+            last = self._row_or_none("SELECT * FROM audit_records ORDER BY seq DESC LIMIT 1")
+            record, digest = make(AuditRecord(**last) if last else None)
+            row = self._row_or_none(
+                "INSERT INTO audit_records (member, host, record, hash) "
+                "VALUES (%s, %s, %s, %s) RETURNING *",
+                (member, host, record, digest),
+            )
+        assert row is not None  # noqa: S101 - INSERT ... RETURNING returns the row
+        return AuditRecord(**row)
+
+    def audit_records(self, *, after: int = 0) -> builtins.list[AuditRecord]:
+        """The trail's records after `after`, oldest first."""
+        return [
+            AuditRecord(**r)
+            for r in self._rows("SELECT * FROM audit_records WHERE seq > %s ORDER BY seq", (after,))
+        ]
+
+    # Sealed blobs and generations: ciphertext only.
+
+    def missing_blobs(self, persona_id: str, names: Collection[str]) -> set[str]:
+        """Which of `names` the server lacks: only these need uploading."""
+        rows = self._rows(
+            "SELECT name FROM blobs WHERE persona_id = %s AND name = ANY(%s)",
+            (persona_id, list(names)),
+        )
+        return set(names) - {r["name"] for r in rows}
+
+    def blob_names(self, persona_id: str) -> set[str]:
+        return {
+            r["name"]
+            for r in self._rows("SELECT name FROM blobs WHERE persona_id = %s", (persona_id,))
+        }
+
+    def put_blob(self, persona_id: str, name: str, data: bytes | bytearray | memoryview) -> bool:
+        """Upload one sealed blob in chunks, whole or not at all; False if the server had it."""
+        view = memoryview(data)
+        count = (len(view) + CHUNK_BYTES - 1) // CHUNK_BYTES
+        with self._tx() as conn:
+            made = conn.execute(
+                "INSERT INTO blobs (persona_id, name, size, chunks) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING RETURNING 1",
+                (persona_id, name, len(view), count),
+            ).fetchone()
+            if made is None:
+                return False
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO blob_chunks (persona_id, name, seq, data) VALUES (%s, %s, %s, %s)",
+                    [
+                        (
+                            persona_id,
+                            name,
+                            i,
+                            view[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES].tobytes(),
+                        )
+                        for i in range(count)
+                    ],
+                )
+        return True
+
+    def get_blob(self, persona_id: str, name: str) -> bytes:
+        """A sealed blob's bytes; IntegrityError if the server holds it incomplete."""
+        head = self._row_or_none(
+            "SELECT size, chunks FROM blobs WHERE persona_id = %s AND name = %s",
+            (persona_id, name),
+        )
+        if head is None:
+            raise NotFoundError(
+                f"the team server {self.connection.where} has no blob {name} of persona "
+                f"{persona_id}"
+            )
+        rows = self._rows(
+            "SELECT seq, data FROM blob_chunks WHERE persona_id = %s AND name = %s ORDER BY seq",
+            (persona_id, name),
+        )
+        data = b"".join(bytes(r["data"]) for r in rows)
+        if [r["seq"] for r in rows] != list(range(head["chunks"])) or len(data) != head["size"]:
+            raise IntegrityError(
+                f"blob {name} of persona {persona_id} on the team server is incomplete or "
+                "altered; it was changed outside station"
+            )
+        return data
+
+    def commit_generation(
+        self,
+        persona_id: str,
+        generation: int,
+        manifest: bytes,
+        *,
+        token: int,
+        blob_names: Collection[str],
+    ) -> None:
+        """Make `generation` the persona's current one, if `token` is still the lease's.
+
+        In one transaction: the lease row is locked and its token compared;
+        every blob the manifest names must be on the server already; the
+        generation must be newer than the current one. Anything else changes
+        nothing.
+        """
+        names = sorted(set(blob_names))
+        with self._tx() as conn:
+            lease = conn.execute(
+                "SELECT token, member FROM leases WHERE persona_id = %s FOR UPDATE", (persona_id,)
+            ).fetchone()
+            if lease is None or lease[1] is None or int(lease[0]) != token:
+                raise self._lost(persona_id)
+            current = conn.execute(
+                "SELECT generation FROM current_generations WHERE persona_id = %s FOR UPDATE",
+                (persona_id,),
+            ).fetchone()
+            if current is not None and int(current[0]) >= generation:
+                raise StateError(
+                    f"the team server already has generation {current[0]} of persona "
+                    f"{persona_id}; generation {generation} is not newer"
+                )
+            held = conn.execute(
+                "SELECT count(*) FROM blobs WHERE persona_id = %s AND name = ANY(%s)",
+                (persona_id, names),
+            ).fetchone()
+            if held is None or int(held[0]) != len(names):
+                raise StateError(
+                    f"generation {generation} of persona {persona_id} names blobs the team "
+                    "server lacks; upload them first"
+                )
+            conn.execute(
+                "INSERT INTO generations (persona_id, generation, manifest, blob_names, token, "
+                "member) VALUES (%s, %s, %s, %s, %s, %s)",
+                (persona_id, generation, manifest, names, token, lease[1]),
+            )
+            conn.execute(
+                "INSERT INTO current_generations (persona_id, generation) VALUES (%s, %s) "
+                "ON CONFLICT (persona_id) DO UPDATE SET generation = excluded.generation",
+                (persona_id, generation),
+            )
+
+    def current_generation(self, persona_id: str) -> Generation | None:
+        """The persona's current generation on the server, or None if none was committed."""
+        row = self._row_or_none(
+            "SELECT g.* FROM current_generations c JOIN generations g "
+            "ON g.persona_id = c.persona_id AND g.generation = c.generation "
+            "WHERE c.persona_id = %s",
+            (persona_id,),
+        )
+        if row is None:
+            return None
+        return Generation(
+            persona_id=row["persona_id"],
+            generation=int(row["generation"]),
+            manifest=bytes(row["manifest"]),
+            blob_names=tuple(row["blob_names"]),
+            token=int(row["token"]),
+            member=row["member"],
+        )

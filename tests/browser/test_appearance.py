@@ -1,0 +1,58 @@
+"""The persona's name and colour in the browser's own frame, and nowhere a page can read them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from outreach_station.appearance import platform_colour
+
+pytestmark = pytest.mark.browser
+
+PAGE = "data:text/html,<title>Probe page</title><iframe srcdoc='<p>frame</p>'></iframe>"
+ROOT = Path(__file__).resolve().parents[2]
+LABEL = "Vera Lind"
+PLATFORM = "Example Classifieds"
+
+
+def probe(tmp_path: Path, name: str, *extra: str) -> dict[str, Any]:
+    out = tmp_path / f"{name}.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.browser.window_probe", "station", PAGE, str(out), *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=dict(os.environ),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen: dict[str, Any] = json.loads(out.read_text())
+    return seen
+
+
+def test_window_names_the_persona_and_no_page_frame_or_worker_can_tell(
+    display: str, tmp_path: Path
+) -> None:
+    named = probe(tmp_path, "named", LABEL, PLATFORM)
+    bare = probe(tmp_path, "bare")
+    # The person sees the label and the platform in the window's title...
+    assert f"{LABEL} \u00b7 {PLATFORM}" in named["windows"], named["windows"]
+    # ...and the platform's colour in the frame (Chromium's own theme colour).
+    theme = named["preferences"]["browser"]["theme"]
+    assert theme["user_color"] == platform_colour("example-classifieds").argb
+    assert named["preferences"]["profile"]["name"] == f"{LABEL} \u00b7 {PLATFORM}"
+    # A page, its frame and its worker see exactly what they see of a
+    # persona with no name and no colour: title, window.name, navigator,
+    # media queries (colour scheme, contrast, forced colours), CSS system
+    # colours and a form control's accent colour.
+    for scope in ("page", "iframe", "worker"):
+        assert named[scope] == bare[scope], scope
+        assert LABEL.lower() not in json.dumps(named[scope]).lower(), scope
+        assert "vera" not in json.dumps(named[scope]).lower(), scope
