@@ -13,6 +13,7 @@ class EventName(StrEnum):
     PERSONA_CLOSED = "persona.closed"
     PERSONA_BLOCKED = "persona.blocked"
     PERSONA_ROTATED = "persona.rotated"
+    PERSONA_ROTATION_UNDONE = "persona.rotation_undone"
     PERSONA_RETIRED = "persona.retired"
     PERSONA_SHREDDED = "persona.shredded"
     PERSONA_RECOVERED = "persona.recovered"

@@ -157,7 +157,7 @@ class Fingerprint:
         if missing or data.get("version") != FINGERPRINT_VERSION:
             raise StateError(
                 "this persona's stored fingerprint is from another station version; "
-                "run 'station persona refresh-fingerprint <id>'"
+                "run 'station persona refresh-fingerprint PERSONA'"
             )
         values = {k: v for k, v in data.items() if k in names}
         values["languages"] = tuple(values["languages"])

@@ -50,3 +50,37 @@ def validate_platform_id(platform_id: str) -> str:
             f"malformed platform id '{platform_id}': use lower-case letters, digits and '-'"
         )
     return platform_id
+
+
+def platform_id(text: str) -> str:
+    """A platform id as typed, any case (`Example-Classifieds`), in its one stored form."""
+    lowered = text.lower() if text.isascii() else text
+    if not is_platform_id(lowered):
+        raise UsageError(
+            f"malformed platform id '{text}': use letters, digits and '-', "
+            "as listed by 'station platforms'"
+        )
+    return lowered
+
+
+def persona_reference(text: str) -> str:
+    """Refuse what cannot name a persona: an id, the start of one, or a label (any case).
+
+    Anything path-like is refused here too, before any lookup: a reference is
+    only ever compared with stored ids and labels, but one rule at the edge
+    keeps '../x' from reaching anything that opens.
+    """
+    from outreach_station.values import MAX_LABEL_LENGTH, text_problem
+
+    if (
+        not text
+        or text_problem(text) is not None
+        or len(text) > MAX_LABEL_LENGTH
+        or text.startswith(".")
+        or any(c in text for c in "/\\%")
+    ):
+        raise UsageError(
+            f"malformed persona {text!r}: give its id, the first letters of it, or its label, "
+            "as printed by 'station persona list'"
+        )
+    return text

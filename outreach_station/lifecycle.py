@@ -217,7 +217,10 @@ def _rotate(
             # The new persona must not leave through the address that was just blocked.
             network.assign_from_pool(store, active, profile.proxies, force_new=True)
     if blocked is not None:
-        st.record(EventName.PERSONA_BLOCKED, blocked, closed_session=closed)
+        # The reason is the person's own words: what `station audit` shows of the block.
+        st.record(
+            EventName.PERSONA_BLOCKED, blocked, closed_session=closed, reason=blocked.status_reason
+        )
     if created:
         st.record(EventName.PERSONA_CREATED, active, status=active.status)
     st.record(

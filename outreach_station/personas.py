@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 Status = Literal["standby", "active", "blocked", "retired"]
 STATUSES: tuple[Status, ...] = ("standby", "active", "blocked", "retired")
 
+# Blocked never becomes active through a transition: only `Store.undo_rotation`
+# (`station rotate --undo`, within the policy's window) brings it back, together
+# with its mirror image, so a mistaken rotation need not burn a working account.
 ALLOWED_TRANSITIONS: dict[Status, frozenset[Status]] = {
     "standby": frozenset({"active", "blocked", "retired"}),
     "active": frozenset({"standby", "blocked", "retired"}),

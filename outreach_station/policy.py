@@ -45,6 +45,7 @@ from outreach_station.values import read_settings_file
 # policy does not depend on the platform catalogue being importable.
 MAX_MINUTES: Final = 7 * 24 * 60  # a week: anything larger is a typo (seconds?)
 MAX_RETENTION_DAYS: Final = 3650
+MAX_UNDO_MINUTES: Final = 24 * 60  # a rotation undone a day later is a new decision
 
 _LABEL: Final = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _HOSTNAME_RE: Final = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
@@ -115,6 +116,12 @@ class RetentionRules:
 
 
 @dataclass(frozen=True)
+class RotationRules:
+    # How long `station rotate --undo` may bring the blocked persona back; 0 = never.
+    undo_minutes: int = 15
+
+
+@dataclass(frozen=True)
 class VaultRules:
     allow_passphrase: bool = False
 
@@ -129,6 +136,7 @@ class Policy:
     session: SessionRules = SessionRules()
     audit: AuditRules = AuditRules()
     retention: RetentionRules = RetentionRules()
+    rotation: RotationRules = RotationRules()
     vault: VaultRules = VaultRules()
 
     def platform_allowed(self, platform_id: str) -> bool:
@@ -397,6 +405,11 @@ def _limit_stricter(candidate: object, base: object) -> bool:
     return effective(candidate) <= effective(base)
 
 
+def _shorter_stricter(candidate: object, base: object) -> bool:
+    # A window for going back on a decision is stricter when shorter (0: none at all).
+    return cast(int, candidate) <= cast(int, base)
+
+
 def _subset_stricter(candidate: object, base: object) -> bool:
     if base is None:
         return True
@@ -460,6 +473,12 @@ _SPECS: Final[Mapping[str, _Spec]] = MappingProxyType(
             _int_range(0, MAX_RETENTION_DAYS, "days, 0 = keep until removed by hand"),
             _BASE.retention.blocked_days,
             _Rule.SYSTEM_ONLY,
+        ),
+        "rotation.undo_minutes": _Spec(
+            _int_range(0, MAX_UNDO_MINUTES, "minutes, 0 = no undo"),
+            _BASE.rotation.undo_minutes,
+            _Rule.TIGHTEN,
+            at_least_as_strict=_shorter_stricter,
         ),
         "vault.allow_passphrase": _permission(_BASE.vault.allow_passphrase),
     }
@@ -835,6 +854,7 @@ def _build(settings: tuple[Setting, ...]) -> Policy:
         ),
         audit=AuditRules(path=where("audit.path")),
         retention=RetentionRules(blocked_days=number("retention.blocked_days")),
+        rotation=RotationRules(undo_minutes=number("rotation.undo_minutes")),
         vault=VaultRules(allow_passphrase=flag("vault.allow_passphrase")),
     )
 

@@ -170,24 +170,32 @@ class _Life:
     source: str = ""
 
 
+def _add_audit(lives: dict[str, _Life], log: AuditLog) -> None:
+    """Creation and block times from the audit trail, in the order they happened."""
+    for record in log.records():
+        if record.persona is None:
+            continue
+        if record.event is EventName.PERSONA_CREATED:
+            life = lives.setdefault(record.persona, _Life(platform=record.platform or ""))
+            if life.created is None:
+                life.created = record.time
+        elif record.event is EventName.PERSONA_BLOCKED:
+            life = lives.setdefault(record.persona, _Life(platform=record.platform or ""))
+            # A persona is blocked once; a repeated event (a retried
+            # command) must not move its block time later.
+            if life.blocked is None or record.time < life.blocked:
+                life.blocked, life.source = record.time, "audit"
+        elif record.event is EventName.PERSONA_ROTATION_UNDONE and record.persona in lives:
+            # `rotate --undo`: the block was a mistake, not the platform's doing.
+            lives[record.persona].blocked = None
+
+
 def _lives(registry: Store, log: AuditLog | None) -> dict[str, _Life]:
     lives: dict[str, _Life] = {}
     for persona in registry.list():
         lives[persona.id] = _Life(platform=persona.platform, created=persona.created)
     if log is not None:
-        for record in log.records():
-            if record.persona is None:
-                continue
-            if record.event is EventName.PERSONA_CREATED:
-                life = lives.setdefault(record.persona, _Life(platform=record.platform or ""))
-                if life.created is None:
-                    life.created = record.time
-            elif record.event is EventName.PERSONA_BLOCKED:
-                life = lives.setdefault(record.persona, _Life(platform=record.platform or ""))
-                # A persona is blocked once; a repeated event (a retried
-                # command) must not move its block time later.
-                if life.blocked is None or record.time < life.blocked:
-                    life.blocked, life.source = record.time, "audit"
+        _add_audit(lives, log)
     for persona in registry.list(status="blocked"):
         life = lives[persona.id]
         if life.blocked is None:

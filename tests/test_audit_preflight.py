@@ -80,7 +80,7 @@ def test_rotate_refused_before_changing_anything(breakage: str, runner: Any) -> 
     damage(log)
     before, log_before = _registry_rows(), _log_bytes(log)
 
-    result = runner.invoke(["rotate", "demo"])
+    result = runner.invoke(["rotate", "demo", "--yes"])
 
     _assert_refused(result, code, says, log)
     assert _registry_rows() == before

@@ -44,7 +44,7 @@ def _use_the_home(runner: Any) -> None:
         paths.current(), persona.id, api.open_vault(), notify=lambda _m: None
     ) as ws:
         (ws.profile / "Cookies").write_bytes(b"cookie jar")
-    assert runner.invoke(["rotate", "demo"]).exit_code == 0
+    assert runner.invoke(["rotate", "demo", "--yes"]).exit_code == 0
 
 
 def test_station_home_is_private_whatever_the_umask(

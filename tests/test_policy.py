@@ -18,6 +18,7 @@ from outreach_station.policy import (
     PlatformsRules,
     Policy,
     RetentionRules,
+    RotationRules,
     SessionRules,
     SourceKind,
     VaultRules,
@@ -62,6 +63,9 @@ path = "/var/log/outreach-station/audit.log"
 
 [retention]
 blocked_days = 30
+
+[rotation]
+undo_minutes = 10
 
 [vault]
 allow_passphrase = true
@@ -161,6 +165,7 @@ def test_every_setting_is_parsed(system_policy: Path, user: Path) -> None:
         session=SessionRules(max_minutes=240, idle_minutes=0),
         audit=AuditRules(path=Path("/var/log/outreach-station/audit.log")),
         retention=RetentionRules(blocked_days=30),
+        rotation=RotationRules(undo_minutes=10),
         vault=VaultRules(allow_passphrase=True),
     )
     assert effective.system_loaded
@@ -537,6 +542,13 @@ LOOSENING = [
         "[retention]\nblocked_days = 365\n",
         30,
         IgnoreReason.SYSTEM_ONLY,
+    ),
+    (
+        "rotation.undo_minutes",
+        "[rotation]\nundo_minutes = 10\n",
+        "[rotation]\nundo_minutes = 60\n",
+        10,
+        IgnoreReason.LOOSENS,
     ),
     (
         "vault.allow_passphrase",

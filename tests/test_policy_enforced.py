@@ -20,6 +20,7 @@ loosen it; "here" is this file, "browser" is tests/browser/test_policy_enforced_
 | session.idle_minutes | browser: test_system_idle_limit_closes_an_untouched_session | browser: same test (user `idle_minutes = 0`) |
 | audit.path | here: test_audit_path_moves_what_rotate_and_open_write; browser: test_system_policy_lockdown_holds_in_real_chromium (persona.opened/closed land there) | here: test_open_audits_every_ignored_loosening (user `audit.path` ignored, default log stays empty) |
 | retention.blocked_days | here: test_retention_follows_the_system_policy_days | here: same test (user `blocked_days = 1`) |
+| rotation.undo_minutes | here: test_undo_window_follows_the_system_policy; tests/cli/test_rotate_cli.py::test_undo_outside_the_window_is_refused_and_changes_nothing | here: same test (user `undo_minutes = 60`) |
 | vault.allow_passphrase | tests/cli/test_init.py::test_passphrase_mode_is_refused_unless_policy_allows_it, ::test_passphrase_vault_opens_and_reseals_without_the_keyring | here: test_user_config_cannot_allow_a_passphrase |
 
 Parsing, precedence and the warning text of every key are in tests/test_policy.py;
@@ -265,7 +266,7 @@ def test_audit_path_moves_what_rotate_and_open_write(
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
 
-    assert runner.invoke(["rotate", "demo", "--reason", "test"]).exit_code == 0
+    assert runner.invoke(["rotate", "demo", "--yes", "--reason", "test"]).exit_code == 0
     opened = runner.invoke(["open", "demo"])  # no display: stops after the policy audit
     assert opened.exit_code == ExitCode.ENVIRONMENT, opened.stderr
 
@@ -378,7 +379,7 @@ def test_open_audits_every_ignored_loosening(
 def test_retention_follows_the_system_policy_days(runner: Any, system_policy: Path) -> None:
     install_policy(system_policy, "[retention]\nblocked_days = 7\n")
     user_config("[retention]\nblocked_days = 1\n")
-    assert runner.invoke(["rotate", "demo"]).exit_code == 0
+    assert runner.invoke(["rotate", "demo", "--yes"]).exit_code == 0
     blocked = api.rotate("demo", reason="blocked", force=True).blocked
     assert blocked is not None
     changed = blocked.status_changed
@@ -391,6 +392,33 @@ def test_retention_follows_the_system_policy_days(runner: Any, system_policy: Pa
     assert [d.persona.id for d in done] == [blocked.id]
     assert api.get_persona(blocked.id).status == "retired"
     assert "persona.shredded" in [r["event"] for r in events(default_path())]
+
+
+# --- rotation.undo_minutes ----------------------------------------------------------
+
+
+def test_undo_window_follows_the_system_policy(runner: Any, system_policy: Path) -> None:
+    import sqlite3
+
+    from outreach_station.clock import iso, parse_iso
+
+    install_policy(system_policy, "[rotation]\nundo_minutes = 2\n")
+    user_config("[rotation]\nundo_minutes = 60\n")
+    first = api.create_persona("demo")
+    assert runner.invoke(["rotate", "demo", "--yes"]).exit_code == 0
+    with sqlite3.connect(paths.current().registry) as conn:  # the rotation, 3 minutes ago
+        for persona_id, changed in conn.execute("SELECT id, status_changed FROM personas"):
+            earlier = iso(parse_iso(changed) - timedelta(minutes=3))
+            conn.execute(
+                "UPDATE personas SET status_changed = ? WHERE id = ?", (earlier, persona_id)
+            )
+
+    result = runner.invoke(["rotate", "demo", "--undo", "--yes"])
+
+    # The user's 60 minutes are ignored; IT's 2 apply.
+    assert result.exit_code == ExitCode.STATE
+    assert "it can be undone only within 2 minutes" in result.stderr
+    assert api.get_persona(first.id).status == "blocked"
 
 
 # --- vault.allow_passphrase ----------------------------------------------------------

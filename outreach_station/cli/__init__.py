@@ -9,12 +9,13 @@ so is any other exception (a bug), without its text.
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
+from outreach_station.cli._help import HelpGroup, StationCommand
 from outreach_station.errors import StationError, os_error_problem
 
 
@@ -28,7 +29,7 @@ def _as_station_error(exc: Exception) -> StationError | None:
     return problem_for(exc)
 
 
-class StationGroup(TyperGroup):
+class StationGroup(HelpGroup):
     # typer vendors click and exposes its Context only as typer.Context, a subclass.
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
@@ -62,8 +63,9 @@ def _typer_app() -> typer.Typer:
         cls=StationGroup,
         help=(
             "Organisation-owned, isolated browser personas for outreach work.\n\n"
-            "Start of a shift: 'station open <platform>'. After a block: "
-            "'station rotate <platform>'. New here? Try 'station open demo'."
+            "Start of a shift: 'station open PLATFORM'. After a block: "
+            "'station rotate PLATFORM'. New here? Try 'station open demo'.\n\n"
+            "Example: station open demo"
         ),
         no_args_is_help=True,
         pretty_exceptions_show_locals=False,
@@ -76,12 +78,30 @@ def _typer_app() -> typer.Typer:
 app = _typer_app()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from outreach_station import __version__
+
+        typer.echo(f"station {__version__}")
+        raise typer.Exit
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
     *,
     debug: Annotated[
         bool, typer.Option("--debug", help="Show a traceback when something fails.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            is_eager=True,
+            callback=_print_version,
+            help="Print station's version and exit.",
+        ),
     ] = False,
 ) -> None:
     from outreach_station.cli._output import info
@@ -99,30 +119,29 @@ def _register() -> None:
     from outreach_station.cli import open as open_cmd
 
     app.add_typer(persona.app, name="persona")
-    app.add_typer(audit.app, name="audit", help="List the audit trail and verify its chain.")
-    app.add_typer(policy.app, name="policy", help="Show the effective policy; check a file.")
+    app.add_typer(audit.app, name="audit")
+    app.add_typer(policy.app, name="policy")
     from outreach_station.cli import desktop
 
-    app.add_typer(
-        desktop.app, name="desktop", help="Desktop launchers per platform: install, remove."
-    )
-    app.command("init")(init_cmd.init_command)
-    app.command("open")(open_cmd.open_command)
-    app.command("platforms")(platforms.platforms_command)
+    app.add_typer(desktop.app, name="desktop")
+    command = functools.partial(app.command, cls=StationCommand)
+    command("init")(init_cmd.init_command)
+    command("open")(open_cmd.open_command)
+    command("platforms")(platforms.platforms_command)
     from outreach_station.cli import report as report_cmd
 
-    app.command("report")(report_cmd.report_command)
-    app.command("rotate")(lifecycle.rotate_command)
-    app.command("status")(lifecycle.status_command)
+    command("report")(report_cmd.report_command)
+    command("rotate")(lifecycle.rotate_command)
+    command("status")(lifecycle.status_command)
     from outreach_station.cli import check as check_cmd
 
-    app.command("check")(check_cmd.check_command)
+    command("check")(check_cmd.check_command)
     from outreach_station.cli import doctor as doctor_cmd
 
-    app.command("doctor")(doctor_cmd.doctor_command)
+    command("doctor")(doctor_cmd.doctor_command)
     from outreach_station.cli import docs as docs_cmd
 
-    app.command("docs")(docs_cmd.docs_command)
+    command("docs")(docs_cmd.docs_command)
 
 
 _register()

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from outreach_station.context import Station
 
 
@@ -50,8 +52,20 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
             typer.echo("  ".join("-" * w for w in widths))
 
 
+def local_time(moment: datetime, *, seconds: bool = False) -> str:
+    """A stored (UTC) time as the person's local time, with its zone: `2026-11-03 10:00 CET`."""
+    local = moment.astimezone()
+    zone = local.strftime("%Z") or local.strftime("%z")
+    return local.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M") + f" {zone}"
+
+
 def is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+def is_terminal() -> bool:
+    """Whether a person can answer a question: stdin is a terminal (not a pipe or a script)."""
+    return sys.stdin.isatty()
 
 
 class Progress:

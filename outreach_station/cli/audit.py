@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from outreach_station.cli._help import HelpGroup, StationCommand
 from outreach_station.cli._lazy import lazy_module
 from outreach_station.errors import IntegrityError, UsageError
 
@@ -18,13 +19,14 @@ else:
 app = typer.Typer(
     rich_markup_mode=None,
     name="audit",
+    cls=HelpGroup,
     invoke_without_command=True,
     no_args_is_help=False,
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
 
-_COLUMNS = ("SEQ", "TIME (UTC)", "USER", "HOST", "EVENT", "PERSONA", "PLATFORM", "DETAIL")
+_COLUMNS = ("SEQ", "TIME", "USER", "HOST", "EVENT", "PERSONA", "PLATFORM", "DETAIL")
 
 
 def _log(ctx: typer.Context) -> AuditLog:
@@ -38,10 +40,12 @@ def _records(count: int) -> str:
 
 
 def _row(record: AuditEvent) -> tuple[str, ...]:
+    from outreach_station.cli._output import local_time
+
     detail = " ".join(f"{key}={value}" for key, value in record.detail.items())
     return (
         str(record.seq),
-        record.time.strftime("%Y-%m-%d %H:%M:%S"),
+        local_time(record.time, seconds=True),
         record.user,
         record.host,
         record.event.value,
@@ -70,21 +74,30 @@ def audit(
     ctx: typer.Context,
     *,
     persona: Annotated[
-        str | None, typer.Option("--persona", help="Only records of this persona id.")
+        str | None,
+        typer.Option(
+            "--persona",
+            metavar="PERSONA",
+            help="Only records of this persona (id, first letters of it, or label).",
+        ),
     ] = None,
     since: Annotated[
         str | None,
         typer.Option(
             "--since",
+            metavar="WHEN",
             help="Only records at or after this date or ISO-8601 date-time "
             "(local time unless it ends in Z or an offset).",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
-    """List the audit trail, oldest first.
+    """List the audit trail, oldest first; check its chain (verify); start anew
+    after damage (restart).
 
-    Example: station audit --persona p-7 --since 2026-11-01
+    Times are local, with their zone (UTC in --json).
+
+    Example: station audit --persona k7q2 --since 2026-11-01
     """
     if ctx.invoked_subcommand is not None:
         if persona is not None or since is not None or as_json:
@@ -102,6 +115,7 @@ def audit(
             raise UsageError(
                 f"--persona {problem}; give a persona id as printed by 'station persona list'"
             )
+        persona = _persona_filter(ctx, persona)
     log = _log(ctx)
     records = log.records(persona=persona, since=core.parse_since(since) if since else None)
     if as_json:
@@ -126,7 +140,24 @@ def audit(
         )
 
 
-@app.command()
+def _persona_filter(ctx: typer.Context, text: str) -> str:
+    """The id `text` names; as typed when no persona matches (older records name retired ids)."""
+    from outreach_station.cli._params import find_persona
+    from outreach_station.errors import NotFoundError
+    from outreach_station.ids import is_persona_id
+    from outreach_station.lookup import AmbiguousPersona
+
+    if is_persona_id(text):
+        return text  # a whole id needs no lookup
+    try:
+        return find_persona(ctx, text)
+    except AmbiguousPersona:
+        raise  # several personas: the person must say which
+    except (NotFoundError, UsageError):
+        return text
+
+
+@app.command("verify", cls=StationCommand)
 def verify(
     ctx: typer.Context,
     *,
@@ -166,7 +197,7 @@ def verify(
         typer.echo(f"Audit log intact: {_records(result.count)} in {log.path}")
 
 
-@app.command()
+@app.command("restart", cls=StationCommand)
 def restart(ctx: typer.Context) -> None:
     """Set a damaged audit log aside as evidence and start a new one that records it.
 

@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from outreach_station import ids
 from outreach_station.cli._lazy import lazy_module
 from outreach_station.cli._output import echo_json, info, station_of, table
+from outreach_station.cli._params import PersonaArgument, find_persona
 from outreach_station.errors import CheckFailed
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ else:
 
 def check_command(
     ctx: typer.Context,
-    persona_id: Annotated[str, typer.Argument(metavar="ID", help="The persona's id.")],
+    persona_id: PersonaArgument,
     *,
     json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
@@ -31,8 +31,8 @@ def check_command(
 
     Example: station check k7q2m9x4ab3d
     """
-    ids.validate_persona_id(persona_id)
-    result = session.check_persona(persona_id, notify=info, station=station_of(ctx))
+    persona = find_persona(ctx, persona_id)
+    result = session.check_persona(persona, notify=info, station=station_of(ctx))
     if json:
         echo_json(
             {

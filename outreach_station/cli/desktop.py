@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated
 
 import typer
 
+from outreach_station.cli._help import HelpGroup, StationCommand
 from outreach_station.cli._output import echo_json, info, station_of, table
 
 app = typer.Typer(
     rich_markup_mode=None,
     name="desktop",
+    cls=HelpGroup,
     help=(
         "Desktop launchers: install (one per allowed platform), remove.\n\n"
         "Each launcher opens the platform's persona without a terminal and shows "
@@ -20,9 +23,10 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
+command = functools.partial(app.command, cls=StationCommand)
 
 
-@app.command("install")
+@command("install")
 def install_command(
     ctx: typer.Context,
     *,
@@ -50,7 +54,7 @@ def install_command(
     info(f"{len(made)} launcher(s) installed; they appear in the desktop's application menu")
 
 
-@app.command("remove")
+@command("remove")
 def remove_command(
     *,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,

@@ -9,7 +9,8 @@ import typer
 
 from outreach_station import ids
 from outreach_station.cli._lazy import lazy_module
-from outreach_station.cli._output import echo_json, info, safe
+from outreach_station.cli._output import echo_json, info, local_time, safe
+from outreach_station.cli._params import PersonaArgument, find_persona
 from outreach_station.errors import UsageError
 
 if TYPE_CHECKING:
@@ -48,14 +49,15 @@ def _render(view: kit.KitView) -> None:
         ("persona", view.kit.persona_id),
         *((field, view.kit.value(field) or "-") for field in kit.DETAIL_FIELDS),
         *states.items(),
-        ("updated", view.kit.updated.strftime("%Y-%m-%d %H:%M") if view.kit.updated else "never"),
+        ("updated", local_time(view.kit.updated) if view.kit.updated else "never"),
     ]
     for key, value in rows:
         typer.echo(f"{key + ':':<12} {safe(value)}")
 
 
 def kit_command(
-    persona_id: Annotated[str, typer.Argument(metavar="ID", help="The persona's id.")],
+    ctx: typer.Context,
+    persona_id: PersonaArgument,
     *,
     assignments: Annotated[
         list[str] | None,
@@ -96,7 +98,7 @@ def kit_command(
 
     Example: station persona kit k7q2m9x4ab3d --set email=k7@example.org --set card-last4=4821
     """
-    ids.validate_persona_id(persona_id)
+    ids.persona_reference(persona_id)
     if print_ and reveal is None:
         raise UsageError("--print only works together with --reveal SECRET")
     secret_fields = list(dict.fromkeys(set_secret or []))
@@ -104,6 +106,7 @@ def kit_command(
         if field not in kit.SECRET_FIELDS:
             raise UsageError(f"unknown kit secret {field!r}; the secrets are {_SECRETS}")
     changes = kit.parse_assignments(assignments or [])
+    persona_id = find_persona(ctx, persona_id)
     # Every input is read and checked before anything is written.
     kit.get_kit(persona_id)
     for field, raw in changes.items():

@@ -2,23 +2,45 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from outreach_station import ids
-from outreach_station.cli._output import echo_json, info, station_of, table
+from outreach_station.cli._output import echo_json, info, is_terminal, safe, station_of, table
+from outreach_station.errors import UsageError
+
+if TYPE_CHECKING:
+    from outreach_station.context import Station
+    from outreach_station.personas import Persona
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def rotate_command(
     ctx: typer.Context,
-    platform: Annotated[str, typer.Argument(help="The platform that blocked its persona.")],
+    platform: Annotated[
+        str, typer.Argument(metavar="PLATFORM", help="The platform that blocked its persona.")
+    ],
     *,
     reason: Annotated[
-        str, typer.Option(help="What happened, for the record (no personal data).")
+        str,
+        typer.Option(
+            metavar="TEXT",
+            help="What happened, for the record (no personal data); asked if not given.",
+        ),
     ] = "",
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts).")
+    ] = False,
+    undo: Annotated[
+        bool,
+        typer.Option(
+            "--undo",
+            help="Take the last rotation back: the blocked persona active again, the new one "
+            "standby (within the policy's rotation.undo_minutes, 15 by default).",
+        ),
+    ] = False,
     force: Annotated[
         bool,
         typer.Option("--force", help="Rotate even if the platform was rotated seconds ago."),
@@ -28,18 +50,32 @@ def rotate_command(
     """Replace a blocked persona: mark it blocked and activate a fresh one.
 
     Closes the blocked persona if it is open, promotes a standby persona (or
-    creates a new one) that shares nothing with it, and records it all.
+    creates a new one) that shares nothing with it, and records it all. On a
+    terminal it shows what it will block and asks first; scripts pass --yes.
+    A mistaken rotation can be undone for a while with --undo.
 
     Example: station rotate demo --reason "account suspended at login"
     """
     from outreach_station import lifecycle
     from outreach_station.values import validate_reason
 
-    ids.validate_platform_id(platform)
+    platform = ids.platform_id(platform)
     validate_reason(reason)
-    result = lifecycle.rotate(
-        platform, reason=reason, force=force, notify=info, station=station_of(ctx)
-    )
+    if undo and (reason or force):
+        raise UsageError(
+            "--undo takes no --reason or --force: it only takes the last rotation back"
+        )
+    # Refused before anything is read or written: a script that forgot --yes changes nothing.
+    if not yes and not is_terminal():
+        what = "undoing a rotation" if undo else "rotating blocks the platform's active persona"
+        raise UsageError(f"{what}: confirm on a terminal, or pass --yes in scripts")
+    station = station_of(ctx)
+    if undo:
+        _undo(platform, station, yes=yes, json=json)
+        return
+    if not yes:
+        reason = _confirm_rotation(platform, reason, station)
+    result = lifecycle.rotate(platform, reason=reason, force=force, notify=info, station=station)
     if json:
         echo_json(
             {
@@ -48,16 +84,72 @@ def rotate_command(
                 "active": result.active.id,
                 "created": result.created,
                 "closed_session": result.closed_session,
+                "reason": result.blocked.status_reason if result.blocked else None,
             }
         )
         return
     if result.blocked is None:
         typer.echo(f"{platform}: there was no active persona; nothing marked blocked")
     else:
-        typer.echo(f"{platform}: persona {result.blocked.id} marked blocked")
+        typer.echo(
+            f"{platform}: persona {named(result.blocked)} marked blocked "
+            f"({safe(result.blocked.status_reason)})"
+        )
     how = "created" if result.created else "promoted from standby"
-    typer.echo(f"{platform}: persona {result.active.id} is now active ({how})")
+    typer.echo(f"{platform}: persona {named(result.active)} is now active ({how})")
+    if result.blocked is not None:
+        typer.echo(f"a mistake? station rotate {platform} --undo")
     typer.echo(f"next: station open {platform}")
+
+
+def named(persona: Persona) -> str:
+    """A persona as a person knows it: its id, and its label when it has one."""
+    return f"{persona.id} ({safe(persona.label)})" if persona.label else persona.id
+
+
+def _confirm_rotation(platform: str, reason: str, station: Station) -> str:
+    from outreach_station import rotation
+
+    seen = rotation.preview(platform, station=station)
+    name = f"{safe(seen.platform.name)} ({seen.platform.id})"
+    if seen.current is None:
+        info(f"{name} has no active persona: nothing is blocked, a fresh persona becomes active.")
+    else:
+        label = safe(seen.current.label) or "no label"
+        user = safe(seen.username) or "none recorded"
+        info(f"Rotate {name}?")
+        info(f"  blocks persona {seen.current.id} ({label}), kit username: {user}")
+    if not reason:
+        reason = typer.prompt(
+            "Reason, for the record (no personal data)",
+            default="blocked by the platform",
+            err=True,
+        ).strip()
+    typer.confirm("Rotate now?", abort=True, err=True)
+    return reason
+
+
+def _undo(platform: str, station: Station, *, yes: bool, json: bool) -> None:
+    from outreach_station import rotation
+
+    if not yes:
+        typer.confirm(
+            f"Undo the last rotation of {platform} (the blocked persona becomes active again)?",
+            abort=True,
+            err=True,
+        )
+    result = rotation.undo(platform, notify=info, station=station)
+    if json:
+        echo_json(
+            {
+                "platform": result.platform,
+                "active": result.restored.id,
+                "standby": result.demoted.id,
+            }
+        )
+        return
+    typer.echo(f"{platform}: persona {named(result.restored)} is active again")
+    typer.echo(f"{platform}: persona {named(result.demoted)} is back in standby")
 
 
 def status_command(ctx: typer.Context, *, json: JsonOption = False) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from outreach_station.cli._output import Progress, ask_passphrase, info, safe, station_of
+from outreach_station.cli._params import find_persona
 from outreach_station.errors import UsageError
 
 if TYPE_CHECKING:
@@ -39,14 +40,28 @@ def profile_progress(action: str) -> ProgressCallback:
 
 def open_command(
     ctx: typer.Context,
-    platform: Annotated[str, typer.Argument(help="Platform id, e.g. 'demo'.")],
+    platform: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[PLATFORM]",
+            help="Platform id, e.g. 'demo' (any case); without it, the platforms are listed.",
+            show_default=False,
+        ),
+    ] = None,
     *,
     persona: Annotated[
         str | None,
-        typer.Option(help="Open this persona of the platform instead of the active one."),
+        typer.Option(
+            metavar="PERSONA",
+            help="Open this persona of the platform (id, first letters of it, or label) "
+            "instead of the active one.",
+        ),
     ] = None,
     url: Annotated[
-        str | None, typer.Option(help="Start at this http(s) address instead of the start page.")
+        str | None,
+        typer.Option(
+            metavar="URL", help="Start at this http(s) address instead of the start page."
+        ),
     ] = None,
     headless: Annotated[
         bool,
@@ -58,18 +73,30 @@ def open_command(
     Stays in the foreground until you close the last window (or press
     Ctrl-C); the session is saved either way. The first open of a platform
     creates its persona. Headless, the demo platform prints what it saw.
+    Without a platform, lists the platforms to choose from.
 
     Example: station open demo
     """
     from outreach_station import ids, session
     from outreach_station.values import url_is_plain
 
+    if platform is None:
+        if persona is not None or url is not None:
+            raise UsageError("--persona and --url need a platform: station open PLATFORM")
+        from outreach_station.cli.platforms import platforms_command
+
+        platforms_command(ctx)
+        info("open one with: station open PLATFORM")
+        return
     # Checked before the vault or the browser is touched.
-    ids.validate_platform_id(platform)
+    platform = ids.platform_id(platform)
     if persona is not None:
-        ids.validate_persona_id(persona)
+        ids.persona_reference(persona)
     if url is not None and not (url.startswith(("http://", "https://")) and url_is_plain(url)):
         raise UsageError(BAD_URL)
+    if persona is not None and not ids.is_persona_id(persona):
+        # A whole id goes as it is: the session says when it is another platform's.
+        persona = find_persona(ctx, persona, platform=platform)
     result = session.open_platform(
         platform,
         persona_id=persona,

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from outreach_station import ids
+from outreach_station.cli._help import HelpGroup, StationCommand
 from outreach_station.cli._lazy import lazy_module
-from outreach_station.cli._output import echo_json, info, safe, station_of, table
+from outreach_station.cli._output import echo_json, info, local_time, safe, station_of, table
+from outreach_station.cli._params import (
+    JsonOption,
+    PersonaArgument,
+    PlatformArgument,
+    find_persona,
+)
 from outreach_station.errors import StateError, UsageError
 
 if TYPE_CHECKING:
@@ -20,9 +28,16 @@ else:
     network = lazy_module("outreach_station.network")
     values = lazy_module("outreach_station.values")
 
-app = typer.Typer(rich_markup_mode=None, help="Create and inspect personas.", no_args_is_help=True)
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+app = typer.Typer(
+    rich_markup_mode=None,
+    cls=HelpGroup,
+    help=(
+        "Create and inspect personas (new, list, show, kit, retire, refresh-fingerprint, "
+        "proxy).\n\nExample: station persona list"
+    ),
+    no_args_is_help=True,
+)
+command = functools.partial(app.command, cls=StationCommand)
 
 
 def _summary(persona: Persona) -> str:
@@ -41,19 +56,21 @@ def _as_json(persona: Persona) -> dict[str, Any]:
 
 def _when(persona: Persona, attr: str) -> str:
     moment = getattr(persona, attr)
-    return moment.strftime("%Y-%m-%d %H:%M") if moment else "never"
+    return local_time(moment) if moment else "never"
 
 
-@app.command("new")
+@command("new")
 def new(
     ctx: typer.Context,
-    platform: Annotated[str, typer.Argument(help="Platform id, as listed by 'station platforms'.")],
+    platform: PlatformArgument,
     *,
-    label: Annotated[str, typer.Option(help="A note for staff, e.g. who set it up.")] = "",
+    label: Annotated[
+        str, typer.Option(metavar="TEXT", help="A name for staff, e.g. 'Anna evening'.")
+    ] = "",
     standby: Annotated[
         bool, typer.Option("--standby", help="Keep it in the standby pool even if none is active.")
     ] = False,
-    count: Annotated[int, typer.Option(help="How many to create (1-100).")] = 1,
+    count: Annotated[int, typer.Option(metavar="N", help="How many to create (1-100).")] = 1,
     json: JsonOption = False,
 ) -> None:
     """Create personas for a platform and print their ids, one a line.
@@ -63,7 +80,7 @@ def new(
 
     Example: station persona new demo --standby --count 3
     """
-    ids.validate_platform_id(platform)
+    platform = ids.platform_id(platform)
     values.validate_label(label)
     personas = lifecycle.create_personas(
         platform,
@@ -80,11 +97,13 @@ def new(
             typer.echo(persona.id)
 
 
-@app.command("list")
+@command("list")
 def list_(
     ctx: typer.Context,
     *,
-    platform: Annotated[str | None, typer.Option(help="Only this platform's personas.")] = None,
+    platform: Annotated[
+        str | None, typer.Option(metavar="PLATFORM", help="Only this platform's personas.")
+    ] = None,
     json: JsonOption = False,
 ) -> None:
     """List personas: id, platform, status, label, created, last opened.
@@ -92,13 +111,13 @@ def list_(
     Example: station persona list --platform demo
     """
     if platform is not None:
-        ids.validate_platform_id(platform)
+        platform = ids.platform_id(platform)
     personas = lifecycle.list_personas(platform_id=platform, station=station_of(ctx))
     if json:
         echo_json([_as_json(p) for p in personas])
         return
     if not personas:
-        typer.echo("no personas yet; 'station persona new <platform>' creates one")
+        typer.echo("no personas yet; 'station persona new PLATFORM' creates one")
         return
     table(
         ["ID", "PLATFORM", "STATUS", "LABEL", "CREATED", "LAST OPENED", "FINGERPRINT"],
@@ -117,19 +136,18 @@ def list_(
     )
 
 
-@app.command("show")
+@command("show")
 def show(
     ctx: typer.Context,
-    persona_id: Annotated[str, typer.Argument(metavar="ID", help="The persona's id.")],
+    persona_id: PersonaArgument,
     *,
     json: JsonOption = False,
 ) -> None:
-    """Show one persona in full.
+    """Show one persona in full, with why its status last changed.
 
-    Example: station persona show k7q2m9x4ab3d
+    Example: station persona show k7q2
     """
-    ids.validate_persona_id(persona_id)
-    persona = lifecycle.get_persona(persona_id, station=station_of(ctx))
+    persona = lifecycle.get_persona(find_persona(ctx, persona_id), station=station_of(ctx))
     if json:
         echo_json(_as_json(persona))
         return
@@ -138,6 +156,8 @@ def show(
         ("platform", persona.platform),
         ("label", persona.label),
         ("status", persona.status),
+        ("since", _when(persona, "status_changed")),
+        ("reason", persona.status_reason or "-"),
         ("created", _when(persona, "created")),
         ("last opened", _when(persona, "last_opened")),
         ("fingerprint", _summary(persona)),
@@ -151,18 +171,20 @@ def _register_kit() -> None:
     # The kit command lives in its own module; it joins this group here.
     from outreach_station.cli import kit as kit_cli
 
-    app.command("kit")(kit_cli.kit_command)
+    command("kit")(kit_cli.kit_command)
 
 
 _register_kit()
 
 
-@app.command("retire")
+@command("retire")
 def retire(
     ctx: typer.Context,
-    persona_id: Annotated[str, typer.Argument(metavar="ID", help="The persona's id.")],
+    persona_id: PersonaArgument,
     *,
-    reason: Annotated[str, typer.Option(help="Why, for the record.")] = "retired by staff",
+    reason: Annotated[
+        str, typer.Option(metavar="TEXT", help="Why, for the record.")
+    ] = "retired by staff",
     yes: Annotated[
         bool, typer.Option("--yes", help="Do not ask for confirmation (for scripts).")
     ] = False,
@@ -175,9 +197,8 @@ def retire(
 
     Example: station persona retire k7q2m9x4ab3d
     """
-    ids.validate_persona_id(persona_id)
     values.validate_reason(reason)
-    persona = lifecycle.get_persona(persona_id, station=station_of(ctx))
+    persona = lifecycle.get_persona(find_persona(ctx, persona_id), station=station_of(ctx))
     if persona.status == "retired":
         raise StateError(f"persona {persona.id} is already retired")
     if not yes:
@@ -203,27 +224,28 @@ def retire(
         typer.echo(f"persona {done.persona.id} retired; its profile can no longer be read")
 
 
-@app.command("refresh-fingerprint")
+@command("refresh-fingerprint")
 def refresh_fingerprint(
     ctx: typer.Context,
-    persona_id: Annotated[str, typer.Argument(metavar="ID", help="The persona's id.")],
+    persona_id: PersonaArgument,
 ) -> None:
     """Draw a new fingerprint for a persona (websites will see a different browser).
 
     Example: station persona refresh-fingerprint k7q2m9x4ab3d
     """
-    ids.validate_persona_id(persona_id)
-    persona = lifecycle.refresh_fingerprint(persona_id, station=station_of(ctx))
+    persona = lifecycle.refresh_fingerprint(find_persona(ctx, persona_id), station=station_of(ctx))
     typer.echo(f"{persona.id}: {_summary(persona)}")
 
 
-@app.command("proxy")
+@command("proxy")
 def proxy(
     ctx: typer.Context,
-    persona_id: Annotated[str, typer.Argument(metavar="ID", help="The persona's id.")],
+    persona_id: PersonaArgument,
     url: Annotated[
         str | None,
-        typer.Argument(help="http://[user@]host:port or socks5://host:port; no password."),
+        typer.Argument(
+            metavar="[URL]", help="http://[user@]host:port or socks5://host:port; no password."
+        ),
     ] = None,
     *,
     clear: Annotated[bool, typer.Option("--clear", help="Remove the persona's proxy.")] = False,
@@ -237,9 +259,10 @@ def proxy(
     """
     if clear == (url is not None):
         raise typer.BadParameter("give either a proxy URL or --clear")
-    ids.validate_persona_id(persona_id)
+    ids.persona_reference(persona_id)
     if url is not None:
         network.parse_proxy_url(url)  # before the registry is opened
+    persona_id = find_persona(ctx, persona_id)
     password = None
     if url is not None:
         # The id, the persona's state and the URL are judged before a password is asked for.

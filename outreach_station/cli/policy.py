@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from outreach_station.cli._help import HelpGroup, StationCommand
 from outreach_station.cli._lazy import lazy_module
 from outreach_station.cli._output import echo_json, info, table
 
@@ -18,15 +20,18 @@ else:
 app = typer.Typer(
     rich_markup_mode=None,
     name="policy",
+    cls=HelpGroup,
     help=(
-        "See the policy in force and check policy files before rollout.\n\n"
+        "See the policy in force (show), check a policy file before rollout (check), "
+        "install Chromium's managed policy (apply-browser).\n\n"
         "Built-in defaults < your user config < the system policy set by IT; "
-        "a user config may only tighten. Example: station policy show"
+        "a user config may only tighten.\n\nExample: station policy show"
     ),
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
+command = functools.partial(app.command, cls=StationCommand)
 
 
 def _warn(message: str) -> None:
@@ -37,7 +42,7 @@ def _state(path: Path, loaded: bool) -> str:
     return f"{path}" if loaded else f"{path} (not present)"
 
 
-@app.command("show")
+@command("show")
 def show(
     *,
     as_json: Annotated[
@@ -66,9 +71,12 @@ def show(
     )
 
 
-@app.command("check")
+@command("check")
 def check(
-    file: Annotated[Path, typer.Argument(help="The policy file to validate.", show_default=False)],
+    file: Annotated[
+        Path,
+        typer.Argument(metavar="FILE", help="The policy file to validate.", show_default=False),
+    ],
     *,
     installed: Annotated[
         bool,
@@ -93,7 +101,7 @@ def check(
     typer.echo(f"OK: {file} is a valid policy")
 
 
-@app.command("apply-browser")
+@command("apply-browser")
 def apply_browser(
     *,
     dry_run: Annotated[
@@ -104,6 +112,7 @@ def apply_browser(
         Path | None,
         typer.Option(
             "--dir",
+            metavar="DIRECTORY",
             help="Chromium's managed policy directory "
             "(default /etc/chromium/policies/managed; Chrome: /etc/opt/chrome/policies/managed).",
         ),

@@ -87,6 +87,10 @@ class Store(Protocol):
         self, platform: str, *, reason: str, fresh_fingerprint: Callable[[], dict[str, Any]]
     ) -> tuple[Persona | None, Persona, bool]: ...
 
+    def undo_rotation(
+        self, platform: str, *, blocked_id: str, promoted_id: str, reason: str
+    ) -> tuple[Persona, Persona]: ...
+
     def transition(self, persona_id: str, to: Status, *, reason: str = "") -> Persona: ...
 
     # Identity kits (details only: secrets are in the keyring).

@@ -655,6 +655,37 @@ class PostgresStore:
         blocked = self.get(str(active[0])) if active is not None else None
         return blocked, self.get(new_id), created
 
+    def undo_rotation(
+        self, platform: str, *, blocked_id: str, promoted_id: str, reason: str
+    ) -> tuple[Persona, Persona]:
+        """Put the last rotation back, atomically (see `SqliteStore.undo_rotation`)."""
+        validate_reason(reason)
+        now = self._now()
+        with self._tx() as conn:
+            self._lock_platform(conn, platform)
+            rows = dict(
+                conn.execute(
+                    "SELECT id, status FROM personas WHERE platform = %s AND id IN (%s, %s) "
+                    "FOR UPDATE",
+                    (platform, blocked_id, promoted_id),
+                ).fetchall()
+            )
+            if rows.get(blocked_id) != "blocked" or rows.get(promoted_id) != "active":
+                raise StateError(
+                    f"platform {platform} changed since its last rotation; nothing was undone"
+                )
+            conn.execute(
+                "UPDATE personas SET status = 'standby', status_changed = %s, "
+                "status_reason = %s WHERE id = %s",
+                (now, reason, promoted_id),
+            )
+            conn.execute(
+                "UPDATE personas SET status = 'active', status_changed = %s, "
+                "status_reason = %s WHERE id = %s",
+                (now, reason, blocked_id),
+            )
+        return self.get(blocked_id), self.get(promoted_id)
+
     def transition(self, persona_id: str, to: Status, *, reason: str = "") -> Persona:
         """Move a persona to another lifecycle state, refusing moves that make no sense."""
         validate_reason(reason)

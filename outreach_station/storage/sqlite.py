@@ -365,6 +365,40 @@ class SqliteStore:
         blocked = self.get(active["id"]) if active is not None else None
         return blocked, self.get(new_id), created
 
+    def undo_rotation(
+        self, platform: str, *, blocked_id: str, promoted_id: str, reason: str
+    ) -> tuple[Persona, Persona]:
+        """Put the last rotation back, atomically: `blocked_id` active, `promoted_id` standby.
+
+        The one way a blocked persona becomes active again (see `ALLOWED_TRANSITIONS`);
+        refused unless the two are still exactly as that rotation left them.
+        """
+        validate_reason(reason)
+        now = _iso(self.clock())
+        with self._write() as conn:
+            rows = {
+                r["id"]: r["status"]
+                for r in conn.execute(
+                    "SELECT id, status FROM personas WHERE platform = ? AND id IN (?, ?)",
+                    (platform, blocked_id, promoted_id),
+                )
+            }
+            if rows.get(blocked_id) != "blocked" or rows.get(promoted_id) != "active":
+                raise StateError(
+                    f"platform {platform} changed since its last rotation; nothing was undone"
+                )
+            conn.execute(
+                "UPDATE personas SET status = 'standby', status_changed = ?, "
+                "status_reason = ? WHERE id = ?",
+                (now, reason, promoted_id),
+            )
+            conn.execute(
+                "UPDATE personas SET status = 'active', status_changed = ?, "
+                "status_reason = ? WHERE id = ?",
+                (now, reason, blocked_id),
+            )
+        return self.get(blocked_id), self.get(promoted_id)
+
     def transition(self, persona_id: str, to: Status, *, reason: str = "") -> Persona:
         """Move a persona to another lifecycle state, refusing moves that make no sense."""
         validate_reason(reason)

@@ -23,7 +23,7 @@ def test_rotate_closes_and_seals_the_open_persona_then_activates_a_fresh_one(
         wait_open(proc)
         (blocked,) = api.list_personas(platform_id="demo")
         assert browser_cmdlines(blocked.id)
-        result = runner.invoke(["rotate", "demo", "--reason", "login refused"])
+        result = runner.invoke(["rotate", "demo", "--yes", "--reason", "login refused"])
     finally:
         # rotate returns once the persona is sealed; the process then exits by itself.
         try:

@@ -4,6 +4,7 @@ import json
 import os
 import pwd
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -58,6 +59,19 @@ def seed() -> AuditLog:
     return log
 
 
+@pytest.fixture
+def stockholm(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The person's own time zone, as on the clinic's laptops."""
+    import time
+
+    monkeypatch.setenv("TZ", "Europe/Stockholm")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("stockholm")
 def test_listing_prints_a_readable_table() -> None:
     seed()
     out = run()
@@ -65,13 +79,13 @@ def test_listing_prints_a_readable_table() -> None:
     user, host = pwd.getpwuid(os.geteuid()).pw_name, socket.gethostname()
     u, h = max(len(user), 4), max(len(host), 4)
     expected = [
-        f"SEQ  TIME (UTC)           {'USER'.ljust(u)}  {'HOST'.ljust(h)}  EVENT            "
+        f"SEQ  TIME                     {'USER'.ljust(u)}  {'HOST'.ljust(h)}  EVENT            "
         "PERSONA  PLATFORM   DETAIL",
-        f"1    2026-11-03 09:00:00  {user.ljust(u)}  {host.ljust(h)}  persona.created  "
+        f"1    2026-11-03 10:00:00 CET  {user.ljust(u)}  {host.ljust(h)}  persona.created  "
         "p-a      instagram  reason=new",
-        f"2    2026-11-03 10:00:00  {user.ljust(u)}  {host.ljust(h)}  persona.opened   "
+        f"2    2026-11-03 11:00:00 CET  {user.ljust(u)}  {host.ljust(h)}  persona.opened   "
         "p-b      tiktok     -",
-        f"3    2026-11-03 11:00:00  {user.ljust(u)}  {host.ljust(h)}  persona.closed   "
+        f"3    2026-11-03 12:00:00 CET  {user.ljust(u)}  {host.ljust(h)}  persona.closed   "
         "p-a      instagram  seconds=90",
     ]
     assert out.stdout.splitlines() == expected

@@ -104,7 +104,8 @@ def _registry_with_personas(runner: Any, isolation: Path) -> Path:
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "header-only"])
 @pytest.mark.parametrize(
-    "command", [["status"], ["persona", "list"], ["persona", "new", "demo"], ["rotate", "demo"]]
+    "command",
+    [["status"], ["persona", "list"], ["persona", "new", "demo"], ["rotate", "demo", "--yes"]],
 )
 def test_damaged_registry_is_named_and_left_untouched(
     runner: Any, isolation: Path, damage: str, command: list[str]

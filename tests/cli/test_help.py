@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from typing import Any
@@ -24,18 +25,65 @@ def all_commands() -> list[list[str]]:
     return found
 
 
+# One style for what a person types in place: PLATFORM, PERSONA, FIELD=VALUE,
+# [URL]; never typer's {PLATFORM}, click's <str> or a lower-case name.
+METAVAR = re.compile(r"\[?[A-Z][A-Z0-9_]*(=[A-Z][A-Z0-9_]*)?\]?(\.\.\.)?")
+
+
+def _command_at(path: list[str]) -> Any:
+    import typer.main
+
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]
+    return command
+
+
 @pytest.mark.parametrize("path", all_commands(), ids=lambda p: " ".join(p) or "station")
 def test_every_command_has_help_with_an_example(runner: Any, path: list[str]) -> None:
     result = runner.invoke([*path, "--help"])
     assert result.exit_code == 0
     assert "Usage:" in result.stdout
-    import typer.main
+    command = _command_at(path)
+    # Groups too (`station audit` lists the trail itself): each shows how it is used.
+    example = re.escape(" ".join(["station", *path]))
+    assert re.search(rf"Example: (sudo )?{example}\b", command.help or ""), (
+        f"'station {' '.join(path)}' has no example"
+    )
 
-    command = typer.main.get_command(app)
-    for name in path:
-        command = command.commands[name]  # type: ignore[attr-defined]
-    if not hasattr(command, "commands"):
-        assert "Example" in (command.help or ""), f"'station {' '.join(path)}' has no example"
+
+@pytest.mark.parametrize("path", all_commands(), ids=lambda p: " ".join(p) or "station")
+def test_every_help_writes_arguments_one_way_and_cuts_nothing(runner: Any, path: list[str]) -> None:
+    import typer
+
+    result = runner.invoke([*path, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    usage, *rest = result.stdout.splitlines()
+    for mark in ("{", "}", "<", ">"):
+        assert mark not in usage, usage
+    command = _command_at(path)
+    ctx = typer.Context(command, info_name="station")
+    for param in command.params:
+        if getattr(param, "is_flag", False) or param.name == "help":
+            continue
+        metavar = param.make_metavar(ctx)
+        assert METAVAR.fullmatch(metavar), f"station {' '.join(path)}: {param.name} is {metavar}"
+        assert metavar.strip("[]").partition("=")[0] in usage + " ".join(rest)
+    # The command list and every summary in full: wrapped, never cut with "...".
+    assert not [line for line in rest if "..." in line], result.stdout
+    subcommands = getattr(command, "commands", {})
+    summary = " ".join((command.help or "").split())
+    missing = [name for name in subcommands if path and name not in summary]
+    assert missing == [], f"'station {' '.join(path)}' does not name {missing}"
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_prints_the_package_version(runner: Any, flag: str) -> None:
+    from importlib.metadata import version
+
+    result = runner.invoke([flag])
+    assert result.exit_code == 0
+    assert result.stdout == f"station {version('outreach-station')}\n"
 
 
 def test_module_entry_point() -> None:
@@ -47,7 +95,7 @@ def test_module_entry_point() -> None:
         timeout=60,
     )
     assert result.returncode == 0
-    assert "station open <platform>" in result.stdout
+    assert "station open PLATFORM" in result.stdout
 
 
 def _type(param_type: Any) -> tuple[str, dict[str, Any]]:

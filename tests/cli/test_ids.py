@@ -15,10 +15,12 @@ import pytest
 from outreach_station.errors import ExitCode
 
 BAD_PERSONA = (
-    "malformed persona id '../x': expected 12 characters a-z and 2-7, "
+    "malformed persona '../x': give its id, the first letters of it, or its label, "
     "as printed by 'station persona list'"
 )
-BAD_PLATFORM = "malformed platform id '../x': use lower-case letters, digits and '-'"
+BAD_PLATFORM = (
+    "malformed platform id '../x': use letters, digits and '-', as listed by 'station platforms'"
+)
 # Well formed, but no such persona: only a URL check before any lookup refuses it with 2.
 SOME_ID = "abcdefghijkl"
 

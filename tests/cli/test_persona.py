@@ -79,11 +79,14 @@ def test_malformed_and_unknown_persona_ids(runner: Any, isolation: Path) -> None
     for bad in ("../x", "..%2Fx", "/etc/passwd"):
         result = runner.invoke(["persona", "show", bad])
         assert result.exit_code == ExitCode.USAGE
-        assert f"station: error: malformed persona id {bad!r}" in result.stderr
+        assert f"station: error: malformed persona {bad!r}" in result.stderr
     result = runner.invoke(["open", "demo", "--persona", "../x", "--headless"])
     assert result.exit_code == ExitCode.USAGE
     unknown = runner.invoke(["persona", "show", "abcdefghijkl"])
     assert unknown.exit_code == ExitCode.NOT_FOUND
-    assert "no persona with id 'abcdefghijkl'" in unknown.stderr
+    assert unknown.stderr == (
+        "station: error: no persona matches 'abcdefghijkl'; give its id or its label "
+        "as printed by 'station persona list'\n"
+    )
     assert (isolation / "registry.sqlite3").read_bytes() == before
     assert not (isolation / "personas").exists()

@@ -66,6 +66,7 @@ def test_show_prints_every_value_with_its_source(
         ("session.idle_minutes", "5", user_src),
         ("audit.path", "(station home default)", "default"),
         ("retention.blocked_days", "90", "default"),
+        ("rotation.undo_minutes", "15", "default"),
         ("vault.allow_passphrase", "false", "default"),
         ("platform.demo.allowlist", '["demo.test"]', sys_src),
     ]

@@ -180,8 +180,8 @@ def test_core_refuses_bad_reason_on_transition() -> None:
     [
         (
             ["--persona", "../../etc"],
-            "malformed persona id '../../etc': expected 12 characters a-z and 2-7, "
-            "as printed by 'station persona list'",
+            "malformed persona '../../etc': give its id, the first letters of it, or its "
+            "label, as printed by 'station persona list'",
         ),
         (
             ["--url", f"https://example.org/{ESC}[2J"],

@@ -81,6 +81,24 @@ def test_rotate_promotes_standby_then_creates(store: Store) -> None:
     assert store.active("demo") == fresh
 
 
+def test_undo_rotation_puts_both_back_and_only_as_the_rotation_left_them(store: Store) -> None:
+    a = store.create("demo", fingerprint=FP)
+    b = store.create("demo", fingerprint=FP)
+    blocked, active, _ = store.rotate("demo", reason="typo", fresh_fingerprint=dict)
+    assert blocked is not None
+    # The rotation stamps both with one moment: that is how undo pairs them.
+    assert blocked.status_changed == active.status_changed
+    restored, demoted = store.undo_rotation(
+        "demo", blocked_id=a.id, promoted_id=b.id, reason="rotation undone"
+    )
+    assert (restored.id, restored.status) == (a.id, "active")
+    assert (demoted.id, demoted.status) == (b.id, "standby")
+    with pytest.raises(StateError, match="changed since its last rotation"):
+        store.undo_rotation("demo", blocked_id=a.id, promoted_id=b.id, reason="again")
+    assert store.active("demo") == store.get(a.id)
+    assert store.get(b.id).status == "standby"
+
+
 def test_transaction_rolls_back_as_one_and_nests(store: Store) -> None:
     with pytest.raises(RuntimeError), store.transaction():
         store.create("demo", fingerprint=FP)
