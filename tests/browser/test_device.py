@@ -67,8 +67,17 @@ def test_fresh_personas_are_distinct_devices_stable_across_sealed_sessions() -> 
 
 def test_the_font_rendering_lever_moves_the_device_hash_and_nothing_else() -> None:
     persona = api.create_persona("desk-se")
-    # Everything else of the device fixed: the machine's fonts and processors.
-    _store(persona.id, fonts=[], hardware_concurrency=0, font_rendering="slight")
+    # Everything else of the device fixed: the machine's fonts and processors,
+    # and a pixel ratio of 1 (above 1 Chromium turns on subpixel positioning
+    # and draws canvas glyphs unhinted; the rendering then moves the hash
+    # through text widths alone: measured in docs/fingerprints.md).
+    _store(
+        persona.id,
+        fonts=[],
+        hardware_concurrency=0,
+        font_rendering="slight",
+        device_scale_factor=1.0,
+    )
     before = api.check_persona(persona.id)
     assert before.ok, _failed(before)
     _store(persona.id, font_rendering="full")
@@ -76,8 +85,10 @@ def test_the_font_rendering_lever_moves_the_device_hash_and_nothing_else() -> No
     assert after.ok, _failed(after)
     assert after.device_hash != before.device_hash
     old, new = before.report["device"]["main"], after.report["device"]["main"]
-    # Text pixels follow the rendering; WebGL, audio and the probed fonts do not.
+    # Text pixels and widths follow the rendering; WebGL, audio and the
+    # probed fonts do not.
     assert new["canvas"]["text"] != old["canvas"]["text"]
+    assert new["system_fonts"] != old["system_fonts"]
     assert (new["webgl"], new["audio"], new["fonts"]) == (old["webgl"], old["audio"], old["fonts"])
     # The page's hash is that of the fingerprint too (it covers misc.canvas_hash).
     assert after.report["hash"] != before.report["hash"]
