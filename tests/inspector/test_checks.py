@@ -209,9 +209,15 @@ def test_device_checks_catch_a_worker_that_draws_differently() -> None:
 
 
 def test_device_checks_catch_missing_parts_and_a_wrong_hash() -> None:
-    device = _device(webgl=None)
+    device = _device(canvas=None)
     collected = check(run_checks({"device": device}), "device signals collected")
-    assert not collected.ok and collected.seen == "page: webgl"
+    assert not collected.ok and collected.seen == "page: canvas"
+    failed = check(run_checks({"device": _device(error="webgl: lost")}), "device signals collected")
+    assert not failed.ok and failed.seen == "page: webgl: lost"
+    # A device without WebGL (page and worker alike) is a device, not a failure.
+    no_webgl = _device(webgl=None)
+    no_webgl["dedicated_worker"]["webgl"] = None
+    assert check(run_checks({"device": no_webgl}), "device signals collected").ok
     device["hash"] = "0" * 64
     wrong = check(run_checks({"device": device}), "device hash")
     assert not wrong.ok and wrong.seen == "0" * 64
