@@ -205,6 +205,8 @@ class LaunchSpec:
     screen: ScreenEmulation | None = None
     # The font families the browser may see (fonts.write_config); (): all installed.
     fonts: tuple[str, ...] = ()
+    # How text is rasterised (fonts.RENDERINGS); "": the machine's own.
+    font_rendering: str = ""
     # Logical processors the browser runs on (its hardwareConcurrency); 0: all.
     cpus: int = 0
     # The host allowlist's gate goes in front of the persona's proxy (gate.py).
@@ -337,6 +339,7 @@ def build_launch(
         window=outer_window(fingerprint) if headless else None,
         screen=screen,
         fonts=fingerprint.fonts,
+        font_rendering=fingerprint.font_rendering,
         cpus=fingerprint.hardware_concurrency,
         gated=gated,
         upstream=gate_upstream,
@@ -427,7 +430,7 @@ async def run_session(  # noqa: PLR0915 - the session loop reads best in one pla
 
     cpus_before: set[int] | None = None
     try:
-        write_font_config(Path(str(spec.env["XDG_CONFIG_HOME"])), spec.fonts)
+        write_font_config(Path(str(spec.env["XDG_CONFIG_HOME"])), spec.fonts, spec.font_rendering)
         apply_to_profile(spec.user_data_dir, spec.appearance)
         # The Playwright driver and the browser it starts inherit this thread's
         # CPUs; the thread gets all of them back once the browser runs.

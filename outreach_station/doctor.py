@@ -240,8 +240,21 @@ def check_disk(free: int, where: Path) -> Finding:
     return Finding("disk", "ok", shown)
 
 
+# Fewer distinct devices than this (screens aside) and a team's personas of one
+# platform start to collide; the acceptance bar is 20 on one laptop.
+VARIETY_WARN = 20
+
+
 def check_variety(fonts: FontInventory, cpus: int) -> Finding:
-    """How many distinct devices this machine can give personas beyond their screens."""
+    """How many distinct devices this machine can present, screens aside.
+
+    The product of the levers that work here: the default-font sets, the
+    processor counts and the font renderings (docs/fingerprints.md). That is
+    what a fingerprinter ignoring screen, window, languages, zone and user
+    agent can tell apart, besides the probed optional families.
+    """
+    from outreach_station.fingerprint import RENDERINGS
+
     # The population has every count from 2 up; the browser gets at most the machine's.
     cpu_choices = max(1, cpus - 1)
     if not fonts.families:
@@ -252,15 +265,17 @@ def check_variety(fonts: FontInventory, cpus: int) -> Finding:
             "install fontconfig (fc-list, fc-match) and the fonts staff need",
         )
     font_choices = 2 ** len(set(fonts.notable) - set(fonts.essential))
+    devices = font_choices * cpu_choices * len(RENDERINGS)
     detail = (
-        f"{font_choices} default-font sets x {cpu_choices} processor counts per screen "
+        f"{devices} distinct devices: {font_choices} default-font sets x {cpu_choices} "
+        f"processor counts x {len(RENDERINGS)} font renderings "
         f"({len(fonts.families)} font families, {cpus} CPUs)"
     )
-    if font_choices * cpu_choices < 4:
+    if devices < VARIETY_WARN:
         return Finding(
             "persona variety",
             "warn",
-            detail + ": personas of one platform differ mostly by their screen",
+            detail + ": personas of one platform may look like one device",
             "install fonts that stand in for Arial and Times New Roman "
             "(Debian: fonts-liberation fonts-croscore); see docs/fingerprints.md",
         )

@@ -39,7 +39,12 @@ if TYPE_CHECKING:
 # 3: each persona presents its own subset of the machine's font families and
 # its own number of logical processors; two personas on one machine were the
 # same device to third-party fingerprinting except for the screen.
-FINGERPRINT_VERSION = 3
+# 4: each persona renders text with its own font rendering configuration
+# (hinting style, autohinter), written into its fontconfig file: canvas text
+# pixels follow it in the page and in workers alike, so personas with the
+# same fonts and processors are different devices to fingerprinters that
+# ignore the screen, languages and zone.
+FINGERPRINT_VERSION = 4
 
 # The engine here is Chromium on Linux: every persona presents exactly that,
 # because navigator.platform and the client-hint platform cannot be changed
@@ -68,6 +73,10 @@ SAMPLE_ATTEMPTS = 3000
 # Each optional font family (not the machine's choice for a generic family)
 # is kept by a persona with this probability.
 FONT_KEEP = (2, 3)
+# Font rendering configurations a persona draws from (fonts.RENDERINGS has
+# what each one writes); each gave its own canvas text pixels on Chromium 156.
+# "" (not drawn) is the machine's own configuration.
+RENDERINGS = ("slight", "none", "medium", "full", "medium-autohint", "full-autohint")
 # Draws tried to find a device no other persona on this machine already is.
 DISTINCT_ATTEMPTS = 60
 
@@ -101,6 +110,8 @@ class Fingerprint:
     fonts: tuple[str, ...] = ()
     # navigator.hardwareConcurrency; 0: the machine's own.
     hardware_concurrency: int = 0
+    # How text is rasterised (a RENDERINGS name); "": the machine's own settings.
+    font_rendering: str = ""
 
     def user_agent(self, engine_major: int) -> str:
         return self.user_agent_template.format(major=engine_major)
@@ -109,9 +120,10 @@ class Fingerprint:
         kind = "mobile" if self.mobile else "desktop"
         cpus = f"{self.hardware_concurrency} CPUs" if self.hardware_concurrency else "machine CPUs"
         fonts = f"{len(self.fonts)} font families" if self.fonts else "machine fonts"
+        rendering = f", {self.font_rendering} hinting" if self.font_rendering else ""
         return (
             f"{kind} {self.screen_width}x{self.screen_height}@{self.device_scale_factor:g}x, "
-            f"{self.locale}, {self.timezone}, {cpus}, {fonts}"
+            f"{self.locale}, {self.timezone}, {cpus}, {fonts}{rendering}"
         )
 
     def device_key(self, notable_fonts: Collection[str] = ()) -> str:
@@ -120,7 +132,8 @@ class Fingerprint:
         Two personas with equal keys look like one device to a website that
         reads the screen, the fonts that the generic and the browser's default
         family names resolve to (`notable_fonts`, FontInventory.notable), the
-        processor count, languages and zone. Differences in other fonts count
+        processor count, languages, zone and the font rendering (canvas text
+        pixels follow it). Differences in other fonts count
         for nothing here: only a website probing for those very families
         would see them.
         """
@@ -136,6 +149,7 @@ class Fingerprint:
                 self.timezone,
                 sorted(fonts),
                 self.hardware_concurrency,
+                self.font_rendering,
             ]
         )
 
@@ -152,12 +166,19 @@ class Fingerprint:
             data = upgrade_v1(data)
         if data.get("version") == 2:
             data = upgrade_v2(data)
+        if data.get("version") == 3:
+            data = upgrade_v3(data)
         names = {f.name for f in fields(cls)}
         missing = names - set(data)
         if missing or data.get("version") != FINGERPRINT_VERSION:
             raise StateError(
                 "this persona's stored fingerprint is from another station version; "
                 "run 'station persona refresh-fingerprint PERSONA'"
+            )
+        if data["font_rendering"] and data["font_rendering"] not in RENDERINGS:
+            raise StateError(
+                "this persona's stored font rendering is unknown; "
+                "run 'station persona refresh-fingerprint <id>'"
             )
         values = {k: v for k, v in data.items() if k in names}
         values["languages"] = tuple(values["languages"])
@@ -193,7 +214,18 @@ def upgrade_v2(data: dict[str, Any]) -> dict[str, Any]:
     processor count.
     """
     upgraded = dict(data)
-    upgraded.update(version=FINGERPRINT_VERSION, fonts=[], hardware_concurrency=0)
+    upgraded.update(version=3, fonts=[], hardware_concurrency=0)
+    return upgraded
+
+
+def upgrade_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 to 4: the persona keeps the machine's own font rendering.
+
+    Its canvas text stays what websites saw; `station persona
+    refresh-fingerprint` draws a rendering of its own.
+    """
+    upgraded = dict(data)
+    upgraded.update(version=FINGERPRINT_VERSION, font_rendering="")
     return upgraded
 
 
@@ -275,6 +307,13 @@ def draw_fonts(fonts: FontInventory) -> tuple[str, ...]:
     return tuple(sorted(kept))
 
 
+def draw_rendering() -> str:
+    """One of RENDERINGS, each as likely as the others."""
+    import secrets
+
+    return RENDERINGS[secrets.randbelow(len(RENDERINGS))]
+
+
 def generate(
     platform: PlatformProfile,
     *,
@@ -310,6 +349,7 @@ def _draw(platform: PlatformProfile, fonts: FontInventory, cpus: int) -> Fingerp
         "languages": platform.accept_languages,
         "timezone": platform.timezone,
         "fonts": draw_fonts(fonts),
+        "font_rendering": draw_rendering(),
     }
     drawn = sample_device(platform.device, cpus)
     common["hardware_concurrency"] = drawn.cpus

@@ -50,6 +50,28 @@ COMMON_FAMILIES = (
 )
 
 CONFIG_RELATIVE = Path("fontconfig") / "fonts.conf"
+# Font rendering configurations, as a desktop's fontconfig settings write
+# them (fingerprint.RENDERINGS names the ones personas draw). Chromium reads
+# hinting and the autohinter from fontconfig for every text it rasterises,
+# canvas in pages and workers included. Subpixel order (rgba) and the LCD
+# filter are left alone: they changed no canvas pixel (Chromium 156 draws
+# canvas text in greyscale), and antialiasing off is too rare to be believable.
+RENDERINGS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "none": (("hinting", "bool", "false"), ("hintstyle", "const", "hintnone")),
+    "slight": (("hinting", "bool", "true"), ("hintstyle", "const", "hintslight")),
+    "medium": (("hinting", "bool", "true"), ("hintstyle", "const", "hintmedium")),
+    "full": (("hinting", "bool", "true"), ("hintstyle", "const", "hintfull")),
+    "medium-autohint": (
+        ("hinting", "bool", "true"),
+        ("hintstyle", "const", "hintmedium"),
+        ("autohint", "bool", "true"),
+    ),
+    "full-autohint": (
+        ("hinting", "bool", "true"),
+        ("hintstyle", "const", "hintfull"),
+        ("autohint", "bool", "true"),
+    ),
+}
 # The font formats Chromium renders (fontconfig's names for them).
 RENDERABLE = ("TrueType", "CFF")
 
@@ -139,12 +161,25 @@ def _pattern(family: str | None, form: str) -> str:
     )
 
 
-def config_xml(families: Iterable[str]) -> str:
+def _rendering_xml(rendering: str) -> str:
+    if not rendering:
+        return ""
+    edits = "\n".join(
+        f'    <edit name="{name}" mode="assign"><{kind}>{value}</{kind}></edit>'
+        for name, kind, value in RENDERINGS[rendering]
+    )
+    return f'  <match target="font">\n{edits}\n  </match>\n'
+
+
+def config_xml(families: Iterable[str], rendering: str = "") -> str:
     """A fontconfig file that shows only the TrueType and CFF faces of `families`.
 
     With no families: every TrueType and CFF face (the machine's own set,
-    without the formats Chromium refuses).
+    without the formats Chromium refuses). `rendering` (a RENDERINGS name)
+    sets how text is rasterised; "" leaves the machine's settings.
     """
+    if rendering and rendering not in RENDERINGS:
+        raise ValueError(f"unknown font rendering {rendering!r}")
     names: list[str | None] = [*sorted(set(families))] or [None]
     accepted = "\n".join(_pattern(name, form) for name in names for form in RENDERABLE)
     return (
@@ -158,17 +193,19 @@ def config_xml(families: Iterable[str]) -> str:
         "    </acceptfont>\n"
         "    <rejectfont><pattern></pattern></rejectfont>\n"
         "  </selectfont>\n"
+        f"{_rendering_xml(rendering)}"
         "</fontconfig>\n"
     )
 
 
-def write_config(config_home: Path, families: tuple[str, ...]) -> Path:
+def write_config(config_home: Path, families: tuple[str, ...], rendering: str = "") -> Path:
     """Write the persona's font file under its XDG_CONFIG_HOME.
 
     An empty `families` means the persona presents every installed family (a
-    persona from before fonts were chosen per persona).
+    persona from before fonts were chosen per persona); an empty `rendering`
+    the machine's own rendering settings.
     """
     path = config_home / CONFIG_RELATIVE
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.write_text(config_xml(families), encoding="utf-8")
+    path.write_text(config_xml(families, rendering), encoding="utf-8")
     return path

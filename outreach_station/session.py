@@ -484,6 +484,13 @@ class CheckResult:
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
 
+    @property
+    def device_hash(self) -> str | None:
+        """The device hash the page computed (no screen, window, languages, zone or UA)."""
+        device = self.report.get("device")
+        value = device.get("hash") if isinstance(device, Mapping) else None
+        return value if isinstance(value, str) else None
+
 
 def check_persona(
     persona_id: str,

@@ -182,14 +182,16 @@ def test_persona_variety_warns_when_personas_could_only_differ_by_screen() -> No
     only_dejavu = FontInventory(dejavu, dejavu, dejavu)
     found = check_variety(only_dejavu, 2)
     assert found.verdict == "warn"
-    assert "1 default-font sets x 1 processor counts" in found.detail
+    assert "1 default-font sets x 1 processor counts x 6 font renderings" in found.detail
+    assert found.detail.startswith("6 distinct devices")
     assert "fonts-liberation" in found.fix
     liberation = FontInventory(
         (*dejavu, "Liberation Sans", "Liberation Serif"),
         dejavu,
         (*dejavu, "Liberation Sans", "Liberation Serif"),
     )
-    assert check_variety(liberation, 2).verdict == "ok"
+    enough = check_variety(liberation, 2)
+    assert enough.verdict == "ok" and enough.detail.startswith("24 distinct devices"), enough
     eight = check_variety(only_dejavu, 8)  # 2 to 8 processors
     assert eight.verdict == "ok" and "1 default-font sets x 7 processor counts" in eight.detail
     bare = check_variety(FontInventory((), ()), 8)

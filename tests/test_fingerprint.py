@@ -95,7 +95,7 @@ def test_version_1_is_upgraded_keeping_the_screen() -> None:
     for key in ("fonts", "hardware_concurrency"):
         del old[key]
     fp = Fingerprint.from_dict(old)
-    assert fp.version == 3
+    assert fp.version == fingerprint.FINGERPRINT_VERSION
     assert fp.screen_width == old["screen_width"] and fp.avail_height == old["screen_height"]
     assert "Android" not in fp.user_agent(156)
     # Upgraded personas keep presenting the machine's fonts and processors.
@@ -108,8 +108,8 @@ def test_version_2_is_upgraded_keeping_everything_a_website_saw() -> None:
     del old["fonts"], old["hardware_concurrency"]
     old["version"] = 2
     fp = Fingerprint.from_dict(old)
-    assert fp.version == 3
-    assert fp.fonts == () and fp.hardware_concurrency == 0
+    assert fp.version == fingerprint.FINGERPRINT_VERSION
+    assert fp.fonts == () and fp.hardware_concurrency == 0 and fp.font_rendering == ""
     assert (fp.screen_width, fp.viewport_height, fp.languages) == (
         new.screen_width,
         new.viewport_height,
@@ -172,12 +172,26 @@ def test_a_machine_with_too_little_variety_returns_a_taken_device(
     # A seam: the population reduced to a single device, one font set.
     one = fingerprint.Device(1920, 1080, 1.0, 2)
     monkeypatch.setattr(fingerprint, "sample_device", lambda _device, _machine: one)
+    monkeypatch.setattr(fingerprint, "draw_rendering", lambda: "slight")
     bare = FontInventory(("DejaVu Sans",), ("DejaVu Sans",), ("DejaVu Sans",))
     first = generate(DESKTOP, fonts=bare, cpus=2)
     taken = {first.device_key(bare.notable)}
     again = generate(DESKTOP, fonts=bare, cpus=2, avoid=taken)
     # Returned all the same; its key tells the caller it is not a new device.
     assert again.device_key(bare.notable) in taken
+
+
+def test_font_rendering_alone_makes_devices_distinct(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same seam: one screen, one font set, one processor count. The
+    # renderings are what is left to tell personas apart.
+    one = fingerprint.Device(1920, 1080, 1.0, 2)
+    monkeypatch.setattr(fingerprint, "sample_device", lambda _device, _machine: one)
+    bare = FontInventory(("DejaVu Sans",), ("DejaVu Sans",), ("DejaVu Sans",))
+    taken: set[str] = set()
+    for _ in fingerprint.RENDERINGS:
+        fp = generate(DESKTOP, fonts=bare, cpus=2, avoid=taken)
+        taken.add(fp.device_key(bare.notable))
+    assert len(taken) == len(fingerprint.RENDERINGS)
 
 
 def test_device_key_counts_only_fonts_that_default_text_is_drawn_with() -> None:
@@ -280,3 +294,30 @@ def test_window_checks_catch_the_phantom_frame() -> None:
     bad = [c for c in _window_checks(phantom) if not c.ok]
     assert [c.name for c in bad] == ["outer window fits the screen"]
     assert bad[0].seen == "1928x1126" and bad[0].expected == "<= 1920x1080"
+
+
+def test_version_3_is_upgraded_keeping_the_machines_font_rendering() -> None:
+    new = generate(DESKTOP, fonts=FONTS, cpus=8)
+    old = new.to_dict()
+    del old["font_rendering"]
+    old["version"] = 3
+    fp = Fingerprint.from_dict(old)
+    assert fp.version == 4
+    # Nothing a website saw changes: the same fonts, processors and screen,
+    # and text rendered with the machine's own settings, as before.
+    assert fp == replace(new, font_rendering="")
+
+
+def test_personas_draw_every_font_rendering_and_it_makes_a_device() -> None:
+    drawn = Counter(generate(DESKTOP, fonts=FONTS, cpus=2).font_rendering for _ in range(120))
+    assert set(drawn) == set(fingerprint.RENDERINGS), drawn
+    fp = generate(DESKTOP, fonts=FONTS, cpus=2)
+    other = replace(fp, font_rendering="full" if fp.font_rendering != "full" else "none")
+    assert fp.device_key(FONTS.notable) != other.device_key(FONTS.notable)
+    assert Fingerprint.from_dict(fp.to_dict()) == fp
+
+
+def test_an_unknown_font_rendering_is_refused_clearly() -> None:
+    stored = dict(generate(DESKTOP, fonts=FONTS, cpus=2).to_dict(), font_rendering="wobbly")
+    with pytest.raises(StateError, match="refresh-fingerprint"):
+        Fingerprint.from_dict(stored)

@@ -13,6 +13,7 @@ from outreach_station.browser import limit_cpus, restore_cpus
 from outreach_station.fonts import (
     CONFIG_RELATIVE,
     RENDERABLE,
+    RENDERINGS,
     config_xml,
     inventory,
     write_config,
@@ -130,3 +131,23 @@ def test_cpu_limit_is_taken_and_given_back() -> None:
     finally:
         restore_cpus(before)
     assert os.sched_getaffinity(0) == everything
+
+
+@pytest.mark.parametrize("rendering", sorted(RENDERINGS))
+def test_font_rendering_reaches_fontconfig(tmp_path: Path, rendering: str) -> None:
+    """What fontconfig hands Chromium for a persona's text is the persona's rendering."""
+    write_config(tmp_path, ("DejaVu Sans",), rendering)
+    got = fc(tmp_path, "fc-match", "--format", "%{hintstyle} %{autohint} %{hinting}", "sans-serif")
+    style = {name: value for name, _kind, value in RENDERINGS[rendering]}
+    want_style = {"hintnone": "0", "hintslight": "1", "hintmedium": "2", "hintfull": "3"}
+    assert got.split() == [
+        want_style[style["hintstyle"]],
+        "True" if style.get("autohint") == "true" else "False",
+        "True" if style["hinting"] == "true" else "False",
+    ], got
+
+
+def test_no_rendering_leaves_the_machines_settings(tmp_path: Path) -> None:
+    assert "<match" not in config_xml(["DejaVu Sans"])
+    with pytest.raises(ValueError, match="unknown font rendering"):
+        config_xml(["DejaVu Sans"], "wobbly")

@@ -220,3 +220,18 @@ def test_shredding_forgets_the_proxy_password(secret_service: None) -> None:
     api.shred_persona(persona.id, reason="test")
     assert network.read_password(persona.id) is None
     assert api.get_persona(persona.id).status == "retired"
+
+
+def test_a_v3_persona_keeps_the_machines_font_rendering_until_refreshed() -> None:
+    from outreach_station.fingerprint import RENDERINGS
+
+    persona = api.create_persona("demo")
+    stored = dict(persona.fingerprint, version=3)
+    del stored["font_rendering"]
+    with api.registry() as reg:
+        reg.set_fingerprint(persona.id, stored)
+    # Upgraded when read: the same canvas as before the upgrade (no rendering block).
+    assert api.get_persona(persona.id).presents.font_rendering == ""
+    refreshed = api.refresh_fingerprint(persona.id)
+    assert refreshed.presents.version == 4
+    assert refreshed.presents.font_rendering in RENDERINGS

@@ -27,7 +27,9 @@ def check_command(
 
     Every value a website can read is collected from the page, an iframe,
     dedicated, shared and service workers, the HTTP headers and WebRTC, and
-    compared. Exits non-zero if any check fails.
+    compared. Prints the device hash: what a fingerprinter that ignores the
+    screen, window, languages, time zone and user agent sees. Exits non-zero
+    if any check fails.
 
     Example: station check k7q2m9x4ab3d
     """
@@ -38,6 +40,7 @@ def check_command(
             {
                 "persona": result.persona.id,
                 "ok": result.ok,
+                "device_hash": result.device_hash,
                 "checks": [
                     {"name": c.name, "ok": c.ok, "expected": c.expected, "seen": c.seen}
                     for c in result.checks
@@ -49,6 +52,7 @@ def check_command(
             ["CHECK", "RESULT", "EXPECTED", "SEEN"],
             [[c.name, "pass" if c.ok else "FAIL", c.expected, c.seen] for c in result.checks],
         )
+        typer.echo(f"device hash: {result.device_hash or 'none (the page computed none)'}")
     failed = [c.name for c in result.checks if not c.ok]
     if failed:
         raise CheckFailed(f"{len(failed)} check(s) failed: {', '.join(failed)}")

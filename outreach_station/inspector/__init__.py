@@ -6,8 +6,16 @@ from outreach_station.inspector.server import (
     REPORT_VERSION,
     SCOPE_NAMES,
     InspectorServer,
+    device_hash,
     fingerprint_hash,
     hash_material,
 )
 
-__all__ = ["REPORT_VERSION", "SCOPE_NAMES", "InspectorServer", "fingerprint_hash", "hash_material"]
+__all__ = [
+    "REPORT_VERSION",
+    "SCOPE_NAMES",
+    "InspectorServer",
+    "device_hash",
+    "fingerprint_hash",
+    "hash_material",
+]

@@ -184,6 +184,54 @@ def run_checks(
     checks.extend(_window_checks(screen))
     checks.extend(_automation_checks(report.get("misc") or {}))
     checks.append(_webrtc_check(report.get("webrtc") or {}))
+    checks.extend(device_checks(report))
+    return checks
+
+
+# The device signals only a window has (no worker API for them).
+PAGE_ONLY_DEVICE = ("audio", "system_fonts")
+DEVICE_PARTS = ("canvas", "webgl", "fonts", "hardware_concurrency", "device_memory")
+# Every browser has these; WebGL, device memory and audio may be absent on a
+# real device (headed under Xvfb here WebGL is), which is a value, not a failure.
+REQUIRED_DEVICE = ("canvas", "fonts", "hardware_concurrency")
+
+
+def device_checks(report: Mapping[str, Any]) -> list[Check]:
+    """The device signals were all collected, the worker computes what the page does, and
+    the page's device hash is the hash of its signals."""
+    from outreach_station.inspector.server import device_hash
+
+    device = report.get("device") or {}
+    main = device.get("main") if isinstance(device, Mapping) else None
+    worker = device.get("dedicated_worker") if isinstance(device, Mapping) else None
+    if not isinstance(main, Mapping) or not isinstance(worker, Mapping):
+        absent = "page" if not isinstance(main, Mapping) else "worker"
+        return [Check("device signals collected", False, "page and worker", f"no {absent}")]
+    missing = [
+        f"{where}: {key}"
+        for where, part, keys in (
+            ("page", main, (*REQUIRED_DEVICE, "system_fonts")),
+            ("worker", worker, REQUIRED_DEVICE),
+        )
+        for key in keys
+        if part.get(key) is None
+    ]
+    errors = [f"{w}: {p.get('error')}" for w, p in (("page", main), ("worker", worker))]
+    errors = [e for e in errors if not e.endswith(": None")]
+    seen = "; ".join(missing + errors) or "all"
+    checks = [Check("device signals collected", not missing and not errors, "all", seen)]
+    differ = [key for key in DEVICE_PARTS if json_key(main.get(key)) != json_key(worker.get(key))]
+    checks.append(
+        Check(
+            "device signals agree in page and worker",
+            not differ,
+            ", ".join(DEVICE_PARTS),
+            "differ: " + ", ".join(differ) if differ else "same in both",
+        )
+    )
+    want = device_hash(main)
+    got = device.get("hash")
+    checks.append(Check("device hash", got == want, want, str(got)))
     return checks
 
 

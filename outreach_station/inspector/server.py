@@ -58,6 +58,20 @@ Report structure, version 1 (keys are stable; add keys, never rename them):
                "pdf_viewer_enabled", "webgl_vendor", "webgl_renderer",
                "webgl_unmasked_vendor", "webgl_unmasked_renderer", "canvas_hash", "error"},
       "meta": {"collected_at": ISO time, "elapsed_ms": int},
+      "device": {                       # what the device draws and computes (collectDevice)
+        "main" | "dedicated_worker": {
+          "canvas": {"text", "emoji", "paths": sha256 of the pixels, "emoji_width": number,
+                     "text_metrics": [[width, ascent, descent], ...]},
+          "webgl": null | {"params": {...}, "precision": {...}, "extensions": [str],
+                           "image": sha256 of the pixels},
+          "fonts": {"local": [families found by FontFace local()],
+                    "check": [families FontFaceSet.check accepts]},
+          "hardware_concurrency": int, "device_memory": number | null,
+          "audio": {"sum": number, "samples": sha256} | null,   # page only
+          "system_fonts": {css font: [family, size, weight, width, height]},  # page only
+          "error": str | null},
+        "hash": str                     # device_hash() of main, computed by the page
+      },
       "hash": str                       # fingerprint_hash() of this report, computed by the page
     }
 
@@ -317,6 +331,17 @@ def fingerprint_hash(report: Mapping[str, Any]) -> str:
     """SHA-256 hex of the stable part of an inspector report; equal to the page's own `hash`."""
     data = canonical_json(hash_material(report)).encode("utf-8", "surrogatepass")
     return hashlib.sha256(data).hexdigest()
+
+
+def device_hash(device: Any) -> str:
+    """SHA-256 hex of a report's device signals (`report["device"]["main"]`).
+
+    Equal to deviceHash() in static/collect.js: the canonical JSON of the
+    page's device signals with every "error" key left out. Screen, window,
+    languages, time zone and user agent are not among the signals.
+    """
+    data = canonical_json(_without_errors(device if device is not None else {}))
+    return hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 # --- the server ---------------------------------------------------------------

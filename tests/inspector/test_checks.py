@@ -174,3 +174,61 @@ def test_a_real_window_must_fit_the_screen_not_match_the_viewport() -> None:
     assert fitted.ok and fitted.expected == f"<= {fp.screen_width}x{fp.screen_height}"
     wider = dict(screen, inner_width=fp.screen_width + 1)
     assert not window(_stored_screen_checks(wider, fp, real_window=True)).ok
+
+
+def _device(**changes: Any) -> dict[str, Any]:
+    """A report's device section whose page and worker agree, with the page's own hash."""
+    from outreach_station.inspector import device_hash
+
+    worker = {
+        "canvas": {"text": "a" * 64, "emoji": "b" * 64, "paths": "c" * 64},
+        "webgl": {"params": {"RENDERER": "WebKit WebGL"}, "image": "d" * 64},
+        "fonts": {"local": ["DejaVu Sans"], "check": ["DejaVu Sans"]},
+        "hardware_concurrency": 2,
+        "device_memory": 8,
+        "error": None,
+    }
+    main = dict(worker, audio={"sum": 124.04, "samples": "e" * 64}, system_fonts={"menu": []})
+    main.update(changes)
+    return {"main": main, "dedicated_worker": worker, "hash": device_hash(main)}
+
+
+def test_device_checks_pass_when_page_and_worker_agree() -> None:
+    checks = run_checks({"device": _device()})
+    for name in ("device signals collected", "device signals agree in page and worker"):
+        assert check(checks, name).ok, check(checks, name)
+    assert check(checks, "device hash").ok
+
+
+def test_device_checks_catch_a_worker_that_draws_differently() -> None:
+    device = _device(canvas={"text": "x" * 64, "emoji": "b" * 64, "paths": "c" * 64})
+    failed = check(run_checks({"device": device}), "device signals agree in page and worker")
+    assert not failed.ok and failed.seen == "differ: canvas"
+    # The worker has no audio: a page-only part never counts as a difference.
+    assert check(run_checks({"device": _device()}), "device signals agree in page and worker").ok
+
+
+def test_device_checks_catch_missing_parts_and_a_wrong_hash() -> None:
+    device = _device(canvas=None)
+    collected = check(run_checks({"device": device}), "device signals collected")
+    assert not collected.ok and collected.seen == "page: canvas"
+    failed = check(run_checks({"device": _device(error="webgl: lost")}), "device signals collected")
+    assert not failed.ok and failed.seen == "page: webgl: lost"
+    # A device without WebGL (page and worker alike) is a device, not a failure.
+    no_webgl = _device(webgl=None)
+    no_webgl["dedicated_worker"]["webgl"] = None
+    assert check(run_checks({"device": no_webgl}), "device signals collected").ok
+    device["hash"] = "0" * 64
+    wrong = check(run_checks({"device": device}), "device hash")
+    assert not wrong.ok and wrong.seen == "0" * 64
+    absent = check(run_checks({}), "device signals collected")
+    assert not absent.ok and absent.seen == "no page"
+
+
+def test_device_hash_leaves_out_errors_and_covers_every_signal() -> None:
+    from outreach_station.inspector import device_hash
+
+    main = _device()["main"]
+    assert device_hash(dict(main, error="a timeout")) == device_hash(main)
+    for key in ("canvas", "webgl", "fonts", "hardware_concurrency", "audio", "system_fonts"):
+        assert device_hash(dict(main, **{key: None})) != device_hash(main), key

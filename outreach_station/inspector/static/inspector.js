@@ -73,12 +73,16 @@
     });
   }
 
+  // The worker's device signals, kept for report.device (set by dedicatedWorkerScope).
+  let workerDevice = null;
+
   function dedicatedWorkerScope() {
     return new Promise((resolve, reject) => {
       if (typeof Worker !== "function") throw new Error("Worker is not available");
       const worker = new Worker("/worker.js");
       worker.onmessage = (event) => {
         worker.terminate();
+        workerDevice = (event.data && event.data.device) || null;
         try { resolve(unwrap(event.data)); } catch (err) { reject(err); }
       };
       worker.onerror = (event) => {
@@ -464,6 +468,11 @@
     section("Other signals", keyValueTable("Other signals", report.misc));
     section("Fingerprint hash", keyValueTable("SHA-256 over the stable values",
       { hash: report.hash }));
+    section("Device hash", keyValueTable(
+      "SHA-256 over what this device draws and computes (no screen, window, languages, " +
+      "time zone or user agent): page, and what the worker computes of it",
+      { device_hash: report.device.hash, page: report.device.main,
+        worker: report.device.dedicated_worker }));
   }
 
   // The checks come from station (its answer to the report), never from this
@@ -521,6 +530,7 @@
     misc: {},
     meta: {},
     hash: null,
+    device: { main: null, dedicated_worker: null, hash: null },
   };
   try {
     // Storage first: the service worker scope below registers (and removes) a worker.
@@ -534,6 +544,9 @@
       miscSection(),
     ]);
     Object.assign(report, { scopes, headers, webrtc, misc });
+    // After the scopes: the drawings are timed by nothing but the device.
+    const device = await S.collectDevice().catch((err) => ({ error: S.errorText(err) }));
+    report.device = { main: device, dedicated_worker: workerDevice, hash: await S.deviceHash(device) };
     report.meta = {
       collected_at: new Date().toISOString(),
       elapsed_ms: Math.round(performance.now() - started),
@@ -563,7 +576,7 @@
     }
     const summary = renderVerdicts(answer);
     status.textContent = "Done. " + (summary ? summary + ". " : "") +
-      "Fingerprint hash " + report.hash;
+      "Fingerprint hash " + report.hash + ". Device hash " + report.device.hash;
   } catch (err) {
     status.textContent = "Done, but station did not receive the report: " + S.errorText(err);
     try {

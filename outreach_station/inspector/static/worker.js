@@ -1,8 +1,9 @@
-// Dedicated worker: reports its own view to the page that started it.
+// Dedicated worker: reports its own view, and the device signals it can
+// compute (the page compares them with its own), to the page that started it.
 "use strict";
 importScripts("/collect.js");
 
-self.station.collectScope().then(
-  (scope) => self.postMessage({ ok: true, scope }),
+Promise.all([self.station.collectScope(), self.station.collectDevice()]).then(
+  ([scope, device]) => self.postMessage({ ok: true, scope, device }),
   (err) => self.postMessage({ ok: false, error: self.station.errorText(err) }),
 );
