@@ -81,6 +81,9 @@ if [ "$job" = test ] || [ "$job" = one ]; then
   command -v desktop-file-validate >/dev/null || missing+=(desktop-file-utils)
   command -v dunst >/dev/null || missing+=(dunst)
   command -v notify-send >/dev/null || missing+=(libnotify-bin)
+  # The fonts docs/it-deployment.md recommends: their metric aliases must not fail a persona's font check.
+  [ -e /usr/share/fonts/truetype/croscore/Arimo-Regular.ttf ] || missing+=(fonts-croscore)
+  [ -d /usr/share/fonts/truetype/liberation ] || missing+=(fonts-liberation)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)

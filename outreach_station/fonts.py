@@ -49,6 +49,28 @@ COMMON_FAMILIES = (
     "system-ui",
 )
 
+# Families Chromium treats as one (Skia's font equivalence classes on Linux):
+# asked for one of them, it accepts any installed other, so a page that probes
+# "Liberation Mono" on a machine with Cousine finds it. On any real machine
+# these are present together or not at all; the font check expects the same.
+METRIC_COMPATIBLE: tuple[frozenset[str], ...] = (
+    frozenset({"Arial", "Arimo", "Liberation Sans"}),
+    frozenset({"Times New Roman", "Tinos", "Liberation Serif"}),
+    frozenset({"Courier New", "Cousine", "Liberation Mono"}),
+    frozenset({"Symbol", "Symbol Neu"}),
+)
+
+
+def visible_families(families: Iterable[str], installed: Iterable[str]) -> frozenset[str]:
+    """The installed families a page finds with `families` available: theirs and their equals."""
+    shown = set(families)
+    present = frozenset(installed)
+    for equals in METRIC_COMPATIBLE:
+        if equals & shown:
+            shown |= equals & present
+    return frozenset(shown)
+
+
 CONFIG_RELATIVE = Path("fontconfig") / "fonts.conf"
 # Font rendering configurations, as a desktop's fontconfig settings write
 # them (fingerprint.RENDERINGS names the ones personas draw). Chromium reads

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from outreach_station.fingerprint import Fingerprint
+from outreach_station.fonts import visible_families
 
 SCOPES = ("main", "iframe", "dedicated_worker", "shared_worker", "service_worker")
 
@@ -295,7 +296,8 @@ def _font_checks(
         return checks
     installed = frozenset(installed_fonts)
     # () is a persona from before fonts were chosen per persona: the machine's set.
-    want = frozenset(fingerprint.fonts) if fingerprint.fonts else installed
+    # A family's metric-compatible equals are found with it (fonts.METRIC_COMPATIBLE).
+    want = visible_families(fingerprint.fonts, installed) if fingerprint.fonts else installed
     bad = {
         scope: _difference(want, None if got is None else got & installed)
         for scope, got in detected.items()

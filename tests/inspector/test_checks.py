@@ -77,6 +77,31 @@ def test_a_persona_without_its_own_fonts_presents_every_installed_family() -> No
     assert failed.seen == "main: missing: Liberation Sans, Liberation Serif"
 
 
+def test_metric_compatible_equals_are_expected_with_a_persona_family() -> None:
+    """With fonts-croscore beside fonts-liberation, Chromium finds Liberation Mono
+    for a persona that has only Cousine (and Tinos for Liberation Serif): what any
+    real machine with those fonts shows, so not a font the persona should not have."""
+    installed = (*INSTALLED, "Arimo", "Cousine", "Liberation Mono", "Tinos")
+    persona = replace(FINGERPRINT, fonts=(*ESSENTIAL, "Cousine", "Liberation Serif"))
+    seen = [*ESSENTIAL, "Cousine", "Liberation Mono", "Liberation Serif", "Tinos", "Courier New"]
+    found = check(
+        run_checks(report(seen), fingerprint=persona, installed_fonts=installed),
+        "fonts are the persona's",
+    )
+    assert found.ok, found
+    # A family outside those classes is still caught, and so is a missing equal.
+    extra = check(
+        run_checks(report([*seen, "Arimo"]), fingerprint=persona, installed_fonts=installed),
+        "fonts are the persona's",
+    )
+    assert extra.seen == "main: extra: Arimo"
+    short = check(
+        run_checks(report(seen[:-3]), fingerprint=persona, installed_fonts=installed),
+        "fonts are the persona's",
+    )
+    assert short.seen == "main: missing: Liberation Serif, Tinos"
+
+
 def test_fonts_must_agree_between_scopes() -> None:
     odd = report(list(ESSENTIAL), shared_worker={"fonts": [*ESSENTIAL, "Liberation Sans"]})
     checks = run_checks(odd, fingerprint=FINGERPRINT, installed_fonts=INSTALLED)
