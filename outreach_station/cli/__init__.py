@@ -118,6 +118,9 @@ def _register() -> None:
     from outreach_station.cli import docs as docs_cmd
 
     app.command("docs")(docs_cmd.docs_command)
+    from outreach_station.cli import team as team_cmd
+
+    app.add_typer(team_cmd.app, name="team")
 
 
 _register()
