@@ -20,6 +20,7 @@ from outreach_station.policy import (
     RetentionRules,
     SessionRules,
     SourceKind,
+    TeamRules,
     VaultRules,
     check_trusted,
     host_matches,
@@ -65,6 +66,11 @@ blocked_days = 30
 
 [vault]
 allow_passphrase = true
+
+[team]
+url = "postgresql://station@db.clinic.example:5432/station?sslmode=verify-full"
+lease_minutes = 15
+allow_join = true
 """
 
 
@@ -162,6 +168,11 @@ def test_every_setting_is_parsed(system_policy: Path, user: Path) -> None:
         audit=AuditRules(path=Path("/var/log/outreach-station/audit.log")),
         retention=RetentionRules(blocked_days=30),
         vault=VaultRules(allow_passphrase=True),
+        team=TeamRules(
+            url="postgresql://station@db.clinic.example:5432/station?sslmode=verify-full",
+            lease_minutes=15,
+            allow_join=True,
+        ),
     )
     assert effective.system_loaded
     # Every key the file sets is attributed to it, and nothing else is.

@@ -354,3 +354,22 @@ def test_the_store_is_postgres_in_a_team(laptop_a: TeamDb, runner: Any) -> None:
     assert runner.invoke(["team", "init", laptop_a.url()]).exit_code == 0
     with Station.load() as station:
         assert isinstance(station.store, PostgresStore)
+
+
+def test_a_user_config_cannot_join_a_team_or_name_one(
+    runner: Any, laptop_a: TeamDb, isolation: Path, system_policy: Path
+) -> None:
+    install_policy(system_policy, "")
+    isolation.mkdir(parents=True, exist_ok=True)
+    paths.current().user_config.write_text(
+        f'[team]\nallow_join = true\nurl = "{laptop_a.url()}"\n', "utf-8"
+    )
+    result = runner.invoke(["team", "join", laptop_a.url()])
+    assert result.exit_code == ExitCode.SECURITY
+    assert "team.allow_join is false" in result.stderr
+    assert not (isolation / "team.json").exists()
+    # Nor does the user's team.url move the home's store to the server.
+    created = runner.invoke(["persona", "new", "demo"])
+    assert created.exit_code == 0, created.output
+    with laptop_a.owner_store() as store:
+        assert store.list() == []
