@@ -37,7 +37,8 @@ def read_team_file(paths: StationPaths) -> TeamFile | None:
     """The home's team file, or None if it joined no team; damaged is refused."""
     try:
         raw = paths.team_file.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
+        # No home yet (or none possible): not in a team; the store says what is wrong.
         return None
     try:
         data = json.loads(raw)
