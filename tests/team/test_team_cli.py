@@ -373,3 +373,29 @@ def test_a_user_config_cannot_join_a_team_or_name_one(
     assert created.exit_code == 0, created.output
     with laptop_a.owner_store() as store:
         assert store.list() == []
+
+
+def test_the_server_refuses_a_self_approval_and_a_pending_approver(pg_store: PostgresStore) -> None:
+    from outreach_station.errors import StationError
+    from outreach_station.team.keys import MemberKey
+
+    keys = [MemberKey.generate("team-x") for _ in range(2)]
+    for key, status in zip(keys, ("pending", "pending"), strict=True):
+        assert pg_store.add_member(
+            member_id=key.member_id,
+            display_name="n",
+            host="h",
+            public_key=key.public_key,
+            status=status,
+        )
+    a, b = (k.member_id for k in keys)
+    assert not pg_store.approve_member(b, approved_by=b)  # itself
+    assert not pg_store.approve_member(b, approved_by=a)  # a pending approver
+    assert {r.status for r in pg_store.members()} == {"pending"}
+    # Even written by hand with station's role, a row cannot say it approved itself.
+    with pytest.raises(StationError), pg_store.transaction():
+        pg_store._conn.execute(
+            "UPDATE members SET status = 'approved', approved_by = member_id WHERE member_id = %s",
+            (b,),
+        )
+    assert {r.status for r in pg_store.members()} == {"pending"}
