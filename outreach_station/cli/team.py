@@ -236,7 +236,7 @@ def status_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
     if status.url is None:
         typer.echo("not in a team: personas are kept on this laptop only")
         return
-    reach = "yes" if status.reachable else "no"
+    reach = {True: "yes", False: "no", None: "not tried"}[status.reachable]
     for key, value in (
         ("server", status.url),
         ("team", status.team_id or "?"),

@@ -62,7 +62,7 @@ class TeamStatus:
     team_id: str | None
     member_id: str | None
     member_status: str | None  # None: not known (server unreachable or not in a team)
-    reachable: bool | None  # None: not in a team
+    reachable: bool | None  # None: not in a team, or not tried (no password here)
     problem: str | None = None
 
 
@@ -334,6 +334,21 @@ def team_status(*, station: Station | None = None) -> TeamStatus:
             return TeamStatus(None, None, None, None, None)
         team_id = joined.team_id if joined else None
         member_id = joined.member_id if joined else None
+        from outreach_station import secret_store
+        from outreach_station.storage.postgres import password_entry
+
+        connection = _connection(url)
+        if secret_store.read(password_entry(connection), what="team database password") is None:
+            # Not tried: "unreachable" would send people to check a network that is fine.
+            return TeamStatus(
+                url,
+                team_id,
+                member_id,
+                None,
+                None,
+                f"no password for the team server {connection.where} in the OS keyring; "
+                "run station team join URL",
+            )
         try:
             store = _team_store(st)
             team_id = store.team_id() or team_id

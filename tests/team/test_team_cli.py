@@ -399,3 +399,37 @@ def test_the_server_refuses_a_self_approval_and_a_pending_approver(pg_store: Pos
             (b,),
         )
     assert {r.status for r in pg_store.members()} == {"pending"}
+
+
+def test_team_status_says_when_the_server_cannot_be_reached(
+    runner: Any, laptop_a: TeamDb, isolation: Path
+) -> None:
+    import socket
+
+    assert runner.invoke(["team", "init", laptop_a.url()]).exit_code == 0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    joined = json.loads(paths.current().team_file.read_text())
+    dead = f"postgresql://station@127.0.0.1:{port}/x?connect_timeout=3"
+    entry = password_entry(TeamConnection(dead))
+    paths.current().team_file.write_text(json.dumps({**joined, "url": dead}))
+
+    no_password = runner.invoke(["team", "status", "--json"])
+    assert no_password.exit_code == 0
+    assert json.loads(no_password.stdout)["reachable"] is None
+
+    secret_store.write(entry, "irrelevant", what="test password")
+    try:
+        result = runner.invoke(["team", "status"])
+    finally:
+        keyring.delete_password(secret_store.SERVICE, entry)
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == [
+        f"server:    {dead}",
+        f"team:      {joined['team_id']}",
+        f"member:    {joined['member_id']}",
+        "status:    unknown",
+        "reachable: no",
+    ]
+    assert result.stderr.startswith(f"cannot reach the team server at 127.0.0.1:{port}")
