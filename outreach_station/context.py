@@ -101,10 +101,15 @@ class Station:
 
     @cached_property
     def store(self) -> Store:
-        """The store, opened at first use and closed with the context."""
-        from outreach_station.storage import open_store
+        """The store, opened at first use and closed with the context.
 
-        opened = open_store(self.paths)
+        The team's server when this home is in a team (`team.config`), else
+        the embedded one under the home.
+        """
+        from outreach_station.storage import open_store
+        from outreach_station.team.config import team_connection
+
+        opened = open_store(self.paths, team=team_connection(self))
         self._opened.append(opened)
         return opened
 

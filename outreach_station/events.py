@@ -26,3 +26,7 @@ class EventName(StrEnum):
     PERSONA_PROXY_CLEARED = "persona.proxy_cleared"
     PERSONA_FINGERPRINT_REFRESHED = "persona.fingerprint_refreshed"
     AUDIT_RESTARTED = "audit.restarted"
+    TEAM_INITIALISED = "team.initialised"
+    TEAM_JOINED = "team.joined"
+    TEAM_MEMBER_APPROVED = "team.member_approved"
+    TEAM_MEMBER_REMOVED = "team.member_removed"

@@ -57,6 +57,11 @@ class StationPaths:
         return self.home / "audit-anchor.sqlite3"
 
     @property
+    def team_file(self) -> Path:
+        """The team this home joined (`station team join/init`), when the policy lets staff join."""
+        return self.home / "team.json"
+
+    @property
     def user_config(self) -> Path:
         return self.home / "config.toml"
 

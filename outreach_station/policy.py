@@ -46,6 +46,7 @@ from outreach_station.values import read_settings_file
 MAX_MINUTES: Final = 7 * 24 * 60  # a week: anything larger is a typo (seconds?)
 MAX_RETENTION_DAYS: Final = 3650
 MAX_UNDO_MINUTES: Final = 24 * 60  # a rotation undone a day later is a new decision
+MAX_LEASE_MINUTES: Final = 24 * 60
 
 _LABEL: Final = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _HOSTNAME_RE: Final = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
@@ -127,6 +128,13 @@ class VaultRules:
 
 
 @dataclass(frozen=True)
+class TeamRules:
+    url: str | None = None  # None: no team set by IT (a home may still join, if allowed)
+    lease_minutes: int = 10
+    allow_join: bool = False  # may staff join a team server IT did not name?
+
+
+@dataclass(frozen=True)
 class Policy:
     """The rules in force. `Policy()` is the built-in secure baseline."""
 
@@ -138,6 +146,7 @@ class Policy:
     retention: RetentionRules = RetentionRules()
     rotation: RotationRules = RotationRules()
     vault: VaultRules = VaultRules()
+    team: TeamRules = TeamRules()
 
     def platform_allowed(self, platform_id: str) -> bool:
         allowed = self.platforms.allowed
@@ -428,6 +437,21 @@ def _allowlist_stricter(candidate: object, base: object) -> bool:
     return all(any(host_matches(p, b) for b in patterns) for p in cast(tuple[str, ...], candidate))
 
 
+def _parse_team_url(value: object) -> object:
+    # Checked as far as can be without psycopg: the full check is at connect time.
+    # Never quoted back: a URL may carry a password someone pasted into it.
+    if not isinstance(value, str) or not value.startswith(("postgresql://", "postgres://")):
+        raise _Invalid("a PostgreSQL URL as a string (postgresql://ROLE@HOST:PORT/DATABASE)")
+    head = value.split("?", 1)[0].split("//", 1)[1].split("@", 1)
+    if len(head) != 2 or ":" in head[0] or "password=" in value:
+        raise _Invalid(
+            "a PostgreSQL URL with a role and no password (the password is in the keyring)"
+        )
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise _Invalid("a PostgreSQL URL without spaces or control characters")
+    return value
+
+
 def _permission(default: bool) -> _Spec:
     return _Spec(_parse_bool, default, _Rule.TIGHTEN, at_least_as_strict=_permission_stricter)
 
@@ -481,6 +505,13 @@ _SPECS: Final[Mapping[str, _Spec]] = MappingProxyType(
             at_least_as_strict=_shorter_stricter,
         ),
         "vault.allow_passphrase": _permission(_BASE.vault.allow_passphrase),
+        "team.url": _Spec(_parse_team_url, _BASE.team.url, _Rule.SYSTEM_ONLY, unset="none"),
+        "team.lease_minutes": _Spec(
+            _int_range(1, MAX_LEASE_MINUTES, "minutes a crashed laptop's lease lasts"),
+            _BASE.team.lease_minutes,
+            _Rule.SYSTEM_ONLY,
+        ),
+        "team.allow_join": _Spec(_parse_bool, _BASE.team.allow_join, _Rule.SYSTEM_ONLY),
     }
 )
 
@@ -856,6 +887,11 @@ def _build(settings: tuple[Setting, ...]) -> Policy:
         retention=RetentionRules(blocked_days=number("retention.blocked_days")),
         rotation=RotationRules(undo_minutes=number("rotation.undo_minutes")),
         vault=VaultRules(allow_passphrase=flag("vault.allow_passphrase")),
+        team=TeamRules(
+            url=cast(str | None, value["team.url"]),
+            lease_minutes=number("team.lease_minutes"),
+            allow_join=flag("team.allow_join"),
+        ),
     )
 
 

@@ -21,6 +21,7 @@ from outreach_station.policy import (
     RotationRules,
     SessionRules,
     SourceKind,
+    TeamRules,
     VaultRules,
     check_trusted,
     host_matches,
@@ -69,6 +70,11 @@ undo_minutes = 10
 
 [vault]
 allow_passphrase = true
+
+[team]
+url = "postgresql://station@db.clinic.example:5432/station?sslmode=verify-full"
+lease_minutes = 15
+allow_join = true
 """
 
 
@@ -167,6 +173,11 @@ def test_every_setting_is_parsed(system_policy: Path, user: Path) -> None:
         retention=RetentionRules(blocked_days=30),
         rotation=RotationRules(undo_minutes=10),
         vault=VaultRules(allow_passphrase=True),
+        team=TeamRules(
+            url="postgresql://station@db.clinic.example:5432/station?sslmode=verify-full",
+            lease_minutes=15,
+            allow_join=True,
+        ),
     )
     assert effective.system_loaded
     # Every key the file sets is attributed to it, and nothing else is.

@@ -21,6 +21,9 @@ loosen it; "here" is this file, "browser" is tests/browser/test_policy_enforced_
 | audit.path | here: test_audit_path_moves_what_rotate_and_open_write; browser: test_system_policy_lockdown_holds_in_real_chromium (persona.opened/closed land there) | here: test_open_audits_every_ignored_loosening (user `audit.path` ignored, default log stays empty) |
 | retention.blocked_days | here: test_retention_follows_the_system_policy_days | here: same test (user `blocked_days = 1`) |
 | rotation.undo_minutes | here: test_undo_window_follows_the_system_policy; tests/cli/test_rotate_cli.py::test_undo_outside_the_window_is_refused_and_changes_nothing | here: same test (user `undo_minutes = 60`) |
+| team.url | tests/team/test_team_cli.py::test_the_policy_team_url_puts_the_home_in_the_team | tests/team/test_team_cli.py::test_a_user_config_cannot_join_a_team_or_name_one |
+| team.allow_join | tests/team/test_team_cli.py::test_joining_is_refused_unless_the_policy_allows_it | tests/team/test_team_cli.py::test_a_user_config_cannot_join_a_team_or_name_one |
+| team.lease_minutes | parsed only here (tests/test_policy.py); the leases of a session are the team sync's | system-only: a user config's is ignored (tests/test_policy.py) |
 | vault.allow_passphrase | tests/cli/test_init.py::test_passphrase_mode_is_refused_unless_policy_allows_it, ::test_passphrase_vault_opens_and_reseals_without_the_keyring | here: test_user_config_cannot_allow_a_passphrase |
 
 Parsing, precedence and the warning text of every key are in tests/test_policy.py;

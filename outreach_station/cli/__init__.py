@@ -124,6 +124,9 @@ def _register() -> None:
     from outreach_station.cli import desktop
 
     app.add_typer(desktop.app, name="desktop")
+    from outreach_station.cli import team as team_cmd
+
+    app.add_typer(team_cmd.app, name="team")
     command = functools.partial(app.command, cls=StationCommand)
     command("init")(init_cmd.init_command)
     command("open")(open_cmd.open_command)

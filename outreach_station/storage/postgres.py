@@ -24,7 +24,9 @@ grant exactly this:
         sealed_generations, leases, blobs, blob_chunks, generations,
         current_generations TO station_app;
     GRANT SELECT, INSERT ON audit_records TO station_app;   -- never UPDATE/DELETE
-    GRANT SELECT ON schema_migrations TO station_app;
+    GRANT SELECT ON schema_migrations, team TO station_app;
+    GRANT SELECT, INSERT, UPDATE ON members TO station_app;        -- never DELETE
+    GRANT SELECT, INSERT, UPDATE, DELETE ON wrapped_keys, rekey_due TO station_app;
     GRANT USAGE ON SEQUENCE persona_seq, lease_tokens, audit_records_seq_seq
         TO station_app;
 
@@ -48,7 +50,7 @@ import builtins
 import json
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
@@ -216,6 +218,42 @@ MIGRATIONS: tuple[str, ...] = (
     GRANT SELECT, INSERT, UPDATE, DELETE
         ON blobs, blob_chunks, generations, current_generations TO station_app;
     """,
+    # 5: the team, its members and the persona data keys wrapped for them.
+    # Only the owner names the team (station_app may read it); a member row
+    # can never say it approved itself, whoever writes it.
+    """
+    CREATE TABLE team (
+        singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
+        team_id TEXT NOT NULL CHECK (team_id ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'),
+        created TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    CREATE TABLE members (
+        member_id TEXT PRIMARY KEY CHECK (member_id ~ '^[a-z2-7]{16}$'),
+        display_name TEXT NOT NULL,
+        host TEXT NOT NULL,
+        public_key BYTEA NOT NULL UNIQUE CHECK (length(public_key) = 32),
+        status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'removed')),
+        approved_by TEXT REFERENCES members (member_id),
+        joined TIMESTAMPTZ NOT NULL DEFAULT now(),
+        approved TIMESTAMPTZ,
+        removed TIMESTAMPTZ,
+        CHECK (approved_by IS NULL OR approved_by <> member_id)
+    );
+    CREATE TABLE wrapped_keys (
+        persona_id TEXT NOT NULL REFERENCES personas (id) ON DELETE CASCADE,
+        member_id TEXT NOT NULL REFERENCES members (member_id),
+        key_version BIGINT NOT NULL CHECK (key_version >= 1),
+        sealed BYTEA NOT NULL,
+        PRIMARY KEY (persona_id, member_id, key_version)
+    );
+    CREATE TABLE rekey_due (
+        persona_id TEXT PRIMARY KEY REFERENCES personas (id) ON DELETE CASCADE,
+        since TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    GRANT SELECT ON team TO station_app;
+    GRANT SELECT, INSERT, UPDATE ON members TO station_app;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON wrapped_keys, rekey_due TO station_app;
+    """,
 )
 
 
@@ -258,6 +296,31 @@ class Generation:
     blob_names: tuple[str, ...]
     token: int
     member: str
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    """A member row as stored; `team.members.Member` judges it (its id must match its key)."""
+
+    member_id: str
+    display_name: str
+    host: str
+    public_key: bytes
+    status: str
+    approved_by: str | None
+    joined: datetime
+    approved: datetime | None
+    removed: datetime | None
+
+
+@dataclass(frozen=True)
+class WrappedKeyRecord:
+    """A persona data key wrapped for one member, as stored (opaque `sealed`)."""
+
+    persona_id: str
+    member_id: str
+    key_version: int
+    sealed: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -1081,3 +1144,120 @@ class PostgresStore:
             token=int(row["token"]),
             member=row["member"],
         )
+
+    # The team, its members and wrapped persona keys.
+
+    def team_id(self) -> str | None:
+        """The team's id, or None before `station team init` named it."""
+        row = self._row_or_none("SELECT team_id FROM team")
+        return None if row is None else str(row["team_id"])
+
+    def create_team(self, team_id: str) -> str:
+        """Name the team once (owner role); the id already there if it was named before."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO team (team_id) VALUES (%s) ON CONFLICT DO NOTHING", (team_id,)
+            )
+        found = self.team_id()
+        assert found is not None  # noqa: S101 - inserted or already there
+        return found
+
+    @staticmethod
+    def _member(row: Mapping[str, Any]) -> MemberRecord:
+        return MemberRecord(**{**row, "public_key": bytes(row["public_key"])})
+
+    def members(self) -> builtins.list[MemberRecord]:
+        """Every member ever registered, in the order they joined."""
+        return [
+            self._member(r) for r in self._rows("SELECT * FROM members ORDER BY joined, member_id")
+        ]
+
+    def add_member(
+        self,
+        *,
+        member_id: str,
+        display_name: str,
+        host: str,
+        public_key: bytes,
+        status: str,
+    ) -> bool:
+        """Register a member; False (nothing changed) if this key is registered already."""
+        with self._tx() as conn:
+            made = conn.execute(
+                "INSERT INTO members (member_id, display_name, host, public_key, status, approved) "
+                "VALUES (%s, %s, %s, %s, %s, CASE WHEN %s = 'approved' THEN now() END) "
+                "ON CONFLICT DO NOTHING RETURNING 1",
+                (member_id, display_name, host, public_key, status, status),
+            ).fetchone()
+        return made is not None
+
+    def approve_member(self, member_id: str, *, approved_by: str) -> bool:
+        """Mark a pending member approved by another approved one; False if it was not pending."""
+        with self._tx() as conn:
+            done = conn.execute(
+                "UPDATE members SET status = 'approved', approved_by = %s, approved = now() "
+                "WHERE member_id = %s AND status = 'pending' AND EXISTS (SELECT 1 FROM members a "
+                "WHERE a.member_id = %s AND a.status = 'approved' AND a.member_id <> %s)",
+                (approved_by, member_id, approved_by, member_id),
+            ).rowcount
+        return bool(done)
+
+    def remove_member(self, member_id: str) -> builtins.list[str]:
+        """Mark a member removed, delete its wrapped keys and mark those personas for re-key.
+
+        One transaction: the personas whose keys it held, sorted. Their next
+        seal makes a new key version it never gets.
+        """
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE members SET status = 'removed', removed = now() WHERE member_id = %s",
+                (member_id,),
+            )
+            rows = conn.execute(
+                "DELETE FROM wrapped_keys WHERE member_id = %s RETURNING persona_id", (member_id,)
+            ).fetchall()
+            personas = sorted({str(r[0]) for r in rows})
+            if personas:
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO rekey_due (persona_id) VALUES (%s) ON CONFLICT DO NOTHING",
+                        [(p,) for p in personas],
+                    )
+        return personas
+
+    def put_wrapped_keys(self, wraps: Sequence[WrappedKeyRecord]) -> None:
+        """Store wrapped keys (replacing the same persona, member and version), all or none."""
+        with self._tx() as conn, conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO wrapped_keys (persona_id, member_id, key_version, sealed) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (persona_id, member_id, key_version) "
+                "DO UPDATE SET sealed = excluded.sealed",
+                [(w.persona_id, w.member_id, w.key_version, w.sealed) for w in wraps],
+            )
+
+    def wrapped_keys(
+        self, persona_id: str, *, member_id: str | None = None
+    ) -> builtins.list[WrappedKeyRecord]:
+        """A persona's wrapped keys (one member's, if given), oldest version first."""
+        query = "SELECT * FROM wrapped_keys WHERE persona_id = %s"
+        args: builtins.list[str] = [persona_id]
+        if member_id is not None:
+            query += " AND member_id = %s"
+            args.append(member_id)
+        return [
+            WrappedKeyRecord(
+                persona_id=r["persona_id"],
+                member_id=r["member_id"],
+                key_version=int(r["key_version"]),
+                sealed=bytes(r["sealed"]),
+            )
+            for r in self._rows(query + " ORDER BY key_version, member_id", args)
+        ]
+
+    def rekey_due(self) -> builtins.list[str]:
+        """The personas to re-key at their next seal (a member who could read them was removed)."""
+        return [str(r["persona_id"]) for r in self._rows("SELECT persona_id FROM rekey_due")]
+
+    def rekey_done(self, persona_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM rekey_due WHERE persona_id = %s", (persona_id,))

@@ -68,6 +68,9 @@ def test_show_prints_every_value_with_its_source(
         ("retention.blocked_days", "90", "default"),
         ("rotation.undo_minutes", "15", "default"),
         ("vault.allow_passphrase", "false", "default"),
+        ("team.url", "(none)", "default"),
+        ("team.lease_minutes", "10", "default"),
+        ("team.allow_join", "false", "default"),
         ("platform.demo.allowlist", '["demo.test"]', sys_src),
     ]
     key_w = max(len(r[0]) for r in rows)

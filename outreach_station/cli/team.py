@@ -1,0 +1,280 @@
+"""`station team ...`: set up the team's server, join it, and manage its members.
+
+Passwords are asked on the terminal (never an argument) or read from the
+OS keyring. Core modules are imported inside the commands: `station --help`
+must not load the team's crypto or the PostgreSQL driver.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from outreach_station.cli._help import HelpGroup, StationCommand
+from outreach_station.cli._output import echo_json, info, safe, station_of, table
+
+if TYPE_CHECKING:
+    from outreach_station.team.members import Member
+    from outreach_station.team.membership import Joined
+
+app = typer.Typer(
+    rich_markup_mode=None,
+    name="team",
+    cls=HelpGroup,
+    help=(
+        "Team mode: init, join, members, approve, remove, status.\n\n"
+        "Shares personas between the team's laptops through the organisation's "
+        "PostgreSQL server. Example: station team status"
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+UrlArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="URL",
+        help="The team server's URL with station's role and no password, e.g. "
+        "postgresql://station@db.clinic.example:5432/station?sslmode=verify-full",
+        show_default=False,
+    ),
+]
+NameOption = Annotated[
+    str | None,
+    typer.Option("--name", metavar="NAME", help="Your name as colleagues see it (default: login)."),
+]
+
+
+def _terminal() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def _ask_password(prompt: str) -> str | None:
+    """A password typed on the terminal, never echoed; None without a terminal."""
+    if not _terminal():
+        return None
+    value: str = typer.prompt(prompt, hide_input=True, err=True)
+    return value
+
+
+def _render_joined(joined: Joined, *, json: bool, what: str) -> None:
+    member = joined.member
+    if json:
+        echo_json(
+            {
+                "team_id": joined.team_id,
+                "server": joined.where,
+                "member_id": member.member_id,
+                "status": str(member.status),
+                "safety_code": joined.safety_code,
+            }
+        )
+        return
+    typer.echo(f"{what} team {safe(joined.team_id)} on {safe(joined.where)}")
+    typer.echo(f"member id:   {member.member_id} ({member.status})")
+    typer.echo(f"safety code: {joined.safety_code}")
+    if not member.approved:
+        info(
+            "an approved member now runs 'station team approve "
+            f"{member.member_id}' and compares this safety code with you"
+        )
+
+
+def init_command(
+    ctx: typer.Context,
+    url: UrlArgument,
+    *,
+    owner_role: Annotated[
+        str,
+        typer.Option(
+            "--owner-role", metavar="ROLE", help="The database role that owns the schema."
+        ),
+    ] = "station_owner",
+    name: NameOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Create the team's schema on the server and make this laptop its first member.
+
+    Run once, by IT or the first staff member. The schema is made as the
+    owner role (its password is asked on the terminal or read from the OS
+    keyring, and never kept); station's own role's password is asked too and
+    kept in the OS keyring.
+
+    Example: station team init 'postgresql://station@db.clinic.example/station?sslmode=verify-full'
+    """
+    from outreach_station.team import membership
+
+    joined = membership.init_team(
+        url,
+        ask_password=_ask_password,
+        owner_role=owner_role,
+        display_name=name,
+        station=station_of(ctx),
+    )
+    _render_joined(joined, json=json, what="founded" if joined.registered else "already in")
+
+
+def join_command(
+    ctx: typer.Context, url: UrlArgument, *, name: NameOption = None, json: JsonOption = False
+) -> None:
+    """Join the team on this server: register this laptop's key as a pending member.
+
+    The database password is asked on the terminal (or read from the OS
+    keyring) and kept in the OS keyring. The safety code printed here is
+    what the colleague approving you compares with theirs.
+
+    Example: station team join 'postgresql://station@db.clinic.example/station?sslmode=verify-full'
+    """
+    from outreach_station.team import membership
+
+    joined = membership.join_team(
+        url, ask_password=_ask_password, display_name=name, station=station_of(ctx)
+    )
+    _render_joined(joined, json=json, what="joined" if joined.registered else "already in")
+
+
+def members_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
+    """List the team's members: id, name, laptop, status, and which one is you.
+
+    Example: station team members --json
+    """
+    from outreach_station.team import membership
+
+    lines = membership.list_members(station=station_of(ctx))
+    if json:
+        echo_json(
+            [
+                {
+                    "id": m.member_id,
+                    "name": m.display_name,
+                    "host": m.host,
+                    "status": str(m.status),
+                    "you": m.you,
+                }
+                for m in lines
+            ]
+        )
+        return
+    table(
+        ["ID", "NAME", "HOST", "STATUS", ""],
+        [
+            [m.member_id, m.display_name, m.host, str(m.status), "you" if m.you else ""]
+            for m in lines
+        ],
+    )
+
+
+def approve_command(
+    ctx: typer.Context,
+    member: Annotated[
+        str,
+        typer.Argument(metavar="MEMBER", help="The member id, as in 'station team members'."),
+    ],
+    *,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", help="For scripts: the safety code was compared another way."),
+    ] = False,
+) -> None:
+    """Approve a pending member after comparing its safety code with the newcomer.
+
+    On a terminal the code is shown and you confirm that the newcomer reads
+    out the same one. Without a terminal, only with --yes.
+
+    Example: station team approve k3q7x2mzp4a6b5cd
+    """
+    from outreach_station.errors import UsageError
+    from outreach_station.team import membership
+    from outreach_station.team.identity import validate_member_id
+
+    member_id = validate_member_id(member)
+
+    def confirm(newcomer: Member, code: str) -> bool:
+        if yes:
+            return True
+        if not _terminal():
+            raise UsageError(
+                "no terminal to compare the safety code on; run this on a terminal, or pass "
+                "--yes if the code was compared another way"
+            )
+        info(f"member {newcomer.member_id}: {safe(newcomer.display_name)} on {safe(newcomer.host)}")
+        info(f"safety code: {code}")
+        return bool(typer.confirm("Does the newcomer see exactly this code?", err=True))
+
+    approved = membership.approve_member(member_id, confirm=confirm, station=station_of(ctx))
+    typer.echo(f"approved {approved.member_id} ({safe(approved.display_name)})")
+
+
+def remove_command(
+    ctx: typer.Context,
+    member: Annotated[
+        str,
+        typer.Argument(metavar="MEMBER", help="The member id, as in 'station team members'."),
+    ],
+) -> None:
+    """Remove a member: its wrapped persona keys are deleted now, and each persona it
+    could read gets a new key at its next seal.
+
+    What removal cannot undo: whatever the member already opened, copied or
+    wrote down stays theirs (see docs/team.md).
+
+    Example: station team remove k3q7x2mzp4a6b5cd
+    """
+    from outreach_station.team import membership
+    from outreach_station.team.identity import validate_member_id
+
+    member_id = validate_member_id(member)
+    removed, personas = membership.remove_member(member_id, station=station_of(ctx))
+    typer.echo(
+        f"removed {removed.member_id}; {len(personas)} persona(s) get a new key at next seal"
+    )
+
+
+def status_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
+    """Show the team this laptop is in: server, team id, your member id and status.
+
+    Example: station team status --json
+    """
+    from outreach_station.team import membership
+
+    status = membership.team_status(station=station_of(ctx))
+    data: dict[str, Any] = {
+        "url": status.url,
+        "team_id": status.team_id,
+        "member_id": status.member_id,
+        "status": status.member_status,
+        "reachable": status.reachable,
+        "problem": status.problem,
+    }
+    if json:
+        echo_json(data)
+        return
+    if status.url is None:
+        typer.echo("not in a team: personas are kept on this laptop only")
+        return
+    reach = {True: "yes", False: "no", None: "not tried"}[status.reachable]
+    for key, value in (
+        ("server", status.url),
+        ("team", status.team_id or "?"),
+        ("member", status.member_id or "?"),
+        ("status", status.member_status or "unknown"),
+        ("reachable", reach),
+    ):
+        typer.echo(f"{key + ':':<11}{safe(value)}")
+    if status.problem:
+        info(status.problem)
+
+
+for _name, _command in (
+    ("init", init_command),
+    ("join", join_command),
+    ("members", members_command),
+    ("approve", approve_command),
+    ("remove", remove_command),
+    ("status", status_command),
+):
+    app.command(_name, cls=StationCommand)(_command)
