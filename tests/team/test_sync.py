@@ -177,7 +177,9 @@ def test_what_a_seals_and_uploads_b_fetches_byte_for_byte(
     changed = {**files, "Default/Preferences": b'{"marker": "second"}'}
     with b.hold(team_db) as session:
         second = b.seal(changed, tmp_path)
-        assert b.upload(second, session.token).status == "uploaded"
+        sent = b.upload(second, session.token)
+    assert sent.status == "uploaded"
+    assert 0 < sent.blobs_sent < len(second[2])  # only what the server lacked
     with a.hold(team_db):
         again = sync.fetch(a.server, a.copy, a.keys)
     assert (again.status, again.generation) == ("fetched", 2)
@@ -364,6 +366,25 @@ def test_a_tampered_blob_on_the_server_is_refused_and_not_kept(
     assert victim not in b.copy.blobs.names()
     assert b.copy.blobs.manifests() == []
     assert b.registry.sealed_generation(b.persona) == (0, None)
+
+
+def test_a_server_rolled_back_to_an_older_generation_is_refused(
+    laptops: tuple[Laptop, Laptop], team_db: TeamDb, tmp_path: Path
+) -> None:
+    a, _b = laptops
+    with a.hold(team_db) as session:
+        a.upload(a.seal(_profile("one"), tmp_path), session.token)
+        a.upload(a.seal(_profile("two"), tmp_path), session.token)
+    # As if the server were restored from yesterday's backup.
+    with team_db.server.admin(team_db.name) as admin:
+        admin.execute(
+            "UPDATE current_generations SET generation = 1 WHERE persona_id = %s", (a.persona,)
+        )
+    before = a.copy.blobs.get_manifest(2)
+    with pytest.raises(IntegrityError, match="offers generation 1, older than generation 2"):
+        sync.fetch(a.server, a.copy, a.keys)
+    assert a.copy.blobs.get_manifest(2) == before
+    assert a.registry.sealed_generation(a.persona) == (2, None)
 
 
 def test_a_tampered_manifest_on_the_server_is_refused(
