@@ -49,6 +49,7 @@ from outreach_station.errors import (
     EnvironmentProblem,
     IntegrityError,
     StateError,
+    StationError,
 )
 
 if TYPE_CHECKING:
@@ -141,12 +142,12 @@ class LeaseSession:
             return self.state
         try:
             lease = self._renewing_store().renew_lease(self.persona_id, self.token, ttl=self.ttl)
-        except EnvironmentProblem as exc:
+        except StateError as exc:
+            self._set("lost", str(exc))
+        except StationError as exc:
             # A new connection next time: this one may be dead for good.
             self._drop_renewer()
             self._set("unproven", f"lease unproven: {exc}")
-        except StateError as exc:
-            self._set("lost", str(exc))
         else:
             self._set("held", None, lease)
         return self.state
@@ -179,7 +180,7 @@ class LeaseSession:
                         fresh.release_lease(self.persona_id, self.token)
                 else:
                     store.release_lease(self.persona_id, self.token)
-            except EnvironmentProblem as exc:
+            except StationError as exc:
                 # Not given back: it expires by the server's clock after its ttl.
                 self._set("unproven", f"lease not released: {exc}")
                 continue
@@ -577,6 +578,13 @@ def fetch(
             f"{server.generation}, older than generation {synced['generation']} this laptop "
             "already had from it (was the server restored from a backup?); nothing was "
             "changed: report it to IT"
+        )
+    if server.generation < local_gen and (local is None or clean):
+        raise IntegrityError(
+            f"persona {persona}: this laptop's record says generation {local_gen}, but the team "
+            f"server {store.connection.where} offers the older generation {server.generation}"
+            + ("" if local is not None else " and the laptop's copy is missing")
+            + "; nothing was changed: report it to IT"
         )
     remote = TeamBlobStore(store, persona)
     manifest = read_manifest(remote, keys, server.generation)  # authenticated from here on

@@ -357,7 +357,8 @@ def test_a_tampered_blob_on_the_server_is_refused_and_not_kept(
     victim = sorted(sealed[2])[0]
     with team_db.server.admin(team_db.name) as admin:
         admin.execute(
-            "UPDATE blob_chunks SET data = overlay(data placing '\\x00'::bytea from 100) "
+            # One bit of the ciphertext flipped (byte 29: past the 24-byte header of any blob).
+            "UPDATE blob_chunks SET data = set_byte(data, 29, get_byte(data, 29) # 1) "
             "WHERE persona_id = %s AND name = %s AND seq = 0",
             (a.persona, victim),
         )
@@ -387,6 +388,23 @@ def test_a_server_rolled_back_to_an_older_generation_is_refused(
     assert a.registry.sealed_generation(a.persona) == (2, None)
 
 
+def test_a_laptop_whose_copy_vanished_does_not_accept_an_older_server_generation(
+    laptops: tuple[Laptop, Laptop], team_db: TeamDb, tmp_path: Path
+) -> None:
+    a, b = laptops
+    with a.hold(team_db) as session:
+        a.upload(a.seal(_profile("one"), tmp_path), session.token)
+    sync.fetch(b.server, b.copy, b.keys)
+    # B's registry knows generation 2; its copy and sync record are gone; the server has 1.
+    b.registry.commit_sealed_generation(b.persona, 2)
+    b.copy.blobs.delete_manifest(1)
+    b.copy.state_file.unlink()
+    with pytest.raises(IntegrityError, match="offers the older generation 1 and the laptop's copy"):
+        sync.fetch(b.server, b.copy, b.keys)
+    assert b.registry.sealed_generation(b.persona) == (2, None)
+    assert b.copy.blobs.manifests() == []
+
+
 def test_a_tampered_manifest_on_the_server_is_refused(
     laptops: tuple[Laptop, Laptop], team_db: TeamDb, tmp_path: Path
 ) -> None:
@@ -395,7 +413,8 @@ def test_a_tampered_manifest_on_the_server_is_refused(
         a.upload(a.seal(_profile(), tmp_path), session.token)
     with team_db.server.admin(team_db.name) as admin:
         admin.execute(
-            "UPDATE generations SET manifest = overlay(manifest placing '\\x01'::bytea from 40) "
+            "UPDATE generations SET manifest = "
+            "set_byte(manifest, 40, get_byte(manifest, 40) # 1) "
             "WHERE persona_id = %s",
             (a.persona,),
         )
