@@ -177,14 +177,17 @@ class LeaseSession:
                     if self._connect is None:
                         break
                     with self._connect() as fresh:
-                        fresh.release_lease(self.persona_id, self.token)
+                        given = fresh.release_lease(self.persona_id, self.token)
                 else:
-                    store.release_lease(self.persona_id, self.token)
+                    given = store.release_lease(self.persona_id, self.token)
             except StationError as exc:
                 # Not given back: it expires by the server's clock after its ttl.
                 self._set("unproven", f"lease not released: {exc}")
                 continue
-            self._set("released", None)
+            if given:
+                self._set("released", None)
+            else:
+                self._set("lost", "the lease was taken over before this session ended")
             break
         self._drop_renewer()
 

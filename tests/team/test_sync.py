@@ -244,6 +244,24 @@ def test_the_lease_is_renewed_and_unproven_while_the_server_is_gone(
         assert taken.token > token
 
 
+def test_a_lease_taken_over_is_lost_and_not_released_from_its_new_holder(
+    laptops: tuple[Laptop, Laptop], team_db: TeamDb
+) -> None:
+    a, b = laptops
+    with a.hold(team_db) as session:
+        assert session.renew() == "held"
+        b.server.force_unlock(a.persona)
+        with b.hold(team_db) as other:
+            assert session.renew() == "lost"
+            assert "is now open by member-b on laptop-b" in (session.problem or "")
+        held_by_b = other.token
+        taken = b.server.acquire_lease(a.persona, member="member-b", host="laptop-b", ttl=TTL)
+    # A leaving its block gave nothing back: B's new lease stands.
+    assert session.state == "lost"
+    still = b.server.lease(a.persona)
+    assert still is not None and still.token == taken.token > held_by_b
+
+
 def test_a_stale_token_cannot_commit_and_nothing_is_lost(
     laptops: tuple[Laptop, Laptop], team_db: TeamDb, tmp_path: Path
 ) -> None:
