@@ -270,11 +270,28 @@ class _Options:
     minute_seconds: float
 
 
+def refuse_team_sessions(st: Station) -> None:
+    """Refuse to open a persona of a team: this version cannot yet hold its lease or sync it.
+
+    Without the lease two laptops could open one persona at once, and a
+    profile sealed here would never reach the server: refused, not degraded.
+    """
+    from outreach_station.team.config import team_connection
+
+    if team_connection(st) is not None:
+        raise StateError(
+            "this laptop is in a team, and this version of station cannot yet open a team's "
+            "personas (the lease and the sync of sealed profiles are not built in); "
+            "ask IT: leave team mode off on staff laptops until it is (docs/team.md)"
+        )
+
+
 def _open(st: Station, platform_id: str, opts: _Options) -> OpenResult:  # noqa: PLR0915 - one session, step by step, reads best in one place
     from outreach_station.lockdown import check_start_url, lockdown_for
 
     notify = opts.notify
     hook = opts.hook
+    refuse_team_sessions(st)
     profile = st.platform(platform_id)
     lockdown = lockdown_for(st.policy, profile.id, minute=opts.minute_seconds)
     if opts.url is not None:
