@@ -452,11 +452,83 @@ def check_platforms(policy: Policy | None) -> Finding:
     return Finding("platforms", "ok", f"{len(catalogue.platforms)} with a valid profile: {names}")
 
 
+SAMPLE_CHECK: Final = "sample persona"
+
+
+def check_sample_persona(browser_finding: Finding) -> Finding:
+    """Draw a fresh persona (never stored) and run every `station check` on it, headless.
+
+    What a new persona on this laptop would present, fonts included, in a
+    throwaway profile: a laptop whose fonts or browser make new personas fail
+    their checks is caught before staff meet it.
+    """
+    if browser_finding.verdict == "fail":
+        return Finding(SAMPLE_CHECK, "fail", "not run: no browser", "fix the browser first")
+    import asyncio
+    import tempfile
+
+    from outreach_station.browser import build_launch, run_session
+    from outreach_station.context import Station
+    from outreach_station.fingerprint import generate
+    from outreach_station.inspector import InspectorServer
+    from outreach_station.inspector.hooks import report_hook
+    from outreach_station.platforms import demo_profile
+
+    station = Station.load()
+    got: dict[str, object] = {}
+    try:
+        browser = station.browser
+        fingerprint = generate(demo_profile())
+        with (
+            tempfile.TemporaryDirectory(prefix="station-doctor-") as scratch,
+            InspectorServer(fingerprint=fingerprint, engine_major=browser.major) as server,
+        ):
+            spec = build_launch(
+                browser=browser,
+                fingerprint=fingerprint,
+                user_data_dir=Path(scratch) / "profile",
+                home=Path(scratch) / "home",
+                headless=True,
+            )
+
+            def on_report(_report: object, checks: object) -> None:
+                got["checks"] = checks
+
+            asyncio.run(
+                run_session(
+                    spec,
+                    server.page_url(),
+                    hook=report_hook(server, on_report),
+                    close_after_hook=True,
+                )
+            )
+    except StationError as exc:
+        return Finding(SAMPLE_CHECK, "fail", exc.message, "run: station check PERSONA --debug")
+    finally:
+        station.close()
+    checks = got.get("checks")
+    if not isinstance(checks, list) or not checks:
+        return Finding(SAMPLE_CHECK, "fail", "the inspector sent no report", "")
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        names = "; ".join(f"{c.name}: {c.seen}" for c in failed[:3])
+        return Finding(
+            SAMPLE_CHECK,
+            "fail",
+            f"{len(failed)} of {len(checks)} checks fail for a new persona: {names}",
+            "station docs fingerprints; fonts: station docs it-deployment, section 1",
+        )
+    return Finding(
+        SAMPLE_CHECK, "ok", f"a new persona passes {len(checks)} of {len(checks)} checks"
+    )
+
+
 def run_doctor(
     *,
     clock: Callable[[], datetime] = utcnow,
     free_bytes: Callable[[Path], int] = _free_bytes,
     managed_dir: Path | None = None,
+    sample: bool = False,
 ) -> DoctorReport:
     """Every check, in the order a person fixes them."""
     from outreach_station.audit import AuditLog, default_path
@@ -487,4 +559,7 @@ def run_doctor(
     findings.append(check_variety(inventory(), machine_cpus()))
     findings.append(check_platforms(policy))
     findings.append(check_managed_policy(policy, managed_dir))
+    if sample:
+        browser = next(f for f in findings if f.name == "browser")
+        findings.append(check_sample_persona(browser))
     return DoctorReport(tuple(findings))

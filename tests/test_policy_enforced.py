@@ -252,7 +252,7 @@ def test_system_browser_executable_beats_station_browser_and_the_user_config(
     assert not launched(user_choice)
     assert "ignoring browser.executable" in result.stderr
     assert "the system policy locks it" in result.stderr
-    doctor = runner.invoke(["doctor", "--json"])
+    doctor = runner.invoke(["doctor", "--json", "--quick"])
     browser = next(f for f in json.loads(doctor.stdout) if f["check"] == "browser")
     assert str(it_choice) in browser["detail"]
 

@@ -60,17 +60,24 @@ def doctor_command(
         bool,
         typer.Option("--json", help="Print a JSON list of {check, verdict, detail, fix}."),
     ] = False,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick", help="Skip the sample persona (a headless browser, a few seconds)."
+        ),
+    ] = False,
 ) -> None:
     """Check the browser, keyring, workspace, policy, platforms, disk, clock and personas.
 
     Every item gets a verdict (ok, warn or fail) and, when not ok, how to fix
-    it. Exits non-zero when anything fails; warnings alone do not.
+    it. Exits non-zero when anything fails; warnings alone do not. Last, a
+    fresh sample persona (never stored) runs every check `station check` runs.
 
     Example: station doctor
     """
     from outreach_station.doctor import run_doctor
 
-    report = run_doctor()
+    report = run_doctor(sample=not quick)
     if as_json:
         echo_json([finding.to_json() for finding in report.findings])
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,14 +19,14 @@ from tests.keyrings import run_code_in_private_keyring
 
 
 def test_doctor_json_and_table(runner: Any) -> None:
-    result = runner.invoke(["doctor", "--json"])
+    result = runner.invoke(["doctor", "--json", "--quick"])
     findings = json.loads(result.stdout)
     assert {f["check"] for f in findings} >= {"browser", "keyring", "audit log", "clock"}
     assert all(f["verdict"] in ("ok", "warn", "fail") for f in findings)
     assert result.exit_code == (
         ExitCode.CHECK_FAILED if any(f["verdict"] == "fail" for f in findings) else 0
     )
-    table = runner.invoke(["doctor"])
+    table = runner.invoke(["doctor", "--quick"])
     lines = table.stdout.splitlines()
     assert lines[0].startswith("OK    python           Python ")
     # Fits an 80-column terminal, every check named, a count at the end.
@@ -61,7 +62,7 @@ def test_rendering_wraps_details_and_puts_the_fix_on_its_own_line() -> None:
 
 
 def test_doctor_reports_the_running_python(runner: Any) -> None:
-    result = runner.invoke(["doctor", "--json"])
+    result = runner.invoke(["doctor", "--json", "--quick"])
     (row,) = [f for f in json.loads(result.stdout) if f["check"] == "python"]
     running = ".".join(str(part) for part in sys.version_info[:3])
     assert row["verdict"] == "ok"
@@ -73,7 +74,7 @@ def test_doctor_reports_the_running_python(runner: Any) -> None:
 def test_doctor_fails_on_a_tampered_audit_log(runner: Any) -> None:
     AuditLog(default_path()).append("vault.initialised", detail={"mode": "keyring"})
     default_path().write_text(default_path().read_text().replace("keyring", "kEyring"))
-    result = runner.invoke(["doctor"])
+    result = runner.invoke(["doctor", "--quick"])
     assert result.exit_code == ExitCode.CHECK_FAILED
     assert "check(s) failed: audit log" in result.stderr
     assert "FAIL" in result.stdout
@@ -82,7 +83,7 @@ def test_doctor_fails_on_a_tampered_audit_log(runner: Any) -> None:
 def test_doctor_refuses_an_insecure_keyring_for_real() -> None:
     env = dict(os.environ, PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
     proc = subprocess.run(
-        station_argv("doctor", "--json"),
+        station_argv("doctor", "--json", "--quick"),
         capture_output=True,
         text=True,
         env=env,
@@ -146,9 +147,44 @@ def test_doctor_fails_on_a_malformed_policy(runner: Any, system_policy: Path) ->
     policy = system_policy
     policy.write_text("[browser]\ndownloads = maybe\n")
     policy.chmod(0o644)
-    result = runner.invoke(["doctor", "--json"])
+    result = runner.invoke(["doctor", "--json", "--quick"])
     assert result.exit_code == ExitCode.CHECK_FAILED
     (finding,) = [f for f in json.loads(result.stdout) if f["check"] == "policy"]
     assert finding["verdict"] == "fail"
     assert str(policy) in finding["detail"]
     assert "station policy check --installed" in finding["fix"]
+
+
+def test_doctor_runs_every_check_on_a_fresh_sample_persona(runner: Any) -> None:
+    """Without --quick, a persona drawn now (never stored) is checked in a real headless
+    Chromium: what a new persona on this laptop would present, fonts included."""
+    result = runner.invoke(["doctor", "--json"])
+    findings = json.loads(result.stdout)
+    assert findings[-1]["check"] == "sample persona"
+    assert findings[-1]["verdict"] == "ok", findings[-1]
+    assert re.fullmatch(r"a new persona passes (\d+) of \1 checks", findings[-1]["detail"])
+    # Nothing of the sample is kept: no persona, no registry row.
+    assert runner.invoke(["persona", "list", "--json"]).stdout.strip() in ("", "[]")
+
+
+def test_a_sample_persona_that_fails_its_checks_fails_doctor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A laptop on which a new persona would present fonts it does not have (here a drawn
+    fingerprint naming a family that is not installed) fails, naming the check."""
+    from dataclasses import replace
+
+    from outreach_station import doctor, fingerprint
+
+    real = fingerprint.generate
+
+    def lying(*args: Any, **kwargs: Any) -> fingerprint.Fingerprint:
+        drawn = real(*args, **kwargs)
+        return replace(drawn, fonts=(*drawn.fonts, "Nonexistent Sans"))
+
+    monkeypatch.setattr(fingerprint, "generate", lying)
+    found = doctor.check_sample_persona(doctor.Finding("browser", "ok", ""))
+    assert found.verdict == "fail", found
+    assert "fonts are the persona's: main: missing: Nonexistent Sans" in found.detail
+    skipped = doctor.check_sample_persona(doctor.Finding("browser", "fail", "no chromium"))
+    assert (skipped.verdict, skipped.detail) == ("fail", "not run: no browser")
