@@ -40,14 +40,40 @@ def info(message: str) -> None:
     typer.echo(printable_lines(message), err=True)
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+def colour_wanted() -> bool:
+    """Colour only for a person at a terminal, and never with NO_COLOR set (no-color.org)."""
+    import os
+
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def platform_colours(platform_ids: Sequence[str]) -> list[str] | None:
+    """Each platform's colour (the persona's window frame) as terminal SGR codes, if wanted."""
+    if not colour_wanted():
+        return None
+    from outreach_station.appearance import platform_colour
+
+    return [platform_colour(platform_id).sgr() for platform_id in platform_ids]
+
+
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    *,
+    first_column_sgr: Sequence[str] | None = None,
+) -> None:
+    """Columns padded to their widest cell; the first column of each row optionally coloured."""
     cells = [
         [str(c) for c in headers],
         *[[("" if c is None else safe(c)) for c in r] for r in rows],
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for index, row in enumerate(cells):
-        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        padded = [c.ljust(w) for c, w in zip(row, widths, strict=True)]
+        if first_column_sgr is not None and index > 0:
+            # Padded first, so that the escape codes take no column width.
+            padded[0] = f"\x1b[{first_column_sgr[index - 1]}m{padded[0]}\x1b[0m"
+        typer.echo("  ".join(padded).rstrip(), color=first_column_sgr is not None or None)
         if index == 0:
             typer.echo("  ".join("-" * w for w in widths))
 

@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from outreach_station import ids
-from outreach_station.cli._output import echo_json, info, is_terminal, safe, station_of, table
+from outreach_station.cli._output import (
+    echo_json,
+    info,
+    is_terminal,
+    platform_colours,
+    safe,
+    station_of,
+    table,
+)
 from outreach_station.errors import UsageError
 
 if TYPE_CHECKING:
@@ -192,4 +200,5 @@ def status_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
             ]
             for s in rows
         ],
+        first_column_sgr=platform_colours([s.platform.id for s in rows]),
     )

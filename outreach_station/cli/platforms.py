@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from outreach_station.cli._output import echo_json, info, station_of, table
+from outreach_station.cli._output import echo_json, info, platform_colours, station_of, table
 
 
 def platforms_command(
@@ -43,4 +43,5 @@ def platforms_command(
     table(
         ["ID", "NAME", "DEVICE", "LOCALE", "TIMEZONE", "START URL"],
         [[p.id, p.name, p.device, p.locale, p.timezone, p.start_url] for p in items],
+        first_column_sgr=platform_colours([p.id for p in items]),
     )
