@@ -6,7 +6,7 @@ in its own frame, where no page can read them: the profile's theme colour
 (`browser.theme.user_color` in the profile's Preferences, honoured by
 Chromium 156: the tab strip and toolbar take its tones) and the window's own
 name (`--window-name`: the title the desktop shows for the first window, in
-place of the page's title). The profile's name (Preferences and Local State)
+place of the page's title). The profile's name (in Preferences)
 is what Chromium's profile menu shows. None of these reaches a page, a frame
 or a worker (tests/browser/test_appearance.py).
 
@@ -147,10 +147,6 @@ def apply_to_profile(user_data_dir: Path, appearance: Appearance | None) -> None
             theme[key] = appearance.colour.argb
         prefs_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fsutil.write_atomic(prefs_path, json.dumps(prefs).encode("utf-8"), private_dir=False)
-    state_path = user_data_dir / "Local State"
-    state = _load(state_path)
-    if state is not None:
-        entry = _section(state, "profile", "info_cache", "Default")
-        entry["name"] = appearance.title
-        entry["is_using_default_name"] = False
-        fsutil.write_atomic(state_path, json.dumps(state).encode("utf-8"), private_dir=False)
+    # Local State is left to Chromium: a profile entry written there before the
+    # first start makes Chromium fetch profile avatars from www.gstatic.com at
+    # every start (tests/browser/test_quiet_start.py), a call no persona should make.

@@ -64,11 +64,10 @@ def test_profile_gets_name_and_colour_and_keeps_everything_else(tmp_path: Path) 
     assert written["browser"]["x"] == 2
     assert written["browser"]["theme"] == {"user_color": RED.argb, "user_color2": RED.argb}
     assert written["profile"] == {"name": "Vera \u00b7 Ex", "using_default_name": False}
-    state = json.loads((tmp_path / "Local State").read_text())
-    assert state["z"] == 4
-    assert state["profile"]["info_cache"]["Default"] == {
-        "name": "Vera \u00b7 Ex",
-        "is_using_default_name": False,
+    # Local State stays Chromium's: an entry written there makes it fetch avatars from Google.
+    assert json.loads((tmp_path / "Local State").read_text()) == {
+        "profile": {"info_cache": {}},
+        "z": 4,
     }
     assert stat.S_IMODE(prefs.stat().st_mode) == 0o600
 

@@ -447,10 +447,13 @@ def _fill_workspace(persona_id: str) -> str:
     assert user_data == workspace_of(persona_id) / "profile"
     digest = hashlib.sha256()
     with (user_data / "big-download.bin").open("wb") as out:
-        for _ in range(BIG_FILE_BYTES // (1 << 22)):
-            block = os.urandom(1 << 22)
+        left = BIG_FILE_BYTES
+        while left:
+            # All of it: 150 MiB is not a whole number of 4 MiB blocks.
+            block = os.urandom(min(left, 1 << 22))
             digest.update(block)
             out.write(block)
+            left -= len(block)
     return digest.hexdigest()
 
 
