@@ -28,7 +28,6 @@ LOOPBACK: Final = "127.0.0.1"
 class ServedPage:
     url: str
     server: ThreadingHTTPServer
-    delivered: threading.Event
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -39,7 +38,6 @@ def serve(content: str, *, name: str = "report.html") -> ServedPage:
     """Serve `content` at one unguessable address on 127.0.0.1 (any other path: 404)."""
     body = content.encode("utf-8")
     path = f"/{secrets.token_urlsafe(16)}/{name}"
-    delivered = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -56,7 +54,6 @@ def serve(content: str, *, name: str = "report.html") -> ServedPage:
             )
             self.end_headers()
             self.wfile.write(body)
-            delivered.set()
 
         def log_message(self, format: str, *args: object) -> None:
             return  # nothing on the terminal per request
@@ -70,7 +67,7 @@ def serve(content: str, *, name: str = "report.html") -> ServedPage:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="showpage", daemon=True).start()
     port = server.server_address[1]
-    return ServedPage(url=f"http://{LOOPBACK}:{port}{path}", server=server, delivered=delivered)
+    return ServedPage(url=f"http://{LOOPBACK}:{port}{path}", server=server)
 
 
 def show(
