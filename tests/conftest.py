@@ -23,6 +23,12 @@ from tests.fixtures import (  # noqa: F401 - fixtures for every test module
 from tests.keyrings import no_keyring, secret_service  # noqa: F401 - fixtures for every test module
 from tests.site import TestSite
 
+# The suite reads station's messages in English, the source text, whatever the
+# machine's locale (tests/test_i18n.py and the Swedish CLI tests set their own).
+for _name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
+    if os.environ.get(_name, "").lower().startswith("sv"):
+        os.environ[_name] = "" if _name == "LANGUAGE" else "C.UTF-8"
+
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Under the README's test command, the real parts must be there: never skip them."""
