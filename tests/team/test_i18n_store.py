@@ -27,7 +27,7 @@ from outreach_station.storage.postgres import PostgresStore, TeamConnection
 from outreach_station.storage.sqlite import SqliteStore
 from outreach_station.team import members, sync
 from outreach_station.vault import Vault, seal_dir, unseal_file
-from tests.team.conftest import TeamDb, pg_server, pg_store, team_db  # noqa: F401 - fixtures
+from tests.team.conftest import TeamDb
 from tests.team.test_sync import Laptop, laptops  # noqa: F401 - the two-laptop fixture
 
 PERSONA = "abcdefghijkl"
@@ -128,7 +128,7 @@ def _rolled_back_server(a: Laptop, db: TeamDb, tmp_path: Path) -> IntegrityError
 
 def test_a_server_rolled_back_is_refused_naming_both_generations_in_swedish(
     laptops: tuple[Laptop, Laptop],  # noqa: F811 - the fixture imported above
-    team_db: TeamDb,  # noqa: F811
+    team_db: TeamDb,
     tmp_path: Path,
     swedish: None,
 ) -> None:
@@ -144,7 +144,7 @@ def test_a_server_rolled_back_is_refused_naming_both_generations_in_swedish(
 
 def test_a_server_rolled_back_is_refused_naming_both_generations_in_english_under_c(
     laptops: tuple[Laptop, Laptop],  # noqa: F811 - the fixture imported above
-    team_db: TeamDb,  # noqa: F811
+    team_db: TeamDb,
     tmp_path: Path,
     english: None,
 ) -> None:
@@ -191,7 +191,7 @@ def test_a_team_server_error_that_escaped_is_one_line_in_each_language(
 
 
 def test_a_wrong_team_password_is_refused_in_swedish_without_the_password(
-    team_db: TeamDb,  # noqa: F811 - the fixture imported above
+    team_db: TeamDb,
     swedish: None,
 ) -> None:
     team_db.owner_store().close()
