@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from outreach_station import clock, fsutil, paths
 from outreach_station.errors import IntegrityError, StationError
+from outreach_station.i18n import _
 from outreach_station.paths import StationPaths
 from outreach_station.storage.locks import (
     PersonaLock,
@@ -340,7 +341,7 @@ def _stop_orphaned_browser(directory: Path, notify: Callable[[str], None]) -> No
         target = os.readlink(directory / "profile" / "SingletonLock")
     except OSError:
         return
-    _host, _, pid_text = target.rpartition("-")
+    _host, _sep, pid_text = target.rpartition("-")
     if not pid_text.isdigit():
         return
     pid = int(pid_text)
@@ -350,7 +351,11 @@ def _stop_orphaned_browser(directory: Path, notify: Callable[[str], None]) -> No
         except ProcessLookupError:
             return
         if sig == signal.SIGTERM:
-            notify(f"stopping a browser left running on {directory.name} (process {pid})")
+            notify(
+                _("stopping a browser left running on {name} (process {pid})").format(
+                    name=directory.name, pid=pid
+                )
+            )
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             try:
@@ -415,7 +420,11 @@ def recover(
     if directory.is_dir() and any(directory.iterdir()):
         _stop_orphaned_browser(directory, notify)
         _remove_outside_scratch(directory)
-        notify(f"persona {persona_id} was not closed cleanly; sealing the profile it left open")
+        notify(
+            _(
+                "persona {persona_id} was not closed cleanly; sealing the profile it left open"
+            ).format(persona_id=persona_id)
+        )
         # The leftover plaintext is newer than any sealed file, whatever its generation.
         SealedState(station, persona_id, store).seal(
             directory, vault.ensure_data_key(persona_id), progress
@@ -425,8 +434,10 @@ def recover(
         # What the browser had not yet written when it was killed is not in the
         # workspace, and nothing here can know how much that was.
         notify(
-            f"persona {persona_id} recovered: the profile it left open is sealed; its browser "
-            "was stopped without closing, so changes from its last moments may be missing"
+            _(
+                "persona {persona_id} recovered: the profile it left open is sealed; its browser "
+                "was stopped without closing, so changes from its last moments may be missing"
+            ).format(persona_id=persona_id)
         )
         return Recovery(persona_id=persona_id, resealed=True, lost_since=None)
     if directory.exists():
@@ -435,9 +446,11 @@ def recover(
         marker.unlink()
         when = opened_at or "its last open"
         notify(
-            f"persona {persona_id} was not closed cleanly and its open profile is gone "
-            f"(the machine restarted?): what happened since {when} is lost; "
-            "the last sealed profile is used"
+            _(
+                "persona {persona_id} was not closed cleanly and its open profile is gone "
+                "(the machine restarted?): what happened since {when} is lost; "
+                "the last sealed profile is used"
+            ).format(persona_id=persona_id, when=opened_at or _("its last open"))
         )
         return Recovery(persona_id=persona_id, resealed=False, lost_since=when)
     return None
@@ -478,7 +491,10 @@ def open_workspace(
         root, ram = workspace_root(station)
         if not ram:
             notify(
-                f"warning: no RAM-backed directory here; the open profile lives on disk in {root}"
+                _(
+                    "warning: no RAM-backed directory here; "
+                    "the open profile lives on disk in {root}"
+                ).format(root=root)
             )
         state = SealedState(station, persona_id, store)
         sealed = state.file
@@ -515,8 +531,10 @@ def open_workspace(
                 state.seal(directory, key, bar("sealing"), since=unsealed)
             except BaseException as exc:
                 raise StationError(
-                    f"persona {persona_id} could not be sealed ({exc}); its open profile is "
-                    f"kept in {directory} and the next station command will retry"
+                    _(
+                        "persona {persona_id} could not be sealed ({exc}); its open profile is "
+                        "kept in {directory} and the next station command will retry"
+                    ).format(persona_id=persona_id, exc=exc, directory=directory)
                 ) from exc
             wipe(directory)
             marker.unlink(missing_ok=True)
@@ -529,13 +547,19 @@ def _move_cookies_off_the_keyring(workspace: Workspace, notify: Callable[[str], 
     try:
         done = migrate_profile(workspace.profile)
     except (OSError, StationError) as exc:
-        notify(f"warning: the cookies of persona {workspace.persona_id} were not checked: {exc}")
+        notify(
+            _("warning: the cookies of persona {persona_id} were not checked: {exc}").format(
+                persona_id=workspace.persona_id, exc=exc
+            )
+        )
         return
     if done.left:
         notify(
-            f"warning: {done.left} cookies of persona {workspace.persona_id} are encrypted with "
-            "a 'Chromium Safe Storage' key that the keyring no longer gives: the browser will "
-            "drop them, so sign in to that platform again"
+            _(
+                "warning: {left} cookies of persona {persona_id} are encrypted with "
+                "a 'Chromium Safe Storage' key that the keyring no longer gives: the browser will "
+                "drop them, so sign in to that platform again"
+            ).format(left=done.left, persona_id=workspace.persona_id)
         )
 
 
