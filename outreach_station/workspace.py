@@ -155,30 +155,38 @@ class SealedState:
 
     def _refusal(self, found: int | None, exists: bool) -> str | None:
         current, pending = self.on_record()
-        expected = f"generation {current}" + (f" (or {pending})" if pending is not None else "")
+        expected = (
+            _("generation {current} (or {pending})").format(current=current, pending=pending)
+            if pending is not None
+            else _("generation {current}").format(current=current)
+        )
         if not exists:
             if current == 0:
                 return None
-            return (
-                f"persona {self.persona_id}: its sealed profile {self.file} is missing, "
-                f"{expected} is on record; refusing to open it as a blank profile. Put the "
+            return _(
+                "persona {persona}: its sealed profile {file} is missing, "
+                "{expected} is on record; refusing to open it as a blank profile. Put the "
                 "newest profile.sealed back, or retire the persona"
-            )
+            ).format(persona=self.persona_id, file=self.file, expected=expected)
         if found == current or (found is None and current == 0):
             return None
         if found is not None and found == pending:
             return None
-        what = "a file without a generation (format 1)" if found is None else f"generation {found}"
+        what = (
+            _("a file without a generation (format 1)")
+            if found is None
+            else _("generation {current}").format(current=found)
+        )
         why = (
-            "the registry is older than the file (restored or replaced?)"
+            _("the registry is older than the file (restored or replaced?)")
             if found is not None and found > max(current, pending or 0)
-            else "an older copy was put back or the file was replaced"
+            else _("an older copy was put back or the file was replaced")
         )
-        return (
-            f"persona {self.persona_id}: its sealed profile {self.file} is {what}, {expected} "
-            f"is on record: {why}; refusing to open or overwrite it. Put the newest "
+        return _(
+            "persona {persona}: its sealed profile {file} is {what}, {expected} "
+            "is on record: {why}; refusing to open or overwrite it. Put the newest "
             "profile.sealed back, or retire the persona"
-        )
+        ).format(persona=self.persona_id, file=self.file, what=what, expected=expected, why=why)
 
     def accept(self, found: int | None, *, exists: bool = True) -> None:
         """Raise IntegrityError unless `found` (None: format 1) is the generation on record."""
@@ -216,7 +224,9 @@ class SealedState:
         except FileNotFoundError:
             return self._refusal(None, exists=False)
         except (OSError, StationError) as exc:
-            return f"persona {self.persona_id}: its sealed profile {self.file} is unreadable: {exc}"
+            return _("persona {persona}: its sealed profile {file} is unreadable: {exc}").format(
+                persona=self.persona_id, file=self.file, exc=exc
+            )
         return self._refusal(found, exists=True)
 
     def blobs(self) -> BlobStore:
