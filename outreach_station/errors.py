@@ -10,8 +10,6 @@ from __future__ import annotations
 import errno
 from enum import IntEnum
 
-from outreach_station.i18n import _
-
 
 class ExitCode(IntEnum):
     OK = 0
@@ -114,6 +112,9 @@ def os_error_problem(exc: OSError) -> EnvironmentProblem:
     Names the file and says what to do; never the exception's repr, which
     could carry more than the file name.
     """
+    # Here, not at the top: errors is loaded by `station --help`, which must stay lean.
+    from outreach_station.i18n import _
+
     name = exc.filename if exc.filename is not None else _("a file")
     reason = (exc.strerror or type(exc).__name__).lower()
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
