@@ -49,6 +49,7 @@ from outreach_station.errors import (
 )
 from outreach_station.events import EventName
 from outreach_station.fsutil import ensure_private_dir, fsync_dir
+from outreach_station.i18n import N_, _, ngettext
 from outreach_station.paths import StationPaths
 from outreach_station.paths import current as current_paths
 from outreach_station.storage import (
@@ -198,11 +199,13 @@ _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 
 def _check_key(key: object) -> str:
     if not isinstance(key, str):
-        raise UsageError("audit detail keys must be strings")
+        raise UsageError(_("audit detail keys must be strings"))
     if len(key) > MAX_DETAIL_KEY_LENGTH or not _KEY_PATTERN.fullmatch(key):
         raise UsageError(
-            f"audit detail key {key[:MAX_DETAIL_KEY_LENGTH]!r} is not snake_case "
-            f"(a-z, 0-9, _; at most {MAX_DETAIL_KEY_LENGTH} characters)"
+            _(
+                "audit detail key {key!r} is not snake_case "
+                "(a-z, 0-9, _; at most {limit} characters)"
+            ).format(key=key[:MAX_DETAIL_KEY_LENGTH], limit=MAX_DETAIL_KEY_LENGTH)
         )
     if key in _ALLOWED_KEY_EXCEPTIONS:
         return key
@@ -215,8 +218,10 @@ def _check_key(key: object) -> str:
         or any(sub in key for sub in _FORBIDDEN_KEY_SUBSTRINGS)
     ):
         raise UsageError(
-            f"audit detail key {key!r} is refused: the audit trail never records "
-            "page content, addresses visited or secrets"
+            _(
+                "audit detail key {key!r} is refused: the audit trail never records "
+                "page content, addresses visited or secrets"
+            ).format(key=key)
         )
     return key
 
@@ -227,28 +232,40 @@ def _check_value(key: str, value: object) -> DetailValue:
         return value
     if isinstance(value, int):
         if abs(value) > MAX_DETAIL_INT:
-            raise UsageError(f"audit detail {key!r} is an integer out of range")
+            raise UsageError(_("audit detail {key!r} is an integer out of range").format(key=key))
         if _CARD_LIKE.fullmatch(str(abs(value))):
-            raise UsageError(f"audit detail {key!r} is refused: it looks like a card number")
+            raise UsageError(
+                _("audit detail {key!r} is refused: it looks like a card number").format(key=key)
+            )
         return value
     if isinstance(value, str):
         if len(value) > MAX_DETAIL_STR_LENGTH:
             raise UsageError(
-                f"audit detail {key!r} is longer than {MAX_DETAIL_STR_LENGTH} characters"
+                _("audit detail {key!r} is longer than {limit} characters").format(
+                    key=key, limit=MAX_DETAIL_STR_LENGTH
+                )
             )
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise UsageError(f"audit detail {key!r} is not valid Unicode text") from None
+            raise UsageError(
+                _("audit detail {key!r} is not valid Unicode text").format(key=key)
+            ) from None
         if _CONTROL.search(value):
-            raise UsageError(f"audit detail {key!r} contains control characters")
+            raise UsageError(_("audit detail {key!r} contains control characters").format(key=key))
         if _CARD_LIKE.search(value):
-            raise UsageError(f"audit detail {key!r} is refused: it looks like a card number")
+            raise UsageError(
+                _("audit detail {key!r} is refused: it looks like a card number").format(key=key)
+            )
         if _URL_LIKE.search(value):
-            raise UsageError(f"audit detail {key!r} is refused: it looks like a URL")
+            raise UsageError(
+                _("audit detail {key!r} is refused: it looks like a URL").format(key=key)
+            )
         return value
     raise UsageError(
-        f"audit detail {key!r} must be a string, integer or boolean, not {type(value).__name__}"
+        _("audit detail {key!r} must be a string, integer or boolean, not {kind}").format(
+            key=key, kind=type(value).__name__
+        )
     )
 
 
@@ -262,9 +279,9 @@ def validate_detail(detail: Mapping[str, object] | None) -> dict[str, DetailValu
     if detail is None:
         return {}
     if not isinstance(detail, Mapping):
-        raise UsageError("audit detail must be a mapping")
+        raise UsageError(_("audit detail must be a mapping"))
     if len(detail) > MAX_DETAIL_KEYS:
-        raise UsageError(f"audit detail has more than {MAX_DETAIL_KEYS} keys")
+        raise UsageError(_("audit detail has more than {limit} keys").format(limit=MAX_DETAIL_KEYS))
     checked: dict[str, DetailValue] = {}
     for raw_key, value in detail.items():
         key = _check_key(raw_key)
@@ -277,8 +294,10 @@ def _check_id(kind: str, value: str | None) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > MAX_ID_LENGTH or not _ID_PATTERN.fullmatch(value):
         raise UsageError(
-            f"audit {kind} must be an identifier (letters, digits, . _ -; "
-            f"at most {MAX_ID_LENGTH} characters)"
+            _(
+                "audit {kind} must be an identifier (letters, digits, . _ -; "
+                "at most {limit} characters)"
+            ).format(kind=kind, limit=MAX_ID_LENGTH)
         )
     return value
 
@@ -288,7 +307,11 @@ def _event_name(event: EventName | str) -> EventName:
         return EventName(event)
     except ValueError:
         known = ", ".join(e.value for e in EventName)
-        raise UsageError(f"unknown audit event {event!r}; known events: {known}") from None
+        raise UsageError(
+            _("unknown audit event {event!r}; known events: {known}").format(
+                event=event, known=known
+            )
+        ) from None
 
 
 def _os_user() -> str:
@@ -309,15 +332,15 @@ def _decode(raw: bytes) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise _BadRecord("not valid UTF-8") from None
+        raise _BadRecord(_("not valid UTF-8")) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
-        raise _BadRecord("not valid JSON") from None
+        raise _BadRecord(_("not valid JSON")) from None
     if not isinstance(data, dict):
-        raise _BadRecord("not a JSON object")
+        raise _BadRecord(_("not a JSON object"))
     if tuple(data) != _FIELDS:
-        raise _BadRecord("fields missing, extra or out of order")
+        raise _BadRecord(_("fields missing, extra or out of order"))
     return data
 
 
@@ -327,32 +350,32 @@ def _parse_record(raw: bytes) -> AuditEvent:
     text = raw.decode("utf-8")
     seq, when, user, host = data["seq"], data["time"], data["user"], data["host"]
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
-        raise _BadRecord("seq is not a positive integer")
+        raise _BadRecord(_("seq is not a positive integer"))
     try:
         moment = parse_iso_micro(when)
     except (TypeError, ValueError):
-        raise _BadRecord("time is not UTC ISO-8601 ending in Z") from None
+        raise _BadRecord(_("time is not UTC ISO-8601 ending in Z")) from None
     if not isinstance(user, str) or not isinstance(host, str):
-        raise _BadRecord("user or host is not a string")
+        raise _BadRecord(_("user or host is not a string"))
     try:
         event = EventName(data["event"])
     except ValueError:
-        raise _BadRecord("unknown event name") from None
+        raise _BadRecord(_("unknown event name")) from None
     persona, platform = data["persona"], data["platform"]
     if not (persona is None or isinstance(persona, str)) or not (
         platform is None or isinstance(platform, str)
     ):
-        raise _BadRecord("persona or platform is neither a string nor null")
+        raise _BadRecord(_("persona or platform is neither a string nor null"))
     detail = data["detail"]
     if not isinstance(detail, dict) or not all(
         isinstance(v, str | int | bool) for v in detail.values()
     ):
-        raise _BadRecord("detail is not a flat object of strings, integers and booleans")
+        raise _BadRecord(_("detail is not a flat object of strings, integers and booleans"))
     prev, digest = data["prev"], data["hash"]
     if not isinstance(prev, str) or not _HEX64.fullmatch(prev):
-        raise _BadRecord("prev is not a SHA-256 hex digest")
+        raise _BadRecord(_("prev is not a SHA-256 hex digest"))
     if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
-        raise _BadRecord("hash is not a SHA-256 hex digest")
+        raise _BadRecord(_("hash is not a SHA-256 hex digest"))
     record = AuditEvent(
         seq=seq,
         time=moment,
@@ -367,9 +390,9 @@ def _parse_record(raw: bytes) -> AuditEvent:
     )
     # Byte-for-byte canonical form: no edit, however harmless it looks, goes unseen.
     if record.to_line() != text:
-        raise _BadRecord("line is not in canonical form (edited?)")
+        raise _BadRecord(_("line is not in canonical form (edited?)"))
     if record_hash(data) != digest:
-        raise _BadRecord("hash does not match the record's content (edited?)")
+        raise _BadRecord(_("hash does not match the record's content (edited?)"))
     return record
 
 
@@ -380,7 +403,7 @@ def _split_lines(data: bytes) -> tuple[list[bytes], bytes]:
 
 
 def _records_text(count: int) -> str:
-    return f"{count} record" if count == 1 else f"{count} records"
+    return ngettext("{n} record", "{n} records", count).format(n=count)
 
 
 @dataclass(frozen=True)
@@ -448,36 +471,46 @@ class ChainAnchor:
     def _checked(
         self, row: AnchorRow | None, keyring: KeyringBackend | None, key: bytes | None
     ) -> ChainHead | None:
-        where = f"the audit anchor of {self.log_id} in {self.store}"
+        where = _("the audit anchor of {log} in {store}").format(log=self.log_id, store=self.store)
         if row is None:
             if key is not None:
                 raise IntegrityError(
-                    f"{where} is missing although the OS keyring holds its key (the anchor's "
-                    "file was edited or replaced); keep both as evidence and report it to IT"
+                    _(
+                        "{where} is missing although the OS keyring holds its key (the anchor's "
+                        "file was edited or replaced); keep both as evidence and report it to IT"
+                    ).format(where=where)
                 )
             return None
         if row.mac is None:
             if key is not None:
                 raise IntegrityError(
-                    f"{where} has lost its MAC (edited outside station); keep its file and "
-                    "the log as evidence and report it to IT"
+                    _(
+                        "{where} has lost its MAC (edited outside station); keep its file and "
+                        "the log as evidence and report it to IT"
+                    ).format(where=where)
                 )
         elif key is None:
             if keyring is None:
                 raise EnvironmentProblem(
-                    f"{where} can only be checked with its key in the OS keyring, and no "
-                    "usable keyring is available; log in to the desktop session and retry"
+                    _(
+                        "{where} can only be checked with its key in the OS keyring, and no "
+                        "usable keyring is available; log in to the desktop session and retry"
+                    ).format(where=where)
                 )
             raise IntegrityError(
-                f"the key of {where} is missing from the OS keyring (deleted outside "
-                "station); report it to IT"
+                _(
+                    "the key of {where} is missing from the OS keyring (deleted outside "
+                    "station); report it to IT"
+                ).format(where=where)
             )
         elif not hmac.compare_digest(
             row.mac, self._mac(key, row.count, row.last_hash, row.pending)
         ):
             raise IntegrityError(
-                f"{where} fails its MAC check: it was edited outside station; keep its file "
-                "and the log as evidence and report it to IT"
+                _(
+                    "{where} fails its MAC check: it was edited outside station; keep its file "
+                    "and the log as evidence and report it to IT"
+                ).format(where=where)
             )
         return ChainHead(count=row.count, last_hash=row.last_hash, pending=row.pending)
 
@@ -486,7 +519,7 @@ class ChainAnchor:
 
         if keyring is None:
             return None
-        return secret_store.read_key(self.entry, what="master key", backend=keyring)
+        return secret_store.read_key(self.entry, what=N_("master key"), backend=keyring)
 
     def head(self) -> tuple[ChainHead | None, dict[int, str]]:
         """The checked head (None before the first anchored record) and the anchored hashes."""
@@ -506,7 +539,7 @@ class ChainAnchor:
             from outreach_station import secret_store
 
             key = secrets.token_bytes(secret_store.KEY_BYTES)
-            secret_store.store_key(self.entry, key, what="master key", backend=keyring)
+            secret_store.store_key(self.entry, key, what=N_("master key"), backend=keyring)
         mac = self._mac(key, 0, GENESIS, None) if key is not None else None
         with open_anchor_store(self.store) as db, db.transaction():
             db.reset(self.log_id, AnchorRow(count=0, last_hash=GENESIS, pending=None, mac=mac))
@@ -527,7 +560,7 @@ class ChainAnchor:
                 from outreach_station import secret_store
 
                 key = secrets.token_bytes(secret_store.KEY_BYTES)
-                secret_store.store_key(self.entry, key, what="master key", backend=keyring)
+                secret_store.store_key(self.entry, key, what=N_("master key"), backend=keyring)
             if key is not None:
                 _ANCHOR_KEYS[self.entry] = key
             yield _Advance(self, db, head, key)
@@ -557,23 +590,28 @@ class _Advance:
         problem: str | None = None
         if last is None:
             if head.count:
-                problem = (
-                    f"{_records_text(head.count)} missing from the end "
-                    "(the log was emptied or deleted)"
-                )
+                problem = _(
+                    "{missing} missing from the end (the log was emptied or deleted)"
+                ).format(missing=_records_text(head.count))
         elif last.seq == head.count and last.hash == head.last_hash:
             return
         elif (last.seq, last.prev, last.hash) == (head.count + 1, head.last_hash, head.pending):
             self._carried[last.seq] = last.hash  # written just before a crash: anchor it now
             return
         elif last.seq < head.count:
-            problem = f"{_records_text(head.count - last.seq)} missing from the end"
+            problem = _("{missing} missing from the end").format(
+                missing=_records_text(head.count - last.seq)
+            )
         else:
-            problem = f"its last record (seq {last.seq}) does not match the anchor"
+            problem = _("its last record (seq {seq}) does not match the anchor").format(
+                seq=last.seq
+            )
         if problem is not None:
             raise IntegrityError(
-                f"audit log {path} does not match its anchor: {problem}; refusing to append "
-                "to it, run `station audit verify` and report it to IT"
+                _(
+                    "audit log {path} does not match its anchor: {problem}; refusing to append "
+                    "to it, run `station audit verify` and report it to IT"
+                ).format(path=path, problem=problem)
             )
 
     def _store(self, count: int, last_hash: str, pending: str | None) -> None:
@@ -653,7 +691,9 @@ class AuditLog:
             where = next(p for p in (self.path.parent, *self.path.parents) if p.exists())
             if not os.access(where, os.W_OK):
                 raise EnvironmentProblem(
-                    f"cannot create audit log {self.path}: {where} is read-only"
+                    _("cannot create audit log {path}: {where} is read-only").format(
+                        path=self.path, where=where
+                    )
                 )
             self._check_head(None)
             return
@@ -724,17 +764,23 @@ class AuditLog:
         the log collector receives.
         """
         if self.anchor is None:
-            raise UsageError(f"audit log {self.path} has no anchor; nothing to restart")
+            raise UsageError(
+                _("audit log {path} has no anchor; nothing to restart").format(path=self.path)
+            )
         try:
             verdict = self.verify()
         except IntegrityError as exc:  # the anchor itself was tampered with
             verdict = VerifyResult(False, 0, None, exc.message)
         if verdict.ok:
-            raise StateError(f"audit log {self.path} is intact; there is nothing to restart")
+            raise StateError(
+                _("audit log {path} is intact; there is nothing to restart").format(path=self.path)
+            )
         stamp = self._clock().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
         evidence = self.path.with_name(f"{self.path.name}.broken-{stamp}")
         if os.path.lexists(evidence):
-            raise StateError(f"{evidence} exists already; try again in a second")
+            raise StateError(
+                _("{evidence} exists already; try again in a second").format(evidence=evidence)
+            )
         kept: Path | None = None
         if os.path.lexists(self.path):
             os.rename(self.path, evidence)
@@ -789,9 +835,9 @@ class AuditLog:
         log is intact.
         """
         if since is not None and since.tzinfo is None:
-            raise UsageError("since must be timezone-aware")
+            raise UsageError(_("since must be timezone-aware"))
         data = self._read_all()
-        lines, _ = _split_lines(data)
+        lines, _rest = _split_lines(data)
         found: list[AuditEvent] = []
         for raw in lines:
             try:
@@ -844,17 +890,27 @@ class AuditLog:
                 return VerifyResult(False, len(seen), number, str(bad), _last(seen))
             problems = []
             if record.prev != prev_hash:
-                what = "the genesis value" if number == 1 else f"the hash of line {number - 1}"
-                problems.append(f"prev does not match {what}")
+                what = (
+                    _("the genesis value")
+                    if number == 1
+                    else _("the hash of line {line}").format(line=number - 1)
+                )
+                problems.append(_("prev does not match {what}").format(what=what))
             if record.seq != prev_seq + 1:
-                problems.append(f"seq is {record.seq}, expected {prev_seq + 1}")
+                problems.append(
+                    _("seq is {seq}, expected {expected}").format(
+                        seq=record.seq, expected=prev_seq + 1
+                    )
+                )
             if problems:
-                reason = "; ".join(problems) + " (a record was removed, inserted or reordered)"
+                reason = _("{problems} (a record was removed, inserted or reordered)").format(
+                    problems="; ".join(problems)
+                )
                 return VerifyResult(False, len(seen), number, reason, _last(seen))
             prev_hash, prev_seq = record.hash, record.seq
             seen[record.seq] = record.hash
         if rest:
-            reason = "last line is incomplete (cut during a write, or truncated)"
+            reason = _("last line is incomplete (cut during a write, or truncated)")
             return VerifyResult(False, len(seen), len(lines) + 1, reason, _last(seen))
         return (
             _anchor_result(anchor, len(seen), len(lines) + 1, seen)
@@ -893,10 +949,16 @@ class AuditLog:
                     return _parse_record(whole[-1]), bool(rest)
                 except _BadRecord as bad:
                     line_no = data.count(b"\n") if start == 0 else None
-                    where = f"line {line_no}" if line_no else "its last whole line"
+                    where = (
+                        _("line {line}").format(line=line_no)
+                        if line_no
+                        else _("its last whole line")
+                    )
                     raise IntegrityError(
-                        f"audit log {self.path} is damaged at {where} ({bad}); "
-                        "refusing to chain onto it, run `station audit verify`"
+                        _(
+                            "audit log {path} is damaged at {where} ({bad}); "
+                            "refusing to chain onto it, run `station audit verify`"
+                        ).format(path=self.path, where=where, bad=bad)
                     ) from None
             if start == 0:
                 return None, bool(rest)
@@ -937,9 +999,11 @@ def _anchor_result(
     if seen.get(seq) == digest:
         return None
     if seq in seen:
-        reason = f"record {seq} does not match the anchor (the log was rewritten)"
+        reason = _("record {seq} does not match the anchor (the log was rewritten)").format(seq=seq)
         return VerifyResult(False, count, seq, reason, _last(seen))
-    reason = f"record {seq} named by the anchor is missing (the log was truncated)"
+    reason = _("record {seq} named by the anchor is missing (the log was truncated)").format(
+        seq=seq
+    )
     return VerifyResult(False, count, next_line or 1, reason, _last(seen))
 
 
@@ -967,7 +1031,9 @@ def _head_result(
             False,
             rewritten - 1,
             rewritten,
-            f"record {rewritten} does not match the anchor (the log was rewritten from there)",
+            _("record {seq} does not match the anchor (the log was rewritten from there)").format(
+                seq=rewritten
+            ),
             seen.get(rewritten - 1),
         )
     if count < head.count:
@@ -976,7 +1042,9 @@ def _head_result(
             False,
             count,
             count + 1,
-            f"{missing} missing from the end (the log was cut, emptied or deleted)",
+            _("{missing} missing from the end (the log was cut, emptied or deleted)").format(
+                missing=missing
+            ),
             _last(seen),
         )
     extra = count - head.count
@@ -987,8 +1055,9 @@ def _head_result(
             False,
             head.count,
             head.count + 1,
-            f"{_records_text(extra)} after record {head.count} were not written by station "
-            "(added behind the anchor)",
+            _(
+                "{extra} after record {seq} were not written by station (added behind the anchor)"
+            ).format(extra=_records_text(extra), seq=head.count),
             seen.get(head.count),
         )
     return None
@@ -1003,8 +1072,12 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _open_error(path: Path, exc: OSError) -> Exception:
     if exc.errno == errno.ELOOP:
-        return SecurityError(f"audit log {path} is a symbolic link; refusing to follow it")
-    return EnvironmentProblem(f"cannot open audit log {path}: {exc.strerror}")
+        return SecurityError(
+            _("audit log {path} is a symbolic link; refusing to follow it").format(path=path)
+        )
+    return EnvironmentProblem(
+        _("cannot open audit log {path}: {strerror}").format(path=path, strerror=exc.strerror)
+    )
 
 
 def parse_since(text: str) -> datetime:
@@ -1018,8 +1091,10 @@ def parse_since(text: str) -> datetime:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise UsageError(
-            f"cannot read {text!r} as a date; use YYYY-MM-DD or an ISO-8601 date-time "
-            "such as 2026-11-03T09:00 or 2026-11-03T09:00Z"
+            _(
+                "cannot read {text!r} as a date; use YYYY-MM-DD or an ISO-8601 date-time "
+                "such as 2026-11-03T09:00 or 2026-11-03T09:00Z"
+            ).format(text=text)
         ) from None
     if moment.tzinfo is None:
         moment = moment.astimezone()  # naive means local time

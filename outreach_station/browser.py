@@ -28,6 +28,7 @@ from outreach_station.appearance import Appearance, apply_to_profile, window_swi
 from outreach_station.emulation import ScreenEmulation, install_screen, install_window
 from outreach_station.errors import BrowserError, EnvironmentProblem
 from outreach_station.fingerprint import Fingerprint, fingerprint_args, outer_window
+from outreach_station.i18n import _
 
 if TYPE_CHECKING:
     import asyncio
@@ -106,7 +107,9 @@ class BrowserExecutable:
         return int(self.version.split(".")[0])
 
     def describe(self) -> str:
-        return f"Chromium {self.version} at {self.path} (from {self.source})"
+        return _("Chromium {version} at {path} (from {source})").format(
+            version=self.version, path=self.path, source=self.source
+        )
 
 
 def _playwright_chromium() -> Path | None:
@@ -138,11 +141,17 @@ def _engine_version(executable: Path) -> str:
             check=False,
         ).stdout
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BrowserError(f"cannot run the browser at {executable}: {exc}") from None
+        raise BrowserError(
+            _("cannot run the browser at {executable}: {exc}").format(
+                executable=executable, exc=exc
+            )
+        ) from None
     match = VERSION_RE.search(out)
     if not match:
         raise BrowserError(
-            f"{executable} did not report a Chromium version (said {out.strip()[:80]!r})"
+            _("{executable} did not report a Chromium version (said {output!r})").format(
+                executable=executable, output=out.strip()[:80]
+            )
         )
     known[key] = match.group(0)
     with contextlib.suppress(OSError):
@@ -178,14 +187,20 @@ def find_browser(
                 break
     if found is None:
         raise BrowserError(
-            "no Chromium found. Install the distribution's package "
-            "(Debian/Ubuntu: 'sudo apt-get install chromium chromium-l10n') "
-            f"or point {paths.ENV_BROWSER} at a Chromium or Chrome executable"
+            _(
+                "no Chromium found. Install the distribution's package "
+                "(Debian/Ubuntu: 'sudo apt-get install chromium chromium-l10n') "
+                "or point {variable} at a Chromium or Chrome executable"
+            ).format(variable=paths.ENV_BROWSER)
         )
     path, source = found
     path = DEBIAN_WRAPPED.get(path, path)
     if not path.is_file() or not os.access(path, os.X_OK):
-        raise BrowserError(f"the browser {path} (from {source}) is not an executable file")
+        raise BrowserError(
+            _("the browser {path} (from {source}) is not an executable file").format(
+                path=path, source=source
+            )
+        )
     return BrowserExecutable(path=path, source=source, version=_engine_version(path))
 
 
@@ -375,8 +390,10 @@ def require_display(headless: bool) -> None:
         return
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise EnvironmentProblem(
-            "no display: run station inside a desktop session, or pass --headless "
-            "(no window; end the session with Ctrl-C)"
+            _(
+                "no display: run station inside a desktop session, or pass --headless "
+                "(no window; end the session with Ctrl-C)"
+            )
         )
 
 
@@ -562,7 +579,9 @@ async def _launch(
         )
     except PlaywrightError as exc:
         raise BrowserError(
-            f"the browser at {spec.executable} failed to start: {str(exc).splitlines()[0]}"
+            _("the browser at {executable} failed to start: {reason}").format(
+                executable=spec.executable, reason=str(exc).splitlines()[0]
+            )
         ) from None
     finally:
         restore_cpus(cpus_before)
@@ -575,7 +594,7 @@ class _NoGuard:
     async def start_gate(
         self, _upstream: Upstream | None
     ) -> tuple[tuple[str, ...], dict[str, str]]:
-        raise BrowserError("a host allowlist needs the lockdown it came from")
+        raise BrowserError(_("a host allowlist needs the lockdown it came from"))
 
     async def install(self, _context: BrowserContext) -> None:
         return None

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from outreach_station import paths
 from outreach_station.errors import EnvironmentProblem, StationError
+from outreach_station.i18n import _
 
 
 @dataclass(frozen=True)
@@ -98,11 +99,15 @@ def copy_to_clipboard(tool: ClipboardTool, data: bytes) -> None:
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EnvironmentProblem(f"{tool.name} failed ({type(exc).__name__})") from None
+        raise EnvironmentProblem(
+            _("{name} failed ({error})").format(name=tool.name, error=type(exc).__name__)
+        ) from None
     if done.returncode != 0:
         raise EnvironmentProblem(
-            f"{tool.name} could not set the clipboard (exit code {done.returncode}); "
-            "is the display reachable? Add --print to print the secret instead"
+            _(
+                "{name} could not set the clipboard (exit code {returncode}); "
+                "is the display reachable? Add --print to print the secret instead"
+            ).format(name=tool.name, returncode=done.returncode)
         )
     # The serving child may take a moment to own the selection.
     deadline = time.monotonic() + 2.0
@@ -110,8 +115,10 @@ def copy_to_clipboard(tool: ClipboardTool, data: bytes) -> None:
         if time.monotonic() > deadline:
             _run_clear(tool)
             raise EnvironmentProblem(
-                f"{tool.name} did not keep the secret on the clipboard; add --print to "
-                "print it instead"
+                _(
+                    "{name} did not keep the secret on the clipboard; add --print to "
+                    "print it instead"
+                ).format(name=tool.name)
             )
         time.sleep(0.05)
 
@@ -184,16 +191,17 @@ def start_clearer(tool: ClipboardTool, salt: bytes, digest: str, after: float) -
             start_new_session=True,
             cwd="/",
         )
-        out, _ = helper.communicate(f"{salt.hex()} {digest}\n".encode("ascii"), timeout=20)
+        out, _err = helper.communicate(f"{salt.hex()} {digest}\n".encode("ascii"), timeout=20)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EnvironmentProblem(
-            f"could not start the clipboard clearer ({type(exc).__name__}); the clipboard "
-            "was cleared again"
+            _(
+                "could not start the clipboard clearer ({error}); the clipboard was cleared again"
+            ).format(error=type(exc).__name__)
         ) from None
     text = out.decode("ascii", "replace").strip()
     if helper.returncode != 0 or not text.isdigit():
         raise EnvironmentProblem(
-            "the clipboard clearer did not start; the clipboard was cleared again"
+            _("the clipboard clearer did not start; the clipboard was cleared again")
         )
     return int(text)
 
@@ -201,7 +209,7 @@ def start_clearer(tool: ClipboardTool, salt: bytes, digest: str, after: float) -
 def _tool_by_name(name: str) -> ClipboardTool:
     tool = find_clipboard()
     if tool is None or tool.name != name:
-        raise EnvironmentProblem(f"clipboard tool {name} is not available")
+        raise EnvironmentProblem(_("clipboard tool {name} is not available").format(name=name))
     return tool
 
 
@@ -214,7 +222,7 @@ def _clearer_main(argv: Sequence[str]) -> int:
     clear.add_argument("--tool", required=True, choices=("wl-copy", "xclip", "xsel"))
     clear.add_argument("--after", required=True, type=float)
     args = parser.parse_args(argv)
-    salt_hex, _, digest = sys.stdin.readline().strip().partition(" ")
+    salt_hex, _sep, digest = sys.stdin.readline().strip().partition(" ")
     salt = bytes.fromhex(salt_hex)
     tool = _tool_by_name(args.tool)
     sys.stdin.close()

@@ -17,6 +17,7 @@ import stat
 from pathlib import Path
 
 from outreach_station.errors import EnvironmentProblem, SecurityError, os_error_problem
+from outreach_station.i18n import _
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
@@ -37,22 +38,32 @@ def check_private_dir(path: Path) -> None:
     try:
         info = os.lstat(path)
     except OSError as exc:
-        raise EnvironmentProblem(f"cannot inspect {path}: {exc.strerror}") from None
+        raise EnvironmentProblem(
+            _("cannot inspect {path}: {strerror}").format(path=path, strerror=exc.strerror)
+        ) from None
     if stat.S_ISLNK(info.st_mode):
         raise SecurityError(
-            f"{path} is a symbolic link; refusing to keep station files there: remove it"
+            _("{path} is a symbolic link; refusing to keep station files there: remove it").format(
+                path=path
+            )
         )
     if not stat.S_ISDIR(info.st_mode):
-        raise EnvironmentProblem(f"{path} is not a directory: move it away and retry")
+        raise EnvironmentProblem(
+            _("{path} is not a directory: move it away and retry").format(path=path)
+        )
     if info.st_uid != os.geteuid():
         raise SecurityError(
-            f"{path} belongs to another account (uid {info.st_uid}); refusing to keep station "
-            "files there: ask IT to remove it"
+            _(
+                "{path} belongs to another account (uid {uid}); refusing to keep station "
+                "files there: ask IT to remove it"
+            ).format(path=path, uid=info.st_uid)
         )
     if info.st_mode & 0o022:
         raise SecurityError(
-            f"{path} can be written by other accounts (mode {stat.S_IMODE(info.st_mode):04o}); "
-            f"refusing to keep station files there: remove it, or run chmod go= {path}"
+            _(
+                "{path} can be written by other accounts (mode {mode:04o}); "
+                "refusing to keep station files there: remove it, or run chmod go= {path}"
+            ).format(path=path, mode=stat.S_IMODE(info.st_mode))
         )
     if info.st_mode & 0o077:
         os.chmod(path, PRIVATE_DIR)
@@ -80,8 +91,12 @@ def ensure_private_dir(path: Path, *, ours: bool = True) -> Path:
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT) or (ours and exc.errno == errno.EROFS):
                 raise os_error_problem(OSError(exc.errno, exc.strerror, str(new))) from None
-            hint = "; check that STATION_HOME is writable" if ours else ""
-            raise EnvironmentProblem(f"cannot create {new}: {exc.strerror}{hint}") from None
+            message = (
+                _("cannot create {new}: {strerror}; check that STATION_HOME is writable")
+                if ours
+                else _("cannot create {new}: {strerror}")
+            )
+            raise EnvironmentProblem(message.format(new=new, strerror=exc.strerror)) from None
         os.chmod(new, PRIVATE_DIR)  # mkdir's mode is filtered by the umask
     if ours:
         check_private_dir(path)
@@ -227,7 +242,7 @@ def shred_file(path: Path) -> bool:
         return False
     try:
         size = os.fstat(fd).st_size
-        for _ in range(2):
+        for _attempt in range(2):
             os.lseek(fd, 0, os.SEEK_SET)
             remaining = size
             while remaining:

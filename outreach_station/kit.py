@@ -47,6 +47,7 @@ from outreach_station.errors import (
     UsageError,
 )
 from outreach_station.events import EventName
+from outreach_station.i18n import _
 from outreach_station.ids import validate_persona_id
 from outreach_station.personas import Persona
 from outreach_station.storage import Store, UniqueConflict
@@ -129,10 +130,12 @@ def looks_like_card_number(value: str) -> bool:
 def _refuse_card_number(field: str, value: str) -> None:
     if looks_like_card_number(value):
         raise UsageError(
-            f"{field}: refused, it contains what looks like a full payment card number "
-            "(12 or more digits). Station never stores card numbers: record the card's "
-            "internal label with card-label and its last four digits with card-last4. "
-            "Nothing was written."
+            _(
+                "{field}: refused, it contains what looks like a full payment card number "
+                "(12 or more digits). Station never stores card numbers: record the card's "
+                "internal label with card-label and its last four digits with card-last4. "
+                "Nothing was written."
+            ).format(field=field)
         )
 
 
@@ -143,40 +146,56 @@ def normalise_detail(field: str, raw: str) -> str:
     """
     if field in SECRET_FIELDS:
         raise UsageError(
-            f"{field} is a secret and is never taken from the command line; "
-            f"use --set-secret {field}, which asks for it"
+            _(
+                "{field} is a secret and is never taken from the command line; "
+                "use --set-secret {field}, which asks for it"
+            ).format(field=field)
         )
     if field not in DETAIL_FIELDS:
-        raise UsageError(f"unknown kit field {field!r}; the fields are {', '.join(DETAIL_FIELDS)}")
+        raise UsageError(
+            _("unknown kit field {field!r}; the fields are {fields}").format(
+                field=field, fields=", ".join(DETAIL_FIELDS)
+            )
+        )
     value = raw.strip()
     _refuse_card_number(field, value)
     if not value:
         return ""
     if len(value) > MAX_FIELD_LENGTH:
-        raise UsageError(f"{field}: longer than {MAX_FIELD_LENGTH} characters")
+        raise UsageError(
+            _("{field}: longer than {limit} characters").format(field=field, limit=MAX_FIELD_LENGTH)
+        )
     if _CONTROL.search(value):
-        raise UsageError(f"{field}: contains control characters")
+        raise UsageError(_("{field}: contains control characters").format(field=field))
     if field == "email":
         if not _EMAIL.fullmatch(value):
-            raise UsageError(f"email: {value!r} is not an email address (name@example.org)")
+            raise UsageError(
+                _("email: {value!r} is not an email address (name@example.org)").format(value=value)
+            )
         return value.lower()
     if field == "phone":
         digits = re.sub(r"\D", "", value)
         if not _PHONE.fullmatch(value) or not 6 <= len(digits) <= 11:
             raise UsageError(
-                f"phone: {value!r} is not a phone number (6 to 11 digits, optionally "
-                "starting with + and grouped by spaces, dashes or brackets)"
+                _(
+                    "phone: {value!r} is not a phone number (6 to 11 digits, optionally "
+                    "starting with + and grouped by spaces, dashes or brackets)"
+                ).format(value=value)
             )
         return ("+" if value.startswith("+") else "") + digits
     if field == "card-last4" and not _LAST4.fullmatch(value):
-        raise UsageError("card-last4: must be exactly the last 4 digits of the organisation's card")
+        raise UsageError(
+            _("card-last4: must be exactly the last 4 digits of the organisation's card")
+        )
     return value
 
 
 def _check_secret_field(field: str) -> None:
     if field not in SECRET_FIELDS:
         raise UsageError(
-            f"unknown kit secret {field!r}; the secrets are {', '.join(SECRET_FIELDS)}"
+            _("unknown kit secret {field!r}; the secrets are {secrets}").format(
+                field=field, secrets=", ".join(SECRET_FIELDS)
+            )
         )
 
 
@@ -185,18 +204,22 @@ def normalise_secret(field: str, raw: str) -> str:
     _check_secret_field(field)
     value = raw.rstrip("\r\n")
     if not value.strip():
-        raise UsageError(f"{field}: empty; nothing was stored")
+        raise UsageError(_("{field}: empty; nothing was stored").format(field=field))
     if len(value) > MAX_SECRET_LENGTH:
-        raise UsageError(f"{field}: longer than {MAX_SECRET_LENGTH} characters")
+        raise UsageError(
+            _("{field}: longer than {limit} characters").format(
+                field=field, limit=MAX_SECRET_LENGTH
+            )
+        )
     if _CONTROL.search(value):
-        raise UsageError(f"{field}: contains control characters")
+        raise UsageError(_("{field}: contains control characters").format(field=field))
     _refuse_card_number(field, value)
     if field == "totp-seed":
         # Authenticator apps show seeds in groups and in either case.
         value = re.sub(r"[\s-]", "", value).upper()
         if not _BASE32.fullmatch(value) or len(value.rstrip("=")) < 16:
             raise UsageError(
-                "totp-seed: not a base32 seed (letters A-Z and digits 2-7, at least 16 of them)"
+                _("totp-seed: not a base32 seed (letters A-Z and digits 2-7, at least 16 of them)")
             )
     return value
 
@@ -245,7 +268,7 @@ def kit_in_use_elsewhere(registry: Store, persona_id: str, field: str, value: st
     "+46701234567" and email case does not matter.
     """
     if field not in DETAIL_FIELDS:
-        raise UsageError(f"unknown kit field {field!r}")
+        raise UsageError(_("unknown kit field {field!r}").format(field=field))
     wanted = normalise_detail(field, value)
     if not wanted:
         return False
@@ -283,17 +306,20 @@ def parse_assignments(items: Sequence[str]) -> dict[str, str]:
         field = field.strip().lower()
         if not sep:
             raise UsageError(
-                f"--set expects FIELD=VALUE (fields: {', '.join(DETAIL_FIELDS)}); "
-                "an empty VALUE clears the field"
+                _(
+                    "--set expects FIELD=VALUE (fields: {fields}); an empty VALUE clears the field"
+                ).format(fields=", ".join(DETAIL_FIELDS))
             )
         if field in SECRET_FIELDS:
             # The value is already in argv by now; at least it goes no further.
             raise UsageError(
-                f"{field} is a secret and is never taken from the command line; "
-                f"use --set-secret {field}, which asks for it"
+                _(
+                    "{field} is a secret and is never taken from the command line; "
+                    "use --set-secret {field}, which asks for it"
+                ).format(field=field)
             )
         if field in changes:
-            raise UsageError(f"--set {field}=... given twice")
+            raise UsageError(_("--set {field}=... given twice").format(field=field))
         changes[field] = value
     return changes
 
@@ -311,7 +337,7 @@ def update_kit(
     leaves the kit exactly as it was.
     """
     if not changes:
-        raise UsageError("nothing to change")
+        raise UsageError(_("nothing to change"))
     normalised = {field: normalise_detail(field, raw) for field, raw in changes.items()}
     with _registry(registry) as reg:
         persona = _persona(reg, persona_id)
@@ -320,9 +346,11 @@ def update_kit(
             value = normalised.get(field)
             if value and kit_in_use_elsewhere(reg, persona.id, field, value):
                 raise StateError(
-                    f"{field}: another persona already uses this {field}; two personas "
-                    "never share identity details (a blocked persona's details stay "
-                    "reserved too). Nothing was written."
+                    _(
+                        "{field}: another persona already uses this {field}; two personas "
+                        "never share identity details (a blocked persona's details stay "
+                        "reserved too). Nothing was written."
+                    ).format(field=field)
                 )
         current = _kit_from_row(persona.id, reg.kit_row(persona.id))
         merged = {col: current.value(field) for field, col in _COLUMNS.items()}
@@ -344,7 +372,7 @@ def update_kit(
         except UniqueConflict:
             # Another process took the same detail between our check and write.
             raise StateError(
-                "another persona already uses one of these details; nothing was written"
+                _("another persona already uses one of these details; nothing was written")
             ) from None
         return _kit_from_row(persona.id, reg.kit_row(persona.id))
 
@@ -352,8 +380,10 @@ def update_kit(
 def _require_changeable(persona: Persona) -> None:
     if persona.status in _BLOCKED_STATES:
         raise StateError(
-            f"persona {persona.id} is {persona.status}: its kit is kept as it was, so its "
-            "details can never move to another persona"
+            _(
+                "persona {persona} is {status}: its kit is kept as it was, so its "
+                "details can never move to another persona"
+            ).format(persona=persona.id, status=persona.status)
         )
 
 
@@ -413,8 +443,10 @@ def _stored_secret(persona_id: str, field: str, registry: Store | None) -> tuple
     value = _read_secret(persona.id, field)
     if value is None:
         raise NotFoundError(
-            f"no {field} is stored for persona {persona.id}; set one with "
-            f"'station persona kit {persona.id} --set-secret {field}'"
+            _(
+                "no {field} is stored for persona {persona}; set one with "
+                "'station persona kit {persona} --set-secret {field}'"
+            ).format(field=field, persona=persona.id)
         )
     return persona, value
 
@@ -457,9 +489,11 @@ def reveal_to_clipboard(
     tool = clipboard.find_clipboard()
     if tool is None:
         raise EnvironmentProblem(
-            "no clipboard tool found (wl-copy for Wayland, xclip or xsel for X11, with "
-            "WAYLAND_DISPLAY or DISPLAY set); install one, e.g. 'sudo apt install xclip', "
-            "or add --print to print the secret to the terminal instead"
+            _(
+                "no clipboard tool found (wl-copy for Wayland, xclip or xsel for X11, with "
+                "WAYLAND_DISPLAY or DISPLAY set); install one, e.g. 'sudo apt install xclip', "
+                "or add --print to print the secret to the terminal instead"
+            )
         )
     _audit_reveal(persona, field, "clipboard", log)
     return clipboard.copy_and_clear_later(tool, value.encode("utf-8"), clear_after)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from outreach_station.context import Notify, Station, quiet, using
 from outreach_station.errors import BusyError, StateError, UsageError
 from outreach_station.events import EventName
+from outreach_station.i18n import N_, _
 from outreach_station.ids import validate_persona_id
 from outreach_station.personas import Persona
 from outreach_station.values import validate_label, validate_reason
@@ -54,14 +55,14 @@ def create_personas(
 ) -> list[Persona]:
     """Create `count` personas for a platform, each with its own freshly drawn fingerprint."""
     if count < 1 or count > 100:
-        raise UsageError(f"--count must be between 1 and 100, got {count}")
+        raise UsageError(_("--count must be between 1 and 100, got {count}").format(count=count))
     validate_label(label)
     with using(station, notify) as st:
         profile = st.platform(platform_id)
         st.audit.check_appendable()  # the personas must not exist without their records
         draw = drawer(st.store, notify)
         created = []
-        for _ in range(count):
+        for _unused in range(count):
             persona = st.store.create(
                 profile.id, fingerprint=draw(profile).to_dict(), label=label, standby=standby
             )
@@ -133,7 +134,11 @@ def close_open_session(
         return False
     pid = holder_pid(where, persona.id)
     if pid is None or pid == os.getpid():
-        raise BusyError(f"persona {persona.id} is open and its station process is unknown")
+        raise BusyError(
+            _("persona {persona} is open and its station process is unknown").format(
+                persona=persona.id
+            )
+        )
     note_closing(where, persona.id, why)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
@@ -141,7 +146,9 @@ def close_open_session(
     while is_locked(where, persona.id):
         if time.monotonic() > deadline:
             raise BusyError(
-                f"persona {persona.id} is still open in process {pid} after {timeout:.0f} s"
+                _("persona {persona} is still open in process {pid} after {timeout:.0f} s").format(
+                    persona=persona.id, pid=pid, timeout=timeout
+                )
             )
         time.sleep(0.05)
     return True
@@ -186,7 +193,7 @@ def _rotate(
     from outreach_station.workspace import needs_recovery, platform_lock
 
     store = st.store
-    with platform_lock(st.paths, profile.id, action="opened or rotated"):
+    with platform_lock(st.paths, profile.id, action=N_("opened or rotated")):
         st.audit.check_appendable()  # a rotation without its records must not happen
         current = store.active(profile.id)
         now = store.clock()
@@ -198,14 +205,16 @@ def _rotate(
         ):
             # Two people reacting to the same block must not burn the fresh persona too.
             raise BusyError(
-                f"platform {profile.id} was rotated moments ago; persona {current.id} is the "
-                "fresh one and was left alone. If it is blocked too, run again with --force"
+                _(
+                    "platform {platform} was rotated moments ago; persona {current} is the "
+                    "fresh one and was left alone. If it is blocked too, run again with --force"
+                ).format(platform=profile.id, current=current.id)
             )
         closed = False
         if current is not None:
             closed = close_open_session(current, station=st)
             if closed:
-                notify(f"closed the open session of persona {current.id}")
+                notify(_("closed the open session of persona {current}").format(current=current.id))
             elif needs_recovery(st.paths, current.id):
                 recover_persona(current, notify=notify, station=st)
         blocked, active, created = store.rotate(
@@ -274,15 +283,21 @@ def _platform_status(st: Station, profile: PlatformProfile, mine: list[Persona])
     standby = sum(p.status == "standby" for p in mine)
     warnings = []
     if profile.source == "missing":
-        warnings.append("its platform profile is missing or broken")
+        warnings.append(_("its platform profile is missing or broken"))
     if standby < profile.min_standby:
-        warnings.append(f"standby pool below minimum ({standby} of {profile.min_standby})")
+        warnings.append(
+            _("standby pool below minimum ({standby} of {minimum})").format(
+                standby=standby, minimum=profile.min_standby
+            )
+        )
     opened = tuple(
         p.id for p in mine if p.status in ("active", "standby") and is_locked(where, p.id)
     )
     warnings.extend(
-        f"persona {p.id} was not closed cleanly; 'station open {profile.id} --persona "
-        f"{p.id}' recovers it"
+        _(
+            "persona {persona} was not closed cleanly; "
+            "'station open {platform} --persona {persona}' recovers it"
+        ).format(persona=p.id, platform=profile.id)
         for p in mine
         if p.id not in opened and p.status != "retired" and needs_recovery(where, p.id)
     )
@@ -349,7 +364,7 @@ def shred_persona(
     with using(station) as st:
         persona = get_persona(persona_id, station=st)
         if persona.status == "retired":
-            raise StateError(f"persona {persona.id} is already retired")
+            raise StateError(_("persona {persona} is already retired").format(persona=persona.id))
         with persona_lock(st.paths, persona.id):
             key_destroyed = False
             if read_settings(st.paths) is not None:
@@ -408,7 +423,9 @@ def enforce_retention(
                 )
             )
             notify(
-                f"persona {persona.id} ({persona.platform}) shredded: blocked over {days} days ago"
+                _("persona {persona} ({platform}) shredded: blocked over {days} days ago").format(
+                    persona=persona.id, platform=persona.platform, days=days
+                )
             )
         return done
 
@@ -421,11 +438,17 @@ def refresh_fingerprint(persona_id: str, *, station: Station | None = None) -> P
     with using(station) as st:
         persona = st.store.get(persona_id)
         if persona.status in ("blocked", "retired"):
-            raise StateError(f"persona {persona.id} is {persona.status}; its fingerprint stays")
+            raise StateError(
+                _("persona {persona} is {status}; its fingerprint stays").format(
+                    persona=persona.id, status=persona.status
+                )
+            )
         profile = st.platform(persona.platform)
         if is_locked(st.paths, persona.id):
             raise BusyError(
-                f"persona {persona.id} is open; close it before refreshing its fingerprint"
+                _("persona {persona} is open; close it before refreshing its fingerprint").format(
+                    persona=persona.id
+                )
             )
         updated = st.store.set_fingerprint(persona.id, drawer(st.store)(profile).to_dict())
         st.record(EventName.PERSONA_FINGERPRINT_REFRESHED, updated)

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 from outreach_station import secret_store
 from outreach_station.errors import ConfigError, EnvironmentProblem, StateError, UsageError
+from outreach_station.i18n import N_, _
 from outreach_station.ids import validate_persona_id
 from outreach_station.personas import Persona
 from outreach_station.storage import ProxyRecord, Store
@@ -76,9 +77,14 @@ class ProxySetting:
         return f"{self.scheme}://{host}:{self.port}"
 
     def describe(self) -> str:
-        who = f" as {self.username}" if self.username else ""
-        origin = "set on the persona" if self.source == "persona" else "from the platform pool"
-        return f"{self.server}{who} ({origin})"
+        origin = (
+            _("set on the persona") if self.source == "persona" else _("from the platform pool")
+        )
+        if self.username:
+            return _("{server} as {user} ({origin})").format(
+                server=self.server, user=self.username, origin=origin
+            )
+        return _("{server} ({origin})").format(server=self.server, origin=origin)
 
 
 def parse_proxy_url(text: str, *, where: str = "proxy") -> ProxySetting:
@@ -89,30 +95,44 @@ def parse_proxy_url(text: str, *, where: str = "proxy") -> ProxySetting:
     """
     if not url_is_plain(text.strip()):
         raise UsageError(
-            f"{where}: a proxy URL is one line of at most {MAX_URL_LENGTH} printable "
-            "characters, like 'socks5://host:1080'"
+            _(
+                "{where}: a proxy URL is one line of at most {limit} printable "
+                "characters, like 'socks5://host:1080'"
+            ).format(where=where, limit=MAX_URL_LENGTH)
         )
     try:
         parts = urlsplit(text.strip())
         port = parts.port
     except ValueError:
-        raise UsageError(f"{where}: not a proxy URL like 'socks5://host:1080'") from None
+        raise UsageError(
+            _("{where}: not a proxy URL like 'socks5://host:1080'").format(where=where)
+        ) from None
     scheme = {"http": "http", "socks5": "socks5", "socks5h": "socks5"}.get(parts.scheme)
     if scheme is None:
         raise UsageError(
-            f"{where}: the scheme must be http, socks5 or socks5h, got {parts.scheme or 'none'!r}"
+            _("{where}: the scheme must be http, socks5 or socks5h, got {scheme!r}").format(
+                where=where, scheme=parts.scheme or "none"
+            )
         )
     if parts.password is not None:
         # Said without echoing the URL: it holds the password.
         raise UsageError(
-            f"{where}: put no password in the URL; passwords go only to the OS keyring, "
-            "through the hidden prompt: give 'http://user@host:port' and type the password "
-            "when asked"
+            _(
+                "{where}: put no password in the URL; passwords go only to the OS keyring, "
+                "through the hidden prompt: give 'http://user@host:port' and type the password "
+                "when asked"
+            ).format(where=where)
         )
     if not parts.hostname or port is None:
-        raise UsageError(f"{where}: a proxy URL needs a host and a port, like 'socks5://host:1080'")
+        raise UsageError(
+            _("{where}: a proxy URL needs a host and a port, like 'socks5://host:1080'").format(
+                where=where
+            )
+        )
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise UsageError(f"{where}: a proxy URL has only scheme, host and port")
+        raise UsageError(
+            _("{where}: a proxy URL has only scheme, host and port").format(where=where)
+        )
     return ProxySetting(
         scheme=scheme,  # type: ignore[arg-type]  # one of the two by the mapping above
         host=parts.hostname,
@@ -125,16 +145,22 @@ def validate_pool(path: Path, raw: object) -> tuple[str, ...]:
     """The `proxies` field of a platform profile: a list of proxy URLs without passwords."""
     if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
         raise ConfigError(
-            f"{path}: field 'proxies': expected a list of URLs like ['socks5://host:1080'], "
-            f"got {type(raw).__name__}"
+            _(
+                "{path}: field 'proxies': expected a list of URLs like ['socks5://host:1080'], "
+                "got {kind}"
+            ).format(path=path, kind=type(raw).__name__)
         )
     for item in raw:
         try:
             parse_proxy_url(item)
         except UsageError as exc:
-            raise ConfigError(f"{path}: field 'proxies': {exc.message}") from None
+            raise ConfigError(
+                _("{path}: field 'proxies': {message}").format(path=path, message=exc.message)
+            ) from None
     if len(set(raw)) != len(raw):
-        raise ConfigError(f"{path}: field 'proxies': lists the same proxy twice")
+        raise ConfigError(
+            _("{path}: field 'proxies': lists the same proxy twice").format(path=path)
+        )
     return tuple(raw)
 
 
@@ -172,7 +198,7 @@ def password_entry(persona_id: str) -> str:
 
 
 def read_password(persona_id: str) -> HiddenStr | None:
-    value = secret_store.read(password_entry(persona_id), what="proxy password")
+    value = secret_store.read(password_entry(persona_id), what=N_("proxy password"))
     return None if value is None else HiddenStr(value)
 
 
@@ -180,18 +206,22 @@ def _set_password(persona_id: str, password: str | None) -> None:
     backend = secret_store.check_backend()
     entry = password_entry(persona_id)
     if password:
-        secret_store.write(entry, password, what="proxy password", backend=backend)
+        secret_store.write(entry, password, what=N_("proxy password"), backend=backend)
     else:
         # Forgetting is best effort, as it always was: a persona being shredded
         # must not be kept alive by a keyring hiccup over its proxy password.
         with contextlib.suppress(EnvironmentProblem):
-            secret_store.delete(entry, what="proxy password", backend=backend)
+            secret_store.delete(entry, what=N_("proxy password"), backend=backend)
 
 
 def check_persona_proxy(persona: Persona, url: str) -> ProxySetting:
     """The proxy `url` would set for `persona`, or why not: ask this before any password."""
     if persona.status in ("blocked", "retired"):
-        raise StateError(f"persona {persona.id} is {persona.status}; its proxy cannot change")
+        raise StateError(
+            _("persona {persona} is {status}; its proxy cannot change").format(
+                persona=persona.id, status=persona.status
+            )
+        )
     return parse_proxy_url(url)
 
 
@@ -201,12 +231,14 @@ def set_persona_proxy(
     """Give `persona` its own proxy; a password goes to the keyring only."""
     setting = check_persona_proxy(persona, url)
     if password and not setting.username:
-        raise UsageError("a proxy password needs a user name: put it in the URL, 'user@host'")
+        raise UsageError(_("a proxy password needs a user name: put it in the URL, 'user@host'"))
     if password and setting.scheme == "socks5":
         # Chromium cannot authenticate to a SOCKS5 proxy; it would silently fail to connect.
         raise UsageError(
-            "Chromium cannot log in to a SOCKS5 proxy; use an http:// proxy for one that "
-            "needs a password, or a SOCKS5 proxy that accepts this machine without one"
+            _(
+                "Chromium cannot log in to a SOCKS5 proxy; use an http:// proxy for one that "
+                "needs a password, or a SOCKS5 proxy that accepts this machine without one"
+            )
         )
     _set_password(persona.id, password)
     _store(reg, persona.id, setting)
@@ -279,8 +311,10 @@ def playwright_proxy(setting: ProxySetting | None, persona_id: str) -> dict[str,
     password = read_password(persona_id)
     if password is None:
         raise StateError(
-            f"persona {persona_id}'s proxy needs a password and the keyring has none; "
-            f"run 'station persona proxy {persona_id} URL' again"
+            _(
+                "persona {persona_id}'s proxy needs a password and the keyring has none; "
+                "run 'station persona proxy {persona_id} URL' again"
+            ).format(persona_id=persona_id)
         )
     return {"server": setting.server, "username": setting.username, "password": password}
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from outreach_station.context import Notify, Station, quiet, using
 from outreach_station.errors import BusyError, StateError
 from outreach_station.events import EventName
+from outreach_station.i18n import N_, _
 
 if TYPE_CHECKING:
     from outreach_station.personas import Persona
@@ -69,27 +70,33 @@ def undo(platform_id: str, *, notify: Notify = quiet, station: Station | None = 
         minutes = st.policy.rotation.undo_minutes
         if minutes <= 0:
             raise StateError(
-                "undoing a rotation is turned off by the policy (rotation.undo_minutes = 0)"
+                _("undoing a rotation is turned off by the policy (rotation.undo_minutes = 0)")
             )
         store = st.store
-        with platform_lock(st.paths, profile.id, action="opened or rotated"):
+        with platform_lock(st.paths, profile.id, action=N_("opened or rotated")):
             st.audit.check_appendable()  # an undo without its record must not happen
             promoted = store.active(profile.id)
             blocked = _blocked_by(st, promoted)
             if promoted is None or blocked is None:
                 raise StateError(
-                    f"platform {profile.id} has no rotation to undo: its active persona was "
-                    "not brought in by a rotation that blocked another"
+                    _(
+                        "platform {platform} has no rotation to undo: its active persona was "
+                        "not brought in by a rotation that blocked another"
+                    ).format(platform=profile.id)
                 )
             age = (store.clock() - promoted.status_changed).total_seconds()
             if age > minutes * 60:
                 raise StateError(
-                    f"the last rotation of {profile.id} was {age // 60:.0f} minutes ago; "
-                    f"it can be undone only within {minutes} minutes"
+                    _(
+                        "the last rotation of {platform} was {ago:.0f} minutes ago; "
+                        "it can be undone only within {minutes} minutes"
+                    ).format(platform=profile.id, ago=age // 60, minutes=minutes)
                 )
             if is_locked(st.paths, promoted.id):
                 raise BusyError(
-                    f"persona {promoted.id} is open; close its window, then undo the rotation"
+                    _(
+                        "persona {promoted} is open; close its window, then undo the rotation"
+                    ).format(promoted=promoted.id)
                 )
             restored, demoted = store.undo_rotation(
                 profile.id, blocked_id=blocked.id, promoted_id=promoted.id, reason=UNDONE_REASON

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from outreach_station.errors import EnvironmentProblem, IntegrityError, SecurityError
+from outreach_station.i18n import N_, _
 
 SERVICE: Final = "outreach-station"
 KEY_BYTES: Final = 32
@@ -37,7 +38,7 @@ _SECURE_BACKENDS: Final = {
     "keyring.backends.Windows.WinVaultKeyring": "Windows Credential Locker",
 }
 
-INSTALL_HINT: Final = (
+INSTALL_HINT: Final = N_(
     "On Debian or Ubuntu install a Secret Service: `sudo apt install gnome-keyring dbus-x11`, "
     "then use station inside a desktop session (which unlocks the login keyring), or headless "
     "inside `dbus-run-session` after unlocking with "
@@ -45,7 +46,7 @@ INSTALL_HINT: Final = (
     "Where no keyring service can run, initialise the vault in passphrase mode instead."
 )
 
-UNLOCK_HINT: Final = (
+UNLOCK_HINT: Final = N_(
     "Unlock it and retry: log in to the desktop session (that unlocks the login keyring), "
     "unlock it in Seahorse ('Passwords and Keys'), or headless run "
     "`gnome-keyring-daemon --replace --unlock --components=secrets` and type the keyring "
@@ -70,18 +71,24 @@ def _judge(backend: object) -> str:
     """The description of one acceptable backend; raises for the others."""
     name = _qualname(backend)
     if name == "keyring.backends.fail.Keyring":
-        raise EnvironmentProblem(f"no usable OS keyring was found. {INSTALL_HINT}")
+        raise EnvironmentProblem(
+            _("no usable OS keyring was found. {hint}").format(hint=_(INSTALL_HINT))
+        )
     if name == "keyring.backends.null.Keyring":
         raise SecurityError(
-            "the keyring backend is the null keyring (keyring disabled, perhaps by "
-            f"PYTHON_KEYRING_BACKEND or keyring's config); it cannot hold the master key. "
-            f"{INSTALL_HINT}"
+            _(
+                "the keyring backend is the null keyring (keyring disabled, perhaps by "
+                "PYTHON_KEYRING_BACKEND or keyring's config); it cannot hold the master key. "
+                "{hint}"
+            ).format(hint=_(INSTALL_HINT))
         )
     if name not in _SECURE_BACKENDS:
         raise SecurityError(
-            f"refusing the keyring backend {name}: it is not a keyring the operating system "
-            "protects (for example a plaintext or self-encrypted file), so the master key "
-            f"would sit beside the data it protects. {INSTALL_HINT}"
+            _(
+                "refusing the keyring backend {name}: it is not a keyring the operating system "
+                "protects (for example a plaintext or self-encrypted file), so the master key "
+                "would sit beside the data it protects. {hint}"
+            ).format(name=name, hint=_(INSTALL_HINT))
         )
     return f"{_SECURE_BACKENDS[name]} ({name})"
 
@@ -95,12 +102,16 @@ def check_backend() -> KeyringBackend:
     except Exception as exc:
         # An unknown PYTHON_KEYRING_BACKEND or a broken keyringrc lands here.
         raise EnvironmentProblem(
-            f"the keyring backend could not be loaded ({type(exc).__name__}: {exc}). {INSTALL_HINT}"
+            _("the keyring backend could not be loaded ({error}: {exc}). {hint}").format(
+                error=type(exc).__name__, exc=exc, hint=_(INSTALL_HINT)
+            )
         ) from None
     if _qualname(backend) == "keyring.backends.chainer.ChainerBackend":
         members = list(getattr(backend, "backends", []))
         if not members:
-            raise EnvironmentProblem(f"keyring found no usable backend to chain. {INSTALL_HINT}")
+            raise EnvironmentProblem(
+                _("keyring found no usable backend to chain. {hint}").format(hint=_(INSTALL_HINT))
+            )
         # The chainer writes to the first member that accepts and reads from
         # any, so one weak member is enough to leak the key.
         described = [_judge(member) for member in members]
@@ -114,12 +125,16 @@ def failure(action: str, exc: Exception) -> EnvironmentProblem:
 
     if isinstance(exc, KeyringLocked):
         return EnvironmentProblem(
-            f"the OS keyring is locked and could not be unlocked. {UNLOCK_HINT}"
+            _("the OS keyring is locked and could not be unlocked. {hint}").format(
+                hint=_(UNLOCK_HINT)
+            )
         )
     # The exception text is left out: a backend might echo what it was given.
     return EnvironmentProblem(
-        f"the OS keyring failed while {action} ({type(exc).__name__}). "
-        f"Is the keyring service running and unlocked? {INSTALL_HINT}"
+        _(
+            "the OS keyring failed while {action} ({error}). "
+            "Is the keyring service running and unlocked? {hint}"
+        ).format(action=action, error=type(exc).__name__, hint=_(INSTALL_HINT))
     )
 
 
@@ -129,7 +144,7 @@ def read(entry: str, *, what: str, backend: KeyringBackend | None = None) -> str
     try:
         value = checked.backend.get_password(SERVICE, entry)
     except Exception as exc:
-        raise failure(f"reading the {what}", exc) from None
+        raise failure(_("reading the {what}").format(what=_(what)), exc) from None
     return None if value is None else str(value)
 
 
@@ -139,11 +154,13 @@ def write(entry: str, value: str, *, what: str, backend: KeyringBackend | None =
     try:
         checked.backend.set_password(SERVICE, entry, value)
     except Exception as exc:
-        raise failure(f"storing the {what}", exc) from None
+        raise failure(_("storing the {what}").format(what=_(what)), exc) from None
     if read(entry, what=what, backend=checked) != value:
         raise EnvironmentProblem(
-            f"the OS keyring ({checked.description}) accepted the {what} but did not "
-            "return it; it cannot be used"
+            _(
+                "the OS keyring ({description}) accepted the {what} but did not "
+                "return it; it cannot be used"
+            ).format(description=checked.description, what=_(what))
         )
 
 
@@ -157,9 +174,9 @@ def delete(entry: str, *, what: str, backend: KeyringBackend | None = None) -> b
     except PasswordDeleteError:
         return False
     except Exception as exc:
-        raise failure(f"deleting the {what}", exc) from None
+        raise failure(_("deleting the {what}").format(what=_(what)), exc) from None
     if read(entry, what=what, backend=checked) is not None:
-        raise EnvironmentProblem(f"the OS keyring did not delete the {what}")
+        raise EnvironmentProblem(_("the OS keyring did not delete the {what}").format(what=_(what)))
     return True
 
 
@@ -186,8 +203,10 @@ def read_key(entry: str, *, what: str, backend: KeyringBackend | None = None) ->
         key = b""
     if len(key) != KEY_BYTES:
         raise IntegrityError(
-            f"the {what} in the OS keyring (service {SERVICE!r}, entry {entry!r}) is "
-            "malformed; it was changed outside station"
+            _(
+                "the {what} in the OS keyring (service {service!r}, entry {entry!r}) is "
+                "malformed; it was changed outside station"
+            ).format(what=_(what), service=SERVICE, entry=entry)
         )
     return key
 

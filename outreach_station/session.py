@@ -33,6 +33,7 @@ from outreach_station.clock import utcnow
 from outreach_station.context import Notify, Station, quiet, using
 from outreach_station.errors import BusyError, StateError, StationError, UsageError
 from outreach_station.events import EventName
+from outreach_station.i18n import N_, _
 from outreach_station.ids import validate_persona_id
 from outreach_station.lifecycle import drawer, enforce_retention
 from outreach_station.personas import Persona
@@ -81,7 +82,7 @@ def _platform_turn(
         while True:
             try:
                 stack.enter_context(
-                    platform_lock(st.paths, platform_id, action="opened or rotated")
+                    platform_lock(st.paths, platform_id, action=N_("opened or rotated"))
                 )
             except BusyError:
                 if time.monotonic() > deadline:
@@ -119,8 +120,10 @@ def _choose_in_turn(
         if is_locked(st.paths, persona.id):
             holder = holder_pid(st.paths, persona.id)
             raise BusyError(
-                f"persona {persona.id} is already open in another station session "
-                f"(process {holder or '?'}); close that browser first"
+                _(
+                    "persona {persona} is already open in another station session "
+                    "(process {process}); close that browser first"
+                ).format(persona=persona.id, process=holder or "?")
             )
         egress = _egress(st.store, persona, profile, required=required)
     except BaseException:
@@ -137,10 +140,16 @@ def _choose_persona(
         persona = store.get(validate_persona_id(persona_id))
         if persona.platform != profile.id:
             raise UsageError(
-                f"persona {persona.id} belongs to platform '{persona.platform}', not '{profile.id}'"
+                _("persona {persona} belongs to platform '{platform}', not '{requested}'").format(
+                    persona=persona.id, platform=persona.platform, requested=profile.id
+                )
             )
         if persona.status in ("blocked", "retired"):
-            raise StateError(f"persona {persona.id} is {persona.status} and cannot be opened")
+            raise StateError(
+                _("persona {persona} is {status} and cannot be opened").format(
+                    persona=persona.id, status=persona.status
+                )
+            )
         return persona, False
     active = store.active(profile.id)
     if active is not None:
@@ -170,9 +179,11 @@ def _egress(
     setting = network.assign_from_pool(store, persona, profile.proxies)
     if setting is None and (required or profile.require_proxy):
         raise StateError(
-            f"platform {profile.id} requires a proxy and persona {persona.id} has none; "
-            f"set one with 'station persona proxy {persona.id} URL' or add 'proxies' "
-            "to the platform profile"
+            _(
+                "platform {platform} requires a proxy and persona {persona} has none; "
+                "set one with 'station persona proxy {persona} URL' or add 'proxies' "
+                "to the platform profile"
+            ).format(platform=profile.id, persona=persona.id)
         )
     return _Egress(
         args=[*network.webrtc_args(), *network.browser_args(setting)],
@@ -192,9 +203,11 @@ def _proxy_required(
     required = policy.rules_for(profile.id).require_proxy or profile.require_proxy
     if required and not profile.proxies and persona_id is None and not store.active(profile.id):
         raise StateError(
-            f"platform {profile.id} requires a proxy and has no proxy pool for a new "
-            "persona; add 'proxies' to the platform profile, or create a persona "
-            "('station persona new') and set its proxy ('station persona proxy ID URL')"
+            _(
+                "platform {platform} requires a proxy and has no proxy pool for a new "
+                "persona; add 'proxies' to the platform profile, or create a persona "
+                "('station persona new') and set its proxy ('station persona proxy ID URL')"
+            ).format(platform=profile.id)
         )
     return required
 
@@ -203,8 +216,10 @@ def check_open_args(url: str | None, persona_id: str | None) -> None:
     """Refuse a bad --url or --persona before the vault or the browser is touched."""
     if url is not None and not (url.startswith(("http://", "https://")) and url_is_plain(url)):
         raise UsageError(
-            "--url must be an http:// or https:// address of at most 2048 printable "
-            "characters without spaces"
+            _(
+                "--url must be an http:// or https:// address of at most 2048 printable "
+                "characters without spaces"
+            )
         )
     if persona_id is not None:
         validate_persona_id(persona_id)
@@ -280,9 +295,11 @@ def refuse_team_sessions(st: Station) -> None:
 
     if team_connection(st) is not None:
         raise StateError(
-            "this laptop is in a team, and this version of station cannot yet open a team's "
-            "personas (the lease and the sync of sealed profiles are not built in); "
-            "ask IT: leave team mode off on staff laptops until it is (docs/team.md)"
+            _(
+                "this laptop is in a team, and this version of station cannot yet open a team's "
+                "personas (the lease and the sync of sealed profiles are not built in); "
+                "ask IT: leave team mode off on staff laptops until it is (docs/team.md)"
+            )
         )
 
 
@@ -307,11 +324,19 @@ def _open(st: Station, platform_id: str, opts: _Options) -> OpenResult:  # noqa:
     try:
         enforce_retention(notify=notify, station=st)
     except StationError as exc:
-        notify(f"warning: blocked personas past their retention were not shredded: {exc}")
+        notify(
+            _("warning: blocked personas past their retention were not shredded: {exc}").format(
+                exc=exc
+            )
+        )
     # Held until the persona's own lock is taken (closing it again is harmless).
     choosing, persona, created, egress = _choose_in_turn(st, profile, opts.persona_id)
     if created:
-        notify(f"created persona {persona.id} for {profile.id}")
+        notify(
+            _("created persona {persona} for {platform}").format(
+                persona=persona.id, platform=profile.id
+            )
+        )
     fingerprint = persona.presents
     deferred = DeferredSignals()
     deferred.install()
@@ -369,7 +394,7 @@ def _open(st: Station, platform_id: str, opts: _Options) -> OpenResult:  # noqa:
                     from outreach_station.inspector.hooks import report_hook
 
                     hook = report_hook(server, opts.on_report)
-            notify(f"using {browser.describe()}")
+            notify(_("using {browser}").format(browser=browser.describe()))
             st.store.mark_opened(persona.id)
             st.record(EventName.PERSONA_OPENED, persona, headless=opts.headless)
             opened = True
@@ -420,21 +445,21 @@ def _open(st: Station, platform_id: str, opts: _Options) -> OpenResult:  # noqa:
 
 # What Chromium's network errors mean to a person at the keyboard.
 _NET_ERRORS: Final = {
-    "ERR_NAME_NOT_RESOLVED": "the address was not found (no internet, or a wrong address)",
-    "ERR_INTERNET_DISCONNECTED": "there is no internet connection",
-    "ERR_NETWORK_CHANGED": "the network changed while loading",
-    "ERR_CONNECTION_REFUSED": "the website refused the connection",
-    "ERR_CONNECTION_TIMED_OUT": "the website did not answer in time",
-    "ERR_TIMED_OUT": "the website did not answer in time",
-    "ERR_CONNECTION_RESET": "the connection was cut",
-    "ERR_CONNECTION_CLOSED": "the connection was cut",
-    "ERR_PROXY_CONNECTION_FAILED": "the persona's proxy could not be reached",
-    "ERR_TUNNEL_CONNECTION_FAILED": "the persona's proxy could not reach the website",
-    "ERR_BLOCKED_BY_ADMINISTRATOR": "IT's policy blocks this address",
-    "ERR_BLOCKED_BY_CLIENT": "station's allowlist for this platform blocks this address",
-    "ERR_CERT_AUTHORITY_INVALID": "the website's certificate is not trusted",
-    "ERR_CERT_COMMON_NAME_INVALID": "the website's certificate is for another name",
-    "ERR_CERT_DATE_INVALID": "the website's certificate has expired (or the clock is wrong)",
+    "ERR_NAME_NOT_RESOLVED": N_("the address was not found (no internet, or a wrong address)"),
+    "ERR_INTERNET_DISCONNECTED": N_("there is no internet connection"),
+    "ERR_NETWORK_CHANGED": N_("the network changed while loading"),
+    "ERR_CONNECTION_REFUSED": N_("the website refused the connection"),
+    "ERR_CONNECTION_TIMED_OUT": N_("the website did not answer in time"),
+    "ERR_TIMED_OUT": N_("the website did not answer in time"),
+    "ERR_CONNECTION_RESET": N_("the connection was cut"),
+    "ERR_CONNECTION_CLOSED": N_("the connection was cut"),
+    "ERR_PROXY_CONNECTION_FAILED": N_("the persona's proxy could not be reached"),
+    "ERR_TUNNEL_CONNECTION_FAILED": N_("the persona's proxy could not reach the website"),
+    "ERR_BLOCKED_BY_ADMINISTRATOR": N_("IT's policy blocks this address"),
+    "ERR_BLOCKED_BY_CLIENT": N_("station's allowlist for this platform blocks this address"),
+    "ERR_CERT_AUTHORITY_INVALID": N_("the website's certificate is not trusted"),
+    "ERR_CERT_COMMON_NAME_INVALID": N_("the website's certificate is for another name"),
+    "ERR_CERT_DATE_INVALID": N_("the website's certificate has expired (or the clock is wrong)"),
 }
 
 
@@ -442,22 +467,33 @@ def start_page_problem(error: str) -> str:
     """A Playwright navigation error in plain words, with Chromium's code kept for IT."""
     code = re.search(r"net::(ERR_[A-Z_]+)", error)
     if code is None:
-        return "the page did not load"
-    return f"{_NET_ERRORS.get(code.group(1), 'the page did not load')} ({code.group(1)})"
+        return _("the page did not load")
+    meaning = _NET_ERRORS.get(code.group(1))
+    return _("{meaning} ({code})").format(
+        meaning=_(meaning) if meaning else _("the page did not load"), code=code.group(1)
+    )
 
 
 def _announce_open(
     notify: Notify, persona: Persona, where: str, error: str | None, *, headless: bool
 ) -> None:
     how = (
-        " (headless: no window; press Ctrl-C to end)" if headless else " (close the window to end)"
+        _(" (headless: no window; press Ctrl-C to end)")
+        if headless
+        else _(" (close the window to end)")
     )
     if error is None:
-        notify(f"persona {persona.id} open at {where}{how}")
+        notify(
+            _("persona {persona} open at {where}{how}").format(
+                persona=persona.id, where=where, how=how
+            )
+        )
         return
     notify(
-        f"persona {persona.id} is open and safe, but the start page could not be reached: "
-        f"{start_page_problem(error)}; try again in the browser{how}"
+        _(
+            "persona {persona} is open and safe, but the start page could not be reached: "
+            "{problem}; try again in the browser{how}"
+        ).format(persona=persona.id, problem=start_page_problem(error), how=how)
     )
 
 
@@ -476,19 +512,20 @@ def closing_words(result: OpenResult) -> str:
     outcome = result.outcome
     if outcome.ended_by == "signal":
         if result.closed_for == "rotate":
-            return "station rotate replaced this persona, from another terminal"
+            return _("station rotate replaced this persona, from another terminal")
         if outcome.signal_name == "SIGINT":
-            return "you pressed Ctrl-C"
+            return _("you pressed Ctrl-C")
         if outcome.signal_name == "SIGHUP":
-            return "the terminal or the desktop session was closed"
-        return "the computer asked station to stop, as at logout or shutdown"
-    return {
-        "window-closed": "you closed the window",
-        "browser-exited": "the browser quit",
-        "hook-done": "the check is done",
-        "time-limit": "IT's limit on a session's length was reached",
-        "idle-limit": "it was not used for the time IT allows",
-    }.get(outcome.ended_by, outcome.ended_by)
+            return _("the terminal or the desktop session was closed")
+        return _("the computer asked station to stop, as at logout or shutdown")
+    words = {
+        "window-closed": N_("you closed the window"),
+        "browser-exited": N_("the browser quit"),
+        "hook-done": N_("the check is done"),
+        "time-limit": N_("IT's limit on a session's length was reached"),
+        "idle-limit": N_("it was not used for the time IT allows"),
+    }.get(outcome.ended_by)
+    return _(words) if words else outcome.ended_by
 
 
 @dataclass(frozen=True)
@@ -542,5 +579,7 @@ def check_persona(
                 station=st,
             )
     if "checks" not in got:
-        raise StateError(f"the inspector got no report from persona {persona.id}")
+        raise StateError(
+            _("the inspector got no report from persona {persona}").format(persona=persona.id)
+        )
     return CheckResult(persona=persona, checks=got["checks"], report=got["report"])

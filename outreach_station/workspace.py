@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from outreach_station import clock, fsutil, paths
 from outreach_station.errors import IntegrityError, StationError
+from outreach_station.i18n import _
 from outreach_station.paths import StationPaths
 from outreach_station.storage.locks import (
     PersonaLock,
@@ -154,30 +155,38 @@ class SealedState:
 
     def _refusal(self, found: int | None, exists: bool) -> str | None:
         current, pending = self.on_record()
-        expected = f"generation {current}" + (f" (or {pending})" if pending is not None else "")
+        expected = (
+            _("generation {current} (or {pending})").format(current=current, pending=pending)
+            if pending is not None
+            else _("generation {current}").format(current=current)
+        )
         if not exists:
             if current == 0:
                 return None
-            return (
-                f"persona {self.persona_id}: its sealed profile {self.file} is missing, "
-                f"{expected} is on record; refusing to open it as a blank profile. Put the "
+            return _(
+                "persona {persona}: its sealed profile {file} is missing, "
+                "{expected} is on record; refusing to open it as a blank profile. Put the "
                 "newest profile.sealed back, or retire the persona"
-            )
+            ).format(persona=self.persona_id, file=self.file, expected=expected)
         if found == current or (found is None and current == 0):
             return None
         if found is not None and found == pending:
             return None
-        what = "a file without a generation (format 1)" if found is None else f"generation {found}"
+        what = (
+            _("a file without a generation (format 1)")
+            if found is None
+            else _("generation {current}").format(current=found)
+        )
         why = (
-            "the registry is older than the file (restored or replaced?)"
+            _("the registry is older than the file (restored or replaced?)")
             if found is not None and found > max(current, pending or 0)
-            else "an older copy was put back or the file was replaced"
+            else _("an older copy was put back or the file was replaced")
         )
-        return (
-            f"persona {self.persona_id}: its sealed profile {self.file} is {what}, {expected} "
-            f"is on record: {why}; refusing to open or overwrite it. Put the newest "
+        return _(
+            "persona {persona}: its sealed profile {file} is {what}, {expected} "
+            "is on record: {why}; refusing to open or overwrite it. Put the newest "
             "profile.sealed back, or retire the persona"
-        )
+        ).format(persona=self.persona_id, file=self.file, what=what, expected=expected, why=why)
 
     def accept(self, found: int | None, *, exists: bool = True) -> None:
         """Raise IntegrityError unless `found` (None: format 1) is the generation on record."""
@@ -215,7 +224,9 @@ class SealedState:
         except FileNotFoundError:
             return self._refusal(None, exists=False)
         except (OSError, StationError) as exc:
-            return f"persona {self.persona_id}: its sealed profile {self.file} is unreadable: {exc}"
+            return _("persona {persona}: its sealed profile {file} is unreadable: {exc}").format(
+                persona=self.persona_id, file=self.file, exc=exc
+            )
         return self._refusal(found, exists=True)
 
     def blobs(self) -> BlobStore:
@@ -340,7 +351,7 @@ def _stop_orphaned_browser(directory: Path, notify: Callable[[str], None]) -> No
         target = os.readlink(directory / "profile" / "SingletonLock")
     except OSError:
         return
-    _host, _, pid_text = target.rpartition("-")
+    _host, _sep, pid_text = target.rpartition("-")
     if not pid_text.isdigit():
         return
     pid = int(pid_text)
@@ -350,7 +361,11 @@ def _stop_orphaned_browser(directory: Path, notify: Callable[[str], None]) -> No
         except ProcessLookupError:
             return
         if sig == signal.SIGTERM:
-            notify(f"stopping a browser left running on {directory.name} (process {pid})")
+            notify(
+                _("stopping a browser left running on {name} (process {pid})").format(
+                    name=directory.name, pid=pid
+                )
+            )
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             try:
@@ -415,7 +430,11 @@ def recover(
     if directory.is_dir() and any(directory.iterdir()):
         _stop_orphaned_browser(directory, notify)
         _remove_outside_scratch(directory)
-        notify(f"persona {persona_id} was not closed cleanly; sealing the profile it left open")
+        notify(
+            _(
+                "persona {persona_id} was not closed cleanly; sealing the profile it left open"
+            ).format(persona_id=persona_id)
+        )
         # The leftover plaintext is newer than any sealed file, whatever its generation.
         SealedState(station, persona_id, store).seal(
             directory, vault.ensure_data_key(persona_id), progress
@@ -425,8 +444,10 @@ def recover(
         # What the browser had not yet written when it was killed is not in the
         # workspace, and nothing here can know how much that was.
         notify(
-            f"persona {persona_id} recovered: the profile it left open is sealed; its browser "
-            "was stopped without closing, so changes from its last moments may be missing"
+            _(
+                "persona {persona_id} recovered: the profile it left open is sealed; its browser "
+                "was stopped without closing, so changes from its last moments may be missing"
+            ).format(persona_id=persona_id)
         )
         return Recovery(persona_id=persona_id, resealed=True, lost_since=None)
     if directory.exists():
@@ -435,9 +456,11 @@ def recover(
         marker.unlink()
         when = opened_at or "its last open"
         notify(
-            f"persona {persona_id} was not closed cleanly and its open profile is gone "
-            f"(the machine restarted?): what happened since {when} is lost; "
-            "the last sealed profile is used"
+            _(
+                "persona {persona_id} was not closed cleanly and its open profile is gone "
+                "(the machine restarted?): what happened since {when} is lost; "
+                "the last sealed profile is used"
+            ).format(persona_id=persona_id, when=opened_at or _("its last open"))
         )
         return Recovery(persona_id=persona_id, resealed=False, lost_since=when)
     return None
@@ -478,7 +501,10 @@ def open_workspace(
         root, ram = workspace_root(station)
         if not ram:
             notify(
-                f"warning: no RAM-backed directory here; the open profile lives on disk in {root}"
+                _(
+                    "warning: no RAM-backed directory here; "
+                    "the open profile lives on disk in {root}"
+                ).format(root=root)
             )
         state = SealedState(station, persona_id, store)
         sealed = state.file
@@ -515,8 +541,10 @@ def open_workspace(
                 state.seal(directory, key, bar("sealing"), since=unsealed)
             except BaseException as exc:
                 raise StationError(
-                    f"persona {persona_id} could not be sealed ({exc}); its open profile is "
-                    f"kept in {directory} and the next station command will retry"
+                    _(
+                        "persona {persona_id} could not be sealed ({exc}); its open profile is "
+                        "kept in {directory} and the next station command will retry"
+                    ).format(persona_id=persona_id, exc=exc, directory=directory)
                 ) from exc
             wipe(directory)
             marker.unlink(missing_ok=True)
@@ -529,13 +557,19 @@ def _move_cookies_off_the_keyring(workspace: Workspace, notify: Callable[[str], 
     try:
         done = migrate_profile(workspace.profile)
     except (OSError, StationError) as exc:
-        notify(f"warning: the cookies of persona {workspace.persona_id} were not checked: {exc}")
+        notify(
+            _("warning: the cookies of persona {persona_id} were not checked: {exc}").format(
+                persona_id=workspace.persona_id, exc=exc
+            )
+        )
         return
     if done.left:
         notify(
-            f"warning: {done.left} cookies of persona {workspace.persona_id} are encrypted with "
-            "a 'Chromium Safe Storage' key that the keyring no longer gives: the browser will "
-            "drop them, so sign in to that platform again"
+            _(
+                "warning: {left} cookies of persona {persona_id} are encrypted with "
+                "a 'Chromium Safe Storage' key that the keyring no longer gives: the browser will "
+                "drop them, so sign in to that platform again"
+            ).format(left=done.left, persona_id=workspace.persona_id)
         )
 
 
