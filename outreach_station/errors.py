@@ -112,19 +112,29 @@ def os_error_problem(exc: OSError) -> EnvironmentProblem:
     Names the file and says what to do; never the exception's repr, which
     could carry more than the file name.
     """
-    name = exc.filename if exc.filename is not None else "a file"
+    # Imported here: the CLI loads this module for `station --help`, which needs no catalogue.
+    from outreach_station.i18n import _
+
+    name = exc.filename if exc.filename is not None else _("a file")
+    # The system's own words for the error (strerror) stay as the system gives them.
     reason = (exc.strerror or type(exc).__name__).lower()
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return EnvironmentProblem(
-            f"the disk is full: cannot write {name}; free some space, then try again"
+            _("the disk is full: cannot write {name}; free some space, then try again").format(
+                name=name
+            )
         )
     if exc.errno == errno.EROFS:
         return EnvironmentProblem(
-            f"cannot write {name}: read-only file system; station needs a writable "
-            "STATION_HOME (remount it read-write or point STATION_HOME elsewhere)"
+            _(
+                "cannot write {name}: read-only file system; station needs a writable "
+                "STATION_HOME (remount it read-write or point STATION_HOME elsewhere)"
+            ).format(name=name)
         )
     if exc.errno in (errno.EACCES, errno.EPERM):
         return EnvironmentProblem(
-            f"cannot use {name}: {reason}; check that your account may read and write there"
+            _(
+                "cannot use {name}: {reason}; check that your account may read and write there"
+            ).format(name=name, reason=reason)
         )
-    return EnvironmentProblem(f"cannot use {name}: {reason}")
+    return EnvironmentProblem(_("cannot use {name}: {reason}").format(name=name, reason=reason))
