@@ -179,6 +179,7 @@ class HelpGroup(_Translated, TyperGroup):
     def format_options(self, ctx: typer.Context, formatter: HelpFormatter) -> None:  # type: ignore[override]
         if swedish():
             self._format_options_translated(ctx, formatter)
+            self.format_commands(ctx, formatter)
         else:
             super().format_options(ctx, formatter)
 

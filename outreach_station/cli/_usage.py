@@ -13,7 +13,7 @@ from typing import Any
 
 from outreach_station.i18n import _
 
-_EXTRA_ARGUMENTS = re.compile(r"^Got unexpected extra arguments? \((.*)\)$", re.DOTALL)
+_EXTRA_ARGUMENTS = re.compile(r"^Got unexpected extra argument(?:\(s\)|s)? \((.*)\)$", re.DOTALL)
 _NO_SUCH_COMMAND = re.compile(r"^No such command (.+?)\.(?: Did you mean (.+)\?)?$", re.DOTALL)
 _REQUIRES = re.compile(r"^Option (.+) requires (?:an argument|\d+ arguments)\.$", re.DOTALL)
 _NO_VALUE = re.compile(r"^Option (.+) does not take a value\.$", re.DOTALL)
