@@ -144,7 +144,7 @@ def test_a_command_that_succeeds_in_swedish_exits_zero(tmp_path: Path) -> None:
     sv = station("persona", "list", lang="sv_SE.UTF-8", home=tmp_path)
     assert (sv.returncode, sv.stdout) == (
         0,
-        "inga personor ännu; 'station persona new PLATTFORM' skapar en\n",
+        "inga personor ännu; 'station persona new PLATFORM' skapar en\n",
     )
     version = station("--version", lang="sv_SE.UTF-8", home=tmp_path)
     assert version.returncode == 0
