@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -185,3 +186,42 @@ def test_core_messages_of_the_edge_follow_the_locale(monkeypatch: pytest.MonkeyP
         ids.platform_id("../x")
     with pytest.raises(UsageError, match=r"^--label contains control characters; use at most 64"):
         values.validate_label("a\x1bb")
+
+
+@pytest.mark.keyring
+def test_rotate_asks_and_answers_in_swedish(
+    runner: Any, monkeypatch: pytest.MonkeyPatch, isolation: Path
+) -> None:
+    from outreach_station import api, kit
+    from outreach_station.cli import lifecycle as cli_lifecycle
+
+    monkeypatch.setattr(cli_lifecycle, "is_terminal", lambda: True)  # a person at a terminal
+    monkeypatch.setenv("LANG", "sv_SE.UTF-8")
+    active = api.create_persona("demo", label="Anna").id
+    standby = api.create_persona("demo", standby=True).id
+    kit.update_kit(active, {"username": "anna.outreach"})
+
+    declined = runner.invoke(["rotate", "demo", "--reason", "typo"], input="n\n")
+    assert declined.exit_code == 1
+    assert f"  blockerar persona {active} (Anna), användarnamn i kitet: anna.outreach" in (
+        declined.stderr
+    )
+    assert "Rotera nu?" in declined.stderr
+    assert declined.stderr.endswith("Avbrutet!\n")
+    assert api.get_persona(active).status == "active"
+
+    done = runner.invoke(["rotate", "demo"], input="kontot avstängt\ny\n")
+    assert done.exit_code == 0, done.stderr
+    assert "Orsak, för loggen (inga personuppgifter)" in done.stderr
+    # CliRunner echoes the typed answers to stdout first.
+    assert done.stdout.splitlines()[-4:] == [
+        f"demo: persona {active} (Anna) markerad som blockerad (kontot avstängt)",
+        f"demo: persona {standby} är nu aktiv (var reservpersona)",
+        "blev det fel? station rotate demo --undo",
+        "nästa steg: station open demo",
+    ]
+    shown = runner.invoke(["persona", "show", active])
+    # The labels are padded to the longest Swedish one ("senast öppnad:").
+    assert "status:         blockerad\n" in shown.stdout
+    assert "orsak:          kontot avstängt\n" in shown.stdout
+    assert "senast öppnad:  aldrig\n" in shown.stdout
