@@ -112,10 +112,11 @@ def os_error_problem(exc: OSError) -> EnvironmentProblem:
     Names the file and says what to do; never the exception's repr, which
     could carry more than the file name.
     """
-    # Here, not at the top: errors is loaded by `station --help`, which must stay lean.
+    # Imported here: the CLI loads this module for `station --help`, which needs no catalogue.
     from outreach_station.i18n import _
 
     name = exc.filename if exc.filename is not None else _("a file")
+    # The system's own words for the error (strerror) stay as the system gives them.
     reason = (exc.strerror or type(exc).__name__).lower()
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return EnvironmentProblem(

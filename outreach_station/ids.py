@@ -32,9 +32,13 @@ def is_persona_id(text: str) -> bool:
 def validate_persona_id(persona_id: str) -> str:
     """Refuse anything that is not exactly a persona id (path-like ids included)."""
     if not is_persona_id(persona_id):
+        from outreach_station.i18n import _  # here: `station --help` loads this module
+
         raise UsageError(
-            f"malformed persona id {persona_id!r}: expected 12 characters a-z and 2-7, "
-            "as printed by 'station persona list'"
+            _(
+                "malformed persona id {id}: expected 12 characters a-z and 2-7, "
+                "as printed by 'station persona list'"
+            ).format(id=repr(persona_id))
         )
     return persona_id
 
@@ -46,8 +50,12 @@ def is_platform_id(text: str) -> bool:
 def validate_platform_id(platform_id: str) -> str:
     """Refuse anything that is not a platform id (lower-case letters, digits and '-')."""
     if not is_platform_id(platform_id):
+        from outreach_station.i18n import _
+
         raise UsageError(
-            f"malformed platform id '{platform_id}': use lower-case letters, digits and '-'"
+            _("malformed platform id '{id}': use lower-case letters, digits and '-'").format(
+                id=platform_id
+            )
         )
     return platform_id
 
@@ -56,9 +64,13 @@ def platform_id(text: str) -> str:
     """A platform id as typed, any case (`Example-Classifieds`), in its one stored form."""
     lowered = text.lower() if text.isascii() else text
     if not is_platform_id(lowered):
+        from outreach_station.i18n import _
+
         raise UsageError(
-            f"malformed platform id '{text}': use letters, digits and '-', "
-            "as listed by 'station platforms'"
+            _(
+                "malformed platform id '{id}': use letters, digits and '-', "
+                "as listed by 'station platforms'"
+            ).format(id=text)
         )
     return lowered
 
@@ -79,8 +91,12 @@ def persona_reference(text: str) -> str:
         or text.startswith(".")
         or any(c in text for c in "/\\%")
     ):
+        from outreach_station.i18n import _
+
         raise UsageError(
-            f"malformed persona {text!r}: give its id, the first letters of it, or its label, "
-            "as printed by 'station persona list'"
+            _(
+                "malformed persona {text}: give its id, the first letters of it, or its label, "
+                "as printed by 'station persona list'"
+            ).format(text=repr(text))
         )
     return text

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from outreach_station.context import Station, using
 from outreach_station.errors import NotFoundError, UsageError
+from outreach_station.i18n import _
 from outreach_station.ids import PERSONA_ID_RE, persona_reference
 
 if TYPE_CHECKING:
@@ -37,17 +38,39 @@ def find_persona(
     found = exact or list({p.id: p for p in [*prefix, *labelled]}.values())
     if len(found) == 1:
         return found[0]
-    where = f" of {platform}" if platform else ""
+    typed = repr(printable(text))
     if not found:
-        hint = "" if PERSONA_ID_RE.fullmatch(folded) else ", the first letters of it,"
-        raise NotFoundError(
-            f"no persona{where} matches {printable(text)!r}; give its id{hint} or its label "
-            "as printed by 'station persona list'"
-        )
+        whole_id = PERSONA_ID_RE.fullmatch(folded) is not None
+        if platform and whole_id:
+            message = _(
+                "no persona of {platform} matches {text}; give its id or its label "
+                "as printed by 'station persona list'"
+            )
+        elif platform:
+            message = _(
+                "no persona of {platform} matches {text}; give its id, the first letters "
+                "of it, or its label as printed by 'station persona list'"
+            )
+        elif whole_id:
+            message = _(
+                "no persona matches {text}; give its id or its label "
+                "as printed by 'station persona list'"
+            )
+        else:
+            message = _(
+                "no persona matches {text}; give its id, the first letters of it, or its "
+                "label as printed by 'station persona list'"
+            )
+        raise NotFoundError(message.format(platform=platform, text=typed))
     candidates = ", ".join(
         f"{p.id} ({p.label + ', ' if p.label else ''}{p.platform}, {p.status})" for p in found
     )
+    if platform:
+        ambiguous = _(
+            "{text} matches {count} personas of {platform}: {candidates}; give more of the id"
+        )
+    else:
+        ambiguous = _("{text} matches {count} personas: {candidates}; give more of the id")
     raise AmbiguousPersona(
-        f"{printable(text)!r} matches {len(found)} personas{where}: {candidates}; "
-        "give more of the id"
+        ambiguous.format(text=typed, count=len(found), platform=platform, candidates=candidates)
     )

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from outreach_station.errors import ConfigError, UsageError
+from outreach_station.i18n import _
 
 MAX_LABEL_LENGTH: Final = 64
 MAX_REASON_LENGTH: Final = 500
@@ -46,9 +47,9 @@ def text_problem(text: str) -> str | None:
     for char in text:
         category = unicodedata.category(char)
         if category in _CONTROL_CATEGORIES:
-            return "contains control characters"
+            return _("contains control characters")
         if category in _INVISIBLE_CATEGORIES:
-            return "contains invisible or direction-changing characters"
+            return _("contains invisible or direction-changing characters")
     return None
 
 
@@ -56,9 +57,13 @@ def validate_label(label: str, *, what: str = "--label") -> str:
     """A persona label: a short note for staff, printable characters only."""
     problem = text_problem(label)
     if problem is None and len(label) > MAX_LABEL_LENGTH:
-        problem = f"longer than {MAX_LABEL_LENGTH} characters"
+        problem = _("longer than {limit} characters").format(limit=MAX_LABEL_LENGTH)
     if problem is not None:
-        raise UsageError(f"{what} {problem}; use at most {MAX_LABEL_LENGTH} printable characters")
+        raise UsageError(
+            _("{what} {problem}; use at most {limit} printable characters").format(
+                what=what, problem=problem, limit=MAX_LABEL_LENGTH
+            )
+        )
     return label
 
 
@@ -66,11 +71,12 @@ def validate_reason(reason: str, *, what: str = "--reason") -> str:
     """The reason recorded for a lifecycle change: one printable line."""
     problem = text_problem(reason)
     if problem is None and len(reason) > MAX_REASON_LENGTH:
-        problem = f"longer than {MAX_REASON_LENGTH} characters"
+        problem = _("longer than {limit} characters").format(limit=MAX_REASON_LENGTH)
     if problem is not None:
         raise UsageError(
-            f"{what} {problem}; describe it in one line of at most "
-            f"{MAX_REASON_LENGTH} printable characters"
+            _(
+                "{what} {problem}; describe it in one line of at most {limit} printable characters"
+            ).format(what=what, problem=problem, limit=MAX_REASON_LENGTH)
         )
     return reason
 
@@ -131,14 +137,19 @@ def read_settings_file(path: Path, *, limit: int = MAX_SETTINGS_FILE_BYTES) -> b
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise ConfigError(
+            _("{path}: cannot read: {reason}").format(path=path, reason=exc.strerror or exc)
+        ) from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{path}: not a regular file; give the path of a TOML file")
+            raise ConfigError(
+                _("{path}: not a regular file; give the path of a TOML file").format(path=path)
+            )
         too_big = ConfigError(
-            f"{path}: larger than {limit // (1 << 20) or 1} MiB, too large for a station "
-            "settings file"
+            _("{path}: larger than {size} MiB, too large for a station settings file").format(
+                path=path, size=limit // (1 << 20) or 1
+            )
         )
         if info.st_size > limit:
             raise too_big
@@ -155,6 +166,8 @@ def read_settings_file(path: Path, *, limit: int = MAX_SETTINGS_FILE_BYTES) -> b
             raise too_big
         return b"".join(chunks)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise ConfigError(
+            _("{path}: cannot read: {reason}").format(path=path, reason=exc.strerror or exc)
+        ) from None
     finally:
         os.close(fd)

@@ -112,6 +112,9 @@ def _is_command_function(node: ast.FunctionDef, path: Path) -> bool:
         target = decorator.func if isinstance(decorator, ast.Call) else decorator
         if isinstance(target, ast.Attribute) and target.attr in ("command", "callback"):
             return True
+        # `command = functools.partial(app.command, cls=...)`, then `@command("name")`
+        if isinstance(target, ast.Name) and target.id == "command":
+            return True
     return False
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from outreach_station.cli._help import HelpGroup, StationCommand
+from outreach_station.cli._help import HelpGroup, StationCommand, swedish
 from outreach_station.errors import StationError, os_error_problem
 
 
@@ -38,12 +38,16 @@ class StationGroup(HelpGroup):
             # typer's own exceptions (usage errors, Exit, Abort) are how it ends a command.
             if type(exc).__module__.partition(".")[0] in ("typer", "click"):
                 raise
+            from outreach_station.i18n import _  # here: `station --help` needs no catalogue
+
             error = _as_station_error(exc)
             if error is None:
                 # A bug: still one line. Its text is left out, as it may quote any value.
                 error = StationError(
-                    f"unexpected internal error ({type(exc).__name__}); run the command "
-                    "again with --debug to see where, and report it"
+                    _(
+                        "unexpected internal error ({kind}); run the command "
+                        "again with --debug to see where, and report it"
+                    ).format(kind=type(exc).__name__)
                 )
             if isinstance(ctx.obj, dict) and ctx.obj.get("debug"):
                 import traceback  # only with --debug: it costs start-up time
@@ -52,8 +56,40 @@ class StationGroup(HelpGroup):
             from outreach_station.values import printable_lines
 
             # Messages quote what people typed and what files hold: escape it.
-            typer.echo(f"station: error: {printable_lines(error.message)}", err=True)
+            line = _("station: error: {message}").format(message=printable_lines(error.message))
+            typer.echo(line, err=True)
             raise typer.Exit(int(error.exit_code)) from None
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the command line; in Swedish, typer's usage errors become one Swedish line.
+
+        Under any other locale typer runs as it always does, output unchanged.
+        """
+        if not kwargs.get("standalone_mode", True) or not swedish():
+            return super().main(*args, **kwargs)
+        kwargs["standalone_mode"] = False
+        from typer._click import exceptions as click
+
+        try:
+            result = super().main(*args, **kwargs)
+        except click.NoArgsIsHelpError as exc:
+            exc.show()  # the help itself, translated by HelpGroup
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            from outreach_station.cli._usage import usage_line
+
+            typer.echo(usage_line(exc), err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            from outreach_station.i18n import _
+
+            typer.echo(_("Aborted!"), err=True)
+            sys.exit(1)
+        # Without standalone mode typer returns an ending's exit code instead of exiting.
+        sys.exit(result if isinstance(result, int) else 0)
 
 
 def _typer_app() -> typer.Typer:
@@ -81,8 +117,9 @@ app = _typer_app()
 def _print_version(value: bool) -> None:
     if value:
         from outreach_station import __version__
+        from outreach_station.cli._help import tr as _
 
-        typer.echo(f"station {__version__}")
+        typer.echo(_("station {version}").format(version=__version__))
         raise typer.Exit
 
 

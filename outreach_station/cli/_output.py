@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from outreach_station.cli._help import tr as _
+
 if TYPE_CHECKING:
     from datetime import datetime
 
@@ -113,7 +115,14 @@ class Progress:
         # A line per tenth keeps logs readable; a terminal gets the same lines.
         if percent // 10 > self.shown // 10 or (percent == 100 and self.shown < 100):
             self.shown = percent
-            info(f"{self.label}: {percent}% ({done / 1e6:.0f} of {total / 1e6:.0f} MB)")
+            info(
+                _("{label}: {percent}% ({done} of {total} MB)").format(
+                    label=self.label,
+                    percent=percent,
+                    done=f"{done / 1e6:.0f}",
+                    total=f"{total / 1e6:.0f}",
+                )
+            )
 
 
 def progress_for(persona_hint: str = "profile") -> Any:
@@ -131,7 +140,7 @@ def ask_passphrase(purpose: Any) -> str:
 
     creating = purpose is PassphrasePurpose.CREATE
     value: str = typer.prompt(
-        "New vault passphrase" if creating else "Vault passphrase",
+        _("New vault passphrase") if creating else _("Vault passphrase"),
         hide_input=True,
         confirmation_prompt=creating,
         err=True,

@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from outreach_station.cli._help import HelpGroup, StationCommand
+from outreach_station.cli._help import N_, HelpGroup, StationCommand
+from outreach_station.cli._help import tr as _
+from outreach_station.cli._help import tr_n as ngettext
 from outreach_station.cli._lazy import lazy_module
 from outreach_station.errors import IntegrityError, UsageError
 
@@ -26,7 +28,16 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-_COLUMNS = ("SEQ", "TIME", "USER", "HOST", "EVENT", "PERSONA", "PLATFORM", "DETAIL")
+_COLUMNS = (
+    N_("SEQ"),
+    N_("TIME"),
+    N_("USER"),
+    N_("HOST"),
+    N_("EVENT"),
+    N_("PERSONA"),
+    N_("PLATFORM"),
+    N_("DETAIL"),
+)
 
 
 def _log(ctx: typer.Context) -> AuditLog:
@@ -36,7 +47,7 @@ def _log(ctx: typer.Context) -> AuditLog:
 
 
 def _records(count: int) -> str:
-    return f"{count} record" if count == 1 else f"{count} records"
+    return ngettext("{n} record", "{n} records", count).format(n=count)
 
 
 def _row(record: AuditEvent) -> tuple[str, ...]:
@@ -60,7 +71,10 @@ def render_table(records: list[AuditEvent]) -> str:
     from outreach_station.values import printable
 
     # The log is a file: a hand-edited line must not reach the terminal as escape codes.
-    rows = [_COLUMNS, *(tuple(printable(cell) for cell in _row(record)) for record in records)]
+    rows = [
+        tuple(_(c) for c in _COLUMNS),
+        *(tuple(printable(cell) for cell in _row(record)) for record in records),
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
@@ -102,8 +116,10 @@ def audit(
     if ctx.invoked_subcommand is not None:
         if persona is not None or since is not None or as_json:
             raise UsageError(
-                "--persona, --since and --json before a subcommand belong to the listing; "
-                f"put options after `{ctx.invoked_subcommand}`"
+                _(
+                    "--persona, --since and --json before a subcommand belong to the listing; "
+                    "put options after `{command}`"
+                ).format(command=ctx.invoked_subcommand)
             )
         return
     if persona is not None:
@@ -113,7 +129,9 @@ def audit(
         problem = text_problem(persona)
         if problem is not None:
             raise UsageError(
-                f"--persona {problem}; give a persona id as printed by 'station persona list'"
+                _(
+                    "--persona {problem}; give a persona id as printed by 'station persona list'"
+                ).format(problem=problem)
             )
         persona = _persona_filter(ctx, persona)
     log = _log(ctx)
@@ -129,13 +147,14 @@ def audit(
     elif records:
         typer.echo(render_table(records))
     else:
-        typer.echo("No audit records.")
+        typer.echo(_("No audit records."))
     verdict = log.verify()
     if not verdict.ok:
         # Listing skips damaged lines; say so rather than look complete.
         typer.echo(
-            f"warning: audit log damaged at line {verdict.first_bad_line}: {verdict.reason}; "
-            "run `station audit verify`",
+            _(
+                "warning: audit log damaged at line {line}: {reason}; run `station audit verify`"
+            ).format(line=verdict.first_bad_line, reason=verdict.reason),
             err=True,
         )
 
@@ -190,11 +209,21 @@ def verify(
         typer.echo(json.dumps(payload, indent=2))
     if not result.ok:
         raise IntegrityError(
-            f"audit log {log.path} is damaged at line {result.first_bad_line}: {result.reason} "
-            f"({_records(result.count)} before it intact)"
+            _(
+                "audit log {path} is damaged at line {line}: {reason} ({records} before it intact)"
+            ).format(
+                path=log.path,
+                line=result.first_bad_line,
+                reason=result.reason,
+                records=_records(result.count),
+            )
         )
     if not as_json:
-        typer.echo(f"Audit log intact: {_records(result.count)} in {log.path}")
+        typer.echo(
+            _("Audit log intact: {records} in {path}").format(
+                records=_records(result.count), path=log.path
+            )
+        )
 
 
 @app.command("restart", cls=StationCommand)
@@ -209,8 +238,13 @@ def restart(ctx: typer.Context) -> None:
     """
     log = _log(ctx)
     kept, record = log.restart()
-    was = f"kept as {kept}" if kept is not None else "was missing"
-    typer.echo(
-        f"Damaged audit log {was}; a new log starts with record {record.seq} "
-        f"({record.event.value}) in {log.path}"
-    )
+    if kept is not None:
+        message = _(
+            "Damaged audit log kept as {kept}; a new log starts with record {seq} "
+            "({event}) in {path}"
+        )
+    else:
+        message = _(
+            "Damaged audit log was missing; a new log starts with record {seq} ({event}) in {path}"
+        )
+    typer.echo(message.format(kept=kept, seq=record.seq, event=record.event.value, path=log.path))

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from outreach_station.cli._help import tr as _
 from outreach_station.cli._lazy import lazy_module
 from outreach_station.cli._output import echo_json, info, station_of, table
 from outreach_station.cli._params import PersonaArgument, find_persona
@@ -49,10 +50,16 @@ def check_command(
         )
     else:
         table(
-            ["CHECK", "RESULT", "EXPECTED", "SEEN"],
-            [[c.name, "pass" if c.ok else "FAIL", c.expected, c.seen] for c in result.checks],
+            [_("CHECK"), _("RESULT"), _("EXPECTED"), _("SEEN")],
+            [[c.name, _("pass") if c.ok else _("FAIL"), c.expected, c.seen] for c in result.checks],
         )
-        typer.echo(f"device hash: {result.device_hash or 'none (the page computed none)'}")
+        typer.echo(
+            _("device hash: {hash}").format(
+                hash=result.device_hash or _("none (the page computed none)")
+            )
+        )
     failed = [c.name for c in result.checks if not c.ok]
     if failed:
-        raise CheckFailed(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+        raise CheckFailed(
+            _("{count} check(s) failed: {names}").format(count=len(failed), names=", ".join(failed))
+        )

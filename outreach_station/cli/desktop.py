@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from outreach_station.cli._help import HelpGroup, StationCommand
+from outreach_station.cli._help import tr as _
 from outreach_station.cli._output import echo_json, info, station_of, table
 
 app = typer.Typer(
@@ -48,10 +49,14 @@ def install_command(
         echo_json([launcher.to_json() for launcher in made])
         return
     table(
-        ["PLATFORM", "LAUNCHER"],
+        [_("PLATFORM"), _("LAUNCHER")],
         [[launcher.platform, launcher.entry] for launcher in made],
     )
-    info(f"{len(made)} launcher(s) installed; they appear in the desktop's application menu")
+    info(
+        _("{count} launcher(s) installed; they appear in the desktop's application menu").format(
+            count=len(made)
+        )
+    )
 
 
 @command("remove")
@@ -69,4 +74,9 @@ def remove_command(
     if as_json:
         echo_json(list(gone))
         return
-    info(f"removed {len(gone)} launcher(s)" + (f": {', '.join(gone)}" if gone else ""))
+    if gone:
+        info(
+            _("removed {count} launcher(s): {names}").format(count=len(gone), names=", ".join(gone))
+        )
+    else:
+        info(_("removed {count} launcher(s)").format(count=0))

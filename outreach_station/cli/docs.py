@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from outreach_station.cli._help import tr as _
 from outreach_station.cli._output import echo_json, table
 
 
@@ -33,7 +34,7 @@ def docs_command(
         if as_json:
             echo_json([d.to_json() for d in shipped])
             return
-        table(["NAME", "TITLE", "FILE"], [[d.name, d.title, d.path] for d in shipped])
+        table([_("NAME"), _("TITLE"), _("FILE")], [[d.name, d.title, d.path] for d in shipped])
         return
     document = docs.find(name)
     if as_json:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from outreach_station.cli._help import tr as _
 from outreach_station.cli._output import ask_passphrase, echo_json, station_of
 
 
@@ -38,4 +39,6 @@ def init_command(
     if json:
         echo_json({"mode": str(vault.settings.mode), "backend": vault.backend_description()})
     else:
-        typer.echo(f"vault ready: master key in {vault.backend_description()}")
+        typer.echo(
+            _("vault ready: master key in {backend}").format(backend=vault.backend_description())
+        )

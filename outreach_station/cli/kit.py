@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from outreach_station import ids
+from outreach_station.cli._help import tr as _
 from outreach_station.cli._lazy import lazy_module
 from outreach_station.cli._output import echo_json, info, local_time, safe
 from outreach_station.cli._params import PersonaArgument, find_persona
@@ -28,7 +29,7 @@ def _read_secret(persona_id: str, field: str) -> str:
     """Ask for a secret: hidden prompt on a terminal, else one line of stdin."""
     if sys.stdin.isatty():
         value: str = typer.prompt(
-            f"{field} for persona {persona_id}",
+            _("{field} for persona {persona}").format(field=field, persona=persona_id),
             hide_input=True,
             confirmation_prompt=True,
             err=True,
@@ -36,23 +37,30 @@ def _read_secret(persona_id: str, field: str) -> str:
         return value
     line = sys.stdin.readline()
     if not line:
-        raise UsageError(f"no {field} on stdin; pipe it in, one line per --set-secret")
+        raise UsageError(
+            _("no {field} on stdin; pipe it in, one line per --set-secret").format(field=field)
+        )
     return line
 
 
 def _render(view: kit.KitView) -> None:
     states = {
-        field: "unknown (keyring unavailable)" if state is None else "set" if state else "not set"
+        field: _("unknown (keyring unavailable)")
+        if state is None
+        else _("set")
+        if state
+        else _("not set")
         for field, state in view.secrets.items()
     }
     rows = [
-        ("persona", view.kit.persona_id),
+        (_("persona"), view.kit.persona_id),
         *((field, view.kit.value(field) or "-") for field in kit.DETAIL_FIELDS),
         *states.items(),
-        ("updated", local_time(view.kit.updated) if view.kit.updated else "never"),
+        (_("updated"), local_time(view.kit.updated) if view.kit.updated else _("never")),
     ]
+    width = max(12, *(len(key) + 1 for key, _value in rows))
     for key, value in rows:
-        typer.echo(f"{key + ':':<12} {safe(value)}")
+        typer.echo(f"{key + ':':<{width}} {safe(value)}")
 
 
 def kit_command(
@@ -64,8 +72,9 @@ def kit_command(
         typer.Option(
             "--set",
             metavar="FIELD=VALUE",
-            help=f"Set a detail ({_FIELDS}); repeatable; an empty VALUE clears it. "
-            "card-last4 takes exactly 4 digits: full card numbers are refused.",
+            help="Set a detail (username, email, phone, card-label, card-last4); repeatable; "
+            "an empty VALUE clears it. card-last4 takes exactly 4 digits: full card numbers "
+            "are refused.",
         ),
     ] = None,
     set_secret: Annotated[
@@ -73,7 +82,7 @@ def kit_command(
         typer.Option(
             "--set-secret",
             metavar="SECRET",
-            help=f"Store a secret ({_SECRETS}) in the OS keyring; it is asked for "
+            help="Store a secret (password, totp-seed) in the OS keyring; it is asked for "
             "(hidden), or read as one line of stdin when that is not a terminal.",
         ),
     ] = None,
@@ -100,11 +109,15 @@ def kit_command(
     """
     ids.persona_reference(persona_id)
     if print_ and reveal is None:
-        raise UsageError("--print only works together with --reveal SECRET")
+        raise UsageError(_("--print only works together with --reveal SECRET"))
     secret_fields = list(dict.fromkeys(set_secret or []))
     for field in [*secret_fields, *([reveal] if reveal else [])]:
         if field not in kit.SECRET_FIELDS:
-            raise UsageError(f"unknown kit secret {field!r}; the secrets are {_SECRETS}")
+            raise UsageError(
+                _("unknown kit secret {field}; the secrets are {secrets}").format(
+                    field=repr(field), secrets=_SECRETS
+                )
+            )
     changes = kit.parse_assignments(assignments or [])
     persona_id = find_persona(ctx, persona_id)
     # Every input is read and checked before anything is written.
@@ -118,10 +131,18 @@ def kit_command(
 
     if changes:
         kit.update_kit(persona_id, changes)
-        info(f"kit of persona {persona_id} updated: {', '.join(changes)}")
+        info(
+            _("kit of persona {persona} updated: {fields}").format(
+                persona=persona_id, fields=", ".join(changes)
+            )
+        )
     for field, value in secret_values.items():
         kit.set_secret(persona_id, field, value)
-        info(f"{field} of persona {persona_id} stored in the OS keyring")
+        info(
+            _("{field} of persona {persona} stored in the OS keyring").format(
+                field=field, persona=persona_id
+            )
+        )
 
     if reveal is not None:
         if print_:
@@ -129,8 +150,15 @@ def kit_command(
             return
         copied = kit.reveal_to_clipboard(persona_id, reveal)
         info(
-            f"{reveal} of persona {persona_id} copied to the clipboard ({copied.tool}); "
-            f"it is cleared in {copied.clear_after:g} seconds unless you copy something else"
+            _(
+                "{field} of persona {persona} copied to the clipboard ({tool}); "
+                "it is cleared in {seconds} seconds unless you copy something else"
+            ).format(
+                field=reveal,
+                persona=persona_id,
+                tool=copied.tool,
+                seconds=f"{copied.clear_after:g}",
+            )
         )
         return
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from outreach_station import ids
+from outreach_station.cli._help import tr as _
 from outreach_station.cli._output import (
     echo_json,
     info,
@@ -71,12 +72,20 @@ def rotate_command(
     validate_reason(reason)
     if undo and (reason or force):
         raise UsageError(
-            "--undo takes no --reason or --force: it only takes the last rotation back"
+            _("--undo takes no --reason or --force: it only takes the last rotation back")
         )
     # Refused before anything is read or written: a script that forgot --yes changes nothing.
     if not yes and not is_terminal():
-        what = "undoing a rotation" if undo else "rotating blocks the platform's active persona"
-        raise UsageError(f"{what}: confirm on a terminal, or pass --yes in scripts")
+        if undo:
+            raise UsageError(
+                _("undoing a rotation: confirm on a terminal, or pass --yes in scripts")
+            )
+        raise UsageError(
+            _(
+                "rotating blocks the platform's active persona: confirm on a terminal, "
+                "or pass --yes in scripts"
+            )
+        )
     station = station_of(ctx)
     if undo:
         _undo(platform, station, yes=yes, json=json)
@@ -97,17 +106,27 @@ def rotate_command(
         )
         return
     if result.blocked is None:
-        typer.echo(f"{platform}: there was no active persona; nothing marked blocked")
+        typer.echo(
+            _("{platform}: there was no active persona; nothing marked blocked").format(
+                platform=platform
+            )
+        )
     else:
         typer.echo(
-            f"{platform}: persona {named(result.blocked)} marked blocked "
-            f"({safe(result.blocked.status_reason)})"
+            _("{platform}: persona {persona} marked blocked ({reason})").format(
+                platform=platform,
+                persona=named(result.blocked),
+                reason=safe(result.blocked.status_reason),
+            )
         )
-    how = "created" if result.created else "promoted from standby"
-    typer.echo(f"{platform}: persona {named(result.active)} is now active ({how})")
+    if result.created:
+        now = _("{platform}: persona {persona} is now active (created)")
+    else:
+        now = _("{platform}: persona {persona} is now active (promoted from standby)")
+    typer.echo(now.format(platform=platform, persona=named(result.active)))
     if result.blocked is not None:
-        typer.echo(f"a mistake? station rotate {platform} --undo")
-    typer.echo(f"next: station open {platform}")
+        typer.echo(_("a mistake? station rotate {platform} --undo").format(platform=platform))
+    typer.echo(_("next: station open {platform}").format(platform=platform))
 
 
 def named(persona: Persona) -> str:
@@ -121,19 +140,29 @@ def _confirm_rotation(platform: str, reason: str, station: Station) -> str:
     seen = rotation.preview(platform, station=station)
     name = f"{safe(seen.platform.name)} ({seen.platform.id})"
     if seen.current is None:
-        info(f"{name} has no active persona: nothing is blocked, a fresh persona becomes active.")
+        info(
+            _(
+                "{platform} has no active persona: nothing is blocked, "
+                "a fresh persona becomes active."
+            ).format(platform=name)
+        )
     else:
-        label = safe(seen.current.label) or "no label"
-        user = safe(seen.username) or "none recorded"
-        info(f"Rotate {name}?")
-        info(f"  blocks persona {seen.current.id} ({label}), kit username: {user}")
+        label = safe(seen.current.label) or _("no label")
+        user = safe(seen.username) or _("none recorded")
+        info(_("Rotate {platform}?").format(platform=name))
+        info(
+            _("  blocks persona {persona} ({label}), kit username: {user}").format(
+                persona=seen.current.id, label=label, user=user
+            )
+        )
     if not reason:
+        # The default is recorded in the audit trail, which stays in English.
         reason = typer.prompt(
-            "Reason, for the record (no personal data)",
+            _("Reason, for the record (no personal data)"),
             default="blocked by the platform",
             err=True,
         ).strip()
-    typer.confirm("Rotate now?", abort=True, err=True)
+    typer.confirm(_("Rotate now?"), abort=True, err=True)
     return reason
 
 
@@ -142,7 +171,9 @@ def _undo(platform: str, station: Station, *, yes: bool, json: bool) -> None:
 
     if not yes:
         typer.confirm(
-            f"Undo the last rotation of {platform} (the blocked persona becomes active again)?",
+            _(
+                "Undo the last rotation of {platform} (the blocked persona becomes active again)?"
+            ).format(platform=platform),
             abort=True,
             err=True,
         )
@@ -156,8 +187,16 @@ def _undo(platform: str, station: Station, *, yes: bool, json: bool) -> None:
             }
         )
         return
-    typer.echo(f"{platform}: persona {named(result.restored)} is active again")
-    typer.echo(f"{platform}: persona {named(result.demoted)} is back in standby")
+    typer.echo(
+        _("{platform}: persona {persona} is active again").format(
+            platform=platform, persona=named(result.restored)
+        )
+    )
+    typer.echo(
+        _("{platform}: persona {persona} is back in standby").format(
+            platform=platform, persona=named(result.demoted)
+        )
+    )
 
 
 def status_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
@@ -170,7 +209,11 @@ def status_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
     rows = lifecycle.status(notify=info, station=station_of(ctx))
     for s in rows:
         for warning in s.warnings:
-            info(f"station: warning: {s.platform.id}: {warning}")
+            info(
+                _("station: warning: {platform}: {warning}").format(
+                    platform=s.platform.id, warning=warning
+                )
+            )
     if json:
         echo_json(
             [
@@ -188,7 +231,7 @@ def status_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
         )
         return
     table(
-        ["PLATFORM", "ACTIVE", "STANDBY", "BLOCKED", "OPEN", "WARNINGS"],
+        [_("PLATFORM"), _("ACTIVE"), _("STANDBY"), _("BLOCKED"), _("OPEN"), _("WARNINGS")],
         [
             [
                 s.platform.id,

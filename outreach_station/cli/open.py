@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from outreach_station.cli._help import N_
+from outreach_station.cli._help import tr as _
 from outreach_station.cli._output import Progress, ask_passphrase, info, safe, station_of
 from outreach_station.cli._params import find_persona
 from outreach_station.errors import UsageError
@@ -20,15 +22,19 @@ if TYPE_CHECKING:
 # a slow one: from this size on, progress is shown however fast it goes, so
 # a log shows why closing took a while and a person always sees it moving.
 LARGE_PROFILE_BYTES = 100_000_000
-BAD_URL = (
+BAD_URL = N_(
     "--url must be an http:// or https:// address of at most 2048 printable "
     "characters without spaces"
 )
 
 
+PROGRESS = {"sealing": N_("sealing profile"), "unsealing": N_("unsealing profile")}
+
+
 def profile_progress(action: str) -> ProgressCallback:
     """Progress of sealing or unsealing: after a moment, or at once for a large profile."""
-    bar = Progress(f"{action} profile")
+    known = PROGRESS.get(action)
+    bar = Progress(_(known) if known else _("{action} profile").format(action=action))
 
     def report(done: int, total: int) -> None:
         if total >= LARGE_PROFILE_BYTES:
@@ -82,18 +88,18 @@ def open_command(
 
     if platform is None:
         if persona is not None or url is not None:
-            raise UsageError("--persona and --url need a platform: station open PLATFORM")
+            raise UsageError(_("--persona and --url need a platform: station open PLATFORM"))
         from outreach_station.cli.platforms import platforms_command
 
         platforms_command(ctx)
-        info("open one with: station open PLATFORM")
+        info(_("open one with: station open PLATFORM"))
         return
     # Checked before the vault or the browser is touched.
     platform = ids.platform_id(platform)
     if persona is not None:
         ids.persona_reference(persona)
     if url is not None and not (url.startswith(("http://", "https://")) and url_is_plain(url)):
-        raise UsageError(BAD_URL)
+        raise UsageError(_(BAD_URL))
     if persona is not None and not ids.is_persona_id(persona):
         # A whole id goes as it is: the session says when it is another platform's.
         persona = find_persona(ctx, persona, platform=platform)
@@ -109,8 +115,12 @@ def open_command(
         station=station_of(ctx),
     )
     info(
-        f"persona {result.persona.id} closed ({session.closing_words(result)}); "
-        f"saved at {_local_time(result.saved_at)}, {_size(result.saved_bytes)} sealed"
+        _("persona {persona} closed ({why}); saved at {time}, {size} sealed").format(
+            persona=result.persona.id,
+            why=session.closing_words(result),
+            time=_local_time(result.saved_at),
+            size=_size(result.saved_bytes),
+        )
     )
 
 
@@ -122,29 +132,40 @@ def _size(count: int) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if count >= scale:
             return f"{count / scale:.1f} {unit}"
-    return f"{count} bytes"
+    return _("{count} bytes").format(count=count)
 
 
 def print_findings(report: Mapping[str, Any], checks: list[Check]) -> None:
     """What the demo's inspector saw, for a person without a window to look at."""
     main = report.get("scopes", {}).get("main") or {}
     screen = report.get("screen", {})
-    typer.echo("What a website sees of this persona:")
-    for key, value in (
-        ("user agent", main.get("user_agent")),
-        ("languages", ", ".join(main.get("languages") or [])),
+    typer.echo(_("What a website sees of this persona:"))
+    cookies = ", ".join(report.get("storage", {}).get("cookies") or []) or _("none")
+    rows = [
+        (_("user agent"), main.get("user_agent")),
+        (_("languages"), ", ".join(main.get("languages") or [])),
         ("Accept-Language", report.get("headers", {}).get("accept-language")),
-        ("time zone", main.get("time_zone")),
-        ("screen", f"{screen.get('width')}x{screen.get('height')}"),
-        ("window", f"{screen.get('inner_width')}x{screen.get('inner_height')}"),
+        (_("time zone"), main.get("time_zone")),
+        (_("screen"), f"{screen.get('width')}x{screen.get('height')}"),
+        (_("window"), f"{screen.get('inner_width')}x{screen.get('inner_height')}"),
         ("webdriver", main.get("webdriver")),
-        ("cookies present", ", ".join(report.get("storage", {}).get("cookies") or []) or "none"),
-        ("fingerprint hash", report.get("hash")),
-    ):
+        (_("cookies present"), cookies),
+        (_("fingerprint hash"), report.get("hash")),
+    ]
+    width = max(17, *(len(key) + 1 for key, _value in rows))
+    for key, value in rows:
         # What the page reported is the page's word: escaped before it reaches the terminal.
-        typer.echo(f"  {key + ':':<17} {safe(value)}")
+        typer.echo(f"  {key + ':':<{width}} {safe(value)}")
     failed = [c for c in checks if not c.ok]
-    typer.echo(f"Coherence checks: {len(checks) - len(failed)} of {len(checks)} pass")
+    typer.echo(
+        _("Coherence checks: {passed} of {total} pass").format(
+            passed=len(checks) - len(failed), total=len(checks)
+        )
+    )
     for check in failed:
-        typer.echo(f"  FAIL {check.name}: expected {safe(check.expected)}, saw {safe(check.seen)}")
-    typer.echo("Press Ctrl-C to end the session.")
+        typer.echo(
+            _("  FAIL {check}: expected {expected}, saw {seen}").format(
+                check=check.name, expected=safe(check.expected), seen=safe(check.seen)
+            )
+        )
+    typer.echo(_("Press Ctrl-C to end the session."))

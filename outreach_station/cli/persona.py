@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from outreach_station import ids
-from outreach_station.cli._help import HelpGroup, StationCommand
+from outreach_station.cli._help import N_, HelpGroup, StationCommand
+from outreach_station.cli._help import tr as _
 from outreach_station.cli._lazy import lazy_module
 from outreach_station.cli._output import echo_json, info, local_time, safe, station_of, table
 from outreach_station.cli._params import (
@@ -45,7 +46,20 @@ def _summary(persona: Persona) -> str:
     try:
         return persona.presents.summary()
     except Exception:
-        return "(outdated fingerprint)"
+        return _("(outdated fingerprint)")
+
+
+STATUSES = {
+    "active": N_("active"),
+    "standby": N_("standby"),
+    "blocked": N_("blocked"),
+    "retired": N_("retired"),
+}
+
+
+def _status(status: str) -> str:
+    """A persona's status in the reader's language (--json keeps the stored word)."""
+    return _(STATUSES[status]) if status in STATUSES else status
 
 
 def _as_json(persona: Persona) -> dict[str, Any]:
@@ -56,7 +70,7 @@ def _as_json(persona: Persona) -> dict[str, Any]:
 
 def _when(persona: Persona, attr: str) -> str:
     moment = getattr(persona, attr)
-    return local_time(moment) if moment else "never"
+    return local_time(moment) if moment else _("never")
 
 
 @command("new")
@@ -117,15 +131,23 @@ def list_(
         echo_json([_as_json(p) for p in personas])
         return
     if not personas:
-        typer.echo("no personas yet; 'station persona new PLATFORM' creates one")
+        typer.echo(_("no personas yet; 'station persona new PLATFORM' creates one"))
         return
     table(
-        ["ID", "PLATFORM", "STATUS", "LABEL", "CREATED", "LAST OPENED", "FINGERPRINT"],
+        [
+            _("ID"),
+            _("PLATFORM"),
+            _("STATUS"),
+            _("LABEL"),
+            _("CREATED"),
+            _("LAST OPENED"),
+            _("FINGERPRINT"),
+        ],
         [
             [
                 p.id,
                 p.platform,
-                p.status,
+                _status(p.status),
                 p.label,
                 _when(p, "created"),
                 _when(p, "last_opened"),
@@ -152,19 +174,20 @@ def show(
         echo_json(_as_json(persona))
         return
     rows = [
-        ("id", persona.id),
-        ("platform", persona.platform),
-        ("label", persona.label),
-        ("status", persona.status),
-        ("since", _when(persona, "status_changed")),
-        ("reason", persona.status_reason or "-"),
-        ("created", _when(persona, "created")),
-        ("last opened", _when(persona, "last_opened")),
-        ("fingerprint", _summary(persona)),
-        ("fonts", ", ".join(persona.fingerprint.get("fonts") or ()) or "the machine's"),
+        (_("id"), persona.id),
+        (_("platform"), persona.platform),
+        (_("label"), persona.label),
+        (_("status"), _status(persona.status)),
+        (_("since"), _when(persona, "status_changed")),
+        (_("reason"), persona.status_reason or "-"),
+        (_("created"), _when(persona, "created")),
+        (_("last opened"), _when(persona, "last_opened")),
+        (_("fingerprint"), _summary(persona)),
+        (_("fonts"), ", ".join(persona.fingerprint.get("fonts") or ()) or _("the machine's")),
     ]
+    width = max(13, *(len(key) + 2 for key, _value in rows))
     for key, value in rows:
-        typer.echo(f"{key + ':':<13} {safe(value)}")
+        typer.echo(f"{key + ':':<{width}} {safe(value)}")
 
 
 def _register_kit() -> None:
@@ -200,12 +223,14 @@ def retire(
     values.validate_reason(reason)
     persona = lifecycle.get_persona(find_persona(ctx, persona_id), station=station_of(ctx))
     if persona.status == "retired":
-        raise StateError(f"persona {persona.id} is already retired")
+        raise StateError(_("persona {id} is already retired").format(id=persona.id))
     if not yes:
         if not sys.stdin.isatty():
-            raise UsageError("retiring destroys the profile for good: confirm with --yes")
+            raise UsageError(_("retiring destroys the profile for good: confirm with --yes"))
         typer.confirm(
-            f"Destroy persona {persona.id} ({persona.platform}, {persona.status}) for good?",
+            _("Destroy persona {id} ({platform}, {status}) for good?").format(
+                id=persona.id, platform=persona.platform, status=_status(persona.status)
+            ),
             abort=True,
             err=True,
         )
@@ -221,7 +246,9 @@ def retire(
             }
         )
     else:
-        typer.echo(f"persona {done.persona.id} retired; its profile can no longer be read")
+        typer.echo(
+            _("persona {id} retired; its profile can no longer be read").format(id=done.persona.id)
+        )
 
 
 @command("refresh-fingerprint")
@@ -258,7 +285,7 @@ def proxy(
     Example: station persona proxy k7q2m9x4ab3d http://outreach@proxy.example:3128
     """
     if clear == (url is not None):
-        raise typer.BadParameter("give either a proxy URL or --clear")
+        raise typer.BadParameter(_("give either a proxy URL or --clear"))
     ids.persona_reference(persona_id)
     if url is not None:
         network.parse_proxy_url(url)  # before the registry is opened
@@ -271,7 +298,7 @@ def proxy(
         )
         if setting.username:
             password = typer.prompt(
-                "proxy password", hide_input=True, default="", show_default=False
+                _("proxy password"), hide_input=True, default="", show_default=False
             )
     typer.echo(
         lifecycle.set_proxy(persona_id, url, password=password or None, station=station_of(ctx))

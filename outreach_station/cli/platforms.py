@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from outreach_station.cli._help import tr as _
 from outreach_station.cli._output import echo_json, info, platform_colours, station_of, table
 
 
@@ -20,7 +21,7 @@ def platforms_command(
     """
     catalogue = station_of(ctx).catalogue
     for problem in catalogue.problems:
-        info(f"station: warning: {problem.message}")
+        info(_("station: warning: {message}").format(message=problem.message))
     items = sorted(catalogue.platforms.values(), key=lambda p: (not p.builtin, p.id))
     if json:
         echo_json(
@@ -41,7 +42,7 @@ def platforms_command(
         )
         return
     table(
-        ["ID", "NAME", "DEVICE", "LOCALE", "TIMEZONE", "START URL"],
+        [_("ID"), _("NAME"), _("DEVICE"), _("LOCALE"), _("TIMEZONE"), _("START URL")],
         [[p.id, p.name, p.device, p.locale, p.timezone, p.start_url] for p in items],
         first_column_sgr=platform_colours([p.id for p in items]),
     )

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from outreach_station.cli._help import HelpGroup, StationCommand
+from outreach_station.cli._help import tr as _
 from outreach_station.cli._lazy import lazy_module
 from outreach_station.cli._output import echo_json, info, table
 
@@ -35,11 +36,11 @@ command = functools.partial(app.command, cls=StationCommand)
 
 
 def _warn(message: str) -> None:
-    info(f"station: warning: {message}")
+    info(_("station: warning: {message}").format(message=message))
 
 
 def _state(path: Path, loaded: bool) -> str:
-    return f"{path}" if loaded else f"{path} (not present)"
+    return f"{path}" if loaded else _("{path} (not present)").format(path=path)
 
 
 @command("show")
@@ -62,11 +63,14 @@ def show(
     if as_json:
         echo_json(effective.as_json())
         return
-    typer.echo(f"System policy: {_state(effective.system_path, effective.system_loaded)}")
-    typer.echo(f"User config:   {_state(effective.user_path, effective.user_loaded)}")
+    system = _("System policy:")
+    user = _("User config:")
+    width = max(len(system), len(user)) + 1
+    typer.echo(f"{system:<{width}}{_state(effective.system_path, effective.system_loaded)}")
+    typer.echo(f"{user:<{width}}{_state(effective.user_path, effective.user_loaded)}")
     typer.echo("")
     table(
-        ["KEY", "VALUE", "SOURCE"],
+        [_("KEY"), _("VALUE"), _("SOURCE")],
         [[s.key, s.render(), str(s.source)] for s in effective.settings],
     )
 
@@ -98,7 +102,7 @@ def check(
     core.validate_policy_file(file)
     if installed:
         core.check_trusted(file)
-    typer.echo(f"OK: {file} is a valid policy")
+    typer.echo(_("OK: {file} is a valid policy").format(file=file))
 
 
 @command("apply-browser")
@@ -133,8 +137,8 @@ def apply_browser(
     effective = core.load_policy(warn=_warn)
     target = lockdown.managed_policy_file(directory)
     if dry_run:
-        info(f"would write {target} (root-owned, mode 0644):")
+        info(_("would write {path} (root-owned, mode 0644):").format(path=target))
         typer.echo(lockdown.render_managed_policy(effective.policy), nl=False)
         return
     written = lockdown.install_managed_policy(effective.policy, directory)
-    typer.echo(f"wrote {written}")
+    typer.echo(_("wrote {path}").format(path=written))

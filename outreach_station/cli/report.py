@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from outreach_station.cli._help import tr as _
 from outreach_station.cli._lazy import lazy_module
 from outreach_station.cli._output import echo_json, info
 from outreach_station.errors import UsageError
@@ -65,13 +66,13 @@ def report_command(
     Example: station report --since 2026-01-01 --open
     """
     if force and html is None:
-        raise UsageError("--force only applies to --html FILE")
+        raise UsageError(_("--force only applies to --html FILE"))
     if open_page and json:
-        raise UsageError("--open shows the page in a browser; leave out --json")
+        raise UsageError(_("--open shows the page in a browser; leave out --json"))
     figures = report.management_report(since=parse_since(since) if since else None)
     if html is not None:
         written = report.write_report_file(html, report.render_html(figures), force=force)
-        info(f"wrote {written}")
+        info(_("wrote {path}").format(path=written))
     if open_page:
         from outreach_station.showpage import show
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from outreach_station.cli._help import HelpGroup, StationCommand
+from outreach_station.cli._help import N_, HelpGroup, StationCommand
+from outreach_station.cli._help import tr as _
 from outreach_station.cli._output import echo_json, info, safe, station_of, table
 
 if TYPE_CHECKING:
@@ -49,6 +50,11 @@ NameOption = Annotated[
 ]
 
 
+FOUNDED = N_("founded team {team} on {server}")
+JOINED = N_("joined team {team} on {server}")
+ALREADY_IN = N_("already in team {team} on {server}")
+
+
 def _terminal() -> bool:
     return sys.stdin.isatty() and sys.stderr.isatty()
 
@@ -74,13 +80,17 @@ def _render_joined(joined: Joined, *, json: bool, what: str) -> None:
             }
         )
         return
-    typer.echo(f"{what} team {safe(joined.team_id)} on {safe(joined.where)}")
-    typer.echo(f"member id:   {member.member_id} ({member.status})")
-    typer.echo(f"safety code: {joined.safety_code}")
+    typer.echo(_(what).format(team=safe(joined.team_id), server=safe(joined.where)))
+    typer.echo(
+        _("member id:   {member} ({status})").format(member=member.member_id, status=member.status)
+    )
+    typer.echo(_("safety code: {code}").format(code=joined.safety_code))
     if not member.approved:
         info(
-            "an approved member now runs 'station team approve "
-            f"{member.member_id}' and compares this safety code with you"
+            _(
+                "an approved member now runs 'station team approve {member}' "
+                "and compares this safety code with you"
+            ).format(member=member.member_id)
         )
 
 
@@ -115,7 +125,7 @@ def init_command(
         display_name=name,
         station=station_of(ctx),
     )
-    _render_joined(joined, json=json, what="founded" if joined.registered else "already in")
+    _render_joined(joined, json=json, what=FOUNDED if joined.registered else ALREADY_IN)
 
 
 def join_command(
@@ -134,7 +144,7 @@ def join_command(
     joined = membership.join_team(
         url, ask_password=_ask_password, display_name=name, station=station_of(ctx)
     )
-    _render_joined(joined, json=json, what="joined" if joined.registered else "already in")
+    _render_joined(joined, json=json, what=JOINED if joined.registered else ALREADY_IN)
 
 
 def members_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
@@ -160,9 +170,9 @@ def members_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
         )
         return
     table(
-        ["ID", "NAME", "HOST", "STATUS", ""],
+        [_("ID"), _("NAME"), _("HOST"), _("STATUS"), ""],
         [
-            [m.member_id, m.display_name, m.host, str(m.status), "you" if m.you else ""]
+            [m.member_id, m.display_name, m.host, str(m.status), _("you") if m.you else ""]
             for m in lines
         ],
     )
@@ -198,15 +208,27 @@ def approve_command(
             return True
         if not _terminal():
             raise UsageError(
-                "no terminal to compare the safety code on; run this on a terminal, or pass "
-                "--yes if the code was compared another way"
+                _(
+                    "no terminal to compare the safety code on; run this on a terminal, or pass "
+                    "--yes if the code was compared another way"
+                )
             )
-        info(f"member {newcomer.member_id}: {safe(newcomer.display_name)} on {safe(newcomer.host)}")
-        info(f"safety code: {code}")
-        return bool(typer.confirm("Does the newcomer see exactly this code?", err=True))
+        info(
+            _("member {member}: {name} on {host}").format(
+                member=newcomer.member_id,
+                name=safe(newcomer.display_name),
+                host=safe(newcomer.host),
+            )
+        )
+        info(_("safety code: {code}").format(code=code))
+        return bool(typer.confirm(_("Does the newcomer see exactly this code?"), err=True))
 
     approved = membership.approve_member(member_id, confirm=confirm, station=station_of(ctx))
-    typer.echo(f"approved {approved.member_id} ({safe(approved.display_name)})")
+    typer.echo(
+        _("approved {member} ({name})").format(
+            member=approved.member_id, name=safe(approved.display_name)
+        )
+    )
 
 
 def remove_command(
@@ -230,7 +252,9 @@ def remove_command(
     member_id = validate_member_id(member)
     removed, personas = membership.remove_member(member_id, station=station_of(ctx))
     typer.echo(
-        f"removed {removed.member_id}; {len(personas)} persona(s) get a new key at next seal"
+        _("removed {member}; {count} persona(s) get a new key at next seal").format(
+            member=removed.member_id, count=len(personas)
+        )
     )
 
 
@@ -254,17 +278,19 @@ def status_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
         echo_json(data)
         return
     if status.url is None:
-        typer.echo("not in a team: personas are kept on this laptop only")
+        typer.echo(_("not in a team: personas are kept on this laptop only"))
         return
-    reach = {True: "yes", False: "no", None: "not tried"}[status.reachable]
-    for key, value in (
-        ("server", status.url),
-        ("team", status.team_id or "?"),
-        ("member", status.member_id or "?"),
-        ("status", status.member_status or "unknown"),
-        ("reachable", reach),
-    ):
-        typer.echo(f"{key + ':':<11}{safe(value)}")
+    reach = {True: _("yes"), False: _("no"), None: _("not tried")}[status.reachable]
+    rows = [
+        (_("server"), status.url),
+        (_("team"), status.team_id or "?"),
+        (_("member"), status.member_id or "?"),
+        (_("status"), status.member_status or _("unknown")),
+        (_("reachable"), reach),
+    ]
+    width = max(11, *(len(key) + 2 for key, _value in rows))
+    for key, value in rows:
+        typer.echo(f"{key + ':':<{width}}{safe(value)}")
     if status.problem:
         info(status.problem)
 
