@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from outreach_station.cli._help import swedish
 from outreach_station.cli._help import tr as _
 
 if TYPE_CHECKING:
@@ -159,3 +160,30 @@ def station_of(ctx: typer.Context) -> Station:
     made = Station.load(info)
     ctx.call_on_close(made.close)
     return made
+
+
+_YES = frozenset({"j", "ja", "y", "yes"})
+_NO = frozenset({"n", "nej", "no"})
+
+
+def confirm(question: str, *, abort: bool = False) -> bool:
+    """Ask `question` on stderr; the answer is no unless the person says yes.
+
+    English is click's own `[y/N]`. Swedish asks `[j/N]` and takes j/ja (and
+    y/yes, which Swedish keyboards type as well); anything else is asked again.
+    With `abort`, a no ends the command (exit 1) as click's abort does.
+    """
+    if not swedish():
+        return bool(typer.confirm(question, abort=abort, err=True))
+    while True:
+        answer = typer.prompt(
+            question, default="", show_default=False, prompt_suffix=" [j/N]: ", err=True
+        )
+        word = answer.strip().lower()
+        if word in _YES:
+            return True
+        if not word or word in _NO:
+            if abort:
+                raise typer.Abort
+            return False
+        info(_("Answer j (yes) or n (no)."))

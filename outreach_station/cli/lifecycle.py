@@ -9,6 +9,7 @@ import typer
 from outreach_station import ids
 from outreach_station.cli._help import tr as _
 from outreach_station.cli._output import (
+    confirm,
     echo_json,
     info,
     is_terminal,
@@ -162,7 +163,7 @@ def _confirm_rotation(platform: str, reason: str, station: Station) -> str:
             default="blocked by the platform",
             err=True,
         ).strip()
-    typer.confirm(_("Rotate now?"), abort=True, err=True)
+    confirm(_("Rotate now?"), abort=True)
     return reason
 
 
@@ -170,12 +171,11 @@ def _undo(platform: str, station: Station, *, yes: bool, json: bool) -> None:
     from outreach_station import rotation
 
     if not yes:
-        typer.confirm(
+        confirm(
             _(
                 "Undo the last rotation of {platform} (the blocked persona becomes active again)?"
             ).format(platform=platform),
             abort=True,
-            err=True,
         )
     result = rotation.undo(platform, notify=info, station=station)
     if json:

@@ -12,7 +12,15 @@ from outreach_station import ids
 from outreach_station.cli._help import N_, HelpGroup, StationCommand
 from outreach_station.cli._help import tr as _
 from outreach_station.cli._lazy import lazy_module
-from outreach_station.cli._output import echo_json, info, local_time, safe, station_of, table
+from outreach_station.cli._output import (
+    confirm,
+    echo_json,
+    info,
+    local_time,
+    safe,
+    station_of,
+    table,
+)
 from outreach_station.cli._params import (
     JsonOption,
     PersonaArgument,
@@ -227,12 +235,11 @@ def retire(
     if not yes:
         if not sys.stdin.isatty():
             raise UsageError(_("retiring destroys the profile for good: confirm with --yes"))
-        typer.confirm(
+        confirm(
             _("Destroy persona {id} ({platform}, {status}) for good?").format(
                 id=persona.id, platform=persona.platform, status=_status(persona.status)
             ),
             abort=True,
-            err=True,
         )
     done = lifecycle.shred_persona(persona.id, reason=reason, station=station_of(ctx))
     if json:

@@ -14,6 +14,7 @@ import typer
 
 from outreach_station.cli._help import N_, HelpGroup, StationCommand
 from outreach_station.cli._help import tr as _
+from outreach_station.cli._output import confirm as ask
 from outreach_station.cli._output import echo_json, info, safe, station_of, table
 
 if TYPE_CHECKING:
@@ -221,7 +222,7 @@ def approve_command(
             )
         )
         info(_("safety code: {code}").format(code=code))
-        return bool(typer.confirm(_("Does the newcomer see exactly this code?"), err=True))
+        return ask(_("Does the newcomer see exactly this code?"))
 
     approved = membership.approve_member(member_id, confirm=confirm, station=station_of(ctx))
     typer.echo(

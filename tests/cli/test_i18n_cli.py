@@ -210,9 +210,12 @@ def test_rotate_asks_and_answers_in_swedish(
     assert declined.stderr.endswith("Avbrutet!\n")
     assert api.get_persona(active).status == "active"
 
-    done = runner.invoke(["rotate", "demo"], input="kontot avstängt\ny\n")
+    # Swedish answers: "x" is asked again, "j" (ja) is yes.
+    done = runner.invoke(["rotate", "demo"], input="kontot avstängt\nx\nj\n")
     assert done.exit_code == 0, done.stderr
     assert "Orsak, för loggen (inga personuppgifter)" in done.stderr
+    assert done.stderr.count("Rotera nu? [j/N]:") == 2
+    assert "Svara j (ja) eller n (nej).\n" in done.stderr
     # CliRunner echoes the typed answers to stdout first.
     assert done.stdout.splitlines()[-4:] == [
         f"demo: persona {active} (Anna) markerad som blockerad (kontot avstängt)",
