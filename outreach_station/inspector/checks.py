@@ -34,8 +34,9 @@ class Check:
         return title_of(self.name)
 
     def as_json(self) -> dict[str, Any]:
-        """The check as the inspector page receives it: name, ok, expected, seen."""
-        return asdict(self)
+        """The check as the inspector page receives it: name, ok, expected, seen, and its
+        title (the name in the reader's language; the page's server uses the page's)."""
+        return {**asdict(self), "title": self.title}
 
 
 def title_of(name: str, gettext: Callable[[str], str] = _) -> str:
