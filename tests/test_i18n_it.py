@@ -61,7 +61,7 @@ def test_doctor_speaks_swedish_under_a_swedish_locale(
     assert any(line[6:].startswith("klocka ") for line in lines), lines
     assert any(line[6:].startswith("granskningslogg ") for line in lines), lines
     assert " ok, " in lines[-1]
-    assert lines[-1].endswith(" misslyckade") and " varningar, " in lines[-1]
+    assert lines[-1].endswith(" fel") and " obs, " in lines[-1]
     assert max(len(line) for line in lines) <= 80, max(lines, key=len)
     # A failing check: its Swedish name, detail and fix, the fix on its own line.
     disk = render((check_disk(100 * MIB, Path("/srv")),), width=80, colour=False)
