@@ -21,6 +21,7 @@ from typing import Final
 
 from outreach_station import fsutil
 from outreach_station.errors import EnvironmentProblem, UsageError
+from outreach_station.i18n import _
 from outreach_station.platforms import PlatformProfile
 
 PREFIX: Final = "outreach-station-"
@@ -108,7 +109,9 @@ def _write(path: Path, text: str, mode: int) -> None:
         tmp = fsutil.write_temp(path, text.encode("utf-8"), mode=mode)
         fsutil.replace_with(tmp, path)
     except OSError as exc:
-        raise EnvironmentProblem(f"cannot write {path}: {exc.strerror}") from None
+        raise EnvironmentProblem(
+            _("cannot write {path}: {reason}").format(path=path, reason=exc.strerror)
+        ) from None
 
 
 def install(
@@ -190,7 +193,7 @@ def error_line(stderr: str) -> str:
     for line in reversed(stderr.splitlines()):
         if line.startswith("station: error: "):
             return line.removeprefix("station: error: ")
-    return "station stopped unexpectedly; open a terminal and run the same station command"
+    return _("station stopped unexpectedly; open a terminal and run the same station command")
 
 
 def run_launcher(platform_id: str) -> int:
@@ -200,7 +203,7 @@ def run_launcher(platform_id: str) -> int:
     try:
         validate_platform_id(platform_id)
     except UsageError as exc:
-        notify("Outreach station", exc.message)
+        notify(_("Outreach station"), exc.message)
         return 2
     done = subprocess.run(
         [sys.executable, "-m", "outreach_station", "open", platform_id],
@@ -211,7 +214,7 @@ def run_launcher(platform_id: str) -> int:
         check=False,
     )
     if done.returncode != 0:
-        notify(f"Could not open {platform_id}", error_line(done.stderr))
+        notify(_("Could not open {platform}").format(platform=platform_id), error_line(done.stderr))
     return done.returncode
 
 

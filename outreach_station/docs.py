@@ -12,6 +12,7 @@ from pathlib import Path
 
 from outreach_station import paths
 from outreach_station.errors import NotFoundError, UsageError
+from outreach_station.i18n import _
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,14 @@ def find(name: str) -> Document:
     """The document `name` ("it-deployment", "it-deployment.md" or "docs/it-deployment.md")."""
     wanted = name.strip().removeprefix("docs/").removesuffix(".md").lower()
     if not wanted or "/" in wanted or wanted.startswith("."):
-        raise UsageError(f"'{name}' is not a document name; station docs lists them")
+        raise UsageError(
+            _("'{name}' is not a document name; station docs lists them").format(name=name)
+        )
     shipped = documents()
     for document in shipped:
         if document.name == wanted:
             return document
-    known = ", ".join(d.name for d in shipped) or "none are installed"
-    raise NotFoundError(f"no document '{wanted}' (documents: {known})")
+    known = ", ".join(d.name for d in shipped) or _("none are installed")
+    raise NotFoundError(
+        _("no document '{name}' (documents: {known})").format(name=wanted, known=known)
+    )

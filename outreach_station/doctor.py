@@ -24,6 +24,7 @@ from outreach_station import paths
 from outreach_station.clock import utcnow
 from outreach_station.errors import StationError
 from outreach_station.fonts import FontInventory
+from outreach_station.i18n import N_, _, ngettext
 
 if TYPE_CHECKING:
     from outreach_station.policy import Policy
@@ -39,6 +40,21 @@ DISK_FAIL_BYTES: Final = 500 * MIB
 # TLS certificates go wrong with it.
 RELEASE_DATE: Final = datetime(2026, 11, 1, tzinfo=UTC)
 _PROBE_ENTRY: Final = "doctor-probe"
+# Check names: English in --json (an identifier for scripts), translated where shown.
+PYTHON: Final = N_("python")
+BROWSER: Final = N_("browser")
+KEYRING: Final = N_("keyring")
+WORKSPACE: Final = N_("workspace")
+POLICY: Final = N_("policy")
+AUDIT_LOG: Final = N_("audit log")
+DISK: Final = N_("disk")
+CLOCK: Final = N_("clock")
+PERSONAS: Final = N_("personas")
+SEALED_PROFILES: Final = N_("sealed profiles")
+PERMISSIONS: Final = N_("permissions")
+PERSONA_VARIETY: Final = N_("persona variety")
+BROWSER_POLICY: Final = N_("browser policy")
+PLATFORMS: Final = N_("platforms")
 # The oldest Python station runs on: pyproject.toml's requires-python (a test
 # keeps the two equal).
 MIN_PYTHON: Final = (3, 11)
@@ -90,12 +106,14 @@ def check_python(version: tuple[int, ...] | None = None) -> Finding:
     if running[:2] < MIN_PYTHON:
         needed = ".".join(str(part) for part in MIN_PYTHON)
         return Finding(
-            "python",
+            PYTHON,
             "fail",
-            f"{where}: station needs Python {needed} or newer",
-            f"install station with Python {needed}+ (Debian 12: sudo apt-get install python3)",
+            _("{where}: station needs Python {needed} or newer").format(where=where, needed=needed),
+            _(
+                "install station with Python {needed}+ (Debian 12: sudo apt-get install python3)"
+            ).format(needed=needed),
         )
-    return Finding("python", "ok", where)
+    return Finding(PYTHON, "ok", where)
 
 
 def check_browser() -> Finding:
@@ -112,8 +130,8 @@ def check_browser() -> Finding:
         else:
             found = station.browser  # honours the policy's choice
     except StationError as exc:
-        return Finding("browser", "fail", exc.message, _browser_fix())
-    return Finding("browser", "ok", found.describe())
+        return Finding(BROWSER, "fail", exc.message, _browser_fix())
+    return Finding(BROWSER, "ok", found.describe())
 
 
 def _browser_fix() -> str:
@@ -123,8 +141,10 @@ def _browser_fix() -> str:
     try:
         installed = find_browser()
     except StationError:
-        return "sudo apt-get install chromium chromium-l10n"
-    return f"set browser.executable in the policy to {installed.path} (a Chromium installed here)"
+        return "sudo apt-get install chromium chromium-l10n"  # a command: the same in any language
+    return _("set browser.executable in the policy to {path} (a Chromium installed here)").format(
+        path=installed.path
+    )
 
 
 def check_keyring(policy: Policy | None = None) -> Finding:
@@ -134,35 +154,42 @@ def check_keyring(policy: Policy | None = None) -> Finding:
         backend = secret_store.check_backend()
     except StationError as exc:
         # The hint is for a person at a command; here the fix column says what applies.
-        detail = exc.message.replace(secret_store.INSTALL_HINT, "").strip()
+        detail = exc.message.replace(_(secret_store.INSTALL_HINT), "").strip()
         if shutil.which("gnome-keyring-daemon") is None:
             fix = "sudo apt-get install gnome-keyring libpam-gnome-keyring dbus-x11"
         else:
-            fix = "use station inside a desktop session, which unlocks the login keyring"
+            fix = _("use station inside a desktop session, which unlocks the login keyring")
         if policy is not None and policy.vault.allow_passphrase:
-            fix += "; where no keyring can run: station init --passphrase"
-        return Finding("keyring", "fail", detail, f"{fix} (station docs it-deployment, section 5)")
+            fix = _("{fix}; where no keyring can run: station init --passphrase").format(fix=fix)
+        fix = _("{fix} (station docs it-deployment, section 5)").format(fix=fix)
+        return Finding(KEYRING, "fail", detail, fix)
     # A read of an entry that never exists: harmless, but it must unlock.
     error = secret_store.probe(backend, _PROBE_ENTRY)
     if error is not None:
         return Finding(
-            "keyring",
+            KEYRING,
             "fail",
-            f"{backend.description} could not be read ({error})",
-            "log in to the desktop session so the login keyring is unlocked",
+            _("{keyring} could not be read ({error})").format(
+                keyring=backend.description, error=error
+            ),
+            _("log in to the desktop session so the login keyring is unlocked"),
         )
-    return Finding("keyring", "ok", f"{backend.description}, unlocked")
+    return Finding(KEYRING, "ok", _("{keyring}, unlocked").format(keyring=backend.description))
 
 
 def check_workspace() -> Finding:
     base, ram = paths.runtime_base()
     if ram:
-        return Finding("workspace", "ok", f"open profiles live in RAM under {base.parent}")
+        return Finding(
+            WORKSPACE, "ok", _("open profiles live in RAM under {path}").format(path=base.parent)
+        )
     return Finding(
-        "workspace",
+        WORKSPACE,
         "warn",
-        f"no RAM-backed directory; open profiles would be written to disk in {base}",
-        "run station in a login session (XDG_RUNTIME_DIR) or make /dev/shm writable",
+        _("no RAM-backed directory; open profiles would be written to disk in {path}").format(
+            path=base
+        ),
+        _("run station in a login session (XDG_RUNTIME_DIR) or make /dev/shm writable"),
     )
 
 
@@ -178,24 +205,26 @@ def check_policy() -> tuple[Finding, object | None]:
     except StationError as exc:
         return (
             Finding(
-                "policy",
+                POLICY,
                 "fail",
                 exc.message,
-                f"fix the file, then: station policy check --installed {system}",
+                _("fix the file, then: station policy check --installed {path}").format(
+                    path=system
+                ),
             ),
             None,
         )
     if not effective.system_loaded:
         return (
             Finding(
-                "policy",
+                POLICY,
                 "warn",
-                f"no system policy at {system}: built-in defaults apply",
-                "install the organisation's policy.toml there (root-owned, 0644)",
+                _("no system policy at {path}: built-in defaults apply").format(path=system),
+                _("install the organisation's policy.toml there (root-owned, 0644)"),
             ),
             effective,
         )
-    return Finding("policy", "ok", f"valid and trusted: {system}"), effective
+    return Finding(POLICY, "ok", _("valid and trusted: {path}").format(path=system)), effective
 
 
 def check_audit(path: Path) -> Finding:
@@ -204,14 +233,17 @@ def check_audit(path: Path) -> Finding:
     where = _existing(path)
     if where != path and not where.is_dir():
         return Finding(
-            "audit log",
+            AUDIT_LOG,
             "fail",
-            f"cannot create {path}: {where} is not a directory",
-            f"remove or move {where}, or set audit.path in the policy",
+            _("cannot create {path}: {where} is not a directory").format(path=path, where=where),
+            _("remove or move {where}, or set audit.path in the policy").format(where=where),
         )
     if not os.access(where if where != path else path, os.W_OK):
         return Finding(
-            "audit log", "fail", f"{path} is not writable", f"give this user write access to {path}"
+            AUDIT_LOG,
+            "fail",
+            _("{path} is not writable").format(path=path),
+            _("give this user write access to {path}").format(path=path),
         )
     try:
         # Against its anchor: a deleted or cut log is not "0 records, intact".
@@ -219,25 +251,38 @@ def check_audit(path: Path) -> Finding:
     except (StationError, OSError) as exc:
         message = exc.message if isinstance(exc, StationError) else str(exc.strerror)
         return Finding(
-            "audit log", "fail", f"{path}: {message}", "check the path and its permissions"
+            AUDIT_LOG,
+            "fail",
+            f"{path}: {message}",
+            _("check the path and its permissions"),
         )
     if not result.ok:
         return Finding(
-            "audit log",
+            AUDIT_LOG,
             "fail",
-            f"{path}: chain broken at line {result.first_bad_line}: {result.reason}",
-            "keep the file as evidence, report it to IT, and run 'station audit verify'",
+            _("{path}: chain broken at line {line}: {reason}").format(
+                path=path, line=result.first_bad_line, reason=result.reason
+            ),
+            _("keep the file as evidence, report it to IT, and run 'station audit verify'"),
         )
-    return Finding("audit log", "ok", f"{path}: writable, {result.count} records, chain intact")
+    return Finding(
+        AUDIT_LOG,
+        "ok",
+        ngettext(
+            "{path}: writable, {n} record, chain intact",
+            "{path}: writable, {n} records, chain intact",
+            result.count,
+        ).format(path=path, n=result.count),
+    )
 
 
 def check_disk(free: int, where: Path) -> Finding:
-    shown = f"{free / GIB:.1f} GiB free under {where}"
+    shown = _("{size} GiB free under {path}").format(size=f"{free / GIB:.1f}", path=where)
     if free < DISK_FAIL_BYTES:
-        return Finding("disk", "fail", shown, "free disk space: sealing a profile needs room")
+        return Finding(DISK, "fail", shown, _("free disk space: sealing a profile needs room"))
     if free < DISK_WARN_BYTES:
-        return Finding("disk", "warn", shown, "free some disk space soon")
-    return Finding("disk", "ok", shown)
+        return Finding(DISK, "warn", shown, _("free some disk space soon"))
+    return Finding(DISK, "ok", shown)
 
 
 # Fewer distinct devices than this (screens aside) and a team's personas of one
@@ -259,47 +304,58 @@ def check_variety(fonts: FontInventory, cpus: int) -> Finding:
     cpu_choices = max(1, cpus - 1)
     if not fonts.families:
         return Finding(
-            "persona variety",
+            PERSONA_VARIETY,
             "warn",
-            "fontconfig lists no fonts: every persona presents the machine's fonts",
-            "install fontconfig (fc-list, fc-match) and the fonts staff need",
+            _("fontconfig lists no fonts: every persona presents the machine's fonts"),
+            _("install fontconfig (fc-list, fc-match) and the fonts staff need"),
         )
     font_choices = 2 ** len(set(fonts.notable) - set(fonts.essential))
     devices = font_choices * cpu_choices * len(RENDERINGS)
-    detail = (
-        f"{devices} distinct devices: {font_choices} default-font sets x {cpu_choices} "
-        f"processor counts x {len(RENDERINGS)} font renderings "
-        f"({len(fonts.families)} font families, {cpus} CPUs)"
+    detail = _(
+        "{devices} distinct devices: {font_sets} default-font sets x {cpu_counts} "
+        "processor counts x {renderings} font renderings "
+        "({families} font families, {cpus} CPUs)"
+    ).format(
+        devices=devices,
+        font_sets=font_choices,
+        cpu_counts=cpu_choices,
+        renderings=len(RENDERINGS),
+        families=len(fonts.families),
+        cpus=cpus,
     )
     if devices < VARIETY_WARN:
         return Finding(
-            "persona variety",
+            PERSONA_VARIETY,
             "warn",
-            detail + ": personas of one platform may look like one device",
-            "install fonts that stand in for Arial and Times New Roman "
-            "(Debian: fonts-liberation fonts-croscore); see docs/fingerprints.md",
+            _("{detail}: personas of one platform may look like one device").format(detail=detail),
+            _(
+                "install fonts that stand in for Arial and Times New Roman "
+                "(Debian: fonts-liberation fonts-croscore); see docs/fingerprints.md"
+            ),
         )
-    return Finding("persona variety", "ok", detail)
+    return Finding(PERSONA_VARIETY, "ok", detail)
 
 
 def check_clock(now: datetime, newest_record: datetime | None) -> Finding:
     if now < RELEASE_DATE:
         return Finding(
-            "clock",
+            CLOCK,
             "fail",
-            f"the clock says {now:%Y-%m-%d %H:%M} UTC, "
-            f"before this release ({RELEASE_DATE:%Y-%m-%d})",
-            "set the time (timedatectl set-ntp true)",
+            _("the clock says {now} UTC, before this release ({release})").format(
+                now=f"{now:%Y-%m-%d %H:%M}", release=f"{RELEASE_DATE:%Y-%m-%d}"
+            ),
+            _("set the time (timedatectl set-ntp true)"),
         )
     if newest_record is not None and now < newest_record:
         return Finding(
-            "clock",
+            CLOCK,
             "fail",
-            f"the clock says {now:%Y-%m-%d %H:%M} UTC, before the newest audit record "
-            f"({newest_record:%Y-%m-%d %H:%M} UTC)",
-            "set the time (timedatectl set-ntp true)",
+            _("the clock says {now} UTC, before the newest audit record ({newest} UTC)").format(
+                now=f"{now:%Y-%m-%d %H:%M}", newest=f"{newest_record:%Y-%m-%d %H:%M}"
+            ),
+            _("set the time (timedatectl set-ntp true)"),
         )
-    return Finding("clock", "ok", f"{now:%Y-%m-%d %H:%M} UTC")
+    return Finding(CLOCK, "ok", f"{now:%Y-%m-%d %H:%M} UTC")
 
 
 def check_personas() -> Finding:
@@ -308,7 +364,7 @@ def check_personas() -> Finding:
 
     station = paths.current()
     if not station.registry.exists():
-        return Finding("personas", "ok", "no personas yet")
+        return Finding(PERSONAS, "ok", _("no personas yet"))
     with open_store(station) as reg:
         personas = reg.list()
     left = [p for p in personas if needs_recovery(station, p.id) and not is_locked(station, p.id)]
@@ -316,13 +372,20 @@ def check_personas() -> Finding:
         names = ", ".join(f"{p.id} ({p.platform})" for p in left)
         first = left[0]
         return Finding(
-            "personas",
+            PERSONAS,
             "fail",
-            f"left unsealed after a crash: {names}",
-            f"open and close each to reseal it, e.g. station open {first.platform} "
-            f"--persona {first.id}",
+            _("left unsealed after a crash: {names}").format(names=names),
+            _(
+                "open and close each to reseal it, e.g. station open {platform} --persona {id}"
+            ).format(platform=first.platform, id=first.id),
         )
-    return Finding("personas", "ok", f"{len(personas)} personas, none left unsealed")
+    return Finding(
+        PERSONAS,
+        "ok",
+        ngettext(
+            "{n} persona, none left unsealed", "{n} personas, none left unsealed", len(personas)
+        ).format(n=len(personas)),
+    )
 
 
 def check_sealed_state() -> Finding:
@@ -332,7 +395,7 @@ def check_sealed_state() -> Finding:
 
     station = paths.current()
     if not station.registry.exists():
-        return Finding("sealed profiles", "ok", "no personas yet")
+        return Finding(SEALED_PROFILES, "ok", _("no personas yet"))
     with open_store(station) as reg:
         personas = [p for p in reg.list() if p.status != "retired"]
     problems = [
@@ -343,15 +406,25 @@ def check_sealed_state() -> Finding:
         and (problem := SealedState(station, p.id).problem()) is not None
     ]
     if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        more = _(" (and {n} more)").format(n=len(problems) - 1) if len(problems) > 1 else ""
         return Finding(
-            "sealed profiles",
+            SEALED_PROFILES,
             "fail",
             problems[0] + more,
-            "restore the newest profile.sealed of each from a backup, or retire the persona "
-            "(station persona retire ID); report it to IT if nobody here replaced it",
+            _(
+                "restore the newest profile.sealed of each from a backup, or retire the persona "
+                "(station persona retire ID); report it to IT if nobody here replaced it"
+            ),
         )
-    return Finding("sealed profiles", "ok", f"{len(personas)} personas, each at its generation")
+    return Finding(
+        SEALED_PROFILES,
+        "ok",
+        ngettext(
+            "{n} persona, each at its generation",
+            "{n} personas, each at its generation",
+            len(personas),
+        ).format(n=len(personas)),
+    )
 
 
 def _reachable_by_others(path: Path) -> str | None:
@@ -360,9 +433,9 @@ def _reachable_by_others(path: Path) -> str | None:
     if stat.S_ISLNK(info.st_mode):
         return None  # a link's own mode means nothing; what it points at is checked where it is
     if info.st_uid != os.geteuid():
-        return f"{path} belongs to uid {info.st_uid}"
+        return _("{path} belongs to uid {uid}").format(path=path, uid=info.st_uid)
     if info.st_mode & 0o077:
-        return f"{path} is {stat.S_IMODE(info.st_mode):04o}"
+        return _("{path} is {mode}").format(path=path, mode=f"{stat.S_IMODE(info.st_mode):04o}")
     return None
 
 
@@ -373,7 +446,7 @@ def check_permissions(home: Path, runtime_base: Path) -> Finding:
     audit log say who works when. Other accounts on the laptop get none of it.
     """
     if not home.exists():
-        return Finding("permissions", "ok", f"{home} does not exist yet")
+        return Finding(PERMISSIONS, "ok", _("{path} does not exist yet").format(path=home))
     exposed = []
     entries = [home]
     for root, dirs, files in os.walk(home):
@@ -383,21 +456,27 @@ def check_permissions(home: Path, runtime_base: Path) -> Finding:
             if (why := _reachable_by_others(entry)) is not None:
                 exposed.append(why)
     if exposed:
-        more = f" and {len(exposed) - 1} more" if len(exposed) > 1 else ""
+        more = _(" and {n} more").format(n=len(exposed) - 1) if len(exposed) > 1 else ""
         return Finding(
-            "permissions",
+            PERMISSIONS,
             "fail",
-            f"other accounts can reach the station home: {exposed[0]}{more}",
+            _("other accounts can reach the station home: {why}{more}").format(
+                why=exposed[0], more=more
+            ),
             f"chmod -R go= {home}",
         )
     if runtime_base.exists() and (why := _reachable_by_others(runtime_base)) is not None:
         return Finding(
-            "permissions",
+            PERMISSIONS,
             "fail",
-            f"the workspace root is not private: {why}",
-            f"ask IT to remove {runtime_base} (another account may have made it)",
+            _("the workspace root is not private: {why}").format(why=why),
+            _("ask IT to remove {path} (another account may have made it)").format(
+                path=runtime_base
+            ),
         )
-    return Finding("permissions", "ok", f"{home}: private to this account (0700/0600)")
+    return Finding(
+        PERMISSIONS, "ok", _("{path}: private to this account (0700/0600)").format(path=home)
+    )
 
 
 def check_managed_policy(policy: object | None, directory: Path | None) -> Finding:
@@ -406,24 +485,29 @@ def check_managed_policy(policy: object | None, directory: Path | None) -> Findi
 
     chosen = policy if isinstance(policy, Policy) else Policy()
     status = managed_policy_status(chosen, directory)
-    fix = f"sudo station policy apply-browser (writes {status.path})"
+    fix = _("sudo station policy apply-browser (writes {path})").format(path=status.path)
     if status.state == "matches":
-        return Finding("browser policy", "ok", f"{status.path} matches the policy")
+        return Finding(
+            BROWSER_POLICY, "ok", _("{path} matches the policy").format(path=status.path)
+        )
     if status.state == "unsupported":
         return Finding(
-            "browser policy",
+            BROWSER_POLICY,
             "warn",
-            "not on Linux: deploy the Chromium policy with GPO or a configuration profile",
-            "see docs/it-deployment.md",
+            _("not on Linux: deploy the Chromium policy with GPO or a configuration profile"),
+            _("see docs/it-deployment.md"),
         )
-    what = "missing" if status.state == "missing" else "differs from the policy"
-    return Finding(
-        "browser policy",
-        "warn",
-        f"{status.path} {what}: every station window may show Chromium's "
-        "'unsupported command-line flag' bar",
-        fix,
-    )
+    if status.state == "missing":
+        detail = _(
+            "{path} missing: every station window may show Chromium's "
+            "'unsupported command-line flag' bar"
+        )
+    else:
+        detail = _(
+            "{path} differs from the policy: every station window may show Chromium's "
+            "'unsupported command-line flag' bar"
+        )
+    return Finding(BROWSER_POLICY, "warn", detail.format(path=status.path), fix)
 
 
 def check_platforms(policy: Policy | None) -> Finding:
@@ -435,24 +519,31 @@ def check_platforms(policy: Policy | None) -> Finding:
         profile_dirs(settings.profiles_dir if settings is not None else None),
         allowed=settings.allowed if settings is not None else None,
     )
-    fix = "write or fix the profile: docs/it-deployment.md, Platform profiles"
+    fix = _("write or fix the profile: docs/it-deployment.md, Platform profiles")
     if catalogue.problems:
         first = catalogue.problems[0]
-        more = f" (and {len(catalogue.problems) - 1} more)" if len(catalogue.problems) > 1 else ""
-        return Finding("platforms", "fail", f"{first.message}{more}", fix)
+        count = len(catalogue.problems)
+        more = _(" (and {n} more)").format(n=count - 1) if count > 1 else ""
+        return Finding(PLATFORMS, "fail", f"{first.message}{more}", fix)
     missing = catalogue.missing()
     if missing:
         return Finding(
-            "platforms",
+            PLATFORMS,
             "fail",
-            f"allowed by the policy but no profile: {', '.join(missing)}",
+            _("allowed by the policy but no profile: {platforms}").format(
+                platforms=", ".join(missing)
+            ),
             fix,
         )
     names = ", ".join(sorted(catalogue.platforms))
-    return Finding("platforms", "ok", f"{len(catalogue.platforms)} with a valid profile: {names}")
+    return Finding(
+        PLATFORMS,
+        "ok",
+        _("{n} with a valid profile: {names}").format(n=len(catalogue.platforms), names=names),
+    )
 
 
-SAMPLE_CHECK: Final = "sample persona"
+SAMPLE_CHECK: Final = N_("sample persona")
 
 
 def check_sample_persona(browser_finding: Finding) -> Finding:
@@ -463,7 +554,7 @@ def check_sample_persona(browser_finding: Finding) -> Finding:
     their checks is caught before staff meet it.
     """
     if browser_finding.verdict == "fail":
-        return Finding(SAMPLE_CHECK, "fail", "not run: no browser", "fix the browser first")
+        return Finding(SAMPLE_CHECK, "fail", _("not run: no browser"), _("fix the browser first"))
     import asyncio
     import tempfile
 
@@ -503,23 +594,29 @@ def check_sample_persona(browser_finding: Finding) -> Finding:
                 )
             )
     except StationError as exc:
-        return Finding(SAMPLE_CHECK, "fail", exc.message, "run: station check PERSONA --debug")
+        return Finding(SAMPLE_CHECK, "fail", exc.message, _("run: station check PERSONA --debug"))
     finally:
         station.close()
     checks = got.get("checks")
     if not isinstance(checks, list) or not checks:
-        return Finding(SAMPLE_CHECK, "fail", "the inspector sent no report", "")
+        return Finding(SAMPLE_CHECK, "fail", _("the inspector sent no report"), "")
     failed = [c for c in checks if not c.ok]
     if failed:
-        names = "; ".join(f"{c.name}: {c.seen}" for c in failed[:3])
+        names = "; ".join(f"{c.title}: {c.seen}" for c in failed[:3])
         return Finding(
             SAMPLE_CHECK,
             "fail",
-            f"{len(failed)} of {len(checks)} checks fail for a new persona: {names}",
-            "station docs fingerprints; fonts: station docs it-deployment, section 1",
+            _("{failed} of {total} checks fail for a new persona: {names}").format(
+                failed=len(failed), total=len(checks), names=names
+            ),
+            _("station docs fingerprints; fonts: station docs it-deployment, section 1"),
         )
     return Finding(
-        SAMPLE_CHECK, "ok", f"a new persona passes {len(checks)} of {len(checks)} checks"
+        SAMPLE_CHECK,
+        "ok",
+        _("a new persona passes {passed} of {total} checks").format(
+            passed=len(checks), total=len(checks)
+        ),
     )
 
 
@@ -560,6 +657,6 @@ def run_doctor(
     findings.append(check_platforms(policy))
     findings.append(check_managed_policy(policy, managed_dir))
     if sample:
-        browser = next(f for f in findings if f.name == "browser")
+        browser = next(f for f in findings if f.name == BROWSER)
         findings.append(check_sample_persona(browser))
     return DoctorReport(tuple(findings))

@@ -27,6 +27,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from outreach_station.errors import StateError
+from outreach_station.i18n import _
 
 if TYPE_CHECKING:
     from outreach_station.fonts import FontInventory
@@ -172,13 +173,17 @@ class Fingerprint:
         missing = names - set(data)
         if missing or data.get("version") != FINGERPRINT_VERSION:
             raise StateError(
-                "this persona's stored fingerprint is from another station version; "
-                "run 'station persona refresh-fingerprint PERSONA'"
+                _(
+                    "this persona's stored fingerprint is from another station version; "
+                    "run 'station persona refresh-fingerprint PERSONA'"
+                )
             )
         if data["font_rendering"] and data["font_rendering"] not in RENDERINGS:
             raise StateError(
-                "this persona's stored font rendering is unknown; "
-                "run 'station persona refresh-fingerprint <id>'"
+                _(
+                    "this persona's stored font rendering is unknown; "
+                    "run 'station persona refresh-fingerprint <id>'"
+                )
             )
         values = {k: v for k, v in data.items() if k in names}
         values["languages"] = tuple(values["languages"])
@@ -274,7 +279,7 @@ def sample_device(device: str, machine: int) -> Device:
     """
     population = _population(device)
     fallback: Device | None = None
-    for _ in range(SAMPLE_ATTEMPTS):
+    for _attempt in range(SAMPLE_ATTEMPTS):
         drawn = population.generate()
         screen, navigator = drawn.screen, drawn.navigator
         width, height = int(screen.width), int(screen.height)
@@ -290,7 +295,9 @@ def sample_device(device: str, machine: int) -> Device:
         if fallback is None:
             fallback = Device(width, height, ratio, machine)
     if fallback is None:  # pragma: no cover - the population always has plausible screens
-        raise StateError(f"no believable {device} screen could be drawn; report this")
+        raise StateError(
+            _("no believable {device} screen could be drawn; report this").format(device=device)
+        )
     return fallback
 
 
@@ -335,7 +342,7 @@ def generate(
         fonts = inventory()
     cpus = machine_cpus() if cpus is None else cpus
     drawn = _draw(platform, fonts, cpus)
-    for _ in range(DISTINCT_ATTEMPTS):
+    for _attempt in range(DISTINCT_ATTEMPTS):
         if drawn.device_key(fonts.notable) not in avoid:
             break
         drawn = _draw(platform, fonts, cpus)
@@ -458,9 +465,11 @@ class FingerprintDrawer:
         key = fingerprint.device_key(self._fonts.notable)
         if key in self._taken and self._notify is not None:
             self._notify(
-                "warning: the new persona looks like the same device as another persona: this "
-                "machine offers too few screens, font families or processors to tell them "
-                "apart (see 'station doctor')"
+                _(
+                    "warning: the new persona looks like the same device as another persona: "
+                    "this machine offers too few screens, font families or processors to tell "
+                    "them apart (see 'station doctor')"
+                )
             )
         self._taken.add(key)
         return fingerprint

@@ -39,6 +39,7 @@ from urllib.parse import quote, urlsplit
 
 from outreach_station import fsutil, paths
 from outreach_station.errors import SecurityError
+from outreach_station.i18n import N_, _
 
 if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Download, Frame, Page, Request, Route
@@ -135,22 +136,50 @@ def check_start_url(lockdown: Lockdown, url: str) -> None:
     host = host_of(url)
     if not lockdown.allows_host(host):
         raise SecurityError(
-            f"the IT policy does not allow platform '{lockdown.platform_id}' to open the host "
-            f"{host or '(none)'}; allowed: {', '.join(lockdown.allowlist or ()) or 'no host'}"
+            _(
+                "the IT policy does not allow platform '{platform}' to open the host "
+                "{host}; allowed: {allowed}"
+            ).format(
+                platform=lockdown.platform_id,
+                host=host or _("(none)"),
+                allowed=", ".join(lockdown.allowlist or ()) or _("no host"),
+            )
         )
 
 
-def blocked_page(host: str, platform_id: str, what: str = "this address") -> str:
-    """The page a person sees instead of an address the IT policy blocks."""
-    shown = html.escape(host or what)
+THIS_ADDRESS: Final = N_("this address")
+LOCAL_FILES: Final = N_("local files (file://)")
+
+
+def blocked_page(host: str, platform_id: str, what: str = THIS_ADDRESS) -> str:
+    """The page a person sees instead of an address the IT policy blocks.
+
+    In station's language: it is made in the session's own process and shown
+    in place of the blocked address, whose website never gets to read it.
+    """
+    shown = html.escape(host or _(what))
+    title = html.escape(_("Blocked by IT policy"), quote=False)
+    blocks = html.escape(
+        _(
+            "The IT policy of your organisation blocks {address} in the browser of "
+            "platform {platform}."
+        ),
+        quote=False,
+    ).format(
+        address=f"<strong>{shown}</strong>",
+        platform=f"<strong>{html.escape(platform_id)}</strong>",
+    )
+    ask = html.escape(
+        _("If you need it for your work, ask IT to add it to the platform's allowlist."),
+        quote=False,
+    )
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
-        "<title>Blocked by IT policy</title></head><body style='font-family:sans-serif;"
+        f"<title>{title}</title></head><body style='font-family:sans-serif;"
         "max-width:40em;margin:4em auto'>"
-        "<h1>Blocked by IT policy</h1>"
-        f"<p>The IT policy of your organisation blocks <strong>{shown}</strong> in the "
-        f"browser of platform <strong>{html.escape(platform_id)}</strong>.</p>"
-        "<p>If you need it for your work, ask IT to add it to the platform's allowlist.</p>"
+        f"<h1>{title}</h1>"
+        f"<p>{blocks}</p>"
+        f"<p>{ask}</p>"
         "<p><small>outreach-station</small></p></body></html>"
     )
 
@@ -238,8 +267,10 @@ def install_managed_policy(policy: Policy, directory: Path | None = None) -> Pat
         )
     except PermissionError:
         raise SecurityError(
-            f"cannot write {path}: installing the managed browser policy needs root "
-            "(run it with sudo, or while building the image)"
+            _(
+                "cannot write {path}: installing the managed browser policy needs root "
+                "(run it with sudo, or while building the image)"
+            ).format(path=path)
         ) from None
     return path
 
@@ -417,7 +448,7 @@ class SessionGuard:
     def _navigated(self, frame: Frame) -> None:
         if frame.url.startswith("file:"):
             self.violation("file_url", "-")
-            blocked = blocked_page("", self.lockdown.platform_id, "local files (file://)")
+            blocked = blocked_page("", self.lockdown.platform_id, LOCAL_FILES)
             self._tasks.append(asyncio.ensure_future(self._replace(frame, blocked)))
 
     async def _replace(self, frame: Frame, page_html: str) -> None:

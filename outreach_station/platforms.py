@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from outreach_station import paths
 from outreach_station.errors import ConfigError, NotFoundError
+from outreach_station.i18n import N_, _
 from outreach_station.ids import is_platform_id, validate_platform_id
 from outreach_station.values import MAX_URL_LENGTH, printable, read_settings_file, text_problem
 
@@ -88,18 +89,26 @@ class PlatformCatalogue:
         for problem in self.problems:
             if problem.path.stem == platform_id:
                 raise ConfigError(problem.message)
-        known = ", ".join(sorted(self.platforms)) or "none"
+        known = ", ".join(sorted(self.platforms)) or _("none")
         if platform_id in self.excluded:
             raise NotFoundError(
-                f"platform '{platform_id}' is not allowed by IT's policy on this computer "
-                f"(allowed: {known}); ask IT if you need it"
+                _(
+                    "platform '{platform}' is not allowed by IT's policy on this computer "
+                    "(allowed: {known}); ask IT if you need it"
+                ).format(platform=platform_id, known=known)
             )
         if self.allowed is not None and platform_id in self.allowed:
             raise NotFoundError(
-                f"platform '{platform_id}' is allowed by IT's policy but has no profile on this "
-                "computer; ask IT to install one (docs/it-deployment.md, Platform profiles)"
+                _(
+                    "platform '{platform}' is allowed by IT's policy but has no profile on this "
+                    "computer; ask IT to install one (docs/it-deployment.md, Platform profiles)"
+                ).format(platform=platform_id)
             )
-        raise NotFoundError(f"unknown platform '{platform_id}' (known platforms: {known})")
+        raise NotFoundError(
+            _("unknown platform '{platform}' (known platforms: {known})").format(
+                platform=platform_id, known=known
+            )
+        )
 
     def missing(self) -> tuple[str, ...]:
         """Platforms IT allows that have neither a profile nor a broken one here."""
@@ -126,7 +135,7 @@ def demo_profile() -> PlatformProfile:
     # stands for it and the launcher substitutes the real loopback address.
     return PlatformProfile(
         id=DEMO_ID,
-        name="Demo: what a website sees of this persona",
+        name=_("Demo: what a website sees of this persona"),
         start_url=INSPECTOR_URL,
         builtin=True,
     )
@@ -151,13 +160,18 @@ _ALLOWED_KEYS = {
 def _shown(got: object) -> str:
     """What a profile held, for a message: its type and value, or its length if long."""
     if isinstance(got, str | list | dict) and len(got) > _SHOWN_LENGTH:
-        unit = "characters" if isinstance(got, str) else "items"
-        return f"{type(got).__name__} of {len(got)} {unit}"
+        if isinstance(got, str):
+            return _("{type} of {n} characters").format(type=type(got).__name__, n=len(got))
+        return _("{type} of {n} items").format(type=type(got).__name__, n=len(got))
     return f"{type(got).__name__} {printable(repr(got))}"
 
 
 def _field_error(path: Path, key: str, expected: str, got: object) -> ConfigError:
-    return ConfigError(f"{path}: field '{key}': expected {expected}, got {_shown(got)}")
+    return ConfigError(
+        _("{path}: field '{key}': expected {expected}, got {got}").format(
+            path=path, key=key, expected=_(expected), got=_shown(got)
+        )
+    )
 
 
 def parse_profile(path: Path, data: Mapping[str, Any]) -> PlatformProfile:
@@ -165,44 +179,57 @@ def parse_profile(path: Path, data: Mapping[str, Any]) -> PlatformProfile:
     unknown = sorted(set(data) - _ALLOWED_KEYS)
     if unknown:
         allowed = ", ".join(sorted(_ALLOWED_KEYS))
-        raise ConfigError(f"{path}: unknown field '{unknown[0]}' (allowed: {allowed})")
+        raise ConfigError(
+            _("{path}: unknown field '{field}' (allowed: {allowed})").format(
+                path=path, field=unknown[0], allowed=allowed
+            )
+        )
     for required in ("name", "start_url"):
         if required not in data:
-            raise ConfigError(f"{path}: missing required field '{required}'")
+            raise ConfigError(
+                _("{path}: missing required field '{field}'").format(path=path, field=required)
+            )
 
     def text(key: str, default: str | None = None) -> str:
         value = data.get(key, default)
         if not isinstance(value, str) or not value.strip():
-            raise _field_error(path, key, "a non-empty string", value)
+            raise _field_error(path, key, N_("a non-empty string"), value)
         return value
 
     platform_id = text("id", path.stem)
     if not is_platform_id(platform_id):
-        raise _field_error(path, "id", "lower-case letters, digits and '-'", platform_id)
+        raise _field_error(path, "id", N_("lower-case letters, digits and '-'"), platform_id)
     if platform_id != path.stem:
         raise ConfigError(
-            f"{path}: field 'id': '{platform_id}' must match the file name '{path.stem}.toml'"
+            _("{path}: field 'id': '{platform}' must match the file name '{file}'").format(
+                path=path, platform=platform_id, file=f"{path.stem}.toml"
+            )
         )
     if platform_id == DEMO_ID:
-        raise ConfigError(f"{path}: field 'id': '{DEMO_ID}' is built in and cannot be redefined")
+        raise ConfigError(
+            _("{path}: field 'id': '{platform}' is built in and cannot be redefined").format(
+                path=path, platform=DEMO_ID
+            )
+        )
     name = text("name")
     if len(name) > MAX_NAME_LENGTH or text_problem(name):
-        raise _field_error(path, "name", f"at most {MAX_NAME_LENGTH} printable characters", name)
+        expected = _("at most {n} printable characters").format(n=MAX_NAME_LENGTH)
+        raise _field_error(path, "name", expected, name)
     start_url = _start_url(path, text("start_url"))
     device = text("device", "desktop")
     if device not in ("desktop", "mobile"):
-        raise _field_error(path, "device", "'desktop' or 'mobile'", device)
+        raise _field_error(path, "device", N_("'desktop' or 'mobile'"), device)
     locale = text("locale", "sv-SE")
     if not LOCALE_RE.fullmatch(locale):
-        raise _field_error(path, "locale", "a tag like 'sv-SE'", locale)
+        raise _field_error(path, "locale", N_("a tag like 'sv-SE'"), locale)
     raw_langs = data.get("languages", [])
     if not isinstance(raw_langs, list) or not all(
         isinstance(x, str) and LOCALE_RE.fullmatch(x) for x in raw_langs
     ):
-        raise _field_error(path, "languages", "a list of tags like ['sv-SE', 'sv']", raw_langs)
+        raise _field_error(path, "languages", N_("a list of tags like ['sv-SE', 'sv']"), raw_langs)
     timezone = text("timezone", "Europe/Stockholm")
     if not _is_timezone(timezone):
-        raise _field_error(path, "timezone", "an IANA zone like 'Europe/Stockholm'", timezone)
+        raise _field_error(path, "timezone", N_("an IANA zone like 'Europe/Stockholm'"), timezone)
     min_standby = _min_standby(path, data.get("min_standby", 0))
     proxies, require_proxy = _network_fields(path, data)
     return PlatformProfile(
@@ -225,19 +252,22 @@ def _start_url(path: Path, start_url: str) -> str:
         raise _field_error(
             path,
             "start_url",
-            f"an http(s) URL with a host of at most {MAX_URL_LENGTH} characters",
+            _("an http(s) URL with a host of at most {n} characters").format(n=MAX_URL_LENGTH),
             start_url,
         )
     parts = urlsplit(start_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _field_error(path, "start_url", "an http(s) URL with a host", start_url)
+        raise _field_error(path, "start_url", N_("an http(s) URL with a host"), start_url)
     return start_url
 
 
 def _min_standby(path: Path, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_MIN_STANDBY:
         raise _field_error(
-            path, "min_standby", f"a whole number from 0 to {MAX_MIN_STANDBY}", value
+            path,
+            "min_standby",
+            _("a whole number from 0 to {n}").format(n=MAX_MIN_STANDBY),
+            value,
         )
     return value
 
@@ -248,7 +278,7 @@ def _network_fields(path: Path, data: Mapping[str, Any]) -> tuple[tuple[str, ...
     proxies = validate_pool(path, data.get("proxies", []))
     require_proxy = data.get("require_proxy", False)
     if not isinstance(require_proxy, bool):
-        raise _field_error(path, "require_proxy", "true or false", require_proxy)
+        raise _field_error(path, "require_proxy", N_("true or false"), require_proxy)
     return proxies, require_proxy
 
 
@@ -268,13 +298,15 @@ def _is_timezone(name: str) -> bool:
 def load_profile_file(path: Path) -> PlatformProfile:
     raw = read_settings_file(path)
     if raw is None:
-        raise ConfigError(f"{path}: cannot read: No such file or directory")
+        raise ConfigError(_("{path}: cannot read: No such file or directory").format(path=path))
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+        raise ConfigError(_("{path}: not UTF-8 text").format(path=path)) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: malformed TOML: {exc}") from None
+        raise ConfigError(
+            _("{path}: malformed TOML: {error}").format(path=path, error=exc)
+        ) from None
     return parse_profile(path, data)
 
 

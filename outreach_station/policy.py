@@ -38,6 +38,7 @@ from typing import Final, cast
 
 from outreach_station import paths
 from outreach_station.errors import ConfigError, NotFoundError, SecurityError
+from outreach_station.i18n import N_, _
 from outreach_station.ids import is_platform_id
 from outreach_station.values import read_settings_file
 
@@ -183,9 +184,9 @@ class IgnoreReason(StrEnum):
 
 
 _REASON_TEXT: Final = {
-    IgnoreReason.LOOSENS: "a user config may only tighten the policy",
-    IgnoreReason.LOCKED: "the system policy locks it",
-    IgnoreReason.SYSTEM_ONLY: "only the system policy may set it",
+    IgnoreReason.LOOSENS: N_("a user config may only tighten the policy"),
+    IgnoreReason.LOCKED: N_("the system policy locks it"),
+    IgnoreReason.SYSTEM_ONLY: N_("only the system policy may set it"),
 }
 
 
@@ -204,10 +205,15 @@ class IgnoredSetting:
     @property
     def message(self) -> str:
         where = f"{self.user_source}:{self.line}" if self.line else str(self.user_source)
-        return (
-            f"{where}: ignoring {self.key} = {render_value(self.wanted)}: "
-            f"{_REASON_TEXT[self.reason]}; keeping {render_value(self.kept)} "
-            f"from {self.kept_source}"
+        return _(
+            "{where}: ignoring {key} = {wanted}: {reason}; keeping {kept} from {source}"
+        ).format(
+            where=where,
+            key=self.key,
+            wanted=render_value(self.wanted),
+            reason=_(_REASON_TEXT[self.reason]),
+            kept=render_value(self.kept),
+            source=self.kept_source,
         )
 
     def audit_detail(self) -> dict[str, object]:
@@ -233,7 +239,7 @@ class Setting:
     unset: str  # what a value of None means, for people
 
     def render(self) -> str:
-        return f"({self.unset})" if self.value is None else render_value(self.value)
+        return f"({_(self.unset)})" if self.value is None else render_value(self.value)
 
     def json_value(self) -> object:
         return _json_value(self.value)
@@ -325,21 +331,25 @@ class _Spec:
     parse: Parser
     default: object
     rule: _Rule
-    unset: str = "unset"
+    unset: str = N_("unset")
     # at_least_as_strict(candidate, base); only for _Rule.TIGHTEN
     at_least_as_strict: Stricter | None = None
 
 
 def _parse_bool(value: object) -> object:
     if not isinstance(value, bool):
-        raise _Invalid("true or false")
+        raise _Invalid(_("true or false"))
     return value
 
 
 def _int_range(low: int, high: int, note: str) -> Parser:
     def parse(value: object) -> object:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise _Invalid(f"an integer from {low} to {high} ({note})")
+            raise _Invalid(
+                _("an integer from {low} to {high} ({note})").format(
+                    low=low, high=high, note=_(note)
+                )
+            )
         return value
 
     return parse
@@ -348,20 +358,20 @@ def _int_range(low: int, high: int, note: str) -> Parser:
 def _parse_abs_path(value: object) -> object:
     # Relative paths would depend on the directory station is started from.
     if not isinstance(value, str) or not value or not Path(value).is_absolute():
-        raise _Invalid("an absolute path as a string")
+        raise _Invalid(_("an absolute path as a string"))
     if "\x00" in value:
-        raise _Invalid("a path without NUL characters")
+        raise _Invalid(_("a path without NUL characters"))
     return Path(value)
 
 
 def _string_list(value: object, item: Callable[[str], str | None], what: str) -> tuple[str, ...]:
     if not isinstance(value, list):
-        raise _Invalid(f"a list of {what}")
+        raise _Invalid(_("a list of {what}").format(what=_(what)))
     out: list[str] = []
     for entry in value:
         checked = item(entry) if isinstance(entry, str) else None
         if checked is None:
-            raise _Invalid(f"a list of {what}", item=entry, in_list=True)
+            raise _Invalid(_("a list of {what}").format(what=_(what)), item=entry, in_list=True)
         if checked not in out:
             out.append(checked)
     return tuple(out)
@@ -390,11 +400,13 @@ def _host_pattern(text: str) -> str | None:
 
 
 def _parse_platform_list(value: object) -> object:
-    return _string_list(value, _platform_id, "platform ids (lower case, digits, '-')")
+    return _string_list(value, _platform_id, N_("platform ids (lower case, digits, '-')"))
 
 
 def _parse_allowlist(value: object) -> object:
-    return _string_list(value, _host_pattern, "host patterns such as example.se or *.example.se")
+    return _string_list(
+        value, _host_pattern, N_("host patterns such as example.se or *.example.se")
+    )
 
 
 def _permission_stricter(candidate: object, base: object) -> bool:
@@ -441,14 +453,14 @@ def _parse_team_url(value: object) -> object:
     # Checked as far as can be without psycopg: the full check is at connect time.
     # Never quoted back: a URL may carry a password someone pasted into it.
     if not isinstance(value, str) or not value.startswith(("postgresql://", "postgres://")):
-        raise _Invalid("a PostgreSQL URL as a string (postgresql://ROLE@HOST:PORT/DATABASE)")
+        raise _Invalid(_("a PostgreSQL URL as a string (postgresql://ROLE@HOST:PORT/DATABASE)"))
     head = value.split("?", 1)[0].split("//", 1)[1].split("@", 1)
     if len(head) != 2 or ":" in head[0] or "password=" in value:
         raise _Invalid(
-            "a PostgreSQL URL with a role and no password (the password is in the keyring)"
+            _("a PostgreSQL URL with a role and no password (the password is in the keyring)")
         )
     if any(ch.isspace() or not ch.isprintable() for ch in value):
-        raise _Invalid("a PostgreSQL URL without spaces or control characters")
+        raise _Invalid(_("a PostgreSQL URL without spaces or control characters"))
     return value
 
 
@@ -458,10 +470,10 @@ def _permission(default: bool) -> _Spec:
 
 def _minutes(default: int) -> _Spec:
     return _Spec(
-        _int_range(0, MAX_MINUTES, "minutes, 0 = off"),
+        _int_range(0, MAX_MINUTES, N_("minutes, 0 = off")),
         default,
         _Rule.TIGHTEN,
-        unset="off",
+        unset=N_("off"),
         at_least_as_strict=_limit_stricter,
     )
 
@@ -474,14 +486,14 @@ _SPECS: Final[Mapping[str, _Spec]] = MappingProxyType(
             _parse_platform_list,
             _BASE.platforms.allowed,
             _Rule.TIGHTEN,
-            unset="all platforms",
+            unset=N_("all platforms"),
             at_least_as_strict=_subset_stricter,
         ),
         "platforms.profiles_dir": _Spec(
-            _parse_abs_path, _BASE.platforms.profiles_dir, _Rule.SYSTEM_ONLY, unset="none"
+            _parse_abs_path, _BASE.platforms.profiles_dir, _Rule.SYSTEM_ONLY, unset=N_("none")
         ),
         "browser.executable": _Spec(
-            _parse_abs_path, _BASE.browser.executable, _Rule.LOCKABLE, unset="auto-detect"
+            _parse_abs_path, _BASE.browser.executable, _Rule.LOCKABLE, unset=N_("auto-detect")
         ),
         "browser.downloads": _permission(_BASE.browser.downloads),
         "browser.devtools": _permission(_BASE.browser.devtools),
@@ -491,23 +503,23 @@ _SPECS: Final[Mapping[str, _Spec]] = MappingProxyType(
         "session.max_minutes": _minutes(_BASE.session.max_minutes),
         "session.idle_minutes": _minutes(_BASE.session.idle_minutes),
         "audit.path": _Spec(
-            _parse_abs_path, _BASE.audit.path, _Rule.SYSTEM_ONLY, unset="station home default"
+            _parse_abs_path, _BASE.audit.path, _Rule.SYSTEM_ONLY, unset=N_("station home default")
         ),
         "retention.blocked_days": _Spec(
-            _int_range(0, MAX_RETENTION_DAYS, "days, 0 = keep until removed by hand"),
+            _int_range(0, MAX_RETENTION_DAYS, N_("days, 0 = keep until removed by hand")),
             _BASE.retention.blocked_days,
             _Rule.SYSTEM_ONLY,
         ),
         "rotation.undo_minutes": _Spec(
-            _int_range(0, MAX_UNDO_MINUTES, "minutes, 0 = no undo"),
+            _int_range(0, MAX_UNDO_MINUTES, N_("minutes, 0 = no undo")),
             _BASE.rotation.undo_minutes,
             _Rule.TIGHTEN,
             at_least_as_strict=_shorter_stricter,
         ),
         "vault.allow_passphrase": _permission(_BASE.vault.allow_passphrase),
-        "team.url": _Spec(_parse_team_url, _BASE.team.url, _Rule.SYSTEM_ONLY, unset="none"),
+        "team.url": _Spec(_parse_team_url, _BASE.team.url, _Rule.SYSTEM_ONLY, unset=N_("none")),
         "team.lease_minutes": _Spec(
-            _int_range(1, MAX_LEASE_MINUTES, "minutes a crashed laptop's lease lasts"),
+            _int_range(1, MAX_LEASE_MINUTES, N_("minutes a crashed laptop's lease lasts")),
             _BASE.team.lease_minutes,
             _Rule.SYSTEM_ONLY,
         ),
@@ -527,7 +539,7 @@ _PLATFORM_SPECS: Final[Mapping[str, _Spec]] = MappingProxyType(
             _parse_allowlist,
             PlatformRules().allowlist,
             _Rule.TIGHTEN,
-            unset="unrestricted",
+            unset=N_("unrestricted"),
             at_least_as_strict=_allowlist_stricter,
         ),
     }
@@ -620,15 +632,20 @@ class _Checker:
     def unknown(self, parts: tuple[str, ...], choices: Collection[str]) -> None:
         close = difflib.get_close_matches(parts[-1], choices, n=1)
         if close:
-            hint = f"did you mean {'.'.join((*parts[:-1], close[0]))!r}?"
+            hint = _("did you mean {key}?").format(key=repr(".".join((*parts[:-1], close[0]))))
         else:
-            hint = f"expected one of: {', '.join(choices)}"
-        self.fail(parts, f"unknown key {'.'.join(parts)!r}; {hint}")
+            hint = _("expected one of: {choices}").format(choices=", ".join(choices))
+        self.fail(
+            parts, _("unknown key {key}; {hint}").format(key=repr(".".join(parts)), hint=hint)
+        )
 
     def table(self, parts: tuple[str, ...], value: object) -> Mapping[str, object] | None:
         if isinstance(value, dict):
             return cast(Mapping[str, object], value)
-        self.fail(parts, f"{'.'.join(parts)}: expected a table, got {_shown(value)}")
+        self.fail(
+            parts,
+            _("{key}: expected a table, got {got}").format(key=".".join(parts), got=_shown(value)),
+        )
         return None
 
     def field(self, parts: tuple[str, ...], spec: _Spec, value: object) -> None:
@@ -636,8 +653,17 @@ class _Checker:
         try:
             parsed = spec.parse(value)
         except _Invalid as invalid:
-            got = f"{_shown(invalid.item)} in the list" if invalid.in_list else _shown(value)
-            self.fail(parts, f"{key}: expected {invalid.expected}, got {got}")
+            got = (
+                _("{value} in the list").format(value=_shown(invalid.item))
+                if invalid.in_list
+                else _shown(value)
+            )
+            self.fail(
+                parts,
+                _("{key}: expected {expected}, got {got}").format(
+                    key=key, expected=invalid.expected, got=got
+                ),
+            )
             return
         if key == "platforms.allowed" and self.known_platforms is not None:
             for platform_id in cast(tuple[str, ...], parsed):
@@ -649,7 +675,12 @@ class _Checker:
         known = self.known_platforms
         if known is None or platform_id in known:
             return True
-        self.fail(parts, f"unknown platform {platform_id!r}; known: {', '.join(sorted(known))}")
+        self.fail(
+            parts,
+            _("unknown platform {platform}; known: {known}").format(
+                platform=repr(platform_id), known=", ".join(sorted(known))
+            ),
+        )
         return False
 
     def document(self, doc: Mapping[str, object]) -> None:
@@ -675,8 +706,10 @@ class _Checker:
             if not is_platform_id(platform_id):
                 self.fail(
                     parts,
-                    f"platform.{platform_id}: expected a platform id "
-                    "(lower case letters, digits, '-')",
+                    _(
+                        "platform.{platform}: expected a platform id "
+                        "(lower case letters, digits, '-')"
+                    ).format(platform=platform_id),
                 )
                 continue
             if not self.platform_exists(parts, platform_id):
@@ -700,7 +733,9 @@ def _read_text(path: Path) -> str | None:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        raise ConfigError(
+            _("{path}: not UTF-8 text (byte {byte})").format(path=path, byte=exc.start)
+        ) from None
 
 
 def _parse_layer(
@@ -711,13 +746,15 @@ def _parse_layer(
     except tomllib.TOMLDecodeError as exc:
         match = _TOML_LINE_RE.search(str(exc))
         line = match.group(1) if match else str(max(1, len(text.splitlines())))
-        raise ConfigError(f"{path}:{line}: TOML syntax error: {exc}") from None
+        raise ConfigError(
+            _("{path}:{line}: TOML syntax error: {error}").format(path=path, line=line, error=exc)
+        ) from None
     checker = _Checker(path, text, known_platforms)
     checker.document(doc)
     if checker.errors:
         # One line per invalid field, in file order, the first leading.
         ordered = sorted(checker.errors, key=lambda error: error[0])
-        raise ConfigError("\n".join(message for _, message in ordered))
+        raise ConfigError("\n".join(message for _line, message in ordered))
     return _Layer(source, MappingProxyType(checker.values), MappingProxyType(checker.lines))
 
 
@@ -725,24 +762,43 @@ def _parse_layer(
 
 
 def _describe_owner(owner: int, uid: int) -> str:
-    return "you" if owner == uid else f"uid {owner}"
+    return _("you") if owner == uid else _("uid {uid}").format(uid=owner)
+
+
+# (of the file, of a directory above it): the wording differs, the meaning not.
+_NOT_ROOTS: Final = (
+    N_(
+        "it ({path}) is owned by {owner}, not root, "
+        "so it could be changed without administrator rights"
+    ),
+    N_(
+        "its directory ({path}) is owned by {owner}, not root, "
+        "so it could be changed without administrator rights"
+    ),
+)
+_WORLD_WRITABLE: Final = (
+    N_("it ({path}) is world-writable"),
+    N_("its directory ({path}) is world-writable"),
+)
+_GROUP_WRITABLE: Final = (
+    N_("it ({path}) is group-writable"),
+    N_("its directory ({path}) is group-writable"),
+)
 
 
 def _trust_problem(path: Path, st: os.stat_result, uid: int, *, is_dir: bool) -> str | None:
-    what = "its directory" if is_dir else "it"
+    which = int(is_dir)
     if st.st_uid != 0:
-        return (
-            f"{what} ({path}) is owned by {_describe_owner(st.st_uid, uid)}, not root, "
-            "so it could be changed without administrator rights"
-        )
+        owner = _describe_owner(st.st_uid, uid)
+        return _(_NOT_ROOTS[which]).format(path=path, owner=owner)
     # The sticky bit stops others renaming or replacing entries they do not
     # own, which is why /tmp-like directories are acceptable.
     if is_dir and st.st_mode & stat.S_ISVTX:
         return None
     if st.st_mode & stat.S_IWOTH:
-        return f"{what} ({path}) is world-writable"
+        return _(_WORLD_WRITABLE[which]).format(path=path)
     if st.st_mode & stat.S_IWGRP:
-        return f"{what} ({path}) is group-writable"
+        return _(_GROUP_WRITABLE[which]).format(path=path)
     return None
 
 
@@ -767,11 +823,13 @@ def check_trusted(path: Path, *, uid: int | None = None) -> None:
     try:
         st = os.stat(real)
     except FileNotFoundError:
-        raise NotFoundError(f"{path}: no such policy file") from None
+        raise NotFoundError(_("{path}: no such policy file").format(path=path)) from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise ConfigError(
+            _("{path}: cannot read: {reason}").format(path=path, reason=exc.strerror or exc)
+        ) from None
     if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"{path}: not a regular file")
+        raise ConfigError(_("{path}: not a regular file").format(path=path))
     problem = _trust_problem(real, st, uid, is_dir=False)
     # Whoever can replace any directory on the way can replace the file.
     directories = dict.fromkeys((*given.parents, *real.parents))
@@ -781,11 +839,17 @@ def check_trusted(path: Path, *, uid: int | None = None) -> None:
         try:
             problem = _trust_problem(directory, os.stat(directory), uid, is_dir=True)
         except OSError as exc:
-            raise ConfigError(f"{path}: cannot inspect {directory}: {exc.strerror}") from None
+            raise ConfigError(
+                _("{path}: cannot inspect {directory}: {reason}").format(
+                    path=path, directory=directory, reason=exc.strerror
+                )
+            ) from None
     if problem:
         raise SecurityError(
-            f"{path}: refusing untrusted system policy: {problem}; "
-            "it must be owned by root and writable by root only (chown root: and chmod go-w)"
+            _(
+                "{path}: refusing untrusted system policy: {problem}; it must be owned by root "
+                "and writable by root only (chown root: and chmod go-w)"
+            ).format(path=path, problem=problem)
         )
 
 
@@ -907,9 +971,9 @@ def validate_policy_file(path: Path, *, known_platforms: Collection[str] | None 
     """
     text = _read_text(path)
     if text is None:
-        raise NotFoundError(f"{path}: no such policy file")
+        raise NotFoundError(_("{path}: no such policy file").format(path=path))
     layer = _parse_layer(path, text, Source(SourceKind.SYSTEM, path), known_platforms)
-    settings, _ = _merge(layer, None, None)
+    settings, _ignored = _merge(layer, None, None)
     return _build(settings)
 
 

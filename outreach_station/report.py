@@ -38,9 +38,11 @@ from outreach_station.clock import iso, utcnow
 from outreach_station.context import Station
 from outreach_station.errors import EnvironmentProblem, UsageError
 from outreach_station.events import EventName
+from outreach_station.i18n import N_, _, language, ngettext
 from outreach_station.storage import Store, open_store
 
-ALL_PLATFORMS: Final = "All platforms"
+# The total's platform id in --json; translated where a person reads it.
+ALL_PLATFORMS: Final = N_("All platforms")
 
 # Lifetime histogram buckets in days: [lower, upper), the last one open.
 LIFETIME_BUCKETS: Final[tuple[tuple[float, float, str], ...]] = (
@@ -80,7 +82,7 @@ class LifetimeStats:
         if len(ordered) == 1:
             q1 = q3 = ordered[0]
         else:
-            q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
+            q1, _median, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
         return cls(
             count=len(ordered),
             minimum=_round(ordered[0]),
@@ -135,7 +137,9 @@ class PlatformFigures:
             "lifetime_days": self.lifetime.to_json(),
             "lifetime_histogram": [
                 {"bucket": label, "count": count}
-                for (_, _, label), count in zip(LIFETIME_BUCKETS, self.histogram, strict=True)
+                for (_low, _high, label), count in zip(
+                    LIFETIME_BUCKETS, self.histogram, strict=True
+                )
             ],
             "blocks_per_month": dict(self.blocks_per_month),
         }
@@ -241,7 +245,7 @@ def _figures(
             seconds = max(0.0, (life.blocked - life.created).total_seconds())
             lifetimes.append(seconds / _SECONDS_PER_DAY)
     histogram = tuple(
-        sum(1 for days in lifetimes if low <= days < high) for low, high, _ in LIFETIME_BUCKETS
+        sum(1 for days in lifetimes if low <= days < high) for low, high, _label in LIFETIME_BUCKETS
     )
     return PlatformFigures(
         platform=platform,
@@ -268,7 +272,7 @@ def build_report(
     profiles' `name`); a platform without one is shown by its id.
     """
     if since is not None and since.tzinfo is None:
-        raise UsageError("since must be timezone-aware")
+        raise UsageError(_("since must be timezone-aware"))
     moment = now or utcnow()
     lives = _lives(registry, log)
     times = [
@@ -331,22 +335,29 @@ def _whole(value: float | None) -> str:
 
 def _days(value: float) -> str:
     if value < 1:
-        return "less than a day"
+        return _("less than a day")
     whole = round(value)
-    return "1 day" if whole == 1 else f"{whole} days"
+    return ngettext("{n} day", "{n} days", whole).format(n=whole)
 
 
-def _personas(count: int) -> str:
-    return "1 persona" if count == 1 else f"{count} personas"
+def _title(fig: PlatformFigures) -> str:
+    """The platform's name, or "All platforms" in the reader's language for the total."""
+    if not fig.name and fig.platform == ALL_PLATFORMS:
+        return _(ALL_PLATFORMS)
+    return fig.title
 
 
 def summary(fig: PlatformFigures) -> str:
     """One platform's figures as a sentence a manager reads without statistics."""
-    opening = f"{fig.title}: {_personas(fig.personas_created)} created, "
+    opening = ngettext(
+        "{platform}: {n} persona created, ",
+        "{platform}: {n} personas created, ",
+        fig.personas_created,
+    ).format(platform=_title(fig), n=fig.personas_created)
     life = fig.lifetime
     if fig.blocks == 0:
-        return opening + "none blocked."
-    opening += f"{fig.blocks} blocked."
+        return opening + _("none blocked.")
+    opening += ngettext("{n} blocked.", "{n} blocked.", fig.blocks).format(n=fig.blocks)
     if (
         life.median is None
         or life.q1 is None
@@ -354,24 +365,30 @@ def summary(fig: PlatformFigures) -> str:
         or life.minimum is None
         or life.maximum is None
     ):
-        return opening + " When they were created is not known, so not how long they lasted."
+        return opening + _(" When they were created is not known, so not how long they lasted.")
     if life.count == 1:
-        return opening + f" The blocked persona lasted {_days(life.median)}."
+        return opening + _(" The blocked persona lasted {days}.").format(days=_days(life.median))
     low, high = _whole(life.q1), _whole(life.q3)
     if low == high:
-        middle = _days(life.q1) if low == "<1" else f"about {_days(life.q1)}"
+        middle = _days(life.q1) if low == "<1" else _("about {days}").format(days=_days(life.q1))
     else:
-        middle = f"between {low} and {_days(life.q3)}"
-    counted = "" if life.count == fig.blocks else f" (of the {life.count} whose start is known)"
+        middle = _("between {low} and {high}").format(low=low, high=_days(life.q3))
+    counted = (
+        ""
+        if life.count == fig.blocks
+        else _(" (of the {n} whose start is known)").format(n=life.count)
+    )
     extremes = (
         ""
         if _whole(life.minimum) == _whole(life.maximum)
-        else f" (shortest {_days(life.minimum)}, longest {_days(life.maximum)})"
+        else _(" (shortest {shortest}, longest {longest})").format(
+            shortest=_days(life.minimum), longest=_days(life.maximum)
+        )
     )
-    return opening + (
-        f" Half of the blocked personas{counted} lasted {middle}; a typical one lasted "
-        f"{_days(life.median)}{extremes}."
-    )
+    return opening + _(
+        " Half of the blocked personas{counted} lasted {middle}; a typical one lasted "
+        "{typical}{extremes}."
+    ).format(counted=counted, middle=middle, typical=_days(life.median), extremes=extremes)
 
 
 def _source_note(report: Report) -> str:
@@ -379,11 +396,13 @@ def _source_note(report: Report) -> str:
     guessed = report.block_sources.get("registry", 0)
     if not guessed:
         return ""
-    blocks = "1 block" if guessed == 1 else f"{guessed} blocks"
-    return (
-        f"For {blocks} the audit trail holds no record, so the day the persona list last "
-        "changed that persona is used."
-    )
+    return ngettext(
+        "For {n} block the audit trail holds no record, so the day the persona list last "
+        "changed that persona is used.",
+        "For {n} blocks the audit trail holds no record, so the day the persona list last "
+        "changed that persona is used.",
+        guessed,
+    ).format(n=guessed)
 
 
 def _short(title: str, width: int) -> str:
@@ -396,17 +415,19 @@ def _when(moment: datetime) -> str:
 
 
 def _scope(report: Report) -> str:
-    return f"since {report.since.astimezone():%Y-%m-%d}" if report.since else "all time"
+    if report.since:
+        return _("since {date}").format(date=f"{report.since.astimezone():%Y-%m-%d}")
+    return _("all time")
 
 
 _TABLE_HEADERS: Final = (
-    "PLATFORM",
-    "CREATED",
-    "BLOCKED",
-    "TYPICAL DAYS",
-    "MIDDLE HALF",
-    "SHORTEST",
-    "LONGEST",
+    N_("PLATFORM"),
+    N_("CREATED"),
+    N_("BLOCKED"),
+    N_("TYPICAL DAYS"),
+    N_("MIDDLE HALF"),
+    N_("SHORTEST"),
+    N_("LONGEST"),
 )
 
 
@@ -415,7 +436,7 @@ def _row(fig: PlatformFigures, width: int) -> list[str]:
     low, high = _whole(life.q1), _whole(life.q3)
     middle = low if low == high else f"{low}-{high}"
     return [
-        _short(fig.title, width),
+        _short(_title(fig), width),
         str(fig.personas_created),
         str(fig.blocks),
         _whole(life.median),
@@ -427,24 +448,31 @@ def _row(fig: PlatformFigures, width: int) -> list[str]:
 
 def render_text(report: Report) -> str:
     """Sentences first, then the table and blocks per month, for the terminal."""
-    lines = [f"Persona report, {_scope(report)} (made {_when(report.generated)})", ""]
+    lines = [
+        _("Persona report, {scope} (made {when})").format(
+            scope=_scope(report), when=_when(report.generated)
+        ),
+        "",
+    ]
     if not report.platforms:
-        return "\n".join([*lines, "no personas yet; nothing to report"])
+        return "\n".join([*lines, _("no personas yet; nothing to report")])
     lines += [summary(fig) for fig in (*report.platforms, report.total)]
     lines += [""]
     rows = [_row(fig, 28) for fig in (*report.platforms, report.total)]
-    lines += _table(_TABLE_HEADERS, rows)
+    lines += _table([_(header) for header in _TABLE_HEADERS], rows)
     lines += [
         "",
-        "Days from a persona's creation until the platform blocked it. TYPICAL: half lasted "
-        "longer, half shorter. MIDDLE HALF: the middle half of the personas lasted this long.",
+        _(
+            "Days from a persona's creation until the platform blocked it. TYPICAL: half lasted "
+            "longer, half shorter. MIDDLE HALF: the middle half of the personas lasted this long."
+        ),
     ]
     if report.months:
-        lines += ["", "Blocks per month"]
+        lines += ["", _("Blocks per month")]
         month_headers = [
-            "MONTH",
+            _("MONTH"),
             *(_short(fig.title, 16).upper() for fig in report.platforms),
-            "TOTAL",
+            _("TOTAL"),
         ]
         month_rows = [
             [
@@ -524,14 +552,14 @@ def bar_chart_svg(
     plot_w = max(520, group * max(len(categories), 1))
     plot_h = 200
     width, height = left + plot_w + right, top + plot_h + bottom
-    peak = _nice_max(max((v for _, values in series for v in values), default=0))
+    peak = _nice_max(max((v for _name, values in series for v in values), default=0))
     tick_step = max(1, peak // 5) if peak > 5 else 1
     parts = [
         f'<svg role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
         f'aria-label="{_e(title)}">',
         f"<title>{_e(title)}</title>",
     ]
-    for index, (name, _) in enumerate(series):
+    for index, (name, _values) in enumerate(series):
         x = left + index * 130
         colour = _PALETTE[index % len(_PALETTE)]
         parts.append(f'<rect x="{x}" y="8" width="10" height="10" fill="{colour}"/>')
@@ -579,17 +607,17 @@ def render_html(report: Report) -> str:
     head = "".join(
         f"<th>{_e(h)}</th>"
         for h in (
-            "Platform",
-            "Personas created",
-            "Blocked",
-            "Typical lifetime (days)",
-            "Middle half (days)",
-            "Shortest",
-            "Longest",
+            _("Platform"),
+            _("Personas created"),
+            _("Blocked"),
+            _("Typical lifetime (days)"),
+            _("Middle half (days)"),
+            _("Shortest"),
+            _("Longest"),
         )
     )
     months_chart = bar_chart_svg(
-        "Blocks per month",
+        _("Blocks per month"),
         report.months,
         [
             (fig.title, [fig.blocks_per_month.get(m, 0) for m in report.months])
@@ -597,37 +625,42 @@ def render_html(report: Report) -> str:
         ],
     )
     lifetime_chart = bar_chart_svg(
-        "Persona lifetime until block (number of personas per lifetime range)",
-        [label for _, _, label in LIFETIME_BUCKETS],
+        _("Persona lifetime until block (number of personas per lifetime range)"),
+        [label for _low, _high, label in LIFETIME_BUCKETS],
         [(fig.title, list(fig.histogram)) for fig in report.platforms],
     )
     sentences = "".join(f"<li>{_e(summary(fig))}</li>" for fig in report.platforms)
     note = _source_note(report)
+    scope_note = _(
+        "Scope: {scope}. Made {when}. Totals only: no persona, account or person is named."
+    ).format(scope=_scope(report), when=_when(report.generated))
+    lifetime_note = _(
+        "Lifetime: days from a persona's creation until the platform blocked it. Typical: "
+        "half lasted longer, half shorter. Middle half: the middle half of the personas "
+        "lasted this long."
+    )
     return "\n".join(
         [
             "<!DOCTYPE html>",
-            '<html lang="en">',
+            f'<html lang="{language()}">',
             "<head>",
             '<meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            "<title>Outreach station: persona report</title>",
+            f"<title>{_e(_('Outreach station: persona report'))}</title>",
             f"<style>{_CSS}</style>",
             "</head>",
             "<body>",
-            "<h1>Outreach personas: how long they last</h1>",
-            f'<p class="note">Scope: {_e(_scope(report))}. Made {_e(_when(report.generated))}. '
-            "Totals only: no persona, account or person is named.</p>",
-            "<h2>In short</h2>",
-            f"<ul>{sentences}</ul>" if sentences else "<p>No personas yet.</p>",
+            f"<h1>{_e(_('Outreach personas: how long they last'))}</h1>",
+            f'<p class="note">{_e(scope_note)}</p>',
+            f"<h2>{_e(_('In short'))}</h2>",
+            f"<ul>{sentences}</ul>" if sentences else f"<p>{_e(_('No personas yet.'))}</p>",
             f"<p>{_e(summary(report.total))}</p>" if report.platforms else "",
-            "<h2>Per platform</h2>",
+            f"<h2>{_e(_('Per platform'))}</h2>",
             f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>",
-            '<p class="note">Lifetime: days from a persona\'s creation until the platform '
-            "blocked it. Typical: half lasted longer, half shorter. Middle half: the middle "
-            f"half of the personas lasted this long.{(' ' + _e(note)) if note else ''}</p>",
-            "<h2>Blocks per month</h2>",
-            months_chart if report.months else "<p>No data yet.</p>",
-            "<h2>Lifetime until block</h2>",
+            f'<p class="note">{_e(lifetime_note)}{(" " + _e(note)) if note else ""}</p>',
+            f"<h2>{_e(_('Blocks per month'))}</h2>",
+            months_chart if report.months else f"<p>{_e(_('No data yet.'))}</p>",
+            f"<h2>{_e(_('Lifetime until block'))}</h2>",
             lifetime_chart,
             "</body>",
             "</html>",
@@ -645,23 +678,33 @@ def write_report_file(path: Path, content: str, *, force: bool = False) -> Path:
     target = path.expanduser()
     directory = target.parent if str(target.parent) else Path()
     if target.is_dir():
-        raise UsageError(f"{target} is a directory; give a file name such as report.html")
+        raise UsageError(
+            _("{path} is a directory; give a file name such as report.html").format(path=target)
+        )
     if target.exists() and not force:
-        raise UsageError(f"{target} already exists; add --force to overwrite it")
+        raise UsageError(
+            _("{path} already exists; add --force to overwrite it").format(path=target)
+        )
     # A report for management is an ordinary document, not a private file.
     umask = os.umask(0)
     os.umask(umask)
     try:
         tmp = fsutil.write_temp(target, content.encode("utf-8"), mode=0o666 & ~umask)
     except OSError as exc:
-        raise EnvironmentProblem(f"cannot write in {directory}: {exc.strerror}") from None
+        raise EnvironmentProblem(
+            _("cannot write in {path}: {reason}").format(path=directory, reason=exc.strerror)
+        ) from None
     try:
         if force:
             fsutil.replace_with(tmp, target)
         elif not fsutil.link_new(tmp, target, without_links=True):
-            raise UsageError(f"{target} already exists; add --force to overwrite it")
+            raise UsageError(
+                _("{path} already exists; add --force to overwrite it").format(path=target)
+            )
     except OSError as exc:
-        raise EnvironmentProblem(f"cannot write {target}: {exc.strerror}") from None
+        raise EnvironmentProblem(
+            _("cannot write {path}: {reason}").format(path=target, reason=exc.strerror)
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
     return target

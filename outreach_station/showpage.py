@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Final
 
 from outreach_station.errors import EnvironmentProblem
+from outreach_station.i18n import _
 
 LOOPBACK: Final = "127.0.0.1"
 
@@ -62,7 +63,9 @@ def serve(content: str, *, name: str = "report.html") -> ServedPage:
         server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
     except OSError as exc:
         raise EnvironmentProblem(
-            f"cannot serve the page on {LOOPBACK}: {exc.strerror}; write it with --html FILE"
+            _("cannot serve the page on {address}: {reason}; write it with --html FILE").format(
+                address=LOOPBACK, reason=exc.strerror
+            )
         ) from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="showpage", daemon=True).start()

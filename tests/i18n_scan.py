@@ -36,9 +36,9 @@ SINKS = frozenset(
         "Abort",
         "_refuse",
         "failure",
-        "violation",
     }
 )
+# Not sinks: lockdown's `violation(kind, host)` takes an audit kind ("navigation"), data.
 # Keyword arguments a person reads (doctor's checks, notifications, ...).
 MESSAGE_KEYWORDS = frozenset({"detail", "fix", "summary", "message", "title", "advice"})
 HELP_KEYWORDS = frozenset({"help", "short_help", "epilog"})

@@ -12,11 +12,14 @@ import typer
 
 from outreach_station.cli._output import echo_json
 from outreach_station.errors import CheckFailed
+from outreach_station.i18n import N_, _, ngettext
 
 if TYPE_CHECKING:
     from outreach_station.doctor import Finding
 
 _COLOURS = {"ok": "green", "warn": "yellow", "fail": "red"}
+# The verdict as a person reads it; --json keeps "ok", "warn", "fail".
+_LABELS = {"ok": N_("OK"), "warn": N_("WARN"), "fail": N_("FAIL")}
 _LABEL_WIDTH = 6  # "FAIL  "
 _NAME_WIDTH = 17
 
@@ -30,13 +33,16 @@ def _width() -> int:
 
 def render(findings: tuple[Finding, ...], *, width: int, colour: bool) -> list[str]:
     """Each check on lines of at most `width` characters; its fix on a line of its own."""
-    indent = " " * (_LABEL_WIDTH + _NAME_WIDTH)
+    # Translated names can be longer than the English ones: the column grows to fit.
+    name_width = max([_NAME_WIDTH, *(len(_(f.name)) + 1 for f in findings)])
+    indent = " " * (_LABEL_WIDTH + name_width)
+    fix_prefix = _("fix: ")
     lines: list[str] = []
     for finding in findings:
-        label = finding.verdict.upper().ljust(_LABEL_WIDTH)
+        label = _(_LABELS[finding.verdict]).ljust(_LABEL_WIDTH)
         if colour:
             label = typer.style(label, fg=_COLOURS[finding.verdict], bold=finding.verdict != "ok")
-        head = f"{label}{finding.name.ljust(_NAME_WIDTH)}"
+        head = f"{label}{_(finding.name).ljust(name_width)}"
         body = textwrap.wrap(
             finding.detail, width - len(indent), break_on_hyphens=False, break_long_words=True
         ) or [""]
@@ -44,10 +50,10 @@ def render(findings: tuple[Finding, ...], *, width: int, colour: bool) -> list[s
         lines += [indent + line for line in body[1:]]
         if finding.fix and finding.verdict != "ok":
             lines += textwrap.wrap(
-                f"fix: {finding.fix}",
+                fix_prefix + finding.fix,
                 width,
                 initial_indent=indent,
-                subsequent_indent=indent + "     ",
+                subsequent_indent=indent + " " * len(fix_prefix),
                 break_on_hyphens=False,
                 break_long_words=True,
             )
@@ -85,7 +91,17 @@ def doctor_command(
         for line in render(report.findings, width=_width(), colour=colour):
             typer.echo(line)
         counts = {v: sum(1 for f in report.findings if f.verdict == v) for v in _COLOURS}
-        typer.echo(f"\n{counts['ok']} ok, {counts['warn']} warnings, {counts['fail']} failed")
+        typer.echo(
+            "\n"
+            + _("{ok} ok, {warn} warnings, {fail} failed").format(
+                ok=counts["ok"], warn=counts["warn"], fail=counts["fail"]
+            )
+        )
     if not report.ok:
-        names = ", ".join(f.name for f in report.failed)
-        raise CheckFailed(f"{len(report.failed)} check(s) failed: {names}")
+        names = ", ".join(_(f.name) for f in report.failed)
+        failed = len(report.failed)
+        raise CheckFailed(
+            ngettext("{n} check(s) failed: {names}", "{n} check(s) failed: {names}", failed).format(
+                n=failed, names=names
+            )
+        )

@@ -8,13 +8,16 @@ and against the persona's stored fingerprint when one is given.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from outreach_station.fingerprint import Fingerprint
 from outreach_station.fonts import visible_families
+from outreach_station.i18n import N_, _
 
+# Translated where shown (title_of), as every check name.
+N_("{scope} collected")
 SCOPES = ("main", "iframe", "dedicated_worker", "shared_worker", "service_worker")
 
 
@@ -25,9 +28,23 @@ class Check:
     expected: str
     seen: str
 
+    @property
+    def title(self) -> str:
+        """The check's name in the reader's language (`name` stays English: an identifier)."""
+        return title_of(self.name)
+
     def as_json(self) -> dict[str, Any]:
-        """The check as the inspector page receives it: name, ok, expected, seen."""
-        return asdict(self)
+        """The check as the inspector page receives it: name, ok, expected, seen, and its
+        title (the name in the reader's language; the page's server uses the page's)."""
+        return {**asdict(self), "title": self.title}
+
+
+def title_of(name: str, gettext: Callable[[str], str] = _) -> str:
+    """A check's name as a person reads it, translated by `gettext`."""
+    scope, _space, rest = name.partition(" ")
+    if rest == "collected" and scope in SCOPES:
+        return gettext("{scope} collected").format(scope=scope)
+    return gettext(name)
 
 
 def _scope_values(report: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -51,14 +68,14 @@ def _stored_screen_checks(
     """Screen, window and pixel ratio against the persona's stored ones."""
     want = f"{fingerprint.screen_width}x{fingerprint.screen_height}"
     got = f"{screen.get('width')}x{screen.get('height')}"
-    checks = [Check("screen size", want == got, want, got)]
+    checks = [Check(N_("screen size"), want == got, want, got)]
     got = f"{screen.get('inner_width')}x{screen.get('inner_height')}"
     if real_window:
         fits = _fits(screen, fingerprint.screen_width, fingerprint.screen_height)
-        checks.append(Check("window size", fits, f"<= {want}", got))
+        checks.append(Check(N_("window size"), fits, f"<= {want}", got))
     else:
         want = f"{fingerprint.viewport_width}x{fingerprint.viewport_height}"
-        checks.append(Check("window size", want == got, want, got))
+        checks.append(Check(N_("window size"), want == got, want, got))
     checks.append(_ratio_check(fingerprint.device_scale_factor, screen.get("device_pixel_ratio")))
     return checks
 
@@ -77,7 +94,7 @@ def _ratio_check(stored: float, seen: Any) -> Check:
         ok = math.isclose(float(seen), stored, rel_tol=1e-6)
     except (TypeError, ValueError):
         ok = False
-    return Check("device pixel ratio", ok, f"{stored!r}", f"{seen!r}")
+    return Check(N_("device pixel ratio"), ok, f"{stored!r}", f"{seen!r}")
 
 
 def _resolution_check(ratio: Any, resolution: Any) -> Check:
@@ -88,7 +105,7 @@ def _resolution_check(ratio: Any, resolution: Any) -> Check:
         ok = -1e-6 <= float(ratio) - float(resolution) < 0.01 + 1e-6
     except (TypeError, ValueError):
         ok = False
-    return Check("CSS resolution matches devicePixelRatio", ok, f"{ratio!r}", f"{resolution!r}")
+    return Check(N_("CSS resolution matches devicePixelRatio"), ok, f"{ratio!r}", f"{resolution!r}")
 
 
 def _brands(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -126,34 +143,37 @@ def run_checks(
     )
     checks = []
     for scope, error in _scope_values(report, "error").items():
+        # The name stays "<scope> collected": title_of translates it with its scope.
         checks.append(Check(f"{scope} collected", error is None, "values", str(error)))
     uas = _scope_values(report, "user_agent")
     uas["http header"] = headers.get("user-agent")
-    checks.append(_agree("user agent", uas, expected_ua))
+    checks.append(_agree(N_("user agent"), uas, expected_ua))
     tells = [v for v in (*uas.values(), headers.get("sec-ch-ua", "")) if v and "Headless" in str(v)]
-    checks.append(Check("no HeadlessChrome", not tells, "absent", tells[0] if tells else "absent"))
+    checks.append(
+        Check(N_("no HeadlessChrome"), not tells, "absent", tells[0] if tells else "absent")
+    )
     webdriver = _scope_values(report, "webdriver")
     page_webdriver = {k: webdriver[k] for k in ("main", "iframe")}
-    checks.append(_agree("navigator.webdriver", page_webdriver, False))
-    checks.append(_agree("client hint brands", _brands(report)))
+    checks.append(_agree(N_("navigator.webdriver"), page_webdriver, False))
+    checks.append(_agree(N_("client hint brands"), _brands(report)))
     if engine_major is not None:
         brands = (report.get("scopes", {}).get("main") or {}).get("ua_data") or {}
         majors = {b.get("brand"): b.get("version") for b in brands.get("brands", [])}
         seen = majors.get("Chromium") or majors.get("Google Chrome")
         checks.append(
             Check(
-                "brand version is the engine's",
+                N_("brand version is the engine's"),
                 seen == str(engine_major),
                 str(engine_major),
                 str(seen),
             )
         )
-    checks.append(_agree("navigator.platform", _scope_values(report, "platform")))
+    checks.append(_agree(N_("navigator.platform"), _scope_values(report, "platform")))
     checks.extend(_device_checks(report, fingerprint, installed_fonts))
-    checks.append(_agree("device memory", _scope_values(report, "device_memory")))
+    checks.append(_agree(N_("device memory"), _scope_values(report, "device_memory")))
     langs = {k: tuple(v) if v else v for k, v in _scope_values(report, "languages").items()}
     checks.append(
-        _agree("languages", langs, fingerprint.languages if fingerprint is not None else None)
+        _agree(N_("languages"), langs, fingerprint.languages if fingerprint is not None else None)
     )
     main_langs = langs.get("main") or ()
     header_langs = tuple(
@@ -161,7 +181,7 @@ def run_checks(
     )
     checks.append(
         Check(
-            "Accept-Language matches languages",
+            N_("Accept-Language matches languages"),
             header_langs == tuple(main_langs),
             ",".join(main_langs),
             str(headers.get("accept-language")),
@@ -169,17 +189,17 @@ def run_checks(
     )
     checks.append(
         _agree(
-            "time zone",
+            N_("time zone"),
             _scope_values(report, "time_zone"),
             fingerprint.timezone if fingerprint is not None else None,
         )
     )
-    checks.append(_agree("Intl locale", _scope_values(report, "locale")))
+    checks.append(_agree(N_("Intl locale"), _scope_values(report, "locale")))
     if fingerprint is not None:
         checks.extend(_stored_screen_checks(screen, fingerprint, real_window=real_window))
     css = f"{media.get('device_width')}x{media.get('device_height')}"
     js = f"{screen.get('width')}x{screen.get('height')}"
-    checks.append(Check("CSS device size matches screen", css == js, js, css))
+    checks.append(Check(N_("CSS device size matches screen"), css == js, js, css))
     checks.append(_resolution_check(screen.get("device_pixel_ratio"), media.get("resolution_dppx")))
     checks.extend(_identity_checks(report, fingerprint))
     checks.extend(_window_checks(screen))
@@ -207,7 +227,7 @@ def device_checks(report: Mapping[str, Any]) -> list[Check]:
     worker = device.get("dedicated_worker") if isinstance(device, Mapping) else None
     if not isinstance(main, Mapping) or not isinstance(worker, Mapping):
         absent = "page" if not isinstance(main, Mapping) else "worker"
-        return [Check("device signals collected", False, "page and worker", f"no {absent}")]
+        return [Check(N_("device signals collected"), False, "page and worker", f"no {absent}")]
     missing = [
         f"{where}: {key}"
         for where, part, keys in (
@@ -220,11 +240,11 @@ def device_checks(report: Mapping[str, Any]) -> list[Check]:
     errors = [f"{w}: {p.get('error')}" for w, p in (("page", main), ("worker", worker))]
     errors = [e for e in errors if not e.endswith(": None")]
     seen = "; ".join(missing + errors) or "all"
-    checks = [Check("device signals collected", not missing and not errors, "all", seen)]
+    checks = [Check(N_("device signals collected"), not missing and not errors, "all", seen)]
     differ = [key for key in DEVICE_PARTS if json_key(main.get(key)) != json_key(worker.get(key))]
     checks.append(
         Check(
-            "device signals agree in page and worker",
+            N_("device signals agree in page and worker"),
             not differ,
             ", ".join(DEVICE_PARTS),
             "differ: " + ", ".join(differ) if differ else "same in both",
@@ -232,7 +252,7 @@ def device_checks(report: Mapping[str, Any]) -> list[Check]:
     )
     want = device_hash(main)
     got = device.get("hash")
-    checks.append(Check("device hash", got == want, want, str(got)))
+    checks.append(Check(N_("device hash"), got == want, want, str(got)))
     return checks
 
 
@@ -243,11 +263,13 @@ def _device_checks(
 ) -> list[Check]:
     """Processors and fonts: the same in every scope, and the persona's when it has its own."""
     cores = _scope_values(report, "hardware_concurrency")
-    checks = [_agree("hardware concurrency", cores)]
+    checks = [_agree(N_("hardware concurrency"), cores)]
     # 0 is a persona that presents the machine's own processor count.
     if fingerprint is not None and fingerprint.hardware_concurrency > 0:
         checks.append(
-            _agree("hardware concurrency is the persona's", cores, fingerprint.hardware_concurrency)
+            _agree(
+                N_("hardware concurrency is the persona's"), cores, fingerprint.hardware_concurrency
+            )
         )
     checks.extend(_font_checks(report, fingerprint, installed_fonts))
     return checks
@@ -288,9 +310,9 @@ def _font_checks(
     if odd:
         scope, value = next(iter(odd.items()))
         diff = _difference(main or frozenset(), value)
-        agree = Check("fonts", False, f"main: {main_text}", f"{scope}: {diff}")
+        agree = Check(N_("fonts"), False, f"main: {main_text}", f"{scope}: {diff}")
     else:
-        agree = Check("fonts", main is not None, main_text, "same in every scope")
+        agree = Check(N_("fonts"), main is not None, main_text, "same in every scope")
     checks = [agree]
     if fingerprint is None or installed_fonts is None:
         return checks
@@ -304,7 +326,7 @@ def _font_checks(
         if got is None or got & installed != want
     }
     seen = next((f"{scope}: {diff}" for scope, diff in bad.items()), "same in every scope")
-    checks.append(Check("fonts are the persona's", not bad, _names(want), seen))
+    checks.append(Check(N_("fonts are the persona's"), not bad, _names(want), seen))
     return checks
 
 
@@ -321,7 +343,7 @@ def _identity_checks(report: Mapping[str, Any], fingerprint: Fingerprint | None)
     os_word, prefix = next(((w, p) for w, p in _OS_PLATFORMS if w in ua), ("?", "?"))
     checks = [
         Check(
-            "user agent OS matches navigator.platform",
+            N_("user agent OS matches navigator.platform"),
             platform.startswith(prefix),
             f"{os_word} -> {prefix}...",
             platform,
@@ -333,13 +355,13 @@ def _identity_checks(report: Mapping[str, Any], fingerprint: Fingerprint | None)
     }
     hint_platforms["http header"] = str(headers.get("sec-ch-ua-platform", "")).strip('"') or None
     want = fingerprint.ua_platform if fingerprint is not None else None
-    checks.append(_agree("client hint platform", hint_platforms, want))
+    checks.append(_agree(N_("client hint platform"), hint_platforms, want))
     mobile_ua = "Mobile" in ua
     hint_mobile = (main.get("ua_data") or {}).get("mobile")
     header_mobile = headers.get("sec-ch-ua-mobile")
     checks.append(
         Check(
-            "client hint mobile matches user agent",
+            N_("client hint mobile matches user agent"),
             hint_mobile == mobile_ua and header_mobile in (None, "?1" if mobile_ua else "?0"),
             f"{mobile_ua} (UA {'has' if mobile_ua else 'lacks'} 'Mobile')",
             f"hint {hint_mobile}, header {header_mobile}",
@@ -349,10 +371,12 @@ def _identity_checks(report: Mapping[str, Any], fingerprint: Fingerprint | None)
         scope: (json_key((data or {}).get("high_entropy")) if isinstance(data, Mapping) else None)
         for scope, data in _scope_values(report, "ua_data").items()
     }
-    checks.append(_agree("high-entropy client hints", high))
+    checks.append(_agree(N_("high-entropy client hints"), high))
     if fingerprint is not None:
         checks.append(
-            _agree("navigator.platform is the stored one", {"main": platform}, fingerprint.platform)
+            _agree(
+                N_("navigator.platform is the stored one"), {"main": platform}, fingerprint.platform
+            )
         )
     return checks
 
@@ -372,9 +396,9 @@ def _window_checks(screen: Mapping[str, Any]) -> list[Check]:
     full = size("width", "height")
     out = []
     for label, (w, h) in (
-        ("outer window fits the screen", size("outer_width", "outer_height")),
-        ("available screen fits the screen", size("avail_width", "avail_height")),
-        ("inner window fits the outer", size("inner_width", "inner_height")),
+        (N_("outer window fits the screen"), size("outer_width", "outer_height")),
+        (N_("available screen fits the screen"), size("avail_width", "avail_height")),
+        (N_("inner window fits the outer"), size("inner_width", "inner_height")),
     ):
         bound = full if "outer" not in label else size("outer_width", "outer_height")
         if label.startswith("outer"):
@@ -412,31 +436,31 @@ def _automation_checks(misc: Mapping[str, Any]) -> list[Check]:
     want_plugins = (5, 2) if misc.get("pdf_viewer_enabled") else (0, 0)
     return [
         Check(
-            "no automation globals",
+            N_("no automation globals"),
             not globals_seen,
             "none",
             ", ".join(globals_seen) or "none",
         ),
         Check(
-            "window.chrome shape",
+            N_("window.chrome shape"),
             not bad_shape,
             "object with app, loadTimes, csi",
             ", ".join(f"{k}: {v}" for k, v in bad_shape.items()) or "as expected",
         ),
         Check(
-            "plugins and MIME types",
+            N_("plugins and MIME types"),
             plugins == want_plugins,
             f"{want_plugins[0]} plugins, {want_plugins[1]} MIME types",
             f"{plugins[0]} plugins, {plugins[1]} MIME types",
         ),
         Check(
-            "notification permission agrees with the Permissions API",
+            N_("notification permission agrees with the Permissions API"),
             _NOTIFICATION_STATES.get(str(permission)) == queried,
             f"{permission} -> {_NOTIFICATION_STATES.get(str(permission))}",
             str(queried),
         ),
         Check(
-            "console does not serialize for a debugger",
+            N_("console does not serialize for a debugger"),
             misc.get("console_serialized") is False,
             "False",
             str(misc.get("console_serialized")),
@@ -454,5 +478,8 @@ def _webrtc_check(webrtc: Mapping[str, Any]) -> Check:
         and not str(c.get("address")).endswith(".local")
     ]
     return Check(
-        "WebRTC reveals no address", not leaks, "no host/srflx address", ", ".join(leaks) or "none"
+        N_("WebRTC reveals no address"),
+        not leaks,
+        "no host/srflx address",
+        ", ".join(leaks) or "none",
     )

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from outreach_station.errors import BrowserError
+from outreach_station.i18n import _
 
 if TYPE_CHECKING:
     from outreach_station.browser import SessionHook
@@ -41,6 +42,10 @@ async def await_report(server: InspectorServer, timeout: float = 30.0) -> Mappin
     deadline = loop.time() + timeout
     while (report := server.last_report()) is None:
         if loop.time() > deadline:
-            raise BrowserError(f"the inspector page sent no report within {timeout:g} s")
+            raise BrowserError(
+                _("the inspector page sent no report within {seconds} s").format(
+                    seconds=f"{timeout:g}"
+                )
+            )
         await asyncio.sleep(0.05)
     return report

@@ -11,8 +11,15 @@ The server answers the POST with the coherence checks over the report
 (`InspectorServer.check_report`, the very function `station check` uses), and
 the page shows them, so the demo's verdicts are `station check`'s:
 
-    {"checks": [{"name": str, "ok": bool, "expected": str, "seen": str}, ...] | null,
+    {"checks": [{"name": str, "ok": bool, "expected": str, "seen": str,
+                 "title": str}, ...] | null,    # title: the name in the page's language
      "error": str | null}               # why there are no checks, when there are none
+
+The page is in station's language, chosen when the server starts (the
+locale of the station command, never the persona's browser language): the
+server writes the translated texts into the page it serves (index.html, and
+a JSON data block that inspector.js reads; no script global). The page is
+station's own, on 127.0.0.1 behind a Host check: no other website reads it.
 
 Report structure, version 1 (keys are stable; add keys, never rename them):
 
@@ -94,7 +101,7 @@ import json
 import math
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -103,6 +110,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from outreach_station.errors import BrowserError, StateError, UsageError
+from outreach_station.i18n import N_, _
 
 if TYPE_CHECKING:
     from outreach_station.fingerprint import Fingerprint
@@ -165,6 +173,96 @@ _ROUTES: dict[str, tuple[str, str]] = {
     # page is never controlled by it.
     "/sw/service-worker.js": ("service-worker.js", _JS),
 }
+
+# The page's texts (static/index.html), each exactly as written there.
+_PAGE_TEXTS = (
+    N_("station inspector: what a website sees"),
+    N_("This is what a website sees of this persona"),
+    N_(
+        "Every value below can be read by any website this browser visits, from the page "
+        "itself, from an embedded frame and from background scripts (workers). Columns that "
+        "disagree are marked: a real browser gives the same answer everywhere, so a "
+        "difference is something a website could notice. Cookies and stored data are shown "
+        "by name only. Nothing on this page leaves this computer."
+    ),
+    N_(
+        "The coherence checks come first: the ones <code>station check</code> runs, over "
+        "these values and against the persona's stored fingerprint. A failed check is "
+        "something a website could catch."
+    ),
+    N_("Collecting&hellip;"),
+    N_("Coherence checks"),
+)
+# What static/inspector.js writes on the page; it reads their translations
+# from the page's "station-texts" block and falls back to the English.
+_SCRIPT_TEXTS = (
+    N_("Per scope (a row is marked when scopes disagree)"),
+    N_("Value"),
+    N_("Scopes agree?"),
+    N_("NO, differs"),
+    N_("yes"),
+    N_("WebRTC ICE candidates"),
+    N_(" (STUN {server})"),
+    N_(" (no STUN server)"),
+    N_("no candidates"),
+    N_("Error: {error}"),
+    N_("Browser identity in every scope"),
+    N_("HTTP request headers"),
+    N_("Headers a website receives"),
+    N_("Screen and window"),
+    N_("CSS media queries"),
+    N_("Media features"),
+    N_("WebRTC"),
+    N_("Stored data (names only)"),
+    N_("Cookies and storage"),
+    N_("Other signals"),
+    N_("Fingerprint hash"),
+    N_("SHA-256 over the stable values"),
+    N_("Device hash"),
+    N_(
+        "SHA-256 over what this device draws and computes (no screen, window, languages, "
+        "time zone or user agent): page, and what the worker computes of it"
+    ),
+    N_("Coherence checks"),
+    N_("station could not check this report: {why}"),
+    N_("no verdicts came back"),
+    N_("{passed} of {total} checks pass"),
+    N_('The checks "station check" runs on this persona'),
+    N_('The checks "station check" runs on this persona, failures first'),
+    N_("Check"),
+    N_("Result"),
+    N_("Expected"),
+    N_("Seen"),
+    N_("pass"),
+    N_("FAIL"),
+    N_("Done. {summary}. Fingerprint hash {hash}. Device hash {device}"),
+    N_("Done. Fingerprint hash {hash}. Device hash {device}"),
+    N_("Done, but station did not receive the report: {error}"),
+    N_("Could not show the report: {error}"),
+    N_("it did not receive the report"),
+)
+
+
+def render_index(template: bytes, gettext: Callable[[str], str], code: str) -> bytes:
+    """The inspector page in language `code`: its texts, and those inspector.js shows.
+
+    English is the page as written. Otherwise each text is replaced by its
+    translation, and the script's texts go into a JSON data block (not run:
+    the page's CSP allows no inline script) that inspector.js reads.
+    """
+    if code == "en":
+        return template
+    text = template.decode("utf-8").replace('<html lang="en">', f'<html lang="{code}">', 1)
+    for english in _PAGE_TEXTS:
+        # Translations come from the package's own catalogue: trusted markup.
+        text = text.replace(english, gettext(english))
+    texts = {english: gettext(english) for english in _SCRIPT_TEXTS}
+    # "<" escaped: no text can end the block or start a tag.
+    data = json.dumps(texts, ensure_ascii=False).replace("<", "\\u003c")
+    block = f'<script type="application/json" id="station-texts">{data}</script>\n'
+    text = text.replace('<script src="/collect.js">', block + '<script src="/collect.js">', 1)
+    return text.encode("utf-8")
+
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -463,7 +561,12 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a malformed report still counts as received
             answer: dict[str, Any] = {"checks": None, "error": f"{type(exc).__name__}: {exc}"}
         else:
-            answer = {"checks": [check.as_json() for check in checks], "error": None}
+            answer = {
+                "checks": [
+                    {**check.as_json(), "title": inspector.title(check.name)} for check in checks
+                ],
+                "error": None,
+            }
         self._send_json(status, answer)
 
     def _receive_report(self) -> tuple[HTTPStatus, dict[str, Any] | None]:  # noqa: PLR0911 - one guard per refusal
@@ -499,7 +602,7 @@ def _http_only_cookies(query: str) -> list[str]:
     for pair in parse_qs(query).get("http_cookie", []):
         name, sep, value = pair.partition("=")
         if not sep or not _COOKIE_TOKEN.match(name) or not _COOKIE_TOKEN.match(value):
-            raise UsageError("bad cookie in set-state query")
+            raise UsageError(_("bad cookie in set-state query"))
         lines.append(f"{name}={value}; Path=/; HttpOnly; SameSite=Strict")
     return lines
 
@@ -524,8 +627,11 @@ class InspectorServer:
         fingerprint: Fingerprint | None = None,
         engine_major: int | None = None,
         real_window: bool = False,
+        language: str | None = None,
     ) -> None:
         self.fingerprint = fingerprint
+        # The page's language: `language` ("en", "sv"), else station's locale at start().
+        self.language = language
         self.engine_major = engine_major
         # A headed desktop session: the page has the real window (checks.run_checks).
         self.real_window = real_window
@@ -536,17 +642,26 @@ class InspectorServer:
         self.static: dict[str, bytes] = {}
         self._fonts_lock = threading.Lock()
         self._installed_fonts: tuple[str, ...] | None = None
+        self._gettext: Callable[[str], str] = lambda message: message
 
     # -- lifecycle --
 
     def start(self) -> InspectorServer:
         if self._httpd is not None:
-            raise StateError("the inspector server is already running")
+            raise StateError(_("the inspector server is already running"))
+        self._choose_language()
         self.static = _load_static()
+        self.static["index.html"] = render_index(
+            self.static["index.html"], self._gettext, self.language or "en"
+        )
         try:
             httpd = _Httpd((HOST, 0), _Handler)
         except OSError as exc:
-            raise BrowserError(f"cannot start the inspector server on {HOST}: {exc}") from exc
+            raise BrowserError(
+                _("cannot start the inspector server on {address}: {error}").format(
+                    address=HOST, error=exc
+                )
+            ) from exc
         httpd.inspector = self
         self._httpd = httpd
         self._thread = threading.Thread(
@@ -557,6 +672,25 @@ class InspectorServer:
         )
         self._thread.start()
         return self
+
+    def _choose_language(self) -> None:
+        from outreach_station import i18n
+
+        code = self.language or i18n.language()
+        catalogue = None
+        if code != "en":
+            try:
+                catalogue = i18n.parse_po(i18n.catalogue_path(code).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                code = "en"  # English rather than a page with no words
+        self.language = code
+        self._gettext = (lambda message: message) if catalogue is None else catalogue.gettext
+
+    def title(self, name: str) -> str:
+        """A check's name in the page's language."""
+        from outreach_station.inspector.checks import title_of
+
+        return title_of(name, self._gettext)
 
     def stop(self) -> None:
         httpd, thread = self._httpd, self._thread
@@ -584,7 +718,7 @@ class InspectorServer:
     @property
     def address(self) -> tuple[str, int]:
         if self._httpd is None:
-            raise StateError("the inspector server is not running")
+            raise StateError(_("the inspector server is not running"))
         host, port = self._httpd.server_address[:2]
         return str(host), int(port)
 
@@ -671,6 +805,10 @@ class InspectorServer:
         """The last report, waiting up to `timeout` seconds for one to arrive."""
         with self._cond:
             if not self._cond.wait_for(lambda: self._report is not None, timeout=timeout):
-                raise BrowserError(f"the inspector page sent no report within {timeout:g} s")
+                raise BrowserError(
+                    _("the inspector page sent no report within {seconds} s").format(
+                        seconds=f"{timeout:g}"
+                    )
+                )
             assert self._report is not None  # noqa: S101 - guaranteed by wait_for
             return self._report

@@ -101,6 +101,32 @@ def test_doctor_refuses_an_insecure_keyring_for_real() -> None:
     assert "station docs it-deployment" in keyring["fix"]
 
 
+def test_doctor_leaves_the_install_hint_out_in_swedish_too() -> None:
+    from outreach_station import i18n, secret_store
+
+    swedish_hint = i18n.parse_po(i18n.catalogue_path("sv").read_text(encoding="utf-8")).messages[
+        secret_store.INSTALL_HINT
+    ]
+    env = dict(
+        os.environ, PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring", LANG="sv_SE.UTF-8"
+    )
+    env.pop("LANGUAGE", None)
+    env.pop("LC_ALL", None)
+    proc = subprocess.run(
+        station_argv("doctor", "--json", "--quick"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == ExitCode.CHECK_FAILED, proc.stderr
+    keyring = next(f for f in json.loads(proc.stdout) if f["check"] == "keyring")
+    assert keyring["verdict"] == "fail"
+    assert swedish_hint not in keyring["detail"]
+    assert "null-nyckelringen" in keyring["detail"]
+
+
 def test_apply_browser_dry_run_and_install(runner: Any, tmp_path: Path) -> None:
     target = tmp_path / "managed"
     dry = runner.invoke(["policy", "apply-browser", "--dry-run", "--dir", str(target)])

@@ -13,6 +13,24 @@
 
   // --- helpers ----------------------------------------------------------------
 
+  // The page's texts in station's language: station writes them into the page
+  // as a JSON data block (see server.py); without one, the English below.
+  const TEXTS = (() => {
+    try {
+      const block = document.getElementById("station-texts");
+      return block ? JSON.parse(block.textContent) : {};
+    } catch (_) {
+      return {};
+    }
+  })();
+
+  // `text` translated, its {fields} filled in.
+  function t(text, fields) {
+    const own = Object.prototype.hasOwnProperty.call(TEXTS, text) && typeof TEXTS[text] === "string";
+    return (own && TEXTS[text] ? TEXTS[text] : text).replace(/\{(\w+)\}/g, (whole, key) =>
+      fields && Object.prototype.hasOwnProperty.call(fields, key) ? String(fields[key]) : whole);
+  }
+
   // Reads each field on its own, so one missing API costs one value, not the section.
   function gather(readers) {
     const out = {};
@@ -390,11 +408,11 @@
     const keys = [];
     for (const f of flat) for (const k of Object.keys(f)) if (!keys.includes(k)) keys.push(k);
     const table = el("table");
-    table.appendChild(el("caption", "Per scope (a row is marked when scopes disagree)"));
+    table.appendChild(el("caption", t("Per scope (a row is marked when scopes disagree)")));
     const head = el("tr");
-    head.appendChild(el("th", "Value"));
+    head.appendChild(el("th", t("Value")));
     for (const n of names) head.appendChild(el("th", n.replace("_", " ")));
-    head.appendChild(el("th", "Scopes agree?"));
+    head.appendChild(el("th", t("Scopes agree?")));
     for (const th of head.children) th.scope = "col";
     table.appendChild(el("thead")).appendChild(head);
     const body = table.appendChild(el("tbody"));
@@ -409,7 +427,7 @@
       th.scope = "row";
       row.appendChild(th);
       cells.forEach((text, i) => row.appendChild(el("td", text, flat[i].error ? "failed" : "")));
-      row.appendChild(el("td", differs ? "NO, differs" : "yes"));
+      row.appendChild(el("td", differs ? t("NO, differs") : t("yes")));
       body.appendChild(row);
     }
     return table;
@@ -430,8 +448,8 @@
 
   function candidatesTable(webrtc) {
     const table = el("table");
-    table.appendChild(el("caption", "WebRTC ICE candidates" +
-      (webrtc.stun ? " (STUN " + webrtc.stun + ")" : " (no STUN server)")));
+    table.appendChild(el("caption", t("WebRTC ICE candidates") +
+      (webrtc.stun ? t(" (STUN {server})", { server: webrtc.stun }) : t(" (no STUN server)"))));
     const head = el("tr");
     for (const h of ["type", "protocol", "address"]) {
       const th = head.appendChild(el("th", h));
@@ -445,10 +463,10 @@
     }
     if (!webrtc.candidates.length) {
       const row = body.appendChild(el("tr"));
-      const td = row.appendChild(el("td", "no candidates"));
+      const td = row.appendChild(el("td", t("no candidates")));
       td.colSpan = 3;
     }
-    if (webrtc.error) table.appendChild(el("caption", "Error: " + webrtc.error));
+    if (webrtc.error) table.appendChild(el("caption", t("Error: {error}", { error: webrtc.error })));
     return table;
   }
 
@@ -456,21 +474,21 @@
     const root = document.getElementById("results");
     root.replaceChildren();
     const section = (title, node) => {
-      root.appendChild(el("h2", title));
+      root.appendChild(el("h2", t(title)));
       root.appendChild(node);
     };
     section("Browser identity in every scope", scopeTable(report.scopes));
-    section("HTTP request headers", keyValueTable("Headers a website receives", report.headers));
-    section("Screen and window", keyValueTable("Screen and window", report.screen));
-    section("CSS media queries", keyValueTable("Media features", report.media));
+    section("HTTP request headers", keyValueTable(t("Headers a website receives"), report.headers));
+    section("Screen and window", keyValueTable(t("Screen and window"), report.screen));
+    section("CSS media queries", keyValueTable(t("Media features"), report.media));
     section("WebRTC", candidatesTable(report.webrtc));
-    section("Stored data (names only)", keyValueTable("Cookies and storage", report.storage));
-    section("Other signals", keyValueTable("Other signals", report.misc));
-    section("Fingerprint hash", keyValueTable("SHA-256 over the stable values",
+    section("Stored data (names only)", keyValueTable(t("Cookies and storage"), report.storage));
+    section("Other signals", keyValueTable(t("Other signals"), report.misc));
+    section("Fingerprint hash", keyValueTable(t("SHA-256 over the stable values"),
       { hash: report.hash }));
-    section("Device hash", keyValueTable(
+    section("Device hash", keyValueTable(t(
       "SHA-256 over what this device draws and computes (no screen, window, languages, " +
-      "time zone or user agent): page, and what the worker computes of it",
+      "time zone or user agent): page, and what the worker computes of it"),
       { device_hash: report.device.hash, page: report.device.main,
         worker: report.device.dedicated_worker }));
   }
@@ -480,34 +498,37 @@
   function renderVerdicts(answer) {
     const root = document.getElementById("verdicts");
     root.replaceChildren();
-    root.appendChild(el("h2", "Coherence checks"));
+    root.appendChild(el("h2", t("Coherence checks")));
     if (!answer || !Array.isArray(answer.checks)) {
-      const why = (answer && answer.error) || "no verdicts came back";
-      root.appendChild(el("p", "station could not check this report: " + why, "check-error"));
+      const why = (answer && answer.error) || t("no verdicts came back");
+      root.appendChild(el("p", t("station could not check this report: {why}", { why: why }),
+        "check-error"));
       return null;
     }
     const checks = answer.checks;
     const failed = checks.filter((c) => !c.ok);
     const passed = checks.filter((c) => c.ok);
-    const summary = passed.length + " of " + checks.length + " checks pass";
+    const summary = t("{passed} of {total} checks pass",
+      { passed: passed.length, total: checks.length });
     const line = root.appendChild(el("p", summary, failed.length ? "summary some-failed" : "summary"));
     line.id = "verdict-summary";
     const table = el("table");
     table.id = "verdict-table";
-    table.appendChild(el("caption",
-      "The checks \"station check\" runs on this persona" + (failed.length ? ", failures first" : "")));
+    table.appendChild(el("caption", failed.length
+      ? t("The checks \"station check\" runs on this persona, failures first")
+      : t("The checks \"station check\" runs on this persona")));
     const head = el("tr");
     for (const h of ["Check", "Result", "Expected", "Seen"]) {
-      const th = head.appendChild(el("th", h));
+      const th = head.appendChild(el("th", t(h)));
       th.scope = "col";
     }
     table.appendChild(el("thead")).appendChild(head);
     const body = table.appendChild(el("tbody"));
     for (const c of [...failed, ...passed]) {
       const row = body.appendChild(el("tr", undefined, c.ok ? "check-passed" : "check-failed"));
-      const th = row.appendChild(el("th", c.name));
+      const th = row.appendChild(el("th", typeof c.title === "string" && c.title ? c.title : c.name));
       th.scope = "row";
-      row.appendChild(el("td", c.ok ? "pass" : "FAIL", "result"));
+      row.appendChild(el("td", c.ok ? t("pass") : t("FAIL"), "result"));
       row.appendChild(el("td", show(c.expected)));
       row.appendChild(el("td", show(c.seen)));
     }
@@ -559,7 +580,7 @@
   try {
     render(report);
   } catch (err) {
-    status.textContent = "Could not show the report: " + S.errorText(err);
+    status.textContent = t("Could not show the report: {error}", { error: S.errorText(err) });
   }
   try {
     const response = await fetch("/report", {
@@ -575,12 +596,15 @@
       answer = { checks: null, error: "unreadable answer: " + S.errorText(err) };
     }
     const summary = renderVerdicts(answer);
-    status.textContent = "Done. " + (summary ? summary + ". " : "") +
-      "Fingerprint hash " + report.hash + ". Device hash " + report.device.hash;
+    const hashes = { hash: report.hash, device: report.device.hash, summary: summary };
+    status.textContent = summary
+      ? t("Done. {summary}. Fingerprint hash {hash}. Device hash {device}", hashes)
+      : t("Done. Fingerprint hash {hash}. Device hash {device}", hashes);
   } catch (err) {
-    status.textContent = "Done, but station did not receive the report: " + S.errorText(err);
+    status.textContent = t("Done, but station did not receive the report: {error}",
+      { error: S.errorText(err) });
     try {
-      renderVerdicts({ checks: null, error: "it did not receive the report" });
+      renderVerdicts({ checks: null, error: t("it did not receive the report") });
     } catch (_) { /* the status line already says it */ }
   }
   // Set last, so whoever waits for it can also rely on the POST having been made.
