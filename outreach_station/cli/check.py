@@ -51,14 +51,14 @@ def check_command(
     else:
         table(
             [_("CHECK"), _("RESULT"), _("EXPECTED"), _("SEEN")],
-            [[c.name, _("pass") if c.ok else _("FAIL"), c.expected, c.seen] for c in result.checks],
+            [[c.title, _("pass") if c.ok else _("FAIL"), c.expected, c.seen] for c in result.checks],
         )
         typer.echo(
             _("device hash: {hash}").format(
                 hash=result.device_hash or _("none (the page computed none)")
             )
         )
-    failed = [c.name for c in result.checks if not c.ok]
+    failed = [c.title for c in result.checks if not c.ok]
     if failed:
         raise CheckFailed(
             _("{count} check(s) failed: {names}").format(count=len(failed), names=", ".join(failed))

@@ -165,7 +165,7 @@ def print_findings(report: Mapping[str, Any], checks: list[Check]) -> None:
     for check in failed:
         typer.echo(
             _("  FAIL {check}: expected {expected}, saw {seen}").format(
-                check=check.name, expected=safe(check.expected), seen=safe(check.seen)
+                check=check.title, expected=safe(check.expected), seen=safe(check.seen)
             )
         )
     typer.echo(_("Press Ctrl-C to end the session."))

@@ -157,3 +157,22 @@ def test_cli_check_fails_for_a_font_the_browser_cannot_show(profiles: Path) -> N
     assert [c["name"] for c in failed] == ["fonts are the persona's"]
     assert "Nonexistent Sans" in failed[0]["expected"]
     assert failed[0]["seen"] == "main: missing: Nonexistent Sans"
+
+
+def test_cli_check_names_its_checks_in_swedish_and_keeps_the_json_names(
+    profiles: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    persona = api.create_persona("desk-gb")
+    _store(persona.id, platform="Win32")
+    monkeypatch.setenv("LANG", "sv_SE.UTF-8")
+    text = CliRunner().invoke(app, ["check", persona.id])
+    assert text.exit_code == ExitCode.CHECK_FAILED
+    assert "yttre fönstret ryms på skärmen" in text.stdout
+    assert "navigator.platform är den sparade" in text.stdout
+    assert "navigator.platform is the stored one" not in text.output
+    # Scripts read --json: the names there stay the English ids.
+    data = CliRunner().invoke(app, ["check", persona.id, "--json"])
+    failed = [c["name"] for c in json.loads(data.stdout)["checks"] if not c["ok"]]
+    assert failed == ["navigator.platform is the stored one"]
