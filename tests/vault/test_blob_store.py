@@ -123,6 +123,15 @@ def _referenced(vault: Vault, persona: str = PERSONA) -> set[str]:
     return set(fmt.read_manifest(store, keys, generation).blob_sizes)
 
 
+def _parts(vault: Vault, persona: str = PERSONA) -> set[str]:
+    """The blobs holding the current manifest's parts (format 4)."""
+    keys = fmt.StoreKeys.derive(vault.ensure_data_key(persona), persona)
+    store = open_blob_store(paths.current(), persona)
+    generation = fmt.newest_generation(store)
+    assert generation is not None
+    return {part.name for part in fmt.read_manifest(store, keys, generation).parts}
+
+
 def _nothing_left(persona: str = PERSONA) -> None:
     assert not workspace.workspace_dir(paths.current(), persona).exists()
     assert not workspace.needs_recovery(paths.current(), persona)
@@ -142,9 +151,11 @@ def test_a_reseal_writes_only_the_blob_of_the_changed_file(vault: Vault) -> None
     _session(vault, touch_one)
     after = _blobs()
     written = {n for n in after if n not in before or after[n] != before[n]}
-    assert len(written) == 1, written  # the one pack holding 000007.ldb
+    # The one pack holding 000007.ldb, and the manifest part listing it.
+    assert len(written - _parts(vault)) == 1, written
+    assert len(written & _parts(vault)) == 1, written
     assert {n: after[n] for n in before} == before  # nothing else moved
-    assert len(set(before) - _referenced(vault)) == 1  # its old pack is garbage
+    assert len(set(before) - _referenced(vault)) == 2  # its old pack and part are garbage
     assert _referenced(vault) <= set(after)
     assert _record() == (2, None)
 
@@ -170,8 +181,9 @@ def test_a_changed_page_in_a_big_file_rewrites_one_chunk(vault: Vault) -> None:
 
     _session(vault, one_page)
     after = _blobs()
-    assert len(set(after) - set(before)) == 1
-    assert len(set(before) - _referenced(vault)) == 1
+    assert len(set(after) - set(before) - _parts(vault)) == 1
+    assert len(set(after) - set(before)) == 2  # and the part listing History
+    assert len(set(before) - _referenced(vault)) == 2
 
 
 def test_stats_count_blobs_written_reused_and_removed(vault: Vault, tmp_path: Path) -> None:
@@ -187,7 +199,8 @@ def test_stats_count_blobs_written_reused_and_removed(vault: Vault, tmp_path: Pa
     unsealed = state.unseal(out, key, None)
     (out / "profile" / "value.txt").write_text("second")
     again = state.seal(out, key, None, since=unsealed)
-    assert (again.blobs_written, again.blobs_removed) == (1, 1)
+    # value.txt's pack and its manifest part.
+    assert (again.blobs_written, again.blobs_removed) == (2, 2)
     assert again.blobs_reused >= 4
 
 
