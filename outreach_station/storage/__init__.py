@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from outreach_station.i18n import _
 from outreach_station.storage.base import (
     AnchorRow,
     AnchorStore,
@@ -104,6 +105,8 @@ def problem_for(exc: BaseException) -> StationError | None:
 
         # The class name only: a server's message may quote a value.
         return EnvironmentProblem(
-            f"the team server failed ({type(exc).__name__}); check the network and try again"
+            _("the team server failed ({kind}); check the network and try again").format(
+                kind=type(exc).__name__
+            )
         )
     return None

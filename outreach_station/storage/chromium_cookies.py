@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from outreach_station.errors import EnvironmentProblem
+from outreach_station.i18n import _
 
 
 def rewrite_values(
@@ -46,4 +47,6 @@ def rewrite_values(
             conn.execute("COMMIT")
             return len(found)
     except sqlite3.Error as exc:
-        raise EnvironmentProblem(f"cannot update the cookies in {store}: {exc}") from None
+        raise EnvironmentProblem(
+            _("cannot update the cookies in {store}: {exc}").format(store=store, exc=exc)
+        ) from None

@@ -15,9 +15,11 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from outreach_station import fsutil
 from outreach_station.errors import BusyError, EnvironmentProblem
+from outreach_station.i18n import N_, _
 from outreach_station.paths import StationPaths
 
 
@@ -35,7 +37,11 @@ def _exclusive(path: Path, busy: Callable[[str], BusyError]) -> Iterator[int]:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
-        raise EnvironmentProblem(f"cannot create the lock file {path}: {exc.strerror}") from None
+        raise EnvironmentProblem(
+            _("cannot create the lock file {path}: {strerror}").format(
+                path=path, strerror=exc.strerror
+            )
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -52,6 +58,11 @@ def _exclusive(path: Path, busy: Callable[[str], BusyError]) -> Iterator[int]:
         os.close(fd)
 
 
+# What callers lock a platform for (lifecycle, rotation, session), marked here
+# so the refusal shows it translated; an action not listed shows as given.
+PLATFORM_ACTIONS: Final = (N_("opened or rotated"),)
+
+
 @contextlib.contextmanager
 def platform_lock(station: StationPaths, platform_id: str, *, action: str) -> Iterator[None]:
     """Serialise changes to one platform's personas (a rotation) across processes."""
@@ -59,8 +70,10 @@ def platform_lock(station: StationPaths, platform_id: str, *, action: str) -> It
     with _exclusive(
         path,
         lambda holder: BusyError(
-            f"platform {platform_id} is being {action} by another station (process {holder}); "
-            "nothing was changed"
+            _(
+                "platform {platform_id} is being {action} by another station "
+                "(process {holder}); nothing was changed"
+            ).format(platform_id=platform_id, action=_(action), holder=holder)
         ),
     ):
         yield
@@ -73,8 +86,10 @@ def persona_lock(station: StationPaths, persona_id: str) -> Iterator[PersonaLock
     with _exclusive(
         path,
         lambda holder: BusyError(
-            f"persona {persona_id} is already open in another station session "
-            f"(process {holder}); close that browser first"
+            _(
+                "persona {persona_id} is already open in another station session "
+                "(process {holder}); close that browser first"
+            ).format(persona_id=persona_id, holder=holder)
         ),
     ) as fd:
         yield PersonaLock(persona_id=persona_id, path=path, fd=fd)
@@ -116,7 +131,11 @@ def first_use_lock(station: StationPaths) -> Iterator[None]:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
-        raise EnvironmentProblem(f"cannot create the lock file {path}: {exc.strerror}") from None
+        raise EnvironmentProblem(
+            _("cannot create the lock file {path}: {strerror}").format(
+                path=path, strerror=exc.strerror
+            )
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

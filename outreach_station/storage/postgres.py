@@ -65,6 +65,7 @@ from outreach_station.errors import (
     StationError,
     UsageError,
 )
+from outreach_station.i18n import _
 from outreach_station.ids import new_persona_id, validate_persona_id
 from outreach_station.personas import ALLOWED_TRANSITIONS, Persona, Status
 from outreach_station.storage.base import ProxyRecord, UniqueConflict
@@ -271,7 +272,9 @@ class Lease:
 
     def describe(self) -> str:
         when = self.since.astimezone().strftime("%Y-%m-%d %H:%M")
-        return f"{self.member} on {self.host} since {when}"
+        return _("{member} on {host} since {when}").format(
+            member=self.member, host=self.host, when=when
+        )
 
 
 @dataclass(frozen=True)
@@ -334,8 +337,10 @@ class TeamConnection:
         if "password" in params or "passfile" in params:
             # Not echoed: the URL holds a secret.
             raise UsageError(
-                "the team server URL must not contain a password; remove it from the URL "
-                "and keep the password in the OS keyring"
+                _(
+                    "the team server URL must not contain a password; remove it from "
+                    "the URL and keep the password in the OS keyring"
+                )
             )
 
     @property
@@ -360,8 +365,10 @@ def _parse_conninfo(url: str) -> dict[str, str]:
         # Raised outside the handler so that libpq's message, which quotes the
         # text it could not parse (perhaps a password), is not even the context.
         raise UsageError(
-            "the team server URL is malformed; expected postgresql://ROLE@HOST:PORT/DATABASE"
-            "?sslmode=verify-full"
+            _(
+                "the team server URL is malformed; expected "
+                "postgresql://ROLE@HOST:PORT/DATABASE?sslmode=verify-full"
+            )
         )
     return {key: str(value) for key, value in parsed.items() if value is not None}
 
@@ -381,8 +388,10 @@ def keyring_password(connection: TeamConnection) -> str:
     found = secret_store.read(entry, what="team database password")
     if found is None:
         raise EnvironmentProblem(
-            f"no password for the team server {connection.where} in the OS keyring "
-            f"(entry {entry!r}); join the team again (station team join URL)"
+            _(
+                "no password for the team server {where} in the OS keyring (entry "
+                "{entry!r}); join the team again (station team join URL)"
+            ).format(where=connection.where, entry=entry)
         )
     return found
 
@@ -399,22 +408,32 @@ def _connect_problem(
     where = connection.where.rsplit("/", 1)[0]
     if "password authentication failed" in text or "no password supplied" in text:
         return SecurityError(
-            f"the team server {where} refused the database password; ask IT to check the "
-            "role, then store the right password with station team join"
+            _(
+                "the team server {where} refused the database password; ask IT to "
+                "check the role, then store the right password with station team "
+                "join"
+            ).format(where=where)
         )
     if "ssl" in text or "certificate" in text:
         return SecurityError(
-            f"no trusted TLS connection to the team server {where} (sslmode in the URL); "
-            "check the server's certificate and sslrootcert with IT"
+            _(
+                "no trusted TLS connection to the team server {where} (sslmode in "
+                "the URL); check the server's certificate and sslrootcert with IT"
+            ).format(where=where)
         )
     if "does not exist" in text:
         return EnvironmentProblem(
-            f"the team server {where} has no such database or role ({connection.where}); "
-            "check the URL with IT"
+            _(
+                "the team server {where} has no such database or role ({database}); "
+                "check the URL with IT"
+            ).format(where=where, database=connection.where)
         )
     return EnvironmentProblem(
-        f"cannot reach the team server at {where}; check the network (VPN) and that the "
-        "server is running, then try again (a persona cannot be opened without it)"
+        _(
+            "cannot reach the team server at {where}; check the network (VPN) "
+            "and that the server is running, then try again (a persona cannot "
+            "be opened without it)"
+        ).format(where=where)
     )
 
 
@@ -478,18 +497,26 @@ class PostgresStore:
 
         where = self.connection.where
         if isinstance(exc, pg.UniqueViolation) and "kits" in (exc.diag.table_name or ""):
-            return UniqueConflict("another persona already uses one of these details")
+            return UniqueConflict(_("another persona already uses one of these details"))
         if isinstance(exc, pg.InsufficientPrivilege):
             return SecurityError(
-                f"the team server {where} refused: {exc.diag.message_primary}; station's role "
-                "lacks that right (see docs/team.md for the grants)"
+                _(
+                    "the team server {where} refused: {message_primary}; station's role "
+                    "lacks that right (see docs/team.md for the grants)"
+                ).format(where=where, message_primary=exc.diag.message_primary)
             )
         if isinstance(exc, psycopg.OperationalError) and self._conn.closed:
             return EnvironmentProblem(
-                f"lost the connection to the team server {where}; check the network, then try again"
+                _(
+                    "lost the connection to the team server {where}; check the network, "
+                    "then try again"
+                ).format(where=where)
             )
         return EnvironmentProblem(
-            f"the team server {where} failed: {exc.diag.message_primary if hasattr(exc, 'diag') else type(exc).__name__}"  # noqa: E501
+            _("the team server {where} failed: {reason}").format(
+                where=where,
+                reason=exc.diag.message_primary if hasattr(exc, "diag") else type(exc).__name__,
+            )
         )
 
     @contextmanager
@@ -539,8 +566,10 @@ class PostgresStore:
             return  # the usual case: no lock, no DDL, nothing a station role may not do
         if current > len(MIGRATIONS):
             raise StateError(
-                f"the team database {self.connection.where} was written by a newer station "
-                f"(schema {current}); upgrade station"
+                _(
+                    "the team database {where} was written by a newer station (schema "
+                    "{current}); upgrade station"
+                ).format(where=self.connection.where, current=current)
             )
         import psycopg
 
@@ -560,14 +589,18 @@ class PostgresStore:
                 cur.execute(f"GRANT SELECT ON schema_migrations TO {APP_ROLE}")
         except psycopg.errors.UndefinedObject:
             raise EnvironmentProblem(
-                f"the team database {self.connection.where} has no role {APP_ROLE}; "
-                f"IT creates it first (CREATE ROLE {APP_ROLE} NOLOGIN; see docs/team.md)"
+                _(
+                    "the team database {where} has no role {APP_ROLE}; IT creates it "
+                    "first (CREATE ROLE {APP_ROLE} NOLOGIN; see docs/team.md)"
+                ).format(where=self.connection.where, APP_ROLE=APP_ROLE)
             ) from None
         except psycopg.errors.InsufficientPrivilege:
             raise EnvironmentProblem(
-                f"the team database {self.connection.where} needs schema {len(MIGRATIONS)} "
-                f"(it has {current}), and this role may not change it; ask IT to run "
-                "station team init with the owner role"
+                _(
+                    "the team database {where} needs schema {needed} (it has "
+                    "{current}), and this role may not change it; ask IT to run station "
+                    "team init with the owner role"
+                ).format(where=self.connection.where, needed=len(MIGRATIONS), current=current)
             ) from None
         except psycopg.Error as exc:
             raise self._problem(exc) from None
@@ -642,7 +675,9 @@ class PostgresStore:
         validate_persona_id(persona_id)
         row = self._row_or_none("SELECT * FROM personas WHERE id = %s", (persona_id,))
         if row is None:
-            raise NotFoundError(f"no persona with id '{persona_id}'")
+            raise NotFoundError(
+                _("no persona with id '{persona_id}'").format(persona_id=persona_id)
+            )
         return self._persona(row)
 
     def list(self, *, platform: str | None = None, status: Status | None = None) -> list[Persona]:
@@ -735,7 +770,9 @@ class PostgresStore:
             )
             if rows.get(blocked_id) != "blocked" or rows.get(promoted_id) != "active":
                 raise StateError(
-                    f"platform {platform} changed since its last rotation; nothing was undone"
+                    _(
+                        "platform {platform} changed since its last rotation; nothing was undone"
+                    ).format(platform=platform)
                 )
             conn.execute(
                 "UPDATE personas SET status = 'standby', status_changed = %s, "
@@ -759,8 +796,10 @@ class PostgresStore:
             current: Status = found["status"]
             if to not in ALLOWED_TRANSITIONS[current]:
                 raise StateError(
-                    f"persona {persona_id} is {current}; it cannot become {to}"
-                    + (" (a retired persona never comes back)" if current == "retired" else "")
+                    _("persona {persona_id} is {current}; it cannot become {to}").format(
+                        persona_id=persona_id, current=current, to=to
+                    )
+                    + (_(" (a retired persona never comes back)") if current == "retired" else "")
                 )
             if to == "active":
                 other = conn.execute(
@@ -769,7 +808,9 @@ class PostgresStore:
                 ).fetchone()
                 if other is not None:
                     raise StateError(
-                        f"platform {found['platform']} already has an active persona ({other[0]})"
+                        _("platform {platform} already has an active persona ({other})").format(
+                            platform=found["platform"], other=other[0]
+                        )
                     )
             conn.execute(
                 "UPDATE personas SET status = %s, status_changed = %s, status_reason = %s "
@@ -786,7 +827,9 @@ class PostgresStore:
                 "SELECT * FROM personas WHERE id = %s FOR UPDATE", (persona_id,)
             ).fetchone()
         if found is None:
-            raise NotFoundError(f"no persona with id '{persona_id}'")
+            raise NotFoundError(
+                _("no persona with id '{persona_id}'").format(persona_id=persona_id)
+            )
         return found
 
     # Identity kits.
@@ -932,8 +975,11 @@ class PostgresStore:
         if holder is None:  # released between the two statements: try once more
             return self.acquire_lease(persona_id, member=member, host=host, ttl=ttl)
         raise BusyError(
-            f"persona {persona_id} is open by {holder.describe()}; try again when they "
-            "close it, or free it with station team unlock if that laptop is lost"
+            _(
+                "persona {persona_id} is open by {holder}; try again when they "
+                "close it, or free it with station team unlock if that laptop is "
+                "lost"
+            ).format(persona_id=persona_id, holder=holder.describe())
         )
 
     def renew_lease(self, persona_id: str, token: int, *, ttl: timedelta) -> Lease:
@@ -972,10 +1018,13 @@ class PostgresStore:
 
     def _lost(self, persona_id: str) -> StateError:
         holder = self.lease(persona_id)
-        now = f" and is now open by {holder.describe()}" if holder else ""
+        now = _(" and is now open by {holder}").format(holder=holder.describe()) if holder else ""
         return StateError(
-            f"the lease on persona {persona_id} was lost (it expired or was unlocked{now}); "
-            "this session's changes are kept sealed on this laptop"
+            _(
+                "the lease on persona {persona_id} was lost (it expired or was "
+                "unlocked{now}); this session's changes are kept sealed on this "
+                "laptop"
+            ).format(persona_id=persona_id, now=now)
         )
 
     # The team's audit trail.
@@ -1059,8 +1108,9 @@ class PostgresStore:
         )
         if head is None:
             raise NotFoundError(
-                f"the team server {self.connection.where} has no blob {name} of persona "
-                f"{persona_id}"
+                _("the team server {where} has no blob {name} of persona {persona_id}").format(
+                    where=self.connection.where, name=name, persona_id=persona_id
+                )
             )
         rows = self._rows(
             "SELECT seq, data FROM blob_chunks WHERE persona_id = %s AND name = %s ORDER BY seq",
@@ -1069,8 +1119,10 @@ class PostgresStore:
         data = b"".join(bytes(r["data"]) for r in rows)
         if [r["seq"] for r in rows] != list(range(head["chunks"])) or len(data) != head["size"]:
             raise IntegrityError(
-                f"blob {name} of persona {persona_id} on the team server is incomplete or "
-                "altered; it was changed outside station"
+                _(
+                    "blob {name} of persona {persona_id} on the team server is "
+                    "incomplete or altered; it was changed outside station"
+                ).format(name=name, persona_id=persona_id)
             )
         return data
 
@@ -1103,8 +1155,10 @@ class PostgresStore:
             ).fetchone()
             if current is not None and int(current[0]) >= generation:
                 raise StateError(
-                    f"the team server already has generation {current[0]} of persona "
-                    f"{persona_id}; generation {generation} is not newer"
+                    _(
+                        "the team server already has generation {current} of persona "
+                        "{persona_id}; generation {generation} is not newer"
+                    ).format(current=current[0], persona_id=persona_id, generation=generation)
                 )
             held = conn.execute(
                 "SELECT count(*) FROM blobs WHERE persona_id = %s AND name = ANY(%s)",
@@ -1112,8 +1166,10 @@ class PostgresStore:
             ).fetchone()
             if held is None or int(held[0]) != len(names):
                 raise StateError(
-                    f"generation {generation} of persona {persona_id} names blobs the team "
-                    "server lacks; upload them first"
+                    _(
+                        "generation {generation} of persona {persona_id} names blobs the "
+                        "team server lacks; upload them first"
+                    ).format(generation=generation, persona_id=persona_id)
                 )
             conn.execute(
                 "INSERT INTO generations (persona_id, generation, manifest, blob_names, token, "

@@ -31,6 +31,7 @@ from outreach_station.errors import (
     StationError,
 )
 from outreach_station.fsutil import create_private_file, ensure_private_dir
+from outreach_station.i18n import _
 from outreach_station.ids import new_persona_id, validate_persona_id
 from outreach_station.personas import ALLOWED_TRANSITIONS, Persona, Status
 from outreach_station.storage.base import AnchorRow, ProxyRecord, UniqueConflict
@@ -114,20 +115,30 @@ def registry_problem(path: Path, exc: sqlite3.Error) -> StationError:
     if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
         # Never "repaired" by recreating it: the personas and their keys' ids are in it.
         return DamagedError(
-            f"the registry {path} is damaged and cannot be read; restore it from a backup "
-            "(station overwrote nothing)"
+            _(
+                "the registry {path} is damaged and cannot be read; restore it from "
+                "a backup (station overwrote nothing)"
+            ).format(path=path)
         )
     if code == _SQLITE_FULL:
         return EnvironmentProblem(
-            f"the disk is full: cannot write {path}; free some space, then try again"
+            _("the disk is full: cannot write {path}; free some space, then try again").format(
+                path=path
+            )
         )
     if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
-        return BusyError(f"the registry {path} is busy in another station process; try again")
+        return BusyError(
+            _("the registry {path} is busy in another station process; try again").format(path=path)
+        )
     if code in (_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN):
         return EnvironmentProblem(
-            f"cannot use the registry at {path}: {exc}; check that STATION_HOME is writable"
+            _(
+                "cannot use the registry at {path}: {exc}; check that STATION_HOME is writable"
+            ).format(path=path, exc=exc)
         )
-    return EnvironmentProblem(f"cannot use the registry at {path}: {exc}")
+    return EnvironmentProblem(
+        _("cannot use the registry at {path}: {exc}").format(path=path, exc=exc)
+    )
 
 
 class SqliteStore:
@@ -139,15 +150,19 @@ class SqliteStore:
         try:
             ensure_private_dir(path.parent)
         except EnvironmentProblem as exc:
-            raise EnvironmentProblem(f"cannot open the registry at {path}: {exc}") from None
+            raise EnvironmentProblem(
+                _("cannot open the registry at {path}: {exc}").format(path=path, exc=exc)
+            ) from None
         try:
             # 0600 before SQLite makes it 0644 (it holds kit details); -wal and -shm follow it.
             create_private_file(path)
             self._conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise EnvironmentProblem(
-                f"cannot open the registry at {path}: {getattr(exc, 'strerror', None) or exc}; "
-                "check that STATION_HOME is writable"
+                _(
+                    "cannot open the registry at {path}: {reason}; check that "
+                    "STATION_HOME is writable"
+                ).format(path=path, reason=getattr(exc, "strerror", None) or exc)
             ) from None
         self._conn.row_factory = sqlite3.Row
         self._depth = 0
@@ -225,8 +240,10 @@ class SqliteStore:
             current = row[0] or 0
             if current > len(MIGRATIONS):
                 raise StationError(
-                    f"the registry at {self.path} was written by a newer station "
-                    f"(schema {current}); upgrade station"
+                    _(
+                        "the registry at {path} was written by a newer station (schema "
+                        "{current}); upgrade station"
+                    ).format(path=self.path, current=current)
                 )
             for version in range(current + 1, len(MIGRATIONS) + 1):
                 for statement in MIGRATIONS[version - 1].split(";"):
@@ -283,7 +300,9 @@ class SqliteStore:
         validate_persona_id(persona_id)
         row = self._row_or_none("SELECT * FROM personas WHERE id = ?", (persona_id,))
         if row is None:
-            raise NotFoundError(f"no persona with id '{persona_id}'")
+            raise NotFoundError(
+                _("no persona with id '{persona_id}'").format(persona_id=persona_id)
+            )
         return self._row(row)
 
     def list(self, *, platform: str | None = None, status: Status | None = None) -> list[Persona]:
@@ -385,7 +404,9 @@ class SqliteStore:
             }
             if rows.get(blocked_id) != "blocked" or rows.get(promoted_id) != "active":
                 raise StateError(
-                    f"platform {platform} changed since its last rotation; nothing was undone"
+                    _(
+                        "platform {platform} changed since its last rotation; nothing was undone"
+                    ).format(platform=platform)
                 )
             conn.execute(
                 "UPDATE personas SET status = 'standby', status_changed = ?, "
@@ -405,12 +426,16 @@ class SqliteStore:
         with self._write() as conn:
             row = conn.execute("SELECT * FROM personas WHERE id = ?", (persona_id,)).fetchone()
             if row is None:
-                raise NotFoundError(f"no persona with id '{persona_id}'")
+                raise NotFoundError(
+                    _("no persona with id '{persona_id}'").format(persona_id=persona_id)
+                )
             current: Status = row["status"]
             if to not in ALLOWED_TRANSITIONS[current]:
                 raise StateError(
-                    f"persona {persona_id} is {current}; it cannot become {to}"
-                    + (" (a retired persona never comes back)" if current == "retired" else "")
+                    _("persona {persona_id} is {current}; it cannot become {to}").format(
+                        persona_id=persona_id, current=current, to=to
+                    )
+                    + (_(" (a retired persona never comes back)") if current == "retired" else "")
                 )
             if to == "active":
                 other = conn.execute(
@@ -419,7 +444,9 @@ class SqliteStore:
                 ).fetchone()
                 if other is not None:
                     raise StateError(
-                        f"platform {row['platform']} already has an active persona ({other[0]})"
+                        _("platform {platform} already has an active persona ({other})").format(
+                            platform=row["platform"], other=other[0]
+                        )
                     )
             conn.execute(
                 "UPDATE personas SET status = ?, status_changed = ?, status_reason = ? "
@@ -453,7 +480,9 @@ class SqliteStore:
             except sqlite3.IntegrityError:
                 # The unique indexes: another process took the same detail a moment ago.
                 # Raised inside the transaction (which rolls back), not as a registry problem.
-                raise UniqueConflict("another persona already uses one of these details") from None
+                raise UniqueConflict(
+                    _("another persona already uses one of these details")
+                ) from None
 
     def proxy(self, persona_id: str) -> ProxyRecord | None:
         row = self._row_or_none(
@@ -550,7 +579,9 @@ class SqliteAnchorStore:
                 self._conn.execute(statement)
         except (OSError, sqlite3.Error) as exc:
             raise EnvironmentProblem(
-                f"cannot use the audit anchor at {path}: {getattr(exc, 'strerror', None) or exc}"
+                _("cannot use the audit anchor at {path}: {reason}").format(
+                    path=path, reason=getattr(exc, "strerror", None) or exc
+                )
             ) from None
 
     def __enter__(self) -> SqliteAnchorStore:

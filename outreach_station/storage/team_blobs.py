@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from outreach_station.errors import StateError
+from outreach_station.i18n import _
 
 if TYPE_CHECKING:
     from outreach_station.storage.postgres import PostgresStore
@@ -23,12 +24,14 @@ class TeamBlobStore:
     def __init__(self, store: PostgresStore, persona_id: str) -> None:
         self._store = store
         self._persona = persona_id
-        self.location = f"the team server {store.connection.where}"
+        self.location = _("the team server {where}").format(where=store.connection.where)
 
     def _refuse(self, what: str) -> StateError:
         return StateError(
-            f"{what} persona {self._persona} on {self.location} is not done through a blob "
-            "store; a generation becomes current only with the lease's token"
+            _(
+                "{what} persona {persona} on {location} is not done through a blob "
+                "store; a generation becomes current only with the lease's token"
+            ).format(what=what, persona=self._persona, location=self.location)
         )
 
     def has(self, name: str) -> bool:
@@ -41,13 +44,13 @@ class TeamBlobStore:
         return self._store.get_blob(self._persona, name)
 
     def delete(self, name: str) -> None:
-        raise self._refuse("deleting a blob of")
+        raise self._refuse(_("deleting a blob of"))
 
     def names(self) -> set[str]:
         return self._store.blob_names(self._persona)
 
     def put_manifest(self, generation: int, data: bytes) -> None:
-        raise self._refuse("committing a generation of")
+        raise self._refuse(_("committing a generation of"))
 
     def get_manifest(self, generation: int) -> bytes:
         current = self._store.current_generation(self._persona)
@@ -60,7 +63,7 @@ class TeamBlobStore:
         return [] if current is None else [current.generation]
 
     def delete_manifest(self, generation: int) -> None:
-        raise self._refuse("deleting a generation of")
+        raise self._refuse(_("deleting a generation of"))
 
     def exists(self) -> bool:
         return self._store.current_generation(self._persona) is not None
@@ -72,4 +75,4 @@ class TeamBlobStore:
         """Nothing to make durable: every write committed its own transaction."""
 
     def remove_all(self) -> bool:
-        raise self._refuse("removing every blob of")
+        raise self._refuse(_("removing every blob of"))

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from outreach_station.errors import IntegrityError, SecurityError
+from outreach_station.i18n import _
 from outreach_station.team.identity import validate_member_id, validate_team_id
 
 if TYPE_CHECKING:
@@ -49,8 +50,10 @@ def read_team_file(paths: StationPaths) -> TeamFile | None:
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise IntegrityError(
-            f"the team file {paths.team_file} is damaged ({type(exc).__name__}); "
-            "join the team again (station team join URL)"
+            _(
+                "the team file {team_file} is damaged ({kind}); join the team again "
+                "(station team join URL)"
+            ).format(team_file=paths.team_file, kind=type(exc).__name__)
         ) from None
     return found
 
@@ -66,13 +69,19 @@ def check_join_allowed(station: Station, url: str) -> None:
     rules = station.policy.team
     if rules.url is not None and url != rules.url:
         raise SecurityError(
-            "the system policy puts this laptop in another team server (team.url); "
-            "join that one: station team join with the URL from 'station policy show'"
+            _(
+                "the system policy puts this laptop in another team server "
+                "(team.url); join that one: station team join with the URL from "
+                "'station policy show'"
+            )
         )
     if rules.url is None and not rules.allow_join:
         raise SecurityError(
-            "the system policy does not let staff join a team server (team.allow_join is "
-            "false); ask IT to set team.url or team.allow_join"
+            _(
+                "the system policy does not let staff join a team server "
+                "(team.allow_join is false); ask IT to set team.url or "
+                "team.allow_join"
+            )
         )
 
 
@@ -86,8 +95,10 @@ def team_url(station: Station) -> str | None:
         return None
     if not rules.allow_join:
         raise SecurityError(
-            f"this station home joined a team server the system policy does not allow "
-            f"(team.allow_join is false; {station.paths.team_file}); ask IT"
+            _(
+                "this station home joined a team server the system policy does not "
+                "allow (team.allow_join is false; {team_file}); ask IT"
+            ).format(team_file=station.paths.team_file)
         )
     return joined.url
 

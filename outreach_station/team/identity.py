@@ -16,6 +16,7 @@ import re
 from typing import Final
 
 from outreach_station.errors import UsageError
+from outreach_station.i18n import _
 
 PUBLIC_KEY_BYTES: Final = 32
 
@@ -38,7 +39,9 @@ def validate_team_id(team_id: str) -> str:
     """Refuse anything that is not a team id (letters, digits, '.', '_', '-'; at most 64)."""
     if not isinstance(team_id, str) or TEAM_ID_RE.fullmatch(team_id) is None:
         raise UsageError(
-            f"malformed team id {team_id!r}: expected up to 64 letters, digits, '.', '_' or '-'"
+            _(
+                "malformed team id {team_id!r}: expected up to 64 letters, digits, '.', '_' or '-'"
+            ).format(team_id=team_id)
         )
     return team_id
 
@@ -48,8 +51,10 @@ def validate_member_id(member_id: str) -> str:
     cleaned = member_id.strip().lower() if isinstance(member_id, str) else ""
     if MEMBER_ID_RE.fullmatch(cleaned) is None:
         raise UsageError(
-            f"malformed member id {member_id!r}: expected {MEMBER_ID_LENGTH} characters a-z "
-            "and 2-7, as printed by 'station team members'"
+            _(
+                "malformed member id {member_id!r}: expected {MEMBER_ID_LENGTH} "
+                "characters a-z and 2-7, as printed by 'station team members'"
+            ).format(member_id=member_id, MEMBER_ID_LENGTH=MEMBER_ID_LENGTH)
         )
     return cleaned
 
@@ -57,7 +62,11 @@ def validate_member_id(member_id: str) -> str:
 def check_public_key(public_key: bytes) -> bytes:
     """`public_key` if it has the size of an X25519 public key, else a refusal."""
     if not isinstance(public_key, bytes) or len(public_key) != PUBLIC_KEY_BYTES:
-        raise UsageError(f"a member's public key has {PUBLIC_KEY_BYTES} bytes")
+        raise UsageError(
+            _("a member's public key has {PUBLIC_KEY_BYTES} bytes").format(
+                PUBLIC_KEY_BYTES=PUBLIC_KEY_BYTES
+            )
+        )
     return public_key
 
 

@@ -29,6 +29,7 @@ from outreach_station.errors import (
     StateError,
     UsageError,
 )
+from outreach_station.i18n import _
 from outreach_station.ids import validate_persona_id
 from outreach_station.team.identity import member_id_for, validate_team_id
 from outreach_station.team.members import Member, approved_members
@@ -124,8 +125,9 @@ def _entry(paths: StationPaths, team_id: str) -> str:
     settings = read_settings(paths)
     if settings is None:
         raise StateError(
-            f"the vault of {paths.home} is not initialised; run `station init` before "
-            "joining a team"
+            _(
+                "the vault of {home} is not initialised; run `station init` before joining a team"
+            ).format(home=paths.home)
         )
     return member_key_entry(settings.station_id, team_id)
 
@@ -139,9 +141,11 @@ def load_member_key(paths: StationPaths, team_id: str) -> MemberKey:
     raw = secret_store.read_key(entry, what=_WHAT)
     if raw is None:
         raise NotFoundError(
-            f"this laptop has no member key for team {team_id} in the OS keyring; run "
-            "`station team join URL` (a key lost from the keyring cannot be recovered: the "
-            "new key must be approved again)"
+            _(
+                "this laptop has no member key for team {team_id} in the OS "
+                "keyring; run `station team join URL` (a key lost from the keyring "
+                "cannot be recovered: the new key must be approved again)"
+            ).format(team_id=team_id)
         )
     return MemberKey(team_id, raw)
 
@@ -176,9 +180,13 @@ def forget_member_key(paths: StationPaths, team_id: str) -> bool:
 
 def _check_version(key_version: int) -> int:
     if isinstance(key_version, bool) or not isinstance(key_version, int):
-        raise UsageError("a key version is a whole number")
+        raise UsageError(_("a key version is a whole number"))
     if not 1 <= key_version <= MAX_KEY_VERSION:
-        raise UsageError(f"a key version is between 1 and {MAX_KEY_VERSION}")
+        raise UsageError(
+            _("a key version is between 1 and {MAX_KEY_VERSION}").format(
+                MAX_KEY_VERSION=MAX_KEY_VERSION
+            )
+        )
     return key_version
 
 
@@ -217,11 +225,14 @@ def wrap_data_key(
 ) -> WrappedKey:
     """`data_key` wrapped for `member` (which must be approved), bound to persona and version."""
     if len(data_key) != DATA_KEY_BYTES:
-        raise UsageError(f"a persona data key has {DATA_KEY_BYTES} bytes")
+        raise UsageError(
+            _("a persona data key has {DATA_KEY_BYTES} bytes").format(DATA_KEY_BYTES=DATA_KEY_BYTES)
+        )
     if not member.approved:
         raise SecurityError(
-            f"member {member.member_id} is {member.status}: a persona key is wrapped only for "
-            "approved members"
+            _(
+                "member {member_id} is {status}: a persona key is wrapped only for approved members"
+            ).format(member_id=member.member_id, status=member.status)
         )
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
@@ -273,22 +284,30 @@ def unwrap_data_key(
 
     validate_persona_id(persona_id)
     _check_version(key_version)
-    where = f"persona {persona_id} (key version {key_version})"
+    where = _("persona {persona_id} (key version {key_version})").format(
+        persona_id=persona_id, key_version=key_version
+    )
     if wrapped.member_id != key.member_id:
         raise SecurityError(
-            f"the wrapped key of {where} is for member {wrapped.member_id}, not this laptop's "
-            f"member {key.member_id}; refusing it"
+            _(
+                "the wrapped key of {where} is for member {member_id}, not this "
+                "laptop's member {own_member}; refusing it"
+            ).format(where=where, member_id=wrapped.member_id, own_member=key.member_id)
         )
     if wrapped.persona_id != persona_id or wrapped.key_version != key_version:
         raise SecurityError(
-            f"a wrapped key labelled for persona {wrapped.persona_id} (key version "
-            f"{wrapped.key_version}) was served for {where}; refusing it"
+            _(
+                "a wrapped key labelled for persona {persona_id} (key version "
+                "{key_version}) was served for {where}; refusing it"
+            ).format(persona_id=wrapped.persona_id, key_version=wrapped.key_version, where=where)
         )
     blob = wrapped.sealed
     if len(blob) != _WRAPPED_BYTES or not blob.startswith(_WRAP_MAGIC):
         raise IntegrityError(
-            f"the wrapped key of {where} for member {key.member_id} is damaged or not a "
-            "wrapped key; refusing it"
+            _(
+                "the wrapped key of {where} for member {member_id} is damaged or "
+                "not a wrapped key; refusing it"
+            ).format(where=where, member_id=key.member_id)
         )
     try:
         data_key = _suite().decrypt(
@@ -298,9 +317,11 @@ def unwrap_data_key(
         )
     except (InvalidTag, ValueError):
         raise IntegrityError(
-            f"the wrapped key of {where} for member {key.member_id} failed authentication: it "
-            "was altered, moved from another persona, member or team, or is not for this "
-            "laptop's key; refusing it"
+            _(
+                "the wrapped key of {where} for member {member_id} failed "
+                "authentication: it was altered, moved from another persona, member "
+                "or team, or is not for this laptop's key; refusing it"
+            ).format(where=where, member_id=key.member_id)
         ) from None
     return data_key
 
@@ -351,11 +372,15 @@ def rekey(
     import hmac
 
     if len(old_key) != DATA_KEY_BYTES or len(new_key) != DATA_KEY_BYTES:
-        raise UsageError(f"a persona data key has {DATA_KEY_BYTES} bytes")
+        raise UsageError(
+            _("a persona data key has {DATA_KEY_BYTES} bytes").format(DATA_KEY_BYTES=DATA_KEY_BYTES)
+        )
     if hmac.compare_digest(old_key, new_key):
         # The same key again would keep a removed member's copy working.
         raise SecurityError(
-            f"re-keying persona {persona_id} needs a new data key, not the old one again"
+            _("re-keying persona {persona_id} needs a new data key, not the old one again").format(
+                persona_id=persona_id
+            )
         )
     version = _check_version(old_version) + 1
     wraps = wrap_for_members(
@@ -363,6 +388,8 @@ def rekey(
     )
     if not wraps:
         raise StateError(
-            f"persona {persona_id} cannot be re-keyed: the team has no approved member"
+            _("persona {persona_id} cannot be re-keyed: the team has no approved member").format(
+                persona_id=persona_id
+            )
         )
     return Rekey(persona_id=persona_id, key_version=_check_version(version), wraps=wraps)

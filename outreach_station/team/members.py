@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Final
 
 from outreach_station.errors import NotFoundError, SecurityError, StateError, UsageError
+from outreach_station.i18n import N_, _
 from outreach_station.team.identity import (
     check_public_key,
     member_id_for,
@@ -33,15 +34,26 @@ class MemberStatus(StrEnum):
     REMOVED = "removed"
 
 
+# One whole sentence per field, so a translation never has to inflect a pasted-in word.
+_TOO_LONG: Final = {
+    "name": N_("a member's name must have 1 to {longest} characters"),
+    "host": N_("a member's host must have 1 to {longest} characters"),
+}
+_UNPRINTABLE: Final = {
+    "name": N_("a member's name may not contain control or formatting characters"),
+    "host": N_("a member's host may not contain control or formatting characters"),
+}
+
+
 def _check_label(value: str, *, what: str, longest: int) -> str:
     """A name shown to people: one line of printable text, trimmed, not too long."""
     text = value.strip() if isinstance(value, str) else ""
     if not text or len(text) > longest:
-        raise UsageError(f"a member's {what} must have 1 to {longest} characters")
+        raise UsageError(_(_TOO_LONG[what]).format(longest=longest))
     # Control and format characters (newlines, bidi overrides) could make one
     # member's line in a listing look like another's.
     if any(unicodedata.category(ch)[0] == "C" for ch in text):
-        raise UsageError(f"a member's {what} may not contain control or formatting characters")
+        raise UsageError(_(_UNPRINTABLE[what]))
     return text
 
 
@@ -64,8 +76,10 @@ class Member:
         member_id = validate_member_id(self.member_id)
         if member_id != member_id_for(self.public_key):
             raise SecurityError(
-                f"the record of member {member_id} does not match its public key; "
-                "it was altered: refusing it"
+                _(
+                    "the record of member {member_id} does not match its public key; it "
+                    "was altered: refusing it"
+                ).format(member_id=member_id)
             )
         object.__setattr__(self, "member_id", member_id)
         name = _check_label(self.display_name, what="name", longest=DISPLAY_NAME_MAX)
@@ -107,7 +121,9 @@ def find(members: Iterable[Member], member_id: str) -> Member:
     for member in members:
         if member.member_id == wanted:
             return member
-    raise NotFoundError(f"no member {wanted} in this team; see 'station team members'")
+    raise NotFoundError(
+        _("no member {wanted} in this team; see 'station team members'").format(wanted=wanted)
+    )
 
 
 def approved_members(members: Iterable[Member]) -> tuple[Member, ...]:
@@ -120,13 +136,16 @@ def _acting_member(members: Iterable[Member], actor_id: str, *, action: str) -> 
         actor = find(members, actor_id)
     except NotFoundError:
         raise SecurityError(
-            f"this laptop's key ({validate_member_id(actor_id)}) is not a member of the team; "
-            f"only an approved member can {action}"
+            _(
+                "this laptop's key ({member_id}) is not a member of the team; only "
+                "an approved member can {action}"
+            ).format(member_id=validate_member_id(actor_id), action=action)
         ) from None
     if not actor.approved:
         raise SecurityError(
-            f"this laptop's member {actor.member_id} is {actor.status}; only an approved "
-            f"member can {action}"
+            _(
+                "this laptop's member {member_id} is {status}; only an approved member can {action}"
+            ).format(member_id=actor.member_id, status=actor.status, action=action)
         )
     return actor
 
@@ -155,20 +174,28 @@ def approve(
     candidate = find(roster, member_id)
     if candidate.member_id == validate_member_id(approver_id):
         raise SecurityError(
-            f"member {candidate.member_id} cannot approve itself; another approved member "
-            "must compare the safety code and approve it"
+            _(
+                "member {member_id} cannot approve itself; another approved member "
+                "must compare the safety code and approve it"
+            ).format(member_id=candidate.member_id)
         )
-    _acting_member(roster, approver_id, action="approve members")
+    _acting_member(roster, approver_id, action=_("approve members"))
     if candidate.status is MemberStatus.APPROVED:
-        raise StateError(f"member {candidate.member_id} is already approved")
+        raise StateError(
+            _("member {member_id} is already approved").format(member_id=candidate.member_id)
+        )
     if candidate.status is MemberStatus.REMOVED:
         raise StateError(
-            f"member {candidate.member_id} was removed; its laptop must join again with a new key"
+            _("member {member_id} was removed; its laptop must join again with a new key").format(
+                member_id=candidate.member_id
+            )
         )
     code = candidate.safety_code(team_id)
     if not confirm(candidate, code):
         raise UsageError(
-            f"member {candidate.member_id} was not approved: the safety code was not confirmed"
+            _("member {member_id} was not approved: the safety code was not confirmed").format(
+                member_id=candidate.member_id
+            )
         )
     return replace(candidate, status=MemberStatus.APPROVED)
 
@@ -181,13 +208,17 @@ def remove(members: Iterable[Member], *, remover_id: str, member_id: str) -> Mem
     """
     roster = tuple(members)
     target = find(roster, member_id)
-    _acting_member(roster, remover_id, action="remove members")
+    _acting_member(roster, remover_id, action=_("remove members"))
     if target.status is MemberStatus.REMOVED:
-        raise StateError(f"member {target.member_id} is already removed")
+        raise StateError(
+            _("member {member_id} is already removed").format(member_id=target.member_id)
+        )
     others = [m for m in approved_members(roster) if m.member_id != target.member_id]
     if target.approved and not others:
         raise StateError(
-            f"member {target.member_id} is the team's last approved member; approve another "
-            "member before removing it"
+            _(
+                "member {member_id} is the team's last approved member; approve "
+                "another member before removing it"
+            ).format(member_id=target.member_id)
         )
     return replace(target, status=MemberStatus.REMOVED)

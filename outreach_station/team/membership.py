@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from outreach_station.context import Station, using
 from outreach_station.errors import EnvironmentProblem, StateError, StationError, UsageError
 from outreach_station.events import EventName
+from outreach_station.i18n import _
 from outreach_station.team.config import (
     TeamFile,
     check_join_allowed,
@@ -88,11 +89,15 @@ def _password(connection: TeamConnection, ask: AskPassword, *, role: str) -> tup
     stored = secret_store.read(password_entry(connection), what="team database password")
     if stored is not None:
         return stored, True
-    asked = ask(f"Database password of {role} on {connection.where}")
+    asked = ask(
+        _("Database password of {role} on {where}").format(role=role, where=connection.where)
+    )
     if not asked:
         raise UsageError(
-            f"no password for {role} on {connection.where} in the OS keyring and no terminal "
-            "to ask on; run this command on a terminal"
+            _(
+                "no password for {role} on {where} in the OS keyring and no "
+                "terminal to ask on; run this command on a terminal"
+            ).format(role=role, where=connection.where)
         )
     return asked, False
 
@@ -144,8 +149,10 @@ def _check_not_elsewhere(station: Station, url: str) -> None:
     joined = read_team_file(station.paths)
     if joined is not None and joined.url != url:
         raise StateError(
-            f"this station home is already in team {joined.team_id} on another server; "
-            "a home is in one team"
+            _(
+                "this station home is already in team {team_id} on another server; "
+                "a home is in one team"
+            ).format(team_id=joined.team_id)
         )
 
 
@@ -190,8 +197,10 @@ def join_team(
             team_id = store.team_id()
             if team_id is None:
                 raise StateError(
-                    f"the team server {where} has no team yet; an approved member or IT runs "
-                    "station team init URL first"
+                    _(
+                        "the team server {where} has no team yet; an approved member or IT "
+                        "runs station team init URL first"
+                    ).format(where=where)
                 )
             key = _my_key(st, team_id)
             member, made = _register(
@@ -233,7 +242,7 @@ def init_team(
     with using(station) as st:
         check_join_allowed(st, url)
         _check_not_elsewhere(st, url)
-        owner_password, _ = _password(owner, ask_password, role=owner_role)
+        owner_password, _asked = _password(owner, ask_password, role=owner_role)
         with _open(owner, owner_password) as admin:
             team_id = admin.create_team(f"team-{secrets.token_hex(6)}")
         del owner_password  # IT's secret: used, never kept
@@ -243,8 +252,10 @@ def init_team(
             others = [m for m in _roster(store) if m.approved and m.member_id != key.member_id]
             if others:
                 raise StateError(
-                    f"team {team_id} on {connection.where} already has approved members; "
-                    "join it instead (station team join URL) and ask one of them to approve"
+                    _(
+                        "team {team_id} on {where} already has approved members; join it "
+                        "instead (station team join URL) and ask one of them to approve"
+                    ).format(team_id=team_id, where=connection.where)
                 )
             member, made = _register(store, key, name=display_name or _default_name(), founder=True)
         if not from_keyring:
@@ -260,7 +271,7 @@ def _team_store(st: Station) -> PostgresStore:
 
     store = st.store
     if not isinstance(store, PostgresStore):
-        raise StateError("this station home is not in a team; run station team join URL")
+        raise StateError(_("this station home is not in a team; run station team join URL"))
     return store
 
 
@@ -270,7 +281,9 @@ def _me(st: Station, store: PostgresStore) -> tuple[str, MemberKey]:
     team_id = store.team_id()
     if team_id is None:
         raise StateError(
-            f"the team server {store.connection.where} has no team yet; run station team init URL"
+            _("the team server {where} has no team yet; run station team init URL").format(
+                where=store.connection.where
+            )
         )
     return team_id, load_member_key(st.paths, team_id)
 
@@ -279,7 +292,7 @@ def list_members(*, station: Station | None = None) -> list[MemberLine]:
     """Every member of the team, with which one is this laptop's key."""
     with using(station) as st:
         store = _team_store(st)
-        _, key = _me(st, store)
+        _member, key = _me(st, store)
         return [
             MemberLine(m.member_id, m.display_name, m.host, m.status, m.member_id == key.member_id)
             for m in _roster(store)
@@ -302,8 +315,10 @@ def approve_member(
         )
         if not store.approve_member(approved.member_id, approved_by=key.member_id):
             raise StateError(
-                f"member {approved.member_id} was not approved: its record changed meanwhile; "
-                "see station team members"
+                _(
+                    "member {member_id} was not approved: its record changed meanwhile; "
+                    "see station team members"
+                ).format(member_id=approved.member_id)
             )
         st.record(EventName.TEAM_MEMBER_APPROVED, team=team_id, member=approved.member_id)
         return approved

@@ -51,6 +51,7 @@ from outreach_station.errors import (
     StateError,
     StationError,
 )
+from outreach_station.i18n import _
 
 if TYPE_CHECKING:
     from outreach_station.paths import StationPaths
@@ -296,11 +297,17 @@ def _read_state(path: Path) -> dict[str, Any]:
         return {}
     except (OSError, ValueError) as exc:
         raise StateError(
-            f"the team sync record {path} is unreadable ({type(exc).__name__}); move it away "
-            "and open the persona again (the sealed profile is untouched)"
+            _(
+                "the team sync record {path} is unreadable ({kind}); move it away "
+                "and open the persona again (the sealed profile is untouched)"
+            ).format(path=path, kind=type(exc).__name__)
         ) from None
     if not isinstance(data, dict):
-        raise StateError(f"the team sync record {path} is malformed; move it away and try again")
+        raise StateError(
+            _("the team sync record {path} is malformed; move it away and try again").format(
+                path=path
+            )
+        )
     return data
 
 
@@ -430,16 +437,25 @@ def flush_pending(
         manifest = b""
     if _digest(manifest) != record.sha256:
         raise IntegrityError(
-            f"persona {copy.persona_id}: generation {record.generation} waiting for the team "
-            f"server is no longer in {copy.blobs.location}; it cannot be sent (report it to IT)"
+            _(
+                "persona {persona_id}: generation {generation} waiting for the team "
+                "server is no longer in {location}; it cannot be sent (report it to "
+                "IT)"
+            ).format(
+                persona_id=copy.persona_id,
+                generation=record.generation,
+                location=copy.blobs.location,
+            )
         )
     return _send(store, copy, record, manifest, token=token, sizes=None, progress=progress)
 
 
 def _server_has(current: Generation | None) -> str:
     if current is None:
-        return "no generation"
-    return f"generation {current.generation} (from {current.member})"
+        return _("no generation")
+    return _("generation {generation} (from {member})").format(
+        generation=current.generation, member=current.member
+    )
 
 
 def _send(
@@ -464,10 +480,18 @@ def _send(
             where = _keep_aside(copy, record.generation, manifest, record.blob_names)
             _clear_pending(copy)
             raise StateError(
-                f"persona {persona}: generation {record.generation} sealed on this laptop was "
-                f"not sent: the team server has {_server_has(current)}, and it was sealed from "
-                f"generation {record.base}; kept aside, sealed, in {where}; the server's is the "
-                "persona's now (ask IT if work was lost)"
+                _(
+                    "persona {persona}: generation {generation} sealed on this laptop "
+                    "was not sent: the team server has {server}, and it was sealed from "
+                    "generation {base}; kept aside, sealed, in {where}; the server's is "
+                    "the persona's now (ask IT if work was lost)"
+                ).format(
+                    persona=persona,
+                    generation=record.generation,
+                    server=_server_has(current),
+                    base=record.base,
+                    where=where,
+                )
             )
         missing = sorted(store.missing_blobs(persona, record.blob_names))
         if sizes is not None:
@@ -491,9 +515,13 @@ def _send(
         except StateError as exc:
             now = store.current_generation(persona)
             raise StateError(
-                f"persona {persona}: generation {record.generation} sealed on this laptop was "
-                f"refused by the team server, which has {_server_has(now)}: {exc}; it stays on "
-                "this laptop, pending"
+                _(
+                    "persona {persona}: generation {generation} sealed on this laptop "
+                    "was refused by the team server, which has {server}: {exc}; it "
+                    "stays on this laptop, pending"
+                ).format(
+                    persona=persona, generation=record.generation, server=_server_has(now), exc=exc
+                )
             ) from None
     except EnvironmentProblem as exc:
         _note_problem(copy, str(exc))
@@ -560,9 +588,11 @@ def fetch(
     waiting = _pending_of(persona, state)
     if waiting is not None:
         raise StateError(
-            f"persona {persona}: generation {waiting.generation} sealed on this laptop is "
-            "waiting for the team server; send it first (open the persona again when the "
-            "server is reachable)"
+            _(
+                "persona {persona}: generation {generation} sealed on this laptop "
+                "is waiting for the team server; send it first (open the persona "
+                "again when the server is reachable)"
+            ).format(persona=persona, generation=waiting.generation)
         )
     server = store.current_generation(persona)
     if server is None:
@@ -577,24 +607,48 @@ def fetch(
     clean = local is not None and synced.get("sha256") == _digest(local)
     if int(synced.get("generation", 0)) > server.generation:
         raise IntegrityError(
-            f"persona {persona}: the team server {store.connection.where} offers generation "
-            f"{server.generation}, older than generation {synced['generation']} this laptop "
-            "already had from it (was the server restored from a backup?); nothing was "
-            "changed: report it to IT"
+            _(
+                "persona {persona}: the team server {where} offers generation "
+                "{generation}, older than generation {had} this laptop "
+                "already had from it (was the server restored from a backup?); "
+                "nothing was changed: report it to IT"
+            ).format(
+                persona=persona,
+                where=store.connection.where,
+                generation=server.generation,
+                had=synced["generation"],
+            )
         )
     if server.generation < local_gen and (local is None or clean):
         raise IntegrityError(
-            f"persona {persona}: this laptop's record says generation {local_gen}, but the team "
-            f"server {store.connection.where} offers the older generation {server.generation}"
-            + ("" if local is not None else " and the laptop's copy is missing")
-            + "; nothing was changed: report it to IT"
+            (
+                _(
+                    "persona {persona}: this laptop's record says generation {local_gen}, "
+                    "but the team server {where} offers the older generation {generation}; "
+                    "nothing was changed: report it to IT"
+                )
+                if local is not None
+                else _(
+                    "persona {persona}: this laptop's record says generation {local_gen}, "
+                    "but the team server {where} offers the older generation {generation} "
+                    "and the laptop's copy is missing; nothing was changed: report it to IT"
+                )
+            ).format(
+                persona=persona,
+                local_gen=local_gen,
+                where=store.connection.where,
+                generation=server.generation,
+            )
         )
     remote = TeamBlobStore(store, persona)
     manifest = read_manifest(remote, keys, server.generation)  # authenticated from here on
     if set(manifest.blob_sizes) != set(server.blob_names):
         raise IntegrityError(
-            f"persona {persona}: generation {server.generation} on the team server lists other "
-            "blobs than its manifest; it was changed outside station: report it to IT"
+            _(
+                "persona {persona}: generation {generation} on the team server "
+                "lists other blobs than its manifest; it was changed outside "
+                "station: report it to IT"
+            ).format(persona=persona, generation=server.generation)
         )
     kept: Path | None = None
     if local is not None and not clean:
@@ -610,8 +664,10 @@ def fetch(
         plain = open_blob(aead, keys, name, data, remote.location)
         if len(plain) != manifest.blob_sizes[name]:
             raise IntegrityError(
-                f"persona {persona}: blob {name} on the team server is not the size its "
-                "manifest says; nothing was opened: report it to IT"
+                _(
+                    "persona {persona}: blob {name} on the team server is not the size "
+                    "its manifest says; nothing was opened: report it to IT"
+                ).format(persona=persona, name=name)
             )
         del plain
         copy.blobs.put(name, data)

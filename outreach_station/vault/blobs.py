@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from outreach_station.errors import EnvironmentProblem, IntegrityError, StateError
+from outreach_station.i18n import _
 from outreach_station.ids import validate_persona_id
 from outreach_station.vault.sealed import (
     KEY_BYTES,
@@ -169,21 +170,26 @@ def open_blob(aead: AESGCM, keys: StoreKeys, name: str, sealed: bytes, where: st
 
     size = _BLOB_HEADER.size
     if len(sealed) < size + TAG_BYTES:
-        raise _tampered(keys.persona_id, where, f"blob {name} is truncated")
+        raise _tampered(keys.persona_id, where, _("blob {name} is truncated").format(name=name))
     magic, version, suite, reserved, nonce = _BLOB_HEADER.unpack(sealed[:size])
     if magic != BLOB_MAGIC or version != FORMAT or suite != SUITE or reserved != 0:
-        raise _tampered(keys.persona_id, where, f"blob {name} has a bad header")
+        raise _tampered(keys.persona_id, where, _("blob {name} has a bad header").format(name=name))
     try:
         return aead.decrypt(nonce, sealed[size:], _blob_ad(sealed[:size], keys.persona_id, name))
     except InvalidTag:
-        raise _tampered(keys.persona_id, where, f"blob {name} failed authentication") from None
+        raise _tampered(
+            keys.persona_id, where, _("blob {name} failed authentication").format(name=name)
+        ) from None
 
 
 def _tampered(persona_id: str, where: str, what: str) -> IntegrityError:
     return IntegrityError(
-        f"the sealed profile of persona {persona_id!r} ({where}) is damaged or altered: {what} "
-        "(or it belongs to another persona, or the key is wrong); nothing was opened and "
-        "the files are kept: report it to IT"
+        _(
+            "the sealed profile of persona {persona_id!r} ({where}) is damaged "
+            "or altered: {what} (or it belongs to another persona, or the key "
+            "is wrong); nothing was opened and the files are kept: report it to "
+            "IT"
+        ).format(persona_id=persona_id, where=where, what=what)
     )
 
 
@@ -273,7 +279,9 @@ class Manifest:
                     raise ValueError(f"unknown kind {kind!r}")
         except (ValueError, KeyError, IndexError, TypeError, zlib.error) as exc:
             # Authenticated, so written by a holder of the key, not by station.
-            what = f"manifest {generation} is malformed: {exc}"
+            what = _("manifest {generation} is malformed: {exc}").format(
+                generation=generation, exc=exc
+            )
             raise _tampered(persona_id, where, what) from None
         return cls(persona_id, generation, tuple(entries), dict(blobs))
 
@@ -294,16 +302,32 @@ def read_manifest(store: BlobStore, keys: StoreKeys, generation: int) -> Manifes
     try:
         sealed = store.get_manifest(generation)
     except FileNotFoundError:
-        raise _tampered(keys.persona_id, where, f"manifest {generation} is missing") from None
+        raise _tampered(
+            keys.persona_id,
+            where,
+            _("manifest {generation} is missing").format(generation=generation),
+        ) from None
     size = _MANIFEST_HEADER.size
     if len(sealed) < size + TAG_BYTES:
-        raise _tampered(keys.persona_id, where, f"manifest {generation} is truncated")
+        raise _tampered(
+            keys.persona_id,
+            where,
+            _("manifest {generation} is truncated").format(generation=generation),
+        )
     magic, version, suite, reserved, claimed, nonce = _MANIFEST_HEADER.unpack(sealed[:size])
     if magic != MANIFEST_MAGIC or version not in _READ or suite != SUITE or reserved != 0:
-        raise _tampered(keys.persona_id, where, f"manifest {generation} has a bad header")
+        raise _tampered(
+            keys.persona_id,
+            where,
+            _("manifest {generation} has a bad header").format(generation=generation),
+        )
     if claimed != generation:
         raise _tampered(
-            keys.persona_id, where, f"manifest {generation} says it is generation {claimed}"
+            keys.persona_id,
+            where,
+            _("manifest {generation} says it is generation {claimed}").format(
+                generation=generation, claimed=claimed
+            ),
         )
     try:
         plain = keys.aead().decrypt(
@@ -311,7 +335,9 @@ def read_manifest(store: BlobStore, keys: StoreKeys, generation: int) -> Manifes
         )
     except InvalidTag:
         raise _tampered(
-            keys.persona_id, where, f"manifest {generation} failed authentication"
+            keys.persona_id,
+            where,
+            _("manifest {generation} failed authentication").format(generation=generation),
         ) from None
     if version == PARTS_FORMAT:
         return _read_parts(store, keys, generation, plain, where)
@@ -430,20 +456,26 @@ def _read_parts(
             raise ValueError("names another persona or generation")
         listed = [(_check_part_name(str(n)), int(s)) for n, s in body["parts"]]
     except (ValueError, KeyError, IndexError, TypeError, zlib.error) as exc:
-        what = f"manifest {generation} is malformed: {exc}"
+        what = _("manifest {generation} is malformed: {exc}").format(generation=generation, exc=exc)
         raise _tampered(keys.persona_id, where, what) from None
     for name, size in listed:
         try:
             sealed = store.get(name)
         except FileNotFoundError:
-            raise _tampered(keys.persona_id, where, f"blob {name} is missing") from None
+            raise _tampered(
+                keys.persona_id, where, _("blob {name} is missing").format(name=name)
+            ) from None
         part_plain = open_blob(aead, keys, name, sealed, where)
         if len(part_plain) != size:
-            raise _tampered(keys.persona_id, where, f"blob {name} has the wrong size")
+            raise _tampered(
+                keys.persona_id, where, _("blob {name} has the wrong size").format(name=name)
+            )
         try:
             parts.append(_decode_part(name, part_plain, keys.persona_id))
         except (ValueError, KeyError, IndexError, TypeError, zlib.error) as exc:
-            what = f"manifest {generation} is malformed: {exc}"
+            what = _("manifest {generation} is malformed: {exc}").format(
+                generation=generation, exc=exc
+            )
             raise _tampered(keys.persona_id, where, what) from None
     return manifest_of_parts(keys.persona_id, generation, parts)
 
@@ -465,7 +497,7 @@ def peek_generation(src_file: Path, persona_id: str) -> int | None:
         head = source.read(_MANIFEST_HEADER.size)
     if head[:8] == MANIFEST_MAGIC:
         if len(head) < _MANIFEST_HEADER.size:
-            raise _tampered(persona_id, str(src_file), "the manifest is truncated")
+            raise _tampered(persona_id, str(src_file), _("the manifest is truncated"))
         return int(_MANIFEST_HEADER.unpack(head)[4])
     return sealed.peek_generation(src_file, persona_id)
 
@@ -617,7 +649,7 @@ def _read_into(path: str, view: memoryview) -> None:
     with open(path, "rb", buffering=0) as source:
         got = source.readinto(view)
         if got != len(view) or source.read(1):
-            raise StateError(f"{path} changed while it was being sealed")
+            raise StateError(_("{path} changed while it was being sealed").format(path=path))
 
 
 def _read_range(path: str, offset: int, size: int) -> bytes:
@@ -627,7 +659,7 @@ def _read_range(path: str, offset: int, size: int) -> bytes:
     finally:
         os.close(fd)
     if len(data) != size:
-        raise StateError(f"{path} changed while it was being sealed")
+        raise StateError(_("{path} changed while it was being sealed").format(path=path))
     return data
 
 
@@ -759,7 +791,11 @@ def _seal_tree(  # noqa: PLR0912, PLR0915 - one pass over the tree, step by step
     if not 0 < generation <= MAX_GENERATION:
         raise ValueError(f"a generation is between 1 and {MAX_GENERATION}")
     if not src_dir.is_dir():
-        raise StateError(f"cannot seal persona {keys.persona_id!r}: {src_dir} is not a directory")
+        raise StateError(
+            _("cannot seal persona {persona_id!r}: {src_dir} is not a directory").format(
+                persona_id=keys.persona_id, src_dir=src_dir
+            )
+        )
     seed = int.from_bytes(keys.naming[:4], "big")
     scan = _Scan()
     entries = scan.found
@@ -928,8 +964,14 @@ def _seal_tree(  # noqa: PLR0912, PLR0915 - one pass over the tree, step by step
             store.sweep()
         if isinstance(exc, OSError):
             raise EnvironmentProblem(
-                f"sealing persona {keys.persona_id!r} into {store.location} failed: "
-                f"{exc.strerror or type(exc).__name__}; the previous sealed profile is unchanged"
+                _(
+                    "sealing persona {persona_id!r} into {location} failed: {reason}; "
+                    "the previous sealed profile is unchanged"
+                ).format(
+                    persona_id=keys.persona_id,
+                    location=store.location,
+                    reason=exc.strerror or type(exc).__name__,
+                )
             ) from exc
         raise
     pool.close()
@@ -1028,9 +1070,11 @@ def collect(store: BlobStore, manifest: Manifest) -> int:
 
 def _unsafe(persona_id: str, where: str, path: str, why: str) -> UnsafeArchiveError:
     return UnsafeArchiveError(
-        f"refused to unseal {where} (persona {persona_id!r}): manifest entry {path!r} {why}; "
-        "station never writes that, so someone holding the key made this file: "
-        "keep it and report it to IT"
+        _(
+            "refused to unseal {where} (persona {persona_id!r}): manifest entry "
+            "{path!r} {why}; station never writes that, so someone holding the "
+            "key made this file: keep it and report it to IT"
+        ).format(where=where, persona_id=persona_id, path=path, why=why)
     )
 
 
@@ -1043,24 +1087,26 @@ def _check_entries(manifest: Manifest, where: str) -> None:  # noqa: PLR0912 - o
         try:
             parts = _parts(e.path)
             if "/".join(parts) != e.path:
-                raise _Refusal("is not a plain relative path")
+                raise _Refusal(_("is not a plain relative path"))
             if parts in seen:
-                raise _Refusal("appears twice")
+                raise _Refusal(_("appears twice"))
             if parts[:-1] not in dirs:
-                raise _Refusal("lies below something that is not a directory listed before it")
+                raise _Refusal(_("lies below something that is not a directory listed before it"))
             if e.mode & _SPECIAL_BITS or e.mode != stat.S_IMODE(e.mode):
-                raise _Refusal("has setuid, setgid or sticky bits")
+                raise _Refusal(_("has setuid, setgid or sticky bits"))
             if e.kind == "l" and not _symlink_stays_inside(parts, e.target):
-                raise _Refusal(f"is a symlink to {e.target!r}, outside the profile")
+                raise _Refusal(
+                    _("is a symlink to {target!r}, outside the profile").format(target=e.target)
+                )
             if e.kind == "f":
                 at = 0
                 for name, offset, length in e.refs:
                     blob = manifest.blob_sizes.get(name)
                     if blob is None or offset < 0 or length <= 0 or offset + length > blob:
-                        raise _Refusal("points outside its blobs")
+                        raise _Refusal(_("points outside its blobs"))
                     at += length
                 if at != e.size:
-                    raise _Refusal("has pieces that do not add up to its size")
+                    raise _Refusal(_("has pieces that do not add up to its size"))
         except _Refusal as refusal:
             raise _unsafe(manifest.persona_id, where, e.path, str(refusal)) from None
         seen.add(parts)
@@ -1100,7 +1146,9 @@ def _unseal_tree(  # noqa: PLR0912, PLR0915 - one pass over the manifest, step b
     _check_entries(manifest, where)
     if any(dest_dir.iterdir()):
         raise StateError(
-            f"refusing to unseal persona {keys.persona_id!r} into non-empty {dest_dir}"
+            _("refusing to unseal persona {persona_id!r} into non-empty {dest_dir}").format(
+                persona_id=keys.persona_id, dest_dir=dest_dir
+            )
         )
     root = str(dest_dir) + "/"  # entry paths are checked plain relative paths
     total = max(1, sum(manifest.blob_sizes.values()))
@@ -1146,10 +1194,14 @@ def _unseal_tree(  # noqa: PLR0912, PLR0915 - one pass over the manifest, step b
             try:
                 sealed = store.get(name)
             except FileNotFoundError:
-                raise _tampered(keys.persona_id, where, f"blob {name} is missing") from None
+                raise _tampered(
+                    keys.persona_id, where, _("blob {name} is missing").format(name=name)
+                ) from None
             plain = open_blob(aead, keys, name, sealed, where)
             if len(plain) != manifest.blob_sizes[name]:
-                raise _tampered(keys.persona_id, where, f"blob {name} has the wrong size")
+                raise _tampered(
+                    keys.persona_id, where, _("blob {name} has the wrong size").format(name=name)
+                )
             view = memoryview(plain)
             for e, at, offset, length in wanted:
                 full = root + e.path
@@ -1208,8 +1260,10 @@ def _unseal_tree(  # noqa: PLR0912, PLR0915 - one pass over the manifest, step b
                         keys.persona_id,
                         where,
                         e.path,
-                        f"is a symlink to {e.target!r}, which leads outside the profile "
-                        "through another link",
+                        _(
+                            "is a symlink to {target!r}, which leads outside the profile "
+                            "through another link"
+                        ).format(target=e.target),
                     )
         for e in sorted(
             (e for e in manifest.entries if e.kind == "d"),
@@ -1225,8 +1279,11 @@ def _unseal_tree(  # noqa: PLR0912, PLR0915 - one pass over the manifest, step b
                 os.close(fd)
     except OSError as exc:
         raise EnvironmentProblem(
-            f"unsealing persona {keys.persona_id!r} into {dest_dir} failed: "
-            f"{exc.strerror or type(exc).__name__}"
+            _("unsealing persona {persona_id!r} into {dest_dir} failed: {reason}").format(
+                persona_id=keys.persona_id,
+                dest_dir=dest_dir,
+                reason=exc.strerror or type(exc).__name__,
+            )
         ) from exc
     if progress is not None:
         progress(total, total)

@@ -32,6 +32,7 @@ from outreach_station.errors import (
     UsageError,
 )
 from outreach_station.fsutil import shred_file, write_atomic, write_exclusive
+from outreach_station.i18n import _
 from outreach_station.ids import validate_persona_id
 from outreach_station.paths import StationPaths
 from outreach_station.vault import passphrase
@@ -100,7 +101,9 @@ class KeyMaterial:
         return bool(self.wrapped_keys or self.sealed_files)
 
     def describe(self) -> str:
-        return f"{self.wrapped_keys} wrapped data key(s) and {self.sealed_files} sealed profile(s)"
+        return _("{wrapped_keys} wrapped data key(s) and {sealed_files} sealed profile(s)").format(
+            wrapped_keys=self.wrapped_keys, sealed_files=self.sealed_files
+        )
 
 
 def read_settings(paths: StationPaths) -> VaultSettings | None:
@@ -120,8 +123,11 @@ def read_settings(paths: StationPaths) -> VaultSettings | None:
             raise ValueError("station_id")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(
-            f"{file}: malformed vault settings (field {exc}); expected "
-            '{"format": 1, "mode": "keyring"|"passphrase", "station_id": <16 hex digits>}'
+            _(
+                "{file}: malformed vault settings (field {exc}); expected "
+                '{{"format": 1, "mode": "keyring"|"passphrase", "station_id": <16 '
+                "hex digits>}}"
+            ).format(file=file, exc=exc)
         ) from None
     return VaultSettings(mode=mode, station_id=station_id)
 
@@ -154,17 +160,20 @@ def existing_key_material(paths: StationPaths) -> KeyMaterial:
 
 def _missing_master(where: str, material: KeyMaterial) -> StateError:
     return StateError(
-        f"the master key is missing from {where}, but {material.describe()} exist that only it "
-        "can open; refusing to create a new master key, which would make them unreadable for "
-        "good. Restore the keyring or key file from a backup; to deliberately start over, "
-        "remove the station home's personas directory and vault.json first"
+        _(
+            "the master key is missing from {where}, but {material} exist that "
+            "only it can open; refusing to create a new master key, which would "
+            "make them unreadable for good. Restore the keyring or key file "
+            "from a backup; to deliberately start over, remove the station "
+            "home's personas directory and vault.json first"
+        ).format(where=where, material=material.describe())
     )
 
 
 def _ask(callback: PassphraseCallback | None, purpose: PassphrasePurpose) -> str:
     if callback is None:
         raise UsageError(
-            "this station home uses passphrase mode, but no passphrase prompt was given"
+            _("this station home uses passphrase mode, but no passphrase prompt was given")
         )
     return callback(purpose)
 
@@ -207,7 +216,7 @@ class Vault:
         """
         paths = paths or station_paths.current()
         if mode is VaultMode.PASSPHRASE and not allow_passphrase:
-            raise SecurityError("passphrase mode is not allowed by policy; use the OS keyring")
+            raise SecurityError(_("passphrase mode is not allowed by policy; use the OS keyring"))
         from outreach_station.storage.locks import first_use_lock
 
         with first_use_lock(paths):
@@ -228,14 +237,22 @@ class Vault:
         settings = read_settings(paths)
         if settings is not None and settings.mode is not mode:
             raise StateError(
-                f"the vault of {paths.home} is already initialised in {settings.mode} mode"
+                _("the vault of {home} is already initialised in {mode} mode").format(
+                    home=paths.home, mode=settings.mode
+                )
             )
         material = existing_key_material(paths)
         if settings is None and material.any:
             raise StateError(
-                f"{paths.home / SETTINGS_FILE} is missing but {material.describe()} exist; "
-                "refusing to create a new master key that would orphan them. Restore "
-                f"{SETTINGS_FILE} from a backup"
+                _(
+                    "{settings} is missing but {material} exist; refusing to create a "
+                    "new master key that would orphan them. Restore {SETTINGS_FILE} "
+                    "from a backup"
+                ).format(
+                    settings=paths.home / SETTINGS_FILE,
+                    material=material.describe(),
+                    SETTINGS_FILE=SETTINGS_FILE,
+                )
             )
         settings = settings or VaultSettings(mode=mode, station_id=secrets.token_hex(8))
         if mode is VaultMode.KEYRING:
@@ -245,7 +262,10 @@ class Vault:
             )
             if master is None:
                 if material.any:
-                    raise _missing_master(f"the OS keyring ({checked.description})", material)
+                    raise _missing_master(
+                        _("the OS keyring ({description})").format(description=checked.description),
+                        material,
+                    )
                 master = secrets.token_bytes(secret_store.KEY_BYTES)
                 secret_store.store_key(
                     settings.keyring_entry, master, what="master key", backend=checked
@@ -287,21 +307,36 @@ class Vault:
         if settings is None:
             if material.any:
                 raise StateError(
-                    f"{paths.home / SETTINGS_FILE} is missing but {material.describe()} exist. "
-                    f"Restore {SETTINGS_FILE} from a backup"
+                    _(
+                        "{settings} is missing but {material} exist. Restore "
+                        "{SETTINGS_FILE} from a backup"
+                    ).format(
+                        settings=paths.home / SETTINGS_FILE,
+                        material=material.describe(),
+                        SETTINGS_FILE=SETTINGS_FILE,
+                    )
                 )
-            raise StateError(f"the vault of {paths.home} is not initialised; run `station init`")
+            raise StateError(
+                _("the vault of {home} is not initialised; run `station init`").format(
+                    home=paths.home
+                )
+            )
         if settings.mode is VaultMode.KEYRING:
             checked = secret_store.check_backend()
             master = secret_store.read_key(
                 settings.keyring_entry, what="master key", backend=checked
             )
             if master is None:
-                raise _missing_master(f"the OS keyring ({checked.description})", material)
+                raise _missing_master(
+                    _("the OS keyring ({description})").format(description=checked.description),
+                    material,
+                )
             return cls(paths, settings, master, checked.description)
         if not allow_passphrase:
             raise SecurityError(
-                f"the vault of {paths.home} uses passphrase mode, which policy does not allow"
+                _("the vault of {home} uses passphrase mode, which policy does not allow").format(
+                    home=paths.home
+                )
             )
         file = paths.home / MASTER_FILE
         if not file.exists():
@@ -354,7 +389,9 @@ class Vault:
         head = len(_WRAP_MAGIC) + 1
         if len(blob) != _WRAPPED_BYTES or blob[:head] != _WRAP_MAGIC + _WRAP_VERSION:
             raise IntegrityError(
-                f"the data key of persona {persona_id!r} ({file}) is damaged or not a key file"
+                _(
+                    "the data key of persona {persona_id!r} ({file}) is damaged or not a key file"
+                ).format(persona_id=persona_id, file=file)
             )
         nonce = blob[head : head + _WRAP_NONCE_BYTES]
         try:
@@ -363,9 +400,11 @@ class Vault:
             )
         except InvalidTag:
             raise IntegrityError(
-                f"the data key of persona {persona_id!r} ({file}) failed authentication: it "
-                "belongs to another persona or station home, was altered, or the master key "
-                "is not the one it was wrapped with"
+                _(
+                    "the data key of persona {persona_id!r} ({file}) failed "
+                    "authentication: it belongs to another persona or station home, was "
+                    "altered, or the master key is not the one it was wrapped with"
+                ).format(persona_id=persona_id, file=file)
             ) from None
 
     def data_key(self, persona_id: str) -> bytes:
@@ -375,8 +414,10 @@ class Vault:
             blob = file.read_bytes()
         except FileNotFoundError:
             raise NotFoundError(
-                f"persona {persona_id!r} has no data key ({file}); it was never created or "
-                "was shredded"
+                _(
+                    "persona {persona_id!r} has no data key ({file}); it was never "
+                    "created or was shredded"
+                ).format(persona_id=persona_id, file=file)
             ) from None
         return self._unwrap(persona_id, blob, file)
 
@@ -402,7 +443,6 @@ class Vault:
 
 def _passphrase_description(file: Path) -> str:
     params = passphrase.read_params(file)
-    return (
-        f"passphrase-wrapped key file {file} (scrypt n=2^{params.log2_n}, r={params.r}, "
-        f"p={params.p})"
+    return _("passphrase-wrapped key file {file} (scrypt n=2^{log2_n}, r={r}, p={p})").format(
+        file=file, log2_n=params.log2_n, r=params.r, p=params.p
     )

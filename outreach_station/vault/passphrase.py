@@ -15,6 +15,7 @@ from pathlib import Path
 
 from outreach_station.errors import IntegrityError, SecurityError, UsageError
 from outreach_station.fsutil import write_exclusive
+from outreach_station.i18n import _
 
 MAGIC = b"\x89OSMKEY\n"
 VERSION = 1
@@ -44,9 +45,9 @@ class ScryptParams:
 
     def check(self) -> None:
         if not (_MIN_LOG2_N <= self.log2_n <= _MAX_LOG2_N and 1 <= self.r <= _MAX_R):
-            raise UsageError(f"scrypt parameters out of range: {self}")
+            raise UsageError(_("scrypt parameters out of range: {self}").format(self=self))
         if not 1 <= self.p <= _MAX_P:
-            raise UsageError(f"scrypt parameters out of range: {self}")
+            raise UsageError(_("scrypt parameters out of range: {self}").format(self=self))
 
 
 def _derive(passphrase: str, salt: bytes, params: ScryptParams) -> bytes:
@@ -64,7 +65,11 @@ def create_master_file(path: Path, passphrase: str, params: ScryptParams) -> byt
 
     params.check()
     if len(passphrase) < MIN_PASSPHRASE_CHARS:
-        raise UsageError(f"the passphrase must have at least {MIN_PASSPHRASE_CHARS} characters")
+        raise UsageError(
+            _("the passphrase must have at least {MIN_PASSPHRASE_CHARS} characters").format(
+                MIN_PASSPHRASE_CHARS=MIN_PASSPHRASE_CHARS
+            )
+        )
     salt = secrets.token_bytes(SALT_BYTES)
     nonce = secrets.token_bytes(NONCE_BYTES)
     header = MAGIC + _PARAMS.pack(VERSION, params.log2_n, params.r, params.p) + salt + nonce
@@ -72,8 +77,10 @@ def create_master_file(path: Path, passphrase: str, params: ScryptParams) -> byt
     wrapped = AESGCM(_derive(passphrase, salt, params)).encrypt(nonce, master, header)
     if not write_exclusive(path, header + wrapped):
         raise SecurityError(
-            f"a master key file already exists at {path}; refusing to replace it, which "
-            "would make everything sealed with it unreadable"
+            _(
+                "a master key file already exists at {path}; refusing to replace "
+                "it, which would make everything sealed with it unreadable"
+            ).format(path=path)
         )
     return master
 
@@ -85,16 +92,24 @@ def read_params(path: Path) -> ScryptParams:
 
 def _parse(blob: bytes, path: Path) -> tuple[ScryptParams, bytes, bytes, bytes, bytes]:
     if len(blob) != FILE_BYTES or not blob.startswith(MAGIC):
-        raise IntegrityError(f"the master key file {path} is damaged or not a station key file")
+        raise IntegrityError(
+            _("the master key file {path} is damaged or not a station key file").format(path=path)
+        )
     version, log2_n, r, p = _PARAMS.unpack_from(blob, len(MAGIC))
     if version != VERSION:
-        raise IntegrityError(f"the master key file {path} has unsupported version {version}")
+        raise IntegrityError(
+            _("the master key file {path} has unsupported version {version}").format(
+                path=path, version=version
+            )
+        )
     params = ScryptParams(log2_n=log2_n, r=r, p=p)
     try:
         params.check()
     except UsageError:
         raise IntegrityError(
-            f"the master key file {path} names implausible scrypt parameters; it was altered"
+            _(
+                "the master key file {path} names implausible scrypt parameters; it was altered"
+            ).format(path=path)
         ) from None
     offset = len(MAGIC) + _PARAMS.size
     salt = blob[offset : offset + SALT_BYTES]
@@ -114,5 +129,7 @@ def open_master_file(path: Path, passphrase: str) -> bytes:
         # GCM cannot tell a wrong passphrase from an altered file; the
         # former is far more likely, so it comes first.
         raise SecurityError(
-            f"wrong passphrase for the master key file {path} (or the file was altered)"
+            _("wrong passphrase for the master key file {path} (or the file was altered)").format(
+                path=path
+            )
         ) from None

@@ -35,6 +35,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from outreach_station.errors import EnvironmentProblem, IntegrityError, StateError, UsageError
 from outreach_station.fsutil import PRIVATE_FILE, ensure_private_dir, fsync_dir
+from outreach_station.i18n import _
 from outreach_station.ids import validate_persona_id
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ class SealStats:
 
 def _check_key(key: bytes) -> None:
     if len(key) != KEY_BYTES:
-        raise UsageError("a data key has 32 bytes")
+        raise UsageError(_("a data key has 32 bytes"))
 
 
 def _subkey_aead(key: bytes, salt: bytes, persona_id: str) -> AESGCM:
@@ -129,8 +130,11 @@ def _nonce(counter: int, last: bool) -> bytes:
 
 def _failure(persona_id: str, path: Path, what: str) -> IntegrityError:
     return IntegrityError(
-        f"the sealed profile of persona {persona_id!r} ({path}) failed authentication ({what}): "
-        "it is damaged, truncated or altered, belongs to another persona, or the key is wrong"
+        _(
+            "the sealed profile of persona {persona_id!r} ({path}) failed "
+            "authentication ({what}): it is damaged, truncated or altered, "
+            "belongs to another persona, or the key is wrong"
+        ).format(persona_id=persona_id, path=path, what=what)
     )
 
 
@@ -338,19 +342,23 @@ def _read_header(
     """The raw header bytes, chunk size, salt and generation (None: version 1), unauthenticated."""
     header = _read_full(source, LEGACY_HEADER_BYTES)
     if len(header) != LEGACY_HEADER_BYTES:
-        raise _failure(persona_id, path, "file shorter than its header")
+        raise _failure(persona_id, path, _("file shorter than its header"))
     magic, version, suite, chunk_size, salt, reserved = _HEADER.unpack(header)
     if magic != MAGIC:
-        raise _failure(persona_id, path, "not a sealed profile: bad magic")
+        raise _failure(persona_id, path, _("not a sealed profile: bad magic"))
     if version not in (LEGACY_VERSION, VERSION) or suite != SUITE or reserved != 0:
-        raise _failure(persona_id, path, f"unknown version {version} or suite {suite}")
+        raise _failure(
+            persona_id,
+            path,
+            _("unknown version {version} or suite {suite}").format(version=version, suite=suite),
+        )
     if not (MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE) or chunk_size & (chunk_size - 1):
-        raise _failure(persona_id, path, "implausible chunk size in header")
+        raise _failure(persona_id, path, _("implausible chunk size in header"))
     generation: int | None = None
     if version == VERSION:
         more = _read_full(source, _GENERATION.size)
         if len(more) != _GENERATION.size:
-            raise _failure(persona_id, path, "file shorter than its header")
+            raise _failure(persona_id, path, _("file shorter than its header"))
         header += more
         (generation,) = _GENERATION.unpack(more)
     return header, chunk_size, salt, generation
@@ -391,11 +399,13 @@ def _chunks(
         block = _read_full(source, sealed_chunk)
         last = len(block) < sealed_chunk
         if len(block) < TAG_BYTES:
-            raise _failure(persona_id, path, f"truncated before chunk {counter}")
+            raise _failure(
+                persona_id, path, _("truncated before chunk {counter}").format(counter=counter)
+            )
         try:
             plaintext = aead.decrypt(_nonce(counter, last), block, associated)
         except InvalidTag:
-            raise _failure(persona_id, path, f"chunk {counter}") from None
+            raise _failure(persona_id, path, _("chunk {counter}").format(counter=counter)) from None
         done += len(block)
         on_sealed(done)
         if counter == 0 and check is not None:
@@ -493,9 +503,11 @@ class UnsafeArchiveError(IntegrityError):
 
 def _unsafe(persona_id: str, path: Path, member: str, why: str) -> UnsafeArchiveError:
     return UnsafeArchiveError(
-        f"refused to unseal {path} (persona {persona_id!r}): archive member {member!r} {why}; "
-        "station never writes that, so someone holding the key made this file: "
-        "keep it and report it to IT"
+        _(
+            "refused to unseal {path} (persona {persona_id!r}): archive member "
+            "{member!r} {why}; station never writes that, so someone holding "
+            "the key made this file: keep it and report it to IT"
+        ).format(path=path, persona_id=persona_id, member=member, why=why)
     )
 
 
@@ -516,12 +528,12 @@ Parts = tuple[str, ...]
 def _parts(name: str) -> Parts:
     """The path components of an archive name that must stay below the target."""
     if name.startswith("/"):
-        raise _Refusal("has an absolute path")
+        raise _Refusal(_("has an absolute path"))
     parts = tuple(p for p in name.split("/") if p not in ("", "."))
     if ".." in parts:
-        raise _Refusal("has a '..' component")
+        raise _Refusal(_("has a '..' component"))
     if not parts:
-        raise _Refusal("names the profile directory itself")
+        raise _Refusal(_("names the profile directory itself"))
     return parts
 
 
@@ -580,13 +592,17 @@ class _Extractor:
         """A descriptor of the directory `parents`, made 0700 where missing; do not close it."""
         if self._cached is not None and self._cached[0] == parents:
             return self._cached[1]
-        symlinks = {link for link, _ in self._symlinks}
+        symlinks = {link for link, _target in self._symlinks}
         fd = os.dup(self._root)
         try:
             for i, name in enumerate(parents):
                 prefix = parents[: i + 1]
                 if prefix in symlinks:
-                    raise _Refusal(f"would be written through the symlink {'/'.join(prefix)!r}")
+                    raise _Refusal(
+                        _("would be written through the symlink {path!r}").format(
+                            path="/".join(prefix)
+                        )
+                    )
                 if prefix not in self._seen:
                     os.mkdir(name, 0o700, dir_fd=fd)
                     self._seen.add(prefix)
@@ -595,7 +611,9 @@ class _Extractor:
                     child = os.open(name, _DIR_FLAGS, dir_fd=fd)
                 except OSError:
                     raise _Refusal(
-                        f"lies below {'/'.join(prefix)!r}, which is not a directory"
+                        _("lies below {path!r}, which is not a directory").format(
+                            path="/".join(prefix)
+                        )
                     ) from None
                 os.close(fd)
                 fd = child
@@ -609,11 +627,11 @@ class _Extractor:
     def extract(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         parts = _parts(member.name)
         if member.mode & _SPECIAL_BITS:
-            raise _Refusal("has setuid, setgid or sticky bits")
+            raise _Refusal(_("has setuid, setgid or sticky bits"))
         if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
-            raise _Refusal("is a device, FIFO or other special file")
+            raise _Refusal(_("is a device, FIFO or other special file"))
         if parts in self._seen and not (member.isdir() and parts in self._implicit):
-            raise _Refusal("appears twice or replaces an earlier member")
+            raise _Refusal(_("appears twice or replaces an earlier member"))
         parent = self._parent(parts[:-1])
         name = parts[-1]
         mode = stat.S_IMODE(member.mode)
@@ -625,14 +643,20 @@ class _Extractor:
             self._dirs.append((parts, mode, member.mtime))
         elif member.issym():
             if not _symlink_stays_inside(parts, member.linkname):
-                raise _Refusal(f"is a symlink to {member.linkname!r}, outside the profile")
+                raise _Refusal(
+                    _("is a symlink to {linkname!r}, outside the profile").format(
+                        linkname=member.linkname
+                    )
+                )
             os.symlink(member.linkname, name, dir_fd=parent)
             self._symlinks.append((parts, member.linkname))
         elif member.islnk():
             target = _parts(member.linkname)
             if target not in self._regular:
                 raise _Refusal(
-                    f"is a hard link to {member.linkname!r}, not a file extracted before it"
+                    _("is a hard link to {linkname!r}, not a file extracted before it").format(
+                        linkname=member.linkname
+                    )
                 )
             os.link(
                 "/".join(target),
@@ -654,7 +678,7 @@ class _Extractor:
 
         source = tar.extractfile(member)
         if source is None:  # pragma: no cover - only for non-files
-            raise _Refusal("has no data")
+            raise _Refusal(_("has no data"))
         fd = os.open(name, _NEW_FILE_FLAGS, PRIVATE_FILE, dir_fd=parent)
         with source, open(fd, "wb") as out:
             shutil.copyfileobj(source, out, DEFAULT_CHUNK_SIZE)
@@ -670,8 +694,10 @@ class _Extractor:
             resolved = os.path.realpath(os.path.join(self._root_path, *parts))
             if os.path.commonpath([top, resolved]) != top:
                 raise _Refusal(
-                    f"is a symlink to {target!r}, which leads outside the profile through "
-                    "another link",
+                    _(
+                        "is a symlink to {target!r}, which leads outside the profile "
+                        "through another link"
+                    ).format(target=target),
                     "/".join(parts),
                 )
         # Deepest first: a parent's mode might keep us out of its children.
@@ -704,7 +730,11 @@ def verify_file(
                 plaintext += len(chunk)
                 chunks += 1
     except FileNotFoundError:
-        raise StateError(f"persona {persona_id!r} has no sealed profile at {src_file}") from None
+        raise StateError(
+            _("persona {persona_id!r} has no sealed profile at {src_file}").format(
+                persona_id=persona_id, src_file=src_file
+            )
+        ) from None
     return SealStats(
         0, 0, 0, plaintext, total, chunks, time.perf_counter() - started, seen[0] if seen else None
     )
@@ -743,12 +773,20 @@ def unseal_file(
     _check_key(key)
     ensure_private_dir(dest_dir)
     if any(dest_dir.iterdir()):
-        raise StateError(f"refusing to unseal persona {persona_id!r} into non-empty {dest_dir}")
+        raise StateError(
+            _("refusing to unseal persona {persona_id!r} into non-empty {dest_dir}").format(
+                persona_id=persona_id, dest_dir=dest_dir
+            )
+        )
     started = time.perf_counter()
     try:
         source = open(src_file, "rb")  # noqa: SIM115 - closed by the with below
     except FileNotFoundError:
-        raise StateError(f"persona {persona_id!r} has no sealed profile at {src_file}") from None
+        raise StateError(
+            _("persona {persona_id!r} has no sealed profile at {src_file}").format(
+                persona_id=persona_id, src_file=src_file
+            )
+        ) from None
     counts = {"files": 0, "directories": 0, "chunks": 0}
     with source:
         total = os.fstat(source.fileno()).st_size
@@ -791,13 +829,20 @@ def unseal_file(
         except tarfile.TarError as exc:
             # Authenticated bytes that are not a valid archive were written
             # by a holder of the key, not by station.
-            raise _failure(persona_id, src_file, f"bad archive: {type(exc).__name__}") from None
+            raise _failure(
+                persona_id,
+                src_file,
+                _("bad archive: {kind}").format(kind=type(exc).__name__),
+            ) from None
         except io.UnsupportedOperation:
-            raise _failure(persona_id, src_file, "archive out of order") from None
+            raise _failure(persona_id, src_file, _("archive out of order")) from None
         except OSError as exc:
             raise EnvironmentProblem(
-                f"unsealing persona {persona_id!r} into {dest_dir} failed: "
-                f"{exc.strerror or type(exc).__name__}"
+                _("unsealing persona {persona_id!r} into {dest_dir} failed: {reason}").format(
+                    persona_id=persona_id,
+                    dest_dir=dest_dir,
+                    reason=exc.strerror or type(exc).__name__,
+                )
             ) from exc
     return SealStats(
         counts["files"],
@@ -847,11 +892,19 @@ def seal_dir(
     validate_persona_id(persona_id)
     _check_key(key)
     if not (MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE) or chunk_size & (chunk_size - 1):
-        raise UsageError("chunk size must be a power of two between 4 KiB and 64 MiB")
+        raise UsageError(_("chunk size must be a power of two between 4 KiB and 64 MiB"))
     if not 0 <= generation <= MAX_GENERATION:
-        raise UsageError(f"a generation is between 0 and {MAX_GENERATION}")
+        raise UsageError(
+            _("a generation is between 0 and {MAX_GENERATION}").format(
+                MAX_GENERATION=MAX_GENERATION
+            )
+        )
     if not src_dir.is_dir():
-        raise StateError(f"cannot seal persona {persona_id!r}: {src_dir} is not a directory")
+        raise StateError(
+            _("cannot seal persona {persona_id!r}: {src_dir} is not a directory").format(
+                persona_id=persona_id, src_dir=src_dir
+            )
+        )
     started = time.perf_counter()
     ensure_private_dir(dest_file.parent)
     pending = new_path(dest_file)
@@ -868,7 +921,11 @@ def seal_dir(
     try:
         fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
     except FileExistsError:
-        raise StateError(f"another seal of persona {persona_id!r} is writing {pending}") from None
+        raise StateError(
+            _("another seal of persona {persona_id!r} is writing {pending}").format(
+                persona_id=persona_id, pending=pending
+            )
+        ) from None
     try:
         with open(fd, "wb") as out:
             files, dirs, plaintext, sealed, chunks = _pack(
@@ -888,7 +945,7 @@ def seal_dir(
                 progress(estimate + min(estimate, done * estimate // max(sealed, 1)), total)
 
         with open(pending, "rb") as check:
-            for _ in _chunks(check, key, persona_id, pending, verifying):
+            for _chunk in _chunks(check, key, persona_id, pending, verifying):
                 pass
         if before_replace is not None:
             before_replace()
@@ -899,8 +956,14 @@ def seal_dir(
             pending.unlink()
         if isinstance(exc, OSError):
             raise EnvironmentProblem(
-                f"sealing persona {persona_id!r} into {dest_file} failed: "
-                f"{exc.strerror or type(exc).__name__}; the previous sealed profile is unchanged"
+                _(
+                    "sealing persona {persona_id!r} into {dest_file} failed: {reason}; "
+                    "the previous sealed profile is unchanged"
+                ).format(
+                    persona_id=persona_id,
+                    dest_file=dest_file,
+                    reason=exc.strerror or type(exc).__name__,
+                )
             ) from exc
         raise
     if progress is not None:
