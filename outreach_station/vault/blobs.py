@@ -8,11 +8,16 @@ docs/sealed-format.md has it byte by byte. In short:
                 unchanged chunk keeps its name and is never written again
     manifest  = header (32 bytes: magic, format, suite, reserved, generation, nonce)
                 || AES-256-GCM(seal key, nonce, zlib(JSON), AD = header || persona id)
+                format 4: the JSON lists parts, each a blob holding zlib(JSON) of a
+                stretch of the entries; format 3 (still read): the JSON is every entry
 
 Both keys come from the persona's data key through HKDF-SHA256 with distinct
 labels. Files of 256 KiB and more are cut into 1 MiB chunks, one blob each;
 smaller files are packed together, a pack closing after a file whose keyed
-path hash says so, so that a changed file rewrites only its own pack.
+path hash says so, so that a changed file rewrites only its own pack. The
+entries are cut into manifest parts the same way (a pack closes with its
+part): a reseal lists a part whose files are all as unsealing left them
+again as it is, so its work follows what changed, not the number of files.
 
 The store (see `storage.base.BlobStore`) only ever sees ciphertext under
 keyed names; everything here runs in a small thread pool (AES-GCM, BLAKE2b
