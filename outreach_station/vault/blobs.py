@@ -1,4 +1,4 @@
-"""The sealed store (format 3): encrypted blobs plus one encrypted manifest per generation.
+"""The sealed store (formats 3 and 4): encrypted blobs plus one encrypted manifest per generation.
 
 docs/sealed-format.md has it byte by byte. In short:
 
@@ -494,7 +494,7 @@ def _check_part_name(name: str) -> str:
 def peek_generation(src_file: Path, persona_id: str) -> int | None:
     """The generation `profile.sealed` claims, NOT authenticated (status, doctor, tests).
 
-    A format-3 manifest or a format-2 sealed file; None for a format-1 file.
+    A format-3 or format-4 manifest or a format-2 sealed file; None for a format-1 file.
     """
     from outreach_station.vault import sealed
 
@@ -508,7 +508,7 @@ def peek_generation(src_file: Path, persona_id: str) -> int | None:
 
 
 def is_manifest(src_file: Path) -> bool:
-    """Whether `profile.sealed` holds a format-3 manifest (else format 1 or 2, or nothing)."""
+    """Whether `profile.sealed` holds a manifest, format 3 or 4 (else format 1 or 2, or nothing)."""
     try:
         with open(src_file, "rb") as source:
             return source.read(8) == MANIFEST_MAGIC
