@@ -202,7 +202,7 @@ class SealedState:
     def check_file(self) -> None:
         """Refuse a missing file the registry expects, or a manifest of another generation.
 
-        A format-3 manifest's generation is checked here from its header,
+        A format-3 or format-4 manifest's generation is checked here from its header,
         before a byte of the profile is read (and again, authenticated, as it
         opens); a format-2 file is checked as it opens.
         """
@@ -235,7 +235,7 @@ class SealedState:
         return open_blob_store(self.station, self.persona_id)
 
     def unseal(self, directory: Path, key: bytes, progress: ProgressCallback | None) -> Unsealed:
-        """Write the current generation into `directory`, format 3 or 2; refuse any other.
+        """Write the current generation into `directory`, format 4, 3 or 2; refuse any other.
 
         The caller wipes `directory` if this raises.
         """

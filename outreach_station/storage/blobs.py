@@ -7,7 +7,8 @@
 A seal's new blobs go into one pack: `put` appends each blob to
 `.<pack id>.pack.tmp`; `put_manifest` first writes the pack's index and
 footer, fsyncs that one file, renames it into place and fsyncs the
-directory, then writes the manifest (`profile.sealed.new`, fsync, rename):
+directory, while a second thread writes and fsyncs `profile.sealed.new`;
+only then is the manifest renamed into place:
 a manifest never becomes visible before the blobs it lists are durable, and
 a pack is in place only whole. A killed seal leaves a `.tmp` pack that
 `sweep` removes. Blobs keep their identity (a name each), so a team store
@@ -31,6 +32,7 @@ import re
 import secrets
 import struct
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from outreach_station import fsutil
@@ -73,6 +75,25 @@ def _write_file(
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _stage(path: Path, data: bytes | bytearray) -> None:
+    """`data` written to the new file `path` and fsynced, not yet renamed anywhere."""
+    fd = os.open(path, _WRITE_FLAGS, _FILE_MODE)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _catching(failed: list[BaseException], fn: Callable[..., None], *args: object) -> None:
+    try:
+        fn(*args)
+    except BaseException as exc:  # handed to the caller's thread
+        failed.append(exc)
 
 
 def _check_name(name: str) -> str:
@@ -307,12 +328,29 @@ class LocalBlobStore:
 
     def put_manifest(self, generation: int, data: bytes) -> None:
         self._ensure()
-        # The blobs first: the manifest must never outlive them.
-        self._flush_blobs()
         pending = self.root / (MANIFEST_FILE + ".new")
         with contextlib.suppress(FileNotFoundError):
             pending.unlink()  # a killed seal's leftover; the persona's lock holder is us
-        _write_file(self.manifest_file, data, pending)
+        # The manifest's bytes go to disk while the pack's do (two fsyncs at once, not
+        # one after the other); it is renamed into place only once the pack is durable:
+        # the manifest must never outlive its blobs.
+        failed: list[BaseException] = []
+        staged = threading.Thread(
+            target=_catching, args=(failed, _stage, pending, data), name="vault-manifest"
+        )
+        staged.start()
+        try:
+            try:
+                self._flush_blobs()
+            finally:
+                staged.join()
+            if failed:
+                raise failed[0]
+            os.replace(pending, self.manifest_file)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                pending.unlink()
+            raise
         _fsync_dir(self.root)
 
     def get_manifest(self, generation: int) -> bytes:

@@ -32,7 +32,7 @@ from outreach_station.vault.sealed import (
 
 
 def peek_generation(src_file: Path, persona_id: str) -> int | None:
-    """The generation `profile.sealed` claims (format 3 or 2; None: format 1), unauthenticated."""
+    """The generation `profile.sealed` claims (formats 4 to 2; None: format 1), unauthenticated."""
     from outreach_station.vault.blobs import peek_generation as peek
 
     return peek(src_file, persona_id)

@@ -1,4 +1,4 @@
-"""The sealed store (format 3): encrypted blobs plus one encrypted manifest per generation.
+"""The sealed store (formats 3 and 4): encrypted blobs plus one encrypted manifest per generation.
 
 docs/sealed-format.md has it byte by byte. In short:
 
@@ -8,11 +8,16 @@ docs/sealed-format.md has it byte by byte. In short:
                 unchanged chunk keeps its name and is never written again
     manifest  = header (32 bytes: magic, format, suite, reserved, generation, nonce)
                 || AES-256-GCM(seal key, nonce, zlib(JSON), AD = header || persona id)
+                format 4: the JSON lists parts, each a blob holding zlib(JSON) of a
+                stretch of the entries; format 3 (still read): the JSON is every entry
 
 Both keys come from the persona's data key through HKDF-SHA256 with distinct
 labels. Files of 256 KiB and more are cut into 1 MiB chunks, one blob each;
 smaller files are packed together, a pack closing after a file whose keyed
-path hash says so, so that a changed file rewrites only its own pack.
+path hash says so, so that a changed file rewrites only its own pack. The
+entries are cut into manifest parts the same way (a pack closes with its
+part): a reseal lists a part whose files are all as unsealing left them
+again as it is, so its work follows what changed, not the number of files.
 
 The store (see `storage.base.BlobStore`) only ever sees ciphertext under
 keyed names; everything here runs in a small thread pool (AES-GCM, BLAKE2b
@@ -24,7 +29,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import itertools
 import json
+import operator
 import os
 import stat
 import struct
@@ -63,6 +70,9 @@ ProgressCallback = Callable[[int, int], None]
 BLOB_MAGIC = b"\x89OSBLOB\n"
 MANIFEST_MAGIC = b"\x89OSMANI\n"
 FORMAT = 3
+# Format 4: the manifest is a small root listing parts, each part a blob of its own
+# (read: 3 and 4; written: 4).
+PARTS_FORMAT = 4
 # Suite 1: HKDF-SHA256 keys, keyed BLAKE2b-128 names, AES-256-GCM, zlib'd JSON manifest.
 SUITE = 1
 _BLOB_HEADER = struct.Struct(">8sBBH12s")
@@ -84,6 +94,10 @@ WORKERS = 4
 # Each blob in flight holds its plaintext and its ciphertext: about 4 MiB at most.
 IN_FLIGHT = WORKERS + 2
 MAX_GENERATION = (1 << 63) - 1
+# A manifest part closes after an entry whose keyed path hash is 0 modulo this
+# (about 16 entries a part; a multiple of PACK_SPREAD), and a pack closes with it:
+# an unchanged stretch of the tree keeps its part blob, which a reseal lists unread.
+PART_SPREAD = 16
 _NAME_INFO = b"outreach-station sealed store v3 blob names\x00"
 _SEAL_INFO = b"outreach-station sealed store v3 encryption\x00"
 _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
@@ -200,14 +214,32 @@ class Entry:
     target: str = ""
 
 
+@dataclass(frozen=True, eq=False)
+class Part:
+    """A stretch of a format-4 manifest's entries, sealed as a blob of its own."""
+
+    name: str
+    size: int  # the part blob's plaintext bytes
+    entries: tuple[Entry, ...]
+    blob_sizes: dict[str, int]  # the blobs its files are in
+    paths: tuple[str, ...]
+    files: int
+    plaintext_bytes: int
+
+
 @dataclass(frozen=True)
 class Manifest:
-    """A generation of a persona's sealed profile: every path and where its bytes are."""
+    """A generation of a persona's sealed profile: every path and where its bytes are.
+
+    `blob_sizes` lists every blob the generation needs: where files are, and
+    (format 4) the blobs of its `parts`.
+    """
 
     persona_id: str
     generation: int
     entries: tuple[Entry, ...]
     blob_sizes: dict[str, int]
+    parts: tuple[Part, ...] = ()
 
     def encode(self) -> bytes:
         # Tuples, not lists: JSON arrays all the same, and tuples of atoms leave the
@@ -288,7 +320,7 @@ def read_manifest(store: BlobStore, keys: StoreKeys, generation: int) -> Manifes
             _("manifest {generation} is truncated").format(generation=generation),
         )
     magic, version, suite, reserved, claimed, nonce = _MANIFEST_HEADER.unpack(sealed[:size])
-    if magic != MANIFEST_MAGIC or version != FORMAT or suite != SUITE or reserved != 0:
+    if magic != MANIFEST_MAGIC or version not in _READ or suite != SUITE or reserved != 0:
         raise _tampered(
             keys.persona_id,
             where,
@@ -312,13 +344,157 @@ def read_manifest(store: BlobStore, keys: StoreKeys, generation: int) -> Manifes
             where,
             _("manifest {generation} failed authentication").format(generation=generation),
         ) from None
+    if version == PARTS_FORMAT:
+        return _read_parts(store, keys, generation, plain, where)
     return Manifest.decode(plain, keys.persona_id, generation, where)
+
+
+_READ = (FORMAT, PARTS_FORMAT)
+
+
+def _rows(entries: Iterable[Entry], index: dict[str, int]) -> list[tuple[Any, ...]]:
+    """Manifest rows (format 3 and 4 alike), blob names as indexes into `index`."""
+    rows: list[tuple[Any, ...]] = []
+    for e in entries:
+        if e.kind == "f":
+            refs = tuple((index[n], off, length) for n, off, length in e.refs)
+            rows.append((e.path, e.kind, e.mode, e.mtime_ns, e.size, refs))
+        elif e.kind == "l":
+            rows.append((e.path, e.kind, e.mode, e.mtime_ns, e.target))
+        else:
+            rows.append((e.path, e.kind, e.mode, e.mtime_ns))
+    return rows
+
+
+def _entries(rows: Iterable[Any], blobs: list[tuple[str, int]]) -> list[Entry]:
+    """The entries of manifest rows; ValueError and friends on anything malformed."""
+    entries = []
+    for row in rows:
+        path, kind, mode, mtime_ns = str(row[0]), str(row[1]), int(row[2]), int(row[3])
+        if kind == "f":
+            refs = tuple((blobs[i][0], int(o), int(n)) for i, o, n in row[5])
+            entries.append(Entry(path, kind, mode, mtime_ns, int(row[4]), refs))
+        elif kind == "l":
+            entries.append(Entry(path, kind, mode, mtime_ns, target=str(row[4])))
+        elif kind == "d":
+            entries.append(Entry(path, kind, mode, mtime_ns))
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+    return entries
+
+
+def _make_part(name: str, size: int, entries: tuple[Entry, ...], sizes: dict[str, int]) -> Part:
+    files = [e for e in entries if e.kind == "f"]
+    return Part(
+        name,
+        size,
+        entries,
+        sizes,
+        tuple(e.path for e in entries),
+        len(files),
+        sum(e.size for e in files),
+    )
+
+
+def encode_part(persona_id: str, entries: Iterable[Entry], blob_sizes: dict[str, int]) -> bytes:
+    """A part blob's plaintext: zlib(JSON) of its entries and the blobs they are in."""
+    entries = tuple(entries)
+    blobs: dict[str, int] = {}
+    for e in entries:
+        for name, _o, _n in e.refs:
+            blobs.setdefault(name, blob_sizes[name])
+    index = {name: i for i, name in enumerate(blobs)}
+    body = {
+        "format": PARTS_FORMAT,
+        "persona": persona_id,
+        "blobs": tuple(blobs.items()),
+        "entries": _rows(entries, index),
+    }
+    return zlib.compress(json.dumps(body, separators=(",", ":")).encode("utf-8"), 1)
+
+
+def _decode_part(name: str, plain: bytes, persona_id: str) -> Part:
+    body = json.loads(zlib.decompress(plain))
+    if body["format"] != PARTS_FORMAT or body["persona"] != persona_id:
+        raise ValueError(f"part {name} names another persona or format")
+    blobs = [(str(n), int(s)) for n, s in body["blobs"]]
+    entries = tuple(_entries(body["entries"], blobs))
+    return _make_part(name, len(plain), entries, dict(blobs))
+
+
+def manifest_of_parts(persona_id: str, generation: int, parts: Iterable[Part]) -> Manifest:
+    parts = tuple(parts)
+    sizes: dict[str, int] = {}
+    for part in parts:
+        sizes.update(part.blob_sizes)
+    for part in parts:
+        sizes[part.name] = part.size
+    entries = tuple(itertools.chain.from_iterable(part.entries for part in parts))
+    return Manifest(persona_id, generation, entries, sizes, parts)
+
+
+def seal_root(keys: StoreKeys, manifest: Manifest) -> bytes:
+    """A format-4 manifest: the generation's parts, in order, by name and size."""
+    header = _MANIFEST_HEADER.pack(
+        MANIFEST_MAGIC, PARTS_FORMAT, SUITE, 0, manifest.generation, os.urandom(NONCE_BYTES)
+    )
+    body = {
+        "format": PARTS_FORMAT,
+        "persona": manifest.persona_id,
+        "generation": manifest.generation,
+        "parts": [(part.name, part.size) for part in manifest.parts],
+    }
+    plain = zlib.compress(json.dumps(body, separators=(",", ":")).encode("utf-8"), 1)
+    associated = header + keys.persona_id.encode("utf-8")
+    return header + keys.aead().encrypt(header[-NONCE_BYTES:], plain, associated)
+
+
+def _read_parts(
+    store: BlobStore, keys: StoreKeys, generation: int, plain: bytes, where: str
+) -> Manifest:
+    """The manifest a format-4 root lists: each part read and authenticated as a blob."""
+    aead = keys.aead()
+    parts = []
+    try:
+        body = json.loads(zlib.decompress(plain))
+        if body["persona"] != keys.persona_id or body["generation"] != generation:
+            raise ValueError("names another persona or generation")
+        listed = [(_check_part_name(str(n)), int(s)) for n, s in body["parts"]]
+    except (ValueError, KeyError, IndexError, TypeError, zlib.error) as exc:
+        what = _("manifest {generation} is malformed: {exc}").format(generation=generation, exc=exc)
+        raise _tampered(keys.persona_id, where, what) from None
+    for name, size in listed:
+        try:
+            sealed = store.get(name)
+        except FileNotFoundError:
+            raise _tampered(
+                keys.persona_id, where, _("blob {name} is missing").format(name=name)
+            ) from None
+        part_plain = open_blob(aead, keys, name, sealed, where)
+        if len(part_plain) != size:
+            raise _tampered(
+                keys.persona_id, where, _("blob {name} has the wrong size").format(name=name)
+            )
+        try:
+            parts.append(_decode_part(name, part_plain, keys.persona_id))
+        except (ValueError, KeyError, IndexError, TypeError, zlib.error) as exc:
+            what = _("manifest {generation} is malformed: {exc}").format(
+                generation=generation, exc=exc
+            )
+            raise _tampered(keys.persona_id, where, what) from None
+    return manifest_of_parts(keys.persona_id, generation, parts)
+
+
+def _check_part_name(name: str) -> str:
+    if len(name) != 2 * NAME_BYTES or name.strip("0123456789abcdef"):
+        raise ValueError(f"not a blob name: {name!r}")
+    return name
 
 
 def peek_generation(src_file: Path, persona_id: str) -> int | None:
     """The generation `profile.sealed` claims, NOT authenticated (status, doctor, tests).
 
-    A format-3 manifest or a format-2 sealed file; None for a format-1 file.
+    A format-3 or format-4 manifest or a format-2 sealed file; None for a format-1 file.
     """
     from outreach_station.vault import sealed
 
@@ -332,7 +508,7 @@ def peek_generation(src_file: Path, persona_id: str) -> int | None:
 
 
 def is_manifest(src_file: Path) -> bool:
-    """Whether `profile.sealed` holds a format-3 manifest (else format 1 or 2, or nothing)."""
+    """Whether `profile.sealed` holds a manifest, format 3 or 4 (else format 1 or 2, or nothing)."""
     try:
         with open(src_file, "rb") as source:
             return source.read(8) == MANIFEST_MAGIC
@@ -370,50 +546,75 @@ class _Found(NamedTuple):
     target: str = ""
 
 
-def _scan(root: Path) -> tuple[list[_Found], int]:
-    """Everything to seal, in a stable order, and how many entries were skipped.
+@dataclass
+class _Scan:
+    """The walk so far: what to seal, its paths and fingerprints alongside (lists that grow)."""
 
-    The same rules as format 2's walk (`sealed._walk`): caches Chromium
-    rebuilds, `Singleton*`, the browser's scratch folders, special files and
-    symlinks leaving the profile are not sealed.
+    found: list[_Found] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    fingerprints: list[Fingerprint] = field(default_factory=list)
+    skipped: int = 0
+
+
+def _scan(root: Path, seed: int, scan: _Scan) -> Iterator[int]:
+    """Walk `root` into `scan`, yielding the index after each part's last entry.
+
+    Everything to seal, in a stable order. The same rules as format 2's walk
+    (`sealed._walk`): caches Chromium rebuilds, `Singleton*`, the browser's
+    scratch folders, special files and symlinks leaving the profile are not
+    sealed. A part ends after an entry whose keyed path hash says so: paths
+    alone decide, so an unchanged stretch of the tree is cut as it was. A
+    generator, so that a part's blobs are sealed (in the pool) while the
+    walk goes on.
     """
-    found: list[_Found] = []
-    skipped = 0
+    found, paths, fingerprints = scan.found, scan.paths, scan.fingerprints
+    crc32 = zlib.crc32
+    by_name = operator.attrgetter("name")
+    is_dir, is_reg, is_lnk, imode = stat.S_ISDIR, stat.S_ISREG, stat.S_ISLNK, stat.S_IMODE
 
-    def visit(directory: str, prefix: str, depth: int) -> None:
-        nonlocal skipped
+    def visit(directory: str, prefix: str, depth: int) -> Iterator[int]:
         with os.scandir(directory) as it:
-            children = sorted(it, key=lambda e: e.name)
+            children = sorted(it, key=by_name)
         for child in children:
-            relative = f"{prefix}{child.name}"
+            name = child.name
+            relative = prefix + name
             st = child.stat(follow_symlinks=False)
-            mode = stat.S_IMODE(st.st_mode)
-            if stat.S_ISDIR(st.st_mode):
-                if (depth <= SKIPPED_DIR_DEPTH and child.name in SKIPPED_DIR_NAMES) or (
-                    depth == 0 and child.name.startswith(SKIPPED_TOP_DIR_PREFIX)
+            kind = st.st_mode
+            target = ""
+            if is_dir(kind):
+                if (depth <= SKIPPED_DIR_DEPTH and name in SKIPPED_DIR_NAMES) or (
+                    depth == 0 and name.startswith(SKIPPED_TOP_DIR_PREFIX)
                 ):
-                    skipped += 1
+                    scan.skipped += 1
                     continue
-                found.append(_Found(relative, "d", mode, st.st_mtime_ns, _fingerprint(st)))
-                visit(child.path, relative + "/", depth + 1)
-            elif depth == 0 and child.name.startswith(SKIPPED_FILE_PREFIX):
-                skipped += 1
-            elif stat.S_ISREG(st.st_mode):
-                found.append(_Found(relative, "f", mode, st.st_mtime_ns, _fingerprint(st)))
-            elif stat.S_ISLNK(st.st_mode):
+                letter = "d"
+            elif depth == 0 and name.startswith(SKIPPED_FILE_PREFIX):
+                scan.skipped += 1
+                continue
+            elif is_reg(kind):
+                letter = "f"
+            elif is_lnk(kind):
                 target = os.readlink(child.path)
                 resolved = os.path.normpath(os.path.join(os.path.dirname(relative), target))
                 if os.path.isabs(target) or resolved == ".." or resolved.startswith("../"):
-                    skipped += 1
-                else:
-                    found.append(
-                        _Found(relative, "l", mode, st.st_mtime_ns, _fingerprint(st), target)
-                    )
+                    scan.skipped += 1
+                    continue
+                letter = "l"
             else:
-                skipped += 1
+                scan.skipped += 1
+                continue
+            fingerprint = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            found.append(_Found(relative, letter, imode(kind), st.st_mtime_ns, fingerprint, target))
+            paths.append(relative)
+            fingerprints.append(fingerprint)
+            if crc32(relative.encode("utf-8"), seed) % PART_SPREAD == 0:
+                yield len(found)
+            if letter == "d":
+                yield from visit(child.path, relative + "/", depth + 1)
 
-    visit(str(root), "", 0)
-    return found, skipped
+    yield from visit(str(root), "", 0)
+    if not found or crc32(found[-1].relative.encode("utf-8"), seed) % PART_SPREAD:
+        yield len(found)
 
 
 class _Pool:
@@ -600,20 +801,35 @@ def _seal_tree(  # noqa: PLR0912, PLR0915 - one pass over the tree, step by step
                 persona_id=keys.persona_id, src_dir=src_dir
             )
         )
-    entries, skipped = _scan(src_dir)
+    seed = int.from_bytes(keys.naming[:4], "big")
+    scan = _Scan()
+    entries = scan.found
+    ends: Iterable[int] = _scan(src_dir, seed, scan)
     root = str(src_dir)
-    before = {e.path: e for e in previous.entries} if previous is not None else {}
+    # Parts of the previous generation by their first path: one still as unsealing
+    # wrote it is listed again, unread and not encoded again.
+    old_parts = (
+        {part.paths[0]: part for part in previous.parts if part.paths}
+        if previous is not None and baseline is not None
+        else {}
+    )
+    before: dict[str, Entry] = {}
     store.sweep()
     existing = store.names() & set(trusted)
-    seed = int.from_bytes(keys.naming[:4], "big")
-    total = max(1, sum(e.fingerprint[0] for e in entries if e.kind == "f"))
+    if previous is None or baseline is None:
+        ends = list(ends)  # the whole walk first: everything is read, and progress knows its total
+        total = max(1, sum(e.fingerprint[0] for e in entries if e.kind == "f"))
+    elif previous.parts:  # the walk goes on as parts are sealed: the last generation's size
+        total = max(1, sum(part.plaintext_bytes for part in previous.parts))
+    else:
+        total = max(1, sum(e.size for e in previous.entries))
     sealing = _Sealing(
         keys,
         store,
         existing,
         (lambda done: progress(min(done, total), total)) if progress is not None else _ignore,
     )
-    results: list[Any] = [None] * len(entries)
+    results: dict[int, tuple[Ref, ...]] = {}
     pool = _Pool()
     # Entry index, path, size, and the previous entry if the file is unchanged.
     pack: list[tuple[int, str, int, Entry | None]] = []
@@ -672,72 +888,75 @@ def _seal_tree(  # noqa: PLR0912, PLR0915 - one pass over the tree, step by step
         return job
 
     chunk_slots: list[tuple[int, list[Ref | None]]] = []
+    # Each part in order: reused as it was, or the range of entries it covers.
+    layout: list[Part | tuple[int, int]] = []
     try:
-        for index, entry in enumerate(entries):
-            if entry.kind != "f":
+        for start, end in itertools.pairwise(itertools.chain((0,), ends)):
+            if start == end:
                 continue
-            size = entry.fingerprint[0]
-            old = _unchanged(entry, before, baseline) if before else None
-            if size < SMALL_FILE:
-                if size == 0:
-                    results[index] = ()
-                    continue
-                pack.append((index, entry.relative, size, old))
-                pack_bytes += size
-                if pack_bytes >= PACK_LIMIT or _pack_boundary(seed, entry.relative):
-                    flush_pack()
-                continue
-            if old is not None and all(name in existing for name, _o, _n in old.refs):
-                results[index] = old.refs
+            kept = old_parts.get(scan.paths[start])
+            if kept is not None and _same_part(kept, scan, (start, end), baseline, existing):
+                layout.append(kept)
                 with sealing.lock:
-                    for name, _o, length in old.refs:
-                        sealing.sizes[name] = length
-                    sealing.reused += len(old.refs)
-                    sealing.done += size
+                    sealing.sizes.update(kept.blob_sizes)
+                    sealing.sizes[kept.name] = kept.size
+                    sealing.reused += len(kept.blob_sizes) + 1
+                    sealing.done += kept.plaintext_bytes
                 continue
-            path = os.path.join(root, entry.relative)
-            chunk = _chunk_size(path)
-            count = -(-size // chunk)
-            slot: list[Ref | None] = [None] * count
-            chunk_slots.append((index, slot))
-            # Small chunks are read and hashed a span at a time: one task per MiB.
-            per_task = max(1, CHUNK_SIZE // chunk)
-            for k in range(0, count, per_task):
-                offset = k * chunk
-                length = min(per_task * chunk, size - offset)
-                pool.submit(chunk_job(path, (offset, length), chunk, slot, k))
+            layout.append((start, end))
+            if previous is not None and not before:
+                before = {e.path: e for e in previous.entries}
+            for index in range(start, end):
+                entry = entries[index]
+                if entry.kind != "f":
+                    continue
+                size = entry.fingerprint[0]
+                old = _unchanged(entry, before, baseline) if before else None
+                if size < SMALL_FILE:
+                    if size == 0:
+                        results[index] = ()
+                        continue
+                    pack.append((index, entry.relative, size, old))
+                    pack_bytes += size
+                    if pack_bytes >= PACK_LIMIT or _pack_boundary(seed, entry.relative):
+                        flush_pack()
+                    continue
+                if old is not None and all(name in existing for name, _o, _n in old.refs):
+                    results[index] = old.refs
+                    with sealing.lock:
+                        for name, _o, length in old.refs:
+                            sealing.sizes[name] = length
+                        sealing.reused += len(old.refs)
+                        sealing.done += size
+                    continue
+                path = os.path.join(root, entry.relative)
+                chunk = _chunk_size(path)
+                count = -(-size // chunk)
+                slot: list[Ref | None] = [None] * count
+                chunk_slots.append((index, slot))
+                # Small chunks are read and hashed a span at a time: one task per MiB.
+                per_task = max(1, CHUNK_SIZE // chunk)
+                for k in range(0, count, per_task):
+                    offset = k * chunk
+                    length = min(per_task * chunk, size - offset)
+                    pool.submit(chunk_job(path, (offset, length), chunk, slot, k))
+            flush_pack()  # a pack never spans two parts
         flush_pack()
         pool.finish()
         for index, slot in chunk_slots:
             results[index] = tuple(r for r in slot if r is not None)
-        manifest_entries = []
-        for index, entry in enumerate(entries):
-            if entry.kind == "f":
-                manifest_entries.append(
-                    Entry(
-                        entry.relative,
-                        "f",
-                        entry.mode,
-                        entry.mtime_ns,
-                        entry.fingerprint[0],
-                        results[index],
-                    )
-                )
-            else:
-                manifest_entries.append(
-                    Entry(
-                        entry.relative, entry.kind, entry.mode, entry.mtime_ns, target=entry.target
-                    )
-                )
-        entries.clear()  # the manifest's entries replace them
-        used = {name for e in manifest_entries for name, _o, _n in e.refs}
-        manifest = Manifest(
-            keys.persona_id,
-            generation,
-            tuple(manifest_entries),
-            {n: s for n, s in sealing.sizes.items() if n in used},
-        )
-        sealed_manifest = seal_manifest(keys, manifest)
+        parts: list[Part] = []
+        for item in layout:
+            if isinstance(item, Part):
+                parts.append(item)
+                continue
+            part_entries = tuple(_entry(entries[i], results.get(i)) for i in range(*item))
+            sizes = {n: sealing.sizes[n] for e in part_entries for n, _o, _n in e.refs}
+            plain = encode_part(keys.persona_id, part_entries, sizes)
+            parts.append(_make_part(sealing.put(plain), len(plain), part_entries, sizes))
+        entries.clear()  # the parts' entries replace them
+        manifest = manifest_of_parts(keys.persona_id, generation, parts)
+        sealed_manifest = seal_root(keys, manifest)
         if before_manifest is not None:
             before_manifest()
         store.put_manifest(generation, sealed_manifest)
@@ -763,12 +982,11 @@ def _seal_tree(  # noqa: PLR0912, PLR0915 - one pass over the tree, step by step
     pool.close()
     if progress is not None:
         progress(total, total)
-    files = sum(e.kind == "f" for e in manifest_entries)
     stats = StoreStats(
-        files=files,
-        directories=sum(e.kind == "d" for e in manifest_entries),
-        skipped=skipped,
-        plaintext_bytes=sum(e.size for e in manifest_entries),
+        files=sum(part.files for part in parts),
+        directories=sum(e.kind == "d" for e in manifest.entries),
+        skipped=scan.skipped,
+        plaintext_bytes=sum(part.plaintext_bytes for part in parts),
         sealed_bytes=sealing.sealed_bytes + len(sealed_manifest),
         chunks=len(manifest.blob_sizes),
         seconds=time.perf_counter() - started,
@@ -777,6 +995,33 @@ def _seal_tree(  # noqa: PLR0912, PLR0915 - one pass over the tree, step by step
         blobs_reused=sealing.reused,
     )
     return stats, manifest
+
+
+def _entry(found: _Found, refs: tuple[Ref, ...] | None) -> Entry:
+    if found.kind == "f":
+        return Entry(
+            found.relative, "f", found.mode, found.mtime_ns, found.fingerprint[0], refs or ()
+        )
+    return Entry(found.relative, found.kind, found.mode, found.mtime_ns, target=found.target)
+
+
+def _same_part(
+    part: Part,
+    scan: _Scan,
+    span: tuple[int, int],
+    baseline: Baseline | None,
+    existing: set[str],
+) -> bool:
+    """Whether `part` still describes entries start..end: the same paths, each as unsealed."""
+    start, end = span
+    return (
+        baseline is not None
+        and end - start == len(part.paths)
+        and tuple(scan.paths[start:end]) == part.paths
+        and scan.fingerprints[start:end] == list(map(baseline.get, part.paths))
+        and part.name in existing
+        and existing.issuperset(part.blob_sizes)
+    )
 
 
 def _reusable_pack(
@@ -1009,6 +1254,8 @@ def _unseal_tree(  # noqa: PLR0912, PLR0915 - one pass over the manifest, step b
         for e in manifest.entries:
             if e.kind == "l":
                 os.symlink(e.target, root + e.path)
+                # Links and directories too: a part is reused only if all it lists is as written.
+                baseline[e.path] = _fingerprint(os.lstat(root + e.path))
         top = os.path.realpath(dest_dir)
         for e in manifest.entries:
             if e.kind == "l":
@@ -1032,6 +1279,7 @@ def _unseal_tree(  # noqa: PLR0912, PLR0915 - one pass over the manifest, step b
             try:
                 os.fchmod(fd, e.mode)
                 os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
+                baseline[e.path] = _fingerprint(os.fstat(fd))
             finally:
                 os.close(fd)
     except OSError as exc:

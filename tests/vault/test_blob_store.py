@@ -1,4 +1,4 @@
-"""The sealed store (format 3): blobs plus a manifest, reseals that write only what changed.
+"""The sealed store (formats 3 and 4): blobs plus a manifest, reseals that write only what changed.
 
 Real keyring (Secret Service), real SQLite registry, real files, no browser:
 the workspace is opened and closed the way `station open` does around it.
@@ -123,6 +123,15 @@ def _referenced(vault: Vault, persona: str = PERSONA) -> set[str]:
     return set(fmt.read_manifest(store, keys, generation).blob_sizes)
 
 
+def _parts(vault: Vault, persona: str = PERSONA) -> set[str]:
+    """The blobs holding the current manifest's parts (format 4)."""
+    keys = fmt.StoreKeys.derive(vault.ensure_data_key(persona), persona)
+    store = open_blob_store(paths.current(), persona)
+    generation = fmt.newest_generation(store)
+    assert generation is not None
+    return {part.name for part in fmt.read_manifest(store, keys, generation).parts}
+
+
 def _nothing_left(persona: str = PERSONA) -> None:
     assert not workspace.workspace_dir(paths.current(), persona).exists()
     assert not workspace.needs_recovery(paths.current(), persona)
@@ -142,9 +151,11 @@ def test_a_reseal_writes_only_the_blob_of_the_changed_file(vault: Vault) -> None
     _session(vault, touch_one)
     after = _blobs()
     written = {n for n in after if n not in before or after[n] != before[n]}
-    assert len(written) == 1, written  # the one pack holding 000007.ldb
+    # The one pack holding 000007.ldb, and the manifest part listing it.
+    assert len(written - _parts(vault)) == 1, written
+    assert len(written & _parts(vault)) == 1, written
     assert {n: after[n] for n in before} == before  # nothing else moved
-    assert len(set(before) - _referenced(vault)) == 1  # its old pack is garbage
+    assert len(set(before) - _referenced(vault)) == 2  # its old pack and part are garbage
     assert _referenced(vault) <= set(after)
     assert _record() == (2, None)
 
@@ -170,8 +181,9 @@ def test_a_changed_page_in_a_big_file_rewrites_one_chunk(vault: Vault) -> None:
 
     _session(vault, one_page)
     after = _blobs()
-    assert len(set(after) - set(before)) == 1
-    assert len(set(before) - _referenced(vault)) == 1
+    assert len(set(after) - set(before) - _parts(vault)) == 1
+    assert len(set(after) - set(before)) == 2  # and the part listing History
+    assert len(set(before) - _referenced(vault)) == 2
 
 
 def test_stats_count_blobs_written_reused_and_removed(vault: Vault, tmp_path: Path) -> None:
@@ -187,7 +199,8 @@ def test_stats_count_blobs_written_reused_and_removed(vault: Vault, tmp_path: Pa
     unsealed = state.unseal(out, key, None)
     (out / "profile" / "value.txt").write_text("second")
     again = state.seal(out, key, None, since=unsealed)
-    assert (again.blobs_written, again.blobs_removed) == (1, 1)
+    # value.txt's pack and its manifest part.
+    assert (again.blobs_written, again.blobs_removed) == (2, 2)
     assert again.blobs_reused >= 4
 
 
@@ -556,3 +569,152 @@ def test_a_damaged_pack_is_kept_and_its_blobs_are_missing(vault: Vault) -> None:
     _plant("ab" * 16, b"later")  # the next pack a seal writes
     assert pack.read_bytes() == data  # not replaced by it
     assert len(list(_blob_dir().glob("*.pack"))) == 2
+
+
+# -- format 4: the manifest in parts -------------------------------------------------
+
+FORMAT3 = Path(__file__).parent / "data" / "format3"
+FORMAT3_KEY = bytes([0x11]) * 32  # the data key the fixture was sealed with (test data only)
+
+
+def test_a_reseal_lists_the_unchanged_manifest_parts_again_unread(vault: Vault) -> None:
+    _session(vault, _fill)
+    parts_before = _parts(vault)
+    assert len(parts_before) >= 2
+
+    def touch_one(profile: Path) -> None:
+        (profile / "Default" / "Local Storage" / "leveldb" / "000007.ldb").write_bytes(b"x" * 3007)
+
+    _session(vault, touch_one)
+    parts_after = _parts(vault)
+    assert len(parts_after - parts_before) == 1  # the part listing 000007.ldb
+    assert len(parts_before - parts_after) == 1
+    assert _manifest_file().read_bytes()[8] == fmt.PARTS_FORMAT
+
+
+def _seal_all(src: Path, persona_dir: Path, keys: fmt.StoreKeys) -> fmt.Manifest:
+    """A seal that reads every file (as a recovery does): what the tree really holds."""
+    return fmt.seal_tree(src, LocalBlobStore(persona_dir), keys, generation=1)[1]
+
+
+def test_a_reseal_describes_the_tree_exactly_as_a_full_seal_does(
+    vault: Vault, tmp_path: Path
+) -> None:
+    """Reused parts never keep a stale entry: new files, chmod, mtime, links, removals."""
+    keys = fmt.StoreKeys.derive(vault.ensure_data_key(PERSONA), PERSONA)
+    state = workspace.SealedState(paths.current(), PERSONA)
+    first = tmp_path / "first"
+    (first / "profile").mkdir(parents=True)
+    _fill(first / "profile", small=200)
+    keys_data = vault.ensure_data_key(PERSONA)
+    state.seal(first, keys_data, None)
+    out = tmp_path / "out"
+    out.mkdir()
+    unsealed = state.unseal(out, keys_data, None)
+    leveldb = out / "profile" / "Default" / "Local Storage" / "leveldb"
+    (leveldb / "000100.ldb").chmod(0o400)  # only its ctime and mode change
+    os.utime(leveldb / "000150.ldb", ns=(1, 1))  # only its mtime and ctime
+    (leveldb / "000120.ldb").unlink()
+    (leveldb / "0000555.ldb").write_bytes(b"new")  # its folder's mtime changes
+    (out / "profile" / "Default" / "link").symlink_to("History")
+    state.seal(out, keys_data, None, since=unsealed)
+    store = open_blob_store(paths.current(), PERSONA)
+    resealed = fmt.read_manifest(store, keys, 2)
+    full = _seal_all(out, tmp_path / "full", keys)
+    assert resealed.entries == full.entries
+    assert len(resealed.parts) == len(full.parts)
+    assert len({p.name for p in resealed.parts} & {p.name for p in full.parts}) == len(full.parts)
+
+
+@pytest.fixture
+def format3_store(tmp_path: Path) -> LocalBlobStore:
+    """A generation sealed by station before format 4 (main at 0a01af2, fmt.FORMAT = 3)."""
+    shutil.copytree(FORMAT3, tmp_path / "store")
+    return LocalBlobStore(tmp_path / "store")
+
+
+def test_a_format_3_generation_opens_and_its_next_seal_writes_format_4(
+    format3_store: LocalBlobStore, tmp_path: Path
+) -> None:
+    keys = fmt.StoreKeys.derive(FORMAT3_KEY, PERSONA)
+    assert format3_store.manifest_file.read_bytes()[8] == fmt.FORMAT
+    old = fmt.read_manifest(format3_store, keys, 1)
+    assert old.parts == ()
+    out = tmp_path / "out"
+    out.mkdir()
+    _stats, baseline = fmt.unseal_tree(format3_store, keys, old, out)
+    prefs = out / "profile" / "Default" / "Preferences"
+    assert prefs.read_text() == '{"profile": {"name": "format 3"}}'
+    assert os.readlink(out / "profile" / "Default" / "link") == "Preferences"
+    prefs.write_text('{"profile": {"name": "format 4"}}')
+    _stats, new = fmt.seal_tree(
+        out,
+        format3_store,
+        keys,
+        generation=2,
+        previous=old,
+        baseline=baseline,
+        trusted=old.blob_sizes,
+    )
+    fmt.collect(format3_store, new)
+    assert format3_store.manifest_file.read_bytes()[8] == fmt.PARTS_FORMAT
+    again = fmt.read_manifest(format3_store, keys, 2)
+    assert again.parts and again.entries == new.entries
+    back = tmp_path / "back"
+    back.mkdir()
+    fmt.unseal_tree(format3_store, keys, again, back)
+    assert (back / "profile" / "Default" / "Preferences").read_text() == (
+        '{"profile": {"name": "format 4"}}'
+    )
+    log = "profile/Default/Local Storage/leveldb/000003.log"
+    assert (back / log).read_bytes() == bytes(range(256)) * 40
+    assert set(format3_store.names()) == set(again.blob_sizes)  # format 3's garbage collected
+
+
+def test_a_flipped_byte_in_a_manifest_part_is_refused_and_the_files_are_kept(
+    vault: Vault,
+) -> None:
+    _session(vault, _fill)
+    victim = sorted(_parts(vault))[0]
+    target, at, _n = _store().spans()[victim]
+    _flip(target, at + 30)
+    kept = _snapshot()
+    with pytest.raises(IntegrityError) as refused:
+        _value(vault)
+    assert f"blob {victim} failed authentication" in refused.value.message
+    assert "the files are kept" in refused.value.message
+    assert _snapshot() == kept
+    assert _record() == (1, None)
+    _nothing_left()
+
+
+def test_a_manifest_part_of_another_persona_is_refused(vault: Vault) -> None:
+    _session(vault, _fill)
+    _session(vault, _fill, persona=OTHER)
+    mine = sorted(_parts(vault))[0]
+    theirs = sorted(_parts(vault, OTHER))[0]
+    _plant(mine, _blob_bytes(theirs, OTHER))
+    kept = _snapshot()
+    with pytest.raises(IntegrityError, match=rf"blob {mine} failed authentication"):
+        _value(vault)
+    assert _snapshot() == kept
+    _nothing_left()
+
+
+def test_a_manifest_part_of_another_generation_is_refused(vault: Vault) -> None:
+    _session(vault, _fill)
+    older = _parts(vault)
+    sealed = {name: _blob_bytes(name) for name in older}
+
+    def touch_one(profile: Path) -> None:
+        (profile / "Default" / "Local Storage" / "leveldb" / "000007.ldb").write_bytes(b"x" * 3007)
+
+    _session(vault, touch_one)
+    (new,) = _parts(vault) - older
+    (old,) = older - _parts(vault)
+    # Generation 1's part for the same stretch of the tree, under generation 2's name.
+    _plant(new, sealed[old])
+    with pytest.raises(IntegrityError, match=rf"blob {new} failed authentication"):
+        _value(vault)
+    assert _record() == (2, None)
+    _nothing_left()
