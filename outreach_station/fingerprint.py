@@ -77,6 +77,10 @@ FONT_KEEP = (2, 3)
 # what each one writes); each gave its own canvas text pixels on Chromium 156.
 # "" (not drawn) is the machine's own configuration.
 RENDERINGS = ("slight", "none", "medium", "full", "medium-autohint", "full-autohint")
+# Renderings that draw the same greyscale canvas text: measured headed with
+# ClientJS (its canvas image alone), full-autohint and medium-autohint gave
+# one id; Skia loads glyphs for full and medium hinting alike without LCD.
+CANVAS_RENDERINGS = {"full": "medium", "full-autohint": "medium-autohint"}
 # Draws tried to find a device no other persona on this machine already is.
 DISTINCT_ATTEMPTS = 60
 # Fonts and rendering drawn again this many times per drawn device.
@@ -164,10 +168,14 @@ class Fingerprint:
         first of its metric-compatible stand-ins the persona keeps, or the
         default serif's), the font rendering and the processor count. Above
         a pixel ratio of 1 Chromium positions glyphs at subpixels and draws
-        canvas text unhinted, so the hinting style moves no pixel there.
+        canvas text unhinted, so the hinting style moves no pixel there;
+        and canvas text is greyscale, where full hinting loads glyphs as
+        medium does (CANVAS_RENDERINGS).
         """
         kept = self.fonts or fonts.families
-        rendering = self.font_rendering if self.device_scale_factor <= 1 else "subpixel"
+        rendering = CANVAS_RENDERINGS.get(self.font_rendering, self.font_rendering)
+        if self.device_scale_factor > 1:
+            rendering = "subpixel"
         return json.dumps(
             [self.device, list(fonts.canvas_faces(kept)), rendering, self.hardware_concurrency]
         )

@@ -364,6 +364,11 @@ def test_canvas_key_is_the_face_arial_draws_with_the_rendering_and_processors() 
     assert replace(arimo, screen_width=1280, languages=("en-GB",)).canvas_key(
         LAPTOP
     ) == arimo.canvas_key(LAPTOP)
+    # Full hinting draws greyscale canvas text as medium does (measured with ClientJS).
+    assert replace(arimo, font_rendering="medium").canvas_key(LAPTOP) == arimo.canvas_key(LAPTOP)
+    assert replace(arimo, font_rendering="full-autohint").canvas_key(LAPTOP) == replace(
+        arimo, font_rendering="medium-autohint"
+    ).canvas_key(LAPTOP)
     # Above a pixel ratio of 1 the hinting style moves no canvas pixel.
     hidpi = replace(arimo, device_scale_factor=2.0)
     assert replace(hidpi, font_rendering="none").canvas_key(LAPTOP) == hidpi.canvas_key(LAPTOP)
