@@ -84,6 +84,12 @@ if [ "$job" = test ] || [ "$job" = one ]; then
   # The fonts docs/it-deployment.md recommends: their metric aliases must not fail a persona's font check.
   [ -e /usr/share/fonts/truetype/croscore/Arimo-Regular.ttf ] || missing+=(fonts-croscore)
   [ -d /usr/share/fonts/truetype/liberation ] || missing+=(fonts-liberation)
+  [ -e /usr/share/fonts/opentype/urw-base35/NimbusSans-Regular.otf ] || missing+=(fonts-urw-base35)
+  # Noto as a laptop has it (docs/it-deployment.md): its core families, mono and
+  # colour emoji, not the fonts-noto metapackage's 300 MB of CJK and extras.
+  [ -e /usr/share/fonts/truetype/noto/NotoSans-Regular.ttf ] || missing+=(fonts-noto-core)
+  [ -e /usr/share/fonts/truetype/noto/NotoMono-Regular.ttf ] || missing+=(fonts-noto-mono)
+  [ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || missing+=(fonts-noto-color-emoji)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)

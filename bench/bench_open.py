@@ -184,10 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         list_s = _wall([*exe, "persona", "list"], env, 10)
         api.create_personas("bench", standby=True, count=12)
         rotations = _rotations("bench", 6)
-        rotate_cli = _wall([*exe, "rotate", "bench", "--force"], env, 5)
+        rotate_cli = _wall([*exe, "rotate", "bench", "--force", "--yes"], env, 5)
         api.create_persona("bench-fresh")
         fresh = _rotations("bench-fresh", 6)
-        fresh_cli = _wall([*exe, "rotate", "bench-fresh", "--force"], env, 5)
+        fresh_cli = _wall([*exe, "rotate", "bench-fresh", "--force", "--yes"], env, 5)
     finally:
         server.shutdown()
         shutil.rmtree(work, ignore_errors=True)

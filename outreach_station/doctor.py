@@ -310,6 +310,13 @@ def check_variety(fonts: FontInventory, cpus: int) -> Finding:
             _("install fontconfig (fc-list, fc-match) and the fonts staff need"),
         )
     font_choices = 2 ** len(set(fonts.notable) - set(fonts.essential))
+    stand_ins = dict(fonts.stand_ins)
+    if stand_ins:
+        # What Arial and Times New Roman draw with: one of each one's installed
+        # stand-ins (the first a persona keeps), or none (fingerprint.canvas_key).
+        font_choices = 1
+        for name in ("Arial", "Times New Roman"):
+            font_choices *= len(stand_ins.get(name, ())) + 1
     devices = font_choices * cpu_choices * len(RENDERINGS)
     detail = _(
         "{devices} distinct devices: {font_sets} default-font sets x {cpu_counts} "

@@ -78,8 +78,14 @@ FONT_KEEP = (2, 3)
 # what each one writes); each gave its own canvas text pixels on Chromium 156.
 # "" (not drawn) is the machine's own configuration.
 RENDERINGS = ("slight", "none", "medium", "full", "medium-autohint", "full-autohint")
+# Renderings that draw the same greyscale canvas text: measured headed with
+# ClientJS (its canvas image alone), full-autohint and medium-autohint gave
+# one id; Skia loads glyphs for full and medium hinting alike without LCD.
+CANVAS_RENDERINGS = {"full": "medium", "full-autohint": "medium-autohint"}
 # Draws tried to find a device no other persona on this machine already is.
 DISTINCT_ATTEMPTS = 60
+# Fonts and rendering drawn again this many times per drawn device.
+FONT_REDRAWS = 4
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,27 @@ class Fingerprint:
                 self.hardware_concurrency,
                 self.font_rendering,
             ]
+        )
+
+    def canvas_key(self, fonts: FontInventory) -> str:
+        """What a device-level fingerprinter that draws Arial text on a canvas sees.
+
+        ThumbmarkJS and ClientJS leave out the screen, languages, zone and
+        user agent and draw their canvas text in Arial: the persona is a
+        device of its own to them through the face Arial draws with (the
+        first of its metric-compatible stand-ins the persona keeps, or the
+        default serif's), the font rendering and the processor count. Above
+        a pixel ratio of 1 Chromium positions glyphs at subpixels and draws
+        canvas text unhinted, so the hinting style moves no pixel there;
+        and canvas text is greyscale, where full hinting loads glyphs as
+        medium does (CANVAS_RENDERINGS).
+        """
+        kept = self.fonts or fonts.families
+        rendering = CANVAS_RENDERINGS.get(self.font_rendering, self.font_rendering)
+        if self.device_scale_factor > 1:
+            rendering = "subpixel"
+        return json.dumps(
+            [self.device, list(fonts.canvas_faces(kept)), rendering, self.hardware_concurrency]
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -327,21 +354,33 @@ def generate(
     fonts: FontInventory | None = None,
     cpus: int | None = None,
     avoid: Collection[str] = (),
+    avoid_canvas: Collection[str] = (),
 ) -> Fingerprint:
     """Draw a new fingerprint for a persona of `platform`.
 
     `fonts` and `cpus` are what the machine offers (read from it when not
-    given). A draw whose `device_key(fonts.notable)` is in `avoid` (the
-    other personas on this machine) is drawn again; if the machine offers
-    too little variety the last draw is returned and the caller can tell by
-    its key.
+    given). A draw whose `device_key(fonts.notable)` is in `avoid` or whose
+    `canvas_key(fonts)` is in `avoid_canvas` (the other personas on this
+    machine) is drawn again; when no draw is new to both, one new to `avoid`
+    will do; if the machine offers too little variety even for that, the
+    last draw is returned and the caller can tell by its key.
     """
     if fonts is None:
         from outreach_station.fonts import inventory
 
         fonts = inventory()
     cpus = machine_cpus() if cpus is None else cpus
-    drawn = _draw(platform, fonts, cpus)
+    device = sample_device(platform.device, cpus)
+    for attempt in range(DISTINCT_ATTEMPTS):
+        drawn = _draw(platform, fonts, cpus, device)
+        if drawn.device_key(fonts.notable) not in avoid and (
+            drawn.canvas_key(fonts) not in avoid_canvas
+        ):
+            return drawn
+        # Fonts and rendering are cheap to draw again; a device from the
+        # population is not, and its pixel ratio may be what collides.
+        if attempt % FONT_REDRAWS == FONT_REDRAWS - 1:
+            device = sample_device(platform.device, cpus)
     for _attempt in range(DISTINCT_ATTEMPTS):
         if drawn.device_key(fonts.notable) not in avoid:
             break
@@ -349,7 +388,9 @@ def generate(
     return drawn
 
 
-def _draw(platform: PlatformProfile, fonts: FontInventory, cpus: int) -> Fingerprint:
+def _draw(
+    platform: PlatformProfile, fonts: FontInventory, cpus: int, device: Device | None = None
+) -> Fingerprint:
     common: dict[str, Any] = {
         "version": FINGERPRINT_VERSION,
         "locale": platform.locale,
@@ -358,7 +399,7 @@ def _draw(platform: PlatformProfile, fonts: FontInventory, cpus: int) -> Fingerp
         "fonts": draw_fonts(fonts),
         "font_rendering": draw_rendering(),
     }
-    drawn = sample_device(platform.device, cpus)
+    drawn = device or sample_device(platform.device, cpus)
     common["hardware_concurrency"] = drawn.cpus
     width, height = drawn.width, drawn.height
     if platform.device == "mobile":
@@ -456,12 +497,18 @@ class FingerprintDrawer:
         self._fonts = inventory()
         self._notify = notify
         self._taken: set[str] = set()
+        self._canvases: set[str] = set()
         for stored in existing:
             with suppress(StateError, TypeError, ValueError):
-                self._taken.add(Fingerprint.from_dict(dict(stored)).device_key(self._fonts.notable))
+                parsed = Fingerprint.from_dict(dict(stored))
+                self._taken.add(parsed.device_key(self._fonts.notable))
+                self._canvases.add(parsed.canvas_key(self._fonts))
 
     def __call__(self, profile: PlatformProfile) -> Fingerprint:
-        fingerprint = generate(profile, fonts=self._fonts, avoid=self._taken)
+        fingerprint = generate(
+            profile, fonts=self._fonts, avoid=self._taken, avoid_canvas=self._canvases
+        )
+        self._canvases.add(fingerprint.canvas_key(self._fonts))
         key = fingerprint.device_key(self._fonts.notable)
         if key in self._taken and self._notify is not None:
             self._notify(

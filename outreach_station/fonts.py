@@ -49,6 +49,10 @@ COMMON_FAMILIES = (
     "system-ui",
 )
 
+# The names canvas fingerprints draw text in (ThumbmarkJS and ClientJS: Arial)
+# and Chromium's default serif; which installed face each one draws with is
+# the lever `FontInventory.draws_with` reads.
+STAND_IN_NAMES = ("Arial", "Times New Roman", "Courier New")
 # Families Chromium treats as one (Skia's font equivalence classes on Linux):
 # asked for one of them, it accepts any installed other, so a page that probes
 # "Liberation Mono" on a machine with Cousine finds it. On any real machine
@@ -59,6 +63,10 @@ METRIC_COMPATIBLE: tuple[frozenset[str], ...] = (
     frozenset({"Courier New", "Cousine", "Liberation Mono"}),
     frozenset({"Symbol", "Symbol Neu"}),
 )
+
+
+def _equals(name: str) -> frozenset[str]:
+    return next((equals for equals in METRIC_COMPATIBLE if name in equals), frozenset({name}))
 
 
 def visible_families(families: Iterable[str], installed: Iterable[str]) -> frozenset[str]:
@@ -96,6 +104,11 @@ RENDERINGS: dict[str, tuple[tuple[str, str, str], ...]] = {
 }
 # The font formats Chromium renders (fontconfig's names for them).
 RENDERABLE = ("TrueType", "CFF")
+# The text the inspector measures to find a family (FONT_SAMPLE in
+# inspector/static/collect.js): a family with none of these characters (Noto
+# Sans Tamil Supplement) draws it in the fallback font, so no page can find it
+# by measuring text, and the font check cannot hold the browser to it.
+TEXT_PROBE = "mmmmmmmmmmlli WQ@#0123456789 fiflÅé"
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,37 @@ class FontInventory:
     # The installed families that the generic and the browser's default
     # family names resolve to: what every page's text is drawn with.
     notable: tuple[str, ...] = ()
+    # The families with a character of TEXT_PROBE: those a page measuring
+    # text can find. (): not read, take every family.
+    legible: tuple[str, ...] = ()
+    # For each of STAND_IN_NAMES, its installed metric-compatible faces in
+    # fontconfig's order of preference: the first a persona keeps is the
+    # face that name draws with (Chromium refuses any other face for it).
+    stand_ins: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @property
+    def measurable(self) -> tuple[str, ...]:
+        """The families a page's text-width probe can find."""
+        return self.legible or self.families
+
+    def draws_with(self, name: str, kept: Iterable[str]) -> str:
+        """The face `name` (one of STAND_IN_NAMES) draws with for a persona keeping `kept`.
+
+        "" when the persona keeps none of its stand-ins: the page's text then
+        falls back to another family (for a canvas, Chromium's default font).
+        """
+        shown = set(kept)
+        order = dict(self.stand_ins).get(name, ())
+        return next((face for face in order if face in shown), "")
+
+    def canvas_faces(self, kept: Iterable[str]) -> tuple[str, ...]:
+        """What Arial text draws with for a persona keeping `kept`, and Times New Roman's
+        face when Arial has none (the canvas then falls back to the default serif)."""
+        kept = tuple(kept)
+        arial = self.draws_with("Arial", kept)
+        if arial:
+            return (arial,)
+        return ("", self.draws_with("Times New Roman", kept))
 
     @property
     def optional(self) -> tuple[str, ...]:
@@ -144,15 +188,28 @@ def inventory() -> FontInventory:
         return _inventory(env)
 
 
+def _covers(charset: str, codepoints: frozenset[int]) -> bool:
+    """Whether fontconfig's charset text ("20-7e a0-17f ...") holds one of `codepoints`."""
+    for span in charset.split():
+        low, _dash, high = span.partition("-")
+        try:
+            first, last = int(low, 16), int(high or low, 16)
+        except ValueError:
+            return True  # a charset we cannot read: count the face as legible
+        if any(first <= c <= last for c in codepoints):
+            return True
+    return False
+
+
 def _inventory(env: dict[str, str]) -> FontInventory:
-    listed = _fontconfig(["fc-list", "--format", "%{fontformat}\t%{family[0]}\n"], env) or ""
-    families = sorted(
-        {
-            family.strip()
-            for form, _tab, family in (line.partition("\t") for line in listed.splitlines())
-            if form in RENDERABLE and family.strip()
-        }
+    listed = (
+        _fontconfig(["fc-list", "--format", "%{fontformat}\t%{family[0]}\t%{charset}\n"], env) or ""
     )
+    faces = [[*line.split("\t"), "", ""] for line in listed.splitlines()]
+    renderable = [(f[1].strip(), f[2]) for f in faces if f[0] in RENDERABLE and f[1].strip()]
+    families = sorted({family for family, _charset in renderable})
+    probe = frozenset(ord(c) for c in TEXT_PROBE)
+    legible = tuple(sorted({family for family, chars in renderable if _covers(chars, probe)}))
     if not families:
         return FontInventory(families=(), essential=(), notable=())
     from concurrent.futures import ThreadPoolExecutor  # here: off every command's start-up
@@ -167,10 +224,29 @@ def _inventory(env: dict[str, str]) -> FontInventory:
                 names,
             )
         )
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        orders = list(
+            pool.map(
+                lambda name: (
+                    _fontconfig(["fc-match", "-s", "--format", "%{family[0]}\n", name], env) or ""
+                ).split("\n"),
+                STAND_IN_NAMES,
+            )
+        )
+    stand_ins = tuple(
+        (name, tuple(f for f in dict.fromkeys(order) if f in _equals(name) and f in families))
+        for name, order in zip(STAND_IN_NAMES, orders, strict=True)
+    )
     resolved = dict(zip(names, matches, strict=True))
     essential = tuple(dict.fromkeys(resolved[g] for g in GENERICS if resolved[g] in families))
     notable = tuple(sorted({m for m in matches if m in families}))
-    return FontInventory(families=tuple(families), essential=essential, notable=notable)
+    return FontInventory(
+        families=tuple(families),
+        essential=essential,
+        notable=notable,
+        legible=legible,
+        stand_ins=stand_ins,
+    )
 
 
 def _pattern(family: str | None, form: str) -> str:

@@ -194,5 +194,19 @@ def test_persona_variety_warns_when_personas_could_only_differ_by_screen() -> No
     assert enough.verdict == "ok" and enough.detail.startswith("24 distinct devices"), enough
     eight = check_variety(only_dejavu, 8)  # 2 to 8 processors
     assert eight.verdict == "ok" and "1 default-font sets x 7 processor counts" in eight.detail
+    # With croscore beside liberation, Arial draws with Arimo, Liberation Sans or
+    # neither (the default serif), Times New Roman with Tinos, Liberation Serif or neither.
+    laptop = FontInventory(
+        (*dejavu, "Arimo", "Liberation Sans", "Liberation Serif", "Tinos"),
+        dejavu,
+        (*dejavu, "Arimo", "Tinos"),
+        stand_ins=(
+            ("Arial", ("Arimo", "Liberation Sans")),
+            ("Times New Roman", ("Tinos", "Liberation Serif")),
+        ),
+    )
+    croscore = check_variety(laptop, 2)
+    assert croscore.verdict == "ok"
+    assert croscore.detail.startswith("54 distinct devices: 9 default-font sets x 1"), croscore
     bare = check_variety(FontInventory((), ()), 8)
     assert bare.verdict == "warn" and "fontconfig" in bare.fix

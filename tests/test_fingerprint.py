@@ -321,3 +321,65 @@ def test_an_unknown_font_rendering_is_refused_clearly() -> None:
     stored = dict(generate(DESKTOP, fonts=FONTS, cpus=2).to_dict(), font_rendering="wobbly")
     with pytest.raises(StateError, match="refresh-fingerprint"):
         Fingerprint.from_dict(stored)
+
+
+# A laptop with fonts-croscore and fonts-liberation: Arial's stand-ins in
+# fontconfig's order (fonts.inventory reads them with fc-match -s).
+LAPTOP = replace(
+    FONTS,
+    families=tuple(sorted({*FONTS.families, "Arimo", "Tinos", "Cousine"})),
+    stand_ins=(
+        ("Arial", ("Arimo", "Liberation Sans")),
+        ("Times New Roman", ("Tinos", "Liberation Serif")),
+        ("Courier New", ("Cousine", "Liberation Mono")),
+    ),
+)
+
+
+def test_canvas_key_is_the_face_arial_draws_with_the_rendering_and_processors() -> None:
+    fp = replace(
+        generate(DESKTOP, fonts=LAPTOP, cpus=8),
+        device_scale_factor=1.0,
+        font_rendering="full",
+        hardware_concurrency=4,
+    )
+    essential = tuple(FONTS.essential)
+    both = replace(fp, fonts=(*essential, "Arimo", "Liberation Sans"))
+    arimo = replace(fp, fonts=(*essential, "Arimo"))
+    liberation = replace(fp, fonts=(*essential, "Liberation Sans"))
+    # Arimo comes first: with both kept, Arial draws with Arimo.
+    assert both.canvas_key(LAPTOP) == arimo.canvas_key(LAPTOP)
+    assert arimo.canvas_key(LAPTOP) != liberation.canvas_key(LAPTOP)
+    # A family Arial never draws with changes nothing; without a stand-in the
+    # canvas falls back to Times New Roman's face.
+    assert replace(arimo, fonts=(*arimo.fonts, "Cousine")).canvas_key(LAPTOP) == arimo.canvas_key(
+        LAPTOP
+    )
+    tinos = replace(fp, fonts=(*essential, "Tinos"))
+    serif = replace(fp, fonts=(*essential, "Liberation Serif"))
+    assert tinos.canvas_key(LAPTOP) != serif.canvas_key(LAPTOP)
+    # The rendering and the processors count; the screen and languages do not.
+    assert replace(arimo, font_rendering="none").canvas_key(LAPTOP) != arimo.canvas_key(LAPTOP)
+    assert replace(arimo, hardware_concurrency=2).canvas_key(LAPTOP) != arimo.canvas_key(LAPTOP)
+    assert replace(arimo, screen_width=1280, languages=("en-GB",)).canvas_key(
+        LAPTOP
+    ) == arimo.canvas_key(LAPTOP)
+    # Full hinting draws greyscale canvas text as medium does (measured with ClientJS).
+    assert replace(arimo, font_rendering="medium").canvas_key(LAPTOP) == arimo.canvas_key(LAPTOP)
+    assert replace(arimo, font_rendering="full-autohint").canvas_key(LAPTOP) == replace(
+        arimo, font_rendering="medium-autohint"
+    ).canvas_key(LAPTOP)
+    # Above a pixel ratio of 1 the hinting style moves no canvas pixel.
+    hidpi = replace(arimo, device_scale_factor=2.0)
+    assert replace(hidpi, font_rendering="none").canvas_key(LAPTOP) == hidpi.canvas_key(LAPTOP)
+    assert hidpi.canvas_key(LAPTOP) != arimo.canvas_key(LAPTOP)
+
+
+def test_drawer_gives_new_personas_faces_and_renderings_no_other_persona_has() -> None:
+    taken: set[str] = set()
+    canvases: set[str] = set()
+    for _ in range(12):
+        fp = generate(DESKTOP, fonts=LAPTOP, cpus=2, avoid=taken, avoid_canvas=canvases)
+        assert fp.canvas_key(LAPTOP) not in canvases
+        taken.add(fp.device_key(LAPTOP.notable))
+        canvases.add(fp.canvas_key(LAPTOP))

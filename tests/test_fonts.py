@@ -14,6 +14,7 @@ from outreach_station.fonts import (
     CONFIG_RELATIVE,
     RENDERABLE,
     RENDERINGS,
+    TEXT_PROBE,
     config_xml,
     inventory,
     write_config,
@@ -151,3 +152,39 @@ def test_no_rendering_leaves_the_machines_settings(tmp_path: Path) -> None:
     assert "<match" not in config_xml(["DejaVu Sans"])
     with pytest.raises(ValueError, match="unknown font rendering"):
         config_xml(["DejaVu Sans"], "wobbly")
+
+
+def test_text_probe_is_the_inspectors_sample() -> None:
+    """What inventory() calls legible is what the inspector's width probe draws."""
+    collect = (
+        Path(__file__).resolve().parents[1] / "outreach_station/inspector/static/collect.js"
+    ).read_text(encoding="utf-8")
+    assert f'const FONT_SAMPLE = "{TEXT_PROBE}";' in collect
+
+
+def test_inventory_leaves_families_without_a_probe_character_out_of_legible() -> None:
+    machine = inventory()
+    assert set(machine.legible) <= set(machine.families)
+    assert set(machine.essential) <= set(machine.legible)
+    everything = fc(Path("/nonexistent"), "fc-list", "--format", "%{family[0]}\t%{charset}\n")
+    probe = {ord(c) for c in TEXT_PROBE}
+
+    def covers(charset: str) -> bool:
+        for span in charset.split():
+            low, _dash, high = span.partition("-")
+            if any(int(low, 16) <= c <= int(high or low, 16) for c in probe):
+                return True
+        return False
+
+    blind = {
+        family
+        for family in machine.families
+        if not any(
+            covers(chars)
+            for name, _tab, chars in (line.partition("\t") for line in everything.splitlines())
+            if name == family
+        )
+    }
+    assert set(machine.families) - set(machine.legible) == blind
+    if Path("/usr/share/fonts/truetype/noto/NotoSansTamilSupplement-Regular.ttf").is_file():
+        assert "Noto Sans Tamil Supplement" in blind

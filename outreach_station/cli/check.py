@@ -51,7 +51,10 @@ def check_command(
     else:
         table(
             [_("CHECK"), _("RESULT"), _("EXPECTED"), _("SEEN")],
-            [[c.title, _("pass") if c.ok else _("FAIL"), c.expected, c.seen] for c in result.checks],
+            [
+                [c.title, _("pass") if c.ok else _("FAIL"), c.expected, c.seen]
+                for c in result.checks
+            ],
         )
         typer.echo(
             _("device hash: {hash}").format(

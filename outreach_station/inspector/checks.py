@@ -124,6 +124,7 @@ def run_checks(
     engine_major: int | None = None,
     installed_fonts: Collection[str] | None = None,
     real_window: bool = False,
+    unmeasurable_fonts: Collection[str] = (),
 ) -> list[Check]:
     """Every check, in a stable order; a failed one names the two values that disagree.
 
@@ -132,6 +133,8 @@ def run_checks(
     the browser shows must be the persona's. `real_window`: a headed desktop
     session, whose page has the real window (sized by the display and the
     person) rather than the stored viewport; it must then fit the screen.
+    `unmeasurable_fonts`: installed families that no page can find by
+    measuring text (no character of fonts.TEXT_PROBE), so never expected.
     """
     headers = report.get("headers", {})
     screen = report.get("screen", {})
@@ -169,7 +172,7 @@ def run_checks(
             )
         )
     checks.append(_agree(N_("navigator.platform"), _scope_values(report, "platform")))
-    checks.extend(_device_checks(report, fingerprint, installed_fonts))
+    checks.extend(_device_checks(report, fingerprint, installed_fonts, unmeasurable_fonts))
     checks.append(_agree(N_("device memory"), _scope_values(report, "device_memory")))
     langs = {k: tuple(v) if v else v for k, v in _scope_values(report, "languages").items()}
     checks.append(
@@ -260,6 +263,7 @@ def _device_checks(
     report: Mapping[str, Any],
     fingerprint: Fingerprint | None,
     installed_fonts: Collection[str] | None,
+    unmeasurable_fonts: Collection[str] = (),
 ) -> list[Check]:
     """Processors and fonts: the same in every scope, and the persona's when it has its own."""
     cores = _scope_values(report, "hardware_concurrency")
@@ -271,7 +275,7 @@ def _device_checks(
                 N_("hardware concurrency is the persona's"), cores, fingerprint.hardware_concurrency
             )
         )
-    checks.extend(_font_checks(report, fingerprint, installed_fonts))
+    checks.extend(_font_checks(report, fingerprint, installed_fonts, unmeasurable_fonts))
     return checks
 
 
@@ -301,6 +305,7 @@ def _font_checks(
     report: Mapping[str, Any],
     fingerprint: Fingerprint | None,
     installed_fonts: Collection[str] | None,
+    unmeasurable_fonts: Collection[str] = (),
 ) -> list[Check]:
     """Every scope sees the same families; with the machine's list, exactly the persona's."""
     detected = {scope: _font_list(v) for scope, v in _scope_values(report, "fonts").items()}
@@ -320,6 +325,7 @@ def _font_checks(
     # () is a persona from before fonts were chosen per persona: the machine's set.
     # A family's metric-compatible equals are found with it (fonts.METRIC_COMPATIBLE).
     want = visible_families(fingerprint.fonts, installed) if fingerprint.fonts else installed
+    want -= frozenset(unmeasurable_fonts)
     bad = {
         scope: _difference(want, None if got is None else got & installed)
         for scope, got in detected.items()

@@ -114,6 +114,7 @@ from outreach_station.i18n import N_, _
 
 if TYPE_CHECKING:
     from outreach_station.fingerprint import Fingerprint
+    from outreach_station.fonts import FontInventory
     from outreach_station.inspector.checks import Check
 
 HOST = "127.0.0.1"
@@ -641,7 +642,7 @@ class InspectorServer:
         self._report: dict[str, Any] | None = None
         self.static: dict[str, bytes] = {}
         self._fonts_lock = threading.Lock()
-        self._installed_fonts: tuple[str, ...] | None = None
+        self._installed_fonts: FontInventory | None = None
         self._gettext: Callable[[str], str] = lambda message: message
 
     # -- lifecycle --
@@ -753,11 +754,19 @@ class InspectorServer:
         Lazily: most servers (and `station --help`) never need them, and
         fontconfig's tools take a moment.
         """
+        return self._font_inventory().families
+
+    def unmeasurable_fonts(self) -> frozenset[str]:
+        """The installed families no page can find by measuring text (fonts.TEXT_PROBE)."""
+        fonts = self._font_inventory()
+        return frozenset(fonts.families) - frozenset(fonts.measurable)
+
+    def _font_inventory(self) -> FontInventory:
         with self._fonts_lock:
             if self._installed_fonts is None:
                 from outreach_station.fonts import inventory
 
-                self._installed_fonts = inventory().families
+                self._installed_fonts = inventory()
             return self._installed_fonts
 
     def probe_fonts(self) -> tuple[str, ...]:
@@ -783,6 +792,7 @@ class InspectorServer:
             # Only the persona font check reads them; without a fingerprint
             # there is no reason to ask fontconfig.
             installed_fonts=self.installed_fonts() if self.fingerprint is not None else None,
+            unmeasurable_fonts=self.unmeasurable_fonts() if self.fingerprint is not None else (),
             real_window=self.real_window,
         )
 

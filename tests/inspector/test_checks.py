@@ -257,3 +257,40 @@ def test_device_hash_leaves_out_errors_and_covers_every_signal() -> None:
     assert device_hash(dict(main, error="a timeout")) == device_hash(main)
     for key in ("canvas", "webgl", "fonts", "hardware_concurrency", "audio", "system_fonts"):
         assert device_hash(dict(main, **{key: None})) != device_hash(main), key
+
+
+def test_a_family_no_text_probe_can_find_is_not_expected() -> None:
+    """Noto Sans Tamil Supplement has none of the probe's characters: every page
+    draws the probe text in the fallback font, so no scope can find it; the check
+    must not call a persona that has it one that lacks it."""
+    supplement = "Noto Sans Tamil Supplement"
+    installed = (*INSTALLED, supplement)
+    persona = replace(FINGERPRINT, fonts=(*ESSENTIAL, supplement))
+    seen = list(ESSENTIAL)
+    without = check(
+        run_checks(report(seen), fingerprint=persona, installed_fonts=installed),
+        "fonts are the persona's",
+    )
+    assert without.seen == f"main: missing: {supplement}"
+    told = check(
+        run_checks(
+            report(seen),
+            fingerprint=persona,
+            installed_fonts=installed,
+            unmeasurable_fonts=(supplement,),
+        ),
+        "fonts are the persona's",
+    )
+    assert told.ok, told
+    # A family that is not installed at all is still missing.
+    claimed = replace(persona, fonts=(*persona.fonts, "Nonexistent Sans"))
+    still = check(
+        run_checks(
+            report(seen),
+            fingerprint=claimed,
+            installed_fonts=installed,
+            unmeasurable_fonts=(supplement,),
+        ),
+        "fonts are the persona's",
+    )
+    assert still.seen == "main: missing: Nonexistent Sans"
