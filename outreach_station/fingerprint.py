@@ -27,7 +27,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from outreach_station.errors import StateError
-from outreach_station.i18n import _
+from outreach_station.i18n import _, ngettext
 
 if TYPE_CHECKING:
     from outreach_station.fonts import FontInventory
@@ -124,10 +124,20 @@ class Fingerprint:
         return self.user_agent_template.format(major=engine_major)
 
     def summary(self) -> str:
-        kind = "mobile" if self.mobile else "desktop"
-        cpus = f"{self.hardware_concurrency} CPUs" if self.hardware_concurrency else "machine CPUs"
-        fonts = f"{len(self.fonts)} font families" if self.fonts else "machine fonts"
-        rendering = f", {self.font_rendering} hinting" if self.font_rendering else ""
+        kind = "mobile" if self.mobile else "desktop"  # the profile's device kind, an id
+        if self.hardware_concurrency:
+            n = self.hardware_concurrency
+            cpus = ngettext("{n} CPU", "{n} CPUs", n).format(n=n)
+        else:
+            cpus = _("machine CPUs")
+        if self.fonts:
+            n = len(self.fonts)
+            fonts = ngettext("{n} font family", "{n} font families", n).format(n=n)
+        else:
+            fonts = _("machine fonts")
+        rendering = ""
+        if self.font_rendering:
+            rendering = _(", {rendering} hinting").format(rendering=self.font_rendering)
         return (
             f"{kind} {self.screen_width}x{self.screen_height}@{self.device_scale_factor:g}x, "
             f"{self.locale}, {self.timezone}, {cpus}, {fonts}{rendering}"

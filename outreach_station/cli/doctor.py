@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from outreach_station.cli._help import N_
+from outreach_station.cli._help import tr as _
+from outreach_station.cli._help import tr_n as ngettext
 from outreach_station.cli._output import echo_json
 from outreach_station.errors import CheckFailed
-from outreach_station.i18n import N_, _, ngettext
 
 if TYPE_CHECKING:
     from outreach_station.doctor import Finding

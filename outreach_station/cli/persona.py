@@ -49,6 +49,20 @@ app = typer.Typer(
 command = functools.partial(app.command, cls=StationCommand)
 
 
+# Reasons station itself records (stored data, in English); shown in the reader's language.
+STATION_REASONS = (
+    N_("promoted by rotation"),
+    N_("created by rotation"),
+    N_("rotation undone"),
+    N_("promoted at open"),
+    N_("blocked by the platform"),
+)
+
+
+def _reason(reason: str) -> str:
+    return _(reason) if reason in STATION_REASONS else reason
+
+
 def _summary(persona: Persona) -> str:
 
     try:
@@ -187,7 +201,7 @@ def show(
         (_("label"), persona.label),
         (_("status"), _status(persona.status)),
         (_("since"), _when(persona, "status_changed")),
-        (_("reason"), persona.status_reason or "-"),
+        (_("reason"), _reason(persona.status_reason) or "-"),
         (_("created"), _when(persona, "created")),
         (_("last opened"), _when(persona, "last_opened")),
         (_("fingerprint"), _summary(persona)),

@@ -7,6 +7,7 @@ typer builds the help when the command line is built, so these run
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -228,3 +229,25 @@ def test_rotate_asks_and_answers_in_swedish(
     assert "status:         blockerad\n" in shown.stdout
     assert "orsak:          kontot avstängt\n" in shown.stdout
     assert "senast öppnad:  aldrig\n" in shown.stdout
+
+
+@pytest.mark.keyring
+def test_persona_show_gives_stations_own_reasons_and_the_fingerprint_in_swedish(
+    runner: Any, monkeypatch: pytest.MonkeyPatch, isolation: Path
+) -> None:
+    from outreach_station import api
+
+    active = api.create_persona("demo", label="Anna").id
+    api.create_persona("demo", standby=True)
+    assert runner.invoke(["rotate", "demo", "--yes", "--reason", "typo"]).exit_code == 0
+    assert runner.invoke(["rotate", "demo", "--undo", "--yes"]).exit_code == 0
+    english = runner.invoke(["persona", "show", active])
+    assert re.search(r"^reason: +rotation undone$", english.stdout, re.M)
+    assert re.search(r"\d+ CPUs?, \d+ font famil", english.stdout)
+    monkeypatch.setenv("LANG", "sv_SE.UTF-8")
+    shown = runner.invoke(["persona", "show", active])
+    assert "orsak:          rotationen ångrades\n" in shown.stdout
+    assert re.search(r"\d+ processorer?, \d+ typsnittsfamilj", shown.stdout)
+    assert "CPUs" not in shown.stdout and "font famil" not in shown.stdout
+    # The stored reason stays the English data; only the reading is translated.
+    assert api.get_persona(active).status_reason == "rotation undone"
