@@ -80,8 +80,10 @@ def test_doctor_fails_on_a_tampered_audit_log(runner: Any) -> None:
     assert "FAIL" in result.stdout
 
 
-def test_doctor_refuses_an_insecure_keyring_for_real() -> None:
-    env = dict(os.environ, PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
+def _doctor_on_the_null_keyring(**env_changes: str) -> dict[str, str]:
+    env = dict(os.environ, PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring", **env_changes)
+    for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        env.pop(name, None)
     proc = subprocess.run(
         station_argv("doctor", "--json", "--quick"),
         capture_output=True,
@@ -91,8 +93,13 @@ def test_doctor_refuses_an_insecure_keyring_for_real() -> None:
         check=False,
     )
     assert proc.returncode == ExitCode.CHECK_FAILED, proc.stderr
-    keyring = next(f for f in json.loads(proc.stdout) if f["check"] == "keyring")
+    keyring: dict[str, str] = next(f for f in json.loads(proc.stdout) if f["check"] == "keyring")
     assert keyring["verdict"] == "fail"
+    return keyring
+
+
+def test_doctor_refuses_an_insecure_keyring_for_real() -> None:
+    keyring = _doctor_on_the_null_keyring()
     assert "null keyring" in keyring["detail"]
     # The long install hint is for a person at a command; doctor's fix says what applies,
     # and never a passphrase mode that the (default) policy forbids.
@@ -104,27 +111,10 @@ def test_doctor_refuses_an_insecure_keyring_for_real() -> None:
 def test_doctor_leaves_the_install_hint_out_in_swedish_too() -> None:
     from outreach_station import i18n, secret_store
 
-    swedish_hint = i18n.parse_po(i18n.catalogue_path("sv").read_text(encoding="utf-8")).messages[
-        secret_store.INSTALL_HINT
-    ]
-    env = dict(
-        os.environ, PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring", LANG="sv_SE.UTF-8"
-    )
-    env.pop("LANGUAGE", None)
-    env.pop("LC_ALL", None)
-    proc = subprocess.run(
-        station_argv("doctor", "--json", "--quick"),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == ExitCode.CHECK_FAILED, proc.stderr
-    keyring = next(f for f in json.loads(proc.stdout) if f["check"] == "keyring")
-    assert keyring["verdict"] == "fail"
-    assert swedish_hint not in keyring["detail"]
+    catalogue = i18n.parse_po(i18n.catalogue_path("sv").read_text(encoding="utf-8"))
+    keyring = _doctor_on_the_null_keyring(LANG="sv_SE.UTF-8")
     assert "null-nyckelringen" in keyring["detail"]
+    assert catalogue.messages[secret_store.INSTALL_HINT] not in keyring["detail"]
 
 
 def test_apply_browser_dry_run_and_install(runner: Any, tmp_path: Path) -> None:
