@@ -57,7 +57,7 @@ def _agree(name: str, values: Mapping[str, Any], expected: Any | None = None) ->
     target = first if expected is None else expected
     bad = {scope: v for scope, v in values.items() if v != target}
     if not bad:
-        return Check(name, True, str(target), "same in every scope")
+        return Check(name, True, str(target), _("same in every scope"))
     scope, value = next(iter(bad.items()))
     return Check(name, False, str(target), f"{scope}: {value}")
 
@@ -147,13 +147,13 @@ def run_checks(
     checks = []
     for scope, error in _scope_values(report, "error").items():
         # The name stays "<scope> collected": title_of translates it with its scope.
-        checks.append(Check(f"{scope} collected", error is None, "values", str(error)))
+        checks.append(Check(f"{scope} collected", error is None, _("values"), str(error)))
     uas = _scope_values(report, "user_agent")
     uas["http header"] = headers.get("user-agent")
     checks.append(_agree(N_("user agent"), uas, expected_ua))
     tells = [v for v in (*uas.values(), headers.get("sec-ch-ua", "")) if v and "Headless" in str(v)]
     checks.append(
-        Check(N_("no HeadlessChrome"), not tells, "absent", tells[0] if tells else "absent")
+        Check(N_("no HeadlessChrome"), not tells, _("absent"), tells[0] if tells else _("absent"))
     )
     webdriver = _scope_values(report, "webdriver")
     page_webdriver = {k: webdriver[k] for k in ("main", "iframe")}
@@ -242,15 +242,15 @@ def device_checks(report: Mapping[str, Any]) -> list[Check]:
     ]
     errors = [f"{w}: {p.get('error')}" for w, p in (("page", main), ("worker", worker))]
     errors = [e for e in errors if not e.endswith(": None")]
-    seen = "; ".join(missing + errors) or "all"
-    checks = [Check(N_("device signals collected"), not missing and not errors, "all", seen)]
+    seen = "; ".join(missing + errors) or _("all")
+    checks = [Check(N_("device signals collected"), not missing and not errors, _("all"), seen)]
     differ = [key for key in DEVICE_PARTS if json_key(main.get(key)) != json_key(worker.get(key))]
     checks.append(
         Check(
             N_("device signals agree in page and worker"),
             not differ,
             ", ".join(DEVICE_PARTS),
-            "differ: " + ", ".join(differ) if differ else "same in both",
+            _("differ: {parts}").format(parts=", ".join(differ)) if differ else _("same in both"),
         )
     )
     want = device_hash(main)
@@ -286,19 +286,19 @@ def _font_list(value: Any) -> frozenset[str] | None:
 
 
 def _names(families: Collection[str]) -> str:
-    return ", ".join(sorted(families)) or "none"
+    return ", ".join(sorted(families)) or _("none")
 
 
 def _difference(want: frozenset[str], got: frozenset[str] | None) -> str:
     """What `got` lacks and adds against `want`, as "missing: X; extra: Y"."""
     if got is None:
-        return "no fonts detected (the scope could not measure)"
+        return _("no fonts detected (the scope could not measure)")
     parts = []
     if want - got:
-        parts.append(f"missing: {_names(want - got)}")
+        parts.append(_("missing: {names}").format(names=_names(want - got)))
     if got - want:
-        parts.append(f"extra: {_names(got - want)}")
-    return "; ".join(parts) or "same"
+        parts.append(_("extra: {names}").format(names=_names(got - want)))
+    return "; ".join(parts) or _("same")
 
 
 def _font_checks(
@@ -317,7 +317,7 @@ def _font_checks(
         diff = _difference(main or frozenset(), value)
         agree = Check(N_("fonts"), False, f"main: {main_text}", f"{scope}: {diff}")
     else:
-        agree = Check(N_("fonts"), main is not None, main_text, "same in every scope")
+        agree = Check(N_("fonts"), main is not None, main_text, _("same in every scope"))
     checks = [agree]
     if fingerprint is None or installed_fonts is None:
         return checks
@@ -331,7 +331,7 @@ def _font_checks(
         for scope, got in detected.items()
         if got is None or got & installed != want
     }
-    seen = next((f"{scope}: {diff}" for scope, diff in bad.items()), "same in every scope")
+    seen = next((f"{scope}: {diff}" for scope, diff in bad.items()), _("same in every scope"))
     checks.append(Check(N_("fonts are the persona's"), not bad, _names(want), seen))
     return checks
 
@@ -444,14 +444,14 @@ def _automation_checks(misc: Mapping[str, Any]) -> list[Check]:
         Check(
             N_("no automation globals"),
             not globals_seen,
-            "none",
-            ", ".join(globals_seen) or "none",
+            _("none"),
+            ", ".join(globals_seen) or _("none"),
         ),
         Check(
             N_("window.chrome shape"),
             not bad_shape,
-            "object with app, loadTimes, csi",
-            ", ".join(f"{k}: {v}" for k, v in bad_shape.items()) or "as expected",
+            _("object with app, loadTimes, csi"),
+            ", ".join(f"{k}: {v}" for k, v in bad_shape.items()) or _("as expected"),
         ),
         Check(
             N_("plugins and MIME types"),
@@ -486,6 +486,6 @@ def _webrtc_check(webrtc: Mapping[str, Any]) -> Check:
     return Check(
         N_("WebRTC reveals no address"),
         not leaks,
-        "no host/srflx address",
-        ", ".join(leaks) or "none",
+        _("no host/srflx address"),
+        ", ".join(leaks) or _("none"),
     )

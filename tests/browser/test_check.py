@@ -172,6 +172,8 @@ def test_cli_check_names_its_checks_in_swedish_and_keeps_the_json_names(
     assert "yttre fönstret ryms på skärmen" in text.stdout
     assert "navigator.platform är den sparade" in text.stdout
     assert "navigator.platform is the stored one" not in text.output
+    assert "lika i alla delar" in text.stdout  # what a check saw, too
+    assert "same in every scope" not in text.output
     # Scripts read --json: the names there stay the English ids.
     data = CliRunner().invoke(app, ["check", persona.id, "--json"])
     failed = [c["name"] for c in json.loads(data.stdout)["checks"] if not c["ok"]]
