@@ -179,14 +179,16 @@ class Fingerprint:
         first of its metric-compatible stand-ins the persona keeps, or the
         default serif's), the font rendering and the processor count. Above
         a pixel ratio of 1 Chromium positions glyphs at subpixels and draws
-        canvas text unhinted, so the hinting style moves no pixel there;
-        and canvas text is greyscale, where full hinting loads glyphs as
-        medium does (CANVAS_RENDERINGS).
+        canvas text unhinted: what a ratio-1 persona without hinting draws
+        (measured: ThumbmarkJS and ClientJS gave such a pair one id), so
+        the hinting style moves no pixel there and counts as "none". Canvas
+        text is greyscale, where full hinting loads glyphs as medium does
+        (CANVAS_RENDERINGS).
         """
         kept = self.fonts or fonts.families
         rendering = CANVAS_RENDERINGS.get(self.font_rendering, self.font_rendering)
         if self.device_scale_factor > 1:
-            rendering = "subpixel"
+            rendering = "none"
         return json.dumps(
             [self.device, list(fonts.canvas_faces(kept)), rendering, self.hardware_concurrency]
         )
