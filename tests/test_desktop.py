@@ -98,9 +98,13 @@ def test_a_failing_launcher_shows_the_error_as_a_notification(display: str, tmp_
     code = textwrap.dedent(
         f"""
         dunst -config {rc} >/dev/null 2>&1 &
+        # NameHasOwner, not a call to the name: that would D-Bus-activate another
+        # dunst (without this rule) that could take the name before this one.
         for i in $(seq 300); do
-            gdbus introspect --session --dest org.freedesktop.Notifications \\
-                --object-path /org/freedesktop/Notifications >/dev/null 2>&1 && break
+            gdbus call --session --dest org.freedesktop.DBus \\
+                --object-path /org/freedesktop/DBus \\
+                --method org.freedesktop.DBus.NameHasOwner org.freedesktop.Notifications \\
+                2>/dev/null | grep -q true && break
             sleep 0.1
         done
         {sys.executable} -m outreach_station.desktop open nosuch
