@@ -270,18 +270,7 @@ class Manifest:
             if body["persona"] != persona_id or body["generation"] != generation:
                 raise ValueError("names another persona or generation")
             blobs = [(str(n), int(s)) for n, s in body["blobs"]]
-            entries = []
-            for row in body["entries"]:
-                path, kind, mode, mtime_ns = str(row[0]), str(row[1]), int(row[2]), int(row[3])
-                if kind == "f":
-                    refs = tuple((blobs[i][0], int(o), int(n)) for i, o, n in row[5])
-                    entries.append(Entry(path, kind, mode, mtime_ns, int(row[4]), refs))
-                elif kind == "l":
-                    entries.append(Entry(path, kind, mode, mtime_ns, target=str(row[4])))
-                elif kind == "d":
-                    entries.append(Entry(path, kind, mode, mtime_ns))
-                else:
-                    raise ValueError(f"unknown kind {kind!r}")
+            entries = _entries(body["entries"], blobs)
         except (ValueError, KeyError, IndexError, TypeError, zlib.error) as exc:
             # Authenticated, so written by a holder of the key, not by station.
             what = _("manifest {generation} is malformed: {exc}").format(
