@@ -8,13 +8,31 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from outreach_station.cli._help import swedish
+from outreach_station.cli._help import N_, swedish
 from outreach_station.cli._help import tr as _
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     from outreach_station.context import Station
+
+
+# The reason rotate offers; station's own, so recorded in English like the others.
+DEFAULT_REASON = N_("blocked by the platform")
+
+# Reasons station itself records (stored data, in English); shown in the reader's language.
+STATION_REASONS = (
+    N_("promoted by rotation"),
+    N_("created by rotation"),
+    N_("rotation undone"),
+    N_("promoted at open"),
+    DEFAULT_REASON,
+)
+
+
+def reason_text(reason: str) -> str:
+    """A stored status reason as a person reads it: station's own reasons translated."""
+    return _(reason) if reason in STATION_REASONS else reason
 
 
 def echo_json(data: Any) -> None:

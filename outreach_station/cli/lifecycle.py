@@ -9,11 +9,13 @@ import typer
 from outreach_station import ids
 from outreach_station.cli._help import tr as _
 from outreach_station.cli._output import (
+    DEFAULT_REASON,
     confirm,
     echo_json,
     info,
     is_terminal,
     platform_colours,
+    reason_text,
     safe,
     station_of,
     table,
@@ -117,7 +119,7 @@ def rotate_command(
             _("{platform}: persona {persona} marked blocked ({reason})").format(
                 platform=platform,
                 persona=named(result.blocked),
-                reason=safe(result.blocked.status_reason),
+                reason=safe(reason_text(result.blocked.status_reason)),
             )
         )
     if result.created:
@@ -157,12 +159,14 @@ def _confirm_rotation(platform: str, reason: str, station: Station) -> str:
             )
         )
     if not reason:
-        # The default is recorded in the audit trail, which stays in English.
+        # Offered in the reader's language; taken as is, it is recorded as station's
+        # own English reason (the audit trail stays English; persona show translates it).
+        offered = _(DEFAULT_REASON)
         reason = typer.prompt(
-            _("Reason, for the record (no personal data)"),
-            default="blocked by the platform",
-            err=True,
+            _("Reason, for the record (no personal data)"), default=offered, err=True
         ).strip()
+        if reason == offered:
+            reason = DEFAULT_REASON
     confirm(_("Rotate now?"), abort=True)
     return reason
 

@@ -17,6 +17,7 @@ from outreach_station.cli._output import (
     echo_json,
     info,
     local_time,
+    reason_text,
     safe,
     station_of,
     table,
@@ -47,20 +48,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 command = functools.partial(app.command, cls=StationCommand)
-
-
-# Reasons station itself records (stored data, in English); shown in the reader's language.
-STATION_REASONS = (
-    N_("promoted by rotation"),
-    N_("created by rotation"),
-    N_("rotation undone"),
-    N_("promoted at open"),
-    N_("blocked by the platform"),
-)
-
-
-def _reason(reason: str) -> str:
-    return _(reason) if reason in STATION_REASONS else reason
 
 
 def _summary(persona: Persona) -> str:
@@ -201,7 +188,7 @@ def show(
         (_("label"), persona.label),
         (_("status"), _status(persona.status)),
         (_("since"), _when(persona, "status_changed")),
-        (_("reason"), _reason(persona.status_reason) or "-"),
+        (_("reason"), reason_text(persona.status_reason) or "-"),
         (_("created"), _when(persona, "created")),
         (_("last opened"), _when(persona, "last_opened")),
         (_("fingerprint"), _summary(persona)),

@@ -147,7 +147,9 @@ def run_checks(
     checks = []
     for scope, error in _scope_values(report, "error").items():
         # The name stays "<scope> collected": title_of translates it with its scope.
-        checks.append(Check(f"{scope} collected", error is None, _("values"), str(error)))
+        values = _("values")
+        seen = values if error is None else str(error)
+        checks.append(Check(f"{scope} collected", error is None, values, seen))
     uas = _scope_values(report, "user_agent")
     uas["http header"] = headers.get("user-agent")
     checks.append(_agree(N_("user agent"), uas, expected_ua))
@@ -229,8 +231,8 @@ def device_checks(report: Mapping[str, Any]) -> list[Check]:
     main = device.get("main") if isinstance(device, Mapping) else None
     worker = device.get("dedicated_worker") if isinstance(device, Mapping) else None
     if not isinstance(main, Mapping) or not isinstance(worker, Mapping):
-        absent = "page" if not isinstance(main, Mapping) else "worker"
-        return [Check(N_("device signals collected"), False, "page and worker", f"no {absent}")]
+        absent = _("no page") if not isinstance(main, Mapping) else _("no worker")
+        return [Check(N_("device signals collected"), False, _("page and worker"), absent)]
     missing = [
         f"{where}: {key}"
         for where, part, keys in (

@@ -232,6 +232,31 @@ def test_rotate_asks_and_answers_in_swedish(
 
 
 @pytest.mark.keyring
+def test_rotates_default_reason_is_offered_in_swedish_and_recorded_in_english(
+    runner: Any, monkeypatch: pytest.MonkeyPatch, isolation: Path
+) -> None:
+    from outreach_station import api
+    from outreach_station.cli import lifecycle as cli_lifecycle
+
+    monkeypatch.setattr(cli_lifecycle, "is_terminal", lambda: True)
+    monkeypatch.setenv("LANG", "sv_SE.UTF-8")
+    active = api.create_persona("demo", label="Anna").id
+    api.create_persona("demo", standby=True)
+
+    # Enter takes the offered default.
+    done = runner.invoke(["rotate", "demo"], input="\nj\n")
+
+    assert done.exit_code == 0, done.stderr
+    assert "Orsak, för loggen (inga personuppgifter) [blockerad av plattformen]:" in done.stderr
+    assert "blocked by the platform" not in done.stderr + done.stdout
+    assert f"demo: persona {active} (Anna) markerad som blockerad (blockerad av plattformen)" in (
+        done.stdout
+    )
+    # The record keeps station's own English reason, which persona show translates.
+    assert api.get_persona(active).status_reason == "blocked by the platform"
+
+
+@pytest.mark.keyring
 def test_persona_show_gives_stations_own_reasons_and_the_fingerprint_in_swedish(
     runner: Any, monkeypatch: pytest.MonkeyPatch, isolation: Path
 ) -> None:

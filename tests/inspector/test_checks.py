@@ -248,6 +248,19 @@ def test_device_checks_catch_missing_parts_and_a_wrong_hash() -> None:
     assert not wrong.ok and wrong.seen == "0" * 64
     absent = check(run_checks({}), "device signals collected")
     assert not absent.ok and absent.seen == "no page"
+    assert absent.expected == "page and worker"
+
+
+def test_a_scope_that_collected_shows_its_values_not_none() -> None:
+    checks = run_checks(report(list(ESSENTIAL)))
+    collected = [
+        c for c in checks if c.name.endswith(" collected") and c.name != "device signals collected"
+    ]
+    assert len(collected) == len(SCOPE_NAMES)
+    for c in collected:
+        assert c.ok and c.seen == c.expected == "values", c
+    failed = check(run_checks(report(None, main={"error": "timed out"})), "main collected")
+    assert not failed.ok and failed.seen == "timed out"
 
 
 def test_device_hash_leaves_out_errors_and_covers_every_signal() -> None:
