@@ -148,8 +148,8 @@ def run_checks(
     for scope, error in _scope_values(report, "error").items():
         # The name stays "<scope> collected": title_of translates it with its scope.
         values = _("values")
-        seen = values if error is None else str(error)
-        checks.append(Check(f"{scope} collected", error is None, values, seen))
+        collected = values if error is None else str(error)
+        checks.append(Check(f"{scope} collected", error is None, values, collected))
     uas = _scope_values(report, "user_agent")
     uas["http header"] = headers.get("user-agent")
     checks.append(_agree(N_("user agent"), uas, expected_ua))
