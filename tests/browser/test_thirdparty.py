@@ -243,16 +243,6 @@ def test_different_personas_are_different_visitors(profiles: Path, harness: Harn
 
 
 @pytest.mark.headed
-@pytest.mark.xfail(
-    reason=(
-        "issue 15's bar: before the canvas key ThumbmarkJS and ClientJS told 6 or 7 of 8 "
-        "fresh personas apart; with it (docs/fingerprints.md) 8 of 8 in 4 of 6 runs; one "
-        "failure merged an Arimo persona at pixel ratio 2 with one at ratio 1 without "
-        "hinting, which the canvas key now counts as one: 1 of 1 since; run with "
-        "--runxfail to measure"
-    ),
-    strict=False,
-)
 def test_headed_fresh_personas_are_distinct_devices_to_device_fingerprinters(
     profiles: Path, harness: Harness, display: str
 ) -> None:
