@@ -121,9 +121,11 @@ def run_personas(count: int) -> dict[str, object]:
     failed: list[str] = []
     kept: list[int] = []
     collect: list[int] = []
+    with_cjk = 0
     for _ in range(count):
         persona = api.create_persona("desk-se")
         kept.append(len(persona.fingerprint["fonts"]))
+        with_cjk += any("CJK" in family for family in persona.fingerprint["fonts"])
         began = time.perf_counter()
         result = api.check_persona(persona.id)
         checks.append(time.perf_counter() - began)
@@ -140,6 +142,8 @@ def run_personas(count: int) -> dict[str, object]:
         "inventory_seconds": round(inventory_seconds, 1),
         "personas": count,
         "passed": passed,
+        # The new fonts were really in play: personas that keep a CJK family.
+        "personas_with_cjk": with_cjk,
         "families_per_persona": f"{min(kept)}-{max(kept)}" if kept else "",
         "check_seconds": f"{min(checks):.1f}-{max(checks):.1f}" if checks else "",
         # How long the page took to collect every scope (each scope may take 20 s).
