@@ -1,8 +1,8 @@
 """Fresh personas pass their checks with the whole of Debian's fonts-noto, installed nowhere.
 
 Issue 14 names the `fonts-noto` metapackage: with its recommended packages
-(CJK, CJK extra, every extra script, the UI faces) it is about 280 MB to
-download and 700 MB unpacked, too much to install on a machine other
+(CJK, CJK extra, every extra script, the UI faces) it is 266 MB to
+download and 704 MB unpacked, too much to install on a machine other
 developers and CI share (every font check would then scan it). This script
 downloads those packages with `apt-get download` into a cache directory,
 unpacks them with `dpkg-deb -x`, and makes them the machine's fonts only for
