@@ -7,7 +7,14 @@ in its own frame, where no page can read them: the profile's theme colour
 Chromium 156: the tab strip and toolbar take its tones) and the window's own
 name (`--window-name`: the title the desktop shows for the first window, in
 place of the page's title). The profile's name (in Preferences)
-is what Chromium's profile menu shows. None of these reaches a page, a frame
+is what Chromium's profile menu shows.
+
+Windows opened later (Ctrl+N, a link opening a window) keep the colour but
+not the name: Chromium gives a window a title of its own only from the start
+switch, a session or tab restore, or the person's "Name window..." menu; the
+profile's name reaches only the title screen readers hear, even with several
+profiles in Local State; no preference or managed policy names windows
+(measured: tests/browser/test_appearance.py). None of these reaches a page, a frame
 or a worker (tests/browser/test_appearance.py).
 
 The colour belongs to the platform, so that a person learns "red is the
@@ -101,7 +108,7 @@ def appearance_for(
 
 
 def window_switches(appearance: Appearance | None) -> tuple[str, ...]:
-    # Names the first window; windows opened later keep the colour only.
+    # Names the first window only; Chromium has no way to name later ones (module docstring).
     return () if appearance is None else (f"--window-name={appearance.title}",)
 
 

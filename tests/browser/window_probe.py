@@ -1,6 +1,6 @@
 """Run in a child process: open one headed window and report what the person and the page see.
 
-`python -m tests.browser.window_probe station|plain URL OUT.json [LABEL PLATFORM_NAME]`
+`python -m tests.browser.window_probe station|plain URL OUT.json [LABEL PLATFORM_NAME [new-window]]`
 
 station: station's own launch (build_launch, run_session) of a fresh persona
          on a fresh profile, named LABEL · PLATFORM_NAME when given.
@@ -11,7 +11,9 @@ A child process, so that a test can run it in a private mount namespace
 that holds a managed Chromium policy (nothing is installed in /etc).
 It writes: the window's chrome height (outerHeight - innerHeight), what the
 page, an iframe and a worker see (PAGE_PROBE), the page's screenshot-free
-view of itself, and the names of the display's visible windows.
+view of itself, and the names of the display's visible windows. With
+`new-window`, it then presses Ctrl+N in the browser's window, as a person
+would, and writes the names of all the browser's windows (`all_windows`).
 """
 
 from __future__ import annotations
@@ -102,11 +104,38 @@ def window_names() -> list[str]:
     return names
 
 
-async def measure(page: Any) -> dict[str, Any]:
+def _xdotool(*args: str) -> list[str]:
+    return subprocess.run(
+        ["xdotool", *args], capture_output=True, text=True, check=False
+    ).stdout.split("\n")
+
+
+def _browser_windows(pid: str) -> list[str]:
+    return [w for w in _xdotool("search", "--onlyvisible", "--pid", pid, "--name", ".") if w]
+
+
+async def press_new_window() -> list[str]:
+    """Ctrl+N in the browser's window, as the person presses it; every browser window's name."""
+    first = next(w for w in _xdotool("search", "--onlyvisible", "--name", ".") if w)
+    pid = _xdotool("getwindowpid", first)[0].strip()
+    before = len(_browser_windows(pid))
+    _xdotool("windowfocus", "--sync", first)
+    _xdotool("key", "--clearmodifiers", "ctrl+n")
+    for _ in range(100):
+        if len(_browser_windows(pid)) > before:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(2)  # the new window's title settles after its first paint
+    return [_xdotool("getwindowname", w)[0].strip() for w in _browser_windows(pid)]
+
+
+async def measure(page: Any, new_window: bool = False) -> dict[str, Any]:
     await page.wait_for_load_state("load")
     await asyncio.sleep(2)  # the window's bars settle after the first paint
     seen: dict[str, Any] = await page.evaluate(PAGE_PROBE)
     seen["windows"] = window_names()
+    if new_window:
+        seen["all_windows"] = await press_new_window()
     return seen
 
 
@@ -134,7 +163,9 @@ async def plain(url: str, scratch: Path) -> dict[str, Any]:
         return seen
 
 
-async def station(url: str, scratch: Path, label: str, platform_name: str) -> dict[str, Any]:
+async def station(
+    url: str, scratch: Path, label: str, platform_name: str, new_window: bool = False
+) -> dict[str, Any]:
     from outreach_station.appearance import appearance_for
     from outreach_station.browser import build_launch, find_browser, run_session
     from outreach_station.fingerprint import generate
@@ -163,7 +194,7 @@ async def station(url: str, scratch: Path, label: str, platform_name: str) -> di
     seen: dict[str, Any] = {}
 
     async def hook(_context: Any, page: Any) -> None:
-        seen.update(await measure(page))
+        seen.update(await measure(page, new_window))
 
     await run_session(spec, url, hook=hook, close_after_hook=True)
     seen["preferences"] = json.loads((scratch / "profile" / "Default" / "Preferences").read_text())
@@ -172,12 +203,14 @@ async def station(url: str, scratch: Path, label: str, platform_name: str) -> di
 
 def main() -> None:
     mode, url, out = sys.argv[1:4]
-    label, platform_name = [*sys.argv[4:6], "", ""][:2]
+    label, platform_name, extra = [*sys.argv[4:7], "", "", ""][:3]
     with tempfile.TemporaryDirectory() as scratch:
         if mode == "plain":
             seen = asyncio.run(plain(url, Path(scratch)))
         else:
-            seen = asyncio.run(station(url, Path(scratch), label, platform_name))
+            seen = asyncio.run(
+                station(url, Path(scratch), label, platform_name, extra == "new-window")
+            )
     Path(out).write_text(json.dumps(seen))
 
 
