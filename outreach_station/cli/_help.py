@@ -100,8 +100,14 @@ def _extra_in_swedish(text: str) -> str:
     return f"{text[: match.start()]}  [{'; '.join(parts)}]"
 
 
+# click's own placeholders in a usage line.
+USAGE_PIECES = (N_("[OPTIONS]"), N_("COMMAND [ARGS]..."))
+
+
 def _plain(piece: str) -> str:
     # `{PLATFORM}` is typer's mark for "required"; a bare PLATFORM already says it.
+    if piece in USAGE_PIECES:
+        return tr(piece)
     return piece[1:-1] if piece.startswith("{") and piece.endswith("}") else piece
 
 

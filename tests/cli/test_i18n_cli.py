@@ -86,6 +86,12 @@ def test_the_group_lists_its_commands_in_swedish() -> None:
     sv = station("rotate", "--help", lang="sv_SE.UTF-8")
     assert "Argument:" in sv.stdout
     assert "[obligatoriskt]" in sv.stdout
+    # click's own placeholders in the usage line too.
+    assert sv.stdout.startswith("Användning: station rotate [FLAGGOR] PLATFORM\n")
+    group = station("persona", "--help", lang="sv_SE.UTF-8")
+    assert group.stdout.startswith("Användning: station persona [FLAGGOR] KOMMANDO [ARGUMENT]...\n")
+    english = station("persona", "--help", lang="C.UTF-8")
+    assert english.stdout.startswith("Usage: station persona [OPTIONS] COMMAND [ARGS]...\n")
 
 
 def test_a_usage_error_is_one_swedish_line_with_the_same_exit_code(tmp_path: Path) -> None:
