@@ -474,9 +474,7 @@ def _url_shown(value: object) -> str:
         query = parse_qsl(parts.query, keep_blank_values=True)
     except ValueError:
         return hidden
-    if parts.scheme not in ("postgresql", "postgres") or not value.startswith(
-        f"{parts.scheme}://"
-    ):
+    if parts.scheme not in ("postgresql", "postgres") or not value.startswith(f"{parts.scheme}://"):
         return hidden
     netloc = parts.netloc
     if "@" in netloc:

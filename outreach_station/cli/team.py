@@ -164,19 +164,29 @@ def members_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
                     "name": m.display_name,
                     "host": m.host,
                     "status": str(m.status),
+                    "verified": m.unverified is None,
                     "you": m.you,
                 }
                 for m in lines
             ]
         )
-        return
-    table(
-        [_("ID"), _("NAME"), _("HOST"), _("STATUS"), ""],
-        [
-            [m.member_id, m.display_name, m.host, str(m.status), _("you") if m.you else ""]
-            for m in lines
-        ],
-    )
+    else:
+        table(
+            [_("ID"), _("NAME"), _("HOST"), _("STATUS"), ""],
+            [
+                [
+                    m.member_id,
+                    m.display_name,
+                    m.host,
+                    _("unverified") if m.unverified else str(m.status),
+                    _("you") if m.you else "",
+                ]
+                for m in lines
+            ],
+        )
+    for m in lines:
+        if m.unverified:
+            info(m.unverified)
 
 
 def approve_command(

@@ -11,7 +11,7 @@ record) before the server was reached with the password.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from outreach_station.context import Station, using
@@ -55,6 +55,7 @@ class MemberLine:
     host: str
     status: MemberStatus
     you: bool
+    unverified: str | None = None  # why its approval is not trusted here
 
 
 @dataclass(frozen=True)
@@ -116,18 +117,50 @@ def _keep_password(connection: TeamConnection, password: str) -> None:
 
 
 def _member(record: MemberRecord) -> Member:
-    # Member() refuses a row whose id does not match its key: an edited row is loud.
-    return Member(
-        member_id=record.member_id,
-        display_name=record.display_name,
-        host=record.host,
-        public_key=record.public_key,
-        status=MemberStatus(record.status),
-    )
+    from outreach_station.team.approvals import judge_row
+
+    return judge_row(record)
 
 
-def _roster(store: PostgresStore) -> list[Member]:
+def _rows(store: PostgresStore) -> list[Member]:
+    """The rows as members, approvals not checked: only for this laptop's own row."""
     return [_member(r) for r in store.members()]
+
+
+def _founder_of(store: PostgresStore) -> tuple[str, bytes] | None:
+    """The founder the server shows: the approved row nobody approved, signing itself."""
+    found = [
+        r
+        for r in store.members()
+        if r.status != "pending" and r.approved_by is None and r.signing_key is not None
+    ]
+    return (found[0].member_id, found[0].signing_key) if len(found) == 1 else None  # type: ignore[return-value]
+
+
+def roster(st: Station, store: PostgresStore, team_id: str) -> list[Member]:
+    """Every member, approved ones trusted only through signatures back to the founder.
+
+    The founder is the one pinned in this home's team file; a home that
+    joined before founders were pinned pins the server's now.
+    """
+    from outreach_station.team.approvals import decode_key, encode_key, verified_roster
+
+    joined = read_team_file(st.paths)
+    founder: tuple[str, bytes] | None = None
+    if joined is not None and joined.founder_id and joined.founder_signing_key:
+        founder = (joined.founder_id, decode_key(joined.founder_signing_key))
+    elif joined is not None:
+        founder = _founder_of(store)
+        if founder is not None:
+            write_team_file(
+                st.paths,
+                replace(joined, founder_id=founder[0], founder_signing_key=encode_key(founder[1])),
+            )
+    if founder is None:
+        founder = ("", b"")
+    return verified_roster(
+        store.members(), team_id=team_id, founder_id=founder[0], founder_signing_key=founder[1]
+    )
 
 
 def _host() -> str:
@@ -166,6 +199,8 @@ def _my_key(station: Station, team_id: str) -> MemberKey:
 def _register(
     store: PostgresStore, key: MemberKey, *, name: str, founder: bool
 ) -> tuple[Member, bool]:
+    from outreach_station.team.approvals import sign_approval
+
     make = Member.founder if founder else Member.pending
     member = make(key.public_key, display_name=name, host=_host())
     made = store.add_member(
@@ -174,9 +209,35 @@ def _register(
         host=member.host,
         public_key=member.public_key,
         status=str(member.status),
+        signing_key=key.signing_public_key,
+        # The founder approves itself by signing: the anchor every laptop pins.
+        approval=(
+            sign_approval(
+                key,
+                member_id=key.member_id,
+                public_key=key.public_key,
+                signing_key=key.signing_public_key,
+            )
+            if founder
+            else None
+        ),
     )
-    current = next(m for m in _roster(store) if m.member_id == member.member_id)
+    current = next(m for m in _rows(store) if m.member_id == member.member_id)
     return current, made
+
+
+def _team_file(
+    team_id: str, url: str, member_id: str, founder: tuple[str, bytes] | None
+) -> TeamFile:
+    from outreach_station.team.approvals import encode_key
+
+    return TeamFile(
+        team_id=team_id,
+        url=url,
+        member_id=member_id,
+        founder_id=founder[0] if founder else None,
+        founder_signing_key=encode_key(founder[1]) if founder else None,
+    )
 
 
 def join_team(
@@ -206,9 +267,10 @@ def join_team(
             member, made = _register(
                 store, key, name=display_name or _default_name(), founder=False
             )
+            founder = _founder_of(store)
         if not from_keyring:
             _keep_password(connection, password)
-        write_team_file(st.paths, TeamFile(team_id=team_id, url=url, member_id=member.member_id))
+        write_team_file(st.paths, _team_file(team_id, url, member.member_id, founder))
         if made:
             st.record(EventName.TEAM_JOINED, team=team_id, member=member.member_id)
         return Joined(team_id, where, member, member.safety_code(team_id), made)
@@ -249,7 +311,11 @@ def init_team(
         password, from_keyring = _password(connection, ask_password, role=_role(connection))
         with _open(connection, password) as store:
             key = _my_key(st, team_id)
-            others = [m for m in _roster(store) if m.approved and m.member_id != key.member_id]
+            others = [
+                m
+                for m in _rows(store)
+                if m.status is MemberStatus.APPROVED and m.member_id != key.member_id
+            ]
             if others:
                 raise StateError(
                     _(
@@ -260,7 +326,8 @@ def init_team(
             member, made = _register(store, key, name=display_name or _default_name(), founder=True)
         if not from_keyring:
             _keep_password(connection, password)
-        write_team_file(st.paths, TeamFile(team_id=team_id, url=url, member_id=member.member_id))
+        founder = (key.member_id, key.signing_public_key)
+        write_team_file(st.paths, _team_file(team_id, url, member.member_id, founder))
         if made:
             st.record(EventName.TEAM_INITIALISED, team=team_id, member=member.member_id)
         return Joined(team_id, connection.where, member, member.safety_code(team_id), made)
@@ -292,10 +359,17 @@ def list_members(*, station: Station | None = None) -> list[MemberLine]:
     """Every member of the team, with which one is this laptop's key."""
     with using(station) as st:
         store = _team_store(st)
-        _member, key = _me(st, store)
+        team_id, key = _me(st, store)
         return [
-            MemberLine(m.member_id, m.display_name, m.host, m.status, m.member_id == key.member_id)
-            for m in _roster(store)
+            MemberLine(
+                m.member_id,
+                m.display_name,
+                m.host,
+                m.status,
+                m.member_id == key.member_id,
+                m.unverified,
+            )
+            for m in roster(st, store, team_id)
         ]
 
 
@@ -306,14 +380,33 @@ def approve_member(
     with using(station) as st:
         store = _team_store(st)
         team_id, key = _me(st, store)
+        from outreach_station.team.approvals import sign_approval
+
+        members = roster(st, store, team_id)
         approved = approve(
-            _roster(store),
+            members,
             approver_id=key.member_id,
             member_id=member_id,
             team_id=team_id,
             confirm=confirm,
         )
-        if not store.approve_member(approved.member_id, approved_by=key.member_id):
+        row = next(r for r in store.members() if r.member_id == approved.member_id)
+        if row.signing_key is None:
+            raise StateError(
+                _(
+                    "member {member_id} registered without a signing key (an older "
+                    "station); it must join again with this version"
+                ).format(member_id=approved.member_id)
+            )
+        signature = sign_approval(
+            key,
+            member_id=approved.member_id,
+            public_key=approved.public_key,
+            signing_key=row.signing_key,
+        )
+        if not store.approve_member(
+            approved.member_id, approved_by=key.member_id, approval=signature
+        ):
             raise StateError(
                 _(
                     "member {member_id} was not approved: its record changed meanwhile; "
@@ -329,7 +422,7 @@ def remove_member(member_id: str, *, station: Station | None = None) -> tuple[Me
     with using(station) as st:
         store = _team_store(st)
         team_id, key = _me(st, store)
-        removed = remove(_roster(store), remover_id=key.member_id, member_id=member_id)
+        removed = remove(roster(st, store, team_id), remover_id=key.member_id, member_id=member_id)
         personas = store.remove_member(removed.member_id)
         st.record(
             EventName.TEAM_MEMBER_REMOVED,
