@@ -995,6 +995,16 @@ class PostgresStore:
         )
         return self._lease(row) if row else None
 
+    def leases(self) -> builtins.list[Lease]:
+        """Every persona someone holds now (expired ones too), oldest first."""
+        return [
+            self._lease(r)
+            for r in self._rows(
+                f"SELECT {_LEASE_COLUMNS} FROM leases "  # noqa: S608 - constant columns
+                "WHERE member IS NOT NULL ORDER BY since, persona_id"
+            )
+        ]
+
     def acquire_lease(self, persona_id: str, *, member: str, host: str, ttl: timedelta) -> Lease:
         """Take the persona, with a new fencing token; refused at once if another holds it.
 

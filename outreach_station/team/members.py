@@ -155,6 +155,11 @@ def _acting_member(members: Iterable[Member], actor_id: str, *, action: str) -> 
     return actor
 
 
+def check_actor(members: Iterable[Member], actor_id: str, *, action: str) -> Member:
+    """This laptop's member, refused unless it is approved (and its approval verified)."""
+    return _acting_member(tuple(members), actor_id, action=action)
+
+
 # Called with the newcomer and its safety code; True once the person at the
 # keyboard has compared the code with the newcomer (a script's `--yes` says so
 # for it). The code goes to the person through this call, never around it.

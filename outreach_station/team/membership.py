@@ -28,8 +28,15 @@ from outreach_station.team.config import (
 from outreach_station.team.members import ConfirmCode, Member, MemberStatus, approve, remove
 
 if TYPE_CHECKING:
-    from outreach_station.storage.postgres import MemberRecord, PostgresStore, TeamConnection
+    from outreach_station.storage.postgres import (
+        AuditRecord,
+        Lease,
+        MemberRecord,
+        PostgresStore,
+        TeamConnection,
+    )
     from outreach_station.team.keys import MemberKey
+    from outreach_station.team.sync import PendingUpload
 
 # Asked with a prompt naming the role and server; None when there is no terminal.
 AskPassword = Callable[[str], "str | None"]
@@ -66,6 +73,10 @@ class TeamStatus:
     member_status: str | None  # None: not known (server unreachable or not in a team)
     reachable: bool | None  # None: not in a team, or not tried (no password here)
     problem: str | None = None
+    # Generations sealed here and waiting for the server (known without it).
+    pending: tuple[PendingUpload, ...] = ()
+    # Who holds which persona; None when the server was not asked or did not answer.
+    leases: tuple[Lease, ...] | None = None
 
 
 def _connection(url: str) -> TeamConnection:
@@ -436,10 +447,13 @@ def remove_member(member_id: str, *, station: Station | None = None) -> tuple[Me
 def team_status(*, station: Station | None = None) -> TeamStatus:
     """Where the team is, who this laptop is in it, and whether the server answers."""
     with using(station) as st:
+        from outreach_station.team.sync import pending
+
         url = team_url(st)
         joined = read_team_file(st.paths)
         if url is None:
             return TeamStatus(None, None, None, None, None)
+        waiting = tuple(pending(st.paths))
         team_id = joined.team_id if joined else None
         member_id = joined.member_id if joined else None
         from outreach_station import secret_store
@@ -454,8 +468,11 @@ def team_status(*, station: Station | None = None) -> TeamStatus:
                 member_id,
                 None,
                 None,
-                f"no password for the team server {connection.where} in the OS keyring; "
-                "run station team join URL",
+                _(
+                    "no password for the team server {where} in the OS keyring; "
+                    "run station team join URL"
+                ).format(where=connection.where),
+                waiting,
             )
         try:
             store = _team_store(st)
@@ -467,8 +484,91 @@ def team_status(*, station: Station | None = None) -> TeamStatus:
                 member_id = load_member_key(st.paths, team_id).member_id
                 found = [r for r in store.members() if r.member_id == member_id]
                 status = found[0].status if found else "not registered"
+            leases = tuple(store.leases())
         except EnvironmentProblem as exc:
-            return TeamStatus(url, team_id, member_id, None, False, exc.message)
+            return TeamStatus(url, team_id, member_id, None, False, exc.message, waiting)
         except StationError as exc:
-            return TeamStatus(url, team_id, member_id, None, True, exc.message)
-        return TeamStatus(url, team_id, member_id, status, True)
+            return TeamStatus(url, team_id, member_id, None, True, exc.message, waiting)
+        return TeamStatus(url, team_id, member_id, status, True, None, waiting, leases)
+
+
+@dataclass(frozen=True)
+class Unlocked:
+    """What `station team unlock` freed."""
+
+    persona_id: str
+    holder: Lease  # the lease as it was: who held it, where, since when, its token
+
+
+def _chained(record: str) -> Callable[[AuditRecord | None], tuple[str, str]]:
+    import hashlib
+
+    def make(last: AuditRecord | None) -> tuple[str, str]:
+        previous = last.hash if last else "0" * 64
+        return record, hashlib.sha256(f"{previous}\n{record}".encode()).hexdigest()
+
+    return make
+
+
+def unlock_persona(
+    persona_id: str,
+    *,
+    reason: str,
+    confirm: Callable[[Lease], bool],
+    station: Station | None = None,
+) -> Unlocked:
+    """Free a persona's lease before it expires (a crashed or lost laptop), audited.
+
+    The freed lease's token is moved on, so the holder's later upload with
+    it is refused (fencing). One server transaction frees the lease and
+    appends the record naming who unlocked, why, and whose lease it was.
+    """
+    import json
+
+    from outreach_station.ids import validate_persona_id
+    from outreach_station.team.members import check_actor
+    from outreach_station.values import validate_reason
+
+    validate_persona_id(persona_id)
+    why = validate_reason(reason)
+    with using(station) as st:
+        store = _team_store(st)
+        team_id, key = _me(st, store)
+        check_actor(roster(st, store, team_id), key.member_id, action=_("unlock personas"))
+        persona = store.get(persona_id)
+        held = store.lease(persona_id)
+        if held is None:
+            raise StateError(
+                _("persona {persona_id} is not open on any laptop; nothing to unlock").format(
+                    persona_id=persona_id
+                )
+            )
+        if not confirm(held):
+            raise UsageError(
+                _("persona {persona_id} was not unlocked: not confirmed").format(
+                    persona_id=persona_id
+                )
+            )
+        with store.transaction():
+            freed = store.force_unlock(persona_id)
+            if freed is None:
+                raise StateError(
+                    _("persona {persona_id} was closed meanwhile; nothing to unlock").format(
+                        persona_id=persona_id
+                    )
+                )
+            detail: dict[str, str | int | bool] = {
+                "team": team_id,
+                "member": key.member_id,
+                "reason": why,
+                "holder": freed.member,
+                "holder_host": freed.host,
+                "fencing": freed.token,
+            }
+            record = json.dumps(
+                {"event": str(EventName.TEAM_LEASE_UNLOCKED), "persona": persona_id, **detail},
+                sort_keys=True,
+            )
+            store.append_audit_record(member=key.member_id, host=_host(), make=_chained(record))
+        st.record(EventName.TEAM_LEASE_UNLOCKED, persona, **detail)
+        return Unlocked(persona_id, freed)
