@@ -148,3 +148,31 @@ def test_status_lists_pending_uploads_and_who_holds_which_persona(
         line.startswith(f"open: persona {persona} by {CRASHED} on laptop-4 since ")
         for line in lines
     )
+
+
+@pytest.mark.parametrize(
+    ("lang", "expected"),
+    [
+        (
+            "sv_SE.UTF-8",
+            "station team unlock behöver --reason TEXT: varför reservationen frigörs "
+            "(det skrivs i granskningsloggen)",
+        ),
+        (
+            "C.UTF-8",
+            "station team unlock needs --reason TEXT: why the lease is freed "
+            "(it goes into the audit trail)",
+        ),
+    ],
+)
+def test_unlock_speaks_the_persons_language(
+    runner: Any, isolation: Path, monkeypatch: pytest.MonkeyPatch, lang: str, expected: str
+) -> None:
+    for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        monkeypatch.setenv(name, "")
+    monkeypatch.setenv("LANG", lang)
+
+    result = runner.invoke(["team", "unlock", "abcdefghijk2", "--yes"])
+
+    assert result.exit_code == ExitCode.USAGE
+    assert expected in result.stderr
