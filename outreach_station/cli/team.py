@@ -26,7 +26,7 @@ app = typer.Typer(
     name="team",
     cls=HelpGroup,
     help=(
-        "Team mode: init, join, members, approve, remove, status.\n\n"
+        "Team mode: init, join, members, approve, remove, unlock, status.\n\n"
         "Shares personas between the team's laptops through the organisation's "
         "PostgreSQL server. Example: station team status"
     ),
