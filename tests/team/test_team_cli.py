@@ -214,6 +214,8 @@ def test_two_laptops_init_join_approve_and_remove(
         "status": "approved",
         "reachable": True,
         "problem": None,
+        "pending": [],
+        "leases": [],
     }
 
     # A persona key wrapped for B; removing B deletes it and marks the persona for re-key.
