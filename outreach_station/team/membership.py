@@ -141,11 +141,12 @@ def _rows(store: PostgresStore) -> list[Member]:
 def _founder_of(store: PostgresStore) -> tuple[str, bytes] | None:
     """The founder the server shows: the approved row nobody approved, signing itself."""
     found = [
-        r
+        (r.member_id, r.signing_key)
         for r in store.members()
         if r.status != "pending" and r.approved_by is None and r.signing_key is not None
     ]
-    return (found[0].member_id, found[0].signing_key) if len(found) == 1 else None  # type: ignore[return-value]
+    # Two rows claiming to be the founder: pin neither; every approval stays unverified.
+    return found[0] if len(found) == 1 else None
 
 
 def roster(st: Station, store: PostgresStore, team_id: str) -> list[Member]:
