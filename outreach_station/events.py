@@ -30,3 +30,4 @@ class EventName(StrEnum):
     TEAM_JOINED = "team.joined"
     TEAM_MEMBER_APPROVED = "team.member_approved"
     TEAM_MEMBER_REMOVED = "team.member_removed"
+    TEAM_LEASE_UNLOCKED = "team.lease_unlocked"

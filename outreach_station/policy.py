@@ -309,11 +309,19 @@ def _shown(value: object) -> str:
 class _Invalid(Exception):
     """A value has the wrong type or range; carries what was expected."""
 
-    def __init__(self, expected: str, *, item: object = None, in_list: bool = False) -> None:
+    def __init__(
+        self,
+        expected: str,
+        *,
+        item: object = None,
+        in_list: bool = False,
+        shown: str | None = None,
+    ) -> None:
         super().__init__(expected)
         self.expected = expected
         self.item = item  # the offending list entry, when in_list
         self.in_list = in_list
+        self.shown = shown  # what to show instead of the value (it may hold a secret)
 
 
 class _Rule(StrEnum):
@@ -449,18 +457,52 @@ def _allowlist_stricter(candidate: object, base: object) -> bool:
     return all(any(host_matches(p, b) for b in patterns) for p in cast(tuple[str, ...], candidate))
 
 
+def _url_shown(value: object) -> str:
+    """A refused team URL as it may be shown: its password masked, or not at all.
+
+    A password pasted into the URL would otherwise reach the terminal, a
+    ticket or a log with the error. What cannot be parsed as a URL is not
+    shown: its password could be anywhere in it.
+    """
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    hidden = _("a value not shown here (it may hold a password)")
+    if not isinstance(value, str) or any(not ch.isprintable() for ch in value):
+        return hidden
+    try:
+        parts = urlsplit(value)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:
+        return hidden
+    if parts.scheme not in ("postgresql", "postgres") or not value.startswith(f"{parts.scheme}://"):
+        return hidden
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    masked = [(k, "***" if k.strip().lower() == "password" else v) for k, v in query]
+    text = urlunsplit(parts._replace(netloc=netloc, query=urlencode(masked, safe="*")))
+    return _shown(text)
+
+
 def _parse_team_url(value: object) -> object:
     # Checked as far as can be without psycopg: the full check is at connect time.
-    # Never quoted back: a URL may carry a password someone pasted into it.
+    # Never quoted back whole: a URL may carry a password someone pasted into it.
+    shown = _url_shown(value)
     if not isinstance(value, str) or not value.startswith(("postgresql://", "postgres://")):
-        raise _Invalid(_("a PostgreSQL URL as a string (postgresql://ROLE@HOST:PORT/DATABASE)"))
+        raise _Invalid(
+            _("a PostgreSQL URL as a string (postgresql://ROLE@HOST:PORT/DATABASE)"),
+            shown=shown,
+        )
     head = value.split("?", 1)[0].split("//", 1)[1].split("@", 1)
     if len(head) != 2 or ":" in head[0] or "password=" in value:
         raise _Invalid(
-            _("a PostgreSQL URL with a role and no password (the password is in the keyring)")
+            _("a PostgreSQL URL with a role and no password (the password is in the keyring)"),
+            shown=shown,
         )
     if any(ch.isspace() or not ch.isprintable() for ch in value):
-        raise _Invalid(_("a PostgreSQL URL without spaces or control characters"))
+        raise _Invalid(_("a PostgreSQL URL without spaces or control characters"), shown=shown)
     return value
 
 
@@ -653,11 +695,12 @@ class _Checker:
         try:
             parsed = spec.parse(value)
         except _Invalid as invalid:
-            got = (
-                _("{value} in the list").format(value=_shown(invalid.item))
-                if invalid.in_list
-                else _shown(value)
-            )
+            if invalid.shown is not None:
+                got = invalid.shown
+            elif invalid.in_list:
+                got = _("{value} in the list").format(value=_shown(invalid.item))
+            else:
+                got = _shown(value)
             self.fail(
                 parts,
                 _("{key}: expected {expected}, got {got}").format(

@@ -26,7 +26,7 @@ app = typer.Typer(
     name="team",
     cls=HelpGroup,
     help=(
-        "Team mode: init, join, members, approve, remove, status.\n\n"
+        "Team mode: init, join, members, approve, remove, unlock, status.\n\n"
         "Shares personas between the team's laptops through the organisation's "
         "PostgreSQL server. Example: station team status"
     ),
@@ -164,19 +164,29 @@ def members_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
                     "name": m.display_name,
                     "host": m.host,
                     "status": str(m.status),
+                    "verified": m.unverified is None,
                     "you": m.you,
                 }
                 for m in lines
             ]
         )
-        return
-    table(
-        [_("ID"), _("NAME"), _("HOST"), _("STATUS"), ""],
-        [
-            [m.member_id, m.display_name, m.host, str(m.status), _("you") if m.you else ""]
-            for m in lines
-        ],
-    )
+    else:
+        table(
+            [_("ID"), _("NAME"), _("HOST"), _("STATUS"), ""],
+            [
+                [
+                    m.member_id,
+                    m.display_name,
+                    m.host,
+                    _("unverified") if m.unverified else str(m.status),
+                    _("you") if m.you else "",
+                ]
+                for m in lines
+            ],
+        )
+    for m in lines:
+        if m.unverified:
+            info(m.unverified)
 
 
 def approve_command(
@@ -274,6 +284,29 @@ def status_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
         "status": status.member_status,
         "reachable": status.reachable,
         "problem": status.problem,
+        "pending": [
+            {
+                "persona": p.persona_id,
+                "generation": p.generation,
+                "token": p.token,
+                "recorded": p.recorded,
+                "problem": p.problem or None,
+            }
+            for p in status.pending
+        ],
+        "leases": None
+        if status.leases is None
+        else [
+            {
+                "persona": lease.persona_id,
+                "member": lease.member,
+                "host": lease.host,
+                "since": lease.since.isoformat(),
+                "expires": lease.expires.isoformat(),
+                "expired": lease.expired,
+            }
+            for lease in status.leases
+        ],
     }
     if json:
         echo_json(data)
@@ -292,8 +325,81 @@ def status_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
     width = max(11, *(len(key) + 2 for key, _value in rows))
     for key, value in rows:
         typer.echo(f"{key + ':':<{width}}{safe(value)}")
+    for upload in status.pending:
+        typer.echo(
+            _(
+                "waiting for the server: persona {persona} generation {generation} "
+                "(sealed {recorded})"
+            ).format(
+                persona=upload.persona_id, generation=upload.generation, recorded=upload.recorded
+            )
+        )
+    for lease in status.leases or ():
+        line = _("open: persona {persona} by {holder}").format(
+            persona=lease.persona_id, holder=safe(lease.describe())
+        )
+        typer.echo(line + (_(" (lease expired)") if lease.expired else ""))
     if status.problem:
         info(status.problem)
+
+
+def unlock_command(
+    ctx: typer.Context,
+    persona: Annotated[
+        str,
+        typer.Argument(metavar="PERSONA", help="The persona id, as in 'station persona list'."),
+    ],
+    *,
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            "--reason", metavar="TEXT", help="Why it is freed (required; in the audit trail)."
+        ),
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Do not ask for confirmation (for scripts).")
+    ] = False,
+) -> None:
+    """Free a persona that a crashed or lost laptop still holds, before its lease expires.
+
+    The laptop that held it can no longer upload what it sealed under that
+    lease. Recorded in the team's audit trail with your member id, the
+    reason and whose lease it was. Asks for confirmation on a terminal.
+
+    Example: station team unlock k7q2m9x4ab3d --reason "laptop 4 crashed"
+    """
+    from outreach_station.errors import UsageError
+    from outreach_station.storage.postgres import Lease
+    from outreach_station.team import membership
+
+    if not reason:
+        raise UsageError(
+            _(
+                "station team unlock needs --reason TEXT: why the lease is freed "
+                "(it goes into the audit trail)"
+            )
+        )
+
+    def confirm(held: Lease) -> bool:
+        if yes:
+            return True
+        if not _terminal():
+            raise UsageError(_("no terminal to confirm on; run this on a terminal, or pass --yes"))
+        info(
+            _("persona {persona} is open by {holder}").format(
+                persona=held.persona_id, holder=safe(held.describe())
+            )
+        )
+        return ask(_("Free it? That laptop can then no longer upload this session's changes."))
+
+    done = membership.unlock_persona(
+        persona, reason=reason, confirm=confirm, station=station_of(ctx)
+    )
+    typer.echo(
+        _("unlocked persona {persona}: it was open by {holder}").format(
+            persona=done.persona_id, holder=safe(done.holder.describe())
+        )
+    )
 
 
 for _name, _command in (
@@ -303,5 +409,6 @@ for _name, _command in (
     ("approve", approve_command),
     ("remove", remove_command),
     ("status", status_command),
+    ("unlock", unlock_command),
 ):
     app.command(_name, cls=StationCommand)(_command)

@@ -25,7 +25,9 @@ grant exactly this:
         current_generations TO station_app;
     GRANT SELECT, INSERT ON audit_records TO station_app;   -- never UPDATE/DELETE
     GRANT SELECT ON schema_migrations, team TO station_app;
-    GRANT SELECT, INSERT, UPDATE ON members TO station_app;        -- never DELETE
+    GRANT SELECT, INSERT ON members TO station_app;                -- never DELETE
+    GRANT UPDATE (status, approved_by, approved, removed, approval)
+        ON members TO station_app;   -- and a trigger: pending -> approved -> removed
     GRANT SELECT, INSERT, UPDATE, DELETE ON wrapped_keys, rekey_due TO station_app;
     GRANT USAGE ON SEQUENCE persona_seq, lease_tokens, audit_records_seq_seq
         TO station_app;
@@ -255,6 +257,47 @@ MIGRATIONS: tuple[str, ...] = (
     GRANT SELECT, INSERT, UPDATE ON members TO station_app;
     GRANT SELECT, INSERT, UPDATE, DELETE ON wrapped_keys, rekey_due TO station_app;
     """,
+    # 6: signed approvals, and members rows station's role cannot rewrite.
+    # Each member's Ed25519 key and the signature of its approval (laptops
+    # check the chain back to the founder: team.members.verified_roster).
+    # station_app may update only the columns approve and remove set, and
+    # only along pending -> approved -> removed; an approved row is inserted
+    # only by the founder of a team without approved members.
+    """
+    ALTER TABLE members
+        ADD COLUMN signing_key BYTEA CHECK (length(signing_key) = 32),
+        ADD COLUMN approval BYTEA CHECK (length(approval) = 64);
+    REVOKE UPDATE ON members FROM station_app;
+    GRANT UPDATE (status, approved_by, approved, removed, approval) ON members TO station_app;
+    CREATE FUNCTION members_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            IF NEW.status = 'approved'
+                AND EXISTS (SELECT 1 FROM members WHERE status = 'approved') THEN
+                RAISE EXCEPTION 'a member is approved by another member, never inserted approved';
+            END IF;
+            IF NEW.status = 'removed' THEN
+                RAISE EXCEPTION 'a member is not inserted removed';
+            END IF;
+            RETURN NEW;
+        END IF;
+        IF OLD.status = 'removed' THEN
+            RAISE EXCEPTION 'a removed member stays removed';
+        END IF;
+        IF NEW.member_id <> OLD.member_id OR NEW.public_key <> OLD.public_key
+            OR NEW.signing_key IS DISTINCT FROM OLD.signing_key THEN
+            RAISE EXCEPTION 'a member''s id and keys never change';
+        END IF;
+        IF OLD.status = 'approved' AND (NEW.status = 'pending'
+            OR NEW.approval IS DISTINCT FROM OLD.approval
+            OR NEW.approved_by IS DISTINCT FROM OLD.approved_by) THEN
+            RAISE EXCEPTION 'an approval is never changed';
+        END IF;
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER members_guard BEFORE INSERT OR UPDATE ON members
+        FOR EACH ROW EXECUTE FUNCTION members_guard();
+    """,
 )
 
 
@@ -314,6 +357,8 @@ class MemberRecord:
     joined: datetime
     approved: datetime | None
     removed: datetime | None
+    signing_key: bytes | None = None
+    approval: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -950,6 +995,16 @@ class PostgresStore:
         )
         return self._lease(row) if row else None
 
+    def leases(self) -> builtins.list[Lease]:
+        """Every persona someone holds now (expired ones too), oldest first."""
+        return [
+            self._lease(r)
+            for r in self._rows(
+                f"SELECT {_LEASE_COLUMNS} FROM leases "  # noqa: S608 - constant columns
+                "WHERE member IS NOT NULL ORDER BY since, persona_id"
+            )
+        ]
+
     def acquire_lease(self, persona_id: str, *, member: str, host: str, ttl: timedelta) -> Lease:
         """Take the persona, with a new fencing token; refused at once if another holds it.
 
@@ -1220,7 +1275,10 @@ class PostgresStore:
 
     @staticmethod
     def _member(row: Mapping[str, Any]) -> MemberRecord:
-        return MemberRecord(**{**row, "public_key": bytes(row["public_key"])})
+        binary = ("public_key", "signing_key", "approval")
+        return MemberRecord(
+            **{**row, **{k: None if row[k] is None else bytes(row[k]) for k in binary}}
+        )
 
     def members(self) -> builtins.list[MemberRecord]:
         """Every member ever registered, in the order they joined."""
@@ -1236,25 +1294,44 @@ class PostgresStore:
         host: str,
         public_key: bytes,
         status: str,
+        signing_key: bytes | None = None,
+        approval: bytes | None = None,
     ) -> bool:
         """Register a member; False (nothing changed) if this key is registered already."""
         with self._tx() as conn:
             made = conn.execute(
-                "INSERT INTO members (member_id, display_name, host, public_key, status, approved) "
-                "VALUES (%s, %s, %s, %s, %s, CASE WHEN %s = 'approved' THEN now() END) "
+                "INSERT INTO members (member_id, display_name, host, public_key, status, approved, "
+                "signing_key, approval) "
+                "VALUES (%s, %s, %s, %s, %s, CASE WHEN %s = 'approved' THEN now() END, %s, %s) "
                 "ON CONFLICT DO NOTHING RETURNING 1",
-                (member_id, display_name, host, public_key, status, status),
+                (
+                    member_id,
+                    display_name,
+                    host,
+                    public_key,
+                    status,
+                    status,
+                    signing_key,
+                    approval,
+                ),
             ).fetchone()
         return made is not None
 
-    def approve_member(self, member_id: str, *, approved_by: str) -> bool:
-        """Mark a pending member approved by another approved one; False if it was not pending."""
+    def approve_member(
+        self, member_id: str, *, approved_by: str, approval: bytes | None = None
+    ) -> bool:
+        """Mark a pending member approved by another approved one; False if it was not pending.
+
+        `approval` is the approver's signature (`team.approvals`); laptops
+        trust no approval without one.
+        """
         with self._tx() as conn:
             done = conn.execute(
-                "UPDATE members SET status = 'approved', approved_by = %s, approved = now() "
+                "UPDATE members SET status = 'approved', approved_by = %s, approved = now(), "
+                "approval = %s "
                 "WHERE member_id = %s AND status = 'pending' AND EXISTS (SELECT 1 FROM members a "
                 "WHERE a.member_id = %s AND a.status = 'approved' AND a.member_id <> %s)",
-                (approved_by, member_id, approved_by, member_id),
+                (approved_by, approval, member_id, approved_by, member_id),
             ).rowcount
         return bool(done)
 

@@ -32,6 +32,10 @@ class TeamFile:
     team_id: str
     url: str
     member_id: str
+    # The founder's member id and Ed25519 key (base64), pinned at init/join:
+    # every approval this laptop trusts leads back to it (team.approvals).
+    founder_id: str | None = None
+    founder_signing_key: str | None = None
 
 
 def read_team_file(paths: StationPaths) -> TeamFile | None:
@@ -47,6 +51,12 @@ def read_team_file(paths: StationPaths) -> TeamFile | None:
             team_id=validate_team_id(data["team_id"]),
             url=str(data["url"]),
             member_id=validate_member_id(data["member_id"]),
+            founder_id=(validate_member_id(data["founder_id"]) if data.get("founder_id") else None),
+            founder_signing_key=(
+                _checked_key(data["founder_signing_key"])
+                if data.get("founder_signing_key")
+                else None
+            ),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise IntegrityError(
@@ -56,6 +66,13 @@ def read_team_file(paths: StationPaths) -> TeamFile | None:
             ).format(team_file=paths.team_file, kind=type(exc).__name__)
         ) from None
     return found
+
+
+def _checked_key(text: object) -> str:
+    from outreach_station.team.approvals import decode_key
+
+    decode_key(str(text))  # ValueError: damaged
+    return str(text)
 
 
 def write_team_file(paths: StationPaths, team: TeamFile) -> None:

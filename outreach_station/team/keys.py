@@ -35,6 +35,7 @@ from outreach_station.team.identity import member_id_for, validate_team_id
 from outreach_station.team.members import Member, approved_members
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from cryptography.hazmat.primitives.hpke import Suite
 
@@ -48,6 +49,7 @@ MAX_KEY_VERSION: Final = 2**32 - 1
 # Wire format of a wrapped key: magic, then HPKE's single-shot output (enc || ct).
 _WRAP_MAGIC: Final = b"OSTWRAP\x01"
 _INFO_LABEL: Final = b"outreach-station persona data key wrap v1\x00"
+_SIGNING_LABEL: Final = b"outreach-station team member signing key v1\x00"
 # enc (32) + data key (32) + GCM tag (16)
 _WRAPPED_BYTES: Final = len(_WRAP_MAGIC) + 32 + DATA_KEY_BYTES + 16
 
@@ -102,6 +104,27 @@ class MemberKey:
     @property
     def member_id(self) -> str:
         return self._member_id
+
+    @property
+    def signing_public_key(self) -> bytes:
+        """The Ed25519 public key this member signs approvals with (see `team.approvals`)."""
+        return self._signing().public_key().public_bytes_raw()
+
+    def sign(self, message: bytes) -> bytes:
+        """An Ed25519 signature of `message` by this member's signing key."""
+        return self._signing().sign(message)
+
+    def _signing(self) -> Ed25519PrivateKey:
+        # Derived from the X25519 key, so the keyring keeps one secret per member
+        # and every existing member key has its signing key without a migration.
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives.hashes import SHA256
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        seed = HKDF(algorithm=SHA256(), length=32, salt=None, info=_SIGNING_LABEL).derive(
+            self._raw_private()
+        )
+        return Ed25519PrivateKey.from_private_bytes(seed)
 
     def private_for_hpke(self) -> X25519PrivateKey:
         """The private key object, for HPKE in this package only."""

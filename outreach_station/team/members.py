@@ -70,6 +70,8 @@ class Member:
     host: str
     public_key: bytes
     status: MemberStatus
+    # Why this laptop does not trust the row's approval (team.approvals), or None.
+    unverified: str | None = None
 
     def __post_init__(self) -> None:
         check_public_key(self.public_key)
@@ -108,7 +110,8 @@ class Member:
 
     @property
     def approved(self) -> bool:
-        return self.status is MemberStatus.APPROVED
+        """Approved, and (where checked) by a signature chain back to the founder."""
+        return self.status is MemberStatus.APPROVED and self.unverified is None
 
     def safety_code(self, team_id: str) -> str:
         """The code to compare with this member before approving it (see `identity`)."""
@@ -141,6 +144,8 @@ def _acting_member(members: Iterable[Member], actor_id: str, *, action: str) -> 
                 "an approved member can {action}"
             ).format(member_id=validate_member_id(actor_id), action=action)
         ) from None
+    if actor.unverified is not None:
+        raise SecurityError(actor.unverified)
     if not actor.approved:
         raise SecurityError(
             _(
@@ -148,6 +153,11 @@ def _acting_member(members: Iterable[Member], actor_id: str, *, action: str) -> 
             ).format(member_id=actor.member_id, status=actor.status, action=action)
         )
     return actor
+
+
+def check_actor(members: Iterable[Member], actor_id: str, *, action: str) -> Member:
+    """This laptop's member, refused unless it is approved (and its approval verified)."""
+    return _acting_member(tuple(members), actor_id, action=action)
 
 
 # Called with the newcomer and its safety code; True once the person at the

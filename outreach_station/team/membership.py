@@ -11,7 +11,7 @@ record) before the server was reached with the password.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from outreach_station.context import Station, using
@@ -28,8 +28,15 @@ from outreach_station.team.config import (
 from outreach_station.team.members import ConfirmCode, Member, MemberStatus, approve, remove
 
 if TYPE_CHECKING:
-    from outreach_station.storage.postgres import MemberRecord, PostgresStore, TeamConnection
+    from outreach_station.storage.postgres import (
+        AuditRecord,
+        Lease,
+        MemberRecord,
+        PostgresStore,
+        TeamConnection,
+    )
     from outreach_station.team.keys import MemberKey
+    from outreach_station.team.sync import PendingUpload
 
 # Asked with a prompt naming the role and server; None when there is no terminal.
 AskPassword = Callable[[str], "str | None"]
@@ -55,6 +62,7 @@ class MemberLine:
     host: str
     status: MemberStatus
     you: bool
+    unverified: str | None = None  # why its approval is not trusted here
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,10 @@ class TeamStatus:
     member_status: str | None  # None: not known (server unreachable or not in a team)
     reachable: bool | None  # None: not in a team, or not tried (no password here)
     problem: str | None = None
+    # Generations sealed here and waiting for the server (known without it).
+    pending: tuple[PendingUpload, ...] = ()
+    # Who holds which persona; None when the server was not asked or did not answer.
+    leases: tuple[Lease, ...] | None = None
 
 
 def _connection(url: str) -> TeamConnection:
@@ -116,18 +128,51 @@ def _keep_password(connection: TeamConnection, password: str) -> None:
 
 
 def _member(record: MemberRecord) -> Member:
-    # Member() refuses a row whose id does not match its key: an edited row is loud.
-    return Member(
-        member_id=record.member_id,
-        display_name=record.display_name,
-        host=record.host,
-        public_key=record.public_key,
-        status=MemberStatus(record.status),
-    )
+    from outreach_station.team.approvals import judge_row
+
+    return judge_row(record)
 
 
-def _roster(store: PostgresStore) -> list[Member]:
+def _rows(store: PostgresStore) -> list[Member]:
+    """The rows as members, approvals not checked: only for this laptop's own row."""
     return [_member(r) for r in store.members()]
+
+
+def _founder_of(store: PostgresStore) -> tuple[str, bytes] | None:
+    """The founder the server shows: the approved row nobody approved, signing itself."""
+    found = [
+        (r.member_id, r.signing_key)
+        for r in store.members()
+        if r.status != "pending" and r.approved_by is None and r.signing_key is not None
+    ]
+    # Two rows claiming to be the founder: pin neither; every approval stays unverified.
+    return found[0] if len(found) == 1 else None
+
+
+def roster(st: Station, store: PostgresStore, team_id: str) -> list[Member]:
+    """Every member, approved ones trusted only through signatures back to the founder.
+
+    The founder is the one pinned in this home's team file; a home that
+    joined before founders were pinned pins the server's now.
+    """
+    from outreach_station.team.approvals import decode_key, encode_key, verified_roster
+
+    joined = read_team_file(st.paths)
+    founder: tuple[str, bytes] | None = None
+    if joined is not None and joined.founder_id and joined.founder_signing_key:
+        founder = (joined.founder_id, decode_key(joined.founder_signing_key))
+    elif joined is not None:
+        founder = _founder_of(store)
+        if founder is not None:
+            write_team_file(
+                st.paths,
+                replace(joined, founder_id=founder[0], founder_signing_key=encode_key(founder[1])),
+            )
+    if founder is None:
+        founder = ("", b"")
+    return verified_roster(
+        store.members(), team_id=team_id, founder_id=founder[0], founder_signing_key=founder[1]
+    )
 
 
 def _host() -> str:
@@ -166,6 +211,8 @@ def _my_key(station: Station, team_id: str) -> MemberKey:
 def _register(
     store: PostgresStore, key: MemberKey, *, name: str, founder: bool
 ) -> tuple[Member, bool]:
+    from outreach_station.team.approvals import sign_approval
+
     make = Member.founder if founder else Member.pending
     member = make(key.public_key, display_name=name, host=_host())
     made = store.add_member(
@@ -174,9 +221,35 @@ def _register(
         host=member.host,
         public_key=member.public_key,
         status=str(member.status),
+        signing_key=key.signing_public_key,
+        # The founder approves itself by signing: the anchor every laptop pins.
+        approval=(
+            sign_approval(
+                key,
+                member_id=key.member_id,
+                public_key=key.public_key,
+                signing_key=key.signing_public_key,
+            )
+            if founder
+            else None
+        ),
     )
-    current = next(m for m in _roster(store) if m.member_id == member.member_id)
+    current = next(m for m in _rows(store) if m.member_id == member.member_id)
     return current, made
+
+
+def _team_file(
+    team_id: str, url: str, member_id: str, founder: tuple[str, bytes] | None
+) -> TeamFile:
+    from outreach_station.team.approvals import encode_key
+
+    return TeamFile(
+        team_id=team_id,
+        url=url,
+        member_id=member_id,
+        founder_id=founder[0] if founder else None,
+        founder_signing_key=encode_key(founder[1]) if founder else None,
+    )
 
 
 def join_team(
@@ -206,9 +279,10 @@ def join_team(
             member, made = _register(
                 store, key, name=display_name or _default_name(), founder=False
             )
+            founder = _founder_of(store)
         if not from_keyring:
             _keep_password(connection, password)
-        write_team_file(st.paths, TeamFile(team_id=team_id, url=url, member_id=member.member_id))
+        write_team_file(st.paths, _team_file(team_id, url, member.member_id, founder))
         if made:
             st.record(EventName.TEAM_JOINED, team=team_id, member=member.member_id)
         return Joined(team_id, where, member, member.safety_code(team_id), made)
@@ -249,7 +323,11 @@ def init_team(
         password, from_keyring = _password(connection, ask_password, role=_role(connection))
         with _open(connection, password) as store:
             key = _my_key(st, team_id)
-            others = [m for m in _roster(store) if m.approved and m.member_id != key.member_id]
+            others = [
+                m
+                for m in _rows(store)
+                if m.status is MemberStatus.APPROVED and m.member_id != key.member_id
+            ]
             if others:
                 raise StateError(
                     _(
@@ -260,7 +338,8 @@ def init_team(
             member, made = _register(store, key, name=display_name or _default_name(), founder=True)
         if not from_keyring:
             _keep_password(connection, password)
-        write_team_file(st.paths, TeamFile(team_id=team_id, url=url, member_id=member.member_id))
+        founder = (key.member_id, key.signing_public_key)
+        write_team_file(st.paths, _team_file(team_id, url, member.member_id, founder))
         if made:
             st.record(EventName.TEAM_INITIALISED, team=team_id, member=member.member_id)
         return Joined(team_id, connection.where, member, member.safety_code(team_id), made)
@@ -292,10 +371,17 @@ def list_members(*, station: Station | None = None) -> list[MemberLine]:
     """Every member of the team, with which one is this laptop's key."""
     with using(station) as st:
         store = _team_store(st)
-        _member, key = _me(st, store)
+        team_id, key = _me(st, store)
         return [
-            MemberLine(m.member_id, m.display_name, m.host, m.status, m.member_id == key.member_id)
-            for m in _roster(store)
+            MemberLine(
+                m.member_id,
+                m.display_name,
+                m.host,
+                m.status,
+                m.member_id == key.member_id,
+                m.unverified,
+            )
+            for m in roster(st, store, team_id)
         ]
 
 
@@ -306,14 +392,33 @@ def approve_member(
     with using(station) as st:
         store = _team_store(st)
         team_id, key = _me(st, store)
+        from outreach_station.team.approvals import sign_approval
+
+        members = roster(st, store, team_id)
         approved = approve(
-            _roster(store),
+            members,
             approver_id=key.member_id,
             member_id=member_id,
             team_id=team_id,
             confirm=confirm,
         )
-        if not store.approve_member(approved.member_id, approved_by=key.member_id):
+        row = next(r for r in store.members() if r.member_id == approved.member_id)
+        if row.signing_key is None:
+            raise StateError(
+                _(
+                    "member {member_id} registered without a signing key (an older "
+                    "station); it must join again with this version"
+                ).format(member_id=approved.member_id)
+            )
+        signature = sign_approval(
+            key,
+            member_id=approved.member_id,
+            public_key=approved.public_key,
+            signing_key=row.signing_key,
+        )
+        if not store.approve_member(
+            approved.member_id, approved_by=key.member_id, approval=signature
+        ):
             raise StateError(
                 _(
                     "member {member_id} was not approved: its record changed meanwhile; "
@@ -329,7 +434,7 @@ def remove_member(member_id: str, *, station: Station | None = None) -> tuple[Me
     with using(station) as st:
         store = _team_store(st)
         team_id, key = _me(st, store)
-        removed = remove(_roster(store), remover_id=key.member_id, member_id=member_id)
+        removed = remove(roster(st, store, team_id), remover_id=key.member_id, member_id=member_id)
         personas = store.remove_member(removed.member_id)
         st.record(
             EventName.TEAM_MEMBER_REMOVED,
@@ -343,10 +448,13 @@ def remove_member(member_id: str, *, station: Station | None = None) -> tuple[Me
 def team_status(*, station: Station | None = None) -> TeamStatus:
     """Where the team is, who this laptop is in it, and whether the server answers."""
     with using(station) as st:
+        from outreach_station.team.sync import pending
+
         url = team_url(st)
         joined = read_team_file(st.paths)
         if url is None:
             return TeamStatus(None, None, None, None, None)
+        waiting = tuple(pending(st.paths))
         team_id = joined.team_id if joined else None
         member_id = joined.member_id if joined else None
         from outreach_station import secret_store
@@ -361,8 +469,11 @@ def team_status(*, station: Station | None = None) -> TeamStatus:
                 member_id,
                 None,
                 None,
-                f"no password for the team server {connection.where} in the OS keyring; "
-                "run station team join URL",
+                _(
+                    "no password for the team server {where} in the OS keyring; "
+                    "run station team join URL"
+                ).format(where=connection.where),
+                waiting,
             )
         try:
             store = _team_store(st)
@@ -374,8 +485,91 @@ def team_status(*, station: Station | None = None) -> TeamStatus:
                 member_id = load_member_key(st.paths, team_id).member_id
                 found = [r for r in store.members() if r.member_id == member_id]
                 status = found[0].status if found else "not registered"
+            leases = tuple(store.leases())
         except EnvironmentProblem as exc:
-            return TeamStatus(url, team_id, member_id, None, False, exc.message)
+            return TeamStatus(url, team_id, member_id, None, False, exc.message, waiting)
         except StationError as exc:
-            return TeamStatus(url, team_id, member_id, None, True, exc.message)
-        return TeamStatus(url, team_id, member_id, status, True)
+            return TeamStatus(url, team_id, member_id, None, True, exc.message, waiting)
+        return TeamStatus(url, team_id, member_id, status, True, None, waiting, leases)
+
+
+@dataclass(frozen=True)
+class Unlocked:
+    """What `station team unlock` freed."""
+
+    persona_id: str
+    holder: Lease  # the lease as it was: who held it, where, since when, its token
+
+
+def _chained(record: str) -> Callable[[AuditRecord | None], tuple[str, str]]:
+    import hashlib
+
+    def make(last: AuditRecord | None) -> tuple[str, str]:
+        previous = last.hash if last else "0" * 64
+        return record, hashlib.sha256(f"{previous}\n{record}".encode()).hexdigest()
+
+    return make
+
+
+def unlock_persona(
+    persona_id: str,
+    *,
+    reason: str,
+    confirm: Callable[[Lease], bool],
+    station: Station | None = None,
+) -> Unlocked:
+    """Free a persona's lease before it expires (a crashed or lost laptop), audited.
+
+    The freed lease's token is moved on, so the holder's later upload with
+    it is refused (fencing). One server transaction frees the lease and
+    appends the record naming who unlocked, why, and whose lease it was.
+    """
+    import json
+
+    from outreach_station.ids import validate_persona_id
+    from outreach_station.team.members import check_actor
+    from outreach_station.values import validate_reason
+
+    validate_persona_id(persona_id)
+    why = validate_reason(reason)
+    with using(station) as st:
+        store = _team_store(st)
+        team_id, key = _me(st, store)
+        check_actor(roster(st, store, team_id), key.member_id, action=_("unlock personas"))
+        persona = store.get(persona_id)
+        held = store.lease(persona_id)
+        if held is None:
+            raise StateError(
+                _("persona {persona_id} is not open on any laptop; nothing to unlock").format(
+                    persona_id=persona_id
+                )
+            )
+        if not confirm(held):
+            raise UsageError(
+                _("persona {persona_id} was not unlocked: not confirmed").format(
+                    persona_id=persona_id
+                )
+            )
+        with store.transaction():
+            freed = store.force_unlock(persona_id)
+            if freed is None:
+                raise StateError(
+                    _("persona {persona_id} was closed meanwhile; nothing to unlock").format(
+                        persona_id=persona_id
+                    )
+                )
+            detail: dict[str, str | int | bool] = {
+                "team": team_id,
+                "member": key.member_id,
+                "reason": why,
+                "holder": freed.member,
+                "holder_host": freed.host,
+                "fencing": freed.token,
+            }
+            record = json.dumps(
+                {"event": str(EventName.TEAM_LEASE_UNLOCKED), "persona": persona_id, **detail},
+                sort_keys=True,
+            )
+            store.append_audit_record(member=key.member_id, host=_host(), make=_chained(record))
+        st.record(EventName.TEAM_LEASE_UNLOCKED, persona, **detail)
+        return Unlocked(persona_id, freed)

@@ -253,3 +253,52 @@ def test_every_command_has_help_with_an_example(runner: CliRunner, command: str)
 
     assert result.exit_code == 0
     assert f"Example: station policy {command}" in result.stdout
+
+
+def _mounted() -> typer.Typer:
+    from outreach_station.cli import StationGroup
+
+    root = typer.Typer(cls=StationGroup, add_completion=False)
+
+    @root.callback()
+    def _root() -> None:
+        pass
+
+    root.add_typer(app, name="policy")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # Parsable: shown with the password masked, so IT sees which URL is wrong.
+        (
+            "postgresql://station:Hunter2-secret@db.clinic.example/station",
+            '"postgresql://station:***@db.clinic.example/station"',
+        ),
+        (
+            "postgresql://station@db/x?password=Hunter2-secret",
+            '"postgresql://station@db/x?password=***"',
+        ),
+        # Not parsable as a URL: not shown at all, a password could be anywhere in it.
+        ("postgres:/station:Hunter2-secret@db", "a value not shown here (it may hold a password)"),
+        (
+            "postgresql://station:Hunter2-secret@db/x\x1b[2J",
+            "a value not shown here (it may hold a password)",
+        ),
+    ],
+)
+def test_a_bad_team_url_never_echoes_its_password(
+    runner: CliRunner, tmp_path: Path, url: str, shown: str
+) -> None:
+    escaped = url.replace("\x1b", "\\u001b")
+    path = write(tmp_path / "policy.toml", f'[team]\nurl = "{escaped}"\n')
+
+    result = runner.invoke(_mounted(), ["policy", "check", str(path)])
+
+    assert result.exit_code == ExitCode.CONFIG
+    assert "Hunter2-secret" not in result.stdout + result.stderr
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"station: error: {path}:2: team.url: expected ")
+    assert result.stderr.endswith(f", got {shown}\n")
+    assert result.stderr.count("\n") == 1

@@ -340,3 +340,46 @@ def test_station_role_changing_audit_records_through_the_store_is_one_line(
 def test_team_connection_parts(team_db: TeamDb) -> None:
     connection = TeamConnection(team_db.url(extra="sslmode=disable"))
     assert connection.where == f"127.0.0.1:{team_db.server.port}/{team_db.name}"
+
+
+# Members: station's role may only move a member along pending -> approved -> removed.
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE members SET public_key = decode(repeat('ab', 32), 'hex')",
+        "UPDATE members SET member_id = 'aaaaaaaaaaaaaaaa'",
+        "UPDATE members SET display_name = 'IT support'",
+        "UPDATE members SET status = 'pending' WHERE status = 'approved'",
+        "UPDATE members SET status = 'approved', removed = NULL WHERE status = 'removed'",
+        "INSERT INTO members (member_id, display_name, host, public_key, status) "
+        "VALUES ('bbbbbbbbbbbbbbbb', 'x', 'h', decode(repeat('cd', 32), 'hex'), 'approved')",
+        "DELETE FROM members",
+    ],
+)
+def test_station_role_cannot_rewrite_or_forge_member_rows(
+    pg_store: PostgresStore, team_db: TeamDb, statement: str
+) -> None:
+    from outreach_station.team.keys import MemberKey
+
+    keys = [MemberKey.generate("team-x") for _ in range(3)]
+    for key, status in zip(keys, ("approved", "pending", "pending"), strict=True):
+        pg_store.add_member(
+            member_id=key.member_id,
+            display_name="n",
+            host="h",
+            public_key=key.public_key,
+            status=status,
+        )
+    assert pg_store.approve_member(keys[1].member_id, approved_by=keys[0].member_id)
+    pg_store.remove_member(keys[1].member_id)
+    before = pg_store.members()
+
+    with (
+        _raw(team_db) as conn,
+        pytest.raises((psycopg.errors.InsufficientPrivilege, psycopg.errors.RaiseException)),
+    ):
+        conn.execute(statement)
+
+    assert pg_store.members() == before

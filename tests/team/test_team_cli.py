@@ -153,10 +153,14 @@ def test_two_laptops_init_join_approve_and_remove(
     assert a["team_id"].startswith("team-")
     team_file = paths.current().team_file
     assert oct(team_file.stat().st_mode & 0o777) == "0o600"
-    assert json.loads(team_file.read_text()) == {
+    pinned = json.loads(team_file.read_text())
+    assert pinned == {
         "team_id": a["team_id"],
         "url": url,
         "member_id": a["member_id"],
+        # The founder, pinned: every approval this laptop trusts leads back to it.
+        "founder_id": a["member_id"],
+        "founder_signing_key": pinned["founder_signing_key"],
     }
 
     joined = laptop_b.run("team", "join", url, "--name", "Bo", "--json", store_password=True)
@@ -180,6 +184,7 @@ def test_two_laptops_init_join_approve_and_remove(
         "name": "Anna",
         "host": members[a["member_id"]]["host"],
         "status": "approved",
+        "verified": True,
         "you": True,
     }
 
@@ -196,9 +201,10 @@ def test_two_laptops_init_join_approve_and_remove(
     seen_by_b = laptop_b.run("team", "members", "--json")
     assert seen_by_b.returncode == 0, seen_by_b.stderr
     listed = {m["id"]: m for m in json.loads(seen_by_b.stdout)}
-    assert {k: (v["status"], v["you"]) for k, v in listed.items()} == {
-        a["member_id"]: ("approved", False),
-        b["member_id"]: ("approved", True),
+    # B checks A's signed approval of it back to the founder it pinned at join.
+    assert {k: (v["status"], v["verified"], v["you"]) for k, v in listed.items()} == {
+        a["member_id"]: ("approved", True, False),
+        b["member_id"]: ("approved", True, True),
     }
     status_b = laptop_b.run("team", "status", "--json")
     assert json.loads(status_b.stdout) | {"problem": None} == {
@@ -208,6 +214,8 @@ def test_two_laptops_init_join_approve_and_remove(
         "status": "approved",
         "reachable": True,
         "problem": None,
+        "pending": [],
+        "leases": [],
     }
 
     # A persona key wrapped for B; removing B deletes it and marks the persona for re-key.
