@@ -130,6 +130,11 @@ def _roster(store: PostgresStore) -> list[Member]:
     return [_member(r) for r in store.members()]
 
 
+def roster(store: PostgresStore) -> list[Member]:
+    """Every member on the server, each checked against its key (an edited row is refused)."""
+    return _roster(store)
+
+
 def _host() -> str:
     import socket
 
