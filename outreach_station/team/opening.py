@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from outreach_station.team.keys import MemberKey
     from outreach_station.team.sync import LeaseSession, LocalCopy, ProgressCallback
     from outreach_station.vault.blobs import StoreKeys
+    from outreach_station.workspace import DataKeys
 
 
 class TeamKeys:
@@ -169,6 +170,25 @@ def team_store(st: Station) -> PostgresStore | None:
     return store
 
 
+def _team_keys(st: Station, store: PostgresStore) -> TeamKeys:
+    from outreach_station.team.keys import load_member_key
+
+    team_id = store.team_id()
+    if team_id is None:
+        raise StateError(
+            _("the team server {where} has no team yet; run station team init URL").format(
+                where=store.connection.where
+            )
+        )
+    return TeamKeys(store, team_id, load_member_key(st.paths, team_id))
+
+
+def data_keys(st: Station) -> DataKeys:
+    """Where this home's persona keys come from: the team's wrapped keys, else the vault."""
+    store = team_store(st)
+    return st.vault() if store is None else _team_keys(st, store)
+
+
 @contextlib.contextmanager
 def team_session(
     st: Station,
@@ -185,23 +205,15 @@ def team_session(
     the server refuses or cannot take is told through `notify` and stays
     on this laptop, never lost.
     """
-    from outreach_station.storage import open_store
     from outreach_station.storage.postgres import keyring_password
-    from outreach_station.team.keys import load_member_key
-    from outreach_station.team.sync import LocalCopy, fetch, flush_pending, hold
+    from outreach_station.team.sync import LocalCopy, fetch, flush_pending, hold, upload_sealed
     from outreach_station.vault.blobs import StoreKeys
+    from outreach_station.workspace import persona_lock, recover
 
     def bar(action: str) -> ProgressCallback | None:
         return progress(action) if progress is not None else None
 
-    team_id = store.team_id()
-    if team_id is None:
-        raise StateError(
-            _("the team server {where} has no team yet; run station team init URL").format(
-                where=store.connection.where
-            )
-        )
-    keys = TeamKeys(store, team_id, load_member_key(st.paths, team_id))
+    keys = _team_keys(st, store)
     host = _host()
     ttl = timedelta(minutes=st.policy.team.lease_minutes)
     connection = store.connection
@@ -211,19 +223,34 @@ def team_session(
 
         return PostgresStore(connection, password=keyring_password(connection))
 
-    with (
-        open_store(st.paths) as registry,
-        hold(store, persona_id, keys.member_id, host, ttl, connect=connect) as lease,
-    ):
+    registry = st.local_store
+    with hold(store, persona_id, keys.member_id, host, ttl, connect=connect) as lease:
         # Here the vault makes no key file, which is what made the directory in local mode.
         fsutil.ensure_private_dir(st.paths.persona_dir(persona_id))
-        copy = LocalCopy.of(st.paths, registry, persona_id)
         store_keys = StoreKeys.derive(keys.ensure_data_key(persona_id), persona_id)
+        # A crashed session's profile is sealed before the fetch, so that it is sent
+        # (or kept aside) as what it is: work newer than what this laptop last synced.
+        with persona_lock(st.paths, persona_id):
+            recover(
+                st.paths, persona_id, keys, notify=notify, progress=bar("sealing"), store=registry
+            )
+        copy = LocalCopy.of(st.paths, registry, persona_id)
         try:
             flush_pending(store, copy, token=lease.token, progress=bar("uploading"))
+            # A generation sealed here outside a session (a recovery) goes up now.
+            upload_sealed(
+                store,
+                copy,
+                store_keys,
+                token=lease.token,
+                member=keys.member_id,
+                host=host,
+                progress=bar("uploading"),
+            )
         except StateError as exc:
             # Kept aside on this laptop, sealed: the server's generation is the persona's.
             notify(_("warning: {exc}").format(exc=exc))
+        copy = LocalCopy.of(st.paths, registry, persona_id)
         fetch(store, copy, store_keys, progress=bar("downloading"))
         try:
             yield TeamOpen(keys=keys, registry=registry, lease=lease)

@@ -242,3 +242,45 @@ def test_a_persona_held_elsewhere_is_refused_before_anything_is_unsealed(
         assert store.lease(persona_id) == held  # untouched
         assert store.wrapped_keys(persona_id) == []  # no key was made without the lease
     assert not (paths.current().persona_dir(persona_id) / "profile.sealed").exists()
+
+
+def test_a_crashed_sessions_profile_is_sealed_and_sent_before_the_next_fetch(
+    runner: Any, laptop_a: TeamDb, *, platform_dir: Path, site: TestSite, system_policy: Path
+) -> None:
+    from outreach_station.workspace import workspace_dir
+
+    install_policy(system_policy, ALLOW_JOIN)
+    assert runner.invoke(["team", "init", laptop_a.url()]).exit_code == 0
+
+    async def nothing(_context: Any, _page: Any) -> None:
+        return None
+
+    first = api.open_platform("site-one", headless=True, hook=nothing, close_after_hook=True)
+    persona_id = first.persona.id
+    # What a killed station leaves: the open profile in RAM and the marker beside the sealed one.
+    left = workspace_dir(paths.current(), persona_id)
+    (left / "profile").mkdir(parents=True)
+    (left / "profile" / "left-behind.txt").write_text("work of the crashed session")
+    (paths.current().persona_dir(persona_id) / "open.json").write_text(
+        json.dumps({"opened": "2026-12-01T10:00:00Z", "workspace": str(left)})
+    )
+    seen: dict[str, Any] = {}
+
+    async def look(_context: Any, _page: Any) -> None:
+        with laptop_a.member_store() as store:
+            seen["current"] = store.current_generation(persona_id)
+
+    api.open_platform(
+        "site-one", persona_id=persona_id, headless=True, hook=look, close_after_hook=True
+    )
+    # The recovered generation was on the server before the browser started.
+    assert seen["current"] is not None
+    assert seen["current"].generation == 2
+    with laptop_a.member_store() as store:
+        now = store.current_generation(persona_id)
+        assert now is not None
+        assert now.generation == 3
+    # The laptop's status reads its own cache record: no false "older copy" warning.
+    status = runner.invoke(["status"])
+    assert status.exit_code == 0, status.output
+    assert "on record" not in status.output
