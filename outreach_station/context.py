@@ -114,6 +114,23 @@ class Station:
         return opened
 
     @cached_property
+    def local_store(self) -> Store:
+        """This laptop's own registry: the store itself, or in a team the SQLite beside it.
+
+        In a team it records what only this laptop has: which sealed generation
+        of each persona its cache holds. The server's record is shared by every
+        laptop, so it cannot say that.
+        """
+        from outreach_station.storage import open_store
+        from outreach_station.team.config import team_connection
+
+        if team_connection(self) is None:
+            return self.store
+        opened = open_store(self.paths)
+        self._opened.append(opened)
+        return opened
+
+    @cached_property
     def browser(self) -> BrowserExecutable:
         """The browser to run: the system policy's choice, else the user's, else found."""
         from pathlib import Path

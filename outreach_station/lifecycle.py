@@ -307,7 +307,7 @@ def _platform_status(st: Station, profile: PlatformProfile, mine: list[Persona])
         if p.id not in opened
         and p.status != "retired"
         and not needs_recovery(where, p.id)
-        and (problem := SealedState(where, p.id, store=st.store).problem()) is not None
+        and (problem := SealedState(where, p.id, store=st.local_store).problem()) is not None
     )
     return PlatformStatus(
         platform=profile,
@@ -327,7 +327,11 @@ def recover_persona(
 
     with using(station, notify) as st:
         with persona_lock(st.paths, persona.id):
-            recovered = recover(st.paths, persona.id, st.vault(), notify=notify, store=st.store)
+            from outreach_station.team.opening import data_keys
+
+            recovered = recover(
+                st.paths, persona.id, data_keys(st), notify=notify, store=st.local_store
+            )
         if recovered is not None:
             st.record(EventName.PERSONA_RECOVERED, persona, resealed=recovered.resealed)
         return recovered

@@ -39,8 +39,10 @@ from outreach_station.lifecycle import drawer, enforce_retention
 from outreach_station.personas import Persona
 from outreach_station.platforms import INSPECTOR_URL, PlatformProfile
 from outreach_station.policy import Policy
+from outreach_station.team.opening import team_session, team_store
 from outreach_station.values import url_is_plain
 from outreach_station.workspace import (
+    DataKeys,
     DeferredSignals,
     holder_pid,
     is_locked,
@@ -285,30 +287,13 @@ class _Options:
     minute_seconds: float
 
 
-def refuse_team_sessions(st: Station) -> None:
-    """Refuse to open a persona of a team: this version cannot yet hold its lease or sync it.
-
-    Without the lease two laptops could open one persona at once, and a
-    profile sealed here would never reach the server: refused, not degraded.
-    """
-    from outreach_station.team.config import team_connection
-
-    if team_connection(st) is not None:
-        raise StateError(
-            _(
-                "this laptop is in a team, and this version of station cannot yet open a team's "
-                "personas (the lease and the sync of sealed profiles are not built in); "
-                "ask IT: leave team mode off on staff laptops until it is (docs/team.md)"
-            )
-        )
-
-
 def _open(st: Station, platform_id: str, opts: _Options) -> OpenResult:  # noqa: PLR0915 - one session, step by step, reads best in one place
     from outreach_station.lockdown import check_start_url, lockdown_for
 
     notify = opts.notify
     hook = opts.hook
-    refuse_team_sessions(st)
+    # In a team the server is reached first: without it no lease can be proven.
+    team = team_store(st)
     profile = st.platform(platform_id)
     lockdown = lockdown_for(st.policy, profile.id, minute=opts.minute_seconds)
     if opts.url is not None:
@@ -344,17 +329,25 @@ def _open(st: Station, platform_id: str, opts: _Options) -> OpenResult:  # noqa:
     outcome: SessionOutcome | None = None
     try:
         with ExitStack() as stack:
+            keys: DataKeys = vault
+            registry = st.store
+            if team is not None:
+                # The lease, the team's key and the current generation, before the unseal.
+                joined = stack.enter_context(
+                    team_session(st, team, persona.id, notify=notify, progress=opts.progress)
+                )
+                keys, registry = joined.keys, joined.registry
             workspace = stack.enter_context(
                 open_workspace(
                     st.paths,
                     persona.id,
-                    vault,
+                    keys,
                     notify=notify,
                     progress=opts.progress,
                     on_recovered=lambda r: st.record(
                         EventName.PERSONA_RECOVERED, persona, resealed=r.resealed
                     ),
-                    store=st.store,
+                    store=registry,
                 )
             )
             choosing.close()  # the persona's own lock now keeps other stations off it

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from outreach_station import clock, fsutil, paths
 from outreach_station.errors import IntegrityError, StationError
@@ -39,11 +39,12 @@ from outreach_station.storage.locks import (
 
 if TYPE_CHECKING:
     from outreach_station.storage import BlobStore, Store
-    from outreach_station.vault import ProgressCallback, SealStats, Vault
+    from outreach_station.vault import ProgressCallback, SealStats
     from outreach_station.vault.blobs import Baseline, Manifest, StoreKeys
 
 # The locks are the store's; named here too for callers of the workspace.
 __all__ = [
+    "DataKeys",
     "DeferredSignals",
     "PersonaLock",
     "Recovery",
@@ -61,6 +62,12 @@ __all__ = [
     "workspace_dir",
     "workspace_root",
 ]
+
+
+class DataKeys(Protocol):
+    """Where a persona's data key comes from: the laptop's vault, or the team's wrapped keys."""
+
+    def ensure_data_key(self, persona_id: str) -> bytes: ...
 
 
 def _mkdir_private(path: Path) -> None:
@@ -404,7 +411,7 @@ class Recovery:
 def recover(
     station: StationPaths,
     persona_id: str,
-    vault: Vault,
+    vault: DataKeys,
     *,
     notify: Callable[[str], None],
     progress: ProgressCallback | None = None,
@@ -474,7 +481,7 @@ def needs_recovery(station: StationPaths, persona_id: str) -> bool:
 def open_workspace(
     station: StationPaths,
     persona_id: str,
-    vault: Vault,
+    vault: DataKeys,
     *,
     notify: Callable[[str], None],
     progress: Callable[[str], ProgressCallback | None] | None = None,

@@ -28,7 +28,12 @@ BAD_URL = N_(
 )
 
 
-PROGRESS = {"sealing": N_("sealing profile"), "unsealing": N_("unsealing profile")}
+PROGRESS = {
+    "sealing": N_("sealing profile"),
+    "unsealing": N_("unsealing profile"),
+    "downloading": N_("downloading profile from the team server"),
+    "uploading": N_("uploading profile to the team server"),
+}
 
 
 def profile_progress(action: str) -> ProgressCallback:

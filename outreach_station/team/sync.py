@@ -415,6 +415,45 @@ def upload(
     return _send(store, copy, record, manifest, token=token, sizes=sizes, progress=progress)
 
 
+def upload_sealed(
+    store: PostgresStore,
+    copy: LocalCopy,
+    keys: StoreKeys,
+    *,
+    token: int,
+    member: str,
+    host: str,
+    progress: ProgressCallback | None = None,
+) -> UploadResult | None:
+    """Upload the generation a session just sealed here; None if it is the one already synced.
+
+    The generation is the one the laptop's registry records; its manifest is
+    read (authenticated with `keys`) for the blobs it names, then `upload`
+    sends it with the lease's `token`.
+    """
+    from outreach_station.vault.blobs import read_manifest
+
+    generation, _pending_gen = copy.registry.sealed_generation(copy.persona_id)
+    manifest = _local_manifest(copy, generation)
+    if generation == 0 or manifest is None:
+        return None
+    synced = _read_state(copy.state_file).get("synced") or {}
+    if synced.get("sha256") == _digest(manifest):
+        return None
+    sealed = read_manifest(copy.blobs, keys, generation)
+    return upload(
+        store,
+        copy,
+        generation,
+        manifest,
+        sealed.blob_sizes,
+        token=token,
+        member=member,
+        host=host,
+        progress=progress,
+    )
+
+
 def flush_pending(
     store: PostgresStore,
     copy: LocalCopy,
@@ -722,4 +761,5 @@ __all__ = [
     "pending",
     "set_aside",
     "upload",
+    "upload_sealed",
 ]

@@ -350,24 +350,6 @@ def test_the_policy_team_url_puts_the_home_in_the_team(
     assert "another team server" in elsewhere.stderr
 
 
-def test_open_in_a_team_is_refused_until_leases_and_sync_are_wired(
-    runner: Any, laptop_a: TeamDb, system_policy: Path
-) -> None:
-    """Without the lease two laptops could open one persona; without the sync its
-    profile would stay on one laptop: refused, with nothing launched or created."""
-    install_policy(system_policy, ALLOW_JOIN)
-    assert runner.invoke(["team", "init", laptop_a.url()]).exit_code == 0
-    install_policy(system_policy, f'[team]\nurl = "{laptop_a.url()}"\n')
-    result = runner.invoke(["open", "demo", "--headless"])
-    assert result.exit_code == ExitCode.STATE, result.output
-    assert result.stderr.splitlines()[-1].startswith(
-        "station: error: this laptop is in a team, and this version of station cannot yet open"
-    )
-    with laptop_a.member_store() as store:
-        assert store.list() == []
-    assert not (paths.current().home / "personas").exists()
-
-
 def test_team_status_outside_a_team(runner: Any, isolation: Path) -> None:
     result = runner.invoke(["team", "status"])
     assert result.exit_code == 0

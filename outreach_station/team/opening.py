@@ -1,0 +1,311 @@
+"""A team persona's session: its lease, its data key from the team, fetch before and upload after.
+
+`station open` in a team (`session.py`) enters `team_session` once it has
+chosen the persona and before the workspace unseals:
+
+1. the persona's lease is taken on the server with a new fencing token
+   (refused at once, naming who holds it, on which laptop and since when)
+   and renewed while the session runs (`sync.hold`);
+2. the persona's data key is unwrapped from the key the server holds
+   wrapped for this laptop's member (HPKE, `team.keys`), never taken from
+   the laptop's vault, so any approved member's laptop opens what another
+   sealed; a persona with no key yet gets one, wrapped for every approved
+   member, and approved members without a wrap of the current key get one;
+3. a generation this laptop sealed and could not send before is sent with
+   the new lease's token; then the server's current generation is fetched
+   when the laptop's cached copy is not it (authenticated before anything
+   is kept; sealed, never plaintext);
+4. when the block ends (the workspace has sealed) the new generation is
+   uploaded with the lease's token; with the server gone it stays pending on
+   this laptop (`station team status`) and is sent at the persona's next open.
+
+Which generation the laptop's cache holds is recorded in the laptop's own
+registry (SQLite under the station home), never on the server: every laptop
+has its own cache, and the server's current generation is `generations`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from outreach_station import fsutil
+from outreach_station.errors import IntegrityError, SecurityError, StateError, StationError
+from outreach_station.i18n import _
+
+if TYPE_CHECKING:
+    from outreach_station.context import Notify, Station
+    from outreach_station.storage import Store
+    from outreach_station.storage.postgres import PostgresStore
+    from outreach_station.team.keys import MemberKey
+    from outreach_station.team.members import Member
+    from outreach_station.team.sync import LeaseSession, LocalCopy, ProgressCallback
+    from outreach_station.vault.blobs import StoreKeys
+    from outreach_station.workspace import DataKeys
+
+
+class TeamKeys:
+    """Persona data keys as this laptop's member gets them from the team (a `DataKeys`).
+
+    Each key is unwrapped once per command and kept in memory for it only.
+    """
+
+    def __init__(
+        self,
+        store: PostgresStore,
+        team_id: str,
+        key: MemberKey,
+        members: Callable[[], list[Member]],
+    ) -> None:
+        # `members` is the verified roster (`membership.roster`): keys are wrapped only
+        # for members whose approval is signed back to the team's founder.
+        self._store = store
+        self._team_id = team_id
+        self._key = key
+        self._members = members
+        self._keys: dict[str, bytes] = {}
+
+    def __repr__(self) -> str:
+        # Never a key: reprs end up in tracebacks.
+        return f"TeamKeys(team={self._team_id!r}, member={self._key.member_id!r})"
+
+    @property
+    def member_id(self) -> str:
+        return self._key.member_id
+
+    def ensure_data_key(self, persona_id: str) -> bytes:
+        """The persona's current data key for this member; made and wrapped if it has none.
+
+        The caller holds the persona's lease, so no other laptop makes a key at once.
+        """
+        if persona_id in self._keys:
+            return self._keys[persona_id]
+        from outreach_station.storage.postgres import WrappedKeyRecord
+        from outreach_station.team.keys import (
+            WrappedKey,
+            new_data_key,
+            unwrap_data_key,
+            wrap_for_members,
+        )
+        from outreach_station.team.members import approved_members
+
+        members = self._members()
+        me = next((m for m in members if m.member_id == self.member_id), None)
+        if me is None or not me.approved:
+            raise SecurityError(
+                _(
+                    "this laptop's member {member_id} is {status} in the team, so it cannot "
+                    "open a team's persona; an approved member must approve it (station "
+                    "team approve, after comparing the safety code)"
+                ).format(
+                    member_id=self.member_id,
+                    status=me.status if me is not None else _("not registered"),
+                )
+            )
+        wraps = self._store.wrapped_keys(persona_id)
+        if not wraps:
+            if self._store.current_generation(persona_id) is not None:
+                # A new key would make the sealed generations unreadable to everyone.
+                raise IntegrityError(
+                    _(
+                        "persona {persona_id} has sealed generations on the team server "
+                        "but no wrapped key for any member; its keys were deleted outside "
+                        "station: report it to IT (nothing was changed)"
+                    ).format(persona_id=persona_id)
+                )
+            data_key, version = new_data_key(), 1
+        else:
+            version = max(w.key_version for w in wraps)
+            mine = next(
+                (w for w in wraps if w.member_id == self.member_id and w.key_version == version),
+                None,
+            )
+            if mine is None:
+                raise SecurityError(
+                    _(
+                        "persona {persona_id}'s key (version {version}) is not wrapped for "
+                        "this laptop's member {member_id}; a member who can open it must "
+                        "open it once after your approval, or you were removed from the team"
+                    ).format(persona_id=persona_id, version=version, member_id=self.member_id)
+                )
+            data_key = unwrap_data_key(
+                WrappedKey(mine.persona_id, mine.member_id, mine.key_version, mine.sealed),
+                self._key,
+                persona_id=persona_id,
+                key_version=version,
+            )
+        have = {w.member_id for w in wraps if w.key_version == version}
+        missing = [m for m in approved_members(members) if m.member_id not in have]
+        if missing:
+            # Members approved since the last wrap can open it from now on.
+            made = wrap_for_members(
+                missing, data_key, team_id=self._team_id, persona_id=persona_id, key_version=version
+            )
+            self._store.put_wrapped_keys(
+                [WrappedKeyRecord(w.persona_id, w.member_id, w.key_version, w.sealed) for w in made]
+            )
+        self._keys[persona_id] = data_key
+        return data_key
+
+
+@dataclass(frozen=True)
+class TeamOpen:
+    """What a team session gives the workspace: the keys, the laptop's registry, the lease."""
+
+    keys: TeamKeys
+    registry: Store
+    lease: LeaseSession
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname() or "unknown-host"
+
+
+def team_store(st: Station) -> PostgresStore | None:
+    """The team's server when this home is in a team (connected now: unreachable refuses)."""
+    from outreach_station.storage.postgres import PostgresStore
+    from outreach_station.team.config import team_connection
+
+    if team_connection(st) is None:
+        return None
+    store = st.store
+    if not isinstance(store, PostgresStore):  # pragma: no cover - open_store's contract
+        raise StateError(_("this station home is not in a team; run station team join URL"))
+    return store
+
+
+def _team_keys(st: Station, store: PostgresStore) -> TeamKeys:
+    from outreach_station.team.keys import load_member_key
+
+    team_id = store.team_id()
+    if team_id is None:
+        raise StateError(
+            _("the team server {where} has no team yet; run station team init URL").format(
+                where=store.connection.where
+            )
+        )
+    from outreach_station.team.membership import roster
+
+    return TeamKeys(
+        store,
+        team_id,
+        load_member_key(st.paths, team_id),
+        lambda: roster(st, store, team_id),
+    )
+
+
+def data_keys(st: Station) -> DataKeys:
+    """Where this home's persona keys come from: the team's wrapped keys, else the vault."""
+    store = team_store(st)
+    return st.vault() if store is None else _team_keys(st, store)
+
+
+@contextlib.contextmanager
+def team_session(
+    st: Station,
+    store: PostgresStore,
+    persona_id: str,
+    *,
+    notify: Notify,
+    progress: Callable[[str], ProgressCallback | None] | None = None,
+) -> Iterator[TeamOpen]:
+    """Hold the persona's lease, bring its current generation here; upload what was sealed.
+
+    See the module's docstring. Leaving the block uploads the generation the
+    workspace sealed (if it sealed one) and gives the lease back; an upload
+    the server refuses or cannot take is told through `notify` and stays
+    on this laptop, never lost.
+    """
+    from outreach_station.storage.postgres import keyring_password
+    from outreach_station.team.sync import LocalCopy, fetch, flush_pending, hold, upload_sealed
+    from outreach_station.vault.blobs import StoreKeys
+    from outreach_station.workspace import persona_lock, recover
+
+    def bar(action: str) -> ProgressCallback | None:
+        return progress(action) if progress is not None else None
+
+    keys = _team_keys(st, store)
+    host = _host()
+    ttl = timedelta(minutes=st.policy.team.lease_minutes)
+    connection = store.connection
+
+    def connect() -> PostgresStore:
+        from outreach_station.storage.postgres import PostgresStore
+
+        return PostgresStore(connection, password=keyring_password(connection))
+
+    registry = st.local_store
+    with hold(store, persona_id, keys.member_id, host, ttl, connect=connect) as lease:
+        # Here the vault makes no key file, which is what made the directory in local mode.
+        fsutil.ensure_private_dir(st.paths.persona_dir(persona_id))
+        store_keys = StoreKeys.derive(keys.ensure_data_key(persona_id), persona_id)
+        # A crashed session's profile is sealed before the fetch, so that it is sent
+        # (or kept aside) as what it is: work newer than what this laptop last synced.
+        with persona_lock(st.paths, persona_id):
+            recover(
+                st.paths, persona_id, keys, notify=notify, progress=bar("sealing"), store=registry
+            )
+        copy = LocalCopy.of(st.paths, registry, persona_id)
+        try:
+            flush_pending(store, copy, token=lease.token, progress=bar("uploading"))
+            # A generation sealed here outside a session (a recovery) goes up now.
+            upload_sealed(
+                store,
+                copy,
+                store_keys,
+                token=lease.token,
+                member=keys.member_id,
+                host=host,
+                progress=bar("uploading"),
+            )
+        except StateError as exc:
+            # Kept aside on this laptop, sealed: the server's generation is the persona's.
+            notify(_("warning: {exc}").format(exc=exc))
+        copy = LocalCopy.of(st.paths, registry, persona_id)
+        fetch(store, copy, store_keys, progress=bar("downloading"))
+        try:
+            yield TeamOpen(keys=keys, registry=registry, lease=lease)
+        finally:
+            # A fresh view of the blob store: the seal wrote a pack this one has not seen.
+            sealed = LocalCopy.of(st.paths, registry, persona_id)
+            _upload_after(store, sealed, store_keys, lease, host, notify, bar("uploading"))
+
+
+def _upload_after(  # noqa: PLR0917 - one call site, in order
+    store: PostgresStore,
+    copy: LocalCopy,
+    keys: StoreKeys,
+    lease: LeaseSession,
+    host: str,
+    notify: Notify,
+    progress: ProgressCallback | None,
+) -> None:
+    """Send what the session sealed; a refusal or a lost server is told, never raised."""
+    from outreach_station.team.sync import upload_sealed
+
+    try:
+        result = upload_sealed(
+            store,
+            copy,
+            keys,
+            token=lease.token,
+            member=lease.lease.member,
+            host=host,
+            progress=progress,
+        )
+    except StationError as exc:
+        notify(_("warning: {exc}").format(exc=exc))
+        return
+    if result is not None and result.status == "pending":
+        notify(
+            _(
+                "warning: persona {persona}'s profile is sealed on this laptop but not on the "
+                "team server {where} ({problem}); it is sent at the persona's next open here "
+                "(station team status lists it)"
+            ).format(persona=copy.persona_id, where=store.connection.where, problem=result.problem)
+        )
