@@ -1194,9 +1194,14 @@ def _unseal_tree(  # noqa: PLR0912, PLR0915 - one pass over the manifest, step b
                     at += length
 
         def finish_file(fd: int, e: Entry) -> None:
-            os.fchmod(fd, e.mode)
             os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
-            fingerprint = _fingerprint(os.fstat(fd))
+            st = os.fstat(fd)
+            # Made with its mode: a chmod only where the umask took bits, or for a file
+            # made 0600 to be filled piece by piece (one system call a file fewer).
+            if stat.S_IMODE(st.st_mode) != e.mode:
+                os.fchmod(fd, e.mode)
+                st = os.fstat(fd)
+            fingerprint = _fingerprint(st)
             with lock:
                 baseline[e.path] = fingerprint
 
@@ -1224,7 +1229,7 @@ def _unseal_tree(  # noqa: PLR0912, PLR0915 - one pass over the manifest, step b
             for e, at, offset, length in wanted:
                 full = root + e.path
                 if len(e.refs) == 1:
-                    fd = os.open(full, _NEW_FILE, 0o600)
+                    fd = os.open(full, _NEW_FILE, e.mode)
                     try:
                         _write_all(fd, view[offset : offset + length], 0)
                         finish_file(fd, e)
