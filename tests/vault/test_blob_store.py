@@ -718,3 +718,37 @@ def test_a_manifest_part_of_another_generation_is_refused(vault: Vault) -> None:
         _value(vault)
     assert _record() == (2, None)
     _nothing_left()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o277])
+def test_unsealing_gives_every_file_its_recorded_mode_whatever_the_umask(
+    tmp_path: Path, umask: int
+) -> None:
+    """Files are made with their mode; where the umask took bits, they are put back."""
+    keys = fmt.StoreKeys.derive(os.urandom(32), PERSONA)
+    src = tmp_path / "src"
+    (src / "Default").mkdir(parents=True)
+    modes = {"Preferences": 0o600, "Shared": 0o644, "ReadOnly": 0o400, "Open": 0o666}
+    for name, mode in modes.items():
+        (src / "Default" / name).write_bytes(name.encode() * 100)
+        (src / "Default" / name).chmod(mode)
+    # One split file (several chunks): made 0600 to be filled, its mode set at the end.
+    big = src / "Default" / "Big"
+    big.write_bytes(os.urandom(fmt.CHUNK_SIZE + 1))
+    big.chmod(0o640)
+    modes["Big"] = 0o640
+    store = LocalBlobStore(tmp_path / "store")
+    _stats, manifest = fmt.seal_tree(src, store, keys, generation=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    old = os.umask(umask)
+    try:
+        _stats, baseline = fmt.unseal_tree(store, keys, manifest, out)
+    finally:
+        os.umask(old)
+    for name, mode in modes.items():
+        st = (out / "Default" / name).stat()
+        assert oct(st.st_mode & 0o7777) == oct(mode), name
+        assert (out / "Default" / name).read_bytes() == (src / "Default" / name).read_bytes()
+        # The baseline is what the file looks like now: a reseal reuses it unread.
+        assert baseline[f"Default/{name}"] == fmt._fingerprint(st)
