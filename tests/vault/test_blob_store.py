@@ -752,3 +752,49 @@ def test_unsealing_gives_every_file_its_recorded_mode_whatever_the_umask(
         assert (out / "Default" / name).read_bytes() == (src / "Default" / name).read_bytes()
         # The baseline is what the file looks like now: a reseal reuses it unread.
         assert baseline[f"Default/{name}"] == fmt._fingerprint(st)
+
+
+def test_a_reseal_keeps_the_unchanged_chunks_of_a_changed_database_by_digest(
+    tmp_path: Path,
+) -> None:
+    """Chunks still equal to their blob keep it unnamed; every changed byte lands."""
+    keys = fmt.StoreKeys.derive(os.urandom(32), PERSONA)
+    src = tmp_path / "src"
+    (src / "Default").mkdir(parents=True)
+    chunks = 20
+    db = fmt.SQLITE_MAGIC + os.urandom(chunks * fmt.SQLITE_CHUNK_SIZE - len(fmt.SQLITE_MAGIC))
+    (src / "Default" / "History").write_bytes(db)
+    store = LocalBlobStore(tmp_path / "store")
+    _stats, manifest = fmt.seal_tree(src, store, keys, generation=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    _stats, baseline = fmt.unseal_tree(store, keys, manifest, out)
+    deadline = time.monotonic() + 30
+    while len(baseline.digests) < chunks and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(baseline.digests) == chunks
+    # Two pages rewritten in place; one chunk made equal to another's old bytes.
+    changed = bytearray(db)
+    for chunk in (3, 7):
+        at = chunk * fmt.SQLITE_CHUNK_SIZE + 4096
+        changed[at : at + 4096] = os.urandom(4096)
+    size = fmt.SQLITE_CHUNK_SIZE
+    changed[12 * size : 13 * size] = db[5 * size : 6 * size]
+    with open(out / "Default" / "History", "r+b") as f:
+        f.write(changed)
+    stats, resealed = fmt.seal_tree(
+        out,
+        store,
+        keys,
+        generation=2,
+        previous=manifest,
+        baseline=baseline,
+        trusted=manifest.blob_sizes,
+    )
+    # 17 chunks kept by digest; 3 named again (2 new blobs, and chunk 5's old blob).
+    assert stats.blobs_reused >= 17
+    assert stats.blobs_written == 2 + len(resealed.parts)
+    again = tmp_path / "again"
+    again.mkdir()
+    fmt.unseal_tree(store, keys, fmt.read_manifest(store, keys, 2), again)
+    assert (again / "Default" / "History").read_bytes() == bytes(changed)
