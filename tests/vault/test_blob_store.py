@@ -798,3 +798,24 @@ def test_a_reseal_keeps_the_unchanged_chunks_of_a_changed_database_by_digest(
     again.mkdir()
     fmt.unseal_tree(store, keys, fmt.read_manifest(store, keys, 2), again)
     assert (again / "Default" / "History").read_bytes() == bytes(changed)
+
+
+class _Killed(BaseException):
+    """The process dying where it is raised."""
+
+
+def test_a_kill_while_wiping_after_the_seal_keeps_the_sealed_session(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once sealed, the half-wiped workspace is not recovered over the new generation."""
+    _session(vault, _fill)
+
+    def killed_mid_wipe(directory: Path) -> None:
+        (directory / "profile" / "value.txt").unlink()
+        raise _Killed
+
+    with monkeypatch.context() as patched, pytest.raises(_Killed):
+        patched.setattr(workspace, "wipe", killed_mid_wipe)
+        _session(vault, lambda profile: (profile / "value.txt").write_text("new"))
+    assert _value(vault) == "new"
+    assert _record() == (3, None)  # the half-wiped leftover was not sealed as a generation
