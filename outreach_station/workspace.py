@@ -446,8 +446,9 @@ def recover(
         SealedState(station, persona_id, store).seal(
             directory, vault.ensure_data_key(persona_id), progress
         )
-        wipe(directory)
+        # Marker first: a half-wiped workspace with its marker would be sealed over this.
         marker.unlink(missing_ok=True)
+        wipe(directory)
         # What the browser had not yet written when it was killed is not in the
         # workspace, and nothing here can know how much that was.
         notify(
@@ -553,8 +554,10 @@ def open_workspace(
                         "kept in {directory} and the next station command will retry"
                     ).format(persona_id=persona_id, exc=exc, directory=directory)
                 ) from exc
-            wipe(directory)
+            # Sealed: the marker goes first, so that a kill while wiping leaves a
+            # workspace `recover` wipes, not one it seals over the new generation.
             marker.unlink(missing_ok=True)
+            wipe(directory)
 
 
 def _move_cookies_off_the_keyring(workspace: Workspace, notify: Callable[[str], None]) -> None:

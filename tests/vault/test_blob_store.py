@@ -718,3 +718,104 @@ def test_a_manifest_part_of_another_generation_is_refused(vault: Vault) -> None:
         _value(vault)
     assert _record() == (2, None)
     _nothing_left()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o277])
+def test_unsealing_gives_every_file_its_recorded_mode_whatever_the_umask(
+    tmp_path: Path, umask: int
+) -> None:
+    """Files are made with their mode; where the umask took bits, they are put back."""
+    keys = fmt.StoreKeys.derive(os.urandom(32), PERSONA)
+    src = tmp_path / "src"
+    (src / "Default").mkdir(parents=True)
+    modes = {"Preferences": 0o600, "Shared": 0o644, "ReadOnly": 0o400, "Open": 0o666}
+    for name, mode in modes.items():
+        (src / "Default" / name).write_bytes(name.encode() * 100)
+        (src / "Default" / name).chmod(mode)
+    # One split file (several chunks): made 0600 to be filled, its mode set at the end.
+    big = src / "Default" / "Big"
+    big.write_bytes(os.urandom(fmt.CHUNK_SIZE + 1))
+    big.chmod(0o640)
+    modes["Big"] = 0o640
+    store = LocalBlobStore(tmp_path / "store")
+    _stats, manifest = fmt.seal_tree(src, store, keys, generation=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    old = os.umask(umask)
+    try:
+        _stats, baseline = fmt.unseal_tree(store, keys, manifest, out)
+    finally:
+        os.umask(old)
+    for name, mode in modes.items():
+        st = (out / "Default" / name).stat()
+        assert oct(st.st_mode & 0o7777) == oct(mode), name
+        assert (out / "Default" / name).read_bytes() == (src / "Default" / name).read_bytes()
+        # The baseline is what the file looks like now: a reseal reuses it unread.
+        assert baseline[f"Default/{name}"] == fmt._fingerprint(st)
+
+
+def test_a_reseal_keeps_the_unchanged_chunks_of_a_changed_database_by_digest(
+    tmp_path: Path,
+) -> None:
+    """Chunks still equal to their blob keep it unnamed; every changed byte lands."""
+    keys = fmt.StoreKeys.derive(os.urandom(32), PERSONA)
+    src = tmp_path / "src"
+    (src / "Default").mkdir(parents=True)
+    chunks = 20
+    db = fmt.SQLITE_MAGIC + os.urandom(chunks * fmt.SQLITE_CHUNK_SIZE - len(fmt.SQLITE_MAGIC))
+    (src / "Default" / "History").write_bytes(db)
+    store = LocalBlobStore(tmp_path / "store")
+    _stats, manifest = fmt.seal_tree(src, store, keys, generation=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    _stats, baseline = fmt.unseal_tree(store, keys, manifest, out)
+    deadline = time.monotonic() + 30
+    while len(baseline.digests) < chunks and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(baseline.digests) == chunks
+    # Two pages rewritten in place; one chunk made equal to another's old bytes.
+    changed = bytearray(db)
+    for chunk in (3, 7):
+        at = chunk * fmt.SQLITE_CHUNK_SIZE + 4096
+        changed[at : at + 4096] = os.urandom(4096)
+    size = fmt.SQLITE_CHUNK_SIZE
+    changed[12 * size : 13 * size] = db[5 * size : 6 * size]
+    with open(out / "Default" / "History", "r+b") as f:
+        f.write(changed)
+    stats, resealed = fmt.seal_tree(
+        out,
+        store,
+        keys,
+        generation=2,
+        previous=manifest,
+        baseline=baseline,
+        trusted=manifest.blob_sizes,
+    )
+    # 17 chunks kept by digest; 3 named again (2 new blobs, and chunk 5's old blob).
+    assert stats.blobs_reused >= 17
+    assert stats.blobs_written == 2 + len(resealed.parts)
+    again = tmp_path / "again"
+    again.mkdir()
+    fmt.unseal_tree(store, keys, fmt.read_manifest(store, keys, 2), again)
+    assert (again / "Default" / "History").read_bytes() == bytes(changed)
+
+
+class _Killed(BaseException):
+    """The process dying where it is raised."""
+
+
+def test_a_kill_while_wiping_after_the_seal_keeps_the_sealed_session(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once sealed, the half-wiped workspace is not recovered over the new generation."""
+    _session(vault, _fill)
+
+    def killed_mid_wipe(directory: Path) -> None:
+        (directory / "profile" / "value.txt").unlink()
+        raise _Killed
+
+    with monkeypatch.context() as patched, pytest.raises(_Killed):
+        patched.setattr(workspace, "wipe", killed_mid_wipe)
+        _session(vault, lambda profile: (profile / "value.txt").write_text("new"))
+    assert _value(vault) == "new"
+    assert _record() == (3, None)  # the half-wiped leftover was not sealed as a generation
