@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from outreach_station import clock, fsutil, paths
 from outreach_station.errors import IntegrityError, StationError
@@ -48,6 +49,7 @@ __all__ = [
     "DeferredSignals",
     "PersonaLock",
     "Recovery",
+    "RekeyingKeys",
     "SealedState",
     "Workspace",
     "holder_pid",
@@ -68,6 +70,17 @@ class DataKeys(Protocol):
     """Where a persona's data key comes from: the laptop's vault, or the team's wrapped keys."""
 
     def ensure_data_key(self, persona_id: str) -> bytes: ...
+
+
+@runtime_checkable
+class RekeyingKeys(DataKeys, Protocol):
+    """Keys that may seal the next generation with another key than the one that unseals it.
+
+    A team persona re-keyed after a member's removal (`team.opening.TeamKeys`)
+    is unsealed with its current key and sealed with the new one.
+    """
+
+    def sealing_key(self, persona_id: str) -> bytes: ...
 
 
 def _mkdir_private(path: Path) -> None:
@@ -520,6 +533,7 @@ def open_workspace(
         # open leaves nothing behind that would look like a crash.
         state.check_file()
         key = vault.ensure_data_key(persona_id)
+        seal_key = vault.sealing_key(persona_id) if isinstance(vault, RekeyingKeys) else key
         _mkdir_private(root.parent)
         _mkdir_private(root)
         directory = workspace_dir(station, persona_id)
@@ -546,7 +560,13 @@ def open_workspace(
             yield workspace
         finally:
             try:
-                state.seal(directory, key, bar("sealing"), since=unsealed)
+                # A new key shares no blob with the old one: everything is sealed afresh.
+                state.seal(
+                    directory,
+                    seal_key,
+                    bar("sealing"),
+                    since=unsealed if hmac.compare_digest(seal_key, key) else None,
+                )
             except BaseException as exc:
                 raise StationError(
                     _(

@@ -307,6 +307,7 @@ def status_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
             }
             for lease in status.leases
         ],
+        "rekey_due": None if status.rekey_due is None else list(status.rekey_due),
     }
     if json:
         echo_json(data)
@@ -339,6 +340,12 @@ def status_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
             persona=lease.persona_id, holder=safe(lease.describe())
         )
         typer.echo(line + (_(" (lease expired)") if lease.expired else ""))
+    for persona_id in status.rekey_due or ():
+        typer.echo(
+            _("re-key due: persona {persona} gets a new key at its next open").format(
+                persona=persona_id
+            )
+        )
     if status.problem:
         info(status.problem)
 

@@ -298,6 +298,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER members_guard BEFORE INSERT OR UPDATE ON members
         FOR EACH ROW EXECUTE FUNCTION members_guard();
     """,
+    # 7: which data key version sealed each generation, so every laptop unseals
+    # old and new generations with the right key after a re-key. Generations
+    # committed before this migration were all sealed with version 1.
+    """
+    ALTER TABLE generations
+        ADD COLUMN key_version BIGINT NOT NULL DEFAULT 1 CHECK (key_version >= 1);
+    """,
 )
 
 
@@ -342,6 +349,8 @@ class Generation:
     blob_names: tuple[str, ...]
     token: int
     member: str
+    # The persona data key version its manifest and blobs are sealed with.
+    key_version: int = 1
 
 
 @dataclass(frozen=True)
@@ -1189,13 +1198,17 @@ class PostgresStore:
         *,
         token: int,
         blob_names: Collection[str],
+        key_version: int = 1,
+        rekey_since: datetime | None = None,
     ) -> None:
         """Make `generation` the persona's current one, if `token` is still the lease's.
 
         In one transaction: the lease row is locked and its token compared;
         every blob the manifest names must be on the server already; the
         generation must be newer than the current one. Anything else changes
-        nothing.
+        nothing. `key_version` is the data key version that sealed it.
+        `rekey_since` is the persona's re-key mark as it was when the new key
+        was made: the mark is cleared here only if no removal came after it.
         """
         names = sorted(set(blob_names))
         with self._tx() as conn:
@@ -1228,9 +1241,15 @@ class PostgresStore:
                 )
             conn.execute(
                 "INSERT INTO generations (persona_id, generation, manifest, blob_names, token, "
-                "member) VALUES (%s, %s, %s, %s, %s, %s)",
-                (persona_id, generation, manifest, names, token, lease[1]),
+                "member, key_version) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (persona_id, generation, manifest, names, token, lease[1], key_version),
             )
+            if rekey_since is not None:
+                # A removal after the new key was made marked it again, later: kept.
+                conn.execute(
+                    "DELETE FROM rekey_due WHERE persona_id = %s AND since <= %s",
+                    (persona_id, rekey_since),
+                )
             conn.execute(
                 "INSERT INTO current_generations (persona_id, generation) VALUES (%s, %s) "
                 "ON CONFLICT (persona_id) DO UPDATE SET generation = excluded.generation",
@@ -1254,6 +1273,7 @@ class PostgresStore:
             blob_names=tuple(row["blob_names"]),
             token=int(row["token"]),
             member=row["member"],
+            key_version=int(row["key_version"]),
         )
 
     # The team, its members and wrapped persona keys.
@@ -1353,7 +1373,10 @@ class PostgresStore:
             if personas:
                 with conn.cursor() as cur:
                     cur.executemany(
-                        "INSERT INTO rekey_due (persona_id) VALUES (%s) ON CONFLICT DO NOTHING",
+                        # The mark moves on: a re-key begun before this removal (a
+                        # session open now) must not clear it (`commit_generation`).
+                        "INSERT INTO rekey_due (persona_id, since) VALUES (%s, clock_timestamp()) "
+                        "ON CONFLICT (persona_id) DO UPDATE SET since = excluded.since",
                         [(p,) for p in personas],
                     )
         return personas
@@ -1390,6 +1413,14 @@ class PostgresStore:
     def rekey_due(self) -> builtins.list[str]:
         """The personas to re-key at their next seal (a member who could read them was removed)."""
         return [str(r["persona_id"]) for r in self._rows("SELECT persona_id FROM rekey_due")]
+
+    def rekey_mark(self, persona_id: str) -> datetime | None:
+        """When the persona was last marked for re-key, by the server's clock; None if not due."""
+        row = self._row_or_none("SELECT since FROM rekey_due WHERE persona_id = %s", (persona_id,))
+        if row is None:
+            return None
+        since: datetime = row["since"]
+        return since
 
     def rekey_done(self, persona_id: str) -> None:
         with self._tx() as conn:

@@ -77,6 +77,8 @@ class TeamStatus:
     pending: tuple[PendingUpload, ...] = ()
     # Who holds which persona; None when the server was not asked or did not answer.
     leases: tuple[Lease, ...] | None = None
+    # Personas to get a new data key at their next open (a member was removed); None: not asked.
+    rekey_due: tuple[str, ...] | None = None
 
 
 def _connection(url: str) -> TeamConnection:
@@ -486,11 +488,12 @@ def team_status(*, station: Station | None = None) -> TeamStatus:
                 found = [r for r in store.members() if r.member_id == member_id]
                 status = found[0].status if found else "not registered"
             leases = tuple(store.leases())
+            due = tuple(sorted(store.rekey_due()))
         except EnvironmentProblem as exc:
             return TeamStatus(url, team_id, member_id, None, False, exc.message, waiting)
         except StationError as exc:
             return TeamStatus(url, team_id, member_id, None, True, exc.message, waiting)
-        return TeamStatus(url, team_id, member_id, status, True, None, waiting, leases)
+        return TeamStatus(url, team_id, member_id, status, True, None, waiting, leases, due)
 
 
 @dataclass(frozen=True)

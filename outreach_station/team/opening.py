@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from outreach_station import fsutil
@@ -39,7 +39,7 @@ from outreach_station.i18n import _
 if TYPE_CHECKING:
     from outreach_station.context import Notify, Station
     from outreach_station.storage import Store
-    from outreach_station.storage.postgres import PostgresStore
+    from outreach_station.storage.postgres import PostgresStore, WrappedKeyRecord
     from outreach_station.team.keys import MemberKey
     from outreach_station.team.members import Member
     from outreach_station.team.sync import LeaseSession, LocalCopy, ProgressCallback
@@ -51,6 +51,9 @@ class TeamKeys:
     """Persona data keys as this laptop's member gets them from the team (a `DataKeys`).
 
     Each key is unwrapped once per command and kept in memory for it only.
+    `ensure_data_key` gives the key of the version that sealed the server's
+    current generation (what is unsealed); `sealing_key` the one the next
+    generation is sealed with, a new version once `start_rekey` made one.
     """
 
     def __init__(
@@ -66,7 +69,8 @@ class TeamKeys:
         self._team_id = team_id
         self._key = key
         self._members = members
-        self._keys: dict[str, bytes] = {}
+        self._keys: dict[str, tuple[bytes, int]] = {}
+        self._rekeyed: dict[str, Rekeyed] = {}
 
     def __repr__(self) -> str:
         # Never a key: reprs end up in tracebacks.
@@ -76,22 +80,7 @@ class TeamKeys:
     def member_id(self) -> str:
         return self._key.member_id
 
-    def ensure_data_key(self, persona_id: str) -> bytes:
-        """The persona's current data key for this member; made and wrapped if it has none.
-
-        The caller holds the persona's lease, so no other laptop makes a key at once.
-        """
-        if persona_id in self._keys:
-            return self._keys[persona_id]
-        from outreach_station.storage.postgres import WrappedKeyRecord
-        from outreach_station.team.keys import (
-            WrappedKey,
-            new_data_key,
-            unwrap_data_key,
-            wrap_for_members,
-        )
-        from outreach_station.team.members import approved_members
-
+    def _approved_roster(self) -> list[Member]:
         members = self._members()
         me = next((m for m in members if m.member_id == self.member_id), None)
         if me is None or not me.approved:
@@ -105,9 +94,28 @@ class TeamKeys:
                     status=me.status if me is not None else _("not registered"),
                 )
             )
+        return members
+
+    def ensure_data_key(self, persona_id: str) -> bytes:
+        """The key that opens the persona's current generation; made and wrapped if it has none.
+
+        The version is the one the server's current generation records (a
+        re-key leaves older generations on older versions). The caller holds
+        the persona's lease, so no other laptop makes a key at once.
+        """
+        return self.current(persona_id)[0]
+
+    def current(self, persona_id: str) -> tuple[bytes, int]:
+        """The data key that opens the persona's current generation, and its version."""
+        if persona_id in self._keys:
+            return self._keys[persona_id]
+        from outreach_station.team.keys import new_data_key
+
+        members = self._approved_roster()
         wraps = self._store.wrapped_keys(persona_id)
+        generation = self._store.current_generation(persona_id)
         if not wraps:
-            if self._store.current_generation(persona_id) is not None:
+            if generation is not None:
                 # A new key would make the sealed generations unreadable to everyone.
                 raise IntegrityError(
                     _(
@@ -118,25 +126,50 @@ class TeamKeys:
                 )
             data_key, version = new_data_key(), 1
         else:
-            version = max(w.key_version for w in wraps)
-            mine = next(
-                (w for w in wraps if w.member_id == self.member_id and w.key_version == version),
-                None,
+            version = (
+                generation.key_version
+                if generation is not None
+                else max(w.key_version for w in wraps)
             )
-            if mine is None:
-                raise SecurityError(
-                    _(
-                        "persona {persona_id}'s key (version {version}) is not wrapped for "
-                        "this laptop's member {member_id}; a member who can open it must "
-                        "open it once after your approval, or you were removed from the team"
-                    ).format(persona_id=persona_id, version=version, member_id=self.member_id)
-                )
-            data_key = unwrap_data_key(
-                WrappedKey(mine.persona_id, mine.member_id, mine.key_version, mine.sealed),
-                self._key,
-                persona_id=persona_id,
-                key_version=version,
+            data_key = self._unwrap(persona_id, version, wraps)
+        self._wrap_missing(members, persona_id, data_key, version, wraps)
+        self._keys[persona_id] = (data_key, version)
+        return data_key, version
+
+    def _unwrap(self, persona_id: str, version: int, wraps: list[WrappedKeyRecord]) -> bytes:
+        from outreach_station.team.keys import WrappedKey, unwrap_data_key
+
+        mine = next(
+            (w for w in wraps if w.member_id == self.member_id and w.key_version == version),
+            None,
+        )
+        if mine is None:
+            raise SecurityError(
+                _(
+                    "persona {persona_id}'s key (version {version}) is not wrapped for "
+                    "this laptop's member {member_id}; a member who can open it must "
+                    "open it once after your approval, or you were removed from the team"
+                ).format(persona_id=persona_id, version=version, member_id=self.member_id)
             )
+        return unwrap_data_key(
+            WrappedKey(mine.persona_id, mine.member_id, mine.key_version, mine.sealed),
+            self._key,
+            persona_id=persona_id,
+            key_version=version,
+        )
+
+    def _wrap_missing(
+        self,
+        members: list[Member],
+        persona_id: str,
+        data_key: bytes,
+        version: int,
+        wraps: list[WrappedKeyRecord],
+    ) -> None:
+        from outreach_station.storage.postgres import WrappedKeyRecord
+        from outreach_station.team.keys import wrap_for_members
+        from outreach_station.team.members import approved_members
+
         have = {w.member_id for w in wraps if w.key_version == version}
         missing = [m for m in approved_members(members) if m.member_id not in have]
         if missing:
@@ -147,8 +180,66 @@ class TeamKeys:
             self._store.put_wrapped_keys(
                 [WrappedKeyRecord(w.persona_id, w.member_id, w.key_version, w.sealed) for w in made]
             )
-        self._keys[persona_id] = data_key
-        return data_key
+
+    def start_rekey(self, persona_id: str) -> Rekeyed | None:
+        """A new data key for the next seal if the persona is due (a member was removed).
+
+        Under the lease, before the session: the new version is one past every
+        version the server has wrapped (one made by a session that never
+        committed is never reused), wrapped for the verified roster as it is
+        now and stored; the generation sealed with it clears the mark when it
+        is committed (`commit_generation`). None if the persona is not due.
+        """
+        if persona_id in self._rekeyed:
+            return self._rekeyed[persona_id]
+        since = self._store.rekey_mark(persona_id)
+        if since is None:
+            return None
+        from outreach_station.storage.postgres import WrappedKeyRecord
+        from outreach_station.team.keys import new_data_key, rekey
+
+        old_key, old_version = self.current(persona_id)
+        top = max([old_version] + [w.key_version for w in self._store.wrapped_keys(persona_id)])
+        new_key = new_data_key()
+        made = rekey(
+            self._approved_roster(),
+            team_id=self._team_id,
+            persona_id=persona_id,
+            old_key=old_key,
+            old_version=top,
+            new_key=new_key,
+        )
+        self._store.put_wrapped_keys(
+            [
+                WrappedKeyRecord(w.persona_id, w.member_id, w.key_version, w.sealed)
+                for w in made.wraps
+            ]
+        )
+        done = Rekeyed(persona_id, made.key_version, since, new_key)
+        self._rekeyed[persona_id] = done
+        return done
+
+    def sealing(self, persona_id: str) -> tuple[bytes, int, datetime | None]:
+        """The key the next generation is sealed with, its version, the re-key mark it clears."""
+        rekeyed = self._rekeyed.get(persona_id)
+        if rekeyed is not None:
+            return rekeyed.data_key, rekeyed.key_version, rekeyed.since
+        key, version = self.current(persona_id)
+        return key, version, None
+
+    def sealing_key(self, persona_id: str) -> bytes:
+        """What `open_workspace` seals with (`workspace.RekeyingKeys`)."""
+        return self.sealing(persona_id)[0]
+
+
+@dataclass(frozen=True)
+class Rekeyed:
+    """A persona's new data key version made for the next seal after a removal."""
+
+    persona_id: str
+    key_version: int
+    since: datetime  # the re-key mark it answers (server clock)
+    data_key: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -243,7 +334,8 @@ def team_session(
     with hold(store, persona_id, keys.member_id, host, ttl, connect=connect) as lease:
         # Here the vault makes no key file, which is what made the directory in local mode.
         fsutil.ensure_private_dir(st.paths.persona_dir(persona_id))
-        store_keys = StoreKeys.derive(keys.ensure_data_key(persona_id), persona_id)
+        current_key, current_version = keys.current(persona_id)
+        store_keys = StoreKeys.derive(current_key, persona_id)
         # A crashed session's profile is sealed before the fetch, so that it is sent
         # (or kept aside) as what it is: work newer than what this laptop last synced.
         with persona_lock(st.paths, persona_id):
@@ -262,18 +354,39 @@ def team_session(
                 member=keys.member_id,
                 host=host,
                 progress=bar("uploading"),
+                key_version=current_version,
             )
         except StateError as exc:
             # Kept aside on this laptop, sealed: the server's generation is the persona's.
             notify(_("warning: {exc}").format(exc=exc))
         copy = LocalCopy.of(st.paths, registry, persona_id)
         fetch(store, copy, store_keys, progress=bar("downloading"))
+        # After a member's removal this session seals with a new key they never get.
+        keys.start_rekey(persona_id)
+        seal_key, seal_version, rekey_since = keys.sealing(persona_id)
         try:
             yield TeamOpen(keys=keys, registry=registry, lease=lease)
         finally:
             # A fresh view of the blob store: the seal wrote a pack this one has not seen.
             sealed = LocalCopy.of(st.paths, registry, persona_id)
-            _upload_after(store, sealed, store_keys, lease, host, notify, bar("uploading"))
+            _upload_after(
+                store,
+                sealed,
+                StoreKeys.derive(seal_key, persona_id),
+                lease,
+                host,
+                notify,
+                bar("uploading"),
+                Sealing(seal_version, rekey_since),
+            )
+
+
+@dataclass(frozen=True)
+class Sealing:
+    """Which data key version a session's generation is sealed with; the re-key mark it clears."""
+
+    key_version: int
+    rekey_since: datetime | None
 
 
 def _upload_after(  # noqa: PLR0917 - one call site, in order
@@ -284,6 +397,7 @@ def _upload_after(  # noqa: PLR0917 - one call site, in order
     host: str,
     notify: Notify,
     progress: ProgressCallback | None,
+    sealing: Sealing,
 ) -> None:
     """Send what the session sealed; a refusal or a lost server is told, never raised."""
     from outreach_station.team.sync import upload_sealed
@@ -297,6 +411,8 @@ def _upload_after(  # noqa: PLR0917 - one call site, in order
             member=lease.lease.member,
             host=host,
             progress=progress,
+            key_version=sealing.key_version,
+            rekey_since=sealing.rekey_since,
         )
     except StationError as exc:
         notify(_("warning: {exc}").format(exc=exc))

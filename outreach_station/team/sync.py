@@ -39,7 +39,7 @@ import json
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -239,6 +239,9 @@ class PendingUpload:
     recorded: str
     blob_names: tuple[str, ...] = field(repr=False)
     problem: str = ""
+    # The data key version it is sealed with, and for a re-key the mark it clears.
+    key_version: int = 1
+    rekey_since: str | None = None
 
 
 @dataclass(frozen=True)
@@ -330,6 +333,8 @@ def _pending_of(persona_id: str, state: Mapping[str, Any]) -> PendingUpload | No
         recorded=str(raw["recorded"]),
         blob_names=tuple(raw["blob_names"]),
         problem=str(raw.get("problem", "")),
+        key_version=int(raw.get("key_version", 1)),
+        rekey_since=None if raw.get("rekey_since") is None else str(raw["rekey_since"]),
     )
 
 
@@ -384,6 +389,8 @@ def upload(
     member: str,
     host: str,
     progress: ProgressCallback | None = None,
+    key_version: int = 1,
+    rekey_since: datetime | None = None,
 ) -> UploadResult:
     """Send a generation just sealed on this laptop; commit it with the lease's `token`.
 
@@ -407,6 +414,8 @@ def upload(
         host=host,
         recorded=iso(utcnow()),
         blob_names=tuple(sorted(blob_names)),
+        key_version=key_version,
+        rekey_since=None if rekey_since is None else rekey_since.isoformat(),
     )
     state["pending"] = {**asdict(record), "blob_names": list(record.blob_names)}
     del state["pending"]["persona_id"]
@@ -424,12 +433,14 @@ def upload_sealed(
     member: str,
     host: str,
     progress: ProgressCallback | None = None,
+    key_version: int = 1,
+    rekey_since: datetime | None = None,
 ) -> UploadResult | None:
     """Upload the generation a session just sealed here; None if it is the one already synced.
 
     The generation is the one the laptop's registry records; its manifest is
-    read (authenticated with `keys`) for the blobs it names, then `upload`
-    sends it with the lease's `token`.
+    read (authenticated with `keys`, of data key version `key_version`) for
+    the blobs it names, then `upload` sends it with the lease's `token`.
     """
     from outreach_station.vault.blobs import read_manifest
 
@@ -451,6 +462,8 @@ def upload_sealed(
         member=member,
         host=host,
         progress=progress,
+        key_version=key_version,
+        rekey_since=rekey_since,
     )
 
 
@@ -547,7 +560,17 @@ def _send(
                 progress(min(sent_bytes, total), total)
         try:
             store.commit_generation(
-                persona, record.generation, manifest, token=token, blob_names=record.blob_names
+                persona,
+                record.generation,
+                manifest,
+                token=token,
+                blob_names=record.blob_names,
+                key_version=record.key_version,
+                rekey_since=(
+                    None
+                    if record.rekey_since is None
+                    else datetime.fromisoformat(record.rekey_since)
+                ),
             )
         except EnvironmentProblem:
             raise

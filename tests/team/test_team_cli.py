@@ -216,6 +216,7 @@ def test_two_laptops_init_join_approve_and_remove(
         "problem": None,
         "pending": [],
         "leases": [],
+        "rekey_due": [],
     }
 
     # A persona key wrapped for B; removing B deletes it and marks the persona for re-key.
