@@ -83,6 +83,13 @@ class RekeyingKeys(DataKeys, Protocol):
     def sealing_key(self, persona_id: str) -> bytes: ...
 
 
+def _sealing_key(keys: DataKeys, persona_id: str) -> bytes:
+    """The key a persona's next generation is sealed with (a new one after a re-key)."""
+    if isinstance(keys, RekeyingKeys):
+        return keys.sealing_key(persona_id)
+    return keys.ensure_data_key(persona_id)
+
+
 def _mkdir_private(path: Path) -> None:
     # Also the runtime base, which another account could have made first in /dev/shm.
     fsutil.ensure_private_dir(path)
@@ -457,7 +464,7 @@ def recover(
         )
         # The leftover plaintext is newer than any sealed file, whatever its generation.
         SealedState(station, persona_id, store).seal(
-            directory, vault.ensure_data_key(persona_id), progress
+            directory, _sealing_key(vault, persona_id), progress
         )
         # Marker first: a half-wiped workspace with its marker would be sealed over this.
         marker.unlink(missing_ok=True)
@@ -533,7 +540,7 @@ def open_workspace(
         # open leaves nothing behind that would look like a crash.
         state.check_file()
         key = vault.ensure_data_key(persona_id)
-        seal_key = vault.sealing_key(persona_id) if isinstance(vault, RekeyingKeys) else key
+        seal_key = _sealing_key(vault, persona_id)
         _mkdir_private(root.parent)
         _mkdir_private(root)
         directory = workspace_dir(station, persona_id)

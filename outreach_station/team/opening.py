@@ -27,6 +27,7 @@ has its own cache, and the server's current generation is `generations`.
 from __future__ import annotations
 
 import contextlib
+import hmac
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -227,6 +228,10 @@ class TeamKeys:
         key, version = self.current(persona_id)
         return key, version, None
 
+    def forget_current(self, persona_id: str) -> None:
+        """Ask the server again which key opens the current generation (after an upload)."""
+        self._keys.pop(persona_id, None)
+
     def sealing_key(self, persona_id: str) -> bytes:
         """What `open_workspace` seals with (`workspace.RekeyingKeys`)."""
         return self.sealing(persona_id)[0]
@@ -334,8 +339,9 @@ def team_session(
     with hold(store, persona_id, keys.member_id, host, ttl, connect=connect) as lease:
         # Here the vault makes no key file, which is what made the directory in local mode.
         fsutil.ensure_private_dir(st.paths.persona_dir(persona_id))
-        current_key, current_version = keys.current(persona_id)
-        store_keys = StoreKeys.derive(current_key, persona_id)
+        # After a member's removal this session seals with a new key they never get;
+        # so does the recovery of a crashed session's profile just below.
+        keys.start_rekey(persona_id)
         # A crashed session's profile is sealed before the fetch, so that it is sent
         # (or kept aside) as what it is: work newer than what this laptop last synced.
         with persona_lock(st.paths, persona_id):
@@ -345,30 +351,39 @@ def team_session(
         copy = LocalCopy.of(st.paths, registry, persona_id)
         try:
             flush_pending(store, copy, token=lease.token, progress=bar("uploading"))
-            # A generation sealed here outside a session (a recovery) goes up now.
+            # A generation sealed here outside a session (a recovery) goes up now, as
+            # sealed with whichever key opens it: the new one when it was re-keyed.
+            local = _sealed_with(copy, keys, persona_id)
             upload_sealed(
                 store,
                 copy,
-                store_keys,
+                StoreKeys.derive(local.data_key, persona_id),
                 token=lease.token,
                 member=keys.member_id,
                 host=host,
                 progress=bar("uploading"),
-                key_version=current_version,
+                key_version=local.sealing.key_version,
+                rekey_since=local.sealing.rekey_since,
             )
         except StateError as exc:
             # Kept aside on this laptop, sealed: the server's generation is the persona's.
             notify(_("warning: {exc}").format(exc=exc))
+        # What opens the server's current generation now (a recovery may have re-keyed it).
+        keys.forget_current(persona_id)
         copy = LocalCopy.of(st.paths, registry, persona_id)
-        fetch(store, copy, store_keys, progress=bar("downloading"))
-        # After a member's removal this session seals with a new key they never get.
-        keys.start_rekey(persona_id)
-        seal_key, seal_version, rekey_since = keys.sealing(persona_id)
+        fetch(
+            store,
+            copy,
+            StoreKeys.derive(keys.ensure_data_key(persona_id), persona_id),
+            progress=bar("downloading"),
+        )
         try:
             yield TeamOpen(keys=keys, registry=registry, lease=lease)
         finally:
             # A fresh view of the blob store: the seal wrote a pack this one has not seen.
             sealed = LocalCopy.of(st.paths, registry, persona_id)
+            # Asked again: what the session sealed with, after the uploads above.
+            seal_key, seal_version, rekey_since = keys.sealing(persona_id)
             _upload_after(
                 store,
                 sealed,
@@ -387,6 +402,33 @@ class Sealing:
 
     key_version: int
     rekey_since: datetime | None
+
+
+@dataclass(frozen=True)
+class _LocalKey:
+    data_key: bytes = field(repr=False)
+    sealing: Sealing
+
+
+def _sealed_with(copy: LocalCopy, keys: TeamKeys, persona_id: str) -> _LocalKey:
+    """The key that authenticates the laptop's newest local generation: current or re-keyed.
+
+    The laptop records no key version for its own cache; the key that opens
+    the manifest is the one that sealed it (a wrong key fails authentication).
+    """
+    from outreach_station.vault.blobs import StoreKeys, read_manifest
+
+    current, version = keys.current(persona_id)
+    candidate, new_version, since = keys.sealing(persona_id)
+    generation, _pending = copy.registry.sealed_generation(persona_id)
+    if generation and not hmac.compare_digest(candidate, current):
+        try:
+            read_manifest(copy.blobs, StoreKeys.derive(candidate, persona_id), generation)
+        except (IntegrityError, OSError):
+            pass
+        else:
+            return _LocalKey(candidate, Sealing(new_version, since))
+    return _LocalKey(current, Sealing(version, None))
 
 
 def _upload_after(  # noqa: PLR0917 - one call site, in order

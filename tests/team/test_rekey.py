@@ -157,7 +157,9 @@ def test_after_a_removal_the_next_seal_uses_a_new_key_the_removed_member_never_g
         assert _opens(store, persona, 1, old_key) > 0
 
     # B, removed, is refused; C opens the re-keyed generation and sees A's cookie.
-    refused = test_team_open._run_b(laptop_b, test_team_open._B_CLI, "open", "site-one", "--headless")
+    refused = test_team_open._run_b(
+        laptop_b, test_team_open._B_CLI, "open", "site-one", "--headless"
+    )
     assert refused.returncode == ExitCode.SECURITY, refused.stderr
     assert f"this laptop's member {b} is removed in the team" in refused.stderr
     seen = test_team_open._run_b(laptop_c, test_team_open._B_OPEN)
@@ -208,3 +210,50 @@ def test_a_removal_during_a_re_keyed_session_leaves_the_persona_due(
         assert store.rekey_due() == []
         current = store.current_generation(persona.id)
         assert current is not None and current.key_version == 2
+
+
+def test_a_crashed_session_of_a_persona_due_is_recovered_under_the_new_key(
+    runner: Any,
+    laptop_a: TeamDb,
+    *,
+    laptop_b: LaptopB,
+    platform_dir: Path,
+    site: TestSite,
+    system_policy: Path,
+) -> None:
+    """What a killed session left open after a removal is not sealed with the old key."""
+    from outreach_station.workspace import workspace_dir
+
+    founded = runner.invoke(["team", "init", laptop_a.url(), "--json"])
+    assert founded.exit_code == 0, founded.output
+    b = _join(runner, laptop_b, "Bo")
+    first = api.open_platform("site-one", headless=True, hook=_nothing, close_after_hook=True)
+    persona = first.persona.id
+    with laptop_a.owner_store() as store:
+        old_key = _data_key(store, persona, 1)
+    assert runner.invoke(["team", "remove", b]).exit_code == 0
+    # What a killed station leaves: the open profile in RAM and the marker beside the sealed one.
+    left = workspace_dir(paths.current(), persona)
+    (left / "profile").mkdir(parents=True)
+    (left / "profile" / "left-behind.txt").write_text("work of the crashed session")
+    (paths.current().persona_dir(persona) / "open.json").write_text(
+        json.dumps({"opened": "2026-12-01T10:00:00Z", "workspace": str(left)})
+    )
+    seen: dict[str, Any] = {}
+
+    async def look(_context: Any, _page: Any) -> None:
+        with laptop_a.member_store() as store:
+            seen["current"] = store.current_generation(persona)
+
+    api.open_platform(
+        "site-one", persona_id=persona, headless=True, hook=look, close_after_hook=True
+    )
+    # The recovered generation went up, sealed with the new key, before the browser started.
+    assert (seen["current"].generation, seen["current"].key_version) == (2, 2)
+    with laptop_a.owner_store() as store:
+        with pytest.raises(IntegrityError):
+            _opens(store, persona, 2, old_key)
+        assert _opens(store, persona, 2, _data_key(store, persona, 2)) > 0
+        now = store.current_generation(persona)
+        assert now is not None and (now.generation, now.key_version) == (3, 2)
+        assert store.rekey_due() == []
