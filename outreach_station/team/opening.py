@@ -11,6 +11,11 @@ chosen the persona and before the workspace unseals:
    the laptop's vault, so any approved member's laptop opens what another
    sealed; a persona with no key yet gets one, wrapped for every approved
    member, and approved members without a wrap of the current key get one;
+   the key is the version that sealed the server's current generation. A
+   persona due for re-keying (a member was removed) also gets a fresh key,
+   the next version, wrapped for the verified roster only: this session's
+   generation (and a crashed one's, recovered now) is sealed with it, and its
+   commit clears the due mark (`TeamKeys.start_rekey`);
 3. a generation this laptop sealed and could not send before is sent with
    the new lease's token; then the server's current generation is fetched
    when the laptop's cached copy is not it (authenticated before anything
