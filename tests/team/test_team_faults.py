@@ -1,0 +1,215 @@
+"""Faults of a team session, end to end: the server lost mid-session, a suspended laptop, races.
+
+Laptop A is this process (the suite's Secret Service); laptop B is another
+station home in a child process with its own keyring (`test_team_open`).
+The server is the suite's real PostgreSQL, stopped and started again with
+`pg_ctl` (`PgServer.stopped`); the browser is real headless Chromium on the
+loopback test site. A lease "expiring" is the server's own row moved past
+its expiry (as the server's clock would after `lease_minutes`): the
+shortest lease the policy allows is a minute, and these tests do not sleep
+for minutes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from outreach_station import api, paths
+from outreach_station.team import sync
+from tests.fixtures import install_policy
+from tests.site import TestSite
+from tests.team import test_team_cli
+from tests.team.conftest import TeamDb
+from tests.team.test_team_cli import ALLOW_JOIN, LaptopB
+from tests.team.test_team_open import _B_OPEN, _join_b, _run_b
+
+laptop_a = test_team_cli.laptop_a
+laptop_b = test_team_cli.laptop_b
+
+pytestmark = [pytest.mark.browser, pytest.mark.keyring]
+
+
+def _expire_lease(team_db: TeamDb, persona_id: str) -> None:
+    """As the server's clock would after the lease's time: it expired a second ago."""
+    with team_db.server.admin(team_db.name) as admin:
+        admin.execute(
+            "UPDATE leases SET expires = now() - interval '1 second' WHERE persona_id = %s",
+            (persona_id,),
+        )
+
+
+def _generations(team_db: TeamDb, persona_id: str) -> list[tuple[int, int, str]]:
+    """(generation, token, member) of every generation the server ever committed."""
+    with team_db.server.admin(team_db.name) as admin:
+        rows = admin.execute(
+            "SELECT generation, token, member FROM generations WHERE persona_id = %s "
+            "ORDER BY generation",
+            (persona_id,),
+        ).fetchall()
+    return [(int(g), int(t), str(m)) for g, t, m in rows]
+
+
+def _status(runner: Any) -> dict[str, Any]:
+    result = runner.invoke(["team", "status", "--json"])
+    assert result.exit_code == 0, result.output
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def _lose_server_during_session(
+    laptop_a: TeamDb, site: TestSite, persona_id: str | None, value: str, stack: Any
+) -> tuple[Any, list[str], dict[str, Any]]:
+    """Open A's persona, stop the server while it is open, set a cookie, close.
+
+    The server stays stopped until `stack` closes.
+    """
+    said: list[str] = []
+    seen: dict[str, Any] = {}
+
+    async def lose_it(_context: Any, page: Any) -> None:
+        with laptop_a.member_store() as store:
+            (persona,) = store.list(platform="site-one")
+            seen["lease"] = store.lease(persona.id)
+        stack.enter_context(laptop_a.server.stopped())
+        # The session goes on without the server: the page loads, the cookie is set.
+        await page.goto(f"{site.url}set-cookie?v={value}")
+        seen["cookie"] = await page.evaluate("document.cookie")
+
+    opened = api.open_platform(
+        "site-one",
+        persona_id=persona_id,
+        headless=True,
+        hook=lose_it,
+        close_after_hook=True,
+        notify=said.append,
+    )
+    return opened, said, seen
+
+
+def test_server_lost_mid_session_keeps_the_reseal_pending_and_sends_it_when_back(
+    runner: Any, laptop_a: TeamDb, *, platform_dir: Path, site: TestSite, system_policy: Path
+) -> None:
+    install_policy(system_policy, ALLOW_JOIN)
+    assert runner.invoke(["team", "init", laptop_a.url()]).exit_code == 0
+    value = f"v{secrets.token_hex(6)}"
+    with contextlib.ExitStack() as stack:
+        opened, said, seen = _lose_server_during_session(laptop_a, site, None, value, stack)
+        persona_id = opened.persona.id
+        assert f"station_flush={value}" in seen["cookie"]
+        token = seen["lease"].token
+        # Closed without the server: sealed here, pending, and the person is told.
+        assert opened.outcome.ended_by == "hook-done"
+        warned = [m for m in said if "is sealed on this laptop but not on the team server" in m]
+        assert len(warned) == 1, said
+        assert "station team status lists it" in warned[0]
+        status = _status(runner)
+        assert status["reachable"] is False
+        assert [(p["persona"], p["generation"], p["token"]) for p in status["pending"]] == [
+            (persona_id, 1, token)
+        ]
+        assert status["pending"][0]["problem"]
+    # The server is back (the stack started it); nothing of the generation reached it.
+    with laptop_a.member_store() as store:
+        assert store.current_generation(persona_id) is None
+    during: dict[str, Any] = {}
+
+    async def look(_context: Any, page: Any) -> None:
+        during["cookie"] = await page.evaluate("document.cookie")
+        with laptop_a.member_store() as store:
+            during["lease"] = store.lease(persona_id)
+            during["current"] = store.current_generation(persona_id)
+
+    api.open_platform(
+        "site-one", persona_id=persona_id, headless=True, hook=look, close_after_hook=True
+    )
+    # Sent at the next open, before the browser started, with the new lease's token.
+    current, lease = during["current"], during["lease"]
+    assert current is not None and current.generation == 1
+    assert current.token == lease.token > token
+    assert f"station_flush={value}" in during["cookie"]
+    assert _status(runner)["pending"] == []
+    assert [g for g, _t, _m in _generations(laptop_a, persona_id)] == [1, 2]
+
+
+def test_lease_expired_while_the_server_was_lost_and_b_committed_a_newer_generation(
+    runner: Any,
+    laptop_a: TeamDb,
+    *,
+    laptop_b: LaptopB,
+    platform_dir: Path,
+    site: TestSite,
+    system_policy: Path,
+) -> None:
+    install_policy(system_policy, ALLOW_JOIN)
+    a, b = _join_b(runner, laptop_a, laptop_b)
+    first = f"v{secrets.token_hex(6)}"
+
+    async def nothing(_context: Any, _page: Any) -> None:
+        return None
+
+    opened = api.open_platform(
+        "site-one",
+        url=f"{site.url}set-cookie?v={first}",
+        headless=True,
+        hook=nothing,
+        close_after_hook=True,
+    )
+    persona_id = opened.persona.id
+    assert [g for g, _t, _m in _generations(laptop_a, persona_id)] == [1]
+
+    # A's second session loses the server; its work (cookie `mine`) stays pending here.
+    mine = f"v{secrets.token_hex(6)}"
+    with contextlib.ExitStack() as stack:
+        _opened, _said, seen = _lose_server_during_session(laptop_a, site, persona_id, mine, stack)
+        stale = seen["lease"].token
+    assert [p.generation for p in sync.pending(paths.current())] == [2]
+
+    # The server is back, A's lease expired meanwhile, and B opened and committed.
+    _expire_lease(laptop_a, persona_id)
+    b_saw = _run_b(laptop_b, _B_OPEN)
+    assert b_saw.returncode == 0, b_saw.stderr
+    assert f"station_flush={first}" in b_saw.stdout.strip().splitlines()[-1]
+    assert _generations(laptop_a, persona_id)[-1][::2] == (2, b)
+
+    # A still lists its generation as pending (it has not talked to the server).
+    assert [p["generation"] for p in _status(runner)["pending"]] == [2]
+
+    said: list[str] = []
+    during: dict[str, Any] = {}
+
+    async def look(_context: Any, page: Any) -> None:
+        during["cookie"] = await page.evaluate("document.cookie")
+
+    api.open_platform(
+        "site-one",
+        persona_id=persona_id,
+        headless=True,
+        hook=look,
+        close_after_hook=True,
+        notify=said.append,
+    )
+    # Fencing: A's pending generation never overwrote B's, and no generation ever
+    # carries A's old token.
+    committed = _generations(laptop_a, persona_id)
+    assert [(g, m) for g, _t, m in committed] == [(1, a), (2, b), (3, a)]
+    assert stale not in {t for _g, t, _m in committed[1:]}
+    # A sees B's session (which started from A's first), not its own lost work.
+    assert f"station_flush={first}" in during["cookie"]
+    assert mine not in during["cookie"]
+    # Not lost silently: kept aside, sealed, named in the warning and in status.
+    aside = sync.set_aside(paths.current(), persona_id)
+    assert len(aside) == 1 and aside[0].name.startswith("2-")
+    warned = [m for m in said if "was not sent" in m]
+    assert len(warned) == 1, said
+    assert str(aside[0]) in warned[0] and "generation 2 (from " + b + ")" in warned[0]
+    status = _status(runner)
+    assert status["pending"] == []
+    assert status["set_aside"] == [{"persona": persona_id, "generation": 2, "path": str(aside[0])}]
+    shown = runner.invoke(["team", "status"])
+    assert f"kept aside: persona {persona_id} generation 2 in {aside[0]}" in shown.output
