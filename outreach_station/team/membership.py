@@ -36,7 +36,7 @@ if TYPE_CHECKING:
         TeamConnection,
     )
     from outreach_station.team.keys import MemberKey
-    from outreach_station.team.sync import PendingUpload
+    from outreach_station.team.sync import PendingUpload, SetAside
 
 # Asked with a prompt naming the role and server; None when there is no terminal.
 AskPassword = Callable[[str], "str | None"]
@@ -77,6 +77,8 @@ class TeamStatus:
     pending: tuple[PendingUpload, ...] = ()
     # Who holds which persona; None when the server was not asked or did not answer.
     leases: tuple[Lease, ...] | None = None
+    # Generations of this laptop kept aside, never sent over a newer one (known without it).
+    set_aside: tuple[SetAside, ...] = ()
 
 
 def _connection(url: str) -> TeamConnection:
@@ -448,13 +450,14 @@ def remove_member(member_id: str, *, station: Station | None = None) -> tuple[Me
 def team_status(*, station: Station | None = None) -> TeamStatus:
     """Where the team is, who this laptop is in it, and whether the server answers."""
     with using(station) as st:
-        from outreach_station.team.sync import pending
+        from outreach_station.team.sync import all_set_aside, pending
 
         url = team_url(st)
         joined = read_team_file(st.paths)
         if url is None:
             return TeamStatus(None, None, None, None, None)
         waiting = tuple(pending(st.paths))
+        aside = tuple(all_set_aside(st.paths))
         team_id = joined.team_id if joined else None
         member_id = joined.member_id if joined else None
         from outreach_station import secret_store
@@ -474,6 +477,7 @@ def team_status(*, station: Station | None = None) -> TeamStatus:
                     "run station team join URL"
                 ).format(where=connection.where),
                 waiting,
+                set_aside=aside,
             )
         try:
             store = _team_store(st)
@@ -487,10 +491,14 @@ def team_status(*, station: Station | None = None) -> TeamStatus:
                 status = found[0].status if found else "not registered"
             leases = tuple(store.leases())
         except EnvironmentProblem as exc:
-            return TeamStatus(url, team_id, member_id, None, False, exc.message, waiting)
+            return TeamStatus(
+                url, team_id, member_id, None, False, exc.message, waiting, set_aside=aside
+            )
         except StationError as exc:
-            return TeamStatus(url, team_id, member_id, None, True, exc.message, waiting)
-        return TeamStatus(url, team_id, member_id, status, True, None, waiting, leases)
+            return TeamStatus(
+                url, team_id, member_id, None, True, exc.message, waiting, set_aside=aside
+            )
+        return TeamStatus(url, team_id, member_id, status, True, None, waiting, leases, aside)
 
 
 @dataclass(frozen=True)

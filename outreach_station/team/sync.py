@@ -352,6 +352,27 @@ def set_aside(station: StationPaths, persona_id: str) -> list[Path]:
     return []
 
 
+@dataclass(frozen=True)
+class SetAside:
+    """A generation of this laptop kept aside because the server had a newer one."""
+
+    persona_id: str
+    generation: int
+    path: Path
+
+
+def all_set_aside(station: StationPaths) -> list[SetAside]:
+    """Every generation of this station home kept aside (`station team status`)."""
+    found: list[SetAside] = []
+    with contextlib.suppress(FileNotFoundError):
+        for directory in sorted(station.personas.iterdir()):
+            for path in set_aside(station, directory.name):
+                number = path.name.partition("-")[0]
+                if number.isdigit():
+                    found.append(SetAside(directory.name, int(number), path))
+    return found
+
+
 def _digest(manifest: bytes) -> str:
     return hashlib.sha256(manifest).hexdigest()
 
@@ -754,7 +775,9 @@ __all__ = [
     "LeaseState",
     "LocalCopy",
     "PendingUpload",
+    "SetAside",
     "UploadResult",
+    "all_set_aside",
     "fetch",
     "flush_pending",
     "hold",
