@@ -14,7 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -213,3 +219,128 @@ def test_lease_expired_while_the_server_was_lost_and_b_committed_a_newer_generat
     assert status["set_aside"] == [{"persona": persona_id, "generation": 2, "path": str(aside[0])}]
     shown = runner.invoke(["team", "status"])
     assert f"kept aside: persona {persona_id} generation 2 in {aside[0]}" in shown.output
+
+
+# A station open that holds its persona until a file appears (laptop A or B as a child).
+_OPEN_UNTIL = """
+import os, sys, time
+from pathlib import Path
+from outreach_station import paths
+paths.set_test_system_root(Path(os.environ["T_ROOT"]))
+from outreach_station import api
+ready, go = Path(sys.argv[1]), Path(sys.argv[2])
+async def hold_it(_context, page):
+    ready.write_text("open")
+    while not go.exists():
+        time.sleep(0.1)
+api.open_platform("site-one", persona_id=sys.argv[3], headless=True, hook=hold_it,
+                  close_after_hook=True, notify=lambda m: print(m, file=sys.stderr, flush=True))
+print("closed", flush=True)
+"""
+
+
+def _wait_for(path: Path, what: str, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{what} did not happen in {seconds} s"
+        time.sleep(0.1)
+
+
+def test_a_suspended_laptop_loses_its_lease_and_its_stale_upload_is_refused_and_kept(
+    runner: Any,
+    laptop_a: TeamDb,
+    isolation: Path,
+    *,
+    laptop_b: LaptopB,
+    platform_dir: Path,
+    site: TestSite,
+    system_policy: Path,
+    tmp_path: Path,
+) -> None:
+    # The shortest lease the policy allows: renewals every 20 s.
+    install_policy(system_policy, ALLOW_JOIN + "lease_minutes = 1\n")
+    _a, b = _join_b(runner, laptop_a, laptop_b)
+
+    async def nothing(_context: Any, _page: Any) -> None:
+        return None
+
+    persona_id = api.open_platform(
+        "site-one", headless=True, hook=nothing, close_after_hook=True
+    ).persona.id
+    sync_dir = tmp_path / "signals"
+    sync_dir.mkdir()
+    a_ready, a_go = sync_dir / "a-ready", sync_dir / "a-go"
+    b_ready, b_go = sync_dir / "b-ready", sync_dir / "b-go"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "T_ROOT": str(isolation.parent / "system-root"),
+    }
+    # Laptop A: its own process group, so that it can be suspended whole.
+    a_proc = subprocess.Popen(
+        [sys.executable, "-c", _OPEN_UNTIL, str(a_ready), str(a_go), persona_id],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    a_lines: list[str] = []
+    a_reader = threading.Thread(target=lambda: a_lines.extend(iter(a_proc.stderr.readline, "")))
+    a_reader.start()
+    b_done: dict[str, Any] = {}
+    b_thread: threading.Thread | None = None
+    try:
+        _wait_for(a_ready, "A's open")
+        with laptop_a.member_store() as store:
+            held = store.lease(persona_id)
+        assert held is not None
+        os.killpg(a_proc.pid, signal.SIGSTOP)  # the lid is closed
+        _expire_lease(laptop_a, persona_id)  # ... for longer than the lease
+        # After expiry B can open.
+        b_thread = threading.Thread(
+            target=lambda: b_done.update(
+                run=_run_b(laptop_b, _OPEN_UNTIL, str(b_ready), str(b_go), persona_id)
+            )
+        )
+        b_thread.start()
+        _wait_for(b_ready, "B's open")
+        with laptop_a.member_store() as store:
+            taken = store.lease(persona_id)
+        assert taken is not None and taken.member == b and taken.token > held.token
+        os.killpg(a_proc.pid, signal.SIGCONT)  # the lid opens
+        # A's renewal (every 20 s) finds the lease lost and tells the person at once,
+        # while the browser is still open.
+        deadline = time.monotonic() + 60
+        while not any("was lost" in line for line in a_lines):
+            assert time.monotonic() < deadline, "".join(a_lines)
+            time.sleep(0.2)
+        assert a_proc.poll() is None and not a_go.exists()
+        a_go.write_text("close")  # A's person closes the window
+        a_proc.wait(timeout=120)
+        a_reader.join(timeout=10)
+        a_out = a_proc.stdout.read() if a_proc.stdout else ""
+        a_err = "".join(a_lines)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(a_proc.pid, signal.SIGCONT)
+        b_go.write_text("close")
+        if a_proc.poll() is None:
+            a_proc.kill()
+        if b_thread is not None:
+            b_thread.join(timeout=180)
+    assert a_proc.returncode == 0, a_err
+    assert "closed" in a_out
+    # A's renewal reported the lease lost, naming who has the persona now.
+    assert "lease on persona" in a_err and "was lost" in a_err, a_err
+    assert f"is now open by {b}" in a_err
+    # A's upload with the old token was refused: nothing of A's on the server ...
+    committed = _generations(laptop_a, persona_id)
+    assert held.token not in {t for _g, t, _m in committed}
+    # ... and A's session is kept here, pending, sealed.
+    waiting = sync.pending(paths.current())
+    assert [(p.generation, p.token) for p in waiting] == [(2, held.token)], a_err
+    # A gave nothing back that was B's: B held the persona until B closed, then committed.
+    b_run = b_done["run"]
+    assert b_run.returncode == 0, b_run.stderr
+    assert [(g, m) for g, _t, m in _generations(laptop_a, persona_id)][-1] == (2, b)
