@@ -29,6 +29,7 @@ import pytest
 from outreach_station import api, paths
 from outreach_station.team import sync
 from tests.fixtures import install_policy
+from tests.keyrings import run_in_private_keyring
 from tests.site import TestSite
 from tests.team import test_team_cli
 from tests.team.conftest import TeamDb
@@ -344,3 +345,136 @@ def test_a_suspended_laptop_loses_its_lease_and_its_stale_upload_is_refused_and_
     b_run = b_done["run"]
     assert b_run.returncode == 0, b_run.stderr
     assert [(g, m) for g, _t, m in _generations(laptop_a, persona_id)][-1] == (2, b)
+
+
+# One laptop's side of the races: in each round, as soon as `go-N` appears, the
+# steps of `station open` up to the browser's launch (Station, lease, key, fetch,
+# unseal); the winner changes the profile, waits until the other laptop has
+# tried, and closes (reseal, upload with its token). Results go to files.
+_CONTEND = """
+import os, sys, time
+from pathlib import Path
+from outreach_station import paths
+paths.set_test_system_root(Path(os.environ["T_ROOT"]))
+from outreach_station.context import using
+from outreach_station.errors import BusyError
+from outreach_station.team.opening import team_session, team_store
+from outreach_station.workspace import open_workspace
+me, other, where, persona, rounds = sys.argv[1:6]
+where = Path(where)
+def wait(path):
+    while not path.exists():
+        time.sleep(0.005)
+def tell(name, text):
+    (where / (name + ".tmp")).write_text(text)
+    (where / (name + ".tmp")).rename(where / name)
+said = lambda m: print(m, file=sys.stderr, flush=True)
+for n in range(int(rounds)):
+    wait(where / f"go-{n}")
+    with using(None) as st:
+        store = team_store(st)
+        started = time.monotonic()
+        try:
+            with team_session(st, store, persona, notify=said) as joined:
+                with open_workspace(st.paths, persona, joined.keys, notify=said,
+                                    store=joined.registry) as ws:
+                    (ws.profile / "round.txt").write_text(f"{n} {me}")
+                    tell(f"{me}-{n}", f"won {joined.lease.token}")
+                    wait(where / f"{other}-{n}")
+        except BusyError as exc:
+            tell(f"{me}-{n}", f"busy {time.monotonic() - started:.3f} {exc}")
+    tell(f"done-{me}-{n}", "")
+"""
+
+
+def test_fifty_races_of_two_laptops_opening_one_persona_have_one_winner_each(
+    runner: Any,
+    laptop_a: TeamDb,
+    isolation: Path,
+    *,
+    laptop_b: LaptopB,
+    platform_dir: Path,
+    system_policy: Path,
+    tmp_path: Path,
+) -> None:
+    rounds = 50
+    install_policy(system_policy, ALLOW_JOIN)
+    a, b = _join_b(runner, laptop_a, laptop_b)
+    created = runner.invoke(["persona", "new", "site-one"])
+    assert created.exit_code == 0, created.output
+    persona_id = created.stdout.split()[0]
+    where = tmp_path / "race"
+    where.mkdir()
+    argv = [sys.executable, "-c", _CONTEND]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "T_ROOT": str(isolation.parent / "system-root"),
+    }
+    a_proc = subprocess.Popen(
+        [*argv, "a", "b", str(where), persona_id, str(rounds)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    b_env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(laptop_b.root / "h"),
+        "XDG_RUNTIME_DIR": str(laptop_b.root / "run"),
+        "STATION_HOME": str(laptop_b.root / "home"),
+        "STATION_POLICY": os.environ["STATION_POLICY"],
+        "PYTHONPATH": env["PYTHONPATH"],
+        "T_ROOT": str(laptop_b.root / "system-root"),
+    }
+    b_done: dict[str, Any] = {}
+    b_thread = threading.Thread(
+        target=lambda: b_done.update(
+            run=run_in_private_keyring(
+                [*argv, "b", "a", str(where), persona_id, str(rounds)],
+                password="laptop-b-keyring",
+                env=b_env,
+                data_home=laptop_b.root / "data",
+                timeout=900,
+            )
+        )
+    )
+    b_thread.start()
+    member = {"a": a, "b": b}
+    won: list[tuple[int, str, int]] = []
+    try:
+        for n in range(rounds):
+            (where / f"go-{n}").write_text("")
+            for side in "ab":
+                _wait_for(where / f"done-{side}-{n}", f"round {n} of laptop {side}", 120)
+            said = {side: (where / f"{side}-{n}").read_text() for side in "ab"}
+            winners = [side for side in "ab" if said[side].startswith("won ")]
+            assert len(winners) == 1, (n, said)  # exactly one wins each round
+            winner = winners[0]
+            loser = "b" if winner == "a" else "a"
+            _busy, seconds, message = said[loser].split(" ", 2)
+            # Refused at once, naming the holder.
+            assert float(seconds) < 2, (n, said)
+            assert f"persona {persona_id} is open by {member[winner]} on " in message, (n, said)
+            won.append((n, member[winner], int(said[winner].split()[1])))
+    finally:
+        for n in range(rounds):  # let both sides run out if a round failed
+            (where / f"go-{n}").touch()
+            for side in "ab":
+                (where / f"{side}-{n}").touch()
+        a_err = a_proc.communicate(timeout=300)[1]
+        b_thread.join(timeout=300)
+    assert a_proc.returncode == 0, a_err
+    assert b_done["run"].returncode == 0, b_done["run"].stderr
+
+    print("winners:", "".join("a" if m == a else "b" for _n, m, _t in won))
+    # Each round's winner committed one generation, with its own round's token:
+    # never one with a stale token, never a lost or doubled round.
+    committed = _generations(laptop_a, persona_id)
+    assert [(t, m) for _g, t, m in committed] == [(t, m) for _n, m, t in won]
+    assert [g for g, _t, _m in committed] == sorted({g for g, _t, _m in committed})
+    tokens = [t for _n, _m, t in won]
+    assert tokens == sorted(set(tokens))
+    assert sync.pending(paths.current()) == []
+    with laptop_a.member_store() as store:
+        assert store.lease(persona_id) is None
