@@ -453,8 +453,10 @@ def test_fifty_races_of_two_laptops_opening_one_persona_have_one_winner_each(
             winner = winners[0]
             loser = "b" if winner == "a" else "a"
             _busy, seconds, message = said[loser].split(" ", 2)
-            # Refused at once, naming the holder.
-            assert float(seconds) < 2, (n, said)
+            # Refused at once, naming the holder: the winner closes only after the
+            # loser's answer, so a loser that waited for the lease would never answer.
+            # The bound is loose: the keyring and a loaded machine take seconds at times.
+            assert float(seconds) < 10, (n, said)
             assert f"persona {persona_id} is open by {member[winner]} on " in message, (n, said)
             won.append((n, member[winner], int(said[winner].split()[1])))
     finally:
