@@ -121,7 +121,7 @@ class PgServer:
 
     @contextlib.contextmanager
     def stopped(self) -> Iterator[None]:
-        """The server stopped (as a crash or a lost network: connections cut), then started again.
+        """The server stopped (as a restart or a lost network: connections cut), then started again.
 
         The data stays; the server is started again on the same port when the
         block ends, even when it raised, so that later tests have it.
@@ -130,7 +130,9 @@ class PgServer:
             [
                 *self.run_as,
                 str(self.bin_dir / "pg_ctl"),
-                *("-D", str(self.data_dir), "-m", "immediate", "-w", "stop"),
+                # fast, not immediate: every connection is cut all the same, but with
+                # synchronous_commit off an immediate stop can lose the last commits.
+                *("-D", str(self.data_dir), "-m", "fast", "-w", "stop"),
             ],
             check=True,
             capture_output=True,

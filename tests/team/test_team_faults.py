@@ -31,7 +31,7 @@ from outreach_station.team import sync
 from tests.fixtures import install_policy
 from tests.keyrings import run_in_private_keyring
 from tests.site import TestSite
-from tests.team import test_team_cli
+from tests.team import test_sync, test_team_cli
 from tests.team.conftest import TeamDb
 from tests.team.test_team_cli import ALLOW_JOIN, LaptopB
 from tests.team.test_team_open import _B_OPEN, _join_b, _run_b
@@ -480,3 +480,39 @@ def test_fifty_races_of_two_laptops_opening_one_persona_have_one_winner_each(
     assert sync.pending(paths.current()) == []
     with laptop_a.member_store() as store:
         assert store.lease(persona_id) is None
+
+
+laptops = test_sync.laptops
+
+
+def test_server_stopped_mid_upload_shows_nothing_partial_and_the_upload_resumes(
+    laptops: tuple[test_sync.Laptop, test_sync.Laptop], team_db: TeamDb, tmp_path: Path
+) -> None:
+    a, b = laptops
+    files = test_sync._profile("mid-upload")
+    stopped: list[bool] = []
+    with contextlib.ExitStack() as stack:
+
+        def stop_after_the_first_blob(_done: int, _total: int) -> None:
+            if not stopped:
+                stopped.append(True)
+                stack.enter_context(team_db.server.stopped())
+
+        with a.hold(team_db) as session:
+            sealed = a.seal(files, tmp_path)
+            done = a.upload(sealed, session.token, progress=stop_after_the_first_blob)
+            token = session.token
+        assert done.status == "pending" and done.blobs_sent == 1, done
+    # The server is back: the old generation (none) is current, one blob is there, whole.
+    with team_db.member_store() as look:
+        assert look.current_generation(a.persona) is None
+        assert len(look.missing_blobs(a.persona, sealed[2])) == len(sealed[2]) - 1
+    assert [(p.generation, p.token) for p in sync.pending(a.paths)] == [(1, token)]
+    a.server = team_db.member_store()
+    with a.hold(team_db) as session:
+        sent = sync.flush_pending(a.server, a.copy, token=session.token)
+    assert sent is not None and sent.status == "uploaded"
+    assert sent.blobs_sent == len(sealed[2]) - 1
+    b.server = team_db.member_store()
+    assert sync.fetch(b.server, b.copy, b.keys).status == "fetched"
+    assert b.unseal(tmp_path) == files
