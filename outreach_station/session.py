@@ -31,7 +31,13 @@ from outreach_station.browser import (
 )
 from outreach_station.clock import utcnow
 from outreach_station.context import Notify, Station, quiet, using
-from outreach_station.errors import BusyError, StateError, StationError, UsageError
+from outreach_station.errors import (
+    BusyError,
+    EnvironmentProblem,
+    StateError,
+    StationError,
+    UsageError,
+)
 from outreach_station.events import EventName
 from outreach_station.i18n import N_, _
 from outreach_station.ids import validate_persona_id
@@ -426,8 +432,14 @@ def _open(st: Station, platform_id: str, opts: _Options) -> OpenResult:  # noqa:
 
     # Taken even when not used, so that it cannot explain a later session's end.
     note = take_closing_note(st.paths, persona.id)
+    try:
+        final = st.store.get(persona.id)
+    except EnvironmentProblem:
+        # The team server was lost during the session: the profile is sealed here,
+        # pending (the person was told); the session did not fail.
+        final = persona
     return OpenResult(
-        persona=st.store.get(persona.id),
+        persona=final,
         created=created,
         outcome=outcome,
         closed_for=note if outcome.ended_by == "signal" else None,

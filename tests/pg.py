@@ -97,6 +97,54 @@ class PgServer:
         with self.admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+    def start_argv(self) -> list[str]:
+        """pg_ctl start, waiting until the server accepts connections."""
+        # fsync off and few connections: a throwaway server on a shared machine.
+        options = (
+            f"-p {self.port} -k {self.socket_dir} -c listen_addresses={self.host} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            "-c max_connections=40 -c shared_buffers=16MB"
+        )
+        return [
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.root / "log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ]
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        """The server stopped (as a restart or a lost network: connections cut), then started again.
+
+        The data stays; the server is started again on the same port when the
+        block ends, even when it raised, so that later tests have it.
+        """
+        subprocess.run(
+            [
+                *self.run_as,
+                str(self.bin_dir / "pg_ctl"),
+                # fast, not immediate: every connection is cut all the same, but with
+                # synchronous_commit off an immediate stop can lose the last commits.
+                *("-D", str(self.data_dir), "-m", "fast", "-w", "stop"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        try:
+            yield
+        finally:
+            subprocess.run(
+                [*self.run_as, *self.start_argv()], check=True, capture_output=True, timeout=120
+            )
+
     def stop(self) -> None:
         subprocess.run(
             [
@@ -158,25 +206,7 @@ def start_server(bin_dir: Path, *, host: str = "127.0.0.1") -> PgServer:
     (log := server.root / "log").touch()
     if run_as:
         shutil.chown(log, "postgres")
-    # fsync off and few connections: a throwaway server on a shared machine.
-    options = (
-        f"-p {server.port} -k {server.socket_dir} -c listen_addresses={host} "
-        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-        "-c max_connections=40 -c shared_buffers=16MB"
-    )
-    run(
-        str(bin_dir / "pg_ctl"),
-        "-D",
-        str(server.data_dir),
-        "-l",
-        str(log),
-        "-o",
-        options,
-        "-w",
-        "-t",
-        "60",
-        "start",
-    )
+    run(*server.start_argv())
     try:
         with server.admin() as conn:
             conn.execute(f"CREATE ROLE {OWNER} LOGIN PASSWORD " + _literal(server.owner_password))

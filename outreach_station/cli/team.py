@@ -294,6 +294,10 @@ def status_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
             }
             for p in status.pending
         ],
+        "set_aside": [
+            {"persona": s.persona_id, "generation": s.generation, "path": str(s.path)}
+            for s in status.set_aside
+        ],
         "leases": None
         if status.leases is None
         else [
@@ -334,6 +338,13 @@ def status_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
             ).format(
                 persona=upload.persona_id, generation=upload.generation, recorded=upload.recorded
             )
+        )
+    for kept in status.set_aside:
+        typer.echo(
+            _(
+                "kept aside: persona {persona} generation {generation} in {path} (the server "
+                "had a newer one; see docs/team.md)"
+            ).format(persona=kept.persona_id, generation=kept.generation, path=safe(str(kept.path)))
         )
     for lease in status.leases or ():
         line = _("open: persona {persona} by {holder}").format(

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
         TeamConnection,
     )
     from outreach_station.team.keys import MemberKey
-    from outreach_station.team.sync import PendingUpload
+    from outreach_station.team.sync import PendingUpload, SetAside
 
 # Asked with a prompt naming the role and server; None when there is no terminal.
 AskPassword = Callable[[str], "str | None"]
@@ -79,6 +79,8 @@ class TeamStatus:
     leases: tuple[Lease, ...] | None = None
     # Personas to get a new data key at their next open (a member was removed); None: not asked.
     rekey_due: tuple[str, ...] | None = None
+    # Generations of this laptop kept aside, never sent over a newer one (known without it).
+    set_aside: tuple[SetAside, ...] = ()
 
 
 def _connection(url: str) -> TeamConnection:
@@ -450,13 +452,14 @@ def remove_member(member_id: str, *, station: Station | None = None) -> tuple[Me
 def team_status(*, station: Station | None = None) -> TeamStatus:
     """Where the team is, who this laptop is in it, and whether the server answers."""
     with using(station) as st:
-        from outreach_station.team.sync import pending
+        from outreach_station.team.sync import all_set_aside, pending
 
         url = team_url(st)
         joined = read_team_file(st.paths)
         if url is None:
             return TeamStatus(None, None, None, None, None)
         waiting = tuple(pending(st.paths))
+        aside = tuple(all_set_aside(st.paths))
         team_id = joined.team_id if joined else None
         member_id = joined.member_id if joined else None
         from outreach_station import secret_store
@@ -476,6 +479,7 @@ def team_status(*, station: Station | None = None) -> TeamStatus:
                     "run station team join URL"
                 ).format(where=connection.where),
                 waiting,
+                set_aside=aside,
             )
         try:
             store = _team_store(st)
@@ -490,10 +494,25 @@ def team_status(*, station: Station | None = None) -> TeamStatus:
             leases = tuple(store.leases())
             due = tuple(sorted(store.rekey_due()))
         except EnvironmentProblem as exc:
-            return TeamStatus(url, team_id, member_id, None, False, exc.message, waiting)
+            return TeamStatus(
+                url, team_id, member_id, None, False, exc.message, waiting, set_aside=aside
+            )
         except StationError as exc:
-            return TeamStatus(url, team_id, member_id, None, True, exc.message, waiting)
-        return TeamStatus(url, team_id, member_id, status, True, None, waiting, leases, due)
+            return TeamStatus(
+                url, team_id, member_id, None, True, exc.message, waiting, set_aside=aside
+            )
+        return TeamStatus(
+            url,
+            team_id,
+            member_id,
+            status,
+            True,
+            None,
+            waiting,
+            leases,
+            rekey_due=due,
+            set_aside=aside,
+        )
 
 
 @dataclass(frozen=True)

@@ -341,7 +341,11 @@ def team_session(
         return PostgresStore(connection, password=keyring_password(connection))
 
     registry = st.local_store
-    with hold(store, persona_id, keys.member_id, host, ttl, connect=connect) as lease:
+
+    def lost(problem: str) -> None:
+        notify(_("warning: {exc}").format(exc=problem))
+
+    with hold(store, persona_id, keys.member_id, host, ttl, connect=connect, on_lost=lost) as lease:
         # Here the vault makes no key file, which is what made the directory in local mode.
         fsutil.ensure_private_dir(st.paths.persona_dir(persona_id))
         # After a member's removal this session seals with a new key they never get;

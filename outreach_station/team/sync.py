@@ -80,8 +80,10 @@ class LeaseSession:
         lease: Lease,
         ttl: timedelta,
         connect: Callable[[], PostgresStore] | None,
+        on_lost: Callable[[str], None] | None = None,
     ) -> None:
         self._store = store
+        self._on_lost = on_lost
         self._lease = lease
         self.ttl = ttl
         self._connect = connect
@@ -145,6 +147,10 @@ class LeaseSession:
             lease = self._renewing_store().renew_lease(self.persona_id, self.token, ttl=self.ttl)
         except StateError as exc:
             self._set("lost", str(exc))
+            if self._on_lost is not None:
+                # Told at once: the person is still working in a persona someone else has.
+                with contextlib.suppress(Exception):
+                    self._on_lost(str(exc))
         except StationError as exc:
             # A new connection next time: this one may be dead for good.
             self._drop_renewer()
@@ -202,6 +208,7 @@ def hold(
     ttl: timedelta,
     *,
     connect: Callable[[], PostgresStore] | None = None,
+    on_lost: Callable[[str], None] | None = None,
 ) -> Iterator[LeaseSession]:
     """Hold the persona's lease for the `with` block, renewed every ttl/3, released at the end.
 
@@ -210,11 +217,14 @@ def hold(
     server: the renewals use their own (a connection is not shared between
     threads' transactions) and a new one after the server was lost. Without
     it the renewals use `store`, which the caller must then not hold in a
-    transaction. Leaving the block never raises for the server's sake: a
-    lease that cannot be given back expires by itself.
+    transaction. `on_lost(problem)` is called once, from the renewing
+    thread, when a renewal finds the lease taken over (it expired while this
+    laptop was suspended or cut off, or was unlocked). Leaving the block never
+    raises for the server's sake: a lease that cannot be given back expires by
+    itself.
     """
     lease = store.acquire_lease(persona_id, member=member, host=host, ttl=ttl)
-    session = LeaseSession(store, lease, ttl, connect)
+    session = LeaseSession(store, lease, ttl, connect, on_lost)
     session._start()
     try:
         yield session
@@ -355,6 +365,27 @@ def set_aside(station: StationPaths, persona_id: str) -> list[Path]:
     with contextlib.suppress(FileNotFoundError):
         return sorted(p for p in root.iterdir() if p.is_dir())
     return []
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """A generation of this laptop kept aside because the server had a newer one."""
+
+    persona_id: str
+    generation: int
+    path: Path
+
+
+def all_set_aside(station: StationPaths) -> list[SetAside]:
+    """Every generation of this station home kept aside (`station team status`)."""
+    found: list[SetAside] = []
+    with contextlib.suppress(FileNotFoundError):
+        for directory in sorted(station.personas.iterdir()):
+            for path in set_aside(station, directory.name):
+                number = path.name.partition("-")[0]
+                if number.isdigit():
+                    found.append(SetAside(directory.name, int(number), path))
+    return found
 
 
 def _digest(manifest: bytes) -> str:
@@ -777,7 +808,9 @@ __all__ = [
     "LeaseState",
     "LocalCopy",
     "PendingUpload",
+    "SetAside",
     "UploadResult",
+    "all_set_aside",
     "fetch",
     "flush_pending",
     "hold",

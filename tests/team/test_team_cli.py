@@ -215,6 +215,7 @@ def test_two_laptops_init_join_approve_and_remove(
         "reachable": True,
         "problem": None,
         "pending": [],
+        "set_aside": [],
         "leases": [],
         "rekey_due": [],
     }
