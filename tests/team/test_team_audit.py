@@ -1,0 +1,135 @@
+"""The team's one audit trail and report on the server, with two simulated laptops.
+
+Laptop A is this process; laptop B a child process with its own home and
+keyring (`tests.team.test_team_cli`). Records of both go to the server,
+chained; either laptop lists and verifies the whole trail; a row changed or
+deleted by whoever owns the database (triggers off) is named by `verify`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from outreach_station.errors import ExitCode
+from tests.team.conftest import TeamDb
+from tests.team.test_team_cli import LaptopB, laptop_a, laptop_b  # noqa: F401 - fixtures
+
+
+def _two_laptops(runner: Any, laptop_a: TeamDb, laptop_b: LaptopB) -> tuple[str, str]:  # noqa: F811
+    """A founds the team, B joins and A approves it; the two member ids."""
+    url = laptop_a.url()
+    founded = runner.invoke(["team", "init", url, "--name", "Anna", "--json"])
+    assert founded.exit_code == 0, founded.output
+    a = json.loads(founded.stdout)["member_id"]
+    joined = laptop_b.run("team", "join", url, "--name", "Bo", "--json", store_password=True)
+    assert joined.returncode == 0, joined.stderr
+    b = json.loads(joined.stdout)["member_id"]
+    approved = runner.invoke(["team", "approve", b, "--yes"])
+    assert approved.exit_code == 0, approved.output
+    return a, b
+
+
+def _admin_sql(team_db: TeamDb, sql: str, *args: object) -> None:
+    """Change the trail as the database's owner would: in SQL, triggers off."""
+    with team_db.server.admin(team_db.name) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute(sql, args)
+
+
+def test_both_laptops_records_are_one_trail_that_either_verifies(
+    runner: Any,
+    laptop_a: TeamDb,  # noqa: F811 - the fixture
+    laptop_b: LaptopB,  # noqa: F811 - the fixture
+    isolation: Path,
+) -> None:
+    a, b = _two_laptops(runner, laptop_a, laptop_b)
+    created = runner.invoke(["persona", "new", "demo"])
+    assert created.exit_code == 0, created.output
+    rotated = laptop_b.run("rotate", "demo", "--yes", "--reason", "login refused")
+    assert rotated.returncode == 0, rotated.stderr
+
+    listed_b = laptop_b.run("audit", "--json")
+    assert listed_b.returncode == 0, listed_b.stderr
+    listed_a = runner.invoke(["audit", "--json"])
+    assert listed_a.exit_code == 0, listed_a.output
+    trail = json.loads(listed_a.stdout)
+    assert json.loads(listed_b.stdout) == trail
+    seen = [(r["event"], r["member"]) for r in trail]
+    # In the order they happened, each with who and on which laptop.
+    assert seen[-4:] == [
+        ("team.member_approved", a),
+        ("persona.created", a),
+        ("persona.blocked", b),
+        ("persona.rotated", b),
+    ] or seen[-5:-1] == [
+        ("team.member_approved", a),
+        ("persona.created", a),
+        ("persona.blocked", b),
+        ("persona.created", b),
+    ], seen
+    assert ("team.joined", b) in seen
+    assert [r["seq"] for r in trail] == list(range(1, len(trail) + 1))
+    assert all(r["host"] for r in trail)
+    assert {r["user"] for r in trail} == {a, b}
+
+    verified = laptop_b.run("audit", "verify", "--json")
+    assert verified.returncode == 0, verified.stderr
+    assert json.loads(verified.stdout)["ok"] is True
+    assert json.loads(verified.stdout)["count"] == len(trail)
+
+    # B's report covers the block that happened on B and A's creation: the team's figures.
+    report_a = runner.invoke(["report", "--json"])
+    assert report_a.exit_code == 0, report_a.output
+    total = json.loads(report_a.stdout)["total"]
+    assert total["blocks"] == 1
+    assert total["personas_created"] == 2  # A's demo and the one the rotation drew on B
+
+
+def test_a_block_on_one_laptop_is_in_the_other_laptops_report(
+    runner: Any,
+    laptop_a: TeamDb,  # noqa: F811 - the fixture
+    laptop_b: LaptopB,  # noqa: F811 - the fixture
+    isolation: Path,
+) -> None:
+    _two_laptops(runner, laptop_a, laptop_b)
+    assert runner.invoke(["persona", "new", "demo"]).exit_code == 0
+    rotated = runner.invoke(["rotate", "demo", "--yes", "--reason", "login refused"])
+    assert rotated.exit_code == 0, rotated.output
+
+    report_b = laptop_b.run("report", "--json")
+    assert report_b.returncode == 0, report_b.stderr
+    figures = json.loads(report_b.stdout)
+    assert figures["total"]["blocks"] == 1
+    assert figures["block_time_sources"] == {"audit": 1, "registry": 0}
+
+
+@pytest.mark.parametrize("change", ["edit", "delete"])
+def test_verify_names_a_record_the_database_owner_changed_or_deleted(
+    runner: Any,
+    laptop_a: TeamDb,  # noqa: F811 - the fixture
+    laptop_b: LaptopB,  # noqa: F811 - the fixture
+    isolation: Path,
+    change: str,
+) -> None:
+    _two_laptops(runner, laptop_a, laptop_b)
+    assert runner.invoke(["persona", "new", "demo"]).exit_code == 0
+    trail = json.loads(runner.invoke(["audit", "--json"]).stdout)
+    victim = next(r for r in trail if r["event"] == "team.joined")
+    with laptop_a.member_store() as store:
+        row = next(r for r in store.audit_records() if json.loads(r.record)["seq"] == victim["seq"])
+    if change == "edit":
+        edited = row.record.replace('"host":"', '"host":"x', 1)
+        _admin_sql(laptop_a, "UPDATE audit_records SET record = %s WHERE seq = %s", edited, row.seq)
+    else:
+        _admin_sql(laptop_a, "DELETE FROM audit_records WHERE seq = %s", row.seq)
+
+    for result in (runner.invoke(["audit", "verify"]), laptop_b.run("audit", "verify")):
+        code = getattr(result, "exit_code", None)
+        code = result.returncode if code is None else code
+        assert code == ExitCode.INTEGRITY
+        assert f"record {victim['seq']}" in result.stderr, result.stderr
+        assert "team's audit trail" in result.stderr
