@@ -59,19 +59,16 @@ def test_both_laptops_records_are_one_trail_that_either_verifies(
     trail = json.loads(listed_a.stdout)
     assert json.loads(listed_b.stdout) == trail
     seen = [(r["event"], r["member"]) for r in trail]
-    # In the order they happened, each with who and on which laptop.
-    assert seen[-4:] == [
-        ("team.member_approved", a),
-        ("persona.created", a),
-        ("persona.blocked", b),
-        ("persona.rotated", b),
-    ] or seen[-5:-1] == [
+    # Every event of both laptops, in the order they happened, each with who and where.
+    assert seen == [
+        ("team.initialised", a),
+        ("team.joined", b),
         ("team.member_approved", a),
         ("persona.created", a),
         ("persona.blocked", b),
         ("persona.created", b),
-    ], seen
-    assert ("team.joined", b) in seen
+        ("persona.rotated", b),
+    ]
     assert [r["seq"] for r in trail] == list(range(1, len(trail) + 1))
     assert all(r["host"] for r in trail)
     assert {r["user"] for r in trail} == {a, b}
@@ -133,3 +130,94 @@ def test_verify_names_a_record_the_database_owner_changed_or_deleted(
         assert code == ExitCode.INTEGRITY
         assert f"record {victim['seq']}" in result.stderr, result.stderr
         assert "team's audit trail" in result.stderr
+
+
+def test_the_laptop_that_sent_the_last_record_sees_it_deleted(
+    runner: Any,
+    laptop_a: TeamDb,  # noqa: F811 - the fixture
+    isolation: Path,
+) -> None:
+    """A clean cut at the end leaves a valid chain; the laptop that sent the last record knows."""
+    assert runner.invoke(["team", "init", laptop_a.url()]).exit_code == 0
+    assert runner.invoke(["persona", "new", "demo"]).exit_code == 0
+    trail = json.loads(runner.invoke(["audit", "--json"]).stdout)
+    assert [r["event"] for r in trail] == ["team.initialised", "persona.created"]
+    _admin_sql(
+        laptop_a, "DELETE FROM audit_records WHERE seq = (SELECT max(seq) FROM audit_records)"
+    )
+
+    result = runner.invoke(["audit", "verify"])
+    assert result.exit_code == ExitCode.INTEGRITY
+    assert result.stderr == (
+        f"station: error: the team's audit trail on {_where(laptop_a)} is damaged at record 2: "
+        "record 2, which this laptop sent, is missing or changed (the trail was cut or "
+        "rewritten) (1 record before it intact); report it to IT\n"
+    )
+
+
+def _where(team_db: TeamDb) -> str:
+    from outreach_station.storage.postgres import TeamConnection
+
+    return TeamConnection(team_db.url()).where
+
+
+def test_records_wait_on_the_laptop_while_the_server_is_away_and_go_in_order(
+    runner: Any,
+    laptop_a: TeamDb,  # noqa: F811 - the fixture
+    isolation: Path,
+) -> None:
+    from dataclasses import replace
+
+    from outreach_station import paths, secret_store
+    from outreach_station.audit import AuditLog
+    from outreach_station.context import Station
+    from outreach_station.events import EventName
+    from outreach_station.storage.postgres import TeamConnection, password_entry
+    from outreach_station.team.config import read_team_file, write_team_file
+
+    assert runner.invoke(["team", "init", laptop_a.url()]).exit_code == 0
+    home = paths.current()
+    joined = read_team_file(home)
+    assert joined is not None
+    # Nothing listens on port 1: the server is away (its password is at hand, so
+    # only the connection fails).
+    away = joined.url.replace(f":{laptop_a.server.port}/", ":1/")
+    entry = password_entry(TeamConnection(away))
+    secret_store.write(entry, laptop_a.server.member_password, what="test password")
+    with laptop_a.member_store() as store:
+        before = len(store.audit_records())
+    try:
+        write_team_file(home, replace(joined, url=away))
+        said: list[str] = []
+        with Station.load(said.append) as st:
+            st.record(EventName.VAULT_INITIALISED, mode="keyring")
+        assert len(said) == 1
+        assert said[0].startswith("warning: the team's audit trail on 127.0.0.1:1/")
+        assert "did not take 1 record: " in said[0]
+        assert said[0].endswith("they are kept on this laptop and sent with the next record")
+        with laptop_a.member_store() as store:
+            assert len(store.audit_records()) == before
+        kept = AuditLog.records(Station.load().audit)[-1]
+        assert kept.event is EventName.VAULT_INITIALISED
+    finally:
+        write_team_file(home, joined)
+        secret_store.delete(entry, what="test password")
+
+    with Station.load() as st:
+        assert st.audit.waiting() == 1  # type: ignore[attr-defined]
+        mark = home.team_audit_sent.read_bytes()
+        st.record(EventName.VAULT_INITIALISED, mode="passphrase")
+        assert st.audit.waiting() == 0  # type: ignore[attr-defined]
+    # A reply lost after the server took the records: the laptop offers them again.
+    home.team_audit_sent.write_bytes(mark)
+    with Station.load() as st:
+        assert st.audit.send() == 0  # type: ignore[attr-defined]
+    with laptop_a.member_store() as store:
+        rows = store.audit_records()[before:]
+    copied = [json.loads(r.record) for r in rows]
+    assert [(c["event"], c["detail"]) for c in copied] == [
+        ("vault.initialised", {"mode": "keyring"}),
+        ("vault.initialised", {"mode": "passphrase"}),
+    ]
+    assert copied[0]["time"] == kept.to_record()["time"]  # when it happened, not when it was sent
+    assert runner.invoke(["audit", "verify"]).exit_code == 0
