@@ -119,6 +119,9 @@ class TeamAuditLog(AuditLog):
     def __init__(self, path: Path, *, anchor: ChainAnchor | None, station: Station) -> None:
         super().__init__(path, anchor=anchor)
         self._station = station
+        # Set when a send failed: the rest of this command's records wait
+        # without trying again, so a server that is away costs one timeout.
+        self._away = False
 
     @property
     def where(self) -> str:
@@ -207,13 +210,22 @@ class TeamAuditLog(AuditLog):
         write_atomic(self._station.paths.team_audit_sent, json.dumps(data).encode("utf-8"))
 
     def _waiting(self, sent: _Sent) -> list[AuditEvent]:
-        mine = super().records()
-        at = next((r for r in mine if r.seq == sent.local_seq), None)
-        if sent.local_seq and (at is None or at.hash != sent.local_hash):
-            # The log was restarted or replaced since: offer all of it; the
-            # server skips what it holds already (by origin).
-            return mine
-        return [r for r in mine if r.seq > sent.local_seq]
+        """This log's records after the last one sent, oldest first."""
+        after: list[AuditEvent] = []
+        # From the end: only the records not sent yet are parsed, however long the log.
+        for raw in reversed(self._read_all().split(b"\n")):
+            try:
+                record = parse_line(raw)
+            except ValueError:
+                continue  # a fragment or a damaged line: `station audit verify` here names it
+            if record.seq <= sent.local_seq:
+                if (record.seq, record.hash) == (sent.local_seq, sent.local_hash):
+                    return after[::-1]
+                break
+            after.append(record)
+        # The last record sent is gone (the log was restarted or replaced, or
+        # the mark damaged): offer all of it; the server skips what it holds.
+        return AuditLog.records(self)
 
     def waiting(self) -> int:
         """How many of this laptop's records the team's trail does not hold yet."""
@@ -242,8 +254,9 @@ class TeamAuditLog(AuditLog):
             if not waiting:
                 return 0
             joined = read_team_file(self._station.paths)
-            if joined is None:
-                return len(waiting)  # in a team by policy but not joined: no member to name yet
+            if joined is None or (self._away and written is not None):
+                # Not joined yet (in a team by the policy): no member to name.
+                return len(waiting)
             done = 0
             try:
                 with self._server() as server:
@@ -261,6 +274,7 @@ class TeamAuditLog(AuditLog):
                         self._keep(sent)
                         done += 1
             except StationError as exc:
+                self._away = True
                 left = len(waiting) - done
                 self._station.notify(
                     _(
