@@ -224,3 +224,33 @@ def test_records_wait_on_the_laptop_while_the_server_is_away_and_go_in_order(
     ]
     assert copied[0]["time"] == kept.to_record()["time"]  # when it happened, not when it was sent
     assert runner.invoke(["audit", "verify"]).exit_code == 0
+
+
+def test_the_team_trail_holds_kit_field_names_never_the_secret(
+    runner: Any,
+    laptop_a: TeamDb,  # noqa: F811 - the fixture
+    isolation: Path,
+) -> None:
+    password = "Hemligt-Lösen-9317"
+    assert runner.invoke(["team", "init", laptop_a.url()]).exit_code == 0
+    created = runner.invoke(["persona", "new", "demo", "--json"])
+    assert created.exit_code == 0, created.output
+    persona = json.loads(created.stdout)["id"]
+    stored = runner.invoke(
+        ["persona", "kit", persona, "--set", "username=anna.k", "--set-secret", "password"],
+        input=f"{password}\n",
+    )
+    assert stored.exit_code == 0, stored.output
+    shown = runner.invoke(["persona", "kit", persona, "--reveal", "password", "--print"])
+    assert shown.stdout == f"{password}\n"
+
+    with laptop_a.member_store() as store:
+        rows = store.audit_records()
+    text = "\n".join(f"{r.member} {r.host} {r.record} {r.origin}" for r in rows)
+    assert password not in text
+    assert "anna.k" not in text  # a kit value is personal data: the field's name only
+    events = [(json.loads(r.record)["event"], json.loads(r.record)["detail"]) for r in rows]
+    assert ("kit.secret_revealed", {"field": "password", "how": "print"}) in events
+    assert [e for e, _d in events].count("kit.updated") == 2  # the detail, then the secret
+    listed = runner.invoke(["audit", "--json"])
+    assert password not in listed.stdout and "anna.k" not in listed.stdout
