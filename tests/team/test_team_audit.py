@@ -104,7 +104,7 @@ def test_a_block_on_one_laptop_is_in_the_other_laptops_report(
     assert figures["block_time_sources"] == {"audit": 1, "registry": 0}
 
 
-@pytest.mark.parametrize("change", ["edit", "delete"])
+@pytest.mark.parametrize("change", ["edit", "delete", "member"])
 def test_verify_names_a_record_the_database_owner_changed_or_deleted(
     runner: Any,
     laptop_a: TeamDb,  # noqa: F811 - the fixture
@@ -121,6 +121,9 @@ def test_verify_names_a_record_the_database_owner_changed_or_deleted(
     if change == "edit":
         edited = row.record.replace('"host":"', '"host":"x', 1)
         _admin_sql(laptop_a, "UPDATE audit_records SET record = %s WHERE seq = %s", edited, row.seq)
+    elif change == "member":
+        # Blame another member in the row, leaving the chained record as it was.
+        _admin_sql(laptop_a, "UPDATE audit_records SET member = 'x' WHERE seq = %s", row.seq)
     else:
         _admin_sql(laptop_a, "DELETE FROM audit_records WHERE seq = %s", row.seq)
 
