@@ -255,7 +255,8 @@ class TeamAuditLog(AuditLog):
                 return 0
             joined = read_team_file(self._station.paths)
             if joined is None or (self._away and written is not None):
-                # Not joined yet (in a team by the policy): no member to name.
+                # Not joined yet (in a team by the policy): no member to name;
+                # or the server was away at this command's earlier try.
                 return len(waiting)
             done = 0
             try:
