@@ -396,6 +396,14 @@ def _parse_record(raw: bytes) -> AuditEvent:
     return record
 
 
+def parse_line(raw: bytes) -> AuditEvent:
+    """One record line (without its newline), which must be canonical; `ValueError` says why not."""
+    try:
+        return _parse_record(raw)
+    except _BadRecord as bad:
+        raise ValueError(str(bad)) from None
+
+
 def _split_lines(data: bytes) -> tuple[list[bytes], bytes]:
     """Complete lines (without newlines) and the incomplete rest after the last newline."""
     *lines, rest = data.split(b"\n")
@@ -768,7 +776,8 @@ class AuditLog:
                 _("audit log {path} has no anchor; nothing to restart").format(path=self.path)
             )
         try:
-            verdict = self.verify()
+            # This file's verdict, also in a team (where `verify` judges the server's trail).
+            verdict = AuditLog.verify(self)
         except IntegrityError as exc:  # the anchor itself was tampered with
             verdict = VerifyResult(False, 0, None, exc.message)
         if verdict.ok:

@@ -82,11 +82,22 @@ class Station:
 
     @cached_property
     def audit(self) -> AuditLog:
-        """The audit log, where the system policy puts it (else under the station home)."""
+        """The audit log, where the system policy puts it (else under the station home).
+
+        In a team, the same log, each record also copied to the team's trail
+        on the server, which `records` and `verify` then read.
+        """
         from outreach_station.audit import AuditLog, ChainAnchor, default_path
+        from outreach_station.team.config import team_connection
 
         path = self.policy.audit.path or default_path(self.paths)
-        return AuditLog(path, anchor=ChainAnchor(self.paths.audit_anchor, path))
+        anchor = ChainAnchor(self.paths.audit_anchor, path)
+        if team_connection(self) is None:
+            return AuditLog(path, anchor=anchor)
+        from outreach_station.team.audit import TeamAuditLog
+
+        # In a team: written here as always, copied to the team's one trail (team/audit.py).
+        return TeamAuditLog(path, anchor=anchor, station=self)
 
     def record(
         self, event: EventName, persona: Persona | None = None, **detail: str | int | bool

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from outreach_station import clipboard, paths, secret_store
+from outreach_station import clipboard, secret_store
 from outreach_station.audit import AuditLog
 from outreach_station.clock import iso as _iso
 from outreach_station.clock import parse_iso
@@ -232,10 +232,11 @@ def _registry(registry: Store | None) -> Iterator[Store]:
     if registry is not None:
         yield registry
         return
-    from outreach_station.storage import open_store
+    from outreach_station.context import Station
 
-    with open_store(paths.current()) as opened:
-        yield opened
+    # The home's store: in a team the server's, where the team's personas are.
+    with Station.load() as station:
+        yield station.store
 
 
 def _persona(reg: Store, persona_id: str) -> Persona:

@@ -62,6 +62,11 @@ class StationPaths:
         return self.home / "team.json"
 
     @property
+    def team_audit_sent(self) -> Path:
+        """How far this home's audit log has been copied to the team's trail (`team.audit`)."""
+        return self.home / "team-audit-sent.json"
+
+    @property
     def user_config(self) -> Path:
         return self.home / "config.toml"
 

@@ -310,13 +310,20 @@ def build_report(
 def management_report(
     *, since: datetime | None = None, clock: Callable[[], datetime] = utcnow
 ) -> Report:
-    """The report for the current station home and its configured audit log."""
+    """The report for the current station home and its configured audit log.
 
-    station = Station.load()
-    catalogue = station.catalogue
-    names = {platform_id: profile.name for platform_id, profile in catalogue.platforms.items()}
-    with open_store(paths.current(), clock=clock) as registry:
-        return build_report(registry, station.audit, since=since, now=clock(), names=names)
+    In a team, the team's: its personas on the server and its one audit trail
+    (every laptop's records), so a block on any laptop is counted.
+    """
+    from outreach_station.team.config import team_connection
+
+    with Station.load() as station:
+        catalogue = station.catalogue
+        names = {platform_id: profile.name for platform_id, profile in catalogue.platforms.items()}
+        if team_connection(station) is not None:
+            return build_report(station.store, station.audit, since=since, now=clock(), names=names)
+        with open_store(paths.current(), clock=clock) as registry:
+            return build_report(registry, station.audit, since=since, now=clock(), names=names)
 
 
 # ---------------------------------------------------------------- text

@@ -151,12 +151,26 @@ def audit(
     verdict = log.verify()
     if not verdict.ok:
         # Listing skips damaged lines; say so rather than look complete.
+        where = _team_where(log)
+        message = (
+            _("warning: audit log damaged at line {line}: {reason}; run `station audit verify`")
+            if where is None
+            else _(
+                "warning: the team's audit trail on {where} is damaged at record {line}: "
+                "{reason}; run `station audit verify`"
+            )
+        )
         typer.echo(
-            _(
-                "warning: audit log damaged at line {line}: {reason}; run `station audit verify`"
-            ).format(line=verdict.first_bad_line, reason=verdict.reason),
+            message.format(line=verdict.first_bad_line, reason=verdict.reason, where=where),
             err=True,
         )
+
+
+def _team_where(log: AuditLog) -> str | None:
+    """The team server whose trail `log` reads, or None for this laptop's own log."""
+    from outreach_station.team.audit import TeamAuditLog
+
+    return log.where if isinstance(log, TeamAuditLog) else None
 
 
 def _persona_filter(ctx: typer.Context, text: str) -> str:
@@ -195,6 +209,7 @@ def verify(
     """
     log = _log(ctx)
     result = log.verify()
+    where = _team_where(log)
     if as_json:
         import json
 
@@ -206,7 +221,21 @@ def verify(
             "last_hash": result.last_hash,
             "path": str(log.path),
         }
+        if where is not None:
+            payload["team_server"] = where
         typer.echo(json.dumps(payload, indent=2))
+    if not result.ok and where is not None:
+        raise IntegrityError(
+            _(
+                "the team's audit trail on {where} is damaged at record {seq}: {reason} "
+                "({records} before it intact); report it to IT"
+            ).format(
+                where=where,
+                seq=result.first_bad_line,
+                reason=result.reason,
+                records=_records(result.count),
+            )
+        )
     if not result.ok:
         raise IntegrityError(
             _(
@@ -218,7 +247,13 @@ def verify(
                 records=_records(result.count),
             )
         )
-    if not as_json:
+    if not as_json and where is not None:
+        typer.echo(
+            _("The team's audit trail is intact: {records} on {where}").format(
+                records=_records(result.count), where=where
+            )
+        )
+    elif not as_json:
         typer.echo(
             _("Audit log intact: {records} in {path}").format(
                 records=_records(result.count), path=log.path

@@ -305,6 +305,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE generations
         ADD COLUMN key_version BIGINT NOT NULL DEFAULT 1 CHECK (key_version >= 1);
     """,
+    # 8 (the team's audit trail from every laptop): each record names the
+    # laptop's own local record it copies (`origin`, that record's hash), so a
+    # record sent again after a lost reply is not stored twice.
+    """
+    ALTER TABLE audit_records ADD COLUMN origin TEXT UNIQUE;
+    """,
 )
 
 
@@ -337,6 +343,7 @@ class AuditRecord:
     host: str
     record: str
     hash: str
+    origin: str | None = None
 
 
 @dataclass(frozen=True)
@@ -1094,22 +1101,33 @@ class PostgresStore:
     # The team's audit trail.
 
     def append_audit_record(
-        self, *, member: str, host: str, make: Callable[[AuditRecord | None], tuple[str, str]]
-    ) -> AuditRecord:
+        self,
+        *,
+        member: str,
+        host: str,
+        make: Callable[[AuditRecord | None], tuple[str, str]],
+        origin: str | None = None,
+    ) -> AuditRecord | None:
         """Append one record chained to the trail's last one.
 
         `make(last)` returns the record's text and hash from the last record
         (None for the first); it runs under a lock, so two laptops appending
-        at once still make one chain.
+        at once still make one chain. A record whose `origin` the trail holds
+        already is not appended again (None): it was sent before and the
+        reply was lost.
         """
         with self._tx() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK,))
+            if origin is not None and self._row_or_none(
+                "SELECT seq FROM audit_records WHERE origin = %s", (origin,)
+            ):
+                return None
             last = self._row_or_none("SELECT * FROM audit_records ORDER BY seq DESC LIMIT 1")
             record, digest = make(AuditRecord(**last) if last else None)
             row = self._row_or_none(
-                "INSERT INTO audit_records (member, host, record, hash) "
-                "VALUES (%s, %s, %s, %s) RETURNING *",
-                (member, host, record, digest),
+                "INSERT INTO audit_records (member, host, record, hash, origin) "
+                "VALUES (%s, %s, %s, %s, %s) RETURNING *",
+                (member, host, record, digest, origin),
             )
         assert row is not None  # noqa: S101 - INSERT ... RETURNING returns the row
         return AuditRecord(**row)

@@ -29,7 +29,6 @@ from outreach_station.team.members import ConfirmCode, Member, MemberStatus, app
 
 if TYPE_CHECKING:
     from outreach_station.storage.postgres import (
-        AuditRecord,
         Lease,
         MemberRecord,
         PostgresStore,
@@ -523,16 +522,6 @@ class Unlocked:
     holder: Lease  # the lease as it was: who held it, where, since when, its token
 
 
-def _chained(record: str) -> Callable[[AuditRecord | None], tuple[str, str]]:
-    import hashlib
-
-    def make(last: AuditRecord | None) -> tuple[str, str]:
-        previous = last.hash if last else "0" * 64
-        return record, hashlib.sha256(f"{previous}\n{record}".encode()).hexdigest()
-
-    return make
-
-
 def unlock_persona(
     persona_id: str,
     *,
@@ -543,11 +532,10 @@ def unlock_persona(
     """Free a persona's lease before it expires (a crashed or lost laptop), audited.
 
     The freed lease's token is moved on, so the holder's later upload with
-    it is refused (fencing). One server transaction frees the lease and
-    appends the record naming who unlocked, why, and whose lease it was.
+    it is refused (fencing). The record naming who unlocked, why, and whose
+    lease it was goes to this laptop's log and the team's trail (kept here
+    and sent later if the server is lost in between).
     """
-    import json
-
     from outreach_station.ids import validate_persona_id
     from outreach_station.team.members import check_actor
     from outreach_station.values import validate_reason
@@ -572,26 +560,22 @@ def unlock_persona(
                     persona_id=persona_id
                 )
             )
-        with store.transaction():
-            freed = store.force_unlock(persona_id)
-            if freed is None:
-                raise StateError(
-                    _("persona {persona_id} was closed meanwhile; nothing to unlock").format(
-                        persona_id=persona_id
-                    )
+        st.audit.check_appendable()  # an unlock without its record must not happen
+        freed = store.force_unlock(persona_id)
+        if freed is None:
+            raise StateError(
+                _("persona {persona_id} was closed meanwhile; nothing to unlock").format(
+                    persona_id=persona_id
                 )
-            detail: dict[str, str | int | bool] = {
-                "team": team_id,
-                "member": key.member_id,
-                "reason": why,
-                "holder": freed.member,
-                "holder_host": freed.host,
-                "fencing": freed.token,
-            }
-            record = json.dumps(
-                {"event": str(EventName.TEAM_LEASE_UNLOCKED), "persona": persona_id, **detail},
-                sort_keys=True,
             )
-            store.append_audit_record(member=key.member_id, host=_host(), make=_chained(record))
+        detail: dict[str, str | int | bool] = {
+            "team": team_id,
+            "member": key.member_id,
+            "reason": why,
+            "holder": freed.member,
+            "holder_host": freed.host,
+            "fencing": freed.token,
+        }
+        # Into this laptop's log and from there the team's trail (team/audit.py).
         st.record(EventName.TEAM_LEASE_UNLOCKED, persona, **detail)
         return Unlocked(persona_id, freed)

@@ -73,9 +73,12 @@ def test_unlock_frees_the_lease_audited_and_fences_the_holder_off(
         assert len(records) == audited_before + 1
         record = json.loads(records[-1].record)
         assert records[-1].member == me
-        assert record | {"team": None} == {
-            "event": "team.lease_unlocked",
-            "persona": persona,
+        assert (record["event"], record["persona"], record["user"]) == (
+            "team.lease_unlocked",
+            persona,
+            me,
+        )
+        assert record["detail"] | {"team": None} == {
             "team": None,
             "member": me,
             "reason": "laptop 4 crashed",
