@@ -126,10 +126,16 @@ def first_use_lock(station: StationPaths) -> Iterator[None]:
     Ten first opens at once must make one master key and one settings file,
     not ten keys of which nine are orphaned.
     """
-    path = station.locks / "vault-init.lock"
+    with held_lock(station.locks / "vault-init.lock"):
+        yield
+
+
+@contextlib.contextmanager
+def held_lock(path: Path) -> Iterator[None]:
+    """Wait for, then hold, an exclusive lock on the file `path` (made private if new)."""
     fsutil.ensure_private_dir(path.parent)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise EnvironmentProblem(
             _("cannot create the lock file {path}: {strerror}").format(

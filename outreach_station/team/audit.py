@@ -27,9 +27,7 @@ first record sent is the first written in team mode.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,7 +44,7 @@ from outreach_station.audit import (
     parse_line,
     record_hash,
 )
-from outreach_station.errors import EnvironmentProblem, StationError, UsageError
+from outreach_station.errors import StationError, UsageError
 from outreach_station.events import EventName
 from outreach_station.i18n import _, ngettext
 
@@ -163,23 +161,10 @@ class TeamAuditLog(AuditLog):
     @contextlib.contextmanager
     def _sending(self) -> Iterator[None]:
         """One sender per home at a time, so two commands never send a record twice."""
-        from outreach_station.fsutil import ensure_private_dir
+        from outreach_station.storage.locks import held_lock
 
-        lock = self._station.paths.locks / "team-audit.lock"
-        ensure_private_dir(lock.parent)
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise EnvironmentProblem(
-                _("cannot create the lock file {path}: {strerror}").format(
-                    path=lock, strerror=exc.strerror
-                )
-            ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with held_lock(self._station.paths.locks / "team-audit.lock"):
             yield
-        finally:
-            os.close(fd)
 
     def _sent(self) -> _Sent | None:
         path = self._station.paths.team_audit_sent
