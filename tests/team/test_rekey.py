@@ -222,7 +222,6 @@ def test_a_crashed_session_of_a_persona_due_is_recovered_under_the_new_key(
     system_policy: Path,
 ) -> None:
     """What a killed session left open after a removal is not sealed with the old key."""
-    from outreach_station.workspace import workspace_dir
 
     founded = runner.invoke(["team", "init", laptop_a.url(), "--json"])
     assert founded.exit_code == 0, founded.output
@@ -232,13 +231,7 @@ def test_a_crashed_session_of_a_persona_due_is_recovered_under_the_new_key(
     with laptop_a.owner_store() as store:
         old_key = _data_key(store, persona, 1)
     assert runner.invoke(["team", "remove", b]).exit_code == 0
-    # What a killed station leaves: the open profile in RAM and the marker beside the sealed one.
-    left = workspace_dir(paths.current(), persona)
-    (left / "profile").mkdir(parents=True)
-    (left / "profile" / "left-behind.txt").write_text("work of the crashed session")
-    (paths.current().persona_dir(persona) / "open.json").write_text(
-        json.dumps({"opened": "2026-12-01T10:00:00Z", "workspace": str(left)})
-    )
+    test_team_open.leave_crashed_session(persona)
     seen: dict[str, Any] = {}
 
     async def look(_context: Any, _page: Any) -> None:

@@ -94,6 +94,18 @@ def _run_b(laptop: LaptopB, script: str, *args: str) -> subprocess.CompletedProc
     return done
 
 
+def leave_crashed_session(persona_id: str) -> None:
+    """What a killed station leaves: the open profile in RAM, the marker beside the sealed one."""
+    from outreach_station.workspace import workspace_dir
+
+    left = workspace_dir(paths.current(), persona_id)
+    (left / "profile").mkdir(parents=True)
+    (left / "profile" / "left-behind.txt").write_text("work of the crashed session")
+    (paths.current().persona_dir(persona_id) / "open.json").write_text(
+        json.dumps({"opened": "2026-12-01T10:00:00Z", "workspace": str(left)})
+    )
+
+
 def _join_b(runner: Any, laptop_a: TeamDb, laptop_b: LaptopB) -> tuple[str, str]:
     """A founds the team, B joins, A approves B: the two member ids."""
     url = laptop_a.url()
@@ -247,7 +259,6 @@ def test_a_persona_held_elsewhere_is_refused_before_anything_is_unsealed(
 def test_a_crashed_sessions_profile_is_sealed_and_sent_before_the_next_fetch(
     runner: Any, laptop_a: TeamDb, *, platform_dir: Path, site: TestSite, system_policy: Path
 ) -> None:
-    from outreach_station.workspace import workspace_dir
 
     install_policy(system_policy, ALLOW_JOIN)
     assert runner.invoke(["team", "init", laptop_a.url()]).exit_code == 0
@@ -257,13 +268,7 @@ def test_a_crashed_sessions_profile_is_sealed_and_sent_before_the_next_fetch(
 
     first = api.open_platform("site-one", headless=True, hook=nothing, close_after_hook=True)
     persona_id = first.persona.id
-    # What a killed station leaves: the open profile in RAM and the marker beside the sealed one.
-    left = workspace_dir(paths.current(), persona_id)
-    (left / "profile").mkdir(parents=True)
-    (left / "profile" / "left-behind.txt").write_text("work of the crashed session")
-    (paths.current().persona_dir(persona_id) / "open.json").write_text(
-        json.dumps({"opened": "2026-12-01T10:00:00Z", "workspace": str(left)})
-    )
+    leave_crashed_session(persona_id)
     seen: dict[str, Any] = {}
 
     async def look(_context: Any, _page: Any) -> None:
