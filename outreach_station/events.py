@@ -31,3 +31,4 @@ class EventName(StrEnum):
     TEAM_MEMBER_APPROVED = "team.member_approved"
     TEAM_MEMBER_REMOVED = "team.member_removed"
     TEAM_LEASE_UNLOCKED = "team.lease_unlocked"
+    TEAM_PERSONA_PUSHED = "team.persona_pushed"

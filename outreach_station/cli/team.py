@@ -26,7 +26,7 @@ app = typer.Typer(
     name="team",
     cls=HelpGroup,
     help=(
-        "Team mode: init, join, members, approve, remove, unlock, status.\n\n"
+        "Team mode: init, join, members, approve, remove, unlock, status, push.\n\n"
         "Shares personas between the team's laptops through the organisation's "
         "PostgreSQL server. Example: station team status"
     ),
@@ -420,6 +420,71 @@ def unlock_command(
     )
 
 
+def push_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
+    """Move this laptop's own personas (made before it joined) into the team.
+
+    Each persona keeps its id; its sealed profile is uploaded as a close
+    uploads one and its key is wrapped for every approved member, so any
+    member's laptop opens it. From then on the team's copy is the persona:
+    the laptop's own record of it is retired. A push cut off (server lost,
+    process killed) loses nothing: run it again and it continues. Kit
+    secrets and proxy passwords stay in this laptop's keyring.
+
+    Example: station team push --json
+    """
+    from outreach_station.cli.open import profile_progress
+    from outreach_station.team.push import push
+
+    result = push(station=station_of(ctx), notify=info, progress=profile_progress)
+    if json:
+        echo_json(
+            {
+                "team_id": result.team_id,
+                "server": result.server,
+                "personas": [p.to_json() for p in result.personas],
+            }
+        )
+    elif not result.personas:
+        typer.echo(
+            _(
+                "nothing to push: every persona of this laptop is in team {team} "
+                "already (or retired)"
+            ).format(team=safe(result.team_id))
+        )
+    for done in result.personas:
+        if json:
+            break
+        if done.outcome == "pushed":
+            typer.echo(
+                _(
+                    "pushed persona {persona} ({platform}) to team {team}: {status}, "
+                    "generation {generation}, {mb} MB sent"
+                ).format(
+                    persona=done.persona_id,
+                    platform=done.platform,
+                    team=safe(result.team_id),
+                    status=done.status,
+                    generation=done.generation,
+                    mb=f"{done.bytes_sent / 1e6:.1f}",
+                )
+            )
+        else:
+            info(
+                _("not pushed: persona {persona} ({platform}): {problem}").format(
+                    persona=done.persona_id, platform=done.platform, problem=safe(done.problem)
+                )
+            )
+    if any(p.outcome == "pushed" for p in result.personas) and not json:
+        info(
+            _(
+                "kit secrets and proxy passwords stay in this laptop's keyring; "
+                "colleagues' laptops do not get them"
+            )
+        )
+    if result.refused:
+        raise typer.Exit(result.refused[0].exit_code)
+
+
 for _name, _command in (
     ("init", init_command),
     ("join", join_command),
@@ -428,5 +493,6 @@ for _name, _command in (
     ("remove", remove_command),
     ("status", status_command),
     ("unlock", unlock_command),
+    ("push", push_command),
 ):
     app.command(_name, cls=StationCommand)(_command)

@@ -311,6 +311,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE audit_records ADD COLUMN origin TEXT UNIQUE;
     """,
+    # 9 (station team push): a persona moved in from a laptop's own registry is
+    # hidden (`moving_in`: the member moving it) until its sealed profile is
+    # committed, so that no laptop opens it empty or promotes it meanwhile.
+    """
+    ALTER TABLE personas ADD COLUMN moving_in TEXT;
+    """,
 )
 
 
@@ -734,7 +740,9 @@ class PostgresStore:
 
     def get(self, persona_id: str) -> Persona:
         validate_persona_id(persona_id)
-        row = self._row_or_none("SELECT * FROM personas WHERE id = %s", (persona_id,))
+        row = self._row_or_none(
+            "SELECT * FROM personas WHERE id = %s AND moving_in IS NULL", (persona_id,)
+        )
         if row is None:
             raise NotFoundError(
                 _("no persona with id '{persona_id}'").format(persona_id=persona_id)
@@ -742,7 +750,7 @@ class PostgresStore:
         return self._persona(row)
 
     def list(self, *, platform: str | None = None, status: Status | None = None) -> list[Persona]:
-        query = "SELECT * FROM personas WHERE TRUE"
+        query = "SELECT * FROM personas WHERE moving_in IS NULL"
         args: list[str] = []
         if platform is not None:
             query += " AND platform = %s"
@@ -792,7 +800,7 @@ class PostgresStore:
                 )
             standby = conn.execute(
                 "SELECT id FROM personas WHERE platform = %s AND status = 'standby' "
-                "ORDER BY created, seq LIMIT 1",
+                "AND moving_in IS NULL ORDER BY created, seq LIMIT 1",
                 (platform,),
             ).fetchone()
             created = standby is None
@@ -892,6 +900,80 @@ class PostgresStore:
                 _("no persona with id '{persona_id}'").format(persona_id=persona_id)
             )
         return found
+
+    # Moving a laptop's own personas in (`station team push`, team/push.py).
+
+    def moving_in(self, persona_id: str) -> tuple[Persona, str | None] | None:
+        """The persona with this id, hidden or not, and the member moving it in (None: done)."""
+        row = self._row_or_none("SELECT * FROM personas WHERE id = %s", (persona_id,))
+        if row is None:
+            return None
+        return self._persona(row), row["moving_in"]
+
+    def begin_move_in(
+        self,
+        persona: Persona,
+        *,
+        member: str,
+        kit: Mapping[str, str] | None,
+        proxy: ProxyRecord | None,
+    ) -> None:
+        """Add a laptop's persona as it is there, hidden until `finish_move_in`.
+
+        Its row, kit details and proxy land together or not at all (a kit
+        detail another persona of the team uses is a `UniqueConflict`). An
+        active one waits as standby: the platform's active slot is decided at
+        the finish.
+        """
+        status = "standby" if persona.status == "active" else persona.status
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO personas (id, platform, label, status, created, last_opened, "
+                "status_changed, status_reason, fingerprint, moving_in) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    persona.id,
+                    persona.platform,
+                    persona.label,
+                    status,
+                    persona.created,
+                    persona.last_opened,
+                    persona.status_changed,
+                    persona.status_reason,
+                    json.dumps(persona.fingerprint),
+                    member,
+                ),
+            )
+            if kit is not None:
+                self.put_kit(persona.id, kit)
+            if proxy is not None:
+                self.put_proxy(proxy)
+
+    def finish_move_in(self, persona_id: str, *, wanted: Status, reason: str) -> Persona:
+        """Show a moved-in persona to the team, `wanted` or standby if its platform has an active.
+
+        Done once: a persona already shown is returned as it is.
+        """
+        with self._tx() as conn:
+            found = self._locked_persona(conn, persona_id)
+            if found["moving_in"] is None:
+                return self._persona(found)
+            self._lock_platform(conn, found["platform"])
+            status, changed, why = wanted, found["status_changed"], found["status_reason"]
+            if (
+                wanted == "active"
+                and conn.execute(
+                    "SELECT 1 FROM personas WHERE platform = %s AND status = 'active'",
+                    (found["platform"],),
+                ).fetchone()
+            ):
+                status, changed, why = "standby", self._now(), reason
+            conn.execute(
+                "UPDATE personas SET status = %s, status_changed = %s, status_reason = %s, "
+                "moving_in = NULL WHERE id = %s",
+                (status, changed, why, persona_id),
+            )
+        return self.get(persona_id)
 
     # Identity kits.
 

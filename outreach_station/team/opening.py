@@ -102,6 +102,10 @@ class TeamKeys:
             )
         return members
 
+    def approved_roster(self) -> list[Member]:
+        """The verified roster; refused unless this laptop's member is approved in it."""
+        return self._approved_roster()
+
     def ensure_data_key(self, persona_id: str) -> bytes:
         """The key that opens the persona's current generation; made and wrapped if it has none.
 
