@@ -228,7 +228,8 @@ def _push_one(  # noqa: PLR0917 - one call site, in order
         shown = store.finish_move_in(
             persona.id,
             wanted=persona.status,
-            reason=_("moved in as standby: the team had an active persona of its platform"),
+            # Data, as every status reason: never translated.
+            reason="moved in as standby: the team had an active persona of its platform",
         )
         demoted = persona.status == "active" and shown.status != "active"
         generation, blobs, size = sent
@@ -240,9 +241,7 @@ def _push_one(  # noqa: PLR0917 - one call site, in order
             local_status=persona.status,
         )
         # Never opened from this laptop's own registry again: the team's copy is the persona.
-        local.transition(
-            persona.id, "retired", reason=_("moved to team {team}").format(team=team_id)
-        )
+        local.transition(persona.id, "retired", reason=f"moved to team {team_id}")
     if demoted:
         notify(
             _(
