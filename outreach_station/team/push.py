@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from outreach_station.storage import Store
     from outreach_station.storage.postgres import PostgresStore
     from outreach_station.team.opening import TeamKeys
-    from outreach_station.team.sync import ProgressCallback
+    from outreach_station.team.sync import LocalCopy, ProgressCallback
     from outreach_station.vault import Vault
 
 Outcome = Literal["pushed", "refused"]
@@ -178,6 +178,7 @@ def _push_one(  # noqa: PLR0917 - one call site, in order
     progress: Callable[[str], ProgressCallback | None] | None,
 ) -> PushedPersona:
     from outreach_station.events import EventName
+    from outreach_station.team.sync import LocalCopy
     from outreach_station.workspace import needs_recovery, persona_lock, recover
 
     def bar(action: str) -> ProgressCallback | None:
@@ -209,6 +210,9 @@ def _push_one(  # noqa: PLR0917 - one call site, in order
                 )
                 recovered = done is not None and done.resealed
             _convert_format_2(st, local, vault, persona.id)
+            _check_sealed(
+                LocalCopy.of(st.paths, local, persona.id), local.sealed_generation(persona.id)[0]
+            )
         if found is None:
             store.begin_move_in(
                 persona,
@@ -264,6 +268,18 @@ def _push_one(  # noqa: PLR0917 - one call site, in order
     )
 
 
+def _check_sealed(copy: LocalCopy, generation: int) -> None:
+    """Refuse a persona whose sealed profile on record is not in its store."""
+    if generation and generation not in copy.blobs.manifests():
+        # Never pushed as "nothing sealed": the profile on record would be lost to the team.
+        raise IntegrityError(
+            _(
+                "persona {persona}: its sealed profile (generation {generation}) is not in "
+                "{location}; nothing was pushed: put it back, or report it to IT"
+            ).format(persona=copy.persona_id, generation=generation, location=copy.blobs.location)
+        )
+
+
 def _convert_format_2(st: Station, local: Store, vault: Vault, persona_id: str) -> None:
     """A profile still in the one-file format (2) is resealed as blobs, as its next close would.
 
@@ -311,6 +327,7 @@ def _send_profile(  # noqa: PLR0917 - one call site, in order
     if generation == 0 or not vault.has_data_key(persona_id):
         # Never sealed: nothing to send; its first team open makes its key.
         return (server.generation if server is not None else 0), 0, 0
+    _check_sealed(copy, generation)
     data_key = vault.data_key(persona_id)
     if not store.wrapped_keys(persona_id):
         made = wrap_for_members(

@@ -167,22 +167,38 @@ def test_a_push_cut_off_by_the_server_stopping_is_continued_and_loses_nothing(
     platform_dir: Path,
     tmp_path: Path,
 ) -> None:
-    # Two personas each left open by a crashed session (no browser needed): the
-    # push seals what they left, then sends it, several blobs each.
+    # No browser needed: the first persona was left open by a crashed session (the
+    # push seals what it left), the second is sealed in the older one-file format
+    # (the push reseals it as blobs); several blobs each.
+    from outreach_station.context import Station
+    from outreach_station.vault import seal_dir
+    from outreach_station.workspace import sealed_file, workspace_dir
+
     ids = []
     work = {}
-    for _n in range(2):
+    for n in range(2):
         made = runner.invoke(["persona", "new", "site-one"])
         assert made.exit_code == 0, made.output
         persona_id = made.stdout.split()[0]
-        paths.current().persona_dir(persona_id).mkdir(parents=True, exist_ok=True)
-        leave_crashed_session(persona_id)
-        from outreach_station.workspace import workspace_dir
-
         work[persona_id] = secrets.token_bytes(3 * 1024 * 1024)
-        (workspace_dir(paths.current(), persona_id) / "profile" / "work.bin").write_bytes(
-            work[persona_id]
-        )
+        paths.current().persona_dir(persona_id).mkdir(parents=True, exist_ok=True)
+        if n == 0:
+            leave_crashed_session(persona_id)
+            left = workspace_dir(paths.current(), persona_id) / "profile" / "work.bin"
+            left.write_bytes(work[persona_id])
+        else:
+            (tmp_path / "old" / "profile").mkdir(parents=True)
+            (tmp_path / "old" / "profile" / "work.bin").write_bytes(work[persona_id])
+            with Station.load() as st, open_store(paths.current()) as local:
+                key = st.vault().ensure_data_key(persona_id)
+                seal_dir(
+                    tmp_path / "old",
+                    sealed_file(paths.current(), persona_id),
+                    key,
+                    persona_id,
+                    generation=1,
+                )
+                local.commit_sealed_generation(persona_id, 1)
         ids.append(persona_id)
     founded = runner.invoke(["team", "init", laptop_a.url(), "--name", "Anna"])
     assert founded.exit_code == 0, founded.output
@@ -260,3 +276,40 @@ def test_push_outside_a_team_and_with_an_unknown_option_is_refused_with_nothing_
     assert sorted(p.relative_to(home.home) for p in home.home.rglob("*") if p.is_file()) == (before)
     assert home.registry.read_bytes() == registry
     assert _local_personas()[persona_id].status == "active"
+
+
+def test_a_persona_open_on_the_laptop_is_refused_the_others_go_and_it_follows_later(
+    runner: Any, laptop_a: TeamDb, platform_dir: Path
+) -> None:
+    from outreach_station.workspace import persona_lock
+
+    ids = []
+    for _n in range(2):
+        made = runner.invoke(["persona", "new", "site-one"])
+        assert made.exit_code == 0, made.output
+        ids.append(made.stdout.split()[0])
+    assert runner.invoke(["team", "init", laptop_a.url(), "--name", "Anna"]).exit_code == 0
+
+    with persona_lock(paths.current(), ids[0]):  # a station session has it open here
+        busy = runner.invoke(["team", "push"])
+    assert busy.exit_code == ExitCode.BUSY, busy.output
+    assert f"not pushed: persona {ids[0]} (site-one): persona {ids[0]} is already open in " in (
+        busy.stderr
+    )
+    assert f"pushed persona {ids[1]} (site-one) to team " in busy.stdout
+    # The open one is untouched, on the server not even hidden; the other is in.
+    assert set(_server_rows(laptop_a)) == {ids[1]}
+    assert _local_personas()[ids[0]].status == "active"
+    with laptop_a.member_store() as store:
+        assert [(p.id, p.status) for p in store.list()] == [(ids[1], "standby")]
+    # Meanwhile the team got an active persona of the platform.
+    made = runner.invoke(["persona", "new", "site-one"])
+    assert made.exit_code == 0, made.output
+
+    # Closed: the next push takes it, as standby, and says why.
+    later = runner.invoke(["team", "push", "--json"])
+    assert later.exit_code == 0, later.output
+    (done,) = json.loads(later.stdout)["personas"]
+    assert (done["persona"], done["local_status"], done["status"]) == (ids[0], "active", "standby")
+    assert "the team had an active persona of its platform" in done["problem"]
+    assert "went in as standby: the team already has an active persona" in later.stderr
