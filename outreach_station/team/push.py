@@ -179,7 +179,7 @@ def _push_one(  # noqa: PLR0917 - one call site, in order
 ) -> PushedPersona:
     from outreach_station.events import EventName
     from outreach_station.team.sync import LocalCopy
-    from outreach_station.workspace import needs_recovery, persona_lock, recover
+    from outreach_station.workspace import SealedState, needs_recovery, persona_lock, recover
 
     def bar(action: str) -> ProgressCallback | None:
         return progress(action) if progress is not None else None
@@ -189,20 +189,20 @@ def _push_one(  # noqa: PLR0917 - one call site, in order
             persona=persona.id, platform=persona.platform
         )
     )
-    found = store.moving_in(persona.id)
-    if found is not None and (
-        found[0].platform != persona.platform or found[0].created != persona.created
-    ):
-        raise IntegrityError(
-            _(
-                "persona {persona}: the team server already has another persona with this "
-                "id (platform {platform}); nothing was pushed: report it to IT"
-            ).format(persona=persona.id, platform=found[0].platform)
-        )
     vault = st.vault()
     recovered = False
     # Held throughout: a local session of it (or a second push) cannot start meanwhile.
     with persona_lock(st.paths, persona.id):
+        found = store.moving_in(persona.id)
+        if found is not None and (
+            found[0].platform != persona.platform or found[0].created != persona.created
+        ):
+            raise IntegrityError(
+                _(
+                    "persona {persona}: the team server already has another persona with "
+                    "this id (platform {platform}); nothing was pushed: report it to IT"
+                ).format(persona=persona.id, platform=found[0].platform)
+            )
         if found is None or found[1] is not None:
             if needs_recovery(st.paths, persona.id):
                 done = recover(
@@ -210,6 +210,8 @@ def _push_one(  # noqa: PLR0917 - one call site, in order
                 )
                 recovered = done is not None and done.resealed
             _convert_format_2(st, local, vault, persona.id)
+            # As an open would: a seal cut off after its manifest landed is accepted.
+            SealedState(st.paths, persona.id, local).check_file()
             _check_sealed(
                 LocalCopy.of(st.paths, local, persona.id), local.sealed_generation(persona.id)[0]
             )
