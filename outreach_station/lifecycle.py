@@ -190,10 +190,14 @@ def _rotate(
     st: Station, profile: PlatformProfile, *, reason: str, force: bool, notify: Notify
 ) -> RotateResult:
     from outreach_station import network
+    from outreach_station.team.remote import held_for_rotation
     from outreach_station.workspace import needs_recovery, platform_lock
 
     store = st.store
-    with platform_lock(st.paths, profile.id, action=N_("opened or rotated")):
+    with (
+        platform_lock(st.paths, profile.id, action=N_("opened or rotated")),
+        contextlib.ExitStack() as leased,
+    ):
         st.audit.check_appendable()  # a rotation without its records must not happen
         current = store.active(profile.id)
         now = store.clock()
@@ -217,6 +221,16 @@ def _rotate(
                 notify(_("closed the open session of persona {current}").format(current=current.id))
             elif needs_recovery(st.paths, current.id):
                 recover_persona(current, notify=notify, station=st)
+            # In a team it may be open on another laptop: closed there too, and its
+            # lease is held here until it is blocked (`team.remote`).
+            held = held_for_rotation(
+                st,
+                current,
+                closed_here=closed,
+                reason=reason or "blocked by the platform",
+                notify=notify,
+            )
+            closed = leased.enter_context(held) or closed
         blocked, active, created = store.rotate(
             profile.id,
             reason=reason or "blocked by the platform",

@@ -512,12 +512,24 @@ def _sealed_bytes(st: Station, persona_id: str) -> int:
     return total
 
 
+# Why another station closed the session (`storage.locks.note_closing`), in the person's words.
+_CLOSED_FOR: Final = {
+    "rotate": N_("station rotate replaced this persona, from another terminal"),
+    "team-rotate": N_("station rotate on another laptop of the team replaced this persona"),
+    "lease-lost": N_(
+        "another laptop of the team has this persona now; this session's work is "
+        "kept sealed on this laptop"
+    ),
+}
+
+
 def closing_words(result: OpenResult) -> str:
     """Who ended the session, in the words of the person who was using it."""
     outcome = result.outcome
     if outcome.ended_by == "signal":
-        if result.closed_for == "rotate":
-            return _("station rotate replaced this persona, from another terminal")
+        asked = _CLOSED_FOR.get(result.closed_for or "")
+        if asked is not None:
+            return _(asked)
         if outcome.signal_name == "SIGINT":
             return _("you pressed Ctrl-C")
         if outcome.signal_name == "SIGHUP":

@@ -83,8 +83,11 @@ APP_ROLE: Final = "station_app"
 CHUNK_BYTES: Final = 1 << 20
 _KEYRING_PREFIX: Final = "team-database/"
 _LEASE_COLUMNS: Final = (
-    "persona_id, member, host, since, expires, token, expires <= now() AS expired"
+    "persona_id, member, host, since, expires, token, expires <= now() AS expired, "
+    "close_token, close_member, close_host, close_reason, close_asked, close_seen"
 )
+# What a lease's token change or close request announces (migration 10).
+LEASE_CHANNEL: Final = "station_leases"
 # pg_advisory_xact_lock keys: one for migrations, one for the audit chain's tail.
 _MIGRATION_LOCK: Final = 0x5354_4D31
 _AUDIT_LOCK: Final = 0x5354_4131
@@ -317,7 +320,40 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE personas ADD COLUMN moving_in TEXT;
     """,
+    # 10 (rotation from another laptop): a request that the holder of a lease
+    # close its session, for the token it was made for only (a new holder never
+    # inherits it), and whether the holder has seen it. Every change of a
+    # lease's token or close request is announced on the channel
+    # `station_leases` (payload: the persona's id), so that a holder hears that
+    # it was asked to close, or lost its lease, within a second.
+    """
+    ALTER TABLE leases
+        ADD COLUMN close_token BIGINT,
+        ADD COLUMN close_member TEXT,
+        ADD COLUMN close_host TEXT,
+        ADD COLUMN close_reason TEXT,
+        ADD COLUMN close_asked TIMESTAMPTZ,
+        ADD COLUMN close_seen TIMESTAMPTZ;
+    CREATE FUNCTION leases_announce() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('station_leases', NEW.persona_id);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER leases_announce AFTER UPDATE OF token, close_token ON leases
+        FOR EACH ROW EXECUTE FUNCTION leases_announce();
+    """,
 )
+
+
+@dataclass(frozen=True)
+class CloseRequest:
+    """Another laptop asked the lease's holder to close its session (`station rotate`)."""
+
+    member: str
+    host: str
+    reason: str
+    asked: datetime
+    seen: datetime | None  # when the holder said it is closing (None: not yet)
 
 
 @dataclass(frozen=True)
@@ -331,6 +367,8 @@ class Lease:
     expires: datetime
     token: int
     expired: bool
+    # A request to close, made for this very token (a new holder never inherits one).
+    close: CloseRequest | None = None
 
     def describe(self) -> str:
         when = self.since.astimezone().strftime("%Y-%m-%d %H:%M")
@@ -1074,6 +1112,15 @@ class PostgresStore:
 
     @staticmethod
     def _lease(row: Mapping[str, Any]) -> Lease:
+        close = None
+        if row["close_token"] is not None and int(row["close_token"]) == int(row["token"]):
+            close = CloseRequest(
+                member=row["close_member"],
+                host=row["close_host"],
+                reason=row["close_reason"] or "",
+                asked=row["close_asked"],
+                seen=row["close_seen"],
+            )
         return Lease(
             persona_id=row["persona_id"],
             member=row["member"],
@@ -1082,6 +1129,7 @@ class PostgresStore:
             expires=row["expires"],
             token=int(row["token"]),
             expired=bool(row["expired"]),
+            close=close,
         )
 
     def lease(self, persona_id: str) -> Lease | None:
@@ -1168,6 +1216,59 @@ class PostgresStore:
                 (persona_id,),
             )
         return before
+
+    def request_close(
+        self, persona_id: str, token: int, *, member: str, host: str, reason: str
+    ) -> bool:
+        """Ask the holder of `token` to close its session; False if that token no longer holds it.
+
+        The holder's renewing thread hears it at once (`LEASE_CHANNEL`) or at
+        its next renewal, and says it saw it (`close_seen`).
+        """
+        row = self._row_or_none(
+            "UPDATE leases SET close_token = token, close_member = %s, close_host = %s, "
+            "close_reason = %s, close_asked = now(), close_seen = NULL "
+            "WHERE persona_id = %s AND token = %s AND member IS NOT NULL RETURNING token",
+            (member, host, reason, persona_id, token),
+        )
+        return row is not None
+
+    def withdraw_close(self, persona_id: str, token: int) -> None:
+        """Take back a close request made for `token` (nobody waits for it any more)."""
+        self._rows(
+            "UPDATE leases SET close_token = NULL, close_member = NULL, close_host = NULL, "
+            "close_reason = NULL, close_asked = NULL, close_seen = NULL "
+            "WHERE persona_id = %s AND close_token = %s",
+            (persona_id, token),
+        )
+
+    def close_seen(self, persona_id: str, token: int) -> None:
+        """The holder of `token` says it is closing as it was asked."""
+        self._rows(
+            "UPDATE leases SET close_seen = now() WHERE persona_id = %s AND token = %s "
+            "AND close_token = token AND close_seen IS NULL",
+            (persona_id, token),
+        )
+
+    def listen_leases(self) -> None:
+        """Hear every lease's token change and close request on this connection from now on."""
+        self._rows(f"LISTEN {LEASE_CHANNEL}")
+
+    def lease_news(self, timeout: float) -> set[str]:
+        """The personas whose lease changed, heard within `timeout` seconds (after `listen_leases`).
+
+        Returns as soon as one is heard; empty when none came in time.
+        """
+        import psycopg
+
+        heard: set[str] = set()
+        try:
+            for note in self._conn.notifies(timeout=timeout, stop_after=1):
+                if note.channel == LEASE_CHANNEL:
+                    heard.add(note.payload)
+        except psycopg.Error as exc:
+            raise self._problem(exc) from None
+        return heard
 
     def _lost(self, persona_id: str) -> StateError:
         holder = self.lease(persona_id)

@@ -24,6 +24,13 @@ chosen the persona and before the workspace unseals:
    uploaded with the lease's token; with the server gone it stays pending on
    this laptop (`station team status`) and is sent at the persona's next open.
 
+While it runs, the session closes itself, as at a local `station rotate`
+(the process's own SIGTERM: the browser is closed through the protocol, the
+profile resealed and uploaded), when another laptop's `station rotate` asks
+it to (`team.remote`), and when its lease was lost (unlocked, or it expired
+and another laptop took it): the person is told why, and a lost lease's
+work stays on this laptop, kept aside, as the server refuses its token.
+
 Which generation the laptop's cache holds is recorded in the laptop's own
 registry (SQLite under the station home), never on the server: every laptop
 has its own cache, and the server's current generation is `generations`.
@@ -45,7 +52,7 @@ from outreach_station.i18n import _
 if TYPE_CHECKING:
     from outreach_station.context import Notify, Station
     from outreach_station.storage import Store
-    from outreach_station.storage.postgres import PostgresStore, WrappedKeyRecord
+    from outreach_station.storage.postgres import CloseRequest, PostgresStore, WrappedKeyRecord
     from outreach_station.team.keys import MemberKey
     from outreach_station.team.members import Member
     from outreach_station.team.sync import LeaseSession, LocalCopy, ProgressCallback
@@ -265,7 +272,8 @@ class TeamOpen:
     lease: LeaseSession
 
 
-def _host() -> str:
+def host_name() -> str:
+    """This laptop's name, as leases and audit records give it."""
     import socket
 
     return socket.gethostname() or "unknown-host"
@@ -335,7 +343,7 @@ def team_session(
         return progress(action) if progress is not None else None
 
     keys = _team_keys(st, store)
-    host = _host()
+    host = host_name()
     ttl = timedelta(minutes=st.policy.team.lease_minutes)
     connection = store.connection
 
@@ -346,10 +354,41 @@ def team_session(
 
     registry = st.local_store
 
+    closing = _Closer(st, persona_id, notify)
+
     def lost(problem: str) -> None:
         notify(_("warning: {exc}").format(exc=problem))
+        closing.close(
+            "lease-lost",
+            _("persona {persona} is closing: {problem}").format(
+                persona=persona_id, problem=problem
+            ),
+        )
 
-    with hold(store, persona_id, keys.member_id, host, ttl, connect=connect, on_lost=lost) as lease:
+    def asked(request: CloseRequest) -> None:
+        closing.close(
+            "team-rotate",
+            _(
+                "persona {persona} is closing: {member} on {host} rotated its platform "
+                "({reason}); your work is sealed and sent to the team server"
+            ).format(
+                persona=persona_id,
+                member=request.member,
+                host=request.host,
+                reason=request.reason or _("no reason given"),
+            ),
+        )
+
+    with hold(
+        store,
+        persona_id,
+        keys.member_id,
+        host,
+        ttl,
+        connect=connect,
+        on_lost=lost,
+        on_close=asked,
+    ) as lease:
         # Here the vault makes no key file, which is what made the directory in local mode.
         fsutil.ensure_private_dir(st.paths.persona_dir(persona_id))
         # After a member's removal this session seals with a new key they never get;
@@ -407,6 +446,45 @@ def team_session(
                 bar("uploading"),
                 Sealing(seal_version, rekey_since),
             )
+
+
+class _Closer:
+    """Ends this process's session once, as a local `station rotate` would (see the module)."""
+
+    def __init__(self, st: Station, persona_id: str, notify: Notify) -> None:
+        self._paths = st.paths
+        self._persona_id = persona_id
+        self._notify = notify
+        self._done = False
+
+    def close(self, why: str, words: str) -> None:
+        import os
+        import signal
+
+        from outreach_station.storage.locks import note_closing
+
+        if self._done:
+            return
+        self._done = True
+        self._notify(words)
+        note_closing(self._paths, self._persona_id, why)
+        # The session's own handlers (the browser's loop, or DeferredSignals while
+        # sealing) turn it into a clean close: pages closed, profile resealed, uploaded.
+        os.kill(os.getpid(), signal.SIGTERM)
+        # Started from a desktop launcher nobody sees the terminal: the desktop says it
+        # too, from a thread of its own (the lease's thread must not wait for it).
+        import threading
+
+        from outreach_station.desktop import notify as desktop_notify
+
+        threading.Thread(
+            target=_quietly, args=(desktop_notify, _("Outreach station"), words), daemon=True
+        ).start()
+
+
+def _quietly(call: Callable[[str, str], object], summary: str, body: str) -> None:
+    with contextlib.suppress(Exception):
+        call(summary, body)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,10 @@ docs/team.md, "Sync and leases", is the protocol in prose. In short:
 - `hold()` takes the persona's lease on the server (refused at once, naming
   who holds it), renews it from a background thread every ttl/3 and gives it
   back at the end. If the server cannot be reached for a renewal the session
-  goes on and its state says the lease is unproven.
+  goes on and its state says the lease is unproven. The same thread listens
+  for the server's word that the lease changed (`LEASE_CHANNEL`): a lease
+  taken over (unlocked, expired and taken) or a request to close it (another
+  laptop's `station rotate`) is heard within a second, not at the next renewal.
 - `upload()` after a seal: a pending record is written on this laptop first,
   then only the blobs the server lacks are sent, then the generation is
   committed with the lease's token. If the server is lost midway nothing of
@@ -56,7 +59,7 @@ from outreach_station.i18n import _
 if TYPE_CHECKING:
     from outreach_station.paths import StationPaths
     from outreach_station.storage.base import BlobStore, Store
-    from outreach_station.storage.postgres import Generation, Lease, PostgresStore
+    from outreach_station.storage.postgres import CloseRequest, Generation, Lease, PostgresStore
     from outreach_station.vault.blobs import Manifest, StoreKeys
 
 ProgressCallback = Callable[[int, int], None]
@@ -64,6 +67,8 @@ LeaseState = Literal["held", "unproven", "lost", "released"]
 
 STATE_FILE: Final = "team-sync.json"
 SET_ASIDE_DIR: Final = "set-aside"
+# How long the renewing thread listens at a time: its longest delay at a session's end.
+LISTEN_SLICE_SECONDS: Final = 0.5
 # A sealed blob is its plaintext plus a 24-byte header and a 16-byte tag.
 _BLOB_OVERHEAD: Final = 40
 
@@ -81,9 +86,14 @@ class LeaseSession:
         ttl: timedelta,
         connect: Callable[[], PostgresStore] | None,
         on_lost: Callable[[str], None] | None = None,
+        *,
+        on_close: Callable[[CloseRequest], None] | None = None,
     ) -> None:
         self._store = store
         self._on_lost = on_lost
+        self._on_close = on_close
+        self._close_heard = False
+        self._listening = False
         self._lease = lease
         self.ttl = ttl
         self._connect = connect
@@ -131,13 +141,30 @@ class LeaseSession:
             return self._store
         if self._renewer is None:
             self._renewer = self._connect()
+            # Its own connection: what the server announces reaches this thread only.
+            self._renewer.listen_leases()
+            self._listening = True
         return self._renewer
 
     def _drop_renewer(self) -> None:
+        self._listening = False
         if self._renewer is not None:
             with contextlib.suppress(Exception):
                 self._renewer.close()
             self._renewer = None
+
+    def _heard(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for word that this persona's lease changed (or the stop)."""
+        renewer = self._renewer if self._listening else None
+        if renewer is None:
+            # Not listening (no connection of its own, or it was lost): renewals only.
+            self._stop.wait(timeout)
+            return False
+        try:
+            return self.persona_id in renewer.lease_news(timeout)
+        except StationError:
+            self._drop_renewer()
+            return False
 
     def renew(self) -> LeaseState:
         """Renew once (the thread does this every ttl/3); the state afterwards."""
@@ -157,13 +184,30 @@ class LeaseSession:
             self._set("unproven", f"lease unproven: {exc}")
         else:
             self._set("held", None, lease)
+            if lease.close is not None and not self._close_heard:
+                self._close_heard = True
+                with contextlib.suppress(StationError):
+                    # The laptop that asked waits for this word, not only for the release.
+                    self._renewing_store().close_seen(self.persona_id, self.token)
+                if self._on_close is not None:
+                    with contextlib.suppress(Exception):
+                        self._on_close(lease.close)
         return self.state
 
     def _run(self) -> None:
+        import time
+
         interval = max(self.ttl.total_seconds() / 3, 0.05)
-        while not self._stop.wait(interval):
-            if self.renew() in ("lost", "released"):
+        # At once, listening: a close request made before the listening began is not missed.
+        due = time.monotonic() if self._connect is not None else time.monotonic() + interval
+        while not self._stop.is_set():
+            heard = self._heard(max(0.0, min(LISTEN_SLICE_SECONDS, due - time.monotonic())))
+            if self._stop.is_set():
                 return
+            if heard or time.monotonic() >= due:
+                if self.renew() in ("lost", "released"):
+                    return
+                due = time.monotonic() + interval
 
     def _start(self) -> None:
         self._thread = threading.Thread(
@@ -209,6 +253,7 @@ def hold(
     *,
     connect: Callable[[], PostgresStore] | None = None,
     on_lost: Callable[[str], None] | None = None,
+    on_close: Callable[[CloseRequest], None] | None = None,
 ) -> Iterator[LeaseSession]:
     """Hold the persona's lease for the `with` block, renewed every ttl/3, released at the end.
 
@@ -219,12 +264,16 @@ def hold(
     it the renewals use `store`, which the caller must then not hold in a
     transaction. `on_lost(problem)` is called once, from the renewing
     thread, when a renewal finds the lease taken over (it expired while this
-    laptop was suspended or cut off, or was unlocked). Leaving the block never
+    laptop was suspended or cut off, or was unlocked); `on_close(request)`
+    once, from the same thread, when another laptop asks this session to
+    close (`station rotate`; the request is acknowledged on the server
+    first). With `connect`, the thread hears either within a second
+    (`LEASE_CHANNEL`); without it, at the next renewal. Leaving the block never
     raises for the server's sake: a lease that cannot be given back expires by
     itself.
     """
     lease = store.acquire_lease(persona_id, member=member, host=host, ttl=ttl)
-    session = LeaseSession(store, lease, ttl, connect, on_lost)
+    session = LeaseSession(store, lease, ttl, connect, on_lost, on_close=on_close)
     session._start()
     try:
         yield session
