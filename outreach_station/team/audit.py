@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +48,9 @@ from outreach_station.audit import (
 from outreach_station.errors import StationError, UsageError
 from outreach_station.events import EventName
 from outreach_station.i18n import _, ngettext
+
+# A kept audit connection idle longer than this is replaced, not trusted.
+_LINK_IDLE_SECONDS = 60.0
 
 if TYPE_CHECKING:
     from outreach_station.context import Station
@@ -120,6 +124,9 @@ class TeamAuditLog(AuditLog):
         # Set when a send failed: the rest of this command's records wait
         # without trying again, so a server that is away costs one timeout.
         self._away = False
+        self._link: PostgresStore | None = None
+        self._link_used = 0.0
+        self._link_lock = threading.RLock()
 
     @property
     def where(self) -> str:
@@ -133,15 +140,40 @@ class TeamAuditLog(AuditLog):
     def _server(self) -> Iterator[PostgresStore]:
         # Its own connection: a record may be written while the command's store
         # has a transaction open (a kit change), and a rollback of that must
-        # not take the audit record with it.
-        from outreach_station.storage.postgres import PostgresStore, keyring_password
+        # not take the audit record with it. Kept for the records that follow
+        # soon after (a command writes several); one idle longer than
+        # _LINK_IDLE_SECONDS (a whole browser session) is not trusted: a new one.
+        import time
+
+        from outreach_station.storage.postgres import PostgresStore
         from outreach_station.team.config import team_connection
 
-        connection = team_connection(self._station)
-        if connection is None:
-            raise UsageError(_("this station home is not in a team; run station team join URL"))
-        with PostgresStore(connection, password=keyring_password(connection)) as store:
-            yield store
+        with self._link_lock:
+            link = self._link
+            if link is not None and time.monotonic() - self._link_used > _LINK_IDLE_SECONDS:
+                self._drop_link()
+                link = None
+            if link is None:
+                connection = team_connection(self._station)
+                if connection is None:
+                    raise UsageError(
+                        _("this station home is not in a team; run station team join URL")
+                    )
+                link = PostgresStore(connection, password=self._station.team_password(connection))
+                self._station.keep_open(link)
+                self._link = link
+            try:
+                yield link
+            except BaseException:
+                self._drop_link()  # a broken connection is never reused
+                raise
+            self._link_used = time.monotonic()
+
+    def _drop_link(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            with contextlib.suppress(Exception):
+                link.close()
 
     def append(
         self,
@@ -244,32 +276,40 @@ class TeamAuditLog(AuditLog):
                 # or the server was away at this command's earlier try.
                 return len(waiting)
             done = 0
-            try:
-                with self._server() as server:
-                    for local in waiting:
-                        row = server.append_audit_record(
-                            member=joined.member_id,
-                            host=local.host,
-                            make=_copy(local, joined.member_id),
-                            origin=local.hash,
-                        )
-                        if row is not None:
-                            sent = _Sent(local.seq, local.hash, _position(row), row.hash)
-                        else:
-                            sent = _Sent(local.seq, local.hash, sent.trail_seq, sent.trail_hash)
-                        self._keep(sent)
-                        done += 1
-            except StationError as exc:
-                self._away = True
-                left = len(waiting) - done
-                self._station.notify(
-                    _(
-                        "warning: the team's audit trail on {where} did not take {records}: "
-                        "{problem}; they are kept on this laptop and sent with the next record"
-                    ).format(where=self.where, records=_records(left), problem=exc.message)
-                )
-                return left
-        return 0
+            # A kept connection may have died since its last record (the server
+            # restarted): that earns one more try on a new connection.
+            tries = 2 if self._link is not None else 1
+            while True:
+                tries -= 1
+                try:
+                    with self._server() as server:
+                        for local in waiting[done:]:
+                            row = server.append_audit_record(
+                                member=joined.member_id,
+                                host=local.host,
+                                make=_copy(local, joined.member_id),
+                                origin=local.hash,
+                            )
+                            if row is not None:
+                                sent = _Sent(local.seq, local.hash, _position(row), row.hash)
+                            else:
+                                sent = _Sent(local.seq, local.hash, sent.trail_seq, sent.trail_hash)
+                            self._keep(sent)
+                            done += 1
+                    return 0
+                except StationError as exc:
+                    if tries:
+                        continue
+                    self._away = True
+                    left = len(waiting) - done
+                    self._station.notify(
+                        _(
+                            "warning: the team's audit trail on {where} did not take "
+                            "{records}: {problem}; they are kept on this laptop and sent with "
+                            "the next record"
+                        ).format(where=self.where, records=_records(left), problem=exc.message)
+                    )
+                    return left
 
     # ------------------------------------------------------------ reading
 

@@ -322,7 +322,6 @@ def team_session(
     the server refuses or cannot take is told through `notify` and stays
     on this laptop, never lost.
     """
-    from outreach_station.storage.postgres import keyring_password
     from outreach_station.team.sync import LocalCopy, fetch, flush_pending, hold, upload_sealed
     from outreach_station.vault.blobs import StoreKeys
     from outreach_station.workspace import persona_lock, recover
@@ -338,7 +337,7 @@ def team_session(
     def connect() -> PostgresStore:
         from outreach_station.storage.postgres import PostgresStore
 
-        return PostgresStore(connection, password=keyring_password(connection))
+        return PostgresStore(connection, password=st.team_password(connection))
 
     registry = st.local_store
 

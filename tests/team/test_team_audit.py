@@ -229,6 +229,40 @@ def test_records_wait_on_the_laptop_while_the_server_is_away_and_go_in_order(
     assert runner.invoke(["audit", "verify"]).exit_code == 0
 
 
+def test_a_command_keeps_one_audit_connection_and_a_new_one_after_a_server_restart(
+    runner: Any,
+    laptop_a: TeamDb,  # noqa: F811 - the fixture
+    isolation: Path,
+) -> None:
+    from outreach_station.context import Station
+    from outreach_station.events import EventName
+
+    assert runner.invoke(["team", "init", laptop_a.url()]).exit_code == 0
+
+    def audit_connections() -> int:
+        with laptop_a.server.admin(laptop_a.name) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND usename = 'station'",
+                (laptop_a.name,),
+            ).fetchone()
+        return int(row[0])
+
+    said: list[str] = []
+    with Station.load(said.append) as st:
+        for mode in ("one", "two", "three"):
+            st.record(EventName.VAULT_INITIALISED, mode=mode)
+        assert audit_connections() == 1  # one kept for the command's records, not one each
+        with laptop_a.server.stopped():
+            pass  # the kept connection is cut
+        st.record(EventName.VAULT_INITIALISED, mode="after the restart")
+        assert st.audit.waiting() == 0  # type: ignore[attr-defined]
+    assert said == []  # a new connection took it: no warning, nothing left waiting
+    assert audit_connections() == 0  # closed with the command
+    with laptop_a.member_store() as store:
+        modes = [json.loads(r.record)["detail"].get("mode") for r in store.audit_records()]
+    assert modes[-4:] == ["one", "two", "three", "after the restart"]
+
+
 def test_the_team_trail_holds_kit_field_names_never_the_secret(
     runner: Any,
     laptop_a: TeamDb,  # noqa: F811 - the fixture
