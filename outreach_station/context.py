@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from outreach_station.policy import EffectivePolicy, Policy
     from outreach_station.storage import Store
     from outreach_station.storage.postgres import TeamConnection
+    from outreach_station.team.keys import MemberKey
     from outreach_station.vault import PassphraseCallback, Vault
 
 Notify = Callable[[str], None]
@@ -45,6 +46,7 @@ class Station:
     notify: Notify = quiet
     _opened: list[Store] = field(default_factory=list, repr=False)
     _passwords: dict[str, str] = field(default_factory=dict, repr=False)
+    _member_keys: dict[str, MemberKey] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, notify: Notify | None = None) -> Station:
@@ -61,6 +63,7 @@ class Station:
         while self._opened:
             self._opened.pop().close()
         self._passwords.clear()
+        self._member_keys.clear()
 
     def keep_open(self, store: Store) -> None:
         """Close `store` with this context (a connection a part of the command keeps)."""
@@ -79,6 +82,14 @@ class Station:
         if entry not in self._passwords:
             self._passwords[entry] = keyring_password(connection)
         return self._passwords[entry]
+
+    def member_key(self, team_id: str) -> MemberKey:
+        """This home's member key in `team_id`, from the OS keyring, read once per command."""
+        from outreach_station.team.keys import load_member_key
+
+        if team_id not in self._member_keys:
+            self._member_keys[team_id] = load_member_key(self.paths, team_id)
+        return self._member_keys[team_id]
 
     @cached_property
     def effective(self) -> EffectivePolicy:

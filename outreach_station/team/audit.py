@@ -56,7 +56,6 @@ if TYPE_CHECKING:
     from outreach_station.context import Station
     from outreach_station.storage.postgres import AuditRecord, PostgresStore
     from outreach_station.team.config import TeamFile
-    from outreach_station.team.keys import MemberKey
 
 
 @dataclass(frozen=True)
@@ -144,7 +143,6 @@ class TeamAuditLog(AuditLog):
         self._link: PostgresStore | None = None
         self._link_used = 0.0
         self._link_lock = threading.RLock()
-        self._member_key: MemberKey | None = None
 
     @property
     def where(self) -> str:
@@ -189,11 +187,7 @@ class TeamAuditLog(AuditLog):
 
     def _signer(self, joined: TeamFile) -> Callable[[bytes], bytes]:
         """This member's signing, its key read from the keyring once per command."""
-        if self._member_key is None:
-            from outreach_station.team.keys import load_member_key
-
-            self._member_key = load_member_key(self._station.paths, joined.team_id)
-        return self._member_key.sign
+        return self._station.member_key(joined.team_id).sign
 
     def _drop_link(self) -> None:
         link, self._link = self._link, None

@@ -281,7 +281,6 @@ def team_store(st: Station) -> PostgresStore | None:
 
 
 def _team_keys(st: Station, store: PostgresStore) -> TeamKeys:
-    from outreach_station.team.keys import load_member_key
 
     team_id = store.team_id()
     if team_id is None:
@@ -295,7 +294,7 @@ def _team_keys(st: Station, store: PostgresStore) -> TeamKeys:
     return TeamKeys(
         store,
         team_id,
-        load_member_key(st.paths, team_id),
+        st.member_key(team_id),
         lambda: roster(st, store, team_id),
     )
 
