@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from outreach_station.platforms import PlatformCatalogue, PlatformProfile
     from outreach_station.policy import EffectivePolicy, Policy
     from outreach_station.storage import Store
+    from outreach_station.storage.postgres import TeamConnection
+    from outreach_station.team.keys import MemberKey
     from outreach_station.vault import PassphraseCallback, Vault
 
 Notify = Callable[[str], None]
@@ -43,6 +45,8 @@ class Station:
     paths: paths.StationPaths
     notify: Notify = quiet
     _opened: list[Store] = field(default_factory=list, repr=False)
+    _passwords: dict[str, str] = field(default_factory=dict, repr=False)
+    _member_keys: dict[str, MemberKey] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, notify: Notify | None = None) -> Station:
@@ -58,6 +62,34 @@ class Station:
     def close(self) -> None:
         while self._opened:
             self._opened.pop().close()
+        self._passwords.clear()
+        self._member_keys.clear()
+
+    def keep_open(self, store: Store) -> None:
+        """Close `store` with this context (a connection a part of the command keeps)."""
+        self._opened.append(store)
+
+    def team_password(self, connection: TeamConnection) -> str:
+        """The team database password from the OS keyring, read once per command.
+
+        A team command connects several times (its store, the audit trail's
+        own connection, the lease's renewals); each keyring read is a D-Bus
+        round trip to the Secret Service.
+        """
+        from outreach_station.storage.postgres import keyring_password, password_entry
+
+        entry = password_entry(connection)
+        if entry not in self._passwords:
+            self._passwords[entry] = keyring_password(connection)
+        return self._passwords[entry]
+
+    def member_key(self, team_id: str) -> MemberKey:
+        """This home's member key in `team_id`, from the OS keyring, read once per command."""
+        from outreach_station.team.keys import load_member_key
+
+        if team_id not in self._member_keys:
+            self._member_keys[team_id] = load_member_key(self.paths, team_id)
+        return self._member_keys[team_id]
 
     @cached_property
     def effective(self) -> EffectivePolicy:
@@ -120,7 +152,9 @@ class Station:
         from outreach_station.storage import open_store
         from outreach_station.team.config import team_connection
 
-        opened = open_store(self.paths, team=team_connection(self))
+        team = team_connection(self)
+        password = self.team_password(team) if team is not None else None
+        opened = open_store(self.paths, team=team, password=password)
         self._opened.append(opened)
         return opened
 

@@ -64,6 +64,7 @@ class PgServer:
     owner_password: str
     member_password: str
     run_as: list[str]
+    durable: bool = False
 
     @property
     def data_dir(self) -> Path:
@@ -89,6 +90,19 @@ class PgServer:
             autocommit=True,
         )
 
+    def dump(self, dbname: str) -> bytes:
+        """What `pg_dump` of the database gives IT for a backup (plain SQL)."""
+        return subprocess.run(
+            [
+                *self.run_as,
+                str(self.bin_dir / "pg_dump"),
+                *("-h", str(self.socket_dir), "-p", str(self.port), "-U", "postgres", dbname),
+            ],
+            capture_output=True,
+            check=True,
+            timeout=120,
+        ).stdout
+
     def create_database(self, name: str) -> None:
         with self.admin() as conn:
             conn.execute(f'CREATE DATABASE "{name}" OWNER {OWNER}')
@@ -99,12 +113,14 @@ class PgServer:
 
     def start_argv(self) -> list[str]:
         """pg_ctl start, waiting until the server accepts connections."""
-        # fsync off and few connections: a throwaway server on a shared machine.
-        options = (
-            f"-p {self.port} -k {self.socket_dir} -c listen_addresses={self.host} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=40 -c shared_buffers=16MB"
-        )
+        options = f"-p {self.port} -k {self.socket_dir} -c listen_addresses={self.host} "
+        if self.durable:  # as a production server: commits reach the disk (bench)
+            options += "-c max_connections=60"
+        else:  # fsync off and few connections: a throwaway server on a shared machine
+            options += (
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                "-c max_connections=40 -c shared_buffers=16MB"
+            )
         return [
             str(self.bin_dir / "pg_ctl"),
             "-D",
@@ -163,8 +179,12 @@ class PgServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_server(bin_dir: Path, *, host: str = "127.0.0.1") -> PgServer:
-    """initdb, pg_ctl start, and the roles; raises RuntimeError with the tool's output."""
+def start_server(bin_dir: Path, *, host: str = "127.0.0.1", durable: bool = False) -> PgServer:
+    """initdb, pg_ctl start, and the roles; raises RuntimeError with the tool's output.
+
+    `durable`: fsync and synchronous commits on, as a production server (for
+    benches); the tests' default trades them for speed.
+    """
     run_as: list[str] = []
     root = Path(tempfile.mkdtemp(prefix="station-pg-"))
     if os.geteuid() == 0:
@@ -179,6 +199,7 @@ def start_server(bin_dir: Path, *, host: str = "127.0.0.1") -> PgServer:
         owner_password=secrets.token_urlsafe(18),
         member_password=secrets.token_urlsafe(18),
         run_as=run_as,
+        durable=durable,
     )
 
     def run(*argv: str) -> None:

@@ -49,17 +49,19 @@ def open_store(
     *,
     clock: Callable[[], datetime] | None = None,
     team: TeamConnection | None = None,
+    password: str | None = None,
 ) -> Store:
     """The store of this station home (created and migrated on first use).
 
     With `team` (the team's server, from the policy or `station team join`),
-    the team's PostgreSQL, its password read from the OS keyring; without,
-    the embedded SQLite under the home, as always.
+    the team's PostgreSQL, its password `password` or else read from the OS
+    keyring; without, the embedded SQLite under the home, as always.
     """
     if team is not None:
         from outreach_station.storage.postgres import PostgresStore, keyring_password
 
-        password = keyring_password(team)
+        if password is None:
+            password = keyring_password(team)
         if clock is None:
             return PostgresStore(team, password=password)
         return PostgresStore(team, password=password, clock=clock)

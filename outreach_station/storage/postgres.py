@@ -342,6 +342,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER leases_announce AFTER UPDATE OF token, close_token ON leases
         FOR EACH ROW EXECUTE FUNCTION leases_announce();
     """,
+    # 11 (signed audit records): each record of the trail is signed by the
+    # member who sent it (Ed25519 over the team id and the record's hash), so
+    # a rewrite of the chain by whoever controls the database is seen by every
+    # laptop's `audit verify`, not only by the one whose record was cut.
+    """
+    ALTER TABLE audit_records ADD COLUMN signature BYTEA;
+    """,
 )
 
 
@@ -388,6 +395,12 @@ class AuditRecord:
     record: str
     hash: str
     origin: str | None = None
+    signature: bytes | None = None
+
+
+def _audit_record(row: Mapping[str, Any]) -> AuditRecord:
+    signature = row.get("signature")
+    return AuditRecord(**{**row, "signature": bytes(signature) if signature is not None else None})
 
 
 @dataclass(frozen=True)
@@ -1288,16 +1301,16 @@ class PostgresStore:
         *,
         member: str,
         host: str,
-        make: Callable[[AuditRecord | None], tuple[str, str]],
+        make: Callable[[AuditRecord | None], tuple[str, str, bytes | None]],
         origin: str | None = None,
     ) -> AuditRecord | None:
         """Append one record chained to the trail's last one.
 
-        `make(last)` returns the record's text and hash from the last record
-        (None for the first); it runs under a lock, so two laptops appending
-        at once still make one chain. A record whose `origin` the trail holds
-        already is not appended again (None): it was sent before and the
-        reply was lost.
+        `make(last)` returns the record's text, hash and signature from the
+        last record (None for the first); it runs under a lock, so two
+        laptops appending at once still make one chain. A record whose
+        `origin` the trail holds already is not appended again (None): it was
+        sent before and the reply was lost.
         """
         with self._tx() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK,))
@@ -1306,19 +1319,24 @@ class PostgresStore:
             ):
                 return None
             last = self._row_or_none("SELECT * FROM audit_records ORDER BY seq DESC LIMIT 1")
-            record, digest = make(AuditRecord(**last) if last else None)
+            record, digest, signature = make(_audit_record(last) if last else None)
             row = self._row_or_none(
-                "INSERT INTO audit_records (member, host, record, hash, origin) "
-                "VALUES (%s, %s, %s, %s, %s) RETURNING *",
-                (member, host, record, digest, origin),
+                "INSERT INTO audit_records (member, host, record, hash, origin, signature) "
+                "VALUES (%s, %s, %s, %s, %s, %s) RETURNING *",
+                (member, host, record, digest, origin, signature),
             )
         assert row is not None  # noqa: S101 - INSERT ... RETURNING returns the row
-        return AuditRecord(**row)
+        return _audit_record(row)
+
+    def unsigned_audit_records(self) -> int:
+        """How many records of the trail carry no signature (sent before records were signed)."""
+        row = self._row_or_none("SELECT count(*) AS n FROM audit_records WHERE signature IS NULL")
+        return int(row["n"]) if row is not None else 0
 
     def audit_records(self, *, after: int = 0) -> builtins.list[AuditRecord]:
         """The trail's records after `after`, oldest first."""
         return [
-            AuditRecord(**r)
+            _audit_record(r)
             for r in self._rows("SELECT * FROM audit_records WHERE seq > %s ORDER BY seq", (after,))
         ]
 

@@ -94,7 +94,8 @@ def decode_key(text: str) -> bytes:
     return key
 
 
-def _valid(signing_key: bytes, signature: bytes, statement: bytes) -> bool:
+def signature_valid(signing_key: bytes, signature: bytes, statement: bytes) -> bool:
+    """Whether `signature` is `signing_key`'s Ed25519 signature of `statement`."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -105,29 +106,23 @@ def _valid(signing_key: bytes, signature: bytes, statement: bytes) -> bool:
     return True
 
 
-def verified_roster(
-    records: Iterable[MemberRecord],
+def trusted_signing_keys(
+    rows: Iterable[MemberRecord],
     *,
     team_id: str,
     founder_id: str,
     founder_signing_key: bytes,
-) -> list[Member]:
-    """Every member row, each approved one checked back to the pinned founder.
-
-    A row whose approval does not verify keeps its status for the listing
-    but carries the reason in `Member.unverified`, so it is never wrapped for.
-    """
-    rows = list(records)
-    members = {r.member_id: judge_row(r) for r in rows}
+) -> dict[str, bytes]:
+    """The members whose approval verifies back to the pinned founder, with their signing keys."""
+    rows = list(rows)
     by_id = {r.member_id: r for r in rows}
-    # Members whose approval verifies, with their signing keys.
     trusted: dict[str, bytes] = {}
     founder = by_id.get(founder_id)
     if (
         founder is not None
         and founder.signing_key == founder_signing_key
         and founder.approval is not None
-        and _valid(
+        and signature_valid(
             founder_signing_key,
             founder.approval,
             approval_statement(
@@ -161,9 +156,29 @@ def verified_roster(
                 signing_key=row.signing_key,
                 approver_id=approver,
             )
-            if _valid(trusted[approver], row.approval, statement):
+            if signature_valid(trusted[approver], row.approval, statement):
                 trusted[row.member_id] = row.signing_key
                 grew = True
+    return trusted
+
+
+def verified_roster(
+    records: Iterable[MemberRecord],
+    *,
+    team_id: str,
+    founder_id: str,
+    founder_signing_key: bytes,
+) -> list[Member]:
+    """Every member row, each approved one checked back to the pinned founder.
+
+    A row whose approval does not verify keeps its status for the listing
+    but carries the reason in `Member.unverified`, so it is never wrapped for.
+    """
+    rows = list(records)
+    members = {r.member_id: judge_row(r) for r in rows}
+    trusted = trusted_signing_keys(
+        rows, team_id=team_id, founder_id=founder_id, founder_signing_key=founder_signing_key
+    )
     roster = []
     for member_id, row_member in members.items():
         member = row_member

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,9 +49,13 @@ from outreach_station.errors import StationError, UsageError
 from outreach_station.events import EventName
 from outreach_station.i18n import _, ngettext
 
+# A kept audit connection idle longer than this is replaced, not trusted.
+_LINK_IDLE_SECONDS = 60.0
+
 if TYPE_CHECKING:
     from outreach_station.context import Station
     from outreach_station.storage.postgres import AuditRecord, PostgresStore
+    from outreach_station.team.config import TeamFile
 
 
 @dataclass(frozen=True)
@@ -79,10 +84,24 @@ class _Sent:
     trail_hash: str = GENESIS
 
 
-def _copy(local: AuditEvent, member: str) -> Callable[[AuditRecord | None], tuple[str, str]]:
-    """The trail's record for `local`, chained onto the trail's last record."""
+_SIGNED_LABEL = b"outreach-station team audit record v1\x00"
 
-    def make(last: AuditRecord | None) -> tuple[str, str]:
+
+def record_statement(team_id: str, record_hash: str) -> bytes:
+    """What a member signs for a record of the team's trail: the team and the record's hash.
+
+    The hash covers every field and the hash of the record before, so the
+    signature holds the record's place in the chain as well as its content.
+    """
+    return _SIGNED_LABEL + team_id.encode("ascii") + b"\x00" + record_hash.encode("ascii")
+
+
+def _copy(
+    local: AuditEvent, member: str, sign: Callable[[bytes], bytes], team_id: str
+) -> Callable[[AuditRecord | None], tuple[str, str, bytes]]:
+    """The trail's record for `local`, chained onto the trail's last record, and signed."""
+
+    def make(last: AuditRecord | None) -> tuple[str, str, bytes]:
         body: dict[str, Any] = {
             "seq": _position(last) + 1,
             "time": format_time(local.time),
@@ -95,7 +114,8 @@ def _copy(local: AuditEvent, member: str) -> Callable[[AuditRecord | None], tupl
             "prev": last.hash if last is not None else GENESIS,
         }
         body["hash"] = record_hash(body)
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False), body["hash"]
+        text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        return text, body["hash"], sign(record_statement(team_id, body["hash"]))
 
     return make
 
@@ -120,6 +140,9 @@ class TeamAuditLog(AuditLog):
         # Set when a send failed: the rest of this command's records wait
         # without trying again, so a server that is away costs one timeout.
         self._away = False
+        self._link: PostgresStore | None = None
+        self._link_used = 0.0
+        self._link_lock = threading.RLock()
 
     @property
     def where(self) -> str:
@@ -133,15 +156,44 @@ class TeamAuditLog(AuditLog):
     def _server(self) -> Iterator[PostgresStore]:
         # Its own connection: a record may be written while the command's store
         # has a transaction open (a kit change), and a rollback of that must
-        # not take the audit record with it.
-        from outreach_station.storage.postgres import PostgresStore, keyring_password
+        # not take the audit record with it. Kept for the records that follow
+        # soon after (a command writes several); one idle longer than
+        # _LINK_IDLE_SECONDS (a whole browser session) is not trusted: a new one.
+        import time
+
+        from outreach_station.storage.postgres import PostgresStore
         from outreach_station.team.config import team_connection
 
-        connection = team_connection(self._station)
-        if connection is None:
-            raise UsageError(_("this station home is not in a team; run station team join URL"))
-        with PostgresStore(connection, password=keyring_password(connection)) as store:
-            yield store
+        with self._link_lock:
+            link = self._link
+            if link is not None and time.monotonic() - self._link_used > _LINK_IDLE_SECONDS:
+                self._drop_link()
+                link = None
+            if link is None:
+                connection = team_connection(self._station)
+                if connection is None:
+                    raise UsageError(
+                        _("this station home is not in a team; run station team join URL")
+                    )
+                link = PostgresStore(connection, password=self._station.team_password(connection))
+                self._station.keep_open(link)
+                self._link = link
+            try:
+                yield link
+            except BaseException:
+                self._drop_link()  # a broken connection is never reused
+                raise
+            self._link_used = time.monotonic()
+
+    def _signer(self, joined: TeamFile) -> Callable[[bytes], bytes]:
+        """This member's signing, its key read from the keyring once per command."""
+        return self._station.member_key(joined.team_id).sign
+
+    def _drop_link(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            with contextlib.suppress(Exception):
+                link.close()
 
     def append(
         self,
@@ -244,32 +296,42 @@ class TeamAuditLog(AuditLog):
                 # or the server was away at this command's earlier try.
                 return len(waiting)
             done = 0
-            try:
-                with self._server() as server:
-                    for local in waiting:
-                        row = server.append_audit_record(
-                            member=joined.member_id,
-                            host=local.host,
-                            make=_copy(local, joined.member_id),
-                            origin=local.hash,
-                        )
-                        if row is not None:
-                            sent = _Sent(local.seq, local.hash, _position(row), row.hash)
-                        else:
-                            sent = _Sent(local.seq, local.hash, sent.trail_seq, sent.trail_hash)
-                        self._keep(sent)
-                        done += 1
-            except StationError as exc:
-                self._away = True
-                left = len(waiting) - done
-                self._station.notify(
-                    _(
-                        "warning: the team's audit trail on {where} did not take {records}: "
-                        "{problem}; they are kept on this laptop and sent with the next record"
-                    ).format(where=self.where, records=_records(left), problem=exc.message)
-                )
-                return left
-        return 0
+            # A kept connection may have died since its last record (the server
+            # restarted): that earns one more try on a new connection.
+            tries = 2 if self._link is not None else 1
+            while True:
+                tries -= 1
+                try:
+                    with self._server() as server:
+                        for local in waiting[done:]:
+                            row = server.append_audit_record(
+                                member=joined.member_id,
+                                host=local.host,
+                                make=_copy(
+                                    local, joined.member_id, self._signer(joined), joined.team_id
+                                ),
+                                origin=local.hash,
+                            )
+                            if row is not None:
+                                sent = _Sent(local.seq, local.hash, _position(row), row.hash)
+                            else:
+                                sent = _Sent(local.seq, local.hash, sent.trail_seq, sent.trail_hash)
+                            self._keep(sent)
+                            done += 1
+                    return 0
+                except StationError as exc:
+                    if tries:
+                        continue
+                    self._away = True
+                    left = len(waiting) - done
+                    self._station.notify(
+                        _(
+                            "warning: the team's audit trail on {where} did not take "
+                            "{records}: {problem}; they are kept on this laptop and sent with "
+                            "the next record"
+                        ).format(where=self.where, records=_records(left), problem=exc.message)
+                    )
+                    return left
 
     # ------------------------------------------------------------ reading
 
@@ -298,17 +360,37 @@ class TeamAuditLog(AuditLog):
             found.append(TeamAuditEvent(**fields, member=row.member))
         return found
 
+    def _signatures(self) -> _Signatures | None:
+        """Who may sign the trail's records, by the signed approvals; None if not joined."""
+        from outreach_station.team.approvals import trusted_signing_keys
+        from outreach_station.team.config import read_team_file
+        from outreach_station.team.membership import pinned_founder
+
+        joined = read_team_file(self._station.paths)
+        if joined is None:
+            return None
+        with self._server() as server:
+            rows = server.members()
+            founder_id, founder_key = pinned_founder(self._station, server)
+        trusted = trusted_signing_keys(
+            rows, team_id=joined.team_id, founder_id=founder_id, founder_signing_key=founder_key
+        )
+        own = {r.member_id: r.signing_key for r in rows if r.signing_key is not None}
+        return _Signatures(joined.team_id, trusted, own, required=joined.audit_signed)
+
     def verify(self, *, anchor: tuple[int, str] | None = None) -> VerifyResult:
         """Check the team's whole trail; `first_bad_line` is the first bad record's position.
 
         Detected: a record edited in any byte (its hash), its row's member,
         host or hash column changed, a record removed, inserted or reordered
-        (``prev`` and ``seq``), and a record this laptop sent last missing or
-        changed (the trail cut at its end). A rewrite of the chain from some
-        record to its end that no laptop sent last is not detectable here:
-        the laptops' own logs still hold their records.
+        (``prev`` and ``seq``), a record not signed by the member it names
+        (so a chain rewritten from some record to its end, every hash
+        recomputed, fails at its first rewritten record on every laptop), and
+        a record this laptop sent last missing or changed (the trail cut at
+        its end).
         """
         rows = self._rows()
+        signed = self._signatures()
         prev_hash = GENESIS
         seen: dict[int, str] = {}
         for position, row in enumerate(rows, start=1):
@@ -330,9 +412,13 @@ class TeamAuditLog(AuditLog):
                     problems="; ".join(problems)
                 )
                 return VerifyResult(False, count, position, reason, last)
+            wrong: str | None = None
             if (row.hash, row.member, row.host) != (record.hash, record.user, record.host):
-                reason = _("the row's hash, member or host does not match its record (edited?)")
-                return VerifyResult(False, count, position, reason, last)
+                wrong = _("the row's hash, member or host does not match its record (edited?)")
+            elif signed is not None:
+                wrong = signed.problem(row, record)
+            if wrong is not None:
+                return VerifyResult(False, count, position, wrong, last)
             prev_hash = record.hash
             seen[position] = record.hash
         count = len(rows)
@@ -348,6 +434,42 @@ class TeamAuditLog(AuditLog):
             reason = _("record {seq} does not match the anchor given").format(seq=anchor[0])
             return VerifyResult(False, count, anchor[0], reason, seen.get(count))
         return VerifyResult(True, count, None, None, seen.get(count))
+
+
+@dataclass(frozen=True)
+class _Signatures:
+    """The signing keys `verify` trusts for the trail's records."""
+
+    team_id: str
+    # Members whose approval leads back to the pinned founder.
+    trusted: Mapping[str, bytes]
+    # Every registered member's own key: trusted only for its own join record,
+    # written while it was pending (no approval yet to check).
+    own: Mapping[str, bytes]
+    # The home joined a trail signed from its first record: unsigned is refused.
+    required: bool
+
+    def problem(self, row: AuditRecord, record: AuditEvent) -> str | None:
+        from outreach_station.team.approvals import signature_valid
+
+        if row.signature is None:
+            if not self.required:
+                return None  # sent before records were signed (docs/team.md)
+            return _("the record is not signed by a member (written around station?)")
+        key = self.trusted.get(record.user)
+        if key is None and record.event is EventName.TEAM_JOINED:
+            key = self.own.get(record.user)
+        if key is None:
+            return _(
+                "the record is signed as {member}, who is not a member whose approval "
+                "leads back to the team's founder"
+            ).format(member=record.user)
+        if not signature_valid(key, row.signature, record_statement(self.team_id, record.hash)):
+            return _(
+                "the record's signature by {member} does not verify (the record or the "
+                "chain was rewritten)"
+            ).format(member=record.user)
+        return None
 
 
 def _records(count: int) -> str:

@@ -36,6 +36,9 @@ class TeamFile:
     # every approval this laptop trusts leads back to it (team.approvals).
     founder_id: str | None = None
     founder_signing_key: str | None = None
+    # Set for homes that joined a team whose every audit record is signed by
+    # its member (team.audit): `audit verify` then refuses an unsigned one.
+    audit_signed: bool = False
 
 
 def read_team_file(paths: StationPaths) -> TeamFile | None:
@@ -57,6 +60,7 @@ def read_team_file(paths: StationPaths) -> TeamFile | None:
                 if data.get("founder_signing_key")
                 else None
             ),
+            audit_signed=data.get("audit_signed", False) is True,
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise IntegrityError(

@@ -152,13 +152,13 @@ def _founder_of(store: PostgresStore) -> tuple[str, bytes] | None:
     return found[0] if len(found) == 1 else None
 
 
-def roster(st: Station, store: PostgresStore, team_id: str) -> list[Member]:
-    """Every member, approved ones trusted only through signatures back to the founder.
+def pinned_founder(st: Station, store: PostgresStore) -> tuple[str, bytes]:
+    """The founder every approval must lead back to: pinned in this home's team file.
 
-    The founder is the one pinned in this home's team file; a home that
-    joined before founders were pinned pins the server's now.
+    A home that joined before founders were pinned pins the server's now;
+    none to be found gives ("", b""), which trusts nobody.
     """
-    from outreach_station.team.approvals import decode_key, encode_key, verified_roster
+    from outreach_station.team.approvals import decode_key, encode_key
 
     joined = read_team_file(st.paths)
     founder: tuple[str, bytes] | None = None
@@ -171,10 +171,16 @@ def roster(st: Station, store: PostgresStore, team_id: str) -> list[Member]:
                 st.paths,
                 replace(joined, founder_id=founder[0], founder_signing_key=encode_key(founder[1])),
             )
-    if founder is None:
-        founder = ("", b"")
+    return founder if founder is not None else ("", b"")
+
+
+def roster(st: Station, store: PostgresStore, team_id: str) -> list[Member]:
+    """Every member, approved ones trusted only through signatures back to the founder."""
+    from outreach_station.team.approvals import verified_roster
+
+    founder_id, founder_key = pinned_founder(st, store)
     return verified_roster(
-        store.members(), team_id=team_id, founder_id=founder[0], founder_signing_key=founder[1]
+        store.members(), team_id=team_id, founder_id=founder_id, founder_signing_key=founder_key
     )
 
 
@@ -242,7 +248,12 @@ def _register(
 
 
 def _team_file(
-    team_id: str, url: str, member_id: str, founder: tuple[str, bytes] | None
+    team_id: str,
+    url: str,
+    member_id: str,
+    founder: tuple[str, bytes] | None,
+    *,
+    audit_signed: bool = True,
 ) -> TeamFile:
     from outreach_station.team.approvals import encode_key
 
@@ -252,6 +263,7 @@ def _team_file(
         member_id=member_id,
         founder_id=founder[0] if founder else None,
         founder_signing_key=encode_key(founder[1]) if founder else None,
+        audit_signed=audit_signed,
     )
 
 
@@ -283,9 +295,13 @@ def join_team(
                 store, key, name=display_name or _default_name(), founder=False
             )
             founder = _founder_of(store)
+            # A trail begun before records were signed cannot be held to it.
+            signed = store.unsigned_audit_records() == 0
         if not from_keyring:
             _keep_password(connection, password)
-        write_team_file(st.paths, _team_file(team_id, url, member.member_id, founder))
+        write_team_file(
+            st.paths, _team_file(team_id, url, member.member_id, founder, audit_signed=signed)
+        )
         if made:
             st.record(EventName.TEAM_JOINED, team=team_id, member=member.member_id)
         return Joined(team_id, where, member, member.safety_code(team_id), made)

@@ -293,7 +293,6 @@ def team_store(st: Station) -> PostgresStore | None:
 
 
 def _team_keys(st: Station, store: PostgresStore) -> TeamKeys:
-    from outreach_station.team.keys import load_member_key
 
     team_id = store.team_id()
     if team_id is None:
@@ -307,7 +306,7 @@ def _team_keys(st: Station, store: PostgresStore) -> TeamKeys:
     return TeamKeys(
         store,
         team_id,
-        load_member_key(st.paths, team_id),
+        st.member_key(team_id),
         lambda: roster(st, store, team_id),
     )
 
@@ -334,7 +333,6 @@ def team_session(
     the server refuses or cannot take is told through `notify` and stays
     on this laptop, never lost.
     """
-    from outreach_station.storage.postgres import keyring_password
     from outreach_station.team.sync import LocalCopy, fetch, flush_pending, hold, upload_sealed
     from outreach_station.vault.blobs import StoreKeys
     from outreach_station.workspace import persona_lock, recover
@@ -350,7 +348,7 @@ def team_session(
     def connect() -> PostgresStore:
         from outreach_station.storage.postgres import PostgresStore
 
-        return PostgresStore(connection, password=keyring_password(connection))
+        return PostgresStore(connection, password=st.team_password(connection))
 
     registry = st.local_store
 

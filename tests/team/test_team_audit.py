@@ -158,6 +158,96 @@ def test_the_laptop_that_sent_the_last_record_sees_it_deleted(
     )
 
 
+def test_a_chain_rewritten_to_its_end_fails_on_a_laptop_that_sent_none_of_it(
+    runner: Any,
+    laptop_a: TeamDb,  # noqa: F811 - the fixture
+    laptop_b: LaptopB,  # noqa: F811 - the fixture
+    isolation: Path,
+) -> None:
+    """Every hash recomputed from a block to the end: the chain holds, the signatures do not."""
+    from outreach_station.audit import record_hash
+
+    _two_laptops(runner, laptop_a, laptop_b)  # B's last record sent: its join (record 2)
+    assert runner.invoke(["persona", "new", "demo"]).exit_code == 0
+    rotated = runner.invoke(["rotate", "demo", "--yes", "--reason", "login refused"])
+    assert rotated.exit_code == 0, rotated.output
+    with laptop_a.member_store() as store:
+        rows = store.audit_records()
+    blocked = next(i for i, r in enumerate(rows) if '"event":"persona.blocked"' in r.record)
+    assert blocked >= 3  # after B's last record: B's own mark cannot see the rewrite
+    # The database's owner hides the block's reason and re-chains every record after it.
+    prev = json.loads(rows[blocked - 1].record)["hash"]
+    for row in rows[blocked:]:
+        body = json.loads(row.record)
+        if body["event"] == "persona.blocked":
+            body["detail"]["reason"] = "routine"
+        body["prev"] = prev
+        body["hash"] = record_hash(body)
+        prev = body["hash"]
+        text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        _admin_sql(
+            laptop_a,
+            "UPDATE audit_records SET record = %s, hash = %s WHERE seq = %s",
+            text,
+            body["hash"],
+            row.seq,
+        )
+
+    verified = laptop_b.run("audit", "verify")
+    assert verified.returncode == ExitCode.INTEGRITY, verified.stdout
+    assert f"damaged at record {blocked + 1}: " in verified.stderr
+    assert "signature by " in verified.stderr and "does not verify" in verified.stderr
+
+
+def test_an_unsigned_record_or_one_signed_by_no_member_is_named(
+    runner: Any,
+    laptop_a: TeamDb,  # noqa: F811 - the fixture
+    isolation: Path,
+) -> None:
+    """Inserted with station's own database login and chained right, but not by a member."""
+    from datetime import UTC, datetime
+
+    from outreach_station import paths
+    from outreach_station.audit import AuditEvent
+    from outreach_station.events import EventName
+    from outreach_station.team.audit import _copy
+    from outreach_station.team.keys import MemberKey
+
+    assert runner.invoke(["team", "init", laptop_a.url()]).exit_code == 0
+    count = len(json.loads(runner.invoke(["audit", "--json"]).stdout))
+    team_id = json.loads(paths.current().team_file.read_text())["team_id"]
+    stranger = MemberKey.generate(team_id)
+    forged = AuditEvent(
+        seq=1,
+        time=datetime.now(UTC),
+        user=stranger.member_id,
+        host="somewhere",
+        event=EventName.PERSONA_RETIRED,
+        persona=None,
+        platform=None,
+        detail={},
+        prev="",
+        hash="",
+    )
+    make = _copy(forged, stranger.member_id, stranger.sign, team_id)
+
+    def unsigned(last: Any) -> tuple[str, str, None]:
+        text, digest, _signature = make(last)
+        return text, digest, None
+
+    for how, said in (
+        (unsigned, "the record is not signed by a member"),
+        (make, f"the record is signed as {stranger.member_id}, who is not a member"),
+    ):
+        with laptop_a.member_store() as store:
+            store.append_audit_record(member=stranger.member_id, host="somewhere", make=how)
+        result = runner.invoke(["audit", "verify"])
+        assert result.exit_code == ExitCode.INTEGRITY
+        assert f"damaged at record {count + 1}: {said}" in result.stderr, result.stderr
+        _admin_sql(laptop_a, "DELETE FROM audit_records WHERE member = %s", stranger.member_id)
+    assert runner.invoke(["audit", "verify"]).exit_code == 0
+
+
 def _where(team_db: TeamDb) -> str:
     from outreach_station.storage.postgres import TeamConnection
 
@@ -227,6 +317,40 @@ def test_records_wait_on_the_laptop_while_the_server_is_away_and_go_in_order(
     ]
     assert copied[0]["time"] == kept.to_record()["time"]  # when it happened, not when it was sent
     assert runner.invoke(["audit", "verify"]).exit_code == 0
+
+
+def test_a_command_keeps_one_audit_connection_and_a_new_one_after_a_server_restart(
+    runner: Any,
+    laptop_a: TeamDb,  # noqa: F811 - the fixture
+    isolation: Path,
+) -> None:
+    from outreach_station.context import Station
+    from outreach_station.events import EventName
+
+    assert runner.invoke(["team", "init", laptop_a.url()]).exit_code == 0
+
+    def audit_connections() -> int:
+        with laptop_a.server.admin(laptop_a.name) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND usename = 'station'",
+                (laptop_a.name,),
+            ).fetchone()
+        return int(row[0])
+
+    said: list[str] = []
+    with Station.load(said.append) as st:
+        for mode in ("one", "two", "three"):
+            st.record(EventName.VAULT_INITIALISED, mode=mode)
+        assert audit_connections() == 1  # one kept for the command's records, not one each
+        with laptop_a.server.stopped():
+            pass  # the kept connection is cut
+        st.record(EventName.VAULT_INITIALISED, mode="after the restart")
+        assert st.audit.waiting() == 0  # type: ignore[attr-defined]
+    assert said == []  # a new connection took it: no warning, nothing left waiting
+    assert audit_connections() == 0  # closed with the command
+    with laptop_a.member_store() as store:
+        modes = [json.loads(r.record)["detail"].get("mode") for r in store.audit_records()]
+    assert modes[-4:] == ["one", "two", "three", "after the restart"]
 
 
 def test_the_team_trail_holds_kit_field_names_never_the_secret(

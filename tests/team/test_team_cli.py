@@ -161,6 +161,7 @@ def test_two_laptops_init_join_approve_and_remove(
         # The founder, pinned: every approval this laptop trusts leads back to it.
         "founder_id": a["member_id"],
         "founder_signing_key": pinned["founder_signing_key"],
+        "audit_signed": True,  # a new team's every record is signed
     }
 
     joined = laptop_b.run("team", "join", url, "--name", "Bo", "--json", store_password=True)

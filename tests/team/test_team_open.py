@@ -119,7 +119,7 @@ def _join_b(runner: Any, laptop_a: TeamDb, laptop_b: LaptopB) -> tuple[str, str]
     return a, b
 
 
-def test_what_a_left_b_opens_and_only_one_laptop_holds_the_persona(
+def test_the_team_bar_what_a_left_b_opens_one_laptop_at_a_time_one_trail_no_plaintext(
     runner: Any,
     laptop_a: TeamDb,
     *,
@@ -197,6 +197,30 @@ def test_what_a_left_b_opens_and_only_one_laptop_holds_the_persona(
         assert current is not None
         assert (current.generation, current.member) == (2, b)
         assert store.lease(persona.id) is None
+
+    # A backup of the server (pg_dump, as docs/team.md tells IT) holds no plaintext cookie.
+    dumped = laptop_a.server.dump(laptop_a.name)
+    assert b"COPY public.blob_chunks" in dumped
+    for form in (value.encode(), value.encode().hex().encode()):
+        assert form not in dumped
+
+    # B verifies one audit trail for the clinic, and it holds A's records of its session.
+    trail = _run_b(laptop_b, _B_CLI, "audit", "--json")
+    assert trail.returncode == 0, trail.stderr
+    sessions = [
+        (r["event"], r["member"])
+        for r in json.loads(trail.stdout)
+        if r["event"] in ("persona.opened", "persona.closed") and r["persona"] == persona.id
+    ]
+    assert sessions == [
+        ("persona.opened", a),
+        ("persona.closed", a),
+        ("persona.opened", b),
+        ("persona.closed", b),
+    ]
+    verified = _run_b(laptop_b, _B_CLI, "audit", "verify", "--json")
+    assert verified.returncode == 0, verified.stderr
+    assert json.loads(verified.stdout)["ok"] is True
 
 
 def test_an_unreachable_server_refuses_the_open_naming_it(
