@@ -280,10 +280,10 @@ def test_an_upload_killed_midway_is_never_visible(pg_store: PostgresStore, team_
 
 
 def test_audit_records_chain_across_laptops(pg_store: PostgresStore, team_db: TeamDb) -> None:
-    def make(last: AuditRecord | None) -> tuple[str, str]:
+    def make(last: AuditRecord | None) -> tuple[str, str, bytes]:
         previous = last.hash if last else "0" * 64
         record = f"after {previous}"
-        return record, hashlib.sha256(record.encode()).hexdigest()
+        return record, hashlib.sha256(record.encode()).hexdigest(), b"signed " + record.encode()
 
     laptops = [team_db.member_store() for _ in range(3)]
     barrier = threading.Barrier(3)
@@ -305,6 +305,7 @@ def test_audit_records_chain_across_laptops(pg_store: PostgresStore, team_db: Te
     previous = "0" * 64
     for record in records:
         assert record.record == f"after {previous}"
+        assert record.signature == b"signed " + record.record.encode()  # stored as given
         previous = record.hash
     assert {r.member for r in records} == {"m0", "m1", "m2"}
 
@@ -321,7 +322,7 @@ def test_audit_records_chain_across_laptops(pg_store: PostgresStore, team_db: Te
 def test_audit_records_cannot_be_changed(
     pg_store: PostgresStore, team_db: TeamDb, statement: str, role: str
 ) -> None:
-    pg_store.append_audit_record(member="m", host="h", make=lambda last: ("opened", "h1"))
+    pg_store.append_audit_record(member="m", host="h", make=lambda last: ("opened", "h1", None))
     with _raw(team_db, role=role) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute(statement)
     assert [(r.record, r.hash) for r in pg_store.audit_records()] == [("opened", "h1")]
@@ -330,7 +331,7 @@ def test_audit_records_cannot_be_changed(
 def test_station_role_changing_audit_records_through_the_store_is_one_line(
     pg_store: PostgresStore,
 ) -> None:
-    pg_store.append_audit_record(member="m", host="h", make=lambda last: ("opened", "h1"))
+    pg_store.append_audit_record(member="m", host="h", make=lambda last: ("opened", "h1", None))
     refused = pytest.raises(SecurityError, match="permission denied for table audit_records")
     with refused, pg_store.transaction():
         pg_store._conn.execute("DELETE FROM audit_records")  # type: ignore[attr-defined]
