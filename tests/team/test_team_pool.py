@@ -18,6 +18,7 @@ import pytest
 
 from outreach_station import paths
 from outreach_station.errors import ExitCode
+from outreach_station.storage.postgres import PostgresStore
 from tests.fixtures import install_policy
 from tests.team import test_team_cli
 from tests.team.conftest import TeamDb
@@ -223,6 +224,7 @@ def test_b_rotates_to_as_standby_opens_it_and_a_retire_shreds_it_everywhere(
     assert any(b_cache.rglob("*"))
     status = _run_b(laptop_b, _B_CLI, "status", "--json")
     assert status.returncode == 0, status.stderr
+    assert f"persona {standby} was retired in the team" in status.stderr
     assert not b_cache.exists()
     assert first != standby
     assert paths.current().persona_dir(standby).exists() is False
@@ -351,3 +353,44 @@ def test_after_a_removal_the_re_key_seals_the_kit_secrets_again_with_the_new_key
     revealed = runner.invoke(["persona", "kit", persona, "--reveal", "password", "--print"])
     assert revealed.exit_code == 0, revealed.output
     assert revealed.stdout.strip() == _PASSWORD
+
+
+class _ReadBeforeTheOtherWrote:
+    """The server as a laptop saw it when it read a persona's wraps a moment too early."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+        self._stale = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def wrapped_keys(self, persona_id: str, **kwargs: Any) -> list[Any]:
+        if self._stale:
+            self._stale = False
+            return []
+        return self._store.wrapped_keys(persona_id, **kwargs)
+
+
+def test_two_laptops_making_a_personas_first_key_at_once_agree_on_one(
+    team_db: TeamDb, pg_store: PostgresStore
+) -> None:
+    from outreach_station.errors import StateError
+    from tests.team.test_team_keys_open import _team, team_keys
+
+    a, b = _team(team_db, pg_store, "approved", "approved")
+    persona = pg_store.create("demo", fingerprint={})
+    made = team_keys(pg_store, a, a).ensure_data_key(persona.id)
+    wraps = pg_store.wrapped_keys(persona.id)
+
+    # B read "no key yet" before A stored its key (e.g. both set a kit secret at once).
+    late = team_keys(_ReadBeforeTheOtherWrote(pg_store), b, a)  # type: ignore[arg-type]
+    assert late.ensure_data_key(persona.id) == made
+    assert pg_store.wrapped_keys(persona.id) == wraps  # A's wraps stand, untouched
+
+    # A shredded persona never gets a key again.
+    retired = pg_store.create("demo", fingerprint={})
+    pg_store.transition(retired.id, "retired", reason="test")
+    with pytest.raises(StateError, match="is retired; its keys were destroyed"):
+        team_keys(pg_store, a, a).ensure_data_key(retired.id)
+    assert pg_store.wrapped_keys(retired.id) == []
