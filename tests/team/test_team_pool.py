@@ -394,3 +394,28 @@ def test_two_laptops_making_a_personas_first_key_at_once_agree_on_one(
     with pytest.raises(StateError, match="is retired; its keys were destroyed"):
         team_keys(pg_store, a, a).ensure_data_key(retired.id)
     assert pg_store.wrapped_keys(retired.id) == []
+
+
+@pytest.mark.parametrize(
+    ("lang", "words"),
+    [
+        ("sv_SE.UTF-8", "password för persona aaaaaaaaaaaa på teamservern går inte att bekräfta"),
+        ("C.UTF-8", "the password of persona aaaaaaaaaaaa on the team server does not"),
+    ],
+)
+def test_a_kit_secret_that_does_not_authenticate_is_told_in_the_persons_language(
+    monkeypatch: pytest.MonkeyPatch, lang: str, words: str
+) -> None:
+    import os
+
+    from outreach_station.errors import IntegrityError
+    from outreach_station.team.kit_secrets import open_secret, seal_secret
+    from tests.team.test_i18n_store import _locale
+
+    _locale(monkeypatch, lang)
+    where = {"team_id": "team-a", "persona_id": "aaaaaaaaaaaa", "field": "password"}
+    sealed = seal_secret(os.urandom(32), _PASSWORD, key_version=1, **where)
+    with pytest.raises(IntegrityError) as refused:
+        open_secret(os.urandom(32), sealed, key_version=1, **where)
+    assert words in str(refused.value)
+    assert _PASSWORD not in str(refused.value)
