@@ -7,7 +7,9 @@ for one persona instead: account username, email alias, phone number and a
 the last four digits; never a card number). The details live in the registry
 (`kits` table); the account password and the one-time-code (TOTP) seed live
 only in the OS keyring, under service "outreach-station" and entries
-``kit:<persona_id>:password`` / ``kit:<persona_id>:totp-seed``.
+``kit:<persona_id>:password`` / ``kit:<persona_id>:totp-seed``. In a team
+a keyring would keep them on one laptop, so they live on the team's server
+instead, sealed with the persona's data key (`team.kit_secrets`).
 
 Rules enforced here, the one writer of kits:
 
@@ -33,7 +35,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from outreach_station import clipboard, secret_store
 from outreach_station.audit import AuditLog
@@ -51,6 +53,9 @@ from outreach_station.i18n import _
 from outreach_station.ids import validate_persona_id
 from outreach_station.personas import Persona
 from outreach_station.storage import Store, UniqueConflict
+
+if TYPE_CHECKING:
+    from outreach_station.team.kit_secrets import TeamKitSecrets
 
 # Public field names, as typed on the command line; columns use underscores.
 DETAIL_FIELDS: Final = ("username", "email", "phone", "card-label", "card-last4")
@@ -291,6 +296,11 @@ def show_kit(persona_id: str, *, registry: Store | None = None) -> KitView:
     """The kit with each secret's state; 'unknown' rather than failing without a keyring."""
     kit = get_kit(persona_id, registry=registry)
     states: dict[str, bool | None] = {}
+    with _team_secrets() as team:
+        if team is not None:
+            # In a team the server says which secrets exist; no key is needed for that.
+            held = team.fields(kit.persona_id)
+            return KitView(kit=kit, secrets={field: field in held for field in SECRET_FIELDS})
     for field in SECRET_FIELDS:
         try:
             states[field] = _read_secret(persona_id, field) is not None
@@ -391,12 +401,34 @@ def _require_changeable(persona: Persona) -> None:
 # ---------------------------------------------------------------- secrets (keyring)
 
 
+@contextmanager
+def _team_secrets() -> Iterator[TeamKitSecrets | None]:
+    """The team's kit secrets when this home is in a team, else None (the OS keyring).
+
+    A keyring does not travel between laptops, so a team keeps each secret
+    on its server, sealed with the persona's key (`team.kit_secrets`).
+    """
+    from outreach_station.context import Station
+    from outreach_station.team.config import team_connection
+
+    with Station.load() as station:
+        if team_connection(station) is None:
+            yield None
+            return
+        from outreach_station.team.kit_secrets import team_kit_secrets
+
+        yield team_kit_secrets(station)
+
+
 def secret_entry(persona_id: str, field: str) -> str:
     """The keyring entry (the 'username' in keyring's terms) of one kit secret."""
     return f"kit:{validate_persona_id(persona_id)}:{field}"
 
 
 def _read_secret(persona_id: str, field: str) -> str | None:
+    with _team_secrets() as team:
+        if team is not None:
+            return team.read(persona_id, field)
     return secret_store.read(secret_entry(persona_id, field), what=field)
 
 
@@ -413,7 +445,11 @@ def set_secret(
     with _registry(registry) as reg:
         persona = _persona(reg, persona_id)
     _require_changeable(persona)
-    secret_store.write(secret_entry(persona.id, field), stored, what=field)
+    with _team_secrets() as team:
+        if team is not None:
+            team.write(persona.id, field, stored)
+        else:
+            secret_store.write(secret_entry(persona.id, field), stored, what=field)
     _audit_log(log).append(
         EventName.KIT_UPDATED,
         persona=persona.id,

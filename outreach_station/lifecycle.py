@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from outreach_station.fingerprint import FingerprintDrawer
     from outreach_station.platforms import PlatformProfile
     from outreach_station.storage import Store
+    from outreach_station.storage.postgres import PostgresStore
     from outreach_station.vault import PassphraseCallback, Vault
     from outreach_station.workspace import Recovery
 
@@ -258,6 +259,16 @@ def _rotate(
 
 
 @dataclass(frozen=True)
+class Holder:
+    """Who has a team's persona open: its lease on the server (the server's clock)."""
+
+    persona: str
+    member: str
+    host: str
+    since: datetime
+
+
+@dataclass(frozen=True)
 class PlatformStatus:
     platform: PlatformProfile
     active: Persona | None
@@ -265,6 +276,8 @@ class PlatformStatus:
     blocked: int
     open_personas: tuple[str, ...]
     warnings: tuple[str, ...]
+    # In a team: who holds which persona, on any laptop.
+    held: tuple[Holder, ...] = ()
 
 
 def status(*, notify: Notify = quiet, station: Station | None = None) -> list[PlatformStatus]:
@@ -275,6 +288,7 @@ def status(*, notify: Notify = quiet, station: Station | None = None) -> list[Pl
         catalogue = st.catalogue
         enforce_retention(notify=notify, station=st)
         personas = st.store.list()
+        holders = _team_holders(st)
         ids = sorted({*catalogue.platforms, *(p.platform for p in personas)})
         result = []
         for platform_id in ids:
@@ -286,11 +300,27 @@ def status(*, notify: Notify = quiet, station: Station | None = None) -> list[Pl
                 profile = PlatformProfile(
                     id=platform_id, name="(no profile)", start_url="", source="missing"
                 )
-            result.append(_platform_status(st, profile, mine))
+            result.append(_platform_status(st, profile, mine, holders))
         return result
 
 
-def _platform_status(st: Station, profile: PlatformProfile, mine: list[Persona]) -> PlatformStatus:
+def _team_holders(st: Station) -> dict[str, Holder]:
+    """The team's live leases by persona (every laptop's); empty outside a team."""
+    from outreach_station.team.opening import team_store
+
+    team = team_store(st)
+    if team is None:
+        return {}
+    return {
+        lease.persona_id: Holder(lease.persona_id, lease.member, lease.host, lease.since)
+        for lease in team.leases()
+        if not lease.expired
+    }
+
+
+def _platform_status(
+    st: Station, profile: PlatformProfile, mine: list[Persona], holders: dict[str, Holder]
+) -> PlatformStatus:
     from outreach_station.workspace import SealedState, is_locked, needs_recovery
 
     where = st.paths
@@ -305,7 +335,9 @@ def _platform_status(st: Station, profile: PlatformProfile, mine: list[Persona])
             )
         )
     opened = tuple(
-        p.id for p in mine if p.status in ("active", "standby") and is_locked(where, p.id)
+        p.id
+        for p in mine
+        if p.status in ("active", "standby") and (p.id in holders or is_locked(where, p.id))
     )
     warnings.extend(
         _(
@@ -330,6 +362,7 @@ def _platform_status(st: Station, profile: PlatformProfile, mine: list[Persona])
         blocked=sum(p.status == "blocked" for p in mine),
         open_personas=opened,
         warnings=tuple(warnings),
+        held=tuple(holders[p.id] for p in mine if p.id in holders),
     )
 
 
@@ -370,11 +403,13 @@ def shred_persona(
 
     The registry row stays (as retired) so reports and the audit trail keep
     their history, and its kit details stay reserved so they are never
-    handed to another persona. Refused while the persona is open.
+    handed to another persona. Refused while the persona is open. In a team
+    the server's copies go too, for every member (`_shred_on_server`).
     """
     from outreach_station import network
     from outreach_station.kit import delete_kit_secrets
     from outreach_station.storage import open_blob_store
+    from outreach_station.team.opening import team_store
     from outreach_station.vault import Vault, new_path, read_settings
     from outreach_station.workspace import persona_lock, sealed_file, wipe, workspace_dir
 
@@ -383,20 +418,30 @@ def shred_persona(
         persona = get_persona(persona_id, station=st)
         if persona.status == "retired":
             raise StateError(_("persona {persona} is already retired").format(persona=persona.id))
+        team = team_store(st)
         with persona_lock(st.paths, persona.id):
-            key_destroyed = False
-            if read_settings(st.paths) is not None:
+            key_destroyed = profile_deleted = False
+            if team is not None:
+                key_destroyed, profile_deleted = _shred_on_server(st, team, persona, reason)
+            elif read_settings(st.paths) is not None:
                 key_destroyed = Vault.open(st.paths).shred(persona.id)
             sealed = sealed_file(st.paths, persona.id)
-            profile_deleted = sealed.exists()
+            profile_deleted = sealed.exists() or profile_deleted
             sealed.unlink(missing_ok=True)
             new_path(sealed).unlink(missing_ok=True)
             profile_deleted = open_blob_store(st.paths, persona.id).remove_all() or profile_deleted
             wipe(workspace_dir(st.paths, persona.id))
+            if team is not None:
+                # This laptop's cache, its sync record and anything kept aside: all sealed
+                # with the key just destroyed, so of no use to anyone.
+                _drop_cache(st, persona.id)
             secrets_deleted = tuple(delete_kit_secrets(persona.id))
             # The proxy's address stays on record (the pool avoids it); its password goes.
             network.forget_password(persona.id)
-            persona = st.store.transition(persona.id, "retired", reason=reason)
+            if team is None:
+                persona = st.store.transition(persona.id, "retired", reason=reason)
+            else:
+                persona = st.store.get(persona.id)
         st.record(
             EventName.PERSONA_SHREDDED,
             persona,
@@ -412,13 +457,89 @@ def shred_persona(
     )
 
 
+def _shred_on_server(
+    st: Station, team: PostgresStore, persona: Persona, reason: str
+) -> tuple[bool, bool]:
+    """Delete the persona's wrapped keys, kit secrets, generations and blobs on the team server.
+
+    Under the persona's lease, so nobody has it open anywhere: someone
+    holding it is refused, naming who. Whether a key and a profile were
+    there to delete.
+    """
+    import socket
+    from datetime import timedelta
+
+    from outreach_station.team.opening import _team_keys
+
+    keys = _team_keys(st, team)
+    keys.check_approved()
+    st.audit.check_appendable()  # a shredding the trail cannot record must not happen
+    lease = team.acquire_lease(
+        persona.id,
+        member=keys.member_id,
+        host=socket.gethostname() or "unknown-host",
+        ttl=timedelta(minutes=st.policy.team.lease_minutes),
+    )
+    try:
+        done = team.shred(persona.id, token=lease.token, reason=reason)
+    except BaseException:
+        team.release_lease(persona.id, lease.token)
+        raise
+    return done.wrapped_keys > 0, done.blobs > 0 or done.generations > 0
+
+
+def _drop_cache(st: Station, persona_id: str) -> None:
+    import shutil
+
+    shutil.rmtree(st.paths.persona_dir(persona_id), ignore_errors=True)
+
+
+def drop_shredded_caches(*, notify: Notify = quiet, station: Station | None = None) -> list[str]:
+    """Delete this laptop's sealed copies of team personas retired elsewhere; their ids.
+
+    Another laptop's `persona retire` (or retention) destroyed their keys on
+    the server, so the copies are unreadable: they go at this laptop's next
+    use. A persona the server does not know (not pushed yet) is never touched.
+    """
+    from outreach_station.team.opening import team_store
+    from outreach_station.workspace import is_locked, persona_lock, wipe, workspace_dir
+
+    with using(station, notify) as st:
+        if team_store(st) is None or not st.paths.personas.is_dir():
+            return []
+        cached = {d.name for d in st.paths.personas.iterdir() if d.is_dir()}
+        dropped = []
+        for persona in st.store.list(status="retired"):
+            if persona.id not in cached or is_locked(st.paths, persona.id):
+                continue
+            with persona_lock(st.paths, persona.id):
+                wipe(workspace_dir(st.paths, persona.id))
+                _drop_cache(st, persona.id)
+            dropped.append(persona.id)
+            notify(
+                _(
+                    "persona {persona} was retired in the team; its sealed copy on this "
+                    "laptop was deleted"
+                ).format(persona=persona.id)
+            )
+        return dropped
+
+
 def enforce_retention(
     *, now: datetime | None = None, notify: Notify = quiet, station: Station | None = None
 ) -> list[Shredded]:
-    """Shred blocked personas older than the policy's `retention.blocked_days` (0: keep)."""
+    """Shred blocked personas older than the policy's `retention.blocked_days` (0: keep).
+
+    In a team, also drop this laptop's copies of personas shredded elsewhere;
+    a persona someone holds anywhere waits for the next time.
+    """
+    from outreach_station.team.opening import team_store
     from outreach_station.workspace import is_locked
 
     with using(station, notify) as st:
+        in_team = team_store(st) is not None
+        if in_team:
+            drop_shredded_caches(notify=notify, station=st)
         days = st.policy.retention.blocked_days
         if days <= 0:
             return []
@@ -432,14 +553,19 @@ def enforce_retention(
         for persona in expired:
             if is_locked(st.paths, persona.id):
                 continue  # open right now (evidence being looked at): next time
-            done.append(
-                shred_persona(
+            try:
+                shredded = shred_persona(
                     persona.id,
                     reason=f"retention of {days} days after the block expired",
                     event_reason="retention",
                     station=st,
                 )
-            )
+            except (BusyError, StateError):
+                if not in_team:
+                    raise
+                # Open on another laptop, or another laptop shredded it first: next time.
+                continue
+            done.append(shredded)
             notify(
                 _("persona {persona} ({platform}) shredded: blocked over {days} days ago").format(
                     persona=persona.id, platform=persona.platform, days=days

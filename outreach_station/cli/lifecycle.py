@@ -24,6 +24,7 @@ from outreach_station.errors import UsageError
 
 if TYPE_CHECKING:
     from outreach_station.context import Station
+    from outreach_station.lifecycle import PlatformStatus
     from outreach_station.personas import Persona
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -203,6 +204,19 @@ def _undo(platform: str, station: Station, *, yes: bool, json: bool) -> None:
     )
 
 
+def _opened(s: PlatformStatus) -> list[str]:
+    """Each open persona, in a team with who holds it: `k7q2m9x4ab3d (MEMBER on HOST)`."""
+    held = {h.persona: h for h in s.held}
+    return [
+        _("{persona} ({member} on {host})").format(
+            persona=p, member=held[p].member, host=held[p].host
+        )
+        if p in held
+        else p
+        for p in s.open_personas
+    ]
+
+
 def status_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
     """Show, per platform, the active persona, standby pool, what is open, and warnings.
 
@@ -228,6 +242,16 @@ def status_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
                     "min_standby": s.platform.min_standby,
                     "blocked": s.blocked,
                     "open": list(s.open_personas),
+                    # In a team: who holds each open persona, on which laptop, since when.
+                    "held": [
+                        {
+                            "persona": h.persona,
+                            "member": h.member,
+                            "host": h.host,
+                            "since": h.since.isoformat(),
+                        }
+                        for h in s.held
+                    ],
                     "warnings": list(s.warnings),
                 }
                 for s in rows
@@ -242,7 +266,7 @@ def status_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
                 s.active.id if s.active else "-",
                 f"{s.standby}/{s.platform.min_standby}" if s.platform.min_standby else s.standby,
                 s.blocked,
-                ", ".join(s.open_personas) or "-",
+                ", ".join(_opened(s)) or "-",
                 "; ".join(s.warnings) or "-",
             ]
             for s in rows

@@ -28,7 +28,8 @@ grant exactly this:
     GRANT SELECT, INSERT ON members TO station_app;                -- never DELETE
     GRANT UPDATE (status, approved_by, approved, removed, approval)
         ON members TO station_app;   -- and a trigger: pending -> approved -> removed
-    GRANT SELECT, INSERT, UPDATE, DELETE ON wrapped_keys, rekey_due TO station_app;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON wrapped_keys, rekey_due, kit_secrets
+        TO station_app;
     GRANT USAGE ON SEQUENCE persona_seq, lease_tokens, audit_records_seq_seq
         TO station_app;
 
@@ -349,6 +350,21 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE audit_records ADD COLUMN signature BYTEA;
     """,
+    # 12 (kit secrets across laptops): a persona's kit secrets, sealed on a
+    # laptop with a key derived from the persona's data key (`team.kit_secrets`);
+    # the server holds ciphertext only. Deleted with the persona's keys when
+    # it is shredded.
+    """
+    CREATE TABLE kit_secrets (
+        persona_id TEXT NOT NULL REFERENCES personas (id) ON DELETE CASCADE,
+        field TEXT NOT NULL CHECK (field IN ('password', 'totp-seed')),
+        key_version BIGINT NOT NULL CHECK (key_version >= 1),
+        sealed BYTEA NOT NULL,
+        updated TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (persona_id, field)
+    );
+    GRANT SELECT, INSERT, UPDATE, DELETE ON kit_secrets TO station_app;
+    """,
 )
 
 
@@ -442,6 +458,26 @@ class WrappedKeyRecord:
     member_id: str
     key_version: int
     sealed: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class KitSecretRecord:
+    """One kit secret as stored: sealed on a laptop with the persona's key (opaque `sealed`)."""
+
+    persona_id: str
+    name: str  # the kit's field: password or totp-seed
+    key_version: int
+    sealed: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ShredResult:
+    """What the server deleted of a persona when it was shredded (counts of rows)."""
+
+    wrapped_keys: int
+    kit_secrets: int
+    generations: int
+    blobs: int
 
 
 @dataclass(frozen=True)
@@ -1600,6 +1636,34 @@ class PostgresStore:
                     )
         return personas
 
+    def put_first_wrapped_keys(self, persona_id: str, wraps: Sequence[WrappedKeyRecord]) -> bool:
+        """Store a persona's first data key's wraps; False (nothing stored) if it has a key.
+
+        A key can be made without the persona's lease (a kit secret set on a
+        persona nobody opened yet): two laptops making one at once must not
+        each seal with their own, so the first to store wins and the other
+        unwraps that one.
+        """
+        with self._tx() as conn:
+            if self._locked_persona(conn, persona_id)["status"] == "retired":
+                # Shredded: a key made now would give its copies a reader again.
+                raise StateError(
+                    _("persona {persona_id} is retired; its keys were destroyed").format(
+                        persona_id=persona_id
+                    )
+                )
+            if conn.execute(
+                "SELECT 1 FROM wrapped_keys WHERE persona_id = %s LIMIT 1", (persona_id,)
+            ).fetchone():
+                return False
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO wrapped_keys (persona_id, member_id, key_version, sealed) "
+                    "VALUES (%s, %s, %s, %s)",
+                    [(w.persona_id, w.member_id, w.key_version, w.sealed) for w in wraps],
+                )
+        return True
+
     def put_wrapped_keys(self, wraps: Sequence[WrappedKeyRecord]) -> None:
         """Store wrapped keys (replacing the same persona, member and version), all or none."""
         with self._tx() as conn, conn.cursor() as cur:
@@ -1644,3 +1708,85 @@ class PostgresStore:
     def rekey_done(self, persona_id: str) -> None:
         with self._tx() as conn:
             conn.execute("DELETE FROM rekey_due WHERE persona_id = %s", (persona_id,))
+
+    # Kit secrets: sealed on a laptop with the persona's key (`team.kit_secrets`).
+
+    def kit_secret(self, persona_id: str, field: str) -> KitSecretRecord | None:
+        row = self._row_or_none(
+            "SELECT * FROM kit_secrets WHERE persona_id = %s AND field = %s", (persona_id, field)
+        )
+        if row is None:
+            return None
+        return KitSecretRecord(
+            persona_id=row["persona_id"],
+            name=row["field"],
+            key_version=int(row["key_version"]),
+            sealed=bytes(row["sealed"]),
+        )
+
+    def kit_secret_fields(self, persona_id: str) -> set[str]:
+        rows = self._rows("SELECT field FROM kit_secrets WHERE persona_id = %s", (persona_id,))
+        return {str(r["field"]) for r in rows}
+
+    def put_kit_secret(self, record: KitSecretRecord) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO kit_secrets (persona_id, field, key_version, sealed, updated) "
+                "VALUES (%s, %s, %s, %s, now()) ON CONFLICT (persona_id, field) DO UPDATE SET "
+                "key_version = excluded.key_version, sealed = excluded.sealed, "
+                "updated = excluded.updated",
+                (record.persona_id, record.name, record.key_version, record.sealed),
+            )
+
+    # Crypto-shredding.
+
+    def shred(self, persona_id: str, *, token: int, reason: str) -> ShredResult:
+        """Retire a persona and delete every key and sealed copy of it the server holds.
+
+        One transaction, under the caller's lease (`token` must still be the
+        lease's, so nobody has the persona open): the wrapped data keys of
+        every member and version, the sealed kit secrets, the generations and
+        the blobs go, the persona becomes retired and the lease is freed. With
+        the wrapped keys gone no laptop can unseal any copy it still caches.
+        The persona's row, its kit details and its audit records stay.
+        """
+        validate_reason(reason)
+        with self._tx() as conn:
+            lease = conn.execute(
+                "SELECT token, member FROM leases WHERE persona_id = %s FOR UPDATE", (persona_id,)
+            ).fetchone()
+            if lease is None or lease[1] is None or int(lease[0]) != token:
+                raise self._lost(persona_id)
+            found = self._locked_persona(conn, persona_id)
+            if "retired" not in ALLOWED_TRANSITIONS[found["status"]]:
+                raise StateError(
+                    _("persona {persona_id} is {current}; it cannot become {to}").format(
+                        persona_id=persona_id, current=found["status"], to="retired"
+                    )
+                )
+
+            def gone(query: str) -> int:
+                return int(conn.execute(query, (persona_id,)).rowcount)
+
+            for table in ("current_generations", "rekey_due"):
+                conn.execute(
+                    f"DELETE FROM {table} WHERE persona_id = %s",  # noqa: S608 - constant names
+                    (persona_id,),
+                )
+            result = ShredResult(
+                wrapped_keys=gone("DELETE FROM wrapped_keys WHERE persona_id = %s"),
+                kit_secrets=gone("DELETE FROM kit_secrets WHERE persona_id = %s"),
+                generations=gone("DELETE FROM generations WHERE persona_id = %s"),
+                blobs=gone("DELETE FROM blobs WHERE persona_id = %s"),  # chunks cascade
+            )
+            conn.execute(
+                "UPDATE personas SET status = 'retired', status_changed = %s, "
+                "status_reason = %s WHERE id = %s",
+                (self._now(), reason, persona_id),
+            )
+            conn.execute(
+                "UPDATE leases SET member = NULL, host = NULL, since = NULL, expires = now(), "
+                "token = nextval('lease_tokens') WHERE persona_id = %s",
+                (persona_id,),
+            )
+        return result

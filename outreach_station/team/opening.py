@@ -93,6 +93,10 @@ class TeamKeys:
     def member_id(self) -> str:
         return self._key.member_id
 
+    @property
+    def team_id(self) -> str:
+        return self._team_id
+
     def _approved_roster(self) -> list[Member]:
         members = self._members()
         me = next((m for m in members if m.member_id == self.member_id), None)
@@ -112,6 +116,10 @@ class TeamKeys:
     def approved_roster(self) -> list[Member]:
         """The verified roster; refused unless this laptop's member is approved in it."""
         return self._approved_roster()
+
+    def check_approved(self) -> None:
+        """Refuse unless this laptop's member is approved on the verified roster."""
+        self._approved_roster()
 
     def ensure_data_key(self, persona_id: str) -> bytes:
         """The key that opens the persona's current generation; made and wrapped if it has none.
@@ -142,6 +150,13 @@ class TeamKeys:
                     ).format(persona_id=persona_id)
                 )
             data_key, version = new_data_key(), 1
+            if self._store_first_key(members, persona_id, data_key):
+                wraps = self._store.wrapped_keys(persona_id)
+            else:
+                # Another laptop made the persona's first key at the same moment: theirs counts.
+                wraps = self._store.wrapped_keys(persona_id)
+                version = max(w.key_version for w in wraps)
+                data_key = self._unwrap(persona_id, version, wraps)
         else:
             version = (
                 generation.key_version
@@ -152,6 +167,48 @@ class TeamKeys:
         self._wrap_missing(members, persona_id, data_key, version, wraps)
         self._keys[persona_id] = (data_key, version)
         return data_key, version
+
+    def _store_first_key(self, members: list[Member], persona_id: str, data_key: bytes) -> bool:
+        from outreach_station.storage.postgres import WrappedKeyRecord
+        from outreach_station.team.keys import wrap_for_members
+        from outreach_station.team.members import approved_members
+
+        made = wrap_for_members(
+            approved_members(members),
+            data_key,
+            team_id=self._team_id,
+            persona_id=persona_id,
+            key_version=1,
+        )
+        return self._store.put_first_wrapped_keys(
+            persona_id,
+            [WrappedKeyRecord(w.persona_id, w.member_id, w.key_version, w.sealed) for w in made],
+        )
+
+    def key_of_version(self, persona_id: str, version: int) -> bytes:
+        """The persona's data key of `version`, unwrapped for this member (kit secrets)."""
+        cached = self._keys.get(persona_id)
+        if cached is not None and cached[1] == version:
+            return cached[0]
+        rekeyed = self._rekeyed.get(persona_id)
+        if rekeyed is not None and rekeyed.key_version == version:
+            return rekeyed.data_key
+        return self._unwrap(
+            persona_id, version, self._store.wrapped_keys(persona_id, member_id=self.member_id)
+        )
+
+    def newest(self, persona_id: str) -> tuple[bytes, int]:
+        """The persona's newest data key this member holds and its version; made if none.
+
+        What a kit secret is sealed with: a version a re-key made after a
+        removal, even before a generation sealed with it was committed.
+        """
+        key, version = self.current(persona_id)
+        mine = self._store.wrapped_keys(persona_id, member_id=self.member_id)
+        top = max((w.key_version for w in mine), default=version)
+        if top > version:
+            return self.key_of_version(persona_id, top), top
+        return key, version
 
     def _unwrap(self, persona_id: str, version: int, wraps: list[WrappedKeyRecord]) -> bytes:
         from outreach_station.team.keys import WrappedKey, unwrap_data_key
@@ -234,6 +291,17 @@ class TeamKeys:
         )
         done = Rekeyed(persona_id, made.key_version, since, new_key)
         self._rekeyed[persona_id] = done
+        from outreach_station.team.kit_secrets import reseal
+
+        # The kit's secrets move to the new key too: the removed member never gets it.
+        reseal(
+            self._store,
+            self,
+            self._team_id,
+            persona_id,
+            new_key=new_key,
+            new_version=made.key_version,
+        )
         return done
 
     def sealing(self, persona_id: str) -> tuple[bytes, int, datetime | None]:
