@@ -231,6 +231,8 @@ def _push_one(  # noqa: PLR0917 - one call site, in order
             sent = _send_profile(
                 st, store, keys, local, vault, persona.id, team_id, bar("uploading")
             )
+        # Before the persona is shown: once shown, a team's kit reads only the server.
+        moved = _move_kit_secrets(store, keys, team_id, persona.id)
         shown = store.finish_move_in(
             persona.id,
             wanted=persona.status,
@@ -245,9 +247,16 @@ def _push_one(  # noqa: PLR0917 - one call site, in order
             generation=generation,
             status=shown.status,
             local_status=persona.status,
+            kit_fields_moved=",".join(moved) or "none",
         )
         # Never opened from this laptop's own registry again: the team's copy is the persona.
         local.transition(persona.id, "retired", reason=f"moved to team {team_id}")
+        # The secrets are the team's now, sealed on the server: one copy, not two.
+        from outreach_station import secret_store
+        from outreach_station.kit import secret_entry
+
+        for field in moved:
+            secret_store.delete(secret_entry(persona.id, field), what=field)
     if demoted:
         notify(
             _(
@@ -268,6 +277,30 @@ def _push_one(  # noqa: PLR0917 - one call site, in order
         recovered=recovered,
         problem=shown.status_reason if demoted else "",
     )
+
+
+def _move_kit_secrets(
+    store: PostgresStore, keys: TeamKeys, team_id: str, persona_id: str
+) -> tuple[str, ...]:
+    """Seal the persona's kit secrets from this laptop's keyring onto the server; their fields.
+
+    As `persona kit --set-secret` in a team does (`team.kit_secrets`): under
+    a key derived from the persona's data key, which the server holds only
+    wrapped. Written again by a push that resumes; the keyring's copies are
+    deleted only after the persona is the team's.
+    """
+    from outreach_station import secret_store
+    from outreach_station.kit import SECRET_FIELDS, secret_entry
+    from outreach_station.team.kit_secrets import TeamKitSecrets
+
+    team = TeamKitSecrets(store=store, keys=keys, team_id=team_id)
+    moved = []
+    for field in SECRET_FIELDS:
+        value = secret_store.read(secret_entry(persona_id, field), what=field)
+        if value is not None:
+            team.write(persona_id, field, value)
+            moved.append(field)
+    return tuple(moved)
 
 
 def _check_sealed(copy: LocalCopy, generation: int) -> None:

@@ -24,7 +24,7 @@ from tests.site import TestSite
 from tests.team import test_team_cli
 from tests.team.conftest import TeamDb
 from tests.team.test_team_cli import ALLOW_JOIN, LaptopB
-from tests.team.test_team_open import _B_OPEN, _join_b, _run_b, leave_crashed_session
+from tests.team.test_team_open import _B_CLI, _B_OPEN, _join_b, _run_b, leave_crashed_session
 
 laptop_a = test_team_cli.laptop_a
 laptop_b = test_team_cli.laptop_b
@@ -84,6 +84,9 @@ def test_a_pushes_its_own_personas_b_opens_them_and_a_second_push_does_nothing(
     assert f"station_flush={value}" in seen["cookie"]
     kit = runner.invoke(["persona", "kit", first, "--set", "username=anna_outreach"])
     assert kit.exit_code == 0, kit.output
+    password = f"pw-{secrets.token_hex(6)}"
+    secret = runner.invoke(["persona", "kit", first, "--set-secret", "password"], input=password)
+    assert secret.exit_code == 0, secret.output
     made = runner.invoke(["persona", "new", "site-one"])
     assert made.exit_code == 0, made.output
     second = made.stdout.split()[0]
@@ -130,6 +133,22 @@ def test_a_pushes_its_own_personas_b_opens_them_and_a_second_push_does_nothing(
     assert again.stdout.startswith("nothing to push: every persona of this laptop is in team ")
     assert _server_rows(laptop_a) == before
     assert len(_pushed_records(laptop_a)) == 2
+
+    # The kit secret went with it: sealed on the server, gone from A's keyring, and
+    # A and B both reveal it through the team.
+    from outreach_station import secret_store
+    from outreach_station.kit import secret_entry
+
+    assert secret_store.read(secret_entry(first, "password"), what="password") is None
+    with laptop_a.owner_store() as store:
+        sealed = store._conn.execute("SELECT sealed FROM kit_secrets").fetchall()
+        assert len(sealed) == 1 and password.encode() not in bytes(sealed[0][0])
+    for shown in (
+        runner.invoke(["persona", "kit", first, "--reveal", "password", "--print"]).stdout,
+        _run_b(laptop_b, _B_CLI, "persona", "kit", first, "--reveal", "password", "--print").stdout,
+    ):
+        assert shown.strip() == password
+    assert [r["detail"]["kit_fields_moved"] for r in records if r["persona"] == first] == ["password"]
 
     # B, an approved member, opens the platform and sees A's cookie.
     b_seen = _run_b(laptop_b, _B_OPEN)
