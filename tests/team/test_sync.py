@@ -255,7 +255,7 @@ def test_a_lease_taken_over_is_lost_and_not_released_from_its_new_holder(
             # Named as B's when A's check came after B took it; A's renewing thread
             # hears the unlock at once (NOTIFY) and may find the lease still free.
             assert (session.problem or "").startswith(
-                f"the lease on persona {a.persona} was lost (it expired or was unlocked)"
+                f"the lease on persona {a.persona} was lost (it expired or was unlocked"
             )
         held_by_b = other.token
         taken = b.server.acquire_lease(a.persona, member="member-b", host="laptop-b", ttl=TTL)
