@@ -172,6 +172,9 @@ class LocalBlobStore:
         self._packs: dict[str, list[Where]] = {}
         self._loose: set[str] = set()
         self._deleted: set[str] = set()
+        # Packs that lost a live blob since `sweep` last looked at them (all of them
+        # at load): only these can have become garbage, so only these are looked at.
+        self._touched: set[str] = set()
         self._sequence = 0  # the highest pack's, damaged ones included (never replaced)
 
     def _ensure(self) -> None:
@@ -197,6 +200,7 @@ class LocalBlobStore:
                 if found is None:
                     continue  # not written by station: kept, its blobs count as missing
                 self._packs[entry] = found
+                self._touched.add(entry)
                 # Sorted by sequence number: a blob written again lives in the newest pack.
                 for name, offset, length in found:
                     index[name] = (entry, offset, length)
@@ -261,6 +265,9 @@ class LocalBlobStore:
         pack = pending.final.name
         self._packs[pack] = [(n, o, n_) for n, (o, n_) in pending.entries.items()]
         for name, (offset, length) in pending.entries.items():
+            was = index.get(name)
+            if was is not None:
+                self._touched.add(was[0])  # written again: its old place is dead
             index[name] = (pack, offset, length)
             self._deleted.discard(name)
             if name in self._loose:  # a blob file left from before packs, or torn
@@ -301,6 +308,7 @@ class LocalBlobStore:
         if name in index:
             # Its bytes stay in the pack until `sweep` rewrites or removes the pack.
             self._deleted.add(name)
+            self._touched.add(index[name][0])
 
     def names(self) -> set[str]:
         return (set(self._load()) | self._loose) - self._deleted
@@ -394,7 +402,11 @@ class LocalBlobStore:
                 with contextlib.suppress(FileNotFoundError):
                     (self._blobs / name).unlink()
         index = self._load()
-        for pack, held in list(self._packs.items()):
+        touched, self._touched = self._touched, set()
+        for pack in sorted(touched):
+            held = self._packs.get(pack)
+            if held is None:
+                continue
             live = [
                 (name, offset, length)
                 for name, offset, length in held
@@ -431,6 +443,6 @@ class LocalBlobStore:
         had = self._blobs.exists()
         shutil.rmtree(self._blobs, ignore_errors=True)
         self._index = None
-        self._packs, self._loose, self._deleted = {}, set(), set()
+        self._packs, self._loose, self._deleted, self._touched = {}, set(), set(), set()
         self._sequence = 0
         return had

@@ -691,29 +691,56 @@ class _Pool:
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="vault")
         self._slots = threading.BoundedSemaphore(IN_FLIGHT)
-        self._futures: list[Future[Any]] = []
+        self._lock = threading.Lock()
+        # Unfinished tasks, and the failures of finished ones: a task leaves the set
+        # as it finishes (scanning a list of futures at every submit cost a reseal
+        # thousands of locked `done()` calls).
+        self._futures: set[Future[Any]] = set()
+        self._failed: list[BaseException] = []
+
+    def _finished(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._futures.discard(future)
+            if not future.cancelled() and future.exception() is not None:
+                self._failed.append(future.exception())  # type: ignore[arg-type]
+        self._slots.release()
+
+    def _raise_failure(self) -> None:
+        with self._lock:
+            failure = self._failed[0] if self._failed else None
+        if failure is not None:
+            raise failure  # the first failure stops the submitter
 
     def submit(self, fn: Callable[[], Any]) -> Future[Any]:
         self._slots.acquire()
-        for done in [f for f in self._futures if f.done()]:
-            self._futures.remove(done)
-            done.result()  # the first failure stops the submitter
         try:
+            self._raise_failure()
             future = self._executor.submit(fn)
         except BaseException:
             self._slots.release()
             raise
-        future.add_done_callback(lambda _f: self._slots.release())
-        self._futures.append(future)
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._finished)  # at once if it is already done
         return future
 
     def finish(self) -> None:
-        for future in self._futures:
-            future.result()
-        self._futures.clear()
+        while True:
+            with self._lock:
+                left = next(iter(self._futures), None)
+            if left is None:
+                break
+            failure = left.exception()  # waits; its callback may not have run yet
+            with self._lock:
+                self._futures.discard(left)
+                if failure is not None:
+                    self._failed.append(failure)
+        self._raise_failure()
 
     def close(self) -> None:
-        for future in self._futures:
+        with self._lock:
+            left = list(self._futures)
+        for future in left:
             future.cancel()
         self._executor.shutdown(wait=True)
 
@@ -932,21 +959,19 @@ def _seal_tree(  # noqa: PLR0912, PLR0915 - one pass over the tree, step by step
             return
         members = pack
         pack, pack_bytes = [], 0
-        reuse = _reusable_pack(
-            [old for _i, _p, _s, old in members],
-            [size for _i, _p, size, _o in members],
-            previous,
-            existing,
-        )
-        if reuse is not None:
-            name, refs = reuse
-            for (index, _p, _s, _o), ref in zip(members, refs, strict=True):
-                results[index] = ref
+        kept = _kept_in_pack(members, previous, existing)
+        if kept:
             with sealing.lock:
-                sealing.sizes[name] = sum(size for _i, _p, size, _o in members)
-                sealing.reused += 1
-                sealing.done += sealing.sizes[name]
-            return
+                for index, refs in kept.items():
+                    results[index] = refs
+                    for name, _o, length in refs:
+                        if name not in sealing.sizes:
+                            sealing.sizes[name] = previous.blob_sizes[name] if previous else 0
+                            sealing.reused += 1
+                        sealing.done += length
+            members = [m for m in members if m[0] not in kept]
+            if not members:
+                return
 
         def job() -> None:
             data = bytearray(sum(size for _i, _p, size, _o in members))
@@ -1136,30 +1161,35 @@ def _same_part(
     )
 
 
-def _reusable_pack(
-    olds: list[Entry | None],
-    sizes: list[int],
+def _kept_in_pack(
+    members: list[tuple[int, str, int, Entry | None]],
     previous: Manifest | None,
     existing: set[str],
-) -> tuple[str, list[tuple[Ref, ...]]] | None:
-    """The blob of a pack whose members are unchanged and were exactly that blob before."""
-    if previous is None or not olds:
-        return None
-    refs: list[tuple[Ref, ...]] = []
-    for old in olds:
-        if old is None or len(old.refs) != 1:
-            return None
-        refs.append(old.refs)
-    name = refs[0][0][0]
-    if name not in existing:
-        return None
-    expected = 0
-    for ref, size in zip(refs, sizes, strict=True):
-        blob, offset, length = ref[0]
-        if blob != name or offset != expected or length != size:
-            return None
-        expected += size
-    return (name, refs) if previous.blob_sizes.get(name) == expected else None
+) -> dict[int, tuple[Ref, ...]]:
+    """By entry index, the refs of the pack's files that keep their bytes where they were.
+
+    A file not written since unsealing keeps its piece of its trusted blob,
+    even if the other files of that blob changed: only the changed files are
+    read and packed anew. A blob is used again only while at least half its
+    bytes are still some unchanged file's in this pack (counted here, so an
+    underestimate: the rest is repacked), so the dead bytes inside live blobs
+    never weigh more than the live ones.
+    """
+    if previous is None:
+        return {}
+    live: dict[str, int] = {}
+    candidates: list[tuple[int, tuple[Ref, ...]]] = []
+    for index, _p, _s, old in members:
+        if old is None or not old.refs or not all(n in existing for n, _o, _l in old.refs):
+            continue
+        candidates.append((index, old.refs))
+        for name, _o, length in old.refs:
+            live[name] = live.get(name, 0) + length
+    return {
+        index: refs
+        for index, refs in candidates
+        if all(2 * live[name] >= previous.blob_sizes.get(name, 0) > 0 for name, _o, _l in refs)
+    }
 
 
 def _ignore(_done: int) -> None:
