@@ -148,7 +148,8 @@ def test_a_pushes_its_own_personas_b_opens_them_and_a_second_push_does_nothing(
         _run_b(laptop_b, _B_CLI, "persona", "kit", first, "--reveal", "password", "--print").stdout,
     ):
         assert shown.strip() == password
-    assert [r["detail"]["kit_fields_moved"] for r in records if r["persona"] == first] == ["password"]
+    moved = [r["detail"]["kit_fields_moved"] for r in records if r["persona"] == first]
+    assert moved == ["password"]
 
     # B, an approved member, opens the platform and sees A's cookie.
     b_seen = _run_b(laptop_b, _B_OPEN)
