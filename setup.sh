@@ -207,7 +207,7 @@ case "$job" in
     if [ $# -ge 2 ]; then
       in_keyring_session run_bench "$VENV" "${@:2}"
     else
-      for script in bench/bench_open.py bench/bench_seal.py bench/bench_startup.py; do
+      for script in bench/bench_open.py bench/bench_seal.py bench/bench_startup.py bench/bench_team.py; do
         in_keyring_session run_bench "$VENV" "$script"
       done
     fi
