@@ -68,6 +68,19 @@ def _ask_password(prompt: str) -> str | None:
     return value
 
 
+# A member's status in the reader's language; --json keeps the stored word.
+MEMBER_STATUSES = {
+    "pending": N_("pending"),
+    "approved": N_("approved"),
+    "removed": N_("removed"),
+}
+
+
+def _member_status(status: object) -> str:
+    word = str(status)
+    return _(MEMBER_STATUSES[word]) if word in MEMBER_STATUSES else word
+
+
 def _render_joined(joined: Joined, *, json: bool, what: str) -> None:
     member = joined.member
     if json:
@@ -83,7 +96,9 @@ def _render_joined(joined: Joined, *, json: bool, what: str) -> None:
         return
     typer.echo(_(what).format(team=safe(joined.team_id), server=safe(joined.where)))
     typer.echo(
-        _("member id:   {member} ({status})").format(member=member.member_id, status=member.status)
+        _("member id:   {member} ({status})").format(
+            member=member.member_id, status=_member_status(member.status)
+        )
     )
     typer.echo(_("safety code: {code}").format(code=joined.safety_code))
     if not member.approved:
@@ -178,7 +193,7 @@ def members_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
                     m.member_id,
                     m.display_name,
                     m.host,
-                    _("unverified") if m.unverified else str(m.status),
+                    _("unverified") if m.unverified else _member_status(m.status),
                     _("you") if m.you else "",
                 ]
                 for m in lines
@@ -324,7 +339,10 @@ def status_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
         (_("server"), status.url),
         (_("team"), status.team_id or "?"),
         (_("member"), status.member_id or "?"),
-        (_("status"), status.member_status or _("unknown")),
+        (
+            _("status"),
+            _member_status(status.member_status) if status.member_status else _("unknown"),
+        ),
         (_("reachable"), reach),
     ]
     width = max(11, *(len(key) + 2 for key, _value in rows))

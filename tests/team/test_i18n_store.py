@@ -8,8 +8,10 @@ today's English (tests/conftest.py forces English for the rest of the suite).
 
 from __future__ import annotations
 
+import json
 import secrets
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +31,7 @@ from outreach_station.team import members, sync
 from outreach_station.vault import Vault, seal_dir, unseal_file
 from tests.team.conftest import TeamDb
 from tests.team.test_sync import Laptop, laptops  # noqa: F401 - the two-laptop fixture
+from tests.team.test_team_cli import laptop_a  # noqa: F401 - the fixture
 
 PERSONA = "abcdefghijkl"
 
@@ -226,3 +229,21 @@ def test_a_member_name_with_control_characters_is_refused_in_each_language(
     with pytest.raises(UsageError) as caught:
         join()
     assert str(caught.value) == ("a member's name may not contain control or formatting characters")
+
+
+def test_a_members_status_is_in_swedish_in_text_and_stored_words_in_json(
+    runner: Any,
+    laptop_a: TeamDb,  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _locale(monkeypatch, "sv_SE.UTF-8")
+    founded = runner.invoke(["team", "init", laptop_a.url(), "--name", "Anna"])
+    assert founded.exit_code == 0, founded.output
+    assert "(godkänd)" in founded.stdout
+    listed = runner.invoke(["team", "members"])
+    assert listed.exit_code == 0, listed.output
+    assert "godkänd" in listed.stdout and "approved" not in listed.stdout
+    shown = runner.invoke(["team", "status"])
+    assert "godkänd" in shown.stdout and "approved" not in shown.stdout
+    as_json = runner.invoke(["team", "members", "--json"])
+    assert [m["status"] for m in json.loads(as_json.stdout)] == ["approved"]
