@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -401,23 +401,11 @@ def _require_changeable(persona: Persona) -> None:
 # ---------------------------------------------------------------- secrets (keyring)
 
 
-@contextmanager
-def _team_secrets() -> Iterator[TeamKitSecrets | None]:
-    """The team's kit secrets when this home is in a team, else None (the OS keyring).
+def _team_secrets() -> AbstractContextManager[TeamKitSecrets | None]:
+    """The team's kit secrets when this home is in a team, else None (the OS keyring)."""
+    from outreach_station.team.kit_secrets import home_team_secrets
 
-    A keyring does not travel between laptops, so a team keeps each secret
-    on its server, sealed with the persona's key (`team.kit_secrets`).
-    """
-    from outreach_station.context import Station
-    from outreach_station.team.config import team_connection
-
-    with Station.load() as station:
-        if team_connection(station) is None:
-            yield None
-            return
-        from outreach_station.team.kit_secrets import team_kit_secrets
-
-        yield team_kit_secrets(station)
+    return home_team_secrets()
 
 
 def secret_entry(persona_id: str, field: str) -> str:

@@ -35,7 +35,13 @@ from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from outreach_station import secret_store
-from outreach_station.errors import ConfigError, EnvironmentProblem, StateError, UsageError
+from outreach_station.errors import (
+    ConfigError,
+    EnvironmentProblem,
+    StateError,
+    StationError,
+    UsageError,
+)
 from outreach_station.i18n import N_, _
 from outreach_station.ids import validate_persona_id
 from outreach_station.personas import Persona
@@ -197,12 +203,34 @@ def password_entry(persona_id: str) -> str:
     return f"proxy:{validate_persona_id(persona_id)}"
 
 
+# In a team the proxy password is sealed on the server with the persona's key
+# (`team.kit_secrets`), as kit secrets are: a keyring does not travel.
+TEAM_FIELD = "proxy-password"
+
+
 def read_password(persona_id: str) -> HiddenStr | None:
+    from outreach_station.team.kit_secrets import home_team_secrets
+
+    with home_team_secrets() as team:
+        if team is not None:
+            found = team.read(persona_id, TEAM_FIELD)
+            return None if found is None else HiddenStr(found)
     value = secret_store.read(password_entry(persona_id), what=N_("proxy password"))
     return None if value is None else HiddenStr(value)
 
 
 def _set_password(persona_id: str, password: str | None) -> None:
+    from outreach_station.team.kit_secrets import home_team_secrets
+
+    with home_team_secrets() as team:
+        if team is not None:
+            if password:
+                team.write(persona_id, TEAM_FIELD, password)
+            else:
+                # Best effort, as below; a shredding deletes it on the server anyway.
+                with contextlib.suppress(StationError):
+                    team.delete(persona_id, TEAM_FIELD)
+            return
     backend = secret_store.check_backend()
     entry = password_entry(persona_id)
     if password:

@@ -365,6 +365,14 @@ MIGRATIONS: tuple[str, ...] = (
     );
     GRANT SELECT, INSERT, UPDATE, DELETE ON kit_secrets TO station_app;
     """,
+    # 13 (proxy passwords across laptops): a persona's proxy password is kept
+    # as its kit secrets are, sealed with the persona's key, so the persona's
+    # proxy works on every member's laptop.
+    """
+    ALTER TABLE kit_secrets DROP CONSTRAINT kit_secrets_field_check;
+    ALTER TABLE kit_secrets ADD CONSTRAINT kit_secrets_field_check
+        CHECK (field IN ('password', 'totp-seed', 'proxy-password'));
+    """,
 )
 
 
@@ -1727,6 +1735,13 @@ class PostgresStore:
     def kit_secret_fields(self, persona_id: str) -> set[str]:
         rows = self._rows("SELECT field FROM kit_secrets WHERE persona_id = %s", (persona_id,))
         return {str(r["field"]) for r in rows}
+
+    def delete_kit_secret(self, persona_id: str, field: str) -> bool:
+        row = self._row_or_none(
+            "DELETE FROM kit_secrets WHERE persona_id = %s AND field = %s RETURNING 1",
+            (persona_id, field),
+        )
+        return row is not None
 
     def put_kit_secret(self, record: KitSecretRecord) -> None:
         with self._tx() as conn:

@@ -17,6 +17,8 @@ again with the persona's new key version when it is made (`reseal`).
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -114,6 +116,10 @@ class TeamKitSecrets:
             key_version=record.key_version,
         )
 
+    def delete(self, persona_id: str, field: str) -> bool:
+        """Remove a sealed secret; whether there was one."""
+        return self.store.delete_kit_secret(persona_id, field)
+
     def write(self, persona_id: str, field: str, value: str) -> None:
         """Seal `value` with the persona's newest key and store it (read back to check)."""
         from outreach_station.storage.postgres import KitSecretRecord
@@ -180,3 +186,21 @@ def team_kit_secrets(st: Station) -> TeamKitSecrets | None:
         return None
     keys = _team_keys(st, store)
     return TeamKitSecrets(store=store, keys=keys, team_id=keys.team_id)
+
+
+@contextmanager
+def home_team_secrets() -> Iterator[TeamKitSecrets | None]:
+    """The team's secrets of the station home in force, or None outside a team (the keyring).
+
+    For the callers that keep a secret per persona (`kit`, `network`'s proxy
+    passwords): a keyring does not travel between laptops, so in a team each
+    is sealed on the server with the persona's key.
+    """
+    from outreach_station.context import Station
+    from outreach_station.team.config import team_connection
+
+    with Station.load() as station:
+        if team_connection(station) is None:
+            yield None
+            return
+        yield team_kit_secrets(station)

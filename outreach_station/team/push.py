@@ -254,9 +254,11 @@ def _push_one(  # noqa: PLR0917 - one call site, in order
         # The secrets are the team's now, sealed on the server: one copy, not two.
         from outreach_station import secret_store
         from outreach_station.kit import secret_entry
+        from outreach_station.network import TEAM_FIELD, password_entry
 
         for field in moved:
-            secret_store.delete(secret_entry(persona.id, field), what=field)
+            entry = password_entry(persona.id) if field == TEAM_FIELD else None
+            secret_store.delete(entry or secret_entry(persona.id, field), what=field)
     if demoted:
         notify(
             _(
@@ -282,7 +284,7 @@ def _push_one(  # noqa: PLR0917 - one call site, in order
 def _move_kit_secrets(
     store: PostgresStore, keys: TeamKeys, team_id: str, persona_id: str
 ) -> tuple[str, ...]:
-    """Seal the persona's kit secrets from this laptop's keyring onto the server; their fields.
+    """Seal the persona's kit secrets and proxy password from the keyring onto the server.
 
     As `persona kit --set-secret` in a team does (`team.kit_secrets`): under
     a key derived from the persona's data key, which the server holds only
@@ -291,12 +293,16 @@ def _move_kit_secrets(
     """
     from outreach_station import secret_store
     from outreach_station.kit import SECRET_FIELDS, secret_entry
+    from outreach_station.network import TEAM_FIELD, password_entry
     from outreach_station.team.kit_secrets import TeamKitSecrets
 
     team = TeamKitSecrets(store=store, keys=keys, team_id=team_id)
     moved = []
-    for field in SECRET_FIELDS:
-        value = secret_store.read(secret_entry(persona_id, field), what=field)
+    # The kit's secrets, and the proxy's password under its team field.
+    entries = [(field, secret_entry(persona_id, field)) for field in SECRET_FIELDS]
+    entries.append((TEAM_FIELD, password_entry(persona_id)))
+    for field, entry in entries:
+        value = secret_store.read(entry, what=field)
         if value is not None:
             team.write(persona_id, field, value)
             moved.append(field)

@@ -8,6 +8,7 @@ it promoted).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 from datetime import UTC, timedelta
@@ -56,6 +57,57 @@ def _status(done: Any) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr
     (row,) = [r for r in json.loads(done.stdout) if r["platform"] == "site-one"]
     return dict(row)
+
+
+# Laptop B: the login Playwright would give the persona's proxy; says only whether
+# its password is the one expected (a password never goes to the test's output).
+_B_PROXY = """
+import hashlib, os, sys
+from pathlib import Path
+from outreach_station import paths
+paths.set_test_system_root(Path(os.environ["T_ROOT"]))
+from outreach_station import network
+setting = network.parse_proxy_url("http://outreach@127.0.0.1:3128")
+login = network.playwright_proxy(setting, sys.argv[1])
+seen = hashlib.sha256(login["password"].encode()).hexdigest()
+print(login["server"], login["username"], seen == sys.argv[2])
+"""
+
+
+def test_a_proxy_password_set_on_a_is_sealed_on_the_server_and_logs_in_on_b(
+    runner: Any,
+    laptop_a: TeamDb,
+    *,
+    laptop_b: LaptopB,
+    platform_dir: Path,
+    system_policy: Path,
+) -> None:
+    from outreach_station import secret_store
+    from outreach_station.network import password_entry
+
+    install_policy(system_policy, ALLOW_JOIN)
+    _join_b(runner, laptop_a, laptop_b)
+    persona = _new(runner)
+    proxy = runner.invoke(
+        ["persona", "proxy", persona, "http://outreach@127.0.0.1:3128"], input=_PASSWORD + "\n"
+    )
+    assert proxy.exit_code == 0, proxy.output
+    in_keyring = secret_store.read(password_entry(persona), what="proxy password") is not None
+    assert not in_keyring  # (a bool: a failure never prints the password)
+    with laptop_a.owner_store() as owner:
+        rows = owner._conn.execute("SELECT field, sealed FROM kit_secrets").fetchall()
+    assert [r[0] for r in rows] == ["proxy-password"]
+    assert _PASSWORD.encode() not in bytes(rows[0][1])
+
+    expected = hashlib.sha256(_PASSWORD.encode()).hexdigest()
+    login = _run_b(laptop_b, _B_PROXY, persona, expected)
+    assert login.returncode == 0, login.stderr
+    assert login.stdout.split() == ["http://127.0.0.1:3128", "outreach", "True"]
+
+    cleared = runner.invoke(["persona", "proxy", persona, "--clear"])
+    assert cleared.exit_code == 0, cleared.output
+    with laptop_a.owner_store() as owner:
+        assert owner._conn.execute("SELECT count(*) FROM kit_secrets").fetchone() == (0,)
 
 
 def test_b_status_counts_as_standby_pool_and_names_who_holds_what(

@@ -87,6 +87,10 @@ def test_a_pushes_its_own_personas_b_opens_them_and_a_second_push_does_nothing(
     password = f"pw-{secrets.token_hex(6)}"
     secret = runner.invoke(["persona", "kit", first, "--set-secret", "password"], input=password)
     assert secret.exit_code == 0, secret.output
+    proxy = runner.invoke(
+        ["persona", "proxy", first, "http://outreach@127.0.0.1:3128"], input=password + "-proxy\n"
+    )
+    assert proxy.exit_code == 0, proxy.output
     made = runner.invoke(["persona", "new", "site-one"])
     assert made.exit_code == 0, made.output
     second = made.stdout.split()[0]
@@ -138,18 +142,25 @@ def test_a_pushes_its_own_personas_b_opens_them_and_a_second_push_does_nothing(
     # A and B both reveal it through the team.
     from outreach_station import secret_store
     from outreach_station.kit import secret_entry
+    from outreach_station.network import password_entry, read_password
 
-    assert secret_store.read(secret_entry(first, "password"), what="password") is None
+    left = [
+        secret_store.read(entry, what="secret") is not None
+        for entry in (secret_entry(first, "password"), password_entry(first))
+    ]
+    assert left == [False, False]  # both moved out of A's keyring
     with laptop_a.owner_store() as store:
-        sealed = store._conn.execute("SELECT sealed FROM kit_secrets").fetchall()
-        assert len(sealed) == 1 and password.encode() not in bytes(sealed[0][0])
+        sealed = store._conn.execute("SELECT field, sealed FROM kit_secrets").fetchall()
+        assert sorted(r[0] for r in sealed) == ["password", "proxy-password"]
+        assert all(password.encode() not in bytes(r[1]) for r in sealed)
+    assert read_password(first) == password + "-proxy"  # through the team, on A
     for shown in (
         runner.invoke(["persona", "kit", first, "--reveal", "password", "--print"]).stdout,
         _run_b(laptop_b, _B_CLI, "persona", "kit", first, "--reveal", "password", "--print").stdout,
     ):
         assert shown.strip() == password
     moved = [r["detail"]["kit_fields_moved"] for r in records if r["persona"] == first]
-    assert moved == ["password"]
+    assert moved == ["password,proxy-password"]
 
     # B, an approved member, opens the platform and sees A's cookie.
     b_seen = _run_b(laptop_b, _B_OPEN)
