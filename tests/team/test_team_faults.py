@@ -310,8 +310,9 @@ def test_a_suspended_laptop_loses_its_lease_and_its_stale_upload_is_refused_and_
             taken = store.lease(persona_id)
         assert taken is not None and taken.member == b and taken.token > held.token
         os.killpg(a_proc.pid, signal.SIGCONT)  # the lid opens
-        # A's renewal (every 20 s) finds the lease lost and tells the person at once,
-        # while the browser is still open.
+        # A hears at once (its renewal, woken by the lease's NOTIFY, or its next one
+        # every 20 s) that the lease was lost and tells the person; it then closes
+        # the session itself, once the hook that holds this test's page returns.
         deadline = time.monotonic() + 60
         while not any("was lost" in line for line in a_lines):
             assert time.monotonic() < deadline, "".join(a_lines)
