@@ -90,7 +90,24 @@ PACK_LIMIT = 256 << 10
 # pages of History between two sessions), so its files are cut finer.
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SQLITE_CHUNK_SIZE = 32 << 10
-WORKERS = 4
+
+
+def _workers() -> int:
+    """One worker per CPU this process may run on, at least 2 and at most 4.
+
+    More threads than cores only fight over the GIL: measured on 2 cores (200 MB
+    profile, medians of 3), 4 workers unsealed in 0.88 s and sealed in 1.53 s,
+    2 workers in 0.56 s and 1.26 s. Two even on one core, so reading and
+    writing overlap the crypto.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 2
+    return max(2, min(4, cpus))
+
+
+WORKERS = _workers()
 # Tasks submitted and not finished. A task reads its bytes only once a worker runs
 # it, so memory follows WORKERS (a running blob holds its plaintext and its
 # ciphertext: about 2 MiB each), not this; a deep queue lets the walk go on while

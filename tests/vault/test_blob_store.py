@@ -920,3 +920,12 @@ def test_a_blob_mostly_dead_inside_is_repacked_not_kept(tmp_path: Path) -> None:
                 live[name] = live.get(name, 0) + length
         for name, used in live.items():
             assert 2 * used >= manifest.blob_sizes[name], (session, name)
+
+
+@pytest.mark.parametrize(("cpus", "workers"), [(1, 2), (2, 2), (3, 3), (4, 4), (16, 4)])
+def test_the_vault_runs_one_worker_per_cpu_it_may_use_two_to_four(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, workers: int
+) -> None:
+    # More workers than cores made unsealing slower (0.88 s against 0.56 s on 2 cores).
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cpus)))
+    assert fmt._workers() == workers
