@@ -266,6 +266,7 @@ class Holder:
     member: str
     host: str
     since: datetime
+    name: str = ""  # the name the member joined with ("" if the server has none)
 
 
 @dataclass(frozen=True)
@@ -312,7 +313,9 @@ def _team_holders(st: Station) -> dict[str, Holder]:
     if team is None:
         return {}
     return {
-        lease.persona_id: Holder(lease.persona_id, lease.member, lease.host, lease.since)
+        lease.persona_id: Holder(
+            lease.persona_id, lease.member, lease.host, lease.since, lease.member_name
+        )
         for lease in team.leases()
         if not lease.expired
     }

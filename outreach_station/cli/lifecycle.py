@@ -205,11 +205,14 @@ def _undo(platform: str, station: Station, *, yes: bool, json: bool) -> None:
 
 
 def _opened(s: PlatformStatus) -> list[str]:
-    """Each open persona, in a team with who holds it: `k7q2m9x4ab3d (MEMBER on HOST)`."""
+    """Each open persona, in a team with who holds it: `k7q2m9x4ab3d (NAME on HOST)`.
+
+    The member's name as they joined the team, or their member id if the server has none.
+    """
     held = {h.persona: h for h in s.held}
     return [
         _("{persona} ({member} on {host})").format(
-            persona=p, member=held[p].member, host=held[p].host
+            persona=p, member=safe(held[p].name or held[p].member), host=safe(held[p].host)
         )
         if p in held
         else p
@@ -247,6 +250,7 @@ def status_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
                         {
                             "persona": h.persona,
                             "member": h.member,
+                            "name": h.name or None,
                             "host": h.host,
                             "since": h.since.isoformat(),
                         }

@@ -319,6 +319,7 @@ def status_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
             {
                 "persona": lease.persona_id,
                 "member": lease.member,
+                "name": lease.member_name or None,
                 "host": lease.host,
                 "since": lease.since.isoformat(),
                 "expires": lease.expires.isoformat(),

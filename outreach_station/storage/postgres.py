@@ -72,7 +72,7 @@ from outreach_station.i18n import _
 from outreach_station.ids import new_persona_id, validate_persona_id
 from outreach_station.personas import ALLOWED_TRANSITIONS, Persona, Status
 from outreach_station.storage.base import ProxyRecord, UniqueConflict
-from outreach_station.values import validate_label, validate_reason
+from outreach_station.values import printable, validate_label, validate_reason
 
 if TYPE_CHECKING:
     import psycopg
@@ -83,9 +83,13 @@ APP_ROLE: Final = "station_app"
 # values, and a row this size keeps each insert's memory small.
 CHUNK_BYTES: Final = 1 << 20
 _KEYRING_PREFIX: Final = "team-database/"
+# The holder's and the asker's names as they joined (the `member` columns are not
+# keys of `members`: unqualified `member` inside the subqueries is the lease's).
 _LEASE_COLUMNS: Final = (
     "persona_id, member, host, since, expires, token, expires <= now() AS expired, "
-    "close_token, close_member, close_host, close_reason, close_asked, close_seen"
+    "close_token, close_member, close_host, close_reason, close_asked, close_seen, "
+    "(SELECT display_name FROM members WHERE member_id = member) AS member_name, "
+    "(SELECT display_name FROM members WHERE member_id = close_member) AS close_member_name"
 )
 # What a lease's token change or close request announces (migration 10).
 LEASE_CHANNEL: Final = "station_leases"
@@ -376,6 +380,13 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+def _who(member: str, name: str) -> str:
+    """A member as colleagues know them: the name they joined with, and the id that proves it."""
+    if not name:
+        return member
+    return _("{name} ({member})").format(name=printable(name), member=member)
+
+
 @dataclass(frozen=True)
 class CloseRequest:
     """Another laptop asked the lease's holder to close its session (`station rotate`)."""
@@ -385,6 +396,10 @@ class CloseRequest:
     reason: str
     asked: datetime
     seen: datetime | None  # when the holder said it is closing (None: not yet)
+    member_name: str = ""  # as the asker joined the team ("" if not a member)
+
+    def who(self) -> str:
+        return _who(self.member, self.member_name)
 
 
 @dataclass(frozen=True)
@@ -400,11 +415,12 @@ class Lease:
     expired: bool
     # A request to close, made for this very token (a new holder never inherits one).
     close: CloseRequest | None = None
+    member_name: str = ""  # as the holder joined the team ("" if not a member)
 
     def describe(self) -> str:
         when = self.since.astimezone().strftime("%Y-%m-%d %H:%M")
         return _("{member} on {host} since {when}").format(
-            member=self.member, host=self.host, when=when
+            member=_who(self.member, self.member_name), host=printable(self.host), when=when
         )
 
 
@@ -1177,6 +1193,7 @@ class PostgresStore:
                 reason=row["close_reason"] or "",
                 asked=row["close_asked"],
                 seen=row["close_seen"],
+                member_name=row["close_member_name"] or "",
             )
         return Lease(
             persona_id=row["persona_id"],
@@ -1187,6 +1204,7 @@ class PostgresStore:
             token=int(row["token"]),
             expired=bool(row["expired"]),
             close=close,
+            member_name=row["member_name"] or "",
         )
 
     def lease(self, persona_id: str) -> Lease | None:

@@ -439,7 +439,7 @@ def team_session(
                 "({reason}); your work is sealed and sent to the team server"
             ).format(
                 persona=persona_id,
-                member=request.member,
+                member=request.who(),
                 host=request.host,
                 reason=request.reason or _("no reason given"),
             ),

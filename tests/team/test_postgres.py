@@ -173,6 +173,33 @@ def test_acquire_refused_at_once_naming_the_holder(pg_store: PostgresStore) -> N
     assert held is not None and held.token == again.token
 
 
+def test_a_holder_who_is_a_member_is_named_as_they_joined_escaped(
+    pg_store: PostgresStore,
+) -> None:
+    from outreach_station.team.keys import MemberKey
+
+    key = MemberKey.generate("team-x")
+    # Written straight to the server: station's own join refuses such a name.
+    pg_store.add_member(
+        member_id=key.member_id,
+        display_name="Anna\u202eadmin\x1b[31m",
+        host="laptop-3",
+        public_key=key.public_key,
+        status="approved",
+    )
+    persona = pg_store.create("demo", fingerprint=FP)
+    taken = pg_store.acquire_lease(persona.id, member=key.member_id, host="laptop-3", ttl=TTL)
+    assert taken.member_name == "Anna\u202eadmin\x1b[31m"
+    with pytest.raises(BusyError) as refused:
+        pg_store.acquire_lease(persona.id, member="bo", host="laptop-7", ttl=TTL)
+    assert f"open by Anna\\u202eadmin\\x1b[31m ({key.member_id}) on laptop-3 since 20" in str(
+        refused.value
+    )
+    assert "\u202e" not in str(refused.value) and "\x1b" not in str(refused.value)
+    (listed,) = pg_store.leases()
+    assert (listed.member, listed.member_name) == (key.member_id, "Anna\u202eadmin\x1b[31m")
+
+
 def test_force_unlock_frees_and_fences(pg_store: PostgresStore) -> None:
     persona = pg_store.create("demo", fingerprint=FP)
     lease = pg_store.acquire_lease(persona.id, member="anna", host="lost-laptop", ttl=TTL)

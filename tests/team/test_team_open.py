@@ -153,12 +153,14 @@ def test_the_team_bar_what_a_left_b_opens_one_laptop_at_a_time_one_trail_no_plai
     lease = during["lease"]
     assert (lease.member, lease.host) == (a, socket.gethostname())
 
-    # B was refused at once, told who holds it, on which laptop, since when.
+    # B was refused at once, told who holds it (the name A joined with, and A's id),
+    # on which laptop, since when.
     refused = during["b"]
     assert refused.returncode == ExitCode.BUSY, refused.stderr
     since = lease.since.astimezone().strftime("%Y-%m-%d %H:%M")
     assert refused.stderr.strip().splitlines()[-1] == (
-        f"station: error: persona {persona.id} is open by {a} on {lease.host} since {since}; "
+        f"station: error: persona {persona.id} is open by Anna ({a}) on {lease.host} since "
+        f"{since}; "
         "try again when they close it, or free it with station team unlock if that laptop "
         "is lost"
     )

@@ -135,6 +135,7 @@ def test_b_status_counts_as_standby_pool_and_names_who_holds_what(
         {
             "persona": active,
             "member": a,
+            "name": "Anna",  # as A joined
             "host": socket.gethostname(),
             "since": held.since.isoformat(),
         }
@@ -142,7 +143,8 @@ def test_b_status_counts_as_standby_pool_and_names_who_holds_what(
     assert row["warnings"] == []
     table = _run_b(laptop_b, _B_CLI, "status")
     assert table.returncode == 0, table.stderr
-    assert f"{active} ({a} on {socket.gethostname()})" in table.stdout, table.stdout
+    # The table names the holder as colleagues know them, by the name they joined with.
+    assert f"{active} (Anna on {socket.gethostname()})" in table.stdout
 
 
 def test_a_kit_secret_is_sealed_on_the_server_and_b_reveals_it(
@@ -239,7 +241,8 @@ def test_b_rotates_to_as_standby_opens_it_and_a_retire_shreds_it_everywhere(
     assert refused.exit_code == ExitCode.BUSY, refused.output
     since = held.since.astimezone().strftime("%Y-%m-%d %H:%M")
     assert refused.stderr.strip().splitlines()[-1] == (
-        f"station: error: persona {standby} is open by {b} on laptop-b since {since}; "
+        f"station: error: persona {standby} is open by Bo ({b}) on laptop-b since "
+        f"{since}; "
         "try again when they close it, or free it with station team unlock if that laptop "
         "is lost"
     )

@@ -180,7 +180,8 @@ def test_b_rotates_while_a_holds_the_persona_a_closes_uploads_and_b_rotates(
         assert refused.returncode == ExitCode.BUSY, refused.stderr
         since = held.since.astimezone().strftime("%Y-%m-%d %H:%M")
         assert refused.stderr.strip().splitlines()[-1] == (
-            f"station: error: persona {persona_id} is open by {a} on {held.host} since "
+            f"station: error: persona {persona_id} is open by Anna ({a}) on {held.host} "
+            f"since "
             f"{since} and that laptop did not answer within 3 s (suspended or offline); "
             "nothing was rotated: run station rotate again when it is back, or free the "
             f"persona with station team unlock {persona_id} --reason TEXT and then rotate"
@@ -213,7 +214,7 @@ def test_b_rotates_while_a_holds_the_persona_a_closes_uploads_and_b_rotates(
     assert holder.proc.returncode == 0, a_err
     # A's person is told why, at once and in the closing line.
     assert (
-        f"persona {persona_id} is closing: {b} on {held.host} rotated its platform "
+        f"persona {persona_id} is closing: Bo ({b}) on {held.host} rotated its platform "
         "(account suspended); your work is sealed and sent to the team server"
     ) in a_err
     assert (
