@@ -14,8 +14,8 @@ import typer
 
 from outreach_station.cli._help import N_, HelpGroup, StationCommand
 from outreach_station.cli._help import tr as _
+from outreach_station.cli._output import ask_passphrase, echo_json, info, safe, station_of, table
 from outreach_station.cli._output import confirm as ask
-from outreach_station.cli._output import echo_json, info, safe, station_of, table
 
 if TYPE_CHECKING:
     from outreach_station.team.members import Member
@@ -447,14 +447,20 @@ def push_command(ctx: typer.Context, *, json: JsonOption = False) -> None:
     member's laptop opens it. From then on the team's copy is the persona:
     the laptop's own record of it is retired. A push cut off (server lost,
     process killed) loses nothing: run it again and it continues. Kit
-    secrets and proxy passwords stay in this laptop's keyring.
+    secrets and proxy passwords go to the team server sealed, and leave this
+    laptop's keyring. A laptop in passphrase mode asks for its passphrase once.
 
     Example: station team push --json
     """
     from outreach_station.cli.open import profile_progress
     from outreach_station.team.push import push
 
-    result = push(station=station_of(ctx), notify=info, progress=profile_progress)
+    result = push(
+        station=station_of(ctx),
+        notify=info,
+        progress=profile_progress,
+        passphrase_prompt=ask_passphrase,
+    )
     if json:
         echo_json(
             {

@@ -212,8 +212,13 @@ def _check_not_elsewhere(station: Station, url: str) -> None:
 
 def _my_key(station: Station, team_id: str) -> MemberKey:
     from outreach_station.team.keys import ensure_member_key
+    from outreach_station.vault import read_settings
 
-    station.vault()  # the member key is named after the vault's station id
+    # The member key is named after the vault's station id: a home without a vault
+    # gets one now. One that has a vault (in passphrase mode, too) is not unlocked
+    # for it: only its settings are read.
+    if read_settings(station.paths) is None:
+        station.vault()
     return ensure_member_key(station.paths, team_id)
 
 

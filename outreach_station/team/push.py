@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from outreach_station.storage.postgres import PostgresStore
     from outreach_station.team.opening import TeamKeys
     from outreach_station.team.sync import LocalCopy, ProgressCallback
-    from outreach_station.vault import Vault
+    from outreach_station.vault import PassphraseCallback, Vault
 
 Outcome = Literal["pushed", "refused"]
 
@@ -112,8 +112,13 @@ def push(
     station: Station | None = None,
     notify: Notify = quiet,
     progress: Callable[[str], ProgressCallback | None] | None = None,
+    passphrase_prompt: PassphraseCallback | None = None,
 ) -> PushResult:
     """Move this laptop's own personas into the team store (see the module's docstring).
+
+    The laptop's vault is opened once, at the first persona to push: in
+    passphrase mode `passphrase_prompt` is asked then, and a wrong
+    passphrase stops the push before anything is sent.
 
     Refused with nothing written when the home is in no team, this laptop's
     member is not approved, or the audit log cannot take a record. A persona
@@ -139,11 +144,16 @@ def push(
         team_id = store.team_id() or ""
         local = st.local_store
         done: list[PushedPersona] = []
+        vault: Vault | None = None
         for persona in local.list():
             if persona.status == "retired":
                 continue  # retired here (pushed before, or done with): stays on this laptop
+            if vault is None:
+                vault = st.vault(passphrase_prompt)
             try:
-                done.append(_push_one(st, store, keys, local, persona, team_id, notify, progress))
+                done.append(
+                    _push_one(st, store, keys, local, vault, persona, team_id, notify, progress)
+                )
             except EnvironmentProblem as exc:
                 raise EnvironmentProblem(
                     _(
@@ -172,6 +182,7 @@ def _push_one(  # noqa: PLR0917 - one call site, in order
     store: PostgresStore,
     keys: TeamKeys,
     local: Store,
+    vault: Vault,
     persona: Persona,
     team_id: str,
     notify: Notify,
@@ -189,7 +200,6 @@ def _push_one(  # noqa: PLR0917 - one call site, in order
             persona=persona.id, platform=persona.platform
         )
     )
-    vault = st.vault()
     recovered = False
     # Held throughout: a local session of it (or a second push) cannot start meanwhile.
     with persona_lock(st.paths, persona.id):

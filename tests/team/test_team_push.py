@@ -18,6 +18,7 @@ import pytest
 from outreach_station import api, paths
 from outreach_station.errors import EnvironmentProblem, ExitCode
 from outreach_station.storage import open_store
+from outreach_station.vault.keys import MASTER_FILE
 from tests.fixtures import install_policy
 from tests.pg import PgServer
 from tests.site import TestSite
@@ -344,3 +345,66 @@ def test_a_persona_open_on_the_laptop_is_refused_the_others_go_and_it_follows_la
     assert (done["persona"], done["local_status"], done["status"]) == (ids[0], "active", "standby")
     assert "the team had an active persona of its platform" in done["problem"]
     assert "went in as standby: the team already has an active persona" in later.stderr
+
+
+PASSPHRASE = "lantern-orchard-7-quiet"
+
+
+@pytest.mark.browser
+def test_a_laptop_in_passphrase_mode_is_asked_once_and_a_wrong_passphrase_sends_nothing(
+    runner: Any,
+    laptop_a: TeamDb,
+    *,
+    platform_dir: Path,
+    site: TestSite,
+    system_policy: Path,
+) -> None:
+    install_policy(system_policy, ALLOW_JOIN + "[vault]\nallow_passphrase = true\n")
+    made = runner.invoke(["init", "--passphrase"], input=f"{PASSPHRASE}\n{PASSPHRASE}\n")
+    assert made.exit_code == 0, made.output
+    value = f"v{secrets.token_hex(8)}"
+    opened = api.open_platform(
+        "site-one",
+        url=f"{site.url}set-cookie?v={value}",
+        headless=True,
+        close_after_hook=True,
+        hook=_nothing,
+        passphrase_prompt=lambda _purpose: PASSPHRASE,
+    )
+    first = opened.persona.id
+    standby = runner.invoke(["persona", "new", "site-one"], input=f"{PASSPHRASE}\n")
+    assert standby.exit_code == 0, standby.output
+    second = standby.stdout.split()[0]
+    founded = runner.invoke(["team", "init", laptop_a.url(), "--name", "Anna"])
+    assert founded.exit_code == 0, founded.output
+
+    # A wrong passphrase stops the push before anything is sent or retired.
+    wrong = runner.invoke(["team", "push"], input="not-the-passphrase\n")
+    assert wrong.exit_code == ExitCode.SECURITY, wrong.output
+    assert wrong.stderr.splitlines()[-1].endswith(
+        "station: error: wrong passphrase for the master key file "
+        f"{paths.current().home / MASTER_FILE} (or the file was altered)"
+    )
+    assert "not-the-passphrase" not in wrong.stdout + wrong.stderr
+    assert _server_rows(laptop_a) == {}
+    assert _pushed_records(laptop_a) == []
+    assert {p.status for p in _local_personas().values()} == {"active", "standby"}
+
+    # The right one, typed once, moves both personas with the sealed session.
+    pushed = runner.invoke(["team", "push", "--json"], input=f"{PASSPHRASE}\n")
+    assert pushed.exit_code == 0, pushed.output
+    assert pushed.stderr.count("Vault passphrase") == 1
+    assert PASSPHRASE not in pushed.stdout + pushed.stderr
+    by_id = {p["persona"]: p for p in json.loads(pushed.stdout)["personas"]}
+    assert (by_id[first]["outcome"], by_id[first]["generation"]) == ("pushed", 1)
+    assert by_id[second]["outcome"] == "pushed"
+    assert {p.status for p in _local_personas().values()} == {"retired"}
+    with laptop_a.owner_store() as store:
+        chunks = b"".join(
+            bytes(r[0]) for r in store._conn.execute("SELECT data FROM blob_chunks").fetchall()
+        )
+    assert chunks and value.encode() not in chunks
+
+
+async def _nothing(_context: Any, _page: Any) -> None:
+    return None
