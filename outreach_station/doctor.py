@@ -55,6 +55,7 @@ PERMISSIONS: Final = N_("permissions")
 PERSONA_VARIETY: Final = N_("persona variety")
 BROWSER_POLICY: Final = N_("browser policy")
 PLATFORMS: Final = N_("platforms")
+TEAM: Final = N_("team")
 # The oldest Python station runs on: pyproject.toml's requires-python (a test
 # keeps the two equal).
 MIN_PYTHON: Final = (3, 11)
@@ -550,6 +551,78 @@ def check_platforms(policy: Policy | None) -> Finding:
     )
 
 
+# A member status that keeps a laptop out of the team, in the reader's language.
+_MEMBER_WORDS: Final = {"removed": N_("removed"), "not registered": N_("not registered")}
+
+
+def check_team() -> Finding:  # noqa: PLR0911 - one return per state, in the order to fix them
+    """In a team: the server answers, this laptop's member is approved, nothing waits to be sent.
+
+    Outside a team there is nothing to check (ok). The server is asked as
+    `station team status` asks it, with the password from the OS keyring.
+    """
+    from outreach_station.team.membership import team_status
+
+    try:
+        status = team_status()
+    except StationError as exc:
+        return Finding(TEAM, "fail", exc.message, _("station docs team"))
+    if status.url is None:
+        return Finding(TEAM, "ok", _("not in a team: personas are kept on this laptop only"))
+    team = status.team_id or "?"
+    member = status.member_id or "?"
+    if status.reachable is None:  # no password here: not tried
+        return Finding(TEAM, "fail", status.problem or "", _("run: station team join URL"))
+    if not status.reachable:
+        return Finding(
+            TEAM,
+            "fail",
+            _("the team server does not answer: {problem}").format(problem=status.problem),
+            _("check the network and that the team server runs; station docs team"),
+        )
+    if status.problem:
+        return Finding(TEAM, "fail", status.problem, _("station docs team"))
+    if status.member_status == "pending":
+        return Finding(
+            TEAM,
+            "warn",
+            _("member {member} of team {team} is waiting for approval").format(
+                member=member, team=team
+            ),
+            _("ask an approved member to run: station team approve {member}").format(member=member),
+        )
+    if status.member_status != "approved":
+        word = status.member_status or ""
+        return Finding(
+            TEAM,
+            "fail",
+            _("member {member} is {status} in team {team}").format(
+                member=member,
+                status=_(_MEMBER_WORDS[word]) if word in _MEMBER_WORDS else word or _("unknown"),
+                team=team,
+            ),
+            _("ask the team's members; station docs team"),
+        )
+    if status.pending:
+        return Finding(
+            TEAM,
+            "warn",
+            ngettext(
+                "{n} sealed session waits to be sent to the team server",
+                "{n} sealed sessions wait to be sent to the team server",
+                len(status.pending),
+            ).format(n=len(status.pending)),
+            _("it is sent at the persona's next open; see station team status"),
+        )
+    return Finding(
+        TEAM,
+        "ok",
+        _("team {team}, member {member} (approved); the server answers").format(
+            team=team, member=member
+        ),
+    )
+
+
 SAMPLE_CHECK: Final = N_("sample persona")
 
 
@@ -663,6 +736,7 @@ def run_doctor(
     findings.append(check_variety(inventory(), machine_cpus()))
     findings.append(check_platforms(policy))
     findings.append(check_managed_policy(policy, managed_dir))
+    findings.append(check_team())
     if sample:
         browser = next(f for f in findings if f.name == BROWSER)
         findings.append(check_sample_persona(browser))

@@ -157,8 +157,10 @@ def test_healthy_machine_passes(tmp_path: Path) -> None:
         "persona variety",
         "platforms",
         "browser policy",
+        "team",
     ]
     assert os.environ["STATION_HOME"] in finding(report, "audit log").detail
+    assert finding(report, "team").detail == "not in a team: personas are kept on this laptop only"
     assert finding(report, "platforms").verdict == "ok"
     assert "demo" in finding(report, "platforms").detail
 
