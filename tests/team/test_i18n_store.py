@@ -247,3 +247,34 @@ def test_a_members_status_is_in_swedish_in_text_and_stored_words_in_json(
     assert "godkänd" in shown.stdout and "approved" not in shown.stdout
     as_json = runner.invoke(["team", "members", "--json"])
     assert [m["status"] for m in json.loads(as_json.stdout)] == ["approved"]
+
+
+def test_in_swedish_a_holder_is_named_and_doctor_checks_the_team(
+    runner: Any,
+    laptop_a: TeamDb,  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datetime import timedelta
+
+    _locale(monkeypatch, "sv_SE.UTF-8")
+    founded = runner.invoke(["team", "init", laptop_a.url(), "--name", "Anna", "--json"])
+    assert founded.exit_code == 0, founded.output
+    team, member = (json.loads(founded.stdout)[k] for k in ("team_id", "member_id"))
+    doctor = runner.invoke(["doctor", "--quick"])
+    shown = " ".join(doctor.stdout.split())  # the table wraps long details
+    assert f"OK team team {team}, medlem {member} (godkänd); servern svarar" in shown, shown
+
+    made = runner.invoke(["persona", "new", "demo", "--json"])
+    assert made.exit_code == 0, made.output
+    persona = json.loads(made.stdout)["id"]
+    with laptop_a.member_store() as store:
+        held = store.acquire_lease(
+            persona, member=member, host="laptop-3", ttl=timedelta(minutes=5)
+        )
+    refused = runner.invoke(["persona", "retire", persona, "--yes"])
+    since = held.since.astimezone().strftime("%Y-%m-%d %H:%M")
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"station: fel: personan {persona} är öppen hos Anna ({member}) på laptop-3 sedan "
+        f"{since}; försök igen när den stängs, eller frigör den med station team unlock om "
+        "den datorn har kommit bort"
+    )
