@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 from outreach_station import fsutil
 from outreach_station.errors import IntegrityError, SecurityError, StateError, StationError
 from outreach_station.i18n import _
+from outreach_station.values import printable
 
 if TYPE_CHECKING:
     from outreach_station.context import Notify, Station
@@ -440,7 +441,7 @@ def team_session(
             ).format(
                 persona=persona_id,
                 member=request.who(),
-                host=request.host,
+                host=printable(request.host),
                 reason=request.reason or _("no reason given"),
             ),
         )
