@@ -335,7 +335,7 @@ def test_a_suspended_laptop_loses_its_lease_and_its_stale_upload_is_refused_and_
     assert "closed" in a_out
     # A's renewal reported the lease lost, naming who has the persona now.
     assert "lease on persona" in a_err and "was lost" in a_err, a_err
-    assert f"is now open by {b}" in a_err
+    assert f"is now open by Bo ({b}) on " in a_err  # by the name B joined with
     # A's upload with the old token was refused: nothing of A's on the server ...
     committed = _generations(laptop_a, persona_id)
     assert held.token not in {t for _g, t, _m in committed}
@@ -441,7 +441,7 @@ def test_fifty_races_of_two_laptops_opening_one_persona_have_one_winner_each(
         )
     )
     b_thread.start()
-    member = {"a": a, "b": b}
+    member = {"a": f"Anna ({a})", "b": f"Bo ({b})"}  # named as they joined
     won: list[tuple[int, str, int]] = []
     try:
         for n in range(rounds):
@@ -459,7 +459,7 @@ def test_fifty_races_of_two_laptops_opening_one_persona_have_one_winner_each(
             # The bound is loose: the keyring and a loaded machine take seconds at times.
             assert float(seconds) < 10, (n, said)
             assert f"persona {persona_id} is open by {member[winner]} on " in message, (n, said)
-            won.append((n, member[winner], int(said[winner].split()[1])))
+            won.append((n, {"a": a, "b": b}[winner], int(said[winner].split()[1])))
     finally:
         for n in range(rounds):  # let both sides run out if a round failed
             (where / f"go-{n}").touch()
