@@ -551,16 +551,13 @@ def check_platforms(policy: Policy | None) -> Finding:
     )
 
 
-# A member status that keeps a laptop out of the team, in the reader's language.
-_MEMBER_WORDS: Final = {"removed": N_("removed"), "not registered": N_("not registered")}
-
-
 def check_team() -> Finding:  # noqa: PLR0911 - one return per state, in the order to fix them
     """In a team: the server answers, this laptop's member is approved, nothing waits to be sent.
 
     Outside a team there is nothing to check (ok). The server is asked as
     `station team status` asks it, with the password from the OS keyring.
     """
+    from outreach_station.team.members import status_word
     from outreach_station.team.membership import team_status
 
     try:
@@ -592,13 +589,12 @@ def check_team() -> Finding:  # noqa: PLR0911 - one return per state, in the ord
             _("ask an approved member to run: station team approve {member}").format(member=member),
         )
     if status.member_status != "approved":
-        word = status.member_status or ""
         return Finding(
             TEAM,
             "fail",
             _("member {member} is {status} in team {team}").format(
                 member=member,
-                status=_(_MEMBER_WORDS[word]) if word in _MEMBER_WORDS else word or _("unknown"),
+                status=status_word(status.member_status) if status.member_status else _("unknown"),
                 team=team,
             ),
             _("ask the team's members; station docs team"),

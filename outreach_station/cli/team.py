@@ -68,17 +68,11 @@ def _ask_password(prompt: str) -> str | None:
     return value
 
 
-# A member's status in the reader's language; --json keeps the stored word.
-MEMBER_STATUSES = {
-    "pending": N_("pending"),
-    "approved": N_("approved"),
-    "removed": N_("removed"),
-}
-
-
 def _member_status(status: object) -> str:
-    word = str(status)
-    return _(MEMBER_STATUSES[word]) if word in MEMBER_STATUSES else word
+    """A member's status in the reader's language; --json keeps the stored word."""
+    from outreach_station.team.members import status_word
+
+    return status_word(status)
 
 
 def _render_joined(joined: Joined, *, json: bool, what: str) -> None:

@@ -34,6 +34,21 @@ class MemberStatus(StrEnum):
     REMOVED = "removed"
 
 
+# A member's status as people read it; stored data and --json keep the English word.
+_STATUS_WORDS: Final = {
+    "pending": N_("pending"),
+    "approved": N_("approved"),
+    "removed": N_("removed"),
+    "not registered": N_("not registered"),  # the server does not know this laptop's key
+}
+
+
+def status_word(status: object) -> str:
+    """`status` (a `MemberStatus` or "not registered") in the reader's language."""
+    word = str(status)
+    return _(_STATUS_WORDS[word]) if word in _STATUS_WORDS else word
+
+
 # One whole sentence per field, so a translation never has to inflect a pasted-in word.
 _TOO_LONG: Final = {
     "name": N_("a member's name must have 1 to {longest} characters"),
