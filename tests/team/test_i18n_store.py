@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -254,8 +255,6 @@ def test_in_swedish_a_holder_is_named_and_doctor_checks_the_team(
     laptop_a: TeamDb,  # noqa: F811 - the fixture
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from datetime import timedelta
-
     _locale(monkeypatch, "sv_SE.UTF-8")
     founded = runner.invoke(["team", "init", laptop_a.url(), "--name", "Anna", "--json"])
     assert founded.exit_code == 0, founded.output

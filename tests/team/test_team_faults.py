@@ -441,7 +441,8 @@ def test_fifty_races_of_two_laptops_opening_one_persona_have_one_winner_each(
         )
     )
     b_thread.start()
-    member = {"a": f"Anna ({a})", "b": f"Bo ({b})"}  # named as they joined
+    ids = {"a": a, "b": b}
+    named = {"a": f"Anna ({a})", "b": f"Bo ({b})"}  # in messages, as they joined
     won: list[tuple[int, str, int]] = []
     try:
         for n in range(rounds):
@@ -458,8 +459,8 @@ def test_fifty_races_of_two_laptops_opening_one_persona_have_one_winner_each(
             # loser's answer, so a loser that waited for the lease would never answer.
             # The bound is loose: the keyring and a loaded machine take seconds at times.
             assert float(seconds) < 10, (n, said)
-            assert f"persona {persona_id} is open by {member[winner]} on " in message, (n, said)
-            won.append((n, {"a": a, "b": b}[winner], int(said[winner].split()[1])))
+            assert f"persona {persona_id} is open by {named[winner]} on " in message, (n, said)
+            won.append((n, ids[winner], int(said[winner].split()[1])))
     finally:
         for n in range(rounds):  # let both sides run out if a round failed
             (where / f"go-{n}").touch()

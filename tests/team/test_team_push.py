@@ -363,15 +363,21 @@ def test_a_laptop_in_passphrase_mode_is_asked_once_and_a_wrong_passphrase_sends_
     made = runner.invoke(["init", "--passphrase"], input=f"{PASSPHRASE}\n{PASSPHRASE}\n")
     assert made.exit_code == 0, made.output
     value = f"v{secrets.token_hex(8)}"
+    seen: dict[str, str] = {}
+
+    async def look(_context: Any, page: Any) -> None:
+        seen["cookie"] = await page.evaluate("document.cookie")
+
     opened = api.open_platform(
         "site-one",
         url=f"{site.url}set-cookie?v={value}",
         headless=True,
         close_after_hook=True,
-        hook=_nothing,
+        hook=look,
         passphrase_prompt=lambda _purpose: PASSPHRASE,
     )
     first = opened.persona.id
+    assert f"station_flush={value}" in seen["cookie"]  # a cookie the push must not show
     standby = runner.invoke(["persona", "new", "site-one"], input=f"{PASSPHRASE}\n")
     assert standby.exit_code == 0, standby.output
     second = standby.stdout.split()[0]
@@ -404,7 +410,3 @@ def test_a_laptop_in_passphrase_mode_is_asked_once_and_a_wrong_passphrase_sends_
             bytes(r[0]) for r in store._conn.execute("SELECT data FROM blob_chunks").fetchall()
         )
     assert chunks and value.encode() not in chunks
-
-
-async def _nothing(_context: Any, _page: Any) -> None:
-    return None

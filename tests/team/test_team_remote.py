@@ -181,8 +181,7 @@ def test_b_rotates_while_a_holds_the_persona_a_closes_uploads_and_b_rotates(
         since = held.since.astimezone().strftime("%Y-%m-%d %H:%M")
         assert refused.stderr.strip().splitlines()[-1] == (
             f"station: error: persona {persona_id} is open by Anna ({a}) on {held.host} "
-            f"since "
-            f"{since} and that laptop did not answer within 3 s (suspended or offline); "
+            f"since {since} and that laptop did not answer within 3 s (suspended or offline); "
             "nothing was rotated: run station rotate again when it is back, or free the "
             f"persona with station team unlock {persona_id} --reason TEXT and then rotate"
         )
